@@ -1,0 +1,53 @@
+// Package blob stores the cache's large immutable files (NARs, build logs)
+// by key. Implementations: fs (default) and s3.
+//
+// A blob is never visible half-written: Create returns a Writer whose bytes
+// become visible under a key only when Commit returns nil.
+package blob
+
+import (
+	"context"
+	"errors"
+	"io"
+	"time"
+)
+
+// ErrNotFound is returned (wrapped) when a key has no blob.
+var ErrNotFound = errors.New("blob not found")
+
+// Info describes a stored blob.
+type Info struct {
+	Key     string
+	Size    int64
+	ModTime time.Time
+}
+
+// Reader is an open blob. For the filesystem store it is backed by an
+// *os.File (see File) so that HTTP can serve it with sendfile.
+type Reader interface {
+	io.ReadSeekCloser
+	Info() Info
+}
+
+// Writer receives a new blob's bytes. Exactly one of Commit or Abort must be
+// called; after a failed Write, call Abort.
+type Writer interface {
+	io.Writer
+	// Commit makes the bytes durable and then visible under key. Committing
+	// over an existing key is allowed (content-addressed keys hold the same
+	// bytes) and must leave a complete blob under key at every instant.
+	Commit(ctx context.Context, key string) error
+	// Abort discards the bytes written so far.
+	Abort() error
+}
+
+// Store is a blob store. Keys are slash-separated relative paths made of
+// [A-Za-z0-9._+=?-] segments (e.g. "nar/<filehash>.nar.zst"); stores must
+// refuse keys that could escape their root.
+type Store interface {
+	Create(ctx context.Context) (Writer, error)
+	Open(ctx context.Context, key string) (Reader, error)
+	Stat(ctx context.Context, key string) (Info, error)
+	Delete(ctx context.Context, key string) error
+	Close() error
+}

@@ -1,0 +1,83 @@
+// Package identity turns a bearer token into a verified Subject: issuers from
+// the issuers file, JWKS (by URL, cached, or by file), JWT verification, and
+// claim mappers (github-actions, gitlab-ci, oidc).
+package identity
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// Subject is who made a request, as the policy sees it (DESIGN.md
+// "Policy contract"). The zero Subject is the unauthenticated one.
+type Subject struct {
+	Authenticated bool
+	Issuer        string // iss of the verified token
+	IssuerName    string // the issuers-file entry's name (logs, metrics)
+	Provider      string // github | gitlab | oidc | flakegate
+	Kind          string // ci | user
+	Org           string // lower-case
+	Repo          string // org/name, lower-case ("" for users)
+	User          string
+	Ref           string
+	RefProtected  bool
+	Environment   string
+	// Via says how the token was obtained: "idp" for a token straight from an
+	// identity provider, "exchange" for a flakegate cache token.
+	Via    string
+	Claims map[string]any // every verified claim, raw
+
+	// Not part of the policy input:
+	TokenID string    // jti, if any (revocation)
+	Expiry  time.Time // exp
+}
+
+// Input renders the subject as the policy input's "subject" value.
+func (s *Subject) Input() map[string]any {
+	if s == nil || !s.Authenticated {
+		return map[string]any{"authenticated": false}
+	}
+	claims := s.Claims
+	if claims == nil {
+		claims = map[string]any{}
+	}
+	return map[string]any{
+		"authenticated": true,
+		"issuer":        s.Issuer,
+		"provider":      s.Provider,
+		"kind":          s.Kind,
+		"org":           s.Org,
+		"repo":          s.Repo,
+		"user":          s.User,
+		"ref":           s.Ref,
+		"ref_protected": s.RefProtected,
+		"environment":   s.Environment,
+		"via":           s.Via,
+		"claims":        claims,
+	}
+}
+
+// Summary is a short, secret-free description for logs ("github:omnicorp/app@refs/heads/main").
+func (s *Subject) Summary() string {
+	if s == nil || !s.Authenticated {
+		return "anonymous"
+	}
+	who := s.Repo
+	if who == "" {
+		who = s.User
+	}
+	if s.Ref != "" {
+		who += "@" + s.Ref
+	}
+	return s.Provider + ":" + who
+}
+
+// ErrNoToken means the request carried no token.
+var ErrNoToken = errors.New("no token")
+
+// Verifier verifies raw tokens. Errors mean 401; their text names the reason
+// and never contains the token.
+type Verifier interface {
+	Verify(ctx context.Context, rawToken string) (*Subject, error)
+}

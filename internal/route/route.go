@@ -1,0 +1,303 @@
+// Package route maps a cache request (method + URL path) to what it is about:
+// the action the policy decides on, the flake namespace, and the object.
+//
+// It is the single URL parser of flakegate: the blob server routes with it and
+// the authorization service builds the policy input with it, so the two can
+// never disagree about what a URL means. It is pure (no I/O) and fuzzed.
+package route
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+)
+
+// Action is what the policy is asked to allow.
+type Action string
+
+const (
+	ActionInfo     Action = "info"
+	ActionRead     Action = "read"
+	ActionPush     Action = "push"
+	ActionExchange Action = "exchange"
+	// ActionPublic is for endpoints anyone may call (the token issuer's JWKS).
+	// The policy is not consulted for it.
+	ActionPublic Action = "public"
+)
+
+// Kind is the kind of object a request is about.
+type Kind string
+
+const (
+	KindCacheInfo Kind = "cache-info"
+	KindNarInfo   Kind = "narinfo"
+	KindNar       Kind = "nar"
+	KindLog       Kind = "log"
+	KindToken     Kind = "token" // POST /_flakegate/token
+	KindJWKS      Kind = "jwks"  // GET /_flakegate/jwks
+)
+
+// Compression of a NAR file, as Nix names it in a narinfo.
+type Compression string
+
+const (
+	CompressionNone  Compression = "none"
+	CompressionXZ    Compression = "xz"
+	CompressionZstd  Compression = "zstd"
+	CompressionBzip2 Compression = "bzip2"
+)
+
+// Flake is an {org}/{name} namespace. Both parts are lower-case.
+type Flake struct {
+	Org  string `json:"org"`
+	Name string `json:"name"`
+}
+
+// String renders "org/name", or "" for the zero Flake.
+func (f Flake) String() string {
+	if f.Org == "" && f.Name == "" {
+		return ""
+	}
+	return f.Org + "/" + f.Name
+}
+
+// IsZero reports whether f names no flake.
+func (f Flake) IsZero() bool { return f.Org == "" && f.Name == "" }
+
+// ParseFlake parses "org/name" (case-insensitively; the result is lower-case).
+func ParseFlake(s string) (Flake, error) {
+	org, name, ok := strings.Cut(s, "/")
+	if !ok {
+		return Flake{}, fmt.Errorf("flake %q: want org/name", s)
+	}
+	f := Flake{Org: strings.ToLower(org), Name: strings.ToLower(name)}
+	if !validSegment(f.Org) || !validSegment(f.Name) {
+		return Flake{}, fmt.Errorf("flake %q: org and name may hold only letters, digits, '.', '_' and '-', and must not start with '.' or '_'", s)
+	}
+	return f, nil
+}
+
+// Request is what a cache URL means.
+type Request struct {
+	Action Action
+	Kind   Kind
+	// Flake is the namespace; zero for the union view and for /_flakegate.
+	Flake Flake
+	// Hash is the 32-character store path hash for narinfo, the file hash
+	// (nixbase32, 52 characters) for a NAR, and the derivation file name
+	// (e.g. "<hash>-hello.drv") for a build log.
+	Hash string
+	// File is the NAR file name below nar/ (e.g. "<filehash>.nar.zst").
+	File string
+	// Compression is the NAR compression implied by File's extension.
+	Compression Compression
+}
+
+// Union reports whether the request reads through the union view.
+func (r Request) Union() bool {
+	return r.Flake.IsZero() && (r.Kind == KindNarInfo || r.Kind == KindNar || r.Kind == KindCacheInfo)
+}
+
+// Error is a request the cache does not serve. Status is the HTTP status
+// to answer with (400, 404 or 405).
+type Error struct {
+	Status int
+	Msg    string
+}
+
+func (e *Error) Error() string { return e.Msg }
+
+func errf(status int, format string, args ...any) error {
+	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// StatusOf returns the HTTP status for an error from Parse (400 for others).
+func StatusOf(err error) int {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Status
+	}
+	return http.StatusBadRequest
+}
+
+// Parse maps a method and URL path (without query string) to a Request.
+func Parse(method, path string) (Request, error) {
+	if i := strings.IndexAny(path, "?#"); i >= 0 {
+		path = path[:i]
+	}
+	if !strings.HasPrefix(path, "/") {
+		return Request{}, errf(http.StatusBadRequest, "path %q does not start with /", path)
+	}
+	segs := strings.Split(path[1:], "/")
+	for _, s := range segs {
+		if s == "" || s == "." || s == ".." {
+			return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)
+		}
+	}
+	read := method == http.MethodGet || method == http.MethodHead
+	push := method == http.MethodPut
+
+	if segs[0] == "_flakegate" {
+		switch {
+		case len(segs) == 2 && segs[1] == "token":
+			if method != http.MethodPost {
+				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use POST", method, path)
+			}
+			return Request{Action: ActionExchange, Kind: KindToken}, nil
+		case len(segs) == 2 && segs[1] == "jwks":
+			if !read {
+				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)
+			}
+			return Request{Action: ActionPublic, Kind: KindJWKS}, nil
+		}
+		return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)
+	}
+
+	var r Request
+	rest := segs
+	// Union view: /nix-cache-info, /{hash}.narinfo, /nar/{file}.
+	unionShape := (len(segs) == 1) || (len(segs) == 2 && segs[0] == "nar")
+	if !unionShape {
+		if len(segs) < 3 {
+			return Request{}, errf(http.StatusNotFound, "no such resource: %q (want /{org}/{flake}/…)", path)
+		}
+		f, err := ParseFlake(segs[0] + "/" + segs[1])
+		if err != nil {
+			return Request{}, errf(http.StatusBadRequest, "%v", err)
+		}
+		r.Flake = f
+		rest = segs[2:]
+	}
+
+	switch {
+	case len(rest) == 1 && rest[0] == "nix-cache-info":
+		if method != http.MethodGet && method != http.MethodHead {
+			return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on nix-cache-info", method)
+		}
+		r.Action, r.Kind = ActionInfo, KindCacheInfo
+		return r, nil
+
+	case len(rest) == 1 && strings.HasSuffix(rest[0], ".narinfo"):
+		h := strings.TrimSuffix(rest[0], ".narinfo")
+		if !IsStoreHash(h) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a store path hash (32 nixbase32 characters)", h)
+		}
+		r.Kind, r.Hash = KindNarInfo, h
+
+	case len(rest) == 2 && rest[0] == "nar":
+		h, c, ok := splitNarFile(rest[1])
+		if !ok {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a NAR file name ({nixbase32 hash}.nar[.xz|.zst|.bz2])", rest[1])
+		}
+		r.Kind, r.Hash, r.File, r.Compression = KindNar, h, rest[1], c
+
+	case len(rest) == 2 && rest[0] == "log" && !r.Flake.IsZero():
+		if !validLogName(rest[1]) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a derivation file name", rest[1])
+		}
+		r.Kind, r.Hash = KindLog, rest[1]
+
+	default:
+		return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)
+	}
+
+	switch {
+	case read:
+		r.Action = ActionRead
+	case push:
+		if r.Flake.IsZero() {
+			return Request{}, errf(http.StatusMethodNotAllowed, "PUT is not allowed on the union view: push to /{org}/{flake}/…")
+		}
+		r.Action = ActionPush
+	default:
+		return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s", method, path)
+	}
+	return r, nil
+}
+
+// nixbase32 alphabet: 0-9 a-z without e o u t.
+func isNixBase32(c byte) bool {
+	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't')
+}
+
+// IsStoreHash reports whether s is a 32-character nixbase32 store path hash.
+func IsStoreHash(s string) bool {
+	if len(s) != 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if !isNixBase32(s[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+var narExts = []struct {
+	ext string
+	c   Compression
+}{
+	{".nar.xz", CompressionXZ},
+	{".nar.zst", CompressionZstd},
+	{".nar.bz2", CompressionBzip2},
+	{".nar", CompressionNone},
+}
+
+// splitNarFile splits "<hash>.nar[.ext]" where hash is nixbase32 (Nix uses
+// the 52-character SHA-256 file hash; shorter hashes are refused).
+func splitNarFile(name string) (hash string, c Compression, ok bool) {
+	for _, e := range narExts {
+		if h, found := strings.CutSuffix(name, e.ext); found {
+			if len(h) != 52 {
+				return "", "", false
+			}
+			for i := 0; i < len(h); i++ {
+				if !isNixBase32(h[i]) {
+					return "", "", false
+				}
+			}
+			return h, e.c, true
+		}
+	}
+	return "", "", false
+}
+
+// NarFileName is the file name Nix uses for a NAR with this file hash
+// (nixbase32) and compression.
+func NarFileName(fileHash string, c Compression) string {
+	for _, e := range narExts {
+		if e.c == c {
+			return fileHash + e.ext
+		}
+	}
+	return fileHash + ".nar"
+}
+
+func validSegment(s string) bool {
+	if s == "" || len(s) > 100 || s[0] == '.' || s[0] == '_' || s[0] == '-' {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validLogName accepts "<32-char hash>-<name>.drv" (the derivation's file
+// name, as Nix puts it in log/ URLs) and refuses anything path-like.
+func validLogName(s string) bool {
+	if len(s) < 34 || len(s) > 255 || !IsStoreHash(s[:32]) || s[32] != '-' {
+		return false
+	}
+	for i := 33; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
