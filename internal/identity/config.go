@@ -1,0 +1,196 @@
+package identity
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/url"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	"sigs.k8s.io/yaml"
+)
+
+// Claim mapper names: how an issuer's claims become a Subject.
+const (
+	ClaimsGitHubActions = "github-actions" // GitHub Actions OIDC tokens (kind ci)
+	ClaimsGitLabCI      = "gitlab-ci"      // GitLab CI id_tokens (kind ci)
+	ClaimsOIDC          = "oidc"           // a user's OIDC ID token (kind user)
+	ClaimsFlakegate     = "flakegate"      // flakegate's own exchanged cache tokens
+)
+
+// IssuerConfig is one entry of the issuers file (DESIGN.md "Issuers file").
+type IssuerConfig struct {
+	// Name identifies the entry in logs and metrics (letters, digits, . _ -).
+	Name string `json:"name"`
+	// Issuer is the exact "iss" value of the tokens.
+	Issuer string `json:"issuer"`
+	// JWKSURL is where the issuer publishes its public keys (https; http only
+	// for loopback hosts). Exactly one of JWKSURL and JWKSFile is set.
+	JWKSURL string `json:"jwks_url,omitempty"`
+	// JWKSFile is a local JWKS document, reloaded when it changes. A relative
+	// path is relative to the issuers file.
+	JWKSFile string `json:"jwks_file,omitempty"`
+	// Audience lists the accepted "aud" values; a token must name at least one.
+	Audience []string `json:"audience"`
+	// Claims is the claim mapper: github-actions, gitlab-ci, oidc or flakegate.
+	Claims string `json:"claims"`
+	// OrgClaim (oidc only, optional) names the claim that gives the user's org.
+	OrgClaim string `json:"org_claim,omitempty"`
+}
+
+// Config is the issuers file.
+type Config struct {
+	Issuers []IssuerConfig `json:"issuers"`
+}
+
+// LoadIssuersFile reads, parses (strictly: unknown fields are errors) and
+// validates an issuers file. Relative jwks_file paths are resolved against
+// the file's directory.
+func LoadIssuersFile(path string) (*Config, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("read issuers file: %w", err)
+	}
+	cfg, err := ParseIssuers(data)
+	if err != nil {
+		return nil, fmt.Errorf("issuers file %s: %w", path, err)
+	}
+	dir := filepath.Dir(path)
+	for i := range cfg.Issuers {
+		if f := cfg.Issuers[i].JWKSFile; f != "" && !filepath.IsAbs(f) {
+			cfg.Issuers[i].JWKSFile = filepath.Join(dir, f)
+		}
+	}
+	return cfg, nil
+}
+
+// ParseIssuers parses and validates issuers-file YAML (or JSON).
+func ParseIssuers(data []byte) (*Config, error) {
+	var cfg Config
+	if err := yaml.UnmarshalStrict(data, &cfg); err != nil {
+		return nil, fmt.Errorf("parse: %w", err)
+	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	return &cfg, nil
+}
+
+var issuerNameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$`)
+
+// Validate checks every entry and reports all problems at once, each naming
+// the entry and the field: unique names and issuers, exactly one of
+// jwks_url/jwks_file, https jwks_url (http only for loopback hosts), a
+// non-empty audience and a known claims mapper.
+func (c *Config) Validate() error {
+	if c == nil || len(c.Issuers) == 0 {
+		return errors.New("issuers: at least one issuer is required")
+	}
+	var errs []error
+	names := map[string]int{}
+	issuers := map[string]int{}
+	for i, ic := range c.Issuers {
+		where := fmt.Sprintf("issuers[%d]", i)
+		if ic.Name != "" {
+			where = fmt.Sprintf("issuers[%d] (%s)", i, ic.Name)
+		}
+		fail := func(field, format string, args ...any) {
+			errs = append(errs, fmt.Errorf("%s: %s: %s", where, field, fmt.Sprintf(format, args...)))
+		}
+		if j, dup := names[ic.Name]; dup && ic.Name != "" {
+			fail("name", "duplicate of issuers[%d]", j)
+		}
+		names[ic.Name] = i
+		if j, dup := issuers[ic.Issuer]; dup && ic.Issuer != "" {
+			fail("issuer", "duplicate of issuers[%d]", j)
+		}
+		issuers[ic.Issuer] = i
+		for _, p := range ic.problems() {
+			fail(p.field, "%s", p.msg)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+type problem struct{ field, msg string }
+
+// problems checks one entry on its own (no cross-entry rules).
+func (ic *IssuerConfig) problems() []problem {
+	var ps []problem
+	add := func(field, msg string) { ps = append(ps, problem{field, msg}) }
+	switch {
+	case ic.Name == "":
+		add("name", "required")
+	case !issuerNameRE.MatchString(ic.Name):
+		add("name", "must be 1-63 letters, digits, '.', '_' or '-'")
+	}
+	if ic.Issuer == "" {
+		add("issuer", "required")
+	} else if msg := checkURL(ic.Issuer); msg != "" {
+		add("issuer", msg)
+	}
+	switch {
+	case ic.JWKSURL == "" && ic.JWKSFile == "":
+		add("jwks_url", "one of jwks_url or jwks_file is required")
+	case ic.JWKSURL != "" && ic.JWKSFile != "":
+		add("jwks_file", "set only one of jwks_url and jwks_file")
+	case ic.JWKSURL != "":
+		if msg := checkURL(ic.JWKSURL); msg != "" {
+			add("jwks_url", msg)
+		}
+	}
+	if len(ic.Audience) == 0 {
+		add("audience", "at least one audience is required")
+	}
+	for _, a := range ic.Audience {
+		if strings.TrimSpace(a) == "" {
+			add("audience", "empty audience value")
+			break
+		}
+	}
+	switch ic.Claims {
+	case ClaimsGitHubActions, ClaimsGitLabCI, ClaimsOIDC, ClaimsFlakegate:
+	case "":
+		add("claims", "required (github-actions, gitlab-ci, oidc or flakegate)")
+	default:
+		add("claims", fmt.Sprintf("unknown mapper %q (want github-actions, gitlab-ci, oidc or flakegate)", ic.Claims))
+	}
+	if ic.OrgClaim != "" && ic.Claims != ClaimsOIDC {
+		add("org_claim", "only valid with claims: oidc")
+	}
+	return ps
+}
+
+// checkURL returns "" for an absolute https URL, or an http URL whose host is
+// a loopback address; otherwise what is wrong with it.
+func checkURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "not a valid URL"
+	}
+	if u.Host == "" || u.User != nil {
+		return "must be an absolute https URL without credentials"
+	}
+	switch u.Scheme {
+	case "https":
+		return ""
+	case "http":
+		if isLoopback(u.Hostname()) {
+			return ""
+		}
+		return "must use https (http is allowed only for loopback hosts)"
+	default:
+		return "must use https"
+	}
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
