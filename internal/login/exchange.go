@@ -1,0 +1,79 @@
+package login
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// TokenPath is where the cache exchanges identity-provider tokens.
+const TokenPath = "/_flakegate/token"
+
+// CacheToken is a flakegate cache token and when it stops working.
+type CacheToken struct {
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
+}
+
+// apiError is the JSON error answer of flakegate endpoints.
+type apiError struct {
+	Error string `json:"error"`
+}
+
+// CacheBase checks a cache URL and returns its base (scheme://host[:port]).
+// The cache serves from its root, so a path is refused rather than guessed.
+func CacheBase(raw string) (*url.URL, error) {
+	u, err := url.Parse(strings.TrimSpace(raw))
+	if err != nil {
+		return nil, fmt.Errorf("cache URL %q: %w", raw, err)
+	}
+	if u.Scheme != "https" && u.Scheme != "http" {
+		return nil, fmt.Errorf("cache URL %q: want https://host (or http:// for a local test cache)", raw)
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return nil, fmt.Errorf("cache URL %q: no host", raw)
+	}
+	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
+		return nil, fmt.Errorf("cache URL %q: give only the cache's base URL, e.g. %s://%s", raw, u.Scheme, u.Host)
+	}
+	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// Exchange trades an identity-provider token for a cache token at the
+// cache's exchange endpoint.
+func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, timeout time.Duration) (*CacheToken, error) {
+	if hc == nil {
+		hc = http.DefaultClient
+	}
+	if timeout <= 0 {
+		timeout = 30 * time.Second
+	}
+	endpoint := cache.JoinPath(TokenPath).String()
+	req, err := http.NewRequest(http.MethodPost, endpoint, nil)
+	if err != nil {
+		return nil, fmt.Errorf("exchange token at %s: %w", cache.Host, err)
+	}
+	req.Header.Set("Authorization", "Bearer "+idpToken)
+	req.Header.Set("Accept", "application/json")
+	var tok CacheToken
+	var apiErr apiError
+	status, err := doJSONOr(ctx, hc, req, timeout, &tok, &apiErr)
+	if err != nil {
+		return nil, fmt.Errorf("exchange token at %s: %w", cache.Host, err)
+	}
+	if status != http.StatusOK {
+		msg := apiErr.Error
+		if msg == "" {
+			msg = http.StatusText(status)
+		}
+		return nil, fmt.Errorf("exchange token at %s: the cache answered %d: %s", cache.Host, status, msg)
+	}
+	if tok.Token == "" || tok.ExpiresAt.IsZero() {
+		return nil, errors.New("exchange token: the cache's answer lacks token or expires_at")
+	}
+	return &tok, nil
+}

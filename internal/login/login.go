@@ -1,0 +1,177 @@
+// Package login is the client side of flakegate's token exchange: it gets
+// an identity-provider token (a user's, by the OAuth 2.0 device
+// authorization grant of RFC 8628, or a CI job's OIDC token), trades it at
+// the cache for a longer-lived cache token, and stores that token in a netrc
+// file for Nix.
+package login
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+)
+
+// NetrcLogin is the login written to netrc (flakegate ignores it).
+const NetrcLogin = "flakegate"
+
+// Config is what `flakegate login` was asked to do.
+type Config struct {
+	Cache string // cache base URL
+
+	// Interactive (device flow) sign-in.
+	Issuer       string
+	ClientID     string
+	ClientSecret string
+	Scopes       []string
+
+	// CI sign-in.
+	CI       bool
+	TokenEnv string
+
+	Netrc     string // netrc path; default ~/.config/nix/netrc
+	PublicKey string // the cache's narinfo signing key, for the printed nix.conf lines
+
+	Timeout time.Duration // per HTTP call; default 30s
+}
+
+// Env is the outside world of a login run.
+type Env struct {
+	HTTPClient *http.Client
+	Getenv     func(string) string
+	Stdout     io.Writer // nix.conf lines
+	Stderr     io.Writer // progress and the device prompt
+	// Prompt overrides how the device prompt is shown (tests visit the URL).
+	Prompt func(DevicePrompt) error
+}
+
+// DefaultNetrcPath is where Nix users usually keep their netrc.
+func DefaultNetrcPath(getenv func(string) string) (string, error) {
+	if x := getenv("XDG_CONFIG_HOME"); x != "" {
+		return filepath.Join(x, "nix", "netrc"), nil
+	}
+	home := getenv("HOME")
+	if home == "" {
+		h, err := os.UserHomeDir()
+		if err != nil {
+			return "", fmt.Errorf("find home directory for the netrc (use --netrc): %w", err)
+		}
+		home = h
+	}
+	return filepath.Join(home, ".config", "nix", "netrc"), nil
+}
+
+// Validate reports every problem of the config at once.
+func (c *Config) Validate() error {
+	var errs []error
+	if c.Cache == "" {
+		errs = append(errs, errors.New("--cache is required (the cache's base URL)"))
+	} else if _, err := CacheBase(c.Cache); err != nil {
+		errs = append(errs, err)
+	}
+	if !c.CI {
+		if c.Issuer == "" {
+			errs = append(errs, errors.New("--issuer is required for an interactive login (or use --ci in a CI job)"))
+		}
+		if c.ClientID == "" {
+			errs = append(errs, errors.New("--client-id is required for an interactive login"))
+		}
+		if c.TokenEnv != "" {
+			errs = append(errs, errors.New("--token-env only applies with --ci"))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Run signs in, exchanges the token, writes the netrc and prints the
+// nix.conf lines. It never prints a token.
+func Run(ctx context.Context, cfg Config, env Env) error {
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
+	cache, _ := CacheBase(cfg.Cache) // validated above
+	netrcPath := cfg.Netrc
+	if netrcPath == "" {
+		p, err := DefaultNetrcPath(env.Getenv)
+		if err != nil {
+			return err
+		}
+		netrcPath = p
+	}
+
+	var idpToken string
+	if cfg.CI {
+		src := CISource{TokenEnv: cfg.TokenEnv, Audience: cache.String(), Getenv: env.Getenv, HTTPClient: env.HTTPClient, Timeout: cfg.Timeout}
+		t, from, err := src.Token(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.Stderr, "flakegate: using the CI job's OIDC token (%s)\n", from)
+		idpToken = t
+	} else {
+		prompt := env.Prompt
+		if prompt == nil {
+			prompt = func(p DevicePrompt) error {
+				if p.VerificationURIComplete != "" {
+					_, err := fmt.Fprintf(env.Stderr, "To sign in, open %s\n(or open %s and enter the code %s)\n", p.VerificationURIComplete, p.VerificationURI, p.UserCode)
+					return err
+				}
+				_, err := fmt.Fprintf(env.Stderr, "To sign in, open %s and enter the code %s\n", p.VerificationURI, p.UserCode)
+				return err
+			}
+		}
+		flow := DeviceFlow{
+			Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Scopes: cfg.Scopes,
+			HTTPClient: env.HTTPClient, Prompt: prompt, RequestTimeout: cfg.Timeout,
+		}
+		t, err := flow.Run(ctx)
+		if err != nil {
+			return fmt.Errorf("sign in at %s: %w", cfg.Issuer, err)
+		}
+		idpToken = t
+	}
+
+	tok, err := Exchange(ctx, env.HTTPClient, cache, idpToken, cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	if err := WriteNetrcEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s)\n",
+		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339))
+	_, err = io.WriteString(env.Stdout, NixConfLines(cache.String(), netrcPath, cfg.PublicKey))
+	return err
+}
+
+// NixConfLines are the nix.conf settings that make Nix use the cache with
+// the netrc. Without the public key a placeholder says where to get it.
+func NixConfLines(cache, netrcPath, publicKey string) string {
+	key := publicKey
+	keyNote := ""
+	if key == "" {
+		key = "<cache-public-key>"
+		keyNote = "# Replace <cache-public-key> with the cache's narinfo signing key (name:base64),\n" +
+			"# as logged by the blob server on first start; or rerun with --public-key.\n"
+	}
+	keyNote += "# With the Nix daemon, a user who is not in trusted-users needs the cache in\n" +
+		"# the daemon's trusted-substituters too.\n"
+	return "# Add to nix.conf (~/.config/nix/nix.conf, or /etc/nix/nix.conf for the daemon):\n" +
+		keyNote +
+		"extra-substituters = " + cache + "/\n" +
+		"extra-trusted-public-keys = " + key + "\n" +
+		"netrc-file = " + netrcPath + "\n"
+}

@@ -1,0 +1,238 @@
+package login
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// netrcToken is one whitespace-separated word of a netrc file and where it is.
+type netrcToken struct {
+	text       string
+	line       int // index into lines
+	start, end int // byte columns in the line
+}
+
+// tokenizeNetrc splits netrc content into words, skipping comment lines
+// ('#' first) and macdef bodies (up to the next empty line), as curl and
+// ftp do. Lines keep their exact bytes so untouched parts are rewritten as
+// they were.
+func tokenizeNetrc(lines []string) []netrcToken {
+	var toks []netrcToken
+	inMacro := false
+	pendingMacro := 0 // words left before a macdef body starts (the name)
+	for li, line := range lines {
+		if inMacro {
+			if strings.TrimSpace(line) == "" {
+				inMacro = false
+			}
+			continue
+		}
+		if strings.HasPrefix(strings.TrimLeft(line, " \t"), "#") {
+			continue
+		}
+		i := 0
+		for i < len(line) {
+			for i < len(line) && isNetrcSpace(line[i]) {
+				i++
+			}
+			if i >= len(line) {
+				break
+			}
+			start := i
+			if line[i] == '"' { // quoted word (curl ≥ 7.84)
+				i++
+				for i < len(line) && line[i] != '"' {
+					if line[i] == '\\' {
+						i++
+					}
+					i++
+				}
+				i = min(i+1, len(line))
+			} else {
+				for i < len(line) && !isNetrcSpace(line[i]) {
+					i++
+				}
+			}
+			t := netrcToken{text: line[start:i], line: li, start: start, end: i}
+			toks = append(toks, t)
+			if pendingMacro > 0 {
+				pendingMacro--
+				if pendingMacro == 0 {
+					inMacro = true
+					break // the rest of the line after the name is ignored; body follows
+				}
+			} else if t.text == "macdef" {
+				pendingMacro = 1
+			}
+		}
+	}
+	return toks
+}
+
+func isNetrcSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\r' || c == '\n' }
+
+// netrcEntry is one "machine NAME …" or "default …" entry: toks[start:end].
+type netrcEntry struct {
+	start, end int
+	machine    string // "" for default
+	isDefault  bool
+	fields     map[string]string // login, password, account, macdef
+}
+
+// parseNetrc groups tokens into entries; words before the first entry are ignored.
+func parseNetrc(toks []netrcToken) []netrcEntry {
+	var entries []netrcEntry
+	for i := 0; i < len(toks); {
+		switch toks[i].text {
+		case "machine", "default":
+		default:
+			i++
+			continue
+		}
+		e := netrcEntry{start: i, isDefault: toks[i].text == "default", fields: map[string]string{}}
+		i++
+		if !e.isDefault && i < len(toks) {
+			e.machine = unquote(toks[i].text)
+			i++
+		}
+		for i < len(toks) && toks[i].text != "machine" && toks[i].text != "default" {
+			key := toks[i].text
+			val := ""
+			if i+1 < len(toks) {
+				val = unquote(toks[i+1].text)
+			}
+			if _, seen := e.fields[key]; !seen {
+				e.fields[key] = val
+			}
+			i += 2
+		}
+		e.end = min(i, len(toks))
+		entries = append(entries, e)
+	}
+	return entries
+}
+
+// SetNetrcEntry returns content with the entry for machine set to login and
+// password: the first entry for that machine is replaced in place; without
+// one, a new line is added (before a "default" entry, which must stay last).
+// Everything else (other machines, comments, macros, layout) is kept.
+func SetNetrcEntry(content, machine, login, password string) (string, error) {
+	for _, v := range []string{machine, login, password} {
+		if v == "" || strings.ContainsAny(v, " \t\r\n\"#\\") {
+			return "", fmt.Errorf("netrc value %q: must be non-empty without spaces, quotes, backslashes or '#'", redactIfLong(v))
+		}
+	}
+	entry := "machine " + machine + " login " + login + " password " + password
+	lines := strings.Split(content, "\n")
+	toks := tokenizeNetrc(lines)
+	entries := parseNetrc(toks)
+
+	for _, e := range entries {
+		if e.isDefault || !strings.EqualFold(e.machine, machine) {
+			continue
+		}
+		first, last := toks[e.start], toks[e.end-1]
+		replaced := lines[first.line][:first.start] + entry + lines[last.line][last.end:]
+		out := append([]string{}, lines[:first.line]...)
+		out = append(out, replaced)
+		out = append(out, lines[last.line+1:]...)
+		return strings.Join(out, "\n"), nil
+	}
+	for _, e := range entries {
+		if !e.isDefault {
+			continue
+		}
+		d := toks[e.start]
+		if strings.TrimSpace(lines[d.line][:d.start]) == "" {
+			// "default" starts its line: put our entry on a line of its own before it.
+			out := append([]string{}, lines[:d.line]...)
+			out = append(out, entry)
+			out = append(out, lines[d.line:]...)
+			return strings.Join(out, "\n"), nil
+		}
+		lines[d.line] = lines[d.line][:d.start] + entry + " " + lines[d.line][d.start:]
+		return strings.Join(lines, "\n"), nil
+	}
+	if content != "" && !strings.HasSuffix(content, "\n") {
+		content += "\n"
+	}
+	return content + entry + "\n", nil
+}
+
+func unquote(s string) string {
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		return strings.ReplaceAll(s[1:len(s)-1], `\"`, `"`)
+	}
+	return s
+}
+
+func redactIfLong(v string) string {
+	if len(v) > 24 {
+		return v[:8] + "…"
+	}
+	return v
+}
+
+// NetrcPassword returns the password of the first entry for machine, if any.
+func NetrcPassword(content, machine string) (string, bool) {
+	for _, e := range parseNetrc(tokenizeNetrc(strings.Split(content, "\n"))) {
+		if !e.isDefault && strings.EqualFold(e.machine, machine) {
+			p, ok := e.fields["password"]
+			return p, ok
+		}
+	}
+	return "", false
+}
+
+// WriteNetrcEntry sets the entry for machine in the netrc file at path,
+// creating the file (and its directory, 0700) when missing. The file is
+// replaced atomically and is 0600 afterwards; a symlinked netrc is updated
+// at its target.
+func WriteNetrcEntry(path, machine, login, password string) error {
+	target := path
+	if resolved, err := filepath.EvalSymlinks(path); err == nil {
+		target = resolved
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("resolve netrc %s: %w", path, err)
+	}
+	old, err := os.ReadFile(target)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read netrc %s: %w", target, err)
+	}
+	updated, err := SetNetrcEntry(string(old), machine, login, password)
+	if err != nil {
+		return fmt.Errorf("update netrc %s: %w", target, err)
+	}
+	dir := filepath.Dir(target)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return fmt.Errorf("create netrc directory %s: %w", dir, err)
+	}
+	tmp, err := os.CreateTemp(dir, ".netrc-*")
+	if err != nil {
+		return fmt.Errorf("write netrc %s: %w", target, err)
+	}
+	defer os.Remove(tmp.Name()) // no-op after the rename
+	if err := tmp.Chmod(0o600); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write netrc %s: %w", target, err)
+	}
+	if _, err := tmp.WriteString(updated); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write netrc %s: %w", target, err)
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("write netrc %s: %w", target, err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("write netrc %s: %w", target, err)
+	}
+	if err := os.Rename(tmp.Name(), target); err != nil {
+		return fmt.Errorf("replace netrc %s: %w", target, err)
+	}
+	return nil
+}

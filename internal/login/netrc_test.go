@@ -1,0 +1,180 @@
+package login
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSetNetrcEntry(t *testing.T) {
+	const host = "cache.example.com"
+	tests := []struct {
+		name, in, want string
+	}{
+		{
+			name: "empty file",
+			in:   "",
+			want: "machine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "other machines and comments kept, entry appended",
+			in:   "# my hosts\nmachine github.com login me password gh\n",
+			want: "# my hosts\nmachine github.com login me password gh\nmachine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "no trailing newline",
+			in:   "machine a login b password c",
+			want: "machine a login b password c\nmachine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "one-line entry replaced in place",
+			in:   "machine a login b password c\nmachine cache.example.com login flakegate password OLD\nmachine z login y password x\n",
+			want: "machine a login b password c\nmachine cache.example.com login flakegate password NEW\nmachine z login y password x\n",
+		},
+		{
+			name: "multi-line entry replaced, following comment kept",
+			in:   "machine cache.example.com\n  login someone\n  password OLD\n# next\nmachine z login y password x\n",
+			want: "machine cache.example.com login flakegate password NEW\n# next\nmachine z login y password x\n",
+		},
+		{
+			name: "entries sharing one line",
+			in:   "machine a login b password c machine cache.example.com login l password OLD machine z login y password x\n",
+			want: "machine a login b password c machine cache.example.com login flakegate password NEW machine z login y password x\n",
+		},
+		{
+			name: "host matched case-insensitively, quoted",
+			in:   "machine \"Cache.Example.com\" login l password OLD\n",
+			want: "machine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "only the first entry for the host is replaced",
+			in:   "machine cache.example.com login l password OLD1\nmachine cache.example.com login l password OLD2\n",
+			want: "machine cache.example.com login flakegate password NEW\nmachine cache.example.com login l password OLD2\n",
+		},
+		{
+			name: "inserted before default (which must stay last)",
+			in:   "machine a login b password c\ndefault login anonymous password x\n",
+			want: "machine a login b password c\nmachine cache.example.com login flakegate password NEW\ndefault login anonymous password x\n",
+		},
+		{
+			name: "macdef bodies are not parsed",
+			in:   "machine ftp login u password p macdef init\nmachine cache.example.com password trap\n\nmachine cache.example.com login l password OLD\n",
+			want: "machine ftp login u password p macdef init\nmachine cache.example.com password trap\n\nmachine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "commented-out entry is not touched",
+			in:   "# machine cache.example.com login l password OLD\n",
+			want: "# machine cache.example.com login l password OLD\nmachine cache.example.com login flakegate password NEW\n",
+		},
+		{
+			name: "a host that merely contains ours is another host",
+			in:   "machine cache.example.com.evil login l password p\n",
+			want: "machine cache.example.com.evil login l password p\nmachine cache.example.com login flakegate password NEW\n",
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := SetNetrcEntry(tt.in, host, NetrcLogin, "NEW")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got != tt.want {
+				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
+			}
+			if p, ok := NetrcPassword(got, host); !ok || p != "NEW" {
+				t.Errorf("NetrcPassword after update = %q, %v; want NEW", p, ok)
+			}
+		})
+	}
+}
+
+func TestSetNetrcEntryRefusesBadValues(t *testing.T) {
+	for _, v := range []string{"", "a b", "a\nmachine evil", "x\"y", "#c", `a\b`} {
+		if _, err := SetNetrcEntry("", "h", "l", v); err == nil {
+			t.Errorf("password %q accepted", v)
+		}
+	}
+}
+
+func TestWriteNetrcEntry(t *testing.T) {
+	dir := t.TempDir()
+	t.Run("creates directory and 0600 file", func(t *testing.T) {
+		p := filepath.Join(dir, "new", "nix", "netrc")
+		if err := WriteNetrcEntry(p, "h", "l", "tok1"); err != nil {
+			t.Fatal(err)
+		}
+		assertMode(t, p, 0o600)
+		assertContent(t, p, "machine h login l password tok1\n")
+	})
+	t.Run("tightens a loose mode and keeps other entries", func(t *testing.T) {
+		p := filepath.Join(dir, "loose")
+		if err := os.WriteFile(p, []byte("machine o login a password b\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteNetrcEntry(p, "h", "l", "tok2"); err != nil {
+			t.Fatal(err)
+		}
+		assertMode(t, p, 0o600)
+		assertContent(t, p, "machine o login a password b\nmachine h login l password tok2\n")
+	})
+	t.Run("symlink is followed, link kept", func(t *testing.T) {
+		real := filepath.Join(dir, "real-netrc")
+		link := filepath.Join(dir, "link-netrc")
+		if err := os.WriteFile(real, []byte("machine h login l password old\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(real, link); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteNetrcEntry(link, "h", "l", "tok3"); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
+			t.Fatalf("link replaced by a file: %v", err)
+		}
+		assertContent(t, real, "machine h login l password tok3\n")
+	})
+	t.Run("no temp files left", func(t *testing.T) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			if strings.HasPrefix(e.Name(), ".netrc-") {
+				t.Errorf("temp file left: %s", e.Name())
+			}
+		}
+	})
+	t.Run("unreadable path fails without writing", func(t *testing.T) {
+		p := filepath.Join(dir, "adir")
+		if err := os.Mkdir(p, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if err := WriteNetrcEntry(p, "h", "l", "tok"); err == nil {
+			t.Fatal("writing over a directory succeeded")
+		}
+	})
+}
+
+func assertMode(t *testing.T, p string, want os.FileMode) {
+	t.Helper()
+	fi, err := os.Stat(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := fi.Mode().Perm(); got != want {
+		t.Errorf("%s mode = %o, want %o", p, got, want)
+	}
+}
+
+func assertContent(t *testing.T, p, want string) {
+	t.Helper()
+	b, err := os.ReadFile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(b) != want {
+		t.Errorf("%s =\n%s\nwant\n%s", p, b, want)
+	}
+}
