@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs what the test suite needs on a Debian/Ubuntu machine: Nix (nix-bin, used by the
+# tests that push and pull with a real Nix client) and PostgreSQL (scale-out tests).
+# MinIO (scale-out tests) is built by scripts/test-services.sh. Idempotent and quick when
+# everything is present. Needs root (or sudo) for apt-get; without it, prints what is missing.
+set -euo pipefail
+
+need=()
+command -v nix >/dev/null 2>&1 || need+=(nix-bin)
+command -v pg_ctlcluster >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+
+sudo=""
+if [ "$(id -u)" != 0 ]; then
+  if command -v sudo >/dev/null 2>&1; then sudo="sudo"; else
+    echo "install-test-deps: missing ${need[*]} and not root: install them, or the tests that need them will skip" >&2
+    exit 0
+  fi
+fi
+echo "install-test-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+$sudo apt-get update -qq
+$sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
