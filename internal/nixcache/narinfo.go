@@ -1,0 +1,271 @@
+package nixcache
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/nix-community/go-nix/pkg/narinfo"
+	"github.com/nix-community/go-nix/pkg/narinfo/signature"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"github.com/nix-community/go-nix/pkg/nixhash"
+
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// NarInfo is a validated narinfo: every field the cache relies on is
+// present and well-formed. Hashes are SHA-256 digests.
+type NarInfo struct {
+	StorePath   string // "/nix/store/<hash>-<name>"
+	Hash        string // the 32-character store path hash
+	File        string // NAR file name below nar/, e.g. "<filehash>.nar.xz"
+	Compression route.Compression
+	FileHash    []byte
+	FileSize    int64
+	NarHash     []byte
+	NarSize     int64
+	// References are store path base names, sorted and without duplicates.
+	References []string
+	Deriver    string // base name of the .drv, or ""
+	System     string
+	CA         string
+	// Sigs are the signature lines of the parsed text ("name:base64").
+	// The server never serves them: it renders its own signatures.
+	Sigs []string
+}
+
+// Base returns the store path base name "<hash>-<name>".
+func (n *NarInfo) Base() string { return strings.TrimPrefix(n.StorePath, StoreDir+"/") }
+
+// URL is the narinfo URL field: "nar/<file>", relative to the cache URL, so
+// it resolves both in a flake namespace and in the union view.
+func (n *NarInfo) URL() string { return "nar/" + n.File }
+
+// narinfo fields and whether they may appear more than once.
+var narInfoFields = map[string]bool{
+	"StorePath": false, "URL": false, "Compression": false,
+	"FileHash": false, "FileSize": false, "NarHash": false, "NarSize": false,
+	"References": false, "Deriver": false, "System": false, "CA": false,
+	"Sig": true,
+}
+
+// ParseNarInfo parses and validates a narinfo as a client uploads it. The
+// error says what is wrong in words fit for the client.
+func ParseNarInfo(data []byte) (*NarInfo, error) {
+	if len(data) == 0 {
+		return nil, errors.New("narinfo is empty")
+	}
+	if !utf8.Valid(data) {
+		return nil, errors.New("narinfo is not valid UTF-8")
+	}
+	seen := map[string]bool{}
+	for i, line := range strings.Split(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		if strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, fmt.Errorf("narinfo line %d: control character", i+1)
+		}
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			return nil, fmt.Errorf("narinfo line %d: want \"Key: value\"", i+1)
+		}
+		multi, known := narInfoFields[k]
+		if !known {
+			return nil, fmt.Errorf("narinfo line %d: unknown field %q", i+1, k)
+		}
+		if seen[k] && !multi {
+			return nil, fmt.Errorf("narinfo line %d: duplicate field %s", i+1, k)
+		}
+		if strings.Contains(v, ": ") {
+			return nil, fmt.Errorf("narinfo line %d: value of %s contains \": \"", i+1, k)
+		}
+		seen[k] = true
+		if err := checkValue(k, v); err != nil {
+			return nil, fmt.Errorf("narinfo line %d: %w", i+1, err)
+		}
+	}
+	for _, k := range []string{"StorePath", "URL", "NarHash", "NarSize", "FileHash", "FileSize"} {
+		if !seen[k] {
+			return nil, fmt.Errorf("narinfo has no %s field", k)
+		}
+	}
+
+	raw, err := narinfo.Parse(bytes.NewReader(data))
+	if err != nil {
+		return nil, fmt.Errorf("parse narinfo: %w", err)
+	}
+	return fromParsed(raw)
+}
+
+// checkValue checks the syntax of the values go-nix would refuse with a
+// message that does not name the field.
+func checkValue(k, v string) error {
+	switch k {
+	case "FileSize", "NarSize":
+		if _, err := strconv.ParseUint(v, 10, 63); err != nil {
+			return fmt.Errorf("%s %q is not a size in bytes", k, v)
+		}
+	case "FileHash", "NarHash":
+		if _, err := nixhash.ParseAny(v, nil); err != nil {
+			return fmt.Errorf("%s %q is not a hash (want sha256:<nixbase32>)", k, v)
+		}
+	case "Sig":
+		if _, err := signature.ParseSignature(v); err != nil {
+			return fmt.Errorf("Sig %q is not a signature (want name:base64)", v)
+		}
+	}
+	return nil
+}
+
+func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
+	n := &NarInfo{StorePath: raw.StorePath, System: raw.System, CA: raw.CA}
+
+	base, ok := StorePathBase(raw.StorePath)
+	if !ok {
+		return nil, fmt.Errorf("StorePath %q is not a valid path in %s", raw.StorePath, StoreDir)
+	}
+	n.Hash = base[:32]
+
+	switch c := route.Compression(raw.Compression); c {
+	case route.CompressionNone, route.CompressionXZ, route.CompressionZstd, route.CompressionBzip2:
+		n.Compression = c
+	default:
+		return nil, fmt.Errorf("Compression %q is not supported (none, xz, zstd, bzip2)", raw.Compression)
+	}
+
+	file, ok := strings.CutPrefix(raw.URL, "nar/")
+	if !ok {
+		return nil, fmt.Errorf("URL %q: want nar/<filehash>.nar[.xz|.zst|.bz2]", raw.URL)
+	}
+	req, err := route.Parse("GET", "/nar/"+file)
+	if err != nil || req.Kind != route.KindNar {
+		return nil, fmt.Errorf("URL %q: want nar/<filehash>.nar[.xz|.zst|.bz2]", raw.URL)
+	}
+	if req.Compression != n.Compression {
+		return nil, fmt.Errorf("URL %q does not match Compression %s (want %s)", raw.URL, n.Compression, route.NarFileName("<filehash>", n.Compression))
+	}
+	n.File = file
+
+	if n.FileHash, err = sha256Digest("FileHash", raw.FileHash); err != nil {
+		return nil, err
+	}
+	if n.NarHash, err = sha256Digest("NarHash", raw.NarHash); err != nil {
+		return nil, err
+	}
+	if got := nixbase32.EncodeToString(n.FileHash); got != req.Hash {
+		return nil, fmt.Errorf("URL %q does not match FileHash sha256:%s", raw.URL, got)
+	}
+	if raw.FileSize == 0 || raw.FileSize > 1<<62 {
+		return nil, fmt.Errorf("FileSize %d is out of range", raw.FileSize)
+	}
+	if raw.NarSize == 0 || raw.NarSize > 1<<62 {
+		return nil, fmt.Errorf("NarSize %d is out of range", raw.NarSize)
+	}
+	n.FileSize, n.NarSize = int64(raw.FileSize), int64(raw.NarSize)
+	if n.Compression == route.CompressionNone && (n.FileSize != n.NarSize || !bytes.Equal(n.FileHash, n.NarHash)) {
+		return nil, errors.New("Compression is none but FileHash/FileSize differ from NarHash/NarSize")
+	}
+
+	refs := slices.Clone(raw.References)
+	slices.Sort(refs)
+	for i, r := range refs {
+		if !ValidStorePathBase(r) {
+			return nil, fmt.Errorf("reference %q is not a store path base name", r)
+		}
+		if i > 0 && refs[i-1] == r {
+			return nil, fmt.Errorf("reference %q is listed twice", r)
+		}
+	}
+	n.References = refs
+
+	if raw.Deriver != "" {
+		if !ValidStorePathBase(raw.Deriver) || !strings.HasSuffix(raw.Deriver, ".drv") {
+			return nil, fmt.Errorf("Deriver %q is not a derivation base name", raw.Deriver)
+		}
+		n.Deriver = raw.Deriver
+	}
+	for _, s := range raw.Signatures {
+		n.Sigs = append(n.Sigs, s.String())
+	}
+	return n, nil
+}
+
+func sha256Digest(field string, h *nixhash.HashWithEncoding) ([]byte, error) {
+	if h == nil {
+		return nil, fmt.Errorf("narinfo has no %s field", field)
+	}
+	if h.Algo() != nixhash.SHA256 {
+		return nil, fmt.Errorf("%s uses %s; only sha256 is accepted", field, h.Algo())
+	}
+	return h.Digest(), nil
+}
+
+// FormatHash renders a SHA-256 digest as Nix does in narinfos: "sha256:<nixbase32>".
+func FormatHash(digest []byte) string { return "sha256:" + nixbase32.EncodeToString(digest) }
+
+// ParseHash parses "sha256:<nixbase32|hex|base64>" into a digest.
+func ParseHash(s string) ([]byte, error) {
+	algo := nixhash.SHA256
+	h, err := nixhash.ParseAny(s, &algo)
+	if err != nil {
+		return nil, fmt.Errorf("parse hash %q: %w", s, err)
+	}
+	return h.Digest(), nil
+}
+
+// Fingerprint is the string Nix signs for a path:
+// "1;<store path>;sha256:<nar hash>;<nar size>;<comma-separated store paths of references>".
+func (n *NarInfo) Fingerprint() string {
+	var b strings.Builder
+	b.WriteString("1;")
+	b.WriteString(n.StorePath)
+	b.WriteString(";")
+	b.WriteString(FormatHash(n.NarHash))
+	b.WriteString(";")
+	b.WriteString(strconv.FormatInt(n.NarSize, 10))
+	b.WriteString(";")
+	for i, r := range n.References {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(StoreDir + "/")
+		b.WriteString(r)
+	}
+	return b.String()
+}
+
+// Render writes the narinfo text the server serves, with sigs as its Sig
+// lines (the uploaded signatures in n.Sigs are not included).
+func (n *NarInfo) Render(sigs []string) []byte {
+	var b bytes.Buffer
+	b.Grow(512 + 80*len(n.References))
+	fmt.Fprintf(&b, "StorePath: %s\n", n.StorePath)
+	fmt.Fprintf(&b, "URL: %s\n", n.URL())
+	fmt.Fprintf(&b, "Compression: %s\n", n.Compression)
+	fmt.Fprintf(&b, "FileHash: %s\n", FormatHash(n.FileHash))
+	fmt.Fprintf(&b, "FileSize: %d\n", n.FileSize)
+	fmt.Fprintf(&b, "NarHash: %s\n", FormatHash(n.NarHash))
+	fmt.Fprintf(&b, "NarSize: %d\n", n.NarSize)
+	// Nix writes "References: " even when empty; its parser needs the space.
+	b.WriteString("References: ")
+	b.WriteString(strings.Join(n.References, " "))
+	b.WriteByte('\n')
+	if n.Deriver != "" {
+		fmt.Fprintf(&b, "Deriver: %s\n", n.Deriver)
+	}
+	if n.System != "" {
+		fmt.Fprintf(&b, "System: %s\n", n.System)
+	}
+	for _, s := range sigs {
+		fmt.Fprintf(&b, "Sig: %s\n", s)
+	}
+	if n.CA != "" {
+		fmt.Fprintf(&b, "CA: %s\n", n.CA)
+	}
+	return b.Bytes()
+}
