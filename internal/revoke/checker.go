@@ -1,0 +1,92 @@
+package revoke
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+
+	"github.com/flakegate/flakegate/internal/identity"
+)
+
+// Source is where the denylist comes from: the policy engine, whose hot
+// reload delivers denylist.yaml as data.denylist with a new Revision.
+type Source interface {
+	Data() map[string]any
+	Revision() string
+}
+
+// Checker checks subjects against the denylist of the active policy
+// revision. The list is parsed once per revision; checking is a map lookup
+// and a short scan. Safe for concurrent use.
+type Checker struct {
+	src Source
+	log *slog.Logger
+
+	state atomic.Pointer[state]
+	mu    sync.Mutex // serializes rebuilds
+}
+
+type state struct {
+	revision string
+	list     *List // last good list; nil if none ever parsed
+	err      error // parse error of this revision, if any
+}
+
+// NewChecker reads the denylist from src. A malformed denylist is logged;
+// the last good one stays in force, and with none every token is refused
+// (fail closed) until it is fixed.
+func NewChecker(src Source, log *slog.Logger) *Checker {
+	if log == nil {
+		log = slog.Default()
+	}
+	c := &Checker{src: src, log: log.With("component", "revoke")}
+	c.current()
+	return c
+}
+
+func (c *Checker) current() *state {
+	rev := c.src.Revision()
+	if st := c.state.Load(); st != nil && st.revision == rev {
+		return st
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	prev := c.state.Load()
+	if prev != nil && prev.revision == rev {
+		return prev
+	}
+	// Revision first, data second: if a swap happens in between, the next
+	// call sees a newer revision and parses again.
+	list, err := Parse(c.src.Data()[DataKey])
+	st := &state{revision: rev, list: list, err: err}
+	if err != nil {
+		if prev != nil {
+			st.list = prev.list // keep the last good list
+		}
+		c.log.Error("denylist not applied: keeping the previous one", "policy_revision", rev, "error", err,
+			"fail_closed", st.list == nil)
+	} else {
+		ids, subjects := list.Len()
+		c.log.Info("denylist loaded", "policy_revision", rev, "token_ids", ids, "subjects", subjects)
+	}
+	c.state.Store(st)
+	return st
+}
+
+// Err is the current denylist's parse error (nil when it is in force).
+func (c *Checker) Err() error { return c.current().err }
+
+// Check returns an error matching ErrRevoked when s is revoked (or when no
+// usable denylist was ever loaded). It fits authz.Checker.SubjectCheck.
+func (c *Checker) Check(_ context.Context, s *identity.Subject) error {
+	st := c.current()
+	if st.list == nil {
+		return fmt.Errorf("%w: revocation list unusable, refusing all tokens", ErrRevoked)
+	}
+	if why, revoked := st.list.Revoked(s); revoked {
+		return fmt.Errorf("%w: %s", ErrRevoked, why)
+	}
+	return nil
+}

@@ -1,0 +1,180 @@
+package revoke
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/flakegate/flakegate/internal/identity"
+)
+
+func parseYAML(t *testing.T, doc string) any {
+	t.Helper()
+	var v any
+	if err := yaml.Unmarshal([]byte(doc), &v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+func TestParseErrors(t *testing.T) {
+	tests := []struct{ name, doc, want string }{
+		{"not a map", `[a, b]`, "want a map"},
+		{"unknown key", `token_id: [x]`, `unknown key "token_id"`},
+		{"token_ids not a list", `token_ids: abc`, "token_ids: want a list"},
+		{"empty token id", `token_ids: [""]`, "token_ids[0]"},
+		{"numeric token id", `token_ids: [12]`, "token_ids[0]"},
+		{"subject without provider", `subjects: [omnicorp/app]`, "subjects[0]"},
+		{"subject empty name", `subjects: ["github:"]`, "subjects[0]"},
+		{"subject bad glob", `subjects: ["github:*/app"]`, "subjects[0]"},
+		{"subject map without issuer", `subjects: [{sub: x}]`, "issuer is required"},
+		{"subject map unknown key", `subjects: [{issuer: x, subject: z}]`, `unknown key "subject"`},
+		{"subject wrong type", `subjects: [[x]]`, "want a string or an {issuer, sub} map"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := Parse(parseYAML(t, tt.doc))
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestRevoked(t *testing.T) {
+	l, err := Parse(normalize(parseYAML(t, `
+token_ids: [jti-revoked]
+subjects:
+  - github:Omnicorp/App
+  - gitlab:bigcorp/*
+  - oidc:mallory
+  - issuer: https://idp.example.com
+    sub: 248289761001
+  - issuer: https://compromised.example.com
+`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gh := func(repo, actor, jti string) *identity.Subject {
+		org, _, _ := strings.Cut(repo, "/")
+		return &identity.Subject{Authenticated: true, Issuer: "https://token.actions.githubusercontent.com",
+			Provider: "github", Kind: "ci", Org: org, Repo: repo, User: actor, TokenID: jti,
+			Claims: map[string]any{"sub": "repo:" + repo + ":ref:refs/heads/main"}}
+	}
+	user := func(iss, provider, name, sub string) *identity.Subject {
+		return &identity.Subject{Authenticated: true, Issuer: iss, Provider: provider, Kind: "user",
+			User: name, Claims: map[string]any{"sub": sub}}
+	}
+	exchanged := gh("omnicorp/app", "alice", "cache-jti")
+	exchanged.Via = "exchange"
+	tests := []struct {
+		name string
+		s    *identity.Subject
+		want string // "" = not revoked
+	}{
+		{"anonymous", &identity.Subject{}, ""},
+		{"nil", nil, ""},
+		{"token id", gh("omnicorp/other", "bob", "jti-revoked"), "token id jti-revoked"},
+		{"repo, case-insensitive", gh("omnicorp/app", "bob", "j1"), "subject github:Omnicorp/App"},
+		{"exchanged token of a revoked repo", exchanged, "subject github:Omnicorp/App"},
+		{"other repo of the org", gh("omnicorp/app2", "bob", "j2"), ""},
+		{"same repo name on another provider", &identity.Subject{Authenticated: true, Provider: "gitlab", Org: "omnicorp", Repo: "omnicorp/app"}, ""},
+		{"org glob", &identity.Subject{Authenticated: true, Provider: "gitlab", Org: "bigcorp/team", Repo: "bigcorp/team/svc"}, "subject gitlab:bigcorp/*"},
+		{"org glob exact org", &identity.Subject{Authenticated: true, Provider: "gitlab", Org: "bigcorp", Repo: "bigcorp/svc"}, "subject gitlab:bigcorp/*"},
+		{"org glob is not a prefix match", &identity.Subject{Authenticated: true, Provider: "gitlab", Org: "bigcorpx", Repo: "bigcorpx/svc"}, ""},
+		{"user", user("https://idp", "oidc", "Mallory", "u1"), "subject oidc:mallory"},
+		{"user name on another provider", user("https://idp", "github", "mallory", "u1"), ""},
+		{"issuer + sub (numeric in YAML)", user("https://idp.example.com", "oidc", "carol", "248289761001"), "subject https://idp.example.com sub 248289761001"},
+		{"issuer, other sub", user("https://idp.example.com", "oidc", "carol", "1"), ""},
+		{"whole issuer", user("https://compromised.example.com", "oidc", "dave", "x"), "subject https://compromised.example.com"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			why, revoked := l.Revoked(tt.s)
+			if revoked != (tt.want != "") || !strings.Contains(why, tt.want) {
+				t.Fatalf("Revoked = %q, %v; want %q", why, revoked, tt.want)
+			}
+		})
+	}
+}
+
+// dataSource stands in for the policy engine's active data document.
+type dataSource struct {
+	mu   sync.Mutex
+	rev  string
+	data map[string]any
+}
+
+func (d *dataSource) set(rev, doc string) {
+	var v map[string]any
+	if doc != "" {
+		if err := yaml.Unmarshal([]byte(doc), &v); err != nil {
+			panic(err)
+		}
+	}
+	d.mu.Lock()
+	d.rev, d.data = rev, map[string]any{DataKey: normalize(v)}
+	d.mu.Unlock()
+}
+
+// normalize turns float64 into json.Number, as the policy engine gives data.
+func normalize(v any) any {
+	b, _ := json.Marshal(v)
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.UseNumber()
+	var out any
+	_ = dec.Decode(&out)
+	return out
+}
+
+func (d *dataSource) Data() map[string]any { d.mu.Lock(); defer d.mu.Unlock(); return d.data }
+func (d *dataSource) Revision() string     { d.mu.Lock(); defer d.mu.Unlock(); return d.rev }
+
+func TestCheckerFollowsRevisions(t *testing.T) {
+	ctx := context.Background()
+	alice := &identity.Subject{Authenticated: true, Provider: "oidc", User: "alice", TokenID: "t1"}
+	src := &dataSource{}
+	src.set("r0", "")
+	c := NewChecker(src, slog.New(slog.DiscardHandler))
+	if err := c.Check(ctx, alice); err != nil {
+		t.Fatalf("no denylist: %v", err)
+	}
+
+	src.set("r1", "token_ids: [t1]")
+	if err := c.Check(ctx, alice); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("after revoking t1: %v", err)
+	}
+
+	// A broken edit keeps the last good list (t1 stays revoked).
+	src.set("r2", "token_ids: t1")
+	if err := c.Check(ctx, alice); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("broken edit lifted the revocation: %v", err)
+	}
+	if c.Err() == nil {
+		t.Error("Err() does not report the broken denylist")
+	}
+
+	src.set("r3", "subjects: []")
+	if err := c.Check(ctx, alice); err != nil {
+		t.Fatalf("after un-revoking: %v", err)
+	}
+	if c.Err() != nil {
+		t.Errorf("Err() = %v after a good edit", c.Err())
+	}
+}
+
+func TestCheckerFailsClosedWithoutAGoodList(t *testing.T) {
+	src := &dataSource{}
+	src.set("r0", "subjects: nope")
+	c := NewChecker(src, slog.New(slog.DiscardHandler))
+	err := c.Check(context.Background(), &identity.Subject{Authenticated: true, Provider: "oidc", User: "x"})
+	if !errors.Is(err, ErrRevoked) || !strings.Contains(err.Error(), "unusable") {
+		t.Fatalf("err = %v, want fail closed", err)
+	}
+}
