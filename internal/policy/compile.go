@@ -1,0 +1,290 @@
+package policy
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"maps"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	"sigs.k8s.io/yaml"
+)
+
+// Package is the Rego package every flakegate policy set must define.
+const Package = "flakegate.authz"
+
+var (
+	packageRef = ast.MustParseRef("data." + Package)
+	allowRef   = ast.MustParseRef("data." + Package + ".allow")
+
+	// decisionQuery reads allow and reason in one evaluation. Each key is
+	// bound before the ref is looked up, so only those two rules are
+	// evaluated (querying the whole package would evaluate every helper
+	// rule too). An undefined rule is simply absent from the object.
+	decisionQuery = ast.MustParseBodyWithOpts(
+		`decision := {k: v | some k in ["allow", "reason"]; v := data.`+Package+`[k]}`,
+		ast.ParserOptions{RegoVersion: ast.RegoV1})
+	decisionVar = ast.Var("decision")
+)
+
+// networkBuiltins are left out of the capabilities: a policy runs on the
+// request path of every cache request and must be a pure function of its
+// input and data files. Data that changes goes into a data file.
+var networkBuiltins = []string{"http.send", "net.lookup_ip_addr"}
+
+// capabilities is OPA's builtin set for this version minus networkBuiltins.
+func capabilities() *ast.Capabilities {
+	caps := ast.CapabilitiesForThisVersion()
+	caps.Builtins = slices.DeleteFunc(slices.Clone(caps.Builtins), func(b *ast.Builtin) bool {
+		return slices.Contains(networkBuiltins, b.Name)
+	})
+	caps.AllowNet = []string{}
+	return caps
+}
+
+// newCompiler is the one compiler configuration used by the engine and by
+// Check, so that a set Check accepts is a set the engine accepts. Strict
+// mode rejects unused variables and imports, shadowed input/data and
+// deprecated builtins: mistakes that silently change a rule's meaning.
+func newCompiler(printStatements bool) *ast.Compiler {
+	return ast.NewCompiler().
+		WithCapabilities(capabilities()).
+		WithDefaultRegoVersion(ast.RegoV1).
+		WithStrict(true).
+		WithEnablePrintStatements(printStatements)
+}
+
+// Problem is one thing wrong with a policy directory, located where known.
+type Problem struct {
+	File    string // base name in the policy directory, "" if not about one file
+	Line    int    // 1-based, 0 if unknown
+	Message string
+}
+
+func (p Problem) String() string {
+	switch {
+	case p.File != "" && p.Line > 0:
+		return p.File + ":" + strconv.Itoa(p.Line) + ": " + p.Message
+	case p.File != "":
+		return p.File + ": " + p.Message
+	}
+	return p.Message
+}
+
+// LoadError lists every problem that kept a policy set from loading.
+type LoadError struct {
+	Dir      string
+	Problems []Problem
+}
+
+func (e *LoadError) Error() string {
+	parts := make([]string, len(e.Problems))
+	for i, p := range e.Problems {
+		parts[i] = p.String()
+	}
+	return fmt.Sprintf("policies in %s: %s", e.Dir, strings.Join(parts, "; "))
+}
+
+// problemsFromAST turns OPA parse/compile errors into located problems.
+func problemsFromAST(err error) []Problem {
+	var astErrs ast.Errors
+	if !errors.As(err, &astErrs) {
+		var one *ast.Error
+		if errors.As(err, &one) {
+			astErrs = ast.Errors{one}
+		} else {
+			return []Problem{{Message: err.Error()}}
+		}
+	}
+	out := make([]Problem, 0, len(astErrs))
+	for _, e := range astErrs {
+		p := Problem{Message: e.Code + ": " + e.Message}
+		if e.Location != nil {
+			p.File, p.Line = e.Location.File, e.Location.Row
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// parsedSet is a snapshot parsed into Rego modules and a data document.
+type parsedSet struct {
+	Modules map[string]*ast.Module // policy modules by file name
+	Tests   map[string]*ast.Module // test modules by file name (Check only)
+	Data    map[string]any
+}
+
+// parse parses every file of snap. It reports all problems, not only the first.
+func parse(snap *snapshot) (*parsedSet, []Problem) {
+	set := &parsedSet{Modules: map[string]*ast.Module{}, Tests: map[string]*ast.Module{}, Data: map[string]any{}}
+	var problems []Problem
+	dataFrom := map[string]string{} // data key → file that set it
+	for _, f := range snap.Files {
+		switch f.Kind {
+		case kindPolicy, kindTest:
+			m, err := ast.ParseModuleWithOpts(f.Name, string(f.Content), ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
+			if err != nil {
+				problems = append(problems, problemsFromAST(err)...)
+				continue
+			}
+			if m == nil { // an empty or comment-only file
+				problems = append(problems, Problem{File: f.Name, Message: "no package declaration (empty policy file)"})
+				continue
+			}
+			if f.Kind == kindTest {
+				set.Tests[f.Name] = m
+			} else {
+				set.Modules[f.Name] = m
+			}
+		case kindData:
+			key := dataKey(f.Name)
+			if prev, ok := dataFrom[key]; ok {
+				problems = append(problems, Problem{File: f.Name, Message: fmt.Sprintf("data.%s is already loaded from %s", key, prev)})
+				continue
+			}
+			v, p := parseData(f)
+			if p != nil {
+				problems = append(problems, *p)
+				continue
+			}
+			dataFrom[key] = f.Name
+			set.Data[key] = v
+		}
+	}
+	// A data file must not cover a policy package: data.flakegate from a
+	// flakegate.yaml would collide with the rules of data.flakegate.authz.
+	for name, m := range set.Modules {
+		if len(m.Package.Path) < 2 {
+			continue
+		}
+		root, ok := m.Package.Path[1].Value.(ast.String)
+		if !ok {
+			continue
+		}
+		if file, ok := dataFrom[string(root)]; ok {
+			problems = append(problems, Problem{File: file, Message: fmt.Sprintf("data.%s would overlap package %s of %s; rename the data file", root, m.Package.Path, name)})
+		}
+	}
+	return set, problems
+}
+
+// dataKey is where a data file is mounted: flakes.yaml → data.flakes.
+func dataKey(name string) string {
+	for _, ext := range []string{".json", ".yaml", ".yml"} {
+		if s, ok := strings.CutSuffix(name, ext); ok {
+			return s
+		}
+	}
+	return name
+}
+
+var yamlLine = regexp.MustCompile(`line (\d+)`)
+
+// parseData decodes a JSON or YAML data file into JSON-shaped Go values
+// (numbers as json.Number, as OPA's store expects).
+func parseData(f sourceFile) (any, *Problem) {
+	raw := f.Content
+	if !strings.HasSuffix(f.Name, ".json") {
+		// Strict: a duplicated key in a hand-edited file is an error, not a
+		// silent "last one wins".
+		j, err := yaml.YAMLToJSONStrict(raw)
+		if err != nil {
+			p := &Problem{File: f.Name, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}
+			if m := yamlLine.FindStringSubmatch(err.Error()); m != nil {
+				p.Line, _ = strconv.Atoi(m[1])
+			}
+			return nil, p
+		}
+		raw = j
+	}
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	var v any
+	err := dec.Decode(&v)
+	if err == nil {
+		if _, extra := dec.Token(); extra != io.EOF {
+			err = errors.New("data after the first JSON value")
+		}
+	}
+	if err != nil {
+		p := &Problem{File: f.Name, Message: "invalid JSON: " + err.Error()}
+		var syn *json.SyntaxError
+		if errors.As(err, &syn) {
+			p.Line = 1 + bytes.Count(raw[:min(int(syn.Offset), len(raw))], []byte("\n"))
+		}
+		return nil, p
+	}
+	return v, nil
+}
+
+// compileModules compiles modules with the shared compiler settings and
+// checks that they form a flakegate policy (package flakegate.authz with an
+// allow rule).
+func compileModules(modules map[string]*ast.Module, printStatements bool) (*ast.Compiler, []Problem) {
+	if len(modules) == 0 {
+		return nil, []Problem{{Message: "no policy files (*.rego other than *_test.rego)"}}
+	}
+	c := newCompiler(printStatements)
+	c.Compile(modules)
+	if c.Failed() {
+		return nil, problemsFromAST(c.Errors)
+	}
+	var pkgFile string
+	for _, name := range slices.Sorted(maps.Keys(modules)) {
+		if modules[name].Package.Path.Equal(packageRef) {
+			pkgFile = name
+			break
+		}
+	}
+	if pkgFile == "" {
+		return nil, []Problem{{Message: "no policy file declares package " + Package}}
+	}
+	if len(c.GetRulesExact(allowRef)) == 0 {
+		return nil, []Problem{{File: pkgFile, Message: "package " + Package + " defines no allow rule"}}
+	}
+	return c, nil
+}
+
+// policySet is a compiled, ready-to-evaluate policy set. It is immutable
+// once built and shared by all concurrent evaluations.
+type policySet struct {
+	Revision string
+	Files    []string
+	Data     map[string]any
+	query    rego.PreparedEvalQuery
+}
+
+// build parses, compiles and prepares snap. Errors are *LoadError.
+func build(ctx context.Context, dir string, snap *snapshot) (*policySet, error) {
+	parsed, problems := parse(snap)
+	if len(problems) > 0 {
+		sortProblems(problems)
+		return nil, &LoadError{Dir: dir, Problems: problems}
+	}
+	c, problems := compileModules(parsed.Modules, false)
+	if len(problems) > 0 {
+		sortProblems(problems)
+		return nil, &LoadError{Dir: dir, Problems: problems}
+	}
+	store := inmem.NewFromObjectWithOpts(parsed.Data,
+		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	pq, err := rego.New(
+		rego.ParsedQuery(decisionQuery),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+	).PrepareForEval(ctx)
+	if err != nil {
+		return nil, &LoadError{Dir: dir, Problems: problemsFromAST(fmt.Errorf("prepare decision query: %w", err))}
+	}
+	return &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq}, nil
+}

@@ -1,0 +1,362 @@
+package policy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/fsnotify/fsnotify"
+	"github.com/open-policy-agent/opa/v1/ast"
+	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Options configures an Engine. The zero value is usable.
+type Options struct {
+	Logger     *slog.Logger          // default slog.Default()
+	Registerer prometheus.Registerer // nil: metrics are not exported
+	// Debounce is how long the directory must stay quiet after a change
+	// before it is reloaded (editors and kubelet write in several steps).
+	Debounce time.Duration // default 100ms
+	// Rescan is the period of a full rescan that catches what fsnotify
+	// misses (files symlinked from elsewhere, a recreated directory).
+	// Negative disables it.
+	Rescan time.Duration // default 10s
+}
+
+const (
+	defaultDebounce = 100 * time.Millisecond
+	defaultRescan   = 10 * time.Second
+	// buildTimeout bounds one compile of the policy set.
+	buildTimeout = time.Minute
+)
+
+// Engine evaluates the policy set of one directory and hot-reloads it. All
+// methods are safe for concurrent use; Evaluate never waits for a reload.
+type Engine struct {
+	dir     string
+	opts    Options
+	log     *slog.Logger
+	metrics *metrics
+
+	active atomic.Pointer[policySet] // never nil after NewEngine
+
+	reloadMu sync.Mutex // serializes reloads
+
+	mu        sync.Mutex // guards the fields below
+	lastErr   error
+	failedRev string // revision of the last set that did not compile
+	subs      []chan struct{}
+}
+
+var _ Evaluator = (*Engine)(nil)
+
+// NewEngine loads the policy directory. The initial load must succeed; its
+// error (a *LoadError for policy problems) names file and line.
+func NewEngine(dir string, opts Options) (*Engine, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Debounce <= 0 {
+		opts.Debounce = defaultDebounce
+	}
+	if opts.Rescan == 0 {
+		opts.Rescan = defaultRescan
+	}
+	e := &Engine{
+		dir:     dir,
+		opts:    opts,
+		log:     opts.Logger.With("component", "policy", "dir", dir),
+		metrics: newMetrics(opts.Registerer),
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+	defer cancel()
+	start := time.Now()
+	snap, err := readDir(dir, false)
+	if err != nil {
+		e.metrics.failed(time.Since(start).Seconds())
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	set, err := build(ctx, dir, snap)
+	if err != nil {
+		e.metrics.failed(time.Since(start).Seconds())
+		return nil, fmt.Errorf("load policies: %w", err)
+	}
+	e.activate(set, "start", time.Since(start))
+	return e, nil
+}
+
+// Revision is the short content hash of the active policy set.
+func (e *Engine) Revision() string { return e.active.Load().Revision }
+
+// Data is the active data document (data files by base name). It is shared:
+// callers must not modify it. Numbers are json.Number.
+func (e *Engine) Data() map[string]any { return e.active.Load().Data }
+
+// LastError is the error of the last failed reload, nil once a reload
+// succeeds (or the directory returns to the active set).
+func (e *Engine) LastError() error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.lastErr
+}
+
+// Subscribe returns a channel that receives a value after each swap to a new
+// revision. It has a buffer of one: a slow reader sees at least one
+// notification after the latest swap, not one per swap.
+func (e *Engine) Subscribe() <-chan struct{} {
+	ch := make(chan struct{}, 1)
+	e.mu.Lock()
+	e.subs = append(e.subs, ch)
+	e.mu.Unlock()
+	return ch
+}
+
+// Evaluate decides one input with the active policy set. A policy that
+// leaves allow undefined or non-boolean denies, with a Reason that names the
+// problem; an evaluation error (conflicting rule values, a builtin error,
+// ctx done) is returned and must be treated as a deny by the caller.
+func (e *Engine) Evaluate(ctx context.Context, input map[string]any) (Decision, error) {
+	set := e.active.Load()
+	v, err := toValue(input)
+	if err != nil {
+		return Decision{Revision: set.Revision}, fmt.Errorf("policy input: %w", err)
+	}
+	return set.evaluate(ctx, v)
+}
+
+// Reload reads the directory now and activates it if it changed. It returns
+// the reason when the directory's current set cannot be activated (the
+// previous one keeps serving). Run calls it on changes; callers may use it
+// for a forced reload (SIGHUP).
+func (e *Engine) Reload(ctx context.Context) error { return e.reload(ctx, "manual") }
+
+// Run watches the directory (fsnotify, debounced) and rescans it
+// periodically until ctx is done, reloading on every change. It returns nil
+// when ctx is done, or an error if it can neither watch nor rescan.
+func (e *Engine) Run(ctx context.Context) error {
+	watcher, err := fsnotify.NewWatcher()
+	if err != nil {
+		if e.opts.Rescan < 0 {
+			return fmt.Errorf("watch policy directory %s: %w", e.dir, err)
+		}
+		e.log.Warn("cannot watch the policy directory; relying on the periodic rescan", "error", err.Error(), "rescan", e.opts.Rescan.String())
+	} else {
+		defer watcher.Close()
+	}
+	watching := false
+	watch := func() {
+		if watcher == nil || watching {
+			return
+		}
+		if err := watcher.Add(e.dir); err != nil {
+			e.log.Warn("cannot watch the policy directory; relying on the periodic rescan", "error", err.Error())
+			return
+		}
+		watching = true
+	}
+	watch()
+	if !watching && e.opts.Rescan < 0 {
+		return fmt.Errorf("watch policy directory %s: not watchable and rescan disabled", e.dir)
+	}
+
+	var events <-chan fsnotify.Event
+	var watchErrs <-chan error
+	if watcher != nil {
+		events, watchErrs = watcher.Events, watcher.Errors
+	}
+	var rescan <-chan time.Time
+	if e.opts.Rescan > 0 {
+		t := time.NewTicker(e.opts.Rescan)
+		defer t.Stop()
+		rescan = t.C
+	}
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
+			}
+			if ev.Name == e.dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
+				watching = false // the directory itself went away; re-added on rescan
+			}
+			// Any event may matter (ConfigMap swaps rename dot-entries), and
+			// an unchanged set costs only a read and a hash.
+			debounce.Reset(e.opts.Debounce)
+		case err, ok := <-watchErrs:
+			if !ok {
+				watchErrs = nil
+				continue
+			}
+			// Usually an inotify queue overflow: events were lost.
+			e.log.Warn("policy directory watch error; rescanning", "error", err.Error())
+			debounce.Reset(e.opts.Debounce)
+		case <-debounce.C:
+			_ = e.reload(ctx, "change")
+		case <-rescan:
+			watch()
+			_ = e.reload(ctx, "rescan")
+		}
+	}
+}
+
+// reload is the one place a new set is read, compiled and swapped in.
+func (e *Engine) reload(ctx context.Context, trigger string) error {
+	e.reloadMu.Lock()
+	defer e.reloadMu.Unlock()
+
+	start := time.Now()
+	cur := e.active.Load()
+	snap, err := readDir(e.dir, false)
+	if err != nil {
+		e.fail(err, "", trigger, time.Since(start))
+		return err
+	}
+	if snap.Revision == cur.Revision {
+		e.mu.Lock()
+		restored := e.lastErr != nil
+		e.lastErr, e.failedRev = nil, ""
+		e.mu.Unlock()
+		if restored {
+			e.metrics.healthy.Set(1)
+			e.log.Info("policy directory is back to the active revision", "revision", cur.Revision, "trigger", trigger)
+		}
+		return nil
+	}
+	e.mu.Lock()
+	known, lastErr := snap.Revision == e.failedRev, e.lastErr
+	e.mu.Unlock()
+	if known {
+		return lastErr // already reported; wait for the next change
+	}
+
+	bctx, cancel := context.WithTimeout(ctx, buildTimeout)
+	defer cancel()
+	set, err := build(bctx, e.dir, snap)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err() // shutting down: not the policy's fault
+		}
+		e.fail(err, snap.Revision, trigger, time.Since(start))
+		return err
+	}
+	e.activate(set, trigger, time.Since(start))
+	return nil
+}
+
+// fail records a reload that could not be activated. revision is that of
+// the broken set, "" when the directory could not even be read.
+func (e *Engine) fail(err error, revision, trigger string, took time.Duration) {
+	e.mu.Lock()
+	repeated := revision == "" && e.lastErr != nil && e.lastErr.Error() == err.Error()
+	e.lastErr, e.failedRev = err, revision
+	e.mu.Unlock()
+	if repeated {
+		return // the same unreadable directory at every rescan: reported once
+	}
+	e.metrics.failed(took.Seconds())
+	attrs := []any{
+		"trigger", trigger,
+		"active_revision", e.active.Load().Revision,
+		"error", err.Error(),
+	}
+	if revision != "" {
+		attrs = append(attrs, "rejected_revision", revision)
+	}
+	var le *LoadError
+	if errors.As(err, &le) {
+		problems := make([]string, len(le.Problems))
+		for i, p := range le.Problems {
+			problems[i] = p.String()
+		}
+		attrs = append(attrs, "problems", problems)
+	}
+	e.log.Error("policy reload failed; the active revision keeps serving", attrs...)
+}
+
+// activate swaps set in and tells subscribers.
+func (e *Engine) activate(set *policySet, trigger string, took time.Duration) {
+	prev := e.active.Swap(set)
+	e.mu.Lock()
+	e.lastErr, e.failedRev = nil, ""
+	subs := e.subs
+	e.mu.Unlock()
+	e.metrics.succeeded(set.Revision, took.Seconds())
+	attrs := []any{"revision", set.Revision, "files", set.Files, "trigger", trigger, "duration_ms", took.Milliseconds()}
+	if prev != nil {
+		attrs = append(attrs, "previous_revision", prev.Revision)
+	}
+	e.log.Info("policy loaded", attrs...)
+	for _, ch := range subs {
+		select {
+		case ch <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// evaluate runs the prepared decision query.
+func (s *policySet) evaluate(ctx context.Context, input ast.Value) (Decision, error) {
+	d := Decision{Revision: s.Revision}
+	rs, err := s.query.Eval(ctx, rego.EvalParsedInput(input))
+	if err != nil {
+		return d, fmt.Errorf("evaluate policy %s: %w", s.Revision, err)
+	}
+	if len(rs) != 1 {
+		return d, fmt.Errorf("evaluate policy %s: %d results, want 1", s.Revision, len(rs))
+	}
+	out, ok := rs[0].Bindings[string(decisionVar)].(map[string]any)
+	if !ok {
+		return d, fmt.Errorf("evaluate policy %s: decision is %T", s.Revision, rs[0].Bindings[string(decisionVar)])
+	}
+	allow, defined := out["allow"]
+	switch a := allow.(type) {
+	case bool:
+		d.Allow = a
+	case nil:
+		if !defined {
+			d.Reason = "policy left allow undefined for this input (add `default allow := false`)"
+		} else {
+			d.Reason = "policy's allow is null, not a boolean"
+		}
+		return d, nil
+	default:
+		d.Reason = fmt.Sprintf("policy's allow is %s, not a boolean", jsonType(a))
+		return d, nil
+	}
+	switch r := out["reason"].(type) {
+	case nil:
+	case string:
+		d.Reason = r
+	default:
+		d.Reason = fmt.Sprintf("policy's reason is %s, not a string", jsonType(r))
+	}
+	return d, nil
+}
+
+func jsonType(v any) string {
+	switch v.(type) {
+	case string:
+		return "a string"
+	case map[string]any:
+		return "an object"
+	case []any:
+		return "an array"
+	case bool:
+		return "a boolean"
+	case nil:
+		return "null"
+	}
+	return "a number"
+}

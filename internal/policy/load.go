@@ -1,0 +1,124 @@
+package policy
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// fileKind says what a file of the policy directory is used for.
+type fileKind int
+
+const (
+	kindIgnored fileKind = iota
+	kindPolicy           // *.rego, part of the active set
+	kindTest             // *_test.rego, only run by Check
+	kindData             // *.json, *.yaml, *.yml, loaded under data.<basename>
+)
+
+// classify decides from a directory entry's name alone what it is. The
+// policy directory is read non-recursively; dotfiles (including the
+// Kubernetes ConfigMap "..data" machinery) and editor leftovers are ignored.
+func classify(name string) fileKind {
+	switch {
+	case name == "" || strings.HasPrefix(name, ".") || strings.HasPrefix(name, "#") ||
+		strings.HasSuffix(name, "~") || strings.HasSuffix(name, "#"):
+		return kindIgnored
+	case strings.HasSuffix(name, "_test.rego"):
+		return kindTest
+	case strings.HasSuffix(name, ".rego"):
+		return kindPolicy
+	case strings.HasSuffix(name, ".json"), strings.HasSuffix(name, ".yaml"), strings.HasSuffix(name, ".yml"):
+		return kindData
+	}
+	return kindIgnored
+}
+
+// sourceFile is one file read from the policy directory.
+type sourceFile struct {
+	Name    string // base name inside the directory
+	Kind    fileKind
+	Content []byte
+}
+
+// snapshot is the content of a policy directory at one moment.
+type snapshot struct {
+	Files    []sourceFile // sorted by name
+	Revision string       // short content hash over the active set (policies and data)
+}
+
+// Names lists the files of the active set (policies and data), for logs.
+func (s *snapshot) Names() []string {
+	names := make([]string, 0, len(s.Files))
+	for _, f := range s.Files {
+		if f.Kind == kindPolicy || f.Kind == kindData {
+			names = append(names, f.Name)
+		}
+	}
+	return names
+}
+
+// readDir reads every policy, data and (with tests) test file of dir.
+// Symlinks are followed. A file that cannot be read fails the whole
+// snapshot: serving a partial set (say, the policy without its data file)
+// could open access that the complete set denies.
+func readDir(dir string, withTests bool) (*snapshot, error) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy directory %s: %w", dir, err)
+	}
+	snap := &snapshot{}
+	for _, e := range entries {
+		kind := classify(e.Name())
+		if kind == kindIgnored || (kind == kindTest && !withTests) {
+			continue
+		}
+		path := filepath.Join(dir, e.Name())
+		// Stat follows symlinks: ConfigMap files are symlinks into ..data/.
+		info, err := os.Stat(path)
+		if err != nil {
+			return nil, fmt.Errorf("stat policy file %s: %w", path, err)
+		}
+		if !info.Mode().IsRegular() {
+			continue // a directory named like a policy file, a socket…
+		}
+		content, err := os.ReadFile(path)
+		if err != nil {
+			if errors.Is(err, fs.ErrNotExist) {
+				return nil, fmt.Errorf("read policy file %s: it vanished while the directory was read (will retry): %w", path, err)
+			}
+			return nil, fmt.Errorf("read policy file %s: %w", path, err)
+		}
+		snap.Files = append(snap.Files, sourceFile{Name: e.Name(), Kind: kind, Content: content})
+	}
+	slices.SortFunc(snap.Files, func(a, b sourceFile) int { return strings.Compare(a.Name, b.Name) })
+	snap.Revision = revisionOf(snap.Files)
+	return snap, nil
+}
+
+// revisionOf hashes the sorted (name, content) pairs of the active set. Test
+// files are left out: they do not change a decision.
+func revisionOf(files []sourceFile) string {
+	h := sha256.New()
+	var n [8]byte
+	for _, f := range files {
+		if f.Kind != kindPolicy && f.Kind != kindData {
+			continue
+		}
+		// Length-prefix both parts so that no two different sets hash alike.
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Name)))
+		h.Write(n[:])
+		h.Write([]byte(f.Name))
+		binary.BigEndian.PutUint64(n[:], uint64(len(f.Content)))
+		h.Write(n[:])
+		h.Write(f.Content)
+	}
+	return hex.EncodeToString(h.Sum(nil))[:12]
+}

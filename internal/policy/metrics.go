@@ -1,0 +1,79 @@
+package policy
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of the policy engine. With a nil Registerer they are created but
+// not exported.
+type metrics struct {
+	reloads  *prometheus.CounterVec // result=success|error
+	revision *prometheus.GaugeVec   // revision=<hash>, 1 for the active set
+	duration prometheus.Histogram
+	healthy  prometheus.Gauge // 1 when the last reload attempt succeeded
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		reloads: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_policy_reloads_total",
+			Help: "Policy set loads by result (success: a new revision is active; error: the previous one keeps serving).",
+		}, []string{"result"}),
+		revision: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flakegate_policy_revision_info",
+			Help: "The active policy revision (content hash of the policy directory); always 1.",
+		}, []string{"revision"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "flakegate_policy_reload_duration_seconds",
+			Help:    "Time to read, compile and prepare a policy set.",
+			Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		healthy: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "flakegate_policy_last_reload_success",
+			Help: "1 if the last policy load succeeded, 0 if the directory holds a set that does not compile.",
+		}),
+	}
+	if reg != nil {
+		m.reloads = register(reg, m.reloads)
+		m.revision = register(reg, m.revision)
+		m.duration = register(reg, m.duration)
+		m.healthy = register(reg, m.healthy)
+	}
+	// Both results exist from the start, so that rate() and alerts work
+	// before the first failure.
+	m.reloads.WithLabelValues("success")
+	m.reloads.WithLabelValues("error")
+	return m
+}
+
+// register registers c, or reuses the collector already registered under the
+// same name (two engines in one process, tests).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		// A conflicting registration (same name, other labels) is a
+		// programming error elsewhere; keep our unexported collector.
+	}
+	return c
+}
+
+func (m *metrics) succeeded(revision string, seconds float64) {
+	m.reloads.WithLabelValues("success").Inc()
+	m.duration.Observe(seconds)
+	m.revision.Reset()
+	m.revision.WithLabelValues(revision).Set(1)
+	m.healthy.Set(1)
+}
+
+func (m *metrics) failed(seconds float64) {
+	m.reloads.WithLabelValues("error").Inc()
+	m.duration.Observe(seconds)
+	m.healthy.Set(0)
+}
