@@ -1,0 +1,96 @@
+// Command authz is flakegate's Envoy ext_authz v3 service: it verifies the
+// caller's OIDC token and decides each cache request with the Rego policies.
+//
+//	authz -policies /etc/flakegate/policies -issuers /etc/flakegate/issuers.yaml \
+//	      -owners-url http://127.0.0.1:8081
+//	authz -check -policies DIR -issuers FILE    # validate, run policy tests, exit
+//
+// Every flag is also read from FLAKEGATE_<FLAG> (e.g. FLAKEGATE_HTTP_LISTEN)
+// and from the -config file (one "flag value" per line).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/peterbourgon/ff/v3"
+
+	"github.com/flakegate/flakegate/internal/authz"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// run parses args and runs the service or the check; it returns the exit
+// code (0 ok, 1 failure, 2 bad usage).
+func run(args []string, stdout, stderr io.Writer) int {
+	cfg := authz.DefaultConfig()
+	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC ext_authz listen address")
+	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "HTTP listen address for /metrics, /healthz and /_flakegate/")
+	fs.StringVar(&cfg.Policies, "policies", "", "Rego policy directory (package flakegate.authz), hot-reloaded")
+	fs.StringVar(&cfg.Issuers, "issuers", "", "issuers file (YAML)")
+	fs.StringVar(&cfg.OwnersURL, "owners-url", cfg.OwnersURL, "blob server internal listener, for union-read owners lookups")
+	fs.DurationVar(&cfg.OwnersTimeout, "owners-timeout", cfg.OwnersTimeout, "timeout of one owners lookup")
+	fs.DurationVar(&cfg.OwnersTTL, "owners-ttl", cfg.OwnersTTL, "how long a non-empty owners answer is cached")
+	fs.DurationVar(&cfg.OwnersNegativeTTL, "owners-negative-ttl", cfg.OwnersNegativeTTL, "how long an empty owners answer is cached")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	check := fs.Bool("check", false, "validate the issuers file and policies (compile, run *_test.rego), print the result and exit")
+	fs.String("config", "", "config file: one `flag value` per line")
+
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix("FLAKEGATE"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "authz: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "authz: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	if *check {
+		if err := authz.CheckConfig(ctx, cfg, stdout); err != nil {
+			fmt.Fprintln(stdout, "authz -check: FAILED")
+			return 1
+		}
+		fmt.Fprintln(stdout, "authz -check: OK")
+		return 0
+	}
+
+	level, err := authz.ParseLogLevel(cfg.LogLevel)
+	if err != nil {
+		fmt.Fprintf(stderr, "authz: %v\n", err)
+		return 2
+	}
+	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
+	svc, err := authz.New(ctx, cfg, log)
+	if err != nil {
+		log.Error("authz cannot start", "error", err.Error())
+		return 1
+	}
+	if err := svc.Run(ctx); err != nil {
+		log.Error("authz stopped with an error", "error", err.Error())
+		return 1
+	}
+	return 0
+}

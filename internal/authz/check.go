@@ -1,0 +1,247 @@
+// Package authz is flakegate's Envoy ext_authz v3 service: it maps a
+// CheckRequest to the policy input (DESIGN.md "Policy contract"), verifies
+// the caller's token, evaluates the Rego policy (once per owning flake for a
+// union read) and answers with the CheckResponse Envoy — or the blob server's
+// embedded gate — applies.
+//
+// The core is pure and tested from JSON fixtures: ParseCheckRequest (what
+// the request is), BuildInput (the policy input) and Respond (the answer).
+// Checker ties them to a Verifier, a policy Evaluator and an OwnersLookup;
+// Server serves it over gRPC; Service runs the whole process (cmd/authz).
+//
+// Status codes (DESIGN.md): a missing or invalid token where one is needed
+// → 401 with WWW-Authenticate; a denied read → 404 with the same body as an
+// absent object; a denied push or exchange → 403; owners lookup, verifier
+// or policy failure → 503 (fail closed). An invalid token is never treated
+// as anonymous.
+package authz
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// OwnersLookup answers which flakes own a union-view object (narinfo by
+// store hash, NAR by file name). Implemented by OwnersClient.
+type OwnersLookup interface {
+	Owners(ctx context.Context, r route.Request) ([]route.Flake, error)
+}
+
+// Checker decides CheckRequests. Its fields are set once before use; it is
+// safe for concurrent use.
+type Checker struct {
+	Verifier identity.Verifier
+	Policy   policy.Evaluator
+	Owners   OwnersLookup
+	// SubjectCheck, when set, is called with every verified subject before
+	// the policy; an error rejects the request with 401 and its text as the
+	// reason (token revocation). It must not block for long.
+	SubjectCheck func(ctx context.Context, s *identity.Subject) error
+	Logger       *slog.Logger // decision log; nil: slog.Default()
+	Metrics      *Metrics     // nil: no metrics
+}
+
+// Result is a decision with everything the decision log records.
+type Result struct {
+	Outcome
+	Request  Request
+	Subject  *identity.Subject // nil when anonymous
+	Revision string            // policy revision that decided ("" if not evaluated)
+	// UnionOwner is the owning flake whose evaluation allowed a union read.
+	UnionOwner route.Flake
+	// Err is the internal failure behind a 503 (logged, never sent).
+	Err error
+}
+
+// Check decides req, records the decision (log line, metrics) and returns
+// the response for Envoy. It never returns nil.
+func (c *Checker) Check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
+	start := time.Now()
+	res := c.Decide(ctx, ParseCheckRequest(req))
+	c.record(ctx, res, time.Since(start))
+	return Respond(res.Outcome)
+}
+
+// Decide decides a parsed request. It does no logging.
+func (c *Checker) Decide(ctx context.Context, r Request) Result {
+	res := Result{Request: r}
+	res.SubjectSummary = (*identity.Subject)(nil).Summary()
+	if r.RouteErr != nil {
+		status := route.StatusOf(r.RouteErr)
+		return deny(res, status, r.RouteErr.Error()+"\n", r.RouteErr.Error())
+	}
+	// authz's own endpoints need the caller's Authorization header.
+	res.KeepAuthorization = r.Route.Action == route.ActionExchange || r.Route.Action == route.ActionPublic
+	if r.Route.Action == route.ActionPublic {
+		res.Allow, res.Status, res.Reason = true, http.StatusOK, "public endpoint"
+		return res
+	}
+
+	subject, failed := c.authenticate(ctx, &res)
+	if failed {
+		return res
+	}
+	res.Subject = subject
+	res.SubjectSummary = subject.Summary()
+
+	if r.Route.Union() && r.Route.Kind != route.KindCacheInfo {
+		return c.decideUnion(ctx, res)
+	}
+	in := BuildInput(r, subject, nil)
+	d, err := c.Policy.Evaluate(ctx, in)
+	if err != nil {
+		return unavailable(res, fmt.Errorf("evaluate policy for %s %s: %w", r.Route.Action, r.Route.Flake, err))
+	}
+	res.Revision = d.Revision
+	if d.Allow {
+		return allow(res, d.Reason)
+	}
+	return denyByPolicy(res, d.Reason)
+}
+
+// authenticate verifies the request's token. failed reports that res now
+// holds a deny (401 or 503).
+func (c *Checker) authenticate(ctx context.Context, res *Result) (subject *identity.Subject, failed bool) {
+	raw, err := identity.TokenFromAuthorization(res.Request.Authorization)
+	if errors.Is(err, identity.ErrNoToken) {
+		return nil, false
+	}
+	if err != nil {
+		*res = deny(*res, http.StatusUnauthorized, tokenMessage(err), err.Error())
+		return nil, true
+	}
+	if c.Verifier == nil {
+		*res = unavailable(*res, errors.New("no token verifier configured"))
+		return nil, true
+	}
+	subject, err = c.Verifier.Verify(ctx, raw)
+	if err != nil {
+		// Every refused token matches ErrInvalidToken (401); anything else
+		// is the verifier failing (503, fail closed).
+		if !errors.Is(err, identity.ErrInvalidToken) {
+			*res = unavailable(*res, fmt.Errorf("verify token: %w", err))
+			return nil, true
+		}
+		*res = deny(*res, http.StatusUnauthorized, tokenMessage(err), err.Error())
+		return nil, true
+	}
+	if subject == nil || !subject.Authenticated {
+		*res = unavailable(*res, errors.New("verifier returned no authenticated subject for a valid token"))
+		return nil, true
+	}
+	if c.SubjectCheck != nil {
+		if err := c.SubjectCheck(ctx, subject); err != nil {
+			res.Subject, res.SubjectSummary = subject, subject.Summary()
+			*res = deny(*res, http.StatusUnauthorized, tokenMessage(err), "subject check: "+err.Error())
+			return nil, true
+		}
+	}
+	return subject, false
+}
+
+// decideUnion evaluates a union read once per owning flake and allows at
+// the first allow.
+func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
+	if c.Owners == nil {
+		return unavailable(res, errors.New("union read: no owners lookup configured"))
+	}
+	owners, err := c.Owners.Owners(ctx, res.Request.Route)
+	if err != nil {
+		return unavailable(res, fmt.Errorf("union read: %w", err))
+	}
+	if len(owners) == 0 {
+		return denyByPolicy(res, "no flake owns this object")
+	}
+	in := BuildInput(res.Request, res.Subject, owners)
+	reason := ""
+	for _, owner := range owners {
+		SetFlake(in, owner)
+		d, err := c.Policy.Evaluate(ctx, in)
+		if err != nil {
+			return unavailable(res, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err))
+		}
+		res.Revision = d.Revision
+		if d.Allow {
+			res.UnionOwner = owner
+			return allow(res, d.Reason)
+		}
+		if reason == "" {
+			reason = d.Reason
+		}
+	}
+	if reason == "" {
+		reason = fmt.Sprintf("no owning flake (of %d) allows it", len(owners))
+	}
+	return denyByPolicy(res, reason)
+}
+
+func allow(res Result, reason string) Result {
+	if reason == "" {
+		reason = "allowed by policy"
+	}
+	res.Allow, res.Status, res.Reason = true, http.StatusOK, reason
+	return res
+}
+
+// denyByPolicy answers a policy deny: 401 for an anonymous caller (a token
+// might help), 404 for a read (no existence leak), 403 for push/exchange.
+func denyByPolicy(res Result, reason string) Result {
+	if reason == "" {
+		reason = "denied by policy"
+	}
+	if res.Subject == nil {
+		return deny(res, http.StatusUnauthorized,
+			"authentication required: send a token as Bearer or as the netrc password\n", reason)
+	}
+	switch res.Request.Route.Action {
+	case route.ActionRead, route.ActionInfo:
+		return deny(res, http.StatusNotFound, BodyNotFound, reason)
+	}
+	return deny(res, http.StatusForbidden, "forbidden: "+oneLine(reason)+"\n", reason)
+}
+
+func deny(res Result, status int, message, reason string) Result {
+	res.Allow, res.Status, res.Message, res.Reason = false, status, message, reason
+	return res
+}
+
+func unavailable(res Result, err error) Result {
+	res = deny(res, http.StatusServiceUnavailable, BodyUnavailable, "internal error")
+	res.Err = err
+	return res
+}
+
+// tokenMessage is the 401 body for a refused token: the reason, which
+// never contains the token.
+func tokenMessage(err error) string {
+	msg := err.Error()
+	if !strings.HasPrefix(msg, "invalid token") {
+		msg = "invalid token: " + msg
+	}
+	return oneLine(msg) + "\n"
+}
+
+// oneLine keeps a client message on one line and short.
+func oneLine(s string) string {
+	const max = 200
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < max; i++ {
+		c := s[i]
+		if c == '\n' || c == '\r' || c == '\t' {
+			c = ' '
+		}
+		b = append(b, c)
+	}
+	return string(b)
+}

@@ -1,0 +1,49 @@
+package authz
+
+import (
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// BuildInput renders the policy input (DESIGN.md "Policy contract") for a
+// routed request and subject. It is pure.
+//
+//   - "flake" is present only when the request names a flake; a union read is
+//     evaluated once per owning flake with SetFlake.
+//   - "owners" lists the owning flakes ("org/name") of a union read.
+//   - "object" always has "kind" and "hash" ("" when the kind has none); a
+//     NAR also has "file" (the file name below nar/).
+func BuildInput(r Request, subject *identity.Subject, owners []route.Flake) map[string]any {
+	object := map[string]any{
+		"kind": string(r.Route.Kind),
+		"hash": r.Route.Hash,
+	}
+	if r.Route.Kind == route.KindNar {
+		object["file"] = r.Route.File
+	}
+	in := map[string]any{
+		"action": string(r.Route.Action),
+		"object": object,
+		"request": map[string]any{
+			"method": r.Method,
+			"path":   r.Path,
+		},
+		"subject": subject.Input(),
+	}
+	if !r.Route.Flake.IsZero() {
+		SetFlake(in, r.Route.Flake)
+	}
+	if owners != nil {
+		list := make([]any, len(owners))
+		for i, f := range owners {
+			list[i] = f.String()
+		}
+		in["owners"] = list
+	}
+	return in
+}
+
+// SetFlake sets the input's "flake" to f.
+func SetFlake(in map[string]any, f route.Flake) {
+	in["flake"] = map[string]any{"org": f.Org, "name": f.Name}
+}

@@ -1,0 +1,120 @@
+package authz
+
+import (
+	"net/http"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc/codes"
+)
+
+// Header names authz sets or removes on the proxied request.
+const (
+	// SubjectHeader carries the subject summary (audit, never a token) to
+	// the blob server on allowed requests.
+	SubjectHeader = "x-flakegate-subject"
+	// WWWAuthenticate is sent with every 401; Nix (netrc) and curl answer
+	// the Basic challenge, token-aware clients the Bearer one.
+	WWWAuthenticate = `Basic realm="flakegate", Bearer realm="flakegate"`
+)
+
+// Bodies of denied responses. A denied read answers exactly like an absent
+// object so that a denial does not reveal that the object exists.
+const (
+	BodyNotFound    = "not found\n"
+	BodyUnavailable = "authorization service unavailable, try again later\n"
+)
+
+// Outcome is a decision on one request: everything Respond needs to answer
+// Envoy and the decision log needs to record it.
+type Outcome struct {
+	Allow bool
+	// Status is the HTTP status of a denied request (200 when allowed).
+	Status int
+	// Message is the one-line text sent to the client for a denied
+	// request (never a secret; for a denied read it is BodyNotFound).
+	Message string
+	// Reason explains the decision for the decision log: the policy's
+	// reason, or what failed.
+	Reason string
+	// SubjectSummary is the verified subject's Summary ("anonymous"
+	// without a token), sent upstream in SubjectHeader.
+	SubjectSummary string
+	// KeepAuthorization leaves the Authorization header on the proxied
+	// request: only for authz's own endpoints (/_flakegate/…), which need
+	// the token. The blob server never sees it.
+	KeepAuthorization bool
+}
+
+// Respond renders an Outcome as the CheckResponse Envoy applies. It is pure.
+func Respond(o Outcome) *authv3.CheckResponse {
+	if o.Allow {
+		ok := &authv3.OkHttpResponse{
+			Headers: []*corev3.HeaderValueOption{
+				setHeader(SubjectHeader, o.SubjectSummary),
+			},
+		}
+		if !o.KeepAuthorization {
+			ok.HeadersToRemove = []string{"authorization"}
+		}
+		return &authv3.CheckResponse{
+			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
+			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
+		}
+	}
+
+	status := o.Status
+	if status < 400 || status > 599 {
+		// An Outcome without a valid deny status is a bug: fail closed.
+		status = http.StatusServiceUnavailable
+	}
+	msg := o.Message
+	if msg == "" {
+		msg = http.StatusText(status) + "\n"
+	}
+	headers := []*corev3.HeaderValueOption{
+		setHeader("content-type", "text/plain; charset=utf-8"),
+	}
+	if status == http.StatusUnauthorized {
+		headers = append(headers, setHeader("www-authenticate", WWWAuthenticate))
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(grpcCode(status)), Message: http.StatusText(status)},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: typev3.StatusCode(status)},
+			Headers: headers,
+			Body:    msg,
+		}},
+	}
+}
+
+// grpcCode is the gRPC status reported to Envoy alongside a denied HTTP
+// status. Envoy only distinguishes OK from not OK; the code helps reading
+// Envoy's logs and stats.
+func grpcCode(status int) codes.Code {
+	switch status {
+	case http.StatusUnauthorized:
+		return codes.Unauthenticated
+	case http.StatusForbidden:
+		return codes.PermissionDenied
+	case http.StatusNotFound:
+		return codes.NotFound
+	case http.StatusServiceUnavailable:
+		return codes.Unavailable
+	case http.StatusBadRequest, http.StatusMethodNotAllowed:
+		return codes.InvalidArgument
+	}
+	if status >= 500 {
+		return codes.Internal
+	}
+	return codes.PermissionDenied
+}
+
+func setHeader(key, value string) *corev3.HeaderValueOption {
+	return &corev3.HeaderValueOption{
+		Header:       &corev3.HeaderValue{Key: key, Value: value},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}
+}
