@@ -108,7 +108,7 @@ func (c *Config) Validate() error {
 			fail("issuer", "duplicate of issuers[%d]", j)
 		}
 		issuers[ic.Issuer] = i
-		for _, p := range ic.problems() {
+		for _, p := range ic.problems(false) {
 			fail(p.field, "%s", p.msg)
 		}
 	}
@@ -117,8 +117,10 @@ func (c *Config) Validate() error {
 
 type problem struct{ field, msg string }
 
-// problems checks one entry on its own (no cross-entry rules).
-func (ic *IssuerConfig) problems() []problem {
+// problems checks one entry on its own (no cross-entry rules). With
+// staticKeys (AddIssuer with a key set) neither jwks_url nor jwks_file may
+// be set.
+func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 	var ps []problem
 	add := func(field, msg string) { ps = append(ps, problem{field, msg}) }
 	switch {
@@ -133,6 +135,10 @@ func (ic *IssuerConfig) problems() []problem {
 		add("issuer", msg)
 	}
 	switch {
+	case staticKeys:
+		if ic.JWKSURL != "" || ic.JWKSFile != "" {
+			add("jwks_url", "must be empty when static keys are given")
+		}
 	case ic.JWKSURL == "" && ic.JWKSFile == "":
 		add("jwks_url", "one of jwks_url or jwks_file is required")
 	case ic.JWKSURL != "" && ic.JWKSFile != "":

@@ -1,0 +1,4 @@
+package identity
+
+// CacheLen exposes the verified-token cache size to the tests.
+func (v *MultiVerifier) CacheLen() int { return v.cache.len() }

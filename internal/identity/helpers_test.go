@@ -1,0 +1,167 @@
+package identity_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/identity"
+)
+
+// fakeClock is a settable clock shared by the verifier and the test issuers.
+type fakeClock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func newClock() *fakeClock {
+	return &fakeClock{t: time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.t
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.t = c.t.Add(d)
+}
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+type env struct {
+	t     *testing.T
+	clock *fakeClock
+	reg   *prometheus.Registry
+	logs  *syncBuffer
+	v     *identity.MultiVerifier
+}
+
+// newEnv starts a verifier for cfgs with a fake clock, a private metrics
+// registry and captured JSON logs. opts may preset any field.
+func newEnv(t *testing.T, clock *fakeClock, opts identity.Options, cfgs ...identity.IssuerConfig) *env {
+	t.Helper()
+	e := &env{t: t, clock: clock, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	if opts.Now == nil {
+		opts.Now = clock.Now
+	}
+	opts.Registerer = e.reg
+	opts.Logger = slog.New(slog.NewJSONHandler(e.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	v, err := identity.NewVerifier(context.Background(), &identity.Config{Issuers: cfgs}, opts)
+	if err != nil {
+		t.Fatalf("NewVerifier: %v", err)
+	}
+	t.Cleanup(v.Close)
+	e.v = v
+	return e
+}
+
+// metric returns the value of a counter or gauge series (0 if absent).
+func (e *env) metric(name string, labels ...string) float64 {
+	e.t.Helper()
+	mfs, err := e.reg.Gather()
+	if err != nil {
+		e.t.Fatalf("gather: %v", err)
+	}
+	want := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		want[labels[i]] = labels[i+1]
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	series:
+		for _, m := range mf.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			for k, v := range want {
+				if got[k] != v {
+					continue series
+				}
+			}
+			if m.Counter != nil {
+				return m.GetCounter().GetValue()
+			}
+			return m.GetGauge().GetValue()
+		}
+	}
+	return 0
+}
+
+// mustVerify verifies tok and fails the test on error.
+func (e *env) mustVerify(tok string) *identity.Subject {
+	e.t.Helper()
+	s, err := e.v.Verify(context.Background(), tok)
+	if err != nil {
+		e.t.Fatalf("Verify: %v", err)
+	}
+	return s
+}
+
+// mustRefuse verifies tok, expects refusal with reason, and checks the
+// error never quotes the token.
+func (e *env) mustRefuse(tok string, reason identity.Reason) error {
+	e.t.Helper()
+	s, err := e.v.Verify(context.Background(), tok)
+	if err == nil {
+		e.t.Fatalf("Verify accepted the token (subject %s); want refusal %q", s.Summary(), reason)
+	}
+	assertRefusal(e.t, err, tok, reason)
+	return err
+}
+
+func assertRefusal(t *testing.T, err error, tok string, reason identity.Reason) {
+	t.Helper()
+	if !errors.Is(err, identity.ErrInvalidToken) {
+		t.Errorf("error %v does not match ErrInvalidToken", err)
+	}
+	if got := identity.ReasonOf(err); got != reason {
+		t.Errorf("reason = %q (%v), want %q", got, err, reason)
+	}
+	assertNoSecret(t, "error text", err.Error(), tok)
+}
+
+// assertNoSecret fails if text contains the token or any of its long parts.
+func assertNoSecret(t *testing.T, what, text, tok string) {
+	t.Helper()
+	if tok == "" {
+		return
+	}
+	if strings.Contains(text, tok) {
+		t.Fatalf("%s contains the token", what)
+	}
+	for _, part := range strings.Split(tok, ".") {
+		if len(part) >= 16 && strings.Contains(text, part) {
+			t.Fatalf("%s contains a token segment", what)
+		}
+	}
+}

@@ -1,0 +1,79 @@
+package identity
+
+import (
+	"errors"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// metrics of a MultiVerifier. Result counters are resolved once so that the
+// cached path does no label lookups.
+type metrics struct {
+	verifications   *prometheus.CounterVec // {result}
+	results         map[Reason]prometheus.Counter
+	ok              prometheus.Counter // results[reasonOK]
+	cacheHits       prometheus.Counter
+	refreshFailures *prometheus.CounterVec // {issuer}
+	keys            *prometheus.GaugeVec   // {issuer}
+	lastRefresh     *prometheus.GaugeVec   // {issuer}
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		verifications: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_token_verifications_total",
+			Help: "Token verifications by result: ok, or the reason the token was refused.",
+		}, []string{"result"}),
+		cacheHits: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flakegate_token_cache_hits_total",
+			Help: "Verifications answered from the verified-token cache.",
+		}),
+		refreshFailures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_jwks_refresh_failures_total",
+			Help: "Failed JWKS fetches or reloads, by issuer name.",
+		}, []string{"issuer"}),
+		keys: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flakegate_jwks_keys",
+			Help: "Usable verification keys currently loaded, by issuer name.",
+		}, []string{"issuer"}),
+		lastRefresh: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flakegate_jwks_last_success_timestamp_seconds",
+			Help: "When the issuer's keys were last loaded successfully (unix seconds).",
+		}, []string{"issuer"}),
+	}
+	if reg != nil {
+		m.verifications = register(reg, m.verifications)
+		m.cacheHits = register(reg, m.cacheHits)
+		m.refreshFailures = register(reg, m.refreshFailures)
+		m.keys = register(reg, m.keys)
+		m.lastRefresh = register(reg, m.lastRefresh)
+	}
+	m.results = map[Reason]prometheus.Counter{reasonOK: m.verifications.WithLabelValues(string(reasonOK))}
+	m.ok = m.results[reasonOK]
+	for _, r := range allReasons() {
+		m.results[r] = m.verifications.WithLabelValues(string(r))
+	}
+	return m
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (several verifiers in one process share the series).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+		// A conflicting collector of another type: keep ours unregistered
+		// rather than fail verification.
+	}
+	return c
+}
+
+func (m *metrics) result(r Reason) {
+	if c, ok := m.results[r]; ok {
+		c.Inc()
+	}
+}
