@@ -13,7 +13,6 @@ package tokens
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -25,7 +24,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
@@ -357,28 +355,4 @@ func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
 		return err
 	}
 	return os.Rename(tmp.Name(), path)
-}
-
-// Watch reloads the key directory every interval until ctx is done, logging
-// changes and failures (the old keys stay in use after a failure).
-func (r *KeyRing) Watch(ctx context.Context, interval time.Duration, log *slog.Logger) {
-	if interval <= 0 {
-		interval = 10 * time.Second
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		changed, err := r.Reload()
-		switch {
-		case err != nil:
-			log.Error("reload token signing keys", "dir", r.dir, "error", err)
-		case changed:
-			log.Info("token signing keys reloaded", "dir", r.dir, "keys", len(r.Keys()), "signing_kid", r.Signer().ID)
-		}
-	}
 }

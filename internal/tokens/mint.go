@@ -69,6 +69,12 @@ func NewMinter(keys *KeyRing, cfg Config) (*Minter, error) {
 	return &Minter{keys: keys, cfg: cfg}, nil
 }
 
+// Lifetime is the default token lifetime.
+func (m *Minter) Lifetime() time.Duration { return m.cfg.Lifetime }
+
+// MaxLifetime is the cap on every token's lifetime.
+func (m *Minter) MaxLifetime() time.Duration { return m.cfg.MaxLifetime }
+
 // Issuer is the iss (and aud) of minted tokens.
 func (m *Minter) Issuer() string { return m.cfg.Issuer }
 
