@@ -38,8 +38,22 @@ type Path struct {
 	References []string // store path base names ("<hash>-<name>"), as in the narinfo
 	// NarInfo is the narinfo text as the server serves it (server
 	// signatures included, upload signatures dropped).
-	NarInfo   []byte
+	NarInfo []byte
+	// SignedBy identifies the signing key set whose signatures NarInfo
+	// carries (nixcache.KeySet.ID); "" when unknown. The server re-signs a
+	// narinfo whose SignedBy is not its current key set before serving it.
+	SignedBy  string
 	CreatedAt time.Time
+}
+
+// NarInfoUpdater is implemented by indexes that can store a re-signed
+// narinfo (after a signing key rotation), so that re-signing happens once
+// per path, not once per process. Optional: without it the server keeps
+// re-signed narinfos in memory only.
+type NarInfoUpdater interface {
+	// UpdateNarInfo replaces the narinfo text of an existing path and
+	// records which key set signed it. An absent hash is not an error.
+	UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error
 }
 
 // Index is the cache's catalogue.

@@ -1,0 +1,419 @@
+// Package sqlite is the default index.Index, in one SQLite database file
+// (modernc.org/sqlite, WAL mode).
+//
+// One connection writes (transactions BEGIN IMMEDIATE, synchronous=FULL);
+// a pool of query-only connections reads in parallel with it, so narinfo
+// lookups never queue behind uploads. Several processes may share the file:
+// SQLite's locking and a busy timeout serialise their writers.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"runtime"
+	"slices"
+	"strings"
+	"time"
+
+	_ "modernc.org/sqlite" // database/sql driver "sqlite"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// busyTimeout is how long a connection waits for another writer's lock.
+const busyTimeout = 30 * time.Second
+
+// Index is a SQLite index.
+type Index struct {
+	w *sql.DB // one connection: all writes
+	r *sql.DB // pool of query-only connections
+
+	getPathAny, getPathFlake *sql.Stmt
+}
+
+var (
+	_ index.Index          = (*Index)(nil)
+	_ index.NarInfoUpdater = (*Index)(nil)
+)
+
+// Open opens (creating and migrating if needed) the database at path.
+func Open(ctx context.Context, path string) (*Index, error) {
+	if path == "" {
+		return nil, errors.New("sqlite index: empty path")
+	}
+	dsn := func(extra string) string {
+		q := url.Values{}
+		q.Set("_busy_timeout", fmt.Sprint(busyTimeout.Milliseconds()))
+		q.Set("_journal_mode", "WAL")
+		q.Set("_synchronous", "FULL")
+		q.Set("_txlock", "immediate")
+		if extra != "" {
+			q.Set(extra, "1")
+		}
+		return "file:" + (&url.URL{Path: path}).EscapedPath() + "?" + q.Encode()
+	}
+	w, err := sql.Open("sqlite", dsn(""))
+	if err != nil {
+		return nil, fmt.Errorf("open sqlite index %s: %w", path, err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	x := &Index{w: w}
+	if err := x.migrate(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("migrate sqlite index %s: %w", path, err)
+	}
+	r, err := sql.Open("sqlite", dsn("_query_only"))
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("open sqlite index %s: %w", path, err)
+	}
+	n := max(4, 2*runtime.GOMAXPROCS(0))
+	r.SetMaxOpenConns(n)
+	r.SetMaxIdleConns(n)
+	x.r = r
+	if x.getPathAny, err = r.PrepareContext(ctx, `SELECT hash, store_path, nar_file, refs, narinfo, signed_by, created_at FROM paths WHERE hash = ?`); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("prepare sqlite index query: %w", err)
+	}
+	if x.getPathFlake, err = r.PrepareContext(ctx, `SELECT p.hash, p.store_path, p.nar_file, p.refs, p.narinfo, p.signed_by, p.created_at
+		FROM path_owners o JOIN paths p ON p.hash = o.hash WHERE o.hash = ? AND o.flake = ?`); err != nil {
+		x.Close()
+		return nil, fmt.Errorf("prepare sqlite index query: %w", err)
+	}
+	return x, nil
+}
+
+// migrations are applied in order; PRAGMA user_version counts those done.
+var migrations = []string{
+	`CREATE TABLE nars (
+		file        TEXT PRIMARY KEY,
+		compression TEXT NOT NULL,
+		file_hash   TEXT NOT NULL,
+		file_size   INTEGER NOT NULL,
+		nar_hash    TEXT NOT NULL,
+		nar_size    INTEGER NOT NULL,
+		created_at  INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE nar_owners (
+		file  TEXT NOT NULL REFERENCES nars(file),
+		flake TEXT NOT NULL,
+		PRIMARY KEY (file, flake)
+	) WITHOUT ROWID;
+	CREATE TABLE paths (
+		hash       TEXT PRIMARY KEY,
+		store_path TEXT NOT NULL,
+		nar_file   TEXT NOT NULL,
+		refs       TEXT NOT NULL,
+		narinfo    BLOB NOT NULL,
+		signed_by  TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL
+	) WITHOUT ROWID;
+	CREATE TABLE path_owners (
+		hash  TEXT NOT NULL REFERENCES paths(hash),
+		flake TEXT NOT NULL,
+		PRIMARY KEY (hash, flake)
+	) WITHOUT ROWID;
+	CREATE INDEX path_owners_by_flake ON path_owners (flake, hash);
+	CREATE TABLE logs (
+		flake      TEXT NOT NULL,
+		drv        TEXT NOT NULL,
+		blob_key   TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (flake, drv)
+	) WITHOUT ROWID;`,
+}
+
+func (x *Index) migrate(ctx context.Context) error {
+	tx, err := x.w.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback()
+	var v int
+	if err := tx.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil {
+		return err
+	}
+	if v > len(migrations) {
+		return fmt.Errorf("database schema version %d is newer than this server (%d)", v, len(migrations))
+	}
+	for i := v; i < len(migrations); i++ {
+		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+	}
+	if v < len(migrations) {
+		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
+			return err
+		}
+	}
+	return tx.Commit()
+}
+
+// Close closes both connection pools.
+func (x *Index) Close() error {
+	var errs []error
+	for _, s := range []*sql.Stmt{x.getPathAny, x.getPathFlake} {
+		if s != nil {
+			errs = append(errs, s.Close())
+		}
+	}
+	if x.r != nil {
+		errs = append(errs, x.r.Close())
+	}
+	errs = append(errs, x.w.Close())
+	return errors.Join(errs...)
+}
+
+func checkFlake(f route.Flake) error {
+	if f.IsZero() {
+		return errors.New("no flake given")
+	}
+	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
+		return fmt.Errorf("invalid flake %q", f.String())
+	}
+	return nil
+}
+
+// write runs fn in one IMMEDIATE transaction on the writer connection.
+func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
+	tx, err := x.w.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("%s: begin: %w", what, err)
+	}
+	defer tx.Rollback()
+	if err := fn(tx); err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("%s: commit: %w", what, err)
+	}
+	return nil
+}
+
+// PutNar records a verified NAR and flake's ownership of it.
+func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put nar %s: %w", n.File, err)
+	}
+	if n.File == "" {
+		return errors.New("put nar: empty file name")
+	}
+	created := n.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return x.write(ctx, "put nar "+n.File, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file) DO NOTHING`,
+			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, created.UnixNano()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO nar_owners (file, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`, n.File, flake.String())
+		return err
+	})
+}
+
+// GetNar returns a NAR's record; with a non-zero flake only if it owns it.
+func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (index.Nar, error) {
+	var row *sql.Row
+	const cols = `n.file, n.compression, n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at`
+	if flake.IsZero() {
+		row = x.r.QueryRowContext(ctx, `SELECT `+cols+` FROM nars n WHERE n.file = ?`, file)
+	} else {
+		row = x.r.QueryRowContext(ctx, `SELECT `+cols+` FROM nar_owners o JOIN nars n ON n.file = o.file
+			WHERE o.file = ? AND o.flake = ?`, file, flake.String())
+	}
+	var n index.Nar
+	var comp string
+	var created int64
+	err := row.Scan(&n.File, &comp, &n.FileHash, &n.FileSize, &n.NarHash, &n.NarSize, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return index.Nar{}, fmt.Errorf("nar %s: %w", file, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Nar{}, fmt.Errorf("get nar %s: %w", file, err)
+	}
+	n.Compression = route.Compression(comp)
+	n.CreatedAt = time.Unix(0, created)
+	return n, nil
+}
+
+// PutPath records a path and flake's ownership of it. An existing path
+// keeps its first content.
+func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put path %s: %w", p.Hash, err)
+	}
+	if !route.IsStoreHash(p.Hash) {
+		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
+	}
+	created := p.CreatedAt
+	if created.IsZero() {
+		created = time.Now()
+	}
+	return x.write(ctx, "put path "+p.Hash, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`,
+			p.Hash, p.StorePath, p.NarFile, strings.Join(p.References, " "), p.NarInfo, p.SignedBy, created.UnixNano()); err != nil {
+			return err
+		}
+		_, err := tx.ExecContext(ctx, `INSERT INTO path_owners (hash, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`, p.Hash, flake.String())
+		return err
+	})
+}
+
+// GetPath returns a path; with a non-zero flake only if it owns it.
+func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+	var row *sql.Row
+	if flake.IsZero() {
+		row = x.getPathAny.QueryRowContext(ctx, hash)
+	} else {
+		row = x.getPathFlake.QueryRowContext(ctx, hash, flake.String())
+	}
+	var p index.Path
+	var refs string
+	var created int64
+	err := row.Scan(&p.Hash, &p.StorePath, &p.NarFile, &refs, &p.NarInfo, &p.SignedBy, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return index.Path{}, fmt.Errorf("path %s: %w", hash, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Path{}, fmt.Errorf("get path %s: %w", hash, err)
+	}
+	if refs != "" {
+		p.References = strings.Split(refs, " ")
+	}
+	p.CreatedAt = time.Unix(0, created)
+	return p, nil
+}
+
+// UpdateNarInfo stores a re-signed narinfo.
+func (x *Index) UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error {
+	return x.write(ctx, "update narinfo "+hash, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE paths SET narinfo = ?, signed_by = ? WHERE hash = ?`, narInfo, signedBy, hash)
+		return err
+	})
+}
+
+// maxParams bounds the host parameters of one query (SQLite's default
+// limit is 32766; stay well below).
+const maxParams = 500
+
+// MissingPaths returns those of hashes that flake does not own, in the
+// order given, without duplicates.
+func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error) {
+	owned := make(map[string]bool, len(hashes))
+	for chunk := range slices.Chunk(hashes, maxParams) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, flake.String())
+		for _, h := range chunk {
+			args = append(args, h)
+		}
+		q := `SELECT hash FROM path_owners WHERE flake = ? AND hash IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		rows, err := x.r.QueryContext(ctx, q, args...)
+		if err != nil {
+			return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+		}
+		for rows.Next() {
+			var h string
+			if err := rows.Scan(&h); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+			}
+			owned[h] = true
+		}
+		if err := rows.Close(); err != nil {
+			return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+		}
+		if err := rows.Err(); err != nil {
+			return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+		}
+	}
+	var missing []string
+	for _, h := range hashes {
+		if !owned[h] {
+			missing = append(missing, h)
+			owned[h] = true // report each once
+		}
+	}
+	return missing, nil
+}
+
+// Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
+// NAR (KindNar, by file name), sorted.
+func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
+	var q string
+	switch kind {
+	case route.KindNarInfo:
+		q = `SELECT flake FROM path_owners WHERE hash = ? ORDER BY flake`
+	case route.KindNar:
+		q = `SELECT flake FROM nar_owners WHERE file = ? ORDER BY flake`
+	default:
+		return nil, fmt.Errorf("owners: kind %q has no owners", kind)
+	}
+	rows, err := x.r.QueryContext(ctx, q, hash)
+	if err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+	}
+	defer rows.Close()
+	out := []route.Flake{}
+	for rows.Next() {
+		var s string
+		if err := rows.Scan(&s); err != nil {
+			return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+		}
+		f, err := route.ParseFlake(s)
+		if err != nil {
+			return nil, fmt.Errorf("owners of %s %s: stored flake: %w", kind, hash, err)
+		}
+		out = append(out, f)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+	}
+	return out, nil
+}
+
+// PutLog records the blob key of a flake's build log (replacing an older one).
+func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put log %s: %w", drv, err)
+	}
+	return x.write(ctx, "put log "+drv, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO logs (flake, drv, blob_key, created_at) VALUES (?, ?, ?, ?)
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, created_at = excluded.created_at`,
+			flake.String(), drv, blobKey, time.Now().UnixNano())
+		return err
+	})
+}
+
+// GetLog returns the blob key of a flake's build log.
+func (x *Index) GetLog(ctx context.Context, flake route.Flake, drv string) (string, error) {
+	var key string
+	err := x.r.QueryRowContext(ctx, `SELECT blob_key FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&key)
+	if errors.Is(err, sql.ErrNoRows) {
+		return "", fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("get log %s of %s: %w", drv, flake, err)
+	}
+	return key, nil
+}
+
+// Stats counts paths, NARs and flakes owning anything.
+func (x *Index) Stats(ctx context.Context) (index.Stats, error) {
+	var s index.Stats
+	err := x.r.QueryRowContext(ctx, `SELECT
+		(SELECT count(*) FROM paths),
+		(SELECT count(*) FROM nars),
+		(SELECT count(*) FROM (SELECT flake FROM path_owners UNION SELECT flake FROM nar_owners))`).Scan(&s.Paths, &s.Nars, &s.Flakes)
+	if err != nil {
+		return index.Stats{}, fmt.Errorf("index stats: %w", err)
+	}
+	return s, nil
+}

@@ -1,0 +1,312 @@
+package sqlite
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"sync"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+var (
+	flakeA = route.Flake{Org: "omnicorp", Name: "a"}
+	flakeB = route.Flake{Org: "omnicorp", Name: "b"}
+)
+
+const (
+	h1 = "0jqd0rlxzra1rs38rdxl43yh6rxchgc6"
+	h2 = "6w8g7njm4mck5dmjxws0z1xnrxvl81xa"
+	h3 = "j5jxw3iy7bbz4a57fh9g2xm2gxmyal8h"
+)
+
+func open(t *testing.T, path string) *Index {
+	t.Helper()
+	x, err := Open(context.Background(), path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { x.Close() })
+	return x
+}
+
+func nar(i int) index.Nar {
+	return index.Nar{
+		File: fmt.Sprintf("%052d.nar.xz", i), Compression: route.CompressionXZ,
+		FileHash: fmt.Sprintf("sha256:file%d", i), FileSize: int64(100 + i),
+		NarHash: fmt.Sprintf("sha256:nar%d", i), NarSize: int64(1000 + i),
+	}
+}
+
+func path(hash string, narFile string, refs ...string) index.Path {
+	return index.Path{
+		Hash: hash, StorePath: "/nix/store/" + hash + "-x", NarFile: narFile, References: refs,
+		NarInfo: []byte("StorePath: /nix/store/" + hash + "-x\n"), SignedBy: "k1",
+	}
+}
+
+func TestOwnership(t *testing.T) {
+	ctx := context.Background()
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+
+	if err := x.PutNar(ctx, flakeA, nar(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.PutPath(ctx, flakeA, path(h1, nar(1).File, h1+"-x")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		flake route.Flake
+		hash  string
+		found bool
+	}{
+		{"owner", flakeA, h1, true},
+		{"union", route.Flake{}, h1, true},
+		{"other flake", flakeB, h1, false},
+		{"absent", flakeA, h2, false},
+		{"absent union", route.Flake{}, h2, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := x.GetPath(ctx, tt.flake, tt.hash)
+			if tt.found {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if p.Hash != h1 || p.NarFile != nar(1).File || !slices.Equal(p.References, []string{h1 + "-x"}) || p.SignedBy != "k1" || p.CreatedAt.IsZero() {
+					t.Fatalf("got %+v", p)
+				}
+			} else if !errors.Is(err, index.ErrNotFound) {
+				t.Fatalf("err %v, want ErrNotFound", err)
+			}
+			n, err := x.GetNar(ctx, tt.flake, nar(1).File)
+			if tt.found != (err == nil) && tt.hash == h1 {
+				t.Fatalf("GetNar err %v, found want %v", err, tt.found)
+			}
+			if err == nil && n != withTime(nar(1), n) {
+				t.Fatalf("GetNar %+v", n)
+			}
+		})
+	}
+
+	owners, err := x.Owners(ctx, route.KindNarInfo, h1)
+	if err != nil || !slices.Equal(owners, []route.Flake{flakeA}) {
+		t.Fatalf("owners %v %v", owners, err)
+	}
+	// Second flake: same content, its own ownership.
+	if err := x.PutNar(ctx, flakeB, nar(1)); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.PutPath(ctx, flakeB, path(h1, nar(1).File, h1+"-x")); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []struct {
+		kind route.Kind
+		key  string
+	}{{route.KindNarInfo, h1}, {route.KindNar, nar(1).File}} {
+		owners, err := x.Owners(ctx, k.kind, k.key)
+		if err != nil || !slices.Equal(owners, []route.Flake{flakeA, flakeB}) {
+			t.Fatalf("owners of %s: %v %v", k.kind, owners, err)
+		}
+	}
+	owners, err = x.Owners(ctx, route.KindNar, "nothing.nar")
+	if err != nil || owners == nil || len(owners) != 0 {
+		t.Fatalf("owners of absent: %#v %v (want empty, non-nil)", owners, err)
+	}
+	if _, err := x.Owners(ctx, route.KindLog, "x"); err == nil {
+		t.Fatal("owners of a log accepted")
+	}
+	st, err := x.Stats(ctx)
+	if err != nil || st != (index.Stats{Paths: 1, Nars: 1, Flakes: 2}) {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+}
+
+func withTime(n, got index.Nar) index.Nar { n.CreatedAt = got.CreatedAt; return n }
+
+func TestIdempotentFirstContentKept(t *testing.T) {
+	ctx := context.Background()
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+	first := path(h1, nar(1).File)
+	second := path(h1, nar(2).File)
+	second.NarInfo = []byte("other")
+	for _, p := range []index.Path{first, first, second} {
+		if err := x.PutPath(ctx, flakeA, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := x.GetPath(ctx, flakeA, h1)
+	if err != nil || got.NarFile != first.NarFile || string(got.NarInfo) != string(first.NarInfo) {
+		t.Fatalf("got %+v %v", got, err)
+	}
+	for range 2 {
+		if err := x.PutNar(ctx, flakeA, nar(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st, _ := x.Stats(ctx); st.Paths != 1 || st.Nars != 1 || st.Flakes != 1 {
+		t.Fatalf("stats %+v", st)
+	}
+}
+
+func TestMissingPaths(t *testing.T) {
+	ctx := context.Background()
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+	if err := x.PutPath(ctx, flakeA, path(h1, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.PutPath(ctx, flakeB, path(h2, "f")); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		flake  route.Flake
+		hashes []string
+		want   []string
+	}{
+		{flakeA, []string{h1, h2, h3}, []string{h2, h3}},
+		{flakeB, []string{h1, h2, h3}, []string{h1, h3}},
+		{flakeA, []string{h1}, nil},
+		{flakeA, nil, nil},
+		{flakeA, []string{h3, h3}, []string{h3}},
+	}
+	for _, tt := range tests {
+		got, err := x.MissingPaths(ctx, tt.flake, tt.hashes)
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("MissingPaths(%s, %v) = %v, %v; want %v", tt.flake, tt.hashes, got, err, tt.want)
+		}
+	}
+	// More hashes than one query takes.
+	many := make([]string, 1200)
+	for i := range many {
+		many[i] = fmt.Sprintf("%032d", i)
+	}
+	many[700] = h1
+	got, err := x.MissingPaths(ctx, flakeA, many)
+	if err != nil || len(got) != 1199 || slices.Contains(got, h1) {
+		t.Fatalf("MissingPaths of 1200: %d %v", len(got), err)
+	}
+}
+
+func TestLogs(t *testing.T) {
+	ctx := context.Background()
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+	drv := h1 + "-hello.drv"
+	if _, err := x.GetLog(ctx, flakeA, drv); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("err %v", err)
+	}
+	for _, key := range []string{"log/omnicorp/a/1", "log/omnicorp/a/2"} {
+		if err := x.PutLog(ctx, flakeA, drv, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if k, err := x.GetLog(ctx, flakeA, drv); err != nil || k != "log/omnicorp/a/2" {
+		t.Fatalf("GetLog = %q, %v", k, err)
+	}
+	if _, err := x.GetLog(ctx, flakeB, drv); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("other flake's log: %v", err)
+	}
+}
+
+func TestInvalidFlakeRefused(t *testing.T) {
+	ctx := context.Background()
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+	for _, f := range []route.Flake{{}, {Org: "Up", Name: "x"}, {Org: "a/b", Name: "c"}} {
+		if err := x.PutNar(ctx, f, nar(1)); err == nil {
+			t.Errorf("PutNar accepted flake %q", f)
+		}
+		if err := x.PutPath(ctx, f, path(h1, "f")); err == nil {
+			t.Errorf("PutPath accepted flake %q", f)
+		}
+	}
+}
+
+func TestUpdateNarInfoAndReopen(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "with space")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(dir, "index.db")
+	x, err := Open(ctx, file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := x.PutPath(ctx, flakeA, path(h1, "f")); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.UpdateNarInfo(ctx, h1, []byte("resigned"), "k2"); err != nil {
+		t.Fatal(err)
+	}
+	if err := x.UpdateNarInfo(ctx, h2, []byte("x"), "k2"); err != nil {
+		t.Fatalf("update of absent path: %v", err)
+	}
+	x.Close()
+	if _, err := os.Stat(file); err != nil {
+		t.Fatalf("database not at %s: %v", file, err)
+	}
+	y := open(t, file)
+	p, err := y.GetPath(ctx, flakeA, h1)
+	if err != nil || string(p.NarInfo) != "resigned" || p.SignedBy != "k2" {
+		t.Fatalf("after reopen: %+v %v", p, err)
+	}
+}
+
+// Two Index values on one file behave like two processes: concurrent
+// writers from both all land, readers never fail.
+func TestConcurrentWritersTwoHandles(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "index.db")
+	xs := []*Index{open(t, file), open(t, file)}
+	var wg sync.WaitGroup
+	errs := make(chan error, 1000)
+	const per = 40
+	for w := range 8 {
+		wg.Go(func() {
+			x := xs[w%2]
+			f := []route.Flake{flakeA, flakeB}[w%2]
+			for i := range per {
+				n := nar(i)
+				if err := x.PutNar(ctx, f, n); err != nil {
+					errs <- err
+					return
+				}
+				h := fmt.Sprintf("%032d", i)
+				if err := x.PutPath(ctx, f, path(h, n.File)); err != nil {
+					errs <- err
+					return
+				}
+				if _, err := x.GetPath(ctx, f, h); err != nil {
+					errs <- fmt.Errorf("read own write: %w", err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	st, err := xs[0].Stats(ctx)
+	if err != nil || st != (index.Stats{Paths: per, Nars: per, Flakes: 2}) {
+		t.Fatalf("stats %+v %v", st, err)
+	}
+}
+
+func TestSchemaTooNew(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "index.db")
+	x := open(t, file)
+	if _, err := x.w.ExecContext(ctx, `PRAGMA user_version = 99`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Open(ctx, file); err == nil {
+		t.Fatal("opened a database with a newer schema")
+	}
+}
