@@ -1,0 +1,242 @@
+package gate
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"reflect"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	"google.golang.org/protobuf/encoding/protojson"
+)
+
+func TestCheckRequestFromHTTP(t *testing.T) {
+	now := time.Date(2026, 3, 1, 12, 0, 0, 123456789, time.UTC)
+	tests := []struct {
+		name    string
+		build   func() *http.Request
+		id      uint64
+		method  string
+		path    string
+		host    string
+		scheme  string
+		proto   string
+		size    int64
+		headers map[string]string // exact map
+		src     string            // "ip:port" or "pipe:path"
+		dst     string
+		princ   string
+	}{
+		{
+			name: "GET narinfo with netrc credentials",
+			build: func() *http.Request {
+				r := httptest.NewRequest("GET", "/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo", nil)
+				r.Host = "cache.example.com"
+				r.RemoteAddr = "192.0.2.7:51234"
+				r.Header.Set("Authorization", "Basic Zmxha2VnYXRlOnRvaw==")
+				r.Header.Set("User-Agent", "curl/8.5 Nix/2.24")
+				r.Header["Accept"] = []string{"text/plain", "*/*"}
+				r.Header["X-Custom-Thing"] = []string{"v"}
+				return r
+			},
+			id: 42, method: "GET", path: "/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo",
+			host: "cache.example.com", scheme: "http", proto: "HTTP/1.1", size: 0,
+			headers: map[string]string{
+				":authority": "cache.example.com", ":method": "GET", ":scheme": "http",
+				":path":          "/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo",
+				"authorization":  "Basic Zmxha2VnYXRlOnRvaw==",
+				"user-agent":     "curl/8.5 Nix/2.24",
+				"accept":         "text/plain,*/*",
+				"x-custom-thing": "v",
+			},
+			src: "192.0.2.7:51234",
+		},
+		{
+			name: "chunked PUT over HTTP/2 with TLS and a client certificate, query kept in path",
+			build: func() *http.Request {
+				r := httptest.NewRequest("PUT", "https://cache.example.com/omnicorp/app/nar/x.nar?compression=zstd", strings.NewReader("body"))
+				r.ContentLength = -1
+				r.TransferEncoding = []string{"chunked"}
+				r.ProtoMajor, r.ProtoMinor, r.Proto = 2, 0, "HTTP/2.0"
+				r.RemoteAddr = "[2001:db8::1]:443"
+				u, _ := url.Parse("spiffe://example.com/ci")
+				r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{URIs: []*url.URL{u}, DNSNames: []string{"ci.example.com"}}}}
+				ctx := context.WithValue(r.Context(), http.LocalAddrContextKey, &net.TCPAddr{IP: net.ParseIP("10.0.0.2"), Port: 8443})
+				return r.WithContext(ctx)
+			},
+			id: 7, method: "PUT", path: "/omnicorp/app/nar/x.nar?compression=zstd",
+			host: "cache.example.com", scheme: "https", proto: "HTTP/2", size: -1,
+			headers: map[string]string{
+				":authority": "cache.example.com", ":method": "PUT", ":scheme": "https",
+				":path":             "/omnicorp/app/nar/x.nar?compression=zstd",
+				"transfer-encoding": "chunked",
+			},
+			src: "2001:db8::1:443", dst: "10.0.0.2:8443", princ: "spiffe://example.com/ci",
+		},
+		{
+			name: "HTTP/1.0 over a unix socket, DNS SAN principal, known size",
+			build: func() *http.Request {
+				r := httptest.NewRequest("PUT", "/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv", strings.NewReader("12345"))
+				r.ProtoMajor, r.ProtoMinor = 1, 0
+				r.RemoteAddr = "@"
+				r.Header.Set("Content-Length", "5")
+				r.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{DNSNames: []string{"builder.example.com"}, Subject: pkix.Name{CommonName: "x"}}}}
+				ctx := context.WithValue(r.Context(), http.LocalAddrContextKey, &net.UnixAddr{Name: "/run/flakegate.sock", Net: "unix"})
+				return r.WithContext(ctx)
+			},
+			method: "PUT", path: "/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv",
+			host: "example.com", scheme: "https", proto: "HTTP/1.0", size: 5,
+			headers: map[string]string{
+				":authority": "example.com", ":method": "PUT", ":scheme": "https",
+				":path":          "/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv",
+				"content-length": "5",
+			},
+			src: "pipe:@", dst: "pipe:/run/flakegate.sock", princ: "builder.example.com",
+		},
+		{
+			name: "non-canonical header spellings are merged under one lower-case name",
+			build: func() *http.Request {
+				r := httptest.NewRequest("GET", "/nix-cache-info", nil)
+				r.Header["x-mixed"] = []string{"a"}
+				r.Header["X-Mixed"] = []string{"b"}
+				r.RemoteAddr = ""
+				return r
+			},
+			method: "GET", path: "/nix-cache-info", host: "example.com", scheme: "http", proto: "HTTP/1.1",
+			headers: map[string]string{
+				":authority": "example.com", ":method": "GET", ":scheme": "http", ":path": "/nix-cache-info",
+				"x-mixed": "",
+			},
+		},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cr := CheckRequestFromHTTP(tc.build(), tc.id, now)
+			h := cr.GetAttributes().GetRequest().GetHttp()
+			if got := h.GetId(); got != strconvU(tc.id) {
+				t.Errorf("id = %q, want %d", got, tc.id)
+			}
+			check := func(field, got, want string) {
+				if got != want {
+					t.Errorf("%s = %q, want %q", field, got, want)
+				}
+			}
+			check("method", h.GetMethod(), tc.method)
+			check("path", h.GetPath(), tc.path)
+			check("host", h.GetHost(), tc.host)
+			check("scheme", h.GetScheme(), tc.scheme)
+			check("protocol", h.GetProtocol(), tc.proto)
+			if h.GetSize() != tc.size {
+				t.Errorf("size = %d, want %d", h.GetSize(), tc.size)
+			}
+			if h.GetBody() != "" || len(h.GetRawBody()) != 0 {
+				t.Error("a body was put in the CheckRequest")
+			}
+			got := h.GetHeaders()
+			if _, ok := tc.headers["x-mixed"]; ok {
+				// Map order decides which spelling comes first.
+				if v := got["x-mixed"]; v != "a,b" && v != "b,a" {
+					t.Errorf("x-mixed = %q, want both values joined", v)
+				}
+				delete(got, "x-mixed")
+				delete(tc.headers, "x-mixed")
+			}
+			if !reflect.DeepEqual(got, tc.headers) {
+				t.Errorf("headers =\n%v\nwant\n%v", got, tc.headers)
+			}
+			for k := range got {
+				if k != strings.ToLower(k) {
+					t.Errorf("header name %q is not lower-case", k)
+				}
+			}
+			if ts := cr.GetAttributes().GetRequest().GetTime().AsTime(); !ts.Equal(now) {
+				t.Errorf("time = %v, want %v", ts, now)
+			}
+			check("source", addrString(cr.GetAttributes().GetSource().GetAddress()), tc.src)
+			check("destination", addrString(cr.GetAttributes().GetDestination().GetAddress()), tc.dst)
+			check("source principal", cr.GetAttributes().GetSource().GetPrincipal(), tc.princ)
+
+			// What goes on the wire must be a valid message.
+			if _, err := protojson.Marshal(cr); err != nil {
+				t.Errorf("marshal: %v", err)
+			}
+			if err := cr.ValidateAll(); err != nil {
+				t.Errorf("validate: %v", err)
+			}
+		})
+	}
+}
+
+// TestCheckBufReuse proves a pooled buffer carries nothing of the previous
+// request into the next one.
+func TestCheckBufReuse(t *testing.T) {
+	b := newCheckBuf()
+	r1 := httptest.NewRequest("GET", "/a", nil)
+	r1.Header.Set("Authorization", "Bearer secret")
+	r1.TLS = &tls.ConnectionState{PeerCertificates: []*x509.Certificate{{DNSNames: []string{"peer"}}}}
+	b.fill(r1, 1, time.Now())
+	b.reset()
+	r2 := httptest.NewRequest("GET", "/b", nil)
+	r2.RemoteAddr = ""
+	b.fill(r2, 2, time.Now())
+	h := b.req.GetAttributes().GetRequest().GetHttp()
+	if _, ok := h.GetHeaders()["authorization"]; ok {
+		t.Error("authorization header leaked from the previous request")
+	}
+	if p := b.req.GetAttributes().GetSource().GetPrincipal(); p != "" {
+		t.Errorf("principal %q leaked from the previous request", p)
+	}
+	if a := b.req.GetAttributes().GetSource().GetAddress(); a != nil {
+		t.Errorf("source address %v leaked from the previous request", a)
+	}
+	if h.GetPath() != "/b" || h.GetId() != "2" {
+		t.Errorf("path/id = %q/%q", h.GetPath(), h.GetId())
+	}
+}
+
+func TestStripClientHeaders(t *testing.T) {
+	h := http.Header{
+		"X-Flakegate-Subject": {"forged"},
+		"x-flakegate-other":   {"forged"},
+		"X-FLAKEGATE-LOUD":    {"forged"},
+		"X-Flakegate":         {"kept: no dash suffix"},
+		"X-Flakegates-Thing":  {"kept"},
+		"Authorization":       {"kept"},
+	}
+	StripClientHeaders(h)
+	want := []string{"Authorization", "X-Flakegate", "X-Flakegates-Thing"}
+	var got []string
+	for k := range h {
+		got = append(got, k)
+	}
+	if len(got) != len(want) {
+		t.Fatalf("left %v, want %v", got, want)
+	}
+	for _, k := range want {
+		if _, ok := h[k]; !ok {
+			t.Errorf("%s was removed", k)
+		}
+	}
+}
+
+func strconvU(u uint64) string { return strconv.FormatUint(u, 10) }
+
+func addrString(a *corev3.Address) string {
+	if a == nil {
+		return ""
+	}
+	if p := a.GetPipe(); p != nil {
+		return "pipe:" + p.GetPath()
+	}
+	s := a.GetSocketAddress()
+	return s.GetAddress() + ":" + strconvU(uint64(s.GetPortValue()))
+}

@@ -1,0 +1,212 @@
+// Package gate is the embedded gate: where no Envoy runs in front of the
+// blob server, it makes for every request the same ext_authz v3 Check call
+// that Envoy's ext_authz filter would make (see envoy/envoy.yaml) and
+// applies the answer as Envoy would.
+//
+// For each request the gate
+//  1. strips the client's x-flakegate-* headers,
+//  2. normalizes the path like Envoy's connection manager (400 for escaped
+//     slashes),
+//  3. sends one Check with the attributes Envoy sends (CheckRequestFromHTTP;
+//     never the body, which streams to the handler untouched),
+//  4. on OK mutates the request's headers and query as asked and calls the
+//     next handler; on denial writes the service's status, headers and body;
+//     when the service is unreachable, slow or failing writes 503.
+package gate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/keepalive"
+)
+
+// DefaultTimeout bounds one Check (Envoy's grpc_service timeout in
+// envoy/envoy.yaml is the same).
+const DefaultTimeout = 2 * time.Second
+
+// Options configure a Gate. The zero value is usable.
+type Options struct {
+	// Logger receives check failures (warn) and denials (debug). Default slog.Default().
+	Logger *slog.Logger
+	// Timeout bounds one Check call. Default DefaultTimeout.
+	Timeout time.Duration
+	// Registerer, if set, receives the gate's metrics:
+	// flakegate_gate_checks_total{result="ok|denied|error"} and
+	// flakegate_gate_check_duration_seconds{result}.
+	Registerer prometheus.Registerer
+}
+
+// Gate authorizes HTTP requests with an ext_authz v3 service.
+type Gate struct {
+	client  authv3.AuthorizationClient
+	log     *slog.Logger
+	timeout time.Duration
+	pool    sync.Pool
+	checks  *prometheus.CounterVec
+	latency *prometheus.HistogramVec
+}
+
+// New returns a gate that asks client before every request.
+func New(client authv3.AuthorizationClient, opts Options) *Gate {
+	g := &Gate{client: client, log: opts.Logger, timeout: opts.Timeout}
+	if g.log == nil {
+		g.log = slog.Default()
+	}
+	if g.timeout <= 0 {
+		g.timeout = DefaultTimeout
+	}
+	g.pool.New = func() any { return newCheckBuf() }
+	g.checks = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flakegate_gate_checks_total",
+		Help: "ext_authz checks made by the embedded gate, by result (ok, denied, error).",
+	}, []string{"result"})
+	g.latency = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "flakegate_gate_check_duration_seconds",
+		Help:    "Duration of the embedded gate's ext_authz Check calls, by result.",
+		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
+	}, []string{"result"})
+	if opts.Registerer != nil {
+		g.checks = register(opts.Registerer, g.checks)
+		g.latency = register(opts.Registerer, g.latency)
+	}
+	for _, o := range []outcome{outcomeOK, outcomeDenied, outcomeError} {
+		g.checks.WithLabelValues(o.String())
+	}
+	return g
+}
+
+// register registers c, or returns the collector already registered under
+// the same name (several gates may share one registry).
+func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
+	if err := reg.Register(c); err != nil {
+		var are prometheus.AlreadyRegisteredError
+		if errors.As(err, &are) {
+			if existing, ok := are.ExistingCollector.(C); ok {
+				return existing
+			}
+		}
+	}
+	return c
+}
+
+// Wrap returns a handler that authorizes each request before next sees it.
+func (g *Gate) Wrap(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header == nil {
+			r.Header = http.Header{}
+		}
+		StripClientHeaders(r.Header)
+		if err := canonicalizeRequest(r); err != nil {
+			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		if r.Header.Get("X-Request-Id") == "" {
+			r.Header.Set("X-Request-Id", newRequestID())
+		}
+
+		b := g.pool.Get().(*checkBuf)
+		b.fill(r, rand.Uint64(), time.Now())
+		ctx, cancel := context.WithTimeout(r.Context(), g.timeout)
+		start := time.Now()
+		resp, err := g.client.Check(ctx, &b.req)
+		elapsed := time.Since(start)
+		cancel()
+		b.reset()
+		g.pool.Put(b)
+
+		if err != nil {
+			g.observe(outcomeError, elapsed)
+			if r.Context().Err() == nil {
+				g.log.Warn("ext_authz check failed: answering 503",
+					"method", r.Method, "path", r.URL.Path, "err", err)
+			}
+			writeUnavailable(w)
+			return
+		}
+		w2, out := apply(resp, w, r)
+		g.observe(out, elapsed)
+		switch out {
+		case outcomeOK:
+			next.ServeHTTP(w2, r)
+		case outcomeDenied:
+			g.log.Debug("request denied by ext_authz", "method", r.Method, "path", r.URL.Path,
+				"status", resp.GetDeniedResponse().GetStatus().GetCode())
+		default:
+			g.log.Warn("ext_authz answered with an error", "method", r.Method, "path", r.URL.Path,
+				"grpc_code", resp.GetStatus().GetCode(), "message", resp.GetStatus().GetMessage())
+		}
+	})
+}
+
+func (g *Gate) observe(o outcome, d time.Duration) {
+	l := o.String()
+	g.checks.WithLabelValues(l).Inc()
+	g.latency.WithLabelValues(l).Observe(d.Seconds())
+}
+
+// newRequestID is a random UUID (version 4) for x-request-id, which Envoy
+// generates for requests that come without one.
+func newRequestID() string {
+	const hex = "0123456789abcdef"
+	var b [16]byte
+	hi, lo := rand.Uint64(), rand.Uint64()
+	for i := 0; i < 8; i++ {
+		b[i], b[8+i] = byte(hi>>(8*i)), byte(lo>>(8*i))
+	}
+	b[6] = b[6]&0x0f | 0x40
+	b[8] = b[8]&0x3f | 0x80
+	var s [36]byte
+	j := 0
+	for i, c := range b {
+		if i == 4 || i == 6 || i == 8 || i == 10 {
+			s[j] = '-'
+			j++
+		}
+		s[j], s[j+1] = hex[c>>4], hex[c&0xf]
+		j += 2
+	}
+	return string(s[:])
+}
+
+// Dial connects to the ext_authz service at addr: "host:port", ":port"
+// (localhost), "unix:/path" or an absolute socket path. The connection is
+// plaintext (meant for loopback or a unix socket; pass
+// grpc.WithTransportCredentials in extra for TLS), keeps itself alive with
+// pings while checks are in flight, and is made in the background: Dial
+// never blocks, and checks fail fast (503) while the service is down.
+func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("dial ext_authz %s: %w", addr, err)
+	}
+	target := addr
+	switch {
+	case addr == "":
+		return nil, errors.New("dial ext_authz: empty address")
+	case strings.HasPrefix(addr, "/"):
+		target = "unix:" + addr
+	case strings.HasPrefix(addr, ":"):
+		target = "localhost" + addr
+	}
+	opts := append([]grpc.DialOption{
+		grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+	}, extra...)
+	conn, err := grpc.NewClient(target, opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dial ext_authz %s: %w", addr, err)
+	}
+	conn.Connect()
+	return conn, nil
+}
