@@ -165,7 +165,7 @@ var (
 func newTestEngine(t testing.TB) *policy.Engine {
 	t.Helper()
 	testEngineOnce.Do(func() {
-		testEngine, testEngineErr = policy.NewEngine("testdata/policy", policy.Options{Rescan: -1})
+		testEngine, testEngineErr = policy.NewEngine("testdata/policy", policy.Options{Rescan: -1, Logger: discardLogger()})
 	})
 	if testEngineErr != nil {
 		t.Fatalf("load testdata/policy: %v", testEngineErr)

@@ -68,7 +68,7 @@ func (c *Config) Validate() error {
 	if err := checkListenAddr(c.HTTPListen); err != nil {
 		add("-http-listen %q: %v", c.HTTPListen, err)
 	}
-	if c.Listen != "" && c.Listen == c.HTTPListen {
+	if c.Listen != "" && c.Listen == c.HTTPListen && !strings.HasSuffix(c.Listen, ":0") {
 		add("-listen and -http-listen are both %q: they need different addresses", c.Listen)
 	}
 	errs = append(errs, c.validateFiles()...)
@@ -143,16 +143,16 @@ func ParseLogLevel(s string) (slog.Level, error) {
 // finds to w. It returns an error when anything is wrong. It makes no
 // network calls.
 func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
-	if errs := cfg.validateFiles(); len(errs) > 0 {
-		err := errors.Join(errs...)
-		fmt.Fprintf(w, "FAIL config:\n%s\n", indent(err.Error()))
-		return err
-	}
 	var errs []error
-	issuers, err := identity.LoadIssuersFile(cfg.Issuers)
-	if err != nil {
-		fmt.Fprintf(w, "FAIL issuers %s:\n%s\n", cfg.Issuers, indent(err.Error()))
-		errs = append(errs, err)
+	fail := func(what string, err error) {
+		fmt.Fprintf(w, "FAIL %s:\n%s\n", what, indent(err.Error()))
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+	}
+
+	if cfg.Issuers == "" {
+		fail("issuers", errors.New("-issuers is required (the issuers YAML file)"))
+	} else if issuers, err := identity.LoadIssuersFile(cfg.Issuers); err != nil {
+		fail("issuers "+cfg.Issuers, err)
 	} else {
 		names := make([]string, len(issuers.Issuers))
 		for i, ic := range issuers.Issuers {
@@ -160,12 +160,21 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 		}
 		fmt.Fprintf(w, "ok   issuers %s: %d issuer(s): %s\n", cfg.Issuers, len(names), strings.Join(names, ", "))
 	}
-	fmt.Fprintf(w, "--- policies %s\n", cfg.Policies)
-	if err := policy.Check(ctx, cfg.Policies, w); err != nil {
-		fmt.Fprintf(w, "FAIL policies %s: %v\n", cfg.Policies, err)
-		errs = append(errs, fmt.Errorf("policies: %w", err))
-	} else {
-		fmt.Fprintf(w, "ok   policies %s\n", cfg.Policies)
+
+	switch fi, err := os.Stat(cfg.Policies); {
+	case cfg.Policies == "":
+		fail("policies", errors.New("-policies is required (the Rego policy directory)"))
+	case err != nil:
+		fail("policies", err)
+	case !fi.IsDir():
+		fail("policies", fmt.Errorf("%s is not a directory", cfg.Policies))
+	default:
+		fmt.Fprintf(w, "--- policies %s\n", cfg.Policies)
+		if err := policy.Check(ctx, cfg.Policies, w); err != nil {
+			fail("policies "+cfg.Policies, err)
+		} else {
+			fmt.Fprintf(w, "ok   policies %s\n", cfg.Policies)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -1,0 +1,137 @@
+package authz
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/identity/identitytest"
+)
+
+// copyDir copies the regular files of src into a new temp dir.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	entries, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func TestCheckConfig(t *testing.T) {
+	iss := identitytest.NewIssuer(t)
+	goodIssuers := writeIssuersFile(t, t.TempDir(), iss.Config("github", identity.ClaimsGitHubActions))
+	badIssuersDir := t.TempDir()
+	badIssuers := filepath.Join(badIssuersDir, "issuers.yaml")
+	if err := os.WriteFile(badIssuers, []byte("issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    jwks_url: http://example.com/jwks\n    claims: github-actions\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	brokenRule := copyDir(t, "testdata/policy")
+	if err := os.WriteFile(filepath.Join(brokenRule, "broken.rego"), []byte("package flakegate.authz\n\nallow if {\n\tinput.action ==\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	failingTest := copyDir(t, "testdata/policy")
+	if err := os.WriteFile(filepath.Join(failingTest, "wrong_test.rego"), []byte("package flakegate.authz_test\n\nimport data.flakegate.authz\n\ntest_anonymous_may_push if {\n\tauthz.allow with input as {\"action\": \"push\", \"subject\": {\"authenticated\": false}}\n}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name      string
+		policies  string
+		issuers   string
+		wantErr   bool
+		wantLines []string // substrings of the printed report
+	}{
+		{name: "good", policies: "testdata/policy", issuers: goodIssuers,
+			wantLines: []string{"ok   issuers", "1 issuer(s): github", "PASS", "ok   policies"}},
+		{name: "compile error", policies: brokenRule, issuers: goodIssuers, wantErr: true,
+			wantLines: []string{"broken.rego:", "FAIL policies"}},
+		{name: "failing policy test", policies: failingTest, issuers: goodIssuers, wantErr: true,
+			wantLines: []string{"test_anonymous_may_push", "FAIL policies"}},
+		{name: "bad issuers file", policies: "testdata/policy", issuers: badIssuers, wantErr: true,
+			wantLines: []string{"FAIL issuers", "audience", "jwks_url", "ok   policies"}},
+		{name: "missing policy dir", policies: filepath.Join(t.TempDir(), "nope"), issuers: goodIssuers, wantErr: true,
+			wantLines: []string{"FAIL policies", "no such file", "ok   issuers"}},
+		{name: "missing issuers file still checks policies", policies: "testdata/policy", issuers: filepath.Join(t.TempDir(), "nope.yaml"), wantErr: true,
+			wantLines: []string{"FAIL issuers", "no such file", "ok   policies"}},
+		{name: "nothing given", wantErr: true,
+			wantLines: []string{"-policies is required", "-issuers is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := DefaultConfig()
+			cfg.Policies, cfg.Issuers = tt.policies, tt.issuers
+			var out strings.Builder
+			err := CheckConfig(context.Background(), cfg, &out)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("error %v, want error: %v\n%s", err, tt.wantErr, out.String())
+			}
+			for _, l := range tt.wantLines {
+				if !strings.Contains(out.String(), l) {
+					t.Errorf("report lacks %q:\n%s", l, out.String())
+				}
+			}
+		})
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	iss := writeIssuersFile(t, t.TempDir(), identitytest.NewIssuer(t).Config("github", identity.ClaimsGitHubActions))
+	valid := func() Config {
+		c := DefaultConfig()
+		c.Policies, c.Issuers = "testdata/policy", iss
+		return c
+	}
+	tests := []struct {
+		name   string
+		modify func(*Config)
+		want   []string // every problem is reported at once
+	}{
+		{name: "defaults with files", modify: func(*Config) {}},
+		{name: "everything wrong", modify: func(c *Config) {
+			c.Listen, c.HTTPListen, c.Policies, c.Issuers = "nohost", "", "", ""
+			c.OwnersURL, c.OwnersTimeout, c.LogLevel = "ftp://x", 0, "loud"
+		}, want: []string{"-listen", "-http-listen", "-policies is required", "-issuers is required", "-owners-url", "owners timeout", "-log-level"}},
+		{name: "same listen address", modify: func(c *Config) { c.HTTPListen = c.Listen },
+			want: []string{"different addresses"}},
+		{name: "policies is a file", modify: func(c *Config) { c.Policies = iss },
+			want: []string{"not a directory"}},
+		{name: "no owners url", modify: func(c *Config) { c.OwnersURL = "" },
+			want: []string{"-owners-url is required"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := valid()
+			tt.modify(&c)
+			err := c.Validate()
+			if len(tt.want) == 0 {
+				if err != nil {
+					t.Fatalf("unexpected error: %v", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatal("no error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error lacks %q: %v", w, err)
+				}
+			}
+		})
+	}
+}

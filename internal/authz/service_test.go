@@ -1,0 +1,398 @@
+package authz
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"sigs.k8s.io/yaml"
+
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/identity/identitytest"
+)
+
+// syncBuffer collects log output written from several goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// fakeOwners is the blob server's internal owners endpoint: fixed answers
+// by path; paths not listed answer 500.
+type fakeOwners struct {
+	*httptest.Server
+	answers map[string][]string
+}
+
+func newFakeOwners(t *testing.T, answers map[string][]string) *fakeOwners {
+	f := &fakeOwners{answers: answers}
+	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		flakes, ok := f.answers[r.URL.Path]
+		if !ok {
+			http.Error(w, "index unavailable", http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string][]string{"flakes": flakes})
+	}))
+	t.Cleanup(f.Close)
+	return f
+}
+
+// testService is a real Service on loopback with real issuers (JWKS over
+// HTTP), the testdata policy and a fake owners endpoint.
+type testService struct {
+	github, idp *identitytest.Issuer
+	svc         *Service
+	grpcAddr    string
+	httpURL     string
+	client      authv3.AuthorizationClient
+	health      healthpb.HealthClient
+	logs        *syncBuffer
+	stop        context.CancelFunc
+	done        chan error
+}
+
+const (
+	secondHash = "1c6kzph7l0dcbfmjap64f0czdafn3b7x" // owners endpoint fails for it
+)
+
+func writeIssuersFile(t *testing.T, dir string, entries ...identity.IssuerConfig) string {
+	t.Helper()
+	b, err := yaml.Marshal(identity.Config{Issuers: entries})
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, "issuers.yaml")
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func startService(t *testing.T) *testService {
+	t.Helper()
+	ts := &testService{
+		github: identitytest.NewIssuer(t),
+		idp:    identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
+		logs:   &syncBuffer{},
+		done:   make(chan error, 1),
+	}
+	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
+	idpCfg.OrgClaim = "org"
+	issuers := writeIssuersFile(t, t.TempDir(), ts.github.Config("github", identity.ClaimsGitHubActions), idpCfg)
+	owners := newFakeOwners(t, map[string][]string{
+		"/owners/narinfo/" + testHash: {"evilcorp/tool", "omnicorp/app"},
+		"/owners/nar/" + testFile:     {},
+	})
+
+	cfg := DefaultConfig()
+	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
+	cfg.Policies, cfg.Issuers, cfg.OwnersURL = "testdata/policy", issuers, owners.URL
+	cfg.ShutdownTimeout = 5 * time.Second
+	ctx, cancel := context.WithCancel(context.Background())
+	ts.stop = cancel
+	log := slog.New(slog.NewJSONHandler(ts.logs, nil))
+	svc, err := New(ctx, cfg, log)
+	if err != nil {
+		cancel()
+		t.Fatalf("New: %v", err)
+	}
+	ts.svc = svc
+	gl, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", cfg.HTTPListen)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.grpcAddr, ts.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
+	go func() { ts.done <- svc.Serve(ctx, gl, hl) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-ts.done:
+		case <-time.After(10 * time.Second):
+			t.Error("service did not stop")
+		}
+	})
+
+	conn, err := grpc.NewClient(ts.grpcAddr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	ts.client = authv3.NewAuthorizationClient(conn)
+	ts.health = healthpb.NewHealthClient(conn)
+	ts.waitServing(t)
+	return ts
+}
+
+func (ts *testService) waitServing(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		resp, err := ts.health.Check(ctx, &healthpb.HealthCheckRequest{Service: AuthorizationService})
+		cancel()
+		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("service not SERVING: %v %v", resp, err)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func checkRequest(method, path, authorization string) *authv3.CheckRequest {
+	headers := map[string]string{":authority": "cache.example.com"}
+	if authorization != "" {
+		headers["authorization"] = authorization
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
+		Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: headers},
+	}}}
+}
+
+func headerValue(hs []*corev3.HeaderValueOption, key string) string {
+	for _, h := range hs {
+		if h.GetHeader().GetKey() == key {
+			return h.GetHeader().GetValue()
+		}
+	}
+	return ""
+}
+
+func TestServiceGRPC(t *testing.T) {
+	ts := startService(t)
+	ciMain := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
+	ciFeature := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/feature"))
+	mallory := ts.github.Mint(identitytest.GitHubActionsClaims("evilcorp/tool", "refs/heads/main"))
+	alice := ts.idp.Mint(func() map[string]any {
+		c := identitytest.OIDCUserClaims("alice", "trusted")
+		c["org"] = "omnicorp"
+		return c
+	}())
+	expired := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"),
+		identitytest.Lifetime(-10*time.Minute))
+	foreignKey := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"),
+		identitytest.SignWith(identitytest.NewKey(t, "RS256")))
+	netrc := func(tok string) string {
+		return "Basic " + base64.StdEncoding.EncodeToString([]byte("nix:"+tok))
+	}
+	narinfo := "/omnicorp/app/" + testHash + ".narinfo"
+
+	tests := []struct {
+		name        string
+		method      string
+		path        string
+		auth        string
+		wantStatus  int // 200 = allowed
+		wantSubject string
+		wantBody    string // substring of a denied body
+	}{
+		{"push by the flake's CI on main", "PUT", narinfo, "Bearer " + ciMain, 200, "github:omnicorp/app@refs/heads/main", ""},
+		{"push NAR by the flake's CI via netrc", "PUT", "/omnicorp/app/nar/" + testFile, netrc(ciMain), 200, "github:omnicorp/app@refs/heads/main", ""},
+		{"push from an unprotected ref", "PUT", narinfo, "Bearer " + ciFeature, 403, "", "push requires a protected ref"},
+		{"read by another org", "GET", narinfo, "Bearer " + mallory, 404, "", "not found"},
+		{"read without a token", "HEAD", narinfo, "", 401, "", "authentication required"},
+		{"expired token", "GET", narinfo, "Bearer " + expired, 401, "", "token expired"},
+		{"token signed by a foreign key", "GET", narinfo, "Bearer " + foreignKey, 401, "", "invalid token"},
+		{"garbage token", "GET", narinfo, "Bearer not.a.jwt", 401, "", "invalid token"},
+		{"user of a second issuer reads a readers-only flake", "GET", "/omnicorp/super-duper-secure/" + testHash + ".narinfo", netrc(alice), 200, "oidc:alice", ""},
+		{"CI of the org cannot read a readers-only flake", "GET", "/omnicorp/super-duper-secure/" + testHash + ".narinfo", "Bearer " + ciMain, 404, "", "not found"},
+		{"union read allowed via the second owner", "GET", "/" + testHash + ".narinfo", "Bearer " + alice, 200, "oidc:alice", ""},
+		{"union read of an owner-less NAR", "GET", "/nar/" + testFile, "Bearer " + alice, 404, "", "not found"},
+		{"union read while the owners lookup fails", "GET", "/" + secondHash + ".narinfo", "Bearer " + alice, 503, "", "unavailable"},
+		{"unknown path", "GET", "/robots.txt", "", 404, "", "no such resource"},
+		{"public JWKS", "GET", "/_flakegate/jwks", "", 200, "anonymous", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := ts.client.Check(ctx, checkRequest(tt.method, tt.path, tt.auth))
+			if err != nil {
+				t.Fatalf("Check: %v", err)
+			}
+			if tt.wantStatus == 200 {
+				ok := resp.GetOkResponse()
+				if ok == nil || resp.GetStatus().GetCode() != 0 {
+					t.Fatalf("want allowed, got %v", resp)
+				}
+				if got := headerValue(ok.GetHeaders(), SubjectHeader); got != tt.wantSubject {
+					t.Errorf("%s = %q, want %q", SubjectHeader, got, tt.wantSubject)
+				}
+				return
+			}
+			d := resp.GetDeniedResponse()
+			if d == nil || resp.GetStatus().GetCode() == 0 {
+				t.Fatalf("want denied %d, got %v", tt.wantStatus, resp)
+			}
+			if got := int(d.GetStatus().GetCode()); got != tt.wantStatus {
+				t.Errorf("status %d, want %d (body %q)", got, tt.wantStatus, d.GetBody())
+			}
+			if !strings.Contains(d.GetBody(), tt.wantBody) {
+				t.Errorf("body %q, want it to contain %q", d.GetBody(), tt.wantBody)
+			}
+			if challenge := headerValue(d.GetHeaders(), "www-authenticate"); (challenge != "") != (tt.wantStatus == 401) {
+				t.Errorf("www-authenticate %q on a %d", challenge, tt.wantStatus)
+			}
+		})
+	}
+
+	t.Run("decision log", func(t *testing.T) {
+		lines := decisionLines(t, ts.logs.String())
+		if len(lines) < len(tests) {
+			t.Fatalf("%d decision lines for %d checks", len(lines), len(tests))
+		}
+		for _, tok := range []string{ciMain, ciFeature, mallory, alice, expired, foreignKey} {
+			sig := tok[strings.LastIndex(tok, ".")+1:]
+			if strings.Contains(ts.logs.String(), sig) {
+				t.Fatal("the log contains a token")
+			}
+		}
+		var union map[string]any
+		for _, l := range lines {
+			if l["path"] == "/"+testHash+".narinfo" && l["allow"] == true {
+				union = l
+			}
+			for _, k := range []string{"subject", "provider", "action", "flake", "kind", "allow", "status", "reason", "policy_revision", "latency_us", "union_owner"} {
+				if _, ok := l[k]; !ok {
+					t.Errorf("decision line without %q: %v", k, l)
+				}
+			}
+		}
+		if union == nil {
+			t.Fatal("no decision line for the allowed union read")
+		}
+		if union["union_owner"] != "omnicorp/app" || union["subject"] != "oidc:alice" || union["provider"] != "oidc" ||
+			union["policy_revision"] != ts.svc.Policy.Revision() || union["status"] != float64(200) {
+			t.Errorf("union decision line: %v", union)
+		}
+	})
+
+	t.Run("metrics and healthz", func(t *testing.T) {
+		body := httpGet(t, ts.httpURL+"/metrics", 200)
+		for _, want := range []string{
+			`flakegate_authz_decisions_total{action="push",result="allow"} 2`,
+			`flakegate_authz_decisions_total{action="read",result="unauthenticated"} 4`,
+			`flakegate_authz_decisions_total{action="read",result="error"} 1`,
+			`flakegate_authz_check_duration_seconds_count{action="read"}`,
+			`flakegate_authz_owners_lookups_total{result="error"} 1`,
+		} {
+			if !strings.Contains(body, want) {
+				t.Errorf("/metrics lacks %s", want)
+			}
+		}
+		var h healthAnswer
+		if err := json.Unmarshal([]byte(httpGet(t, ts.httpURL+"/healthz", 200)), &h); err != nil {
+			t.Fatal(err)
+		}
+		if h.Status != "serving" || h.PolicyRevision == "" || h.PolicyRevision != ts.svc.Policy.Revision() {
+			t.Errorf("healthz %+v", h)
+		}
+	})
+
+	t.Run("health service", func(t *testing.T) {
+		for _, svc := range []string{"", AuthorizationService} {
+			resp, err := ts.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
+			if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
+				t.Errorf("health %q: %v %v", svc, resp, err)
+			}
+		}
+	})
+}
+
+func TestServiceGracefulStop(t *testing.T) {
+	ts := startService(t)
+	ts.stop()
+	select {
+	case err := <-ts.done:
+		if err != nil {
+			t.Fatalf("Serve returned %v after a clean stop", err)
+		}
+		ts.done <- nil // for the cleanup
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve did not return after cancel")
+	}
+	if c, err := net.DialTimeout("tcp", ts.grpcAddr, time.Second); err == nil {
+		c.Close()
+		t.Error("gRPC listener still accepts connections after stop")
+	}
+	if !strings.Contains(ts.logs.String(), `"msg":"authz stopped"`) {
+		t.Error("no stop log line")
+	}
+}
+
+func decisionLines(t *testing.T, logs string) []map[string]any {
+	t.Helper()
+	var out []map[string]any
+	sc := bufio.NewScanner(strings.NewReader(logs))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("log line is not JSON: %q", sc.Text())
+		}
+		if m["msg"] == "decision" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func httpGet(t *testing.T, url string, wantStatus int) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if resp.StatusCode != wantStatus {
+		t.Fatalf("GET %s: %s, want %d: %s", url, resp.Status, wantStatus, b)
+	}
+	return string(b)
+}
