@@ -40,7 +40,7 @@ type fixture struct {
 	// Owners is what the owners lookup answers for a union read; nil means
 	// the lookup must not be called.
 	Owners      *[]string `json:"owners,omitempty"`
-	OwnersError string   `json:"owners_error,omitempty"`
+	OwnersError string    `json:"owners_error,omitempty"`
 
 	WantInputs   []any           `json:"want_inputs"`   // every policy input evaluated, in order
 	WantResponse json.RawMessage `json:"want_response"` // CheckResponse, protojson
