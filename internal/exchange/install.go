@@ -1,0 +1,168 @@
+package exchange
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/authz"
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/revoke"
+	"github.com/flakegate/flakegate/internal/tokens"
+)
+
+// IssuerName is the issuers-file style name of flakegate's own issuer (logs, metrics).
+const IssuerName = "flakegate"
+
+// Config is the token exchange part of authz's configuration.
+type Config struct {
+	// PublicURL is the cache's public base URL (https://cache.example.com):
+	// iss and aud of cache tokens, and the audience CI jobs ask their IdP
+	// for. Empty disables the exchange (revocation still applies).
+	PublicURL string
+	// KeyDir holds the signing keys (*.pem); a key is generated on first
+	// start when it holds none.
+	KeyDir string
+	// Lifetime of a cache token (default 1h) and the cap on any request (default 12h).
+	Lifetime    time.Duration
+	MaxLifetime time.Duration
+	// KeyCheckInterval is how often KeyDir is re-read for rotation (default 10s).
+	KeyCheckInterval time.Duration
+}
+
+// Validate reports every problem at once.
+func (c *Config) Validate() error {
+	if c.PublicURL == "" && c.KeyDir == "" {
+		return nil
+	}
+	var errs []error
+	if c.PublicURL == "" {
+		errs = append(errs, errors.New("-public-url is required with -token-keys (the cache's public base URL)"))
+	} else if _, err := normalizeURL(c.PublicURL); err != nil {
+		errs = append(errs, err)
+	}
+	if c.KeyDir == "" {
+		errs = append(errs, errors.New("-token-keys is required with -public-url (the signing key directory)"))
+	}
+	if c.Lifetime < 0 || c.MaxLifetime < 0 {
+		errs = append(errs, errors.New("token lifetimes must be positive"))
+	}
+	maxLife := c.MaxLifetime
+	if maxLife == 0 {
+		maxLife = tokens.DefaultMaxLifetime
+	}
+	if c.Lifetime > maxLife {
+		errs = append(errs, fmt.Errorf("-token-lifetime %s exceeds -token-max-lifetime %s", c.Lifetime, maxLife))
+	}
+	return errors.Join(errs...)
+}
+
+func normalizeURL(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" ||
+		strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+		return "", fmt.Errorf("-public-url %q: want the cache's base URL, e.g. https://cache.example.com", raw)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// Install wires revocation and the token exchange into an authz service
+// before it serves: the denylist (data.denylist of the policy directory)
+// becomes the Checker's SubjectCheck; with PublicURL set, flakegate's own
+// issuer is added to the verifier (its keys follow KeyDir), and the token
+// and JWKS endpoints are mounted on the HTTP mux. Key reloading stops when
+// ctx is done.
+func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logger) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if log == nil {
+		log = slog.Default()
+	}
+	checker := revoke.NewChecker(svc.Policy, log)
+	svc.Checker.SubjectCheck = checker.Check
+
+	if cfg.PublicURL == "" {
+		disabled := func(w http.ResponseWriter, _ *http.Request) {
+			writeJSON(w, http.StatusNotFound, errorBody{"token exchange is not enabled on this cache"})
+		}
+		svc.Mux.HandleFunc(TokenPath, disabled)
+		svc.Mux.HandleFunc(JWKSPath, disabled)
+		log.Info("token exchange disabled (no -public-url); revocation list active")
+		return nil, nil
+	}
+	publicURL, _ := normalizeURL(cfg.PublicURL) // validated above
+
+	created, err := tokens.EnsureKey(cfg.KeyDir, tokens.AlgEdDSA, time.Now())
+	if err != nil {
+		return nil, fmt.Errorf("token signing keys: %w", err)
+	}
+	keys, err := tokens.LoadKeyRing(cfg.KeyDir)
+	if err != nil {
+		return nil, fmt.Errorf("token signing keys: %w", err)
+	}
+	if created {
+		log.Info("created a token signing key", "dir", cfg.KeyDir, "kid", keys.Signer().ID)
+	}
+	minter, err := tokens.NewMinter(keys, tokens.Config{Issuer: publicURL, Lifetime: cfg.Lifetime, MaxLifetime: cfg.MaxLifetime})
+	if err != nil {
+		return nil, err
+	}
+	if err := svc.Verifier.AddIssuer(identity.IssuerConfig{
+		Name:     IssuerName,
+		Issuer:   publicURL,
+		Audience: []string{publicURL},
+		Claims:   identity.ClaimsFlakegate,
+	}, keys.PublicSet()); err != nil {
+		return nil, fmt.Errorf("trust own token issuer: %w", err)
+	}
+
+	h := &Handler{
+		Verifier:     svc.Verifier,
+		Policy:       svc.Policy,
+		SubjectCheck: checker.Check,
+		Minter:       minter,
+		Keys:         keys,
+		Logger:       log.With("component", "exchange"),
+		Metrics:      NewMetrics(svc.Registry),
+	}
+	h.Register(svc.Mux)
+	go watchKeys(ctx, keys, svc.Verifier, cfg.KeyCheckInterval, h.Logger)
+	log.Info("token exchange enabled", "issuer", publicURL, "signing_kid", keys.Signer().ID,
+		"keys", len(keys.Keys()), "lifetime", minter.Lifetime().String(), "max_lifetime", minter.MaxLifetime().String())
+	return h, nil
+}
+
+// watchKeys reloads the key directory and hands changed keys to the verifier.
+func watchKeys(ctx context.Context, keys *tokens.KeyRing, v *identity.MultiVerifier, every time.Duration, log *slog.Logger) {
+	if every <= 0 {
+		every = 10 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		changed, err := keys.Reload()
+		if err != nil {
+			log.Error("reload token signing keys: keeping the current ones", "dir", keys.Dir(), "error", err)
+			continue
+		}
+		if !changed {
+			continue
+		}
+		if err := v.SetIssuerKeys(IssuerName, keys.PublicSet()); err != nil {
+			log.Error("hand new token keys to the verifier", "error", err)
+			continue
+		}
+		log.Info("token signing keys reloaded", "dir", keys.Dir(), "keys", len(keys.Keys()), "signing_kid", keys.Signer().ID)
+	}
+}
