@@ -21,7 +21,8 @@ const (
 )
 
 // Bodies of denied responses. A denied read answers exactly like an absent
-// object so that a denial does not reveal that the object exists.
+// object (internal/cacheserver's 404: same body, same headers) so that a
+// denial does not reveal that the object exists.
 const (
 	BodyNotFound    = "not found\n"
 	BodyUnavailable = "authorization service unavailable, try again later\n"
@@ -74,8 +75,11 @@ func Respond(o Outcome) *authv3.CheckResponse {
 	if msg == "" {
 		msg = http.StatusText(status) + "\n"
 	}
+	// The same headers as the blob server's own error answers, so that a
+	// denied read cannot be told from an absent object.
 	headers := []*corev3.HeaderValueOption{
 		setHeader("content-type", "text/plain; charset=utf-8"),
+		setHeader("x-content-type-options", "nosniff"),
 	}
 	if status == http.StatusUnauthorized {
 		headers = append(headers, setHeader("www-authenticate", WWWAuthenticate))
