@@ -82,11 +82,14 @@ settings := {
 groups := {"ops": ["Dave"]}
 
 # Each case: the input, the expected allow, and a substring of the reason.
-cases := [
-	# info: public
+# info: public
+info_cases := [
 	{"note": "info/anonymous", "input": req("info", "acme/app", anonymous), "allow": true, "reason": "cache info is public"},
 	{"note": "info/no flake", "input": {"action": "info", "subject": anonymous}, "allow": true, "reason": "public"},
-	# read: org-wide default
+]
+
+# read: org-wide default
+read_cases := [
 	{"note": "read/org user", "input": req("read", "acme/app", person("acme", "carol")), "allow": true, "reason": "identity of org acme"},
 	{"note": "read/org CI of another repo, unprotected", "input": req("read", "acme/app", github_ci("acme/other", "refs/pull/1/merge", false)), "allow": true, "reason": "identity of org acme"},
 	{"note": "read/flake without entry", "input": req("read", "acme/unlisted", person("acme", "carol")), "allow": true, "reason": "identity of org acme"},
@@ -96,7 +99,10 @@ cases := [
 	{"note": "read/no subject at all", "input": {"action": "read", "flake": {"org": "acme", "name": "app"}}, "allow": false, "reason": "read requires a valid token"},
 	{"note": "read/exchanged token", "input": req("read", "acme/app", exchanged(person("acme", "carol"))), "allow": true, "reason": "identity of org acme"},
 	{"note": "read/empty org never matches", "input": req("read", "acme/app", person("", "carol")), "allow": false, "reason": "requires an identity of org acme"},
-	# read: a read list replaces the org-wide default
+]
+
+# read: a read list replaces the org-wide default
+read_list_cases := [
 	{"note": "read list/listed user", "input": req("read", "acme/secret", person("acme", "alice")), "allow": true, "reason": "listed in read.users"},
 	{"note": "read list/listed user, other case", "input": req("read", "acme/secret", person("acme", "Alice")), "allow": true, "reason": "listed in read.users"},
 	{"note": "read list/unlisted org user", "input": req("read", "acme/secret", person("acme", "carol")), "allow": false, "reason": "acme/secret is readable only by the readers listed"},
@@ -107,7 +113,10 @@ cases := [
 	{"note": "read list/group member", "input": req("read", "acme/secret", person("acme", "dave")), "allow": true, "reason": "in group ops"},
 	{"note": "read list/listed org", "input": req("read", "acme/secret", person("partner", "erin")), "allow": true, "reason": "listed in read.orgs"},
 	{"note": "read list/pusher repo reads", "input": req("read", "acme/lib", github_ci("acme/monorepo", "refs/heads/dev", false)), "allow": true, "reason": "which may push to acme/lib"},
-	# push
+]
+
+# push
+push_cases := [
 	{"note": "push/own CI, protected ref", "input": req("push", "acme/app", github_ci("acme/app", "refs/heads/main", true)), "allow": true, "reason": "CI job of acme/app on refs/heads/main"},
 	{"note": "push/GitLab CI, protected ref", "input": req("push", "acme/app", gitlab_ci("acme/app", "refs/heads/main", true)), "allow": true, "reason": "CI job of acme/app"},
 	{"note": "push/own CI, unprotected ref", "input": req("push", "acme/app", github_ci("acme/app", "refs/heads/feature", false)), "allow": false, "reason": "push requires a protected ref"},
@@ -122,25 +131,70 @@ cases := [
 	{"note": "push/ref outside glob", "input": req("push", "acme/lib", github_ci("acme/lib", "refs/heads/tags", false)), "allow": false, "reason": "protected ref"},
 	{"note": "push/listed environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "release")), "allow": true, "reason": "CI job of acme/lib"},
 	{"note": "push/unlisted environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "staging")), "allow": false, "reason": "protected ref"},
-	# broken settings deny instead of falling back to the default
+]
+
+# broken settings deny instead of falling back to the default
+settings_cases := [
 	{"note": "settings/unknown key", "input": req("read", "acme/typo", person("acme", "carol")), "allow": false, "reason": "unknown key \"reader\""},
 	{"note": "settings/unknown key blocks push", "input": req("push", "acme/typo", github_ci("acme/typo", "refs/heads/main", true)), "allow": false, "reason": "unknown key \"reader\""},
 	{"note": "settings/list is a string", "input": req("read", "acme/badlist", person("acme", "alice")), "allow": false, "reason": "read.users must be a list"},
 	{"note": "settings/unknown group", "input": req("read", "acme/nogroup", person("acme", "alice")), "allow": false, "reason": "does not define"},
 	{"note": "settings/unknown push key", "input": req("push", "acme/badpush", github_ci("acme/badpush", "refs/heads/main", true)), "allow": false, "reason": "unknown key \"branches\" under push"},
-	# exchange
+]
+
+# exchange
+exchange_cases := [
 	{"note": "exchange/user", "input": req("exchange", "acme/app", person("acme", "carol")), "allow": true, "reason": "authenticated"},
 	{"note": "exchange/CI", "input": {"action": "exchange", "subject": github_ci("acme/app", "refs/heads/x", false)}, "allow": true, "reason": "authenticated"},
 	{"note": "exchange/anonymous", "input": req("exchange", "acme/app", anonymous), "allow": false, "reason": "exchange requires a valid token"},
 	{"note": "exchange/already exchanged", "input": req("exchange", "acme/app", exchanged(person("acme", "carol"))), "allow": false, "reason": "cannot be exchanged again"},
-	# malformed requests
+]
+
+# malformed requests
+malformed_cases := [
 	{"note": "unknown action", "input": req("delete", "acme/app", person("acme", "carol")), "allow": false, "reason": "unknown action \"delete\""},
 	{"note": "no action", "input": {"subject": person("acme", "carol")}, "allow": false, "reason": "unknown action \"\""},
 	{"note": "read without flake", "input": {"action": "read", "subject": person("acme", "carol")}, "allow": false, "reason": "read needs a flake"},
 ]
 
-test_default_policy[c.note] if {
-	some c in cases
+test_info[c.note] if {
+	some c in info_cases
+	decided_as_expected(c)
+}
+
+test_read[c.note] if {
+	some c in read_cases
+	decided_as_expected(c)
+}
+
+test_read_list[c.note] if {
+	some c in read_list_cases
+	decided_as_expected(c)
+}
+
+test_push[c.note] if {
+	some c in push_cases
+	decided_as_expected(c)
+}
+
+test_settings[c.note] if {
+	some c in settings_cases
+	decided_as_expected(c)
+}
+
+test_exchange[c.note] if {
+	some c in exchange_cases
+	decided_as_expected(c)
+}
+
+test_malformed[c.note] if {
+	some c in malformed_cases
+	decided_as_expected(c)
+}
+
+all_cases := array.concat(info_cases, array.concat(read_cases, array.concat(read_list_cases, array.concat(push_cases, array.concat(settings_cases, array.concat(exchange_cases, malformed_cases))))))
+
+decided_as_expected(c) if {
 	allow := authz.allow with input as c.input with data.flakes as settings with data.groups as groups
 	reason := authz.reason with input as c.input with data.flakes as settings with data.groups as groups
 	as_expected(c, allow, reason)
@@ -162,7 +216,7 @@ test_flakes_data_must_be_a_mapping if {
 }
 
 test_case_notes_are_unique if {
-	count({c.note | some c in cases}) == count(cases)
+	count({c.note | some c in all_cases}) == count(all_cases)
 }
 
 # Every entry of this directory's flakes.yaml is well formed and lower case.

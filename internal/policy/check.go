@@ -17,8 +17,9 @@ import (
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
-// testTimeout bounds one Rego test case.
-const testTimeout = 10 * time.Second
+// testTimeout bounds one Rego test (a parameterized test runs all its cases
+// in one evaluation, traced); generous for small, busy CI machines.
+const testTimeout = 30 * time.Second
 
 // Check validates a policy directory the way the engine loads it, then runs
 // its *_test.rego files with OPA's test runner against the same policies and

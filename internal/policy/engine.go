@@ -42,6 +42,7 @@ type Engine struct {
 	opts    Options
 	log     *slog.Logger
 	metrics *metrics
+	noWatch bool // tests: rely on the periodic rescan alone
 
 	active atomic.Pointer[policySet] // never nil after NewEngine
 
@@ -140,13 +141,17 @@ func (e *Engine) Reload(ctx context.Context) error { return e.reload(ctx, "manua
 // when ctx is done, or an error if it can neither watch nor rescan.
 func (e *Engine) Run(ctx context.Context) error {
 	watcher, err := fsnotify.NewWatcher()
+	if e.noWatch && err == nil {
+		_ = watcher.Close()
+		watcher, err = nil, errors.New("watching disabled")
+	}
 	if err != nil {
 		if e.opts.Rescan < 0 {
 			return fmt.Errorf("watch policy directory %s: %w", e.dir, err)
 		}
 		e.log.Warn("cannot watch the policy directory; relying on the periodic rescan", "error", err.Error(), "rescan", e.opts.Rescan.String())
 	} else {
-		defer watcher.Close()
+		defer func() { _ = watcher.Close() }()
 	}
 	watching := false
 	watch := func() {
@@ -163,6 +168,8 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !watching && e.opts.Rescan < 0 {
 		return fmt.Errorf("watch policy directory %s: not watchable and rescan disabled", e.dir)
 	}
+	// Catch up with changes made between NewEngine and the watch.
+	_ = e.reload(ctx, "watch")
 
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
