@@ -1,0 +1,209 @@
+// Package blobserverapp runs the blob server process: it loads the signing
+// keys, opens storage, builds the cache handlers (wrapped by the embedded
+// gate when -ext-authz is set), serves the public and internal listeners,
+// and shuts down gracefully, letting running uploads end.
+package blobserverapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/cacheserver"
+	"github.com/flakegate/flakegate/internal/gate"
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/storage"
+)
+
+// Config is the blob server's configuration (cmd/blobserver's flags).
+type Config struct {
+	Listen         string // public cache listener
+	InternalListen string // owners lookups, /metrics, /healthz; "" disables
+	DataDir        string
+	// SigningKeyFiles are Nix secret key files; every key signs. Empty: use
+	// (creating on first start) <DataDir>/signing-key.sec.
+	SigningKeyFiles []string
+	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
+	Storage         string // blob store URL; default file://<DataDir>/blobs
+	Index           string // index URL; default sqlite://<DataDir>/index.db
+	MaxNarSize      int64
+	MaxNarInfoSize  int64
+	Priority        int
+	AccessLog       bool
+	// ShutdownTimeout bounds how long running requests (uploads) may take
+	// to finish after SIGTERM.
+	ShutdownTimeout time.Duration
+}
+
+// DefaultShutdownTimeout lets a large upload finish after SIGTERM.
+const DefaultShutdownTimeout = 10 * time.Minute
+
+// Listening is logged with the bound addresses once the server accepts
+// connections (tests and scripts read it when listening on port 0).
+const Listening = "listening"
+
+// KeyFileName is the key created in the data directory when no key file is configured.
+const KeyFileName = "signing-key.sec"
+
+func (c *Config) defaults() error {
+	if c.Listen == "" {
+		return errors.New("no -listen address")
+	}
+	needData := c.Storage == "" || c.Index == "" || len(c.SigningKeyFiles) == 0
+	if needData && c.DataDir == "" {
+		return errors.New("-data-dir is required (or set -storage, -index and -signing-key-file)")
+	}
+	if c.Storage == "" {
+		c.Storage = "file://" + filepath.Join(c.DataDir, "blobs")
+	}
+	if c.Index == "" {
+		c.Index = "sqlite://" + filepath.Join(c.DataDir, "index.db")
+	}
+	if c.ShutdownTimeout <= 0 {
+		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	return nil
+}
+
+// LoadKeys loads the configured key files, or loads/creates the data
+// directory's key. It logs the public keys clients must trust.
+func LoadKeys(cfg Config, log *slog.Logger) (*nixcache.KeySet, error) {
+	var keys []nixcache.SigningKey
+	if len(cfg.SigningKeyFiles) == 0 {
+		path := filepath.Join(cfg.DataDir, KeyFileName)
+		k, created, err := nixcache.LoadOrCreateKey(path, nixcache.DefaultKeyName())
+		if err != nil {
+			return nil, err
+		}
+		if created {
+			log.Info("created signing key", "file", path, "public_key", k.PublicKey())
+		}
+		keys = append(keys, k)
+	}
+	for _, f := range cfg.SigningKeyFiles {
+		k, err := nixcache.LoadKeyFile(f)
+		if err != nil {
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	ks, err := nixcache.NewKeySet(keys...)
+	if err != nil {
+		return nil, err
+	}
+	log.Info("narinfo signing keys: clients trust these with trusted-public-keys", "public_keys", ks.PublicKeys())
+	return ks, nil
+}
+
+// Run serves until ctx is done, then shuts down gracefully.
+func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
+	if err := cfg.defaults(); err != nil {
+		return err
+	}
+	keys, err := LoadKeys(cfg, log)
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+
+	blobs, err := storage.OpenBlob(ctx, cfg.Storage)
+	if err != nil {
+		return fmt.Errorf("open blob store: %w", err)
+	}
+	defer blobs.Close()
+	idx, err := storage.OpenIndex(ctx, cfg.Index)
+	if err != nil {
+		return fmt.Errorf("open index: %w", err)
+	}
+	defer idx.Close()
+
+	reg := prometheus.NewRegistry()
+	srv, err := cacheserver.New(cacheserver.Config{
+		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog,
+		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
+		Registry: reg,
+	})
+	if err != nil {
+		return err
+	}
+
+	public := srv.Handler()
+	// ---- Embedded gate: with -ext-authz every public request is checked by
+	// the ext_authz service first, exactly as Envoy would (internal/gate).
+	if cfg.ExtAuthz != "" {
+		conn, err := gate.Dial(ctx, cfg.ExtAuthz)
+		if err != nil {
+			return fmt.Errorf("embedded gate: %w", err)
+		}
+		defer conn.Close()
+		g := gate.New(authv3.NewAuthorizationClient(conn), gate.Options{Logger: log, Registerer: reg})
+		public = g.Wrap(public)
+		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz)
+	} else {
+		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
+	}
+
+	servers := []*http.Server{{
+		Handler:           public,
+		ReadHeaderTimeout: 30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}}
+	addrs := []string{cfg.Listen}
+	if cfg.InternalListen != "" {
+		servers = append(servers, &http.Server{
+			Handler:           srv.InternalHandler(),
+			ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout:       30 * time.Second,
+			WriteTimeout:      30 * time.Second,
+			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		})
+		addrs = append(addrs, cfg.InternalListen)
+	}
+	lns := make([]net.Listener, len(servers))
+	for i, a := range addrs {
+		ln, err := net.Listen("tcp", a)
+		if err != nil {
+			for _, l := range lns[:i] {
+				l.Close()
+			}
+			return fmt.Errorf("listen on %s: %w", a, err)
+		}
+		lns[i] = ln
+	}
+	attrs := []any{"public", lns[0].Addr().String()}
+	if len(lns) > 1 {
+		attrs = append(attrs, "internal", lns[1].Addr().String())
+	}
+	log.Info(Listening, attrs...)
+
+	errc := make(chan error, len(servers))
+	for i, s := range servers {
+		go func() { errc <- s.Serve(lns[i]) }()
+	}
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+	}
+	log.Info("shutting down: waiting for running requests", "timeout", cfg.ShutdownTimeout.String())
+	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
+	defer cancel()
+	for _, s := range servers {
+		if err := s.Shutdown(sctx); err != nil {
+			log.Error("shutdown", "err", err)
+		}
+	}
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return fmt.Errorf("serve: %w", serveErr)
+	}
+	log.Info("stopped")
+	return nil
+}

@@ -1,0 +1,77 @@
+package cacheserver
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// OwnersResponse is the internal listener's answer to an owners lookup.
+type OwnersResponse struct {
+	Flakes []string `json:"flakes"`
+}
+
+// InternalHandler serves owners lookups, /metrics and /healthz.
+func (s *Server) InternalHandler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /owners/narinfo/{hash}", func(w http.ResponseWriter, r *http.Request) {
+		h := r.PathValue("hash")
+		if !route.IsStoreHash(h) {
+			s.fail(w, http.StatusBadRequest, "not a store path hash (32 nixbase32 characters)")
+			return
+		}
+		s.owners(w, r, route.KindNarInfo, h)
+	})
+	mux.HandleFunc("GET /owners/nar/{file}", func(w http.ResponseWriter, r *http.Request) {
+		f := r.PathValue("file")
+		if req, err := route.Parse(http.MethodGet, "/nar/"+f); err != nil || req.Kind != route.KindNar {
+			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}.nar[.xz|.zst|.bz2])")
+			return
+		}
+		s.owners(w, r, route.KindNar, f)
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("GET /healthz", s.healthz)
+	return mux
+}
+
+func (s *Server) owners(w http.ResponseWriter, r *http.Request, kind route.Kind, key string) {
+	flakes, err := s.idx.Owners(r.Context(), kind, key)
+	if err != nil {
+		s.internalError(w, r, "looking up owners", err)
+		return
+	}
+	resp := OwnersResponse{Flakes: make([]string, len(flakes))}
+	for i, f := range flakes {
+		resp.Flakes[i] = f.String()
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	json.NewEncoder(w).Encode(resp)
+}
+
+// healthz checks that the index answers a query and the blob store a stat.
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
+	defer cancel()
+	if _, err := s.idx.Owners(ctx, route.KindNarInfo, strings.Repeat("0", 32)); err != nil {
+		s.log.ErrorContext(ctx, "health check: index", "err", err)
+		s.fail(w, http.StatusServiceUnavailable, "index unavailable")
+		return
+	}
+	if _, err := s.blob.Stat(ctx, "nar/healthz"); err != nil && !errors.Is(err, blob.ErrNotFound) {
+		s.log.ErrorContext(ctx, "health check: blob store", "err", err)
+		s.fail(w, http.StatusServiceUnavailable, "blob store unavailable")
+		return
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Write([]byte("ok\n"))
+}

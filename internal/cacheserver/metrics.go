@@ -1,0 +1,175 @@
+package cacheserver
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+type metrics struct {
+	reg         *prometheus.Registry
+	requests    *prometheus.CounterVec
+	duration    *prometheus.HistogramVec
+	uploadBytes *prometheus.CounterVec
+	rejected    *prometheus.CounterVec
+}
+
+func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
+	m := &metrics{
+		reg: reg,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_blobserver_requests_total",
+			Help: "Requests to the public cache listener by object kind, method and status code.",
+		}, []string{"kind", "method", "code"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "flakegate_blobserver_request_duration_seconds",
+			Help:    "Time to answer a public cache request, by object kind and method.",
+			Buckets: []float64{.0001, .0005, .001, .005, .01, .05, .1, .5, 1, 5, 30, 120},
+		}, []string{"kind", "method"}),
+		uploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_blobserver_upload_bytes_total",
+			Help: "Bytes received in NAR and build log uploads.",
+		}, []string{"kind"}),
+		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_blobserver_uploads_rejected_total",
+			Help: "Uploads refused with a 4xx answer, by kind (NAR, narinfo, log).",
+		}, []string{"kind"}),
+	}
+	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, &indexCollector{idx: idx}}
+	for _, c := range cs {
+		if err := reg.Register(c); err != nil {
+			return nil, err
+		}
+	}
+	// The process and Go collectors may already be registered by the caller.
+	for _, c := range []prometheus.Collector{collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})} {
+		if err := reg.Register(c); err != nil {
+			if _, ok := err.(prometheus.AlreadyRegisteredError); !ok {
+				return nil, err
+			}
+		}
+	}
+	return m, nil
+}
+
+var (
+	descPaths  = prometheus.NewDesc("flakegate_blobserver_index_paths", "Store paths in the index.", nil, nil)
+	descNars   = prometheus.NewDesc("flakegate_blobserver_index_nars", "NAR files in the index.", nil, nil)
+	descFlakes = prometheus.NewDesc("flakegate_blobserver_index_flakes", "Flakes owning anything.", nil, nil)
+	descUp     = prometheus.NewDesc("flakegate_blobserver_index_up", "1 when the index answered the last scrape.", nil, nil)
+)
+
+// indexCollector reads index counts at scrape time.
+type indexCollector struct{ idx index.Index }
+
+func (c *indexCollector) Describe(ch chan<- *prometheus.Desc) {
+	ch <- descPaths
+	ch <- descNars
+	ch <- descFlakes
+	ch <- descUp
+}
+
+func (c *indexCollector) Collect(ch chan<- prometheus.Metric) {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	st, err := c.idx.Stats(ctx)
+	if err != nil {
+		ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 0)
+		return
+	}
+	ch <- prometheus.MustNewConstMetric(descUp, prometheus.GaugeValue, 1)
+	ch <- prometheus.MustNewConstMetric(descPaths, prometheus.GaugeValue, float64(st.Paths))
+	ch <- prometheus.MustNewConstMetric(descNars, prometheus.GaugeValue, float64(st.Nars))
+	ch <- prometheus.MustNewConstMetric(descFlakes, prometheus.GaugeValue, float64(st.Flakes))
+}
+
+// recorder notes the status and size of a response. It keeps ReadFrom so
+// that http.ServeContent on an *os.File still uses sendfile.
+type recorder struct {
+	http.ResponseWriter
+	status int
+	bytes  int64
+	start  time.Time
+}
+
+func newRecorder(w http.ResponseWriter) *recorder {
+	return &recorder{ResponseWriter: w, start: time.Now()}
+}
+
+func (r *recorder) WriteHeader(code int) {
+	if r.status == 0 {
+		r.status = code
+	}
+	r.ResponseWriter.WriteHeader(code)
+}
+
+func (r *recorder) Write(p []byte) (int, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	n, err := r.ResponseWriter.Write(p)
+	r.bytes += int64(n)
+	return n, err
+}
+
+func (r *recorder) ReadFrom(src io.Reader) (int64, error) {
+	if r.status == 0 {
+		r.status = http.StatusOK
+	}
+	var n int64
+	var err error
+	if rf, ok := r.ResponseWriter.(io.ReaderFrom); ok {
+		n, err = rf.ReadFrom(src)
+	} else {
+		n, err = io.Copy(r.ResponseWriter, src)
+	}
+	r.bytes += n
+	return n, err
+}
+
+func (r *recorder) Flush() {
+	if f, ok := r.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
+}
+
+func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
+
+// observe records metrics and the access log line of a finished request.
+func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
+	status := rw.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	kind := string(req.Kind)
+	if kind == "" {
+		kind = "none"
+	}
+	d := time.Since(rw.start)
+	s.metrics.requests.WithLabelValues(kind, r.Method, strconv.Itoa(status)).Inc()
+	s.metrics.duration.WithLabelValues(kind, r.Method).Observe(d.Seconds())
+	if !s.accessLog {
+		return
+	}
+	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
+		slog.String("method", r.Method),
+		slog.String("path", r.URL.Path),
+		slog.Int("status", status),
+		slog.Int64("bytes", rw.bytes),
+		slog.Int64("request_bytes", r.ContentLength),
+		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
+		slog.String("flake", req.Flake.String()),
+		slog.String("kind", string(req.Kind)),
+		slog.String("subject", r.Header.Get(SubjectHeader)),
+		slog.String("remote", r.RemoteAddr),
+	)
+}

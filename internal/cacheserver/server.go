@@ -1,0 +1,181 @@
+package cacheserver
+
+import (
+	"errors"
+	"fmt"
+	"hash/fnv"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// Defaults for Config's limits.
+const (
+	DefaultMaxNarSize     = 64 << 30
+	DefaultMaxNarInfoSize = 1 << 20
+	DefaultPriority       = 40
+)
+
+// SubjectHeader is set by the gate (or Envoy) on allowed requests; the
+// access log records it.
+const SubjectHeader = "X-Flakegate-Subject"
+
+// Config is what a Server needs.
+type Config struct {
+	Blob  blob.Store
+	Index index.Index
+	Keys  *nixcache.KeySet
+	// Logger receives the access log and errors. Default slog.Default().
+	Logger *slog.Logger
+	// AccessLog enables one log line per request.
+	AccessLog bool
+	// MaxNarSize limits a NAR upload, compressed and decompressed, and a
+	// build log upload. Default DefaultMaxNarSize.
+	MaxNarSize int64
+	// MaxNarInfoSize limits a narinfo upload. Default DefaultMaxNarInfoSize.
+	MaxNarInfoSize int64
+	// Priority is nix-cache-info's Priority. Default DefaultPriority.
+	Priority int
+	// Registry receives the metrics; nil makes a private registry
+	// (served by InternalHandler either way).
+	Registry *prometheus.Registry
+}
+
+// Server serves the cache.
+type Server struct {
+	blob      blob.Store
+	idx       index.Index
+	keys      *nixcache.KeySet
+	log       *slog.Logger
+	accessLog bool
+	maxNar    int64
+	maxInfo   int64
+	cacheInfo []byte
+	metrics   *metrics
+
+	// pathLocks serialise narinfo uploads of one store hash (striped).
+	pathLocks [64]sync.Mutex
+	// resigned holds narinfos re-signed after a key rotation when the index
+	// cannot store them (hash → []byte).
+	resigned sync.Map
+}
+
+// New checks cfg and builds a Server.
+func New(cfg Config) (*Server, error) {
+	if cfg.Blob == nil || cfg.Index == nil || cfg.Keys == nil {
+		return nil, errors.New("cacheserver: Blob, Index and Keys are required")
+	}
+	s := &Server{
+		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
+		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize,
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.maxNar <= 0 {
+		s.maxNar = DefaultMaxNarSize
+	}
+	if s.maxInfo <= 0 {
+		s.maxInfo = DefaultMaxNarInfoSize
+	}
+	prio := cfg.Priority
+	if prio <= 0 {
+		prio = DefaultPriority
+	}
+	s.cacheInfo = []byte("StoreDir: " + nixcache.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(prio) + "\n")
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+	}
+	m, err := newMetrics(reg, s.idx)
+	if err != nil {
+		return nil, fmt.Errorf("cacheserver metrics: %w", err)
+	}
+	s.metrics = m
+	return s, nil
+}
+
+// Handler is the public cache handler.
+func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+
+func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
+	rw := newRecorder(w)
+	req, err := route.Parse(r.Method, r.URL.Path)
+	defer s.observe(rw, r, &req)
+	if err != nil {
+		s.fail(rw, route.StatusOf(err), err.Error())
+		return
+	}
+	switch req.Action {
+	case route.ActionInfo:
+		s.serveCacheInfo(rw, r)
+	case route.ActionRead:
+		switch req.Kind {
+		case route.KindNarInfo:
+			s.serveNarInfo(rw, r, req)
+		case route.KindNar:
+			s.serveNar(rw, r, req)
+		case route.KindLog:
+			s.serveLog(rw, r, req)
+		default:
+			s.fail(rw, http.StatusNotFound, "not found")
+		}
+	case route.ActionPush:
+		switch req.Kind {
+		case route.KindNarInfo:
+			s.putNarInfo(rw, r, req)
+		case route.KindNar:
+			s.putNar(rw, r, req)
+		case route.KindLog:
+			s.putLog(rw, r, req)
+		default:
+			s.fail(rw, http.StatusMethodNotAllowed, "PUT not allowed here")
+		}
+	default:
+		// /_flakegate/… is served by the authorization service.
+		s.fail(rw, http.StatusNotFound, "not found: "+r.URL.Path+" is served by the authorization service")
+	}
+}
+
+// fail answers with a one-line plain-text reason.
+func (s *Server) fail(w http.ResponseWriter, status int, msg string) {
+	msg = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, msg)
+	h := w.Header()
+	h.Del("Content-Length")
+	h.Del("Cache-Control")
+	h.Del("ETag")
+	h.Set("Content-Type", "text/plain; charset=utf-8")
+	h.Set("X-Content-Type-Options", "nosniff")
+	w.WriteHeader(status)
+	fmt.Fprintln(w, msg)
+}
+
+// internalError logs err with what was being done and answers 500 with a
+// generic message.
+func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
+	s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "op", what, "err", err)
+	s.fail(w, http.StatusInternalServerError, "internal error while "+what+": see the server log")
+}
+
+// lockPath serialises narinfo uploads of one store hash in this process.
+func (s *Server) lockPath(hash string) func() {
+	h := fnv.New32a()
+	h.Write([]byte(hash))
+	m := &s.pathLocks[h.Sum32()%uint32(len(s.pathLocks))]
+	m.Lock()
+	return m.Unlock
+}

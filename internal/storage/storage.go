@@ -1,0 +1,78 @@
+// Package storage opens the blob store and the index named by URL flags,
+// so that backends plug in here without touching the HTTP handlers:
+//
+//	blob store: file:///abs/dir or file://rel/dir (default, internal/blob/fs)
+//	index:      sqlite:///abs/index.db or sqlite://rel/index.db (default, internal/index/sqlite)
+//
+// Other schemes (s3://, postgres://) are added as cases of OpenBlob and
+// OpenIndex by their backends.
+package storage
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/flakegate/flakegate/internal/blob"
+	blobfs "github.com/flakegate/flakegate/internal/blob/fs"
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/index/sqlite"
+)
+
+// scheme splits "scheme://rest".
+func scheme(u string) (string, string, error) {
+	s, rest, ok := strings.Cut(u, "://")
+	if !ok || s == "" {
+		return "", "", fmt.Errorf("storage URL %q: want scheme://…", u)
+	}
+	return strings.ToLower(s), rest, nil
+}
+
+// OpenBlob opens the blob store named by u.
+func OpenBlob(ctx context.Context, u string) (blob.Store, error) {
+	s, rest, err := scheme(u)
+	if err != nil {
+		return nil, err
+	}
+	switch s {
+	case "file":
+		if rest == "" {
+			return nil, errors.New("blob store URL file://: no directory")
+		}
+		return blobfs.Open(rest)
+	default:
+		return nil, fmt.Errorf("blob store URL %q: unsupported scheme %q (supported: file)", redact(u), s)
+	}
+}
+
+// OpenIndex opens the index named by u.
+func OpenIndex(ctx context.Context, u string) (index.Index, error) {
+	s, rest, err := scheme(u)
+	if err != nil {
+		return nil, err
+	}
+	switch s {
+	case "sqlite":
+		if rest == "" {
+			return nil, errors.New("index URL sqlite://: no file")
+		}
+		return sqlite.Open(ctx, rest)
+	default:
+		return nil, fmt.Errorf("index URL %q: unsupported scheme %q (supported: sqlite)", redact(u), s)
+	}
+}
+
+// redact drops a password from a URL before it goes into an error.
+func redact(u string) string {
+	s, rest, ok := strings.Cut(u, "://")
+	if !ok {
+		return u
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return u
+	}
+	user, _, _ := strings.Cut(rest[:at], ":")
+	return s + "://" + user + ":***@" + rest[at+1:]
+}
