@@ -5,6 +5,11 @@
 //	      -owners-url http://127.0.0.1:8081
 //	authz -check -policies DIR -issuers FILE    # validate, run policy tests, exit
 //
+// With -public-url and -token-keys, authz also serves the token exchange
+// (POST /_flakegate/token, GET /_flakegate/jwks) on -http-listen and trusts
+// the cache tokens it signs. denylist.yaml in the policy directory revokes
+// token ids and subjects (see internal/revoke).
+//
 // Every flag is also read from FLAKEGATE_<FLAG> (e.g. FLAKEGATE_HTTP_LISTEN)
 // and from the -config file (one "flag value" per line).
 package main
@@ -23,6 +28,8 @@ import (
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/flakegate/flakegate/internal/authz"
+	"github.com/flakegate/flakegate/internal/exchange"
+	"github.com/flakegate/flakegate/internal/tokens"
 )
 
 func main() {
@@ -45,6 +52,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.OwnersNegativeTTL, "owners-negative-ttl", cfg.OwnersNegativeTTL, "how long an empty owners answer is cached")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	var xcfg exchange.Config
+	fs.StringVar(&xcfg.PublicURL, "public-url", "", "the cache's public base URL; enables the token exchange (POST /_flakegate/token): iss and aud of cache tokens")
+	fs.StringVar(&xcfg.KeyDir, "token-keys", "", "directory of the cache-token signing keys (*.pem; one is created when empty; newest signs)")
+	fs.DurationVar(&xcfg.Lifetime, "token-lifetime", tokens.DefaultLifetime, "lifetime of an exchanged cache token")
+	fs.DurationVar(&xcfg.MaxLifetime, "token-max-lifetime", tokens.DefaultMaxLifetime, "longest cache token lifetime a client may ask for")
 	check := fs.Bool("check", false, "validate the issuers file and policies (compile, run *_test.rego), print the result and exit")
 	fs.String("config", "", "config file: one `flag value` per line")
 
@@ -86,6 +98,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	svc, err := authz.New(ctx, cfg, log)
 	if err != nil {
 		log.Error("authz cannot start", "error", err.Error())
+		return 1
+	}
+	// Token exchange and the revocation list (denylist.yaml in -policies).
+	if _, err := exchange.Install(ctx, svc, xcfg, log); err != nil {
+		log.Error("authz cannot start: token exchange", "error", err.Error())
+		svc.Close()
 		return 1
 	}
 	if err := svc.Run(ctx); err != nil {
