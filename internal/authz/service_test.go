@@ -102,6 +102,11 @@ func writeIssuersFile(t *testing.T, dir string, entries ...identity.IssuerConfig
 
 func startService(t *testing.T) *testService {
 	t.Helper()
+	return startServiceWith(t, "testdata/policy")
+}
+
+func startServiceWith(t *testing.T, policies string) *testService {
+	t.Helper()
 	ts := &testService{
 		github: identitytest.NewIssuer(t),
 		idp:    identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
@@ -118,7 +123,7 @@ func startService(t *testing.T) *testService {
 
 	cfg := DefaultConfig()
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
-	cfg.Policies, cfg.Issuers, cfg.OwnersURL = "testdata/policy", issuers, owners.URL
+	cfg.Policies, cfg.Issuers, cfg.OwnersURL = policies, issuers, owners.URL
 	cfg.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.stop = cancel
@@ -334,6 +339,63 @@ func TestServiceGRPC(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestServiceShippedPolicies runs the omnicorp scenario of DESIGN.md through
+// the real service with the shipped policies/ (so the input authz builds is
+// the one those policies are written for).
+func TestServiceShippedPolicies(t *testing.T) {
+	const shipped = "../../policies"
+	if _, err := os.Stat(filepath.Join(shipped, "flakegate.rego")); err != nil {
+		t.Skipf("shipped policies not found: %v", err)
+	}
+	ts := startServiceWith(t, shipped)
+	user := func(name string) string {
+		c := identitytest.OIDCUserClaims(name)
+		c["org"] = "omnicorp"
+		return "Bearer " + ts.idp.Mint(c)
+	}
+	ci := func(repo, ref string) string {
+		return "Bearer " + ts.github.Mint(identitytest.GitHubActionsClaims(repo, ref))
+	}
+	secure := "/omnicorp/super-duper-secure/" + testHash + ".narinfo"
+	devenv := "/omnicorp/dev-environments/nar/" + testFile
+	tests := []struct {
+		name       string
+		method     string
+		path, auth string
+		wantStatus int
+	}{
+		{"trusted user alice pulls super-duper-secure", "GET", secure, user("alice"), 200},
+		{"omnicorp user carol may not pull super-duper-secure", "GET", secure, user("carol"), 404},
+		{"omnicorp CI of another repo may not pull super-duper-secure", "GET", secure, ci("omnicorp/app", "refs/heads/main"), 404},
+		{"omnicorp user carol pulls dev-environments", "GET", devenv, user("carol"), 200},
+		{"another org's CI may not pull dev-environments", "GET", devenv, ci("evilcorp/tool", "refs/heads/main"), 404},
+		{"anonymous pull", "GET", devenv, "", 401},
+		{"dev-environments CI pushes from main", "PUT", devenv, ci("omnicorp/dev-environments", "refs/heads/main"), 200},
+		{"dev-environments CI may not push from a feature branch", "PUT", devenv, ci("omnicorp/dev-environments", "refs/heads/feature"), 403},
+		{"a user may not push", "PUT", devenv, user("alice"), 403},
+		{"nix-cache-info for everyone", "GET", "/nix-cache-info", "", 200},
+		{"union read via omnicorp/app by an omnicorp user", "GET", "/" + testHash + ".narinfo", user("carol"), 200},
+		{"token exchange by a user", "POST", "/_flakegate/token", user("alice"), 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			resp, err := ts.client.Check(ctx, checkRequest(tt.method, tt.path, tt.auth))
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := 200
+			if d := resp.GetDeniedResponse(); d != nil {
+				got = int(d.GetStatus().GetCode())
+			}
+			if got != tt.wantStatus {
+				t.Errorf("status %d, want %d: %v", got, tt.wantStatus, resp)
+			}
+		})
+	}
 }
 
 func TestServiceGracefulStop(t *testing.T) {
