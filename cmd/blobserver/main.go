@@ -46,6 +46,7 @@ func run(args []string) error {
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "data `directory` (blobs, index, generated signing key)")
 	fs.StringVar(&keyFiles, "signing-key-file", "", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")
 	fs.StringVar(&cfg.ExtAuthz, "ext-authz", "", "ext_authz gRPC `address` for the embedded gate (host:port or unix socket path)")
+	fs.StringVar(&cfg.AuthzHTTP, "authz-http", "", "authz HTTP listener `URL` (http://host:port): /_flakegate/ (token exchange) is forwarded there, as Envoy does")
 	fs.StringVar(&cfg.Storage, "storage", "", "blob store `URL` (default file://<data-dir>/blobs)")
 	fs.StringVar(&cfg.Index, "index", "", "index `URL` (default sqlite://<data-dir>/index.db)")
 	fs.Var(&maxNar, "max-nar-size", "largest NAR (compressed or not) or build log accepted, bytes (suffixes K, M, G, T, KiB, MiB, GiB, TiB)")

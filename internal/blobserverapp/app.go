@@ -17,6 +17,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flakegate/flakegate/internal/authzproxy"
 	"github.com/flakegate/flakegate/internal/cacheserver"
 	"github.com/flakegate/flakegate/internal/gate"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -32,15 +33,21 @@ type Config struct {
 	// (creating on first start) <DataDir>/signing-key.sec.
 	SigningKeyFiles []string
 	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
-	Storage         string // blob store URL; default file://<DataDir>/blobs
-	Index           string // index URL; default sqlite://<DataDir>/index.db
-	MaxNarSize      int64
-	MaxNarInfoSize  int64
-	Priority        int
-	AccessLog       bool
+	// AuthzHTTP is authz's HTTP listener (http://host:port); /_flakegate/…
+	// (token exchange, JWKS) is forwarded there, as Envoy's route does. "" : not served.
+	AuthzHTTP      string
+	Storage        string // blob store URL; default file://<DataDir>/blobs
+	Index          string // index URL; default sqlite://<DataDir>/index.db
+	MaxNarSize     int64
+	MaxNarInfoSize int64
+	Priority       int
+	AccessLog      bool
 	// ShutdownTimeout bounds how long running requests (uploads) may take
 	// to finish after SIGTERM.
 	ShutdownTimeout time.Duration
+	// OnListen, if set, is called with the bound addresses ("" for a
+	// disabled internal listener) once both listeners accept connections.
+	OnListen func(public, internal string)
 }
 
 // DefaultShutdownTimeout lets a large upload finish after SIGTERM.
@@ -135,6 +142,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 
 	public := srv.Handler()
+	if cfg.AuthzHTTP != "" {
+		p, err := authzproxy.New(cfg.AuthzHTTP, authzproxy.Options{Logger: log})
+		if err != nil {
+			return err
+		}
+		public = authzproxy.Route(p, public)
+		log.Info("forwarding /_flakegate/ (token exchange) to authz", "authz_http", cfg.AuthzHTTP)
+	}
 	// ---- Embedded gate: with -ext-authz every public request is checked by
 	// the ext_authz service first, exactly as Envoy would (internal/gate).
 	if cfg.ExtAuthz != "" {
@@ -178,11 +193,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		}
 		lns[i] = ln
 	}
-	attrs := []any{"public", lns[0].Addr().String()}
+	pubAddr, intAddr := lns[0].Addr().String(), ""
 	if len(lns) > 1 {
-		attrs = append(attrs, "internal", lns[1].Addr().String())
+		intAddr = lns[1].Addr().String()
 	}
-	log.Info(Listening, attrs...)
+	log.Info(Listening, "public", pubAddr, "internal", intAddr)
+	if cfg.OnListen != nil {
+		cfg.OnListen(pubAddr, intAddr)
+	}
 
 	errc := make(chan error, len(servers))
 	for i, s := range servers {
