@@ -163,3 +163,20 @@ func TestBuildInputDoesNotShareState(t *testing.T) {
 		t.Errorf("subject %v", in1["subject"])
 	}
 }
+
+func TestSubjectHeaderIsSafe(t *testing.T) {
+	tests := []struct {
+		summary, want string
+	}{
+		{"github:omnicorp/app@refs/heads/main", "github:omnicorp/app@refs/heads/main"},
+		{"oidc:eve\r\nx-flakegate-admin: yes", "oidc:eve??x-flakegate-admin: yes"},
+		{"oidc:" + strings.Repeat("a", 300), "oidc:" + strings.Repeat("a", 251)},
+		{"oidc:jos\u00e9", "oidc:jos\u00e9"},
+	}
+	for _, tt := range tests {
+		resp := Respond(Outcome{Allow: true, Status: 200, SubjectSummary: tt.summary})
+		if got := headerValue(resp.GetOkResponse().GetHeaders(), SubjectHeader); got != tt.want {
+			t.Errorf("summary %q sent as %q, want %q", tt.summary, got, tt.want)
+		}
+	}
+}

@@ -54,7 +54,7 @@ func Respond(o Outcome) *authv3.CheckResponse {
 	if o.Allow {
 		ok := &authv3.OkHttpResponse{
 			Headers: []*corev3.HeaderValueOption{
-				setHeader(SubjectHeader, o.SubjectSummary),
+				setHeader(SubjectHeader, headerSafe(o.SubjectSummary)),
 			},
 		}
 		if !o.KeepAuthorization {
@@ -114,6 +114,28 @@ func grpcCode(status int) codes.Code {
 		return codes.Internal
 	}
 	return codes.PermissionDenied
+}
+
+// headerSafe makes an audit value (built from token claims) safe as an
+// HTTP header value: control characters become '?', and it is capped at
+// 256 bytes.
+func headerSafe(s string) string {
+	const max = 256
+	if len(s) > max {
+		s = s[:max]
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < 0x20 || s[i] == 0x7f {
+			b := []byte(s)
+			for j := i; j < len(b); j++ {
+				if b[j] < 0x20 || b[j] == 0x7f {
+					b[j] = '?'
+				}
+			}
+			return string(b)
+		}
+	}
+	return s
 }
 
 func setHeader(key, value string) *corev3.HeaderValueOption {
