@@ -99,7 +99,7 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 		return c.decideUnion(ctx, res)
 	}
 	in := BuildInput(r, subject, nil)
-	d, err := c.Policy.Evaluate(ctx, in)
+	d, err := c.evaluate(ctx, in)
 	if err != nil {
 		return unavailable(res, fmt.Errorf("evaluate policy for %s %s: %w", r.Route.Action, r.Route.Flake, err))
 	}
@@ -167,7 +167,7 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 	reason := ""
 	for _, owner := range owners {
 		SetFlake(in, owner)
-		d, err := c.Policy.Evaluate(ctx, in)
+		d, err := c.evaluate(ctx, in)
 		if err != nil {
 			return unavailable(res, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err))
 		}
@@ -184,6 +184,13 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 		reason = fmt.Sprintf("no owning flake (of %d) allows it", len(owners))
 	}
 	return denyByPolicy(res, reason)
+}
+
+func (c *Checker) evaluate(ctx context.Context, in map[string]any) (policy.Decision, error) {
+	if c.Policy == nil {
+		return policy.Decision{}, errors.New("no policy configured")
+	}
+	return c.Policy.Evaluate(ctx, in)
 }
 
 func allow(res Result, reason string) Result {

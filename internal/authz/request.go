@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"net/http"
 	"strings"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -32,7 +33,7 @@ func ParseCheckRequest(req *authv3.CheckRequest) Request {
 		r.Path = r.Path[:i]
 	}
 	if h == nil || r.Method == "" || r.Path == "" {
-		r.RouteErr = &route.Error{Status: 400, Msg: "malformed check request: no HTTP method or path"}
+		r.RouteErr = &route.Error{Status: http.StatusBadRequest, Msg: "malformed check request: no HTTP method or path"}
 		return r
 	}
 	r.Route, r.RouteErr = route.Parse(r.Method, r.Path)
