@@ -8,8 +8,12 @@
 #   info      anyone, even without a token: nix-cache-info holds no secret and
 #             Nix fetches it before it uses a substituter at all.
 #   push      only CI jobs (GitHub Actions, GitLab CI) of the flake's own
-#             repository, on a protected ref, with a token straight from the
-#             CI identity provider (an exchanged cache token may not push).
+#             repository, on a protected ref. The job's token may be the CI
+#             identity provider's or the cache token it was exchanged for
+#             (same subject, re-signed by flakegate, lifetime capped, revocable
+#             with denylist.yaml): a job exchanges once and pushes for as long
+#             as its build runs. To require the IdP token, add `not exchanged`
+#             to the push rule.
 #   read      every authenticated identity (CI job or user) of the flake's org.
 #             CI jobs of the flake's own repository can always read it (also
 #             from unprotected refs), and so can repositories allowed to push.
@@ -39,7 +43,6 @@ allow if {
 	flake_ok
 	ci
 	input.subject.repo in pusher_repos
-	not exchanged
 	push_ref_allowed
 }
 
@@ -272,8 +275,6 @@ push_denial := "push requires a CI job token (GitHub Actions or GitLab CI); user
 	not ci
 } else := sprintf("push to %s requires a CI job of that repository or of one listed in push.repos, not of %q", [flake_id, subject_repo]) if {
 	not input.subject.repo in pusher_repos
-} else := "push requires a token from the CI identity provider, not an exchanged cache token" if {
-	exchanged
 } else := sprintf("push requires a protected ref (or one allowed by push.refs / push.environments); %q is not", [subject_ref]) if {
 	not push_ref_allowed
 } else := "push denied"
