@@ -263,8 +263,22 @@ func doJSONOr(ctx context.Context, hc *http.Client, req *http.Request, timeout t
 		}
 		return resp.StatusCode, nil
 	}
+	if text, ok := errDst.(*string); ok {
+		*text = firstLine(body)
+		return resp.StatusCode, nil
+	}
 	if errDst != nil && (isJSON || json.Valid(body)) {
 		_ = json.Unmarshal(body, errDst) // best effort: the status is what counts
 	}
 	return resp.StatusCode, nil
+}
+
+// firstLine is the first line of a text answer, trimmed and kept short.
+func firstLine(b []byte) string {
+	s, _, _ := strings.Cut(string(b), "\n")
+	s = strings.TrimSpace(s)
+	if len(s) > 200 {
+		s = s[:200] + "…"
+	}
+	return s
 }

@@ -2,6 +2,7 @@ package login
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/http"
@@ -60,13 +61,17 @@ func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken str
 	req.Header.Set("Authorization", "Bearer "+idpToken)
 	req.Header.Set("Accept", "application/json")
 	var tok CacheToken
-	var apiErr apiError
-	status, err := doJSONOr(ctx, hc, req, timeout, &tok, &apiErr)
+	var errText string // authz's JSON error, or the gate's / Envoy's plain-text denial
+	status, err := doJSONOr(ctx, hc, req, timeout, &tok, &errText)
 	if err != nil {
 		return nil, fmt.Errorf("exchange token at %s: %w", cache.Host, err)
 	}
 	if status != http.StatusOK {
-		msg := apiErr.Error
+		msg := errText
+		var apiErr apiError
+		if json.Unmarshal([]byte(errText), &apiErr) == nil && apiErr.Error != "" {
+			msg = apiErr.Error
+		}
 		if msg == "" {
 			msg = http.StatusText(status)
 		}

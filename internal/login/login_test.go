@@ -1,0 +1,138 @@
+package login
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestExchangeErrors(t *testing.T) {
+	tests := []struct {
+		name    string
+		handler http.HandlerFunc
+		want    string
+	}{
+		{"JSON error from authz", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(403)
+			w.Write([]byte(`{"error":"a cache token cannot be exchanged again"}`))
+		}, "answered 403: a cache token cannot be exchanged again"},
+		{"plain-text denial from the gate", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "text/plain")
+			w.WriteHeader(401)
+			w.Write([]byte("invalid token: token expired\n"))
+		}, "answered 401: invalid token: token expired"},
+		{"empty 503", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(503) }, "answered 503: Service Unavailable"},
+		{"200 without a token", func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			w.Write([]byte(`{"expires_at":"2030-01-01T00:00:00Z"}`))
+		}, "lacks token"},
+		{"200 with garbage", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte(`<html>`)) }, "decode answer"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(tt.handler)
+			defer srv.Close()
+			base, err := CacheBase(srv.URL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = Exchange(context.Background(), srv.Client(), base, "idp-token", 5*time.Second)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err = %v, want %q", err, tt.want)
+			}
+			if strings.Contains(err.Error(), "idp-token") {
+				t.Error("error text contains the token")
+			}
+		})
+	}
+}
+
+func TestExchangeSendsBearer(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != TokenPath || r.Header.Get("Authorization") != "Bearer idp-token" {
+			w.WriteHeader(400)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"token":"cache-token","expires_at":"2030-01-01T00:00:00Z","token_id":"j1"}`))
+	}))
+	defer srv.Close()
+	base, _ := CacheBase(srv.URL + "/")
+	tok, err := Exchange(context.Background(), srv.Client(), base, "idp-token", 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tok.Token != "cache-token" || tok.ExpiresAt.Year() != 2030 {
+		t.Errorf("got %+v", tok)
+	}
+}
+
+func TestCacheBase(t *testing.T) {
+	tests := []struct{ in, want, wantErr string }{
+		{"https://cache.example.com", "https://cache.example.com", ""},
+		{"https://cache.example.com/", "https://cache.example.com", ""},
+		{"http://127.0.0.1:8080", "http://127.0.0.1:8080", ""},
+		{"cache.example.com", "", "want https://host"},
+		{"https://cache.example.com/omnicorp/app", "", "only the cache's base URL"},
+		{"https://user:pw@cache.example.com", "", "only the cache's base URL"},
+		{"https://cache.example.com?x=1", "", "only the cache's base URL"},
+		{"ftp://cache.example.com", "", "want https://host"},
+	}
+	for _, tt := range tests {
+		u, err := CacheBase(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("%q: err = %v, want %q", tt.in, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || u.String() != tt.want {
+			t.Errorf("%q: got %v, %v; want %s", tt.in, u, err, tt.want)
+		}
+	}
+}
+
+func TestCISource(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	tests := []struct {
+		name               string
+		src                CISource
+		wantToken, wantErr string
+	}{
+		{"gitlab default variable", CISource{Getenv: env(map[string]string{"FLAKEGATE_ID_TOKEN": " tok\n"})}, "tok", ""},
+		{"named variable wins", CISource{TokenEnv: "MINE", Getenv: env(map[string]string{"MINE": "a", "FLAKEGATE_ID_TOKEN": "b"})}, "a", ""},
+		{"named variable empty", CISource{TokenEnv: "MINE", Getenv: env(map[string]string{"FLAKEGATE_ID_TOKEN": "b"})}, "", "$MINE is empty"},
+		{"github half configured", CISource{Getenv: env(map[string]string{"ACTIONS_ID_TOKEN_REQUEST_URL": "http://x"})}, "", "id-token: write"},
+		{"nothing", CISource{Audience: "https://c", Getenv: env(nil)}, "", "no job token found"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok, _, err := tt.src.Token(context.Background())
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || tok != tt.wantToken {
+				t.Fatalf("got %q, %v; want %q", tok, err, tt.wantToken)
+			}
+		})
+	}
+}
+
+func TestNixConfLines(t *testing.T) {
+	with := NixConfLines("https://c.example", "/home/a/.config/nix/netrc", "c.example-1:KEY")
+	for _, want := range []string{"extra-substituters = https://c.example/\n", "extra-trusted-public-keys = c.example-1:KEY\n", "netrc-file = /home/a/.config/nix/netrc\n"} {
+		if !strings.Contains(with, want) {
+			t.Errorf("lines lack %q:\n%s", want, with)
+		}
+	}
+	if without := NixConfLines("https://c.example", "/n", ""); !strings.Contains(without, "<cache-public-key>") || !strings.Contains(without, "--public-key") {
+		t.Errorf("placeholder missing:\n%s", without)
+	}
+}
