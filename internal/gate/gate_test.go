@@ -50,7 +50,7 @@ func (f *fakeAuthz) requests() []*authv3.CheckRequest {
 }
 
 // startAuthz serves f on a loopback port and returns its address.
-func startAuthz(t *testing.T, f *fakeAuthz) string {
+func startAuthz(t testing.TB, f *fakeAuthz) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
