@@ -78,8 +78,11 @@ func TestGitHubActionsWorkflow(t *testing.T) {
 			if !strings.Contains(s.Run, "::add-mask::") {
 				t.Error("the token is not masked in the job log")
 			}
-			if !strings.Contains(s.Run, "Token exchange goes here") {
-				t.Error("no marker for the token exchange")
+			if !strings.Contains(s.Run, "Token exchange:") || !strings.Contains(s.Run, `"$FLAKEGATE_CACHE/_flakegate/token"`) {
+				t.Error("the token step does not exchange the token (or lost its comment)")
+			}
+			if !strings.Contains(s.Run, "mv -f") {
+				t.Error("the netrc is not replaced atomically (the renewal could expose half a file to Nix)")
 			}
 		case strings.HasPrefix(s.Uses, "cachix/install-nix-action@"):
 			nixAt, nixConf = i, s.With["extra_nix_config"]
@@ -90,6 +93,14 @@ func TestGitHubActionsWorkflow(t *testing.T) {
 			if s.If != "github.event_name == 'push'" {
 				t.Errorf("push step runs when %q: pull requests cannot push (unprotected ref)", s.If)
 			}
+		}
+	}
+	for _, s := range job.Steps {
+		if s.Run != "" {
+			bashSyntax(t, s.Name, s.Run)
+		}
+		if m := regexp.MustCompile(`(?s)<<'SCRIPT'\n(.*?)\nSCRIPT\n`).FindStringSubmatch(s.Run); m != nil {
+			bashSyntax(t, s.Name+" (token script)", m[1])
 		}
 	}
 	if tokenAt < 0 || nixAt < 0 || buildAt < 0 || copyAt < 0 {
@@ -130,8 +141,8 @@ func TestGitLabCIJob(t *testing.T) {
 	if !strings.Contains(before, `login flakegate password %s\n' "$FLAKEGATE_HOST" "$FLAKEGATE_ID_TOKEN"`) {
 		t.Error("before_script does not write the ID token into the netrc")
 	}
-	if !strings.Contains(before, "Token exchange goes here") && !strings.Contains(readFile(t, "gitlab-ci.yml"), "Token exchange goes here") {
-		t.Error("no marker for the token exchange")
+	if !strings.Contains(readFile(t, "gitlab-ci.yml"), "Token exchange:") {
+		t.Error("no comment where the token exchange goes")
 	}
 	// The nix.conf lines the job appends, with the variables expanded.
 	m := regexp.MustCompile(`(?s)<<EOF\n(.*?)\nEOF`).FindStringSubmatch(before)
@@ -143,7 +154,9 @@ func TestGitLabCIJob(t *testing.T) {
 	if settings["extra-substituters"] != cacheURL || settings["netrc-file"] != "/etc/nix/netrc" {
 		t.Errorf("nix.conf settings = %v", settings)
 	}
+	bashSyntax(t, "before_script", before)
 	script := strings.Join(job.Script, "\n")
+	bashSyntax(t, "script", script)
 	if !strings.Contains(script, `nix copy --to "$FLAKEGATE_CACHE/$CI_PROJECT_PATH?compression=zstd"`) {
 		t.Errorf("script does not push to the project's flake:\n%s", script)
 	}
@@ -468,6 +481,21 @@ func verifyUnit(t *testing.T, path, bin string) {
 	}
 	if err != nil || len(problems) > 0 {
 		t.Errorf("systemd-analyze verify %s: %v\n%s", path, err, strings.Join(problems, "\n"))
+	}
+}
+
+// bashSyntax fails the test when script does not parse (bash -n).
+func bashSyntax(t *testing.T, name, script string) {
+	t.Helper()
+	bash, err := exec.LookPath("bash")
+	if err != nil {
+		t.Log("bash not found: shell syntax not checked")
+		return
+	}
+	cmd := exec.Command(bash, "-n")
+	cmd.Stdin = strings.NewReader(script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Errorf("%s: bash -n: %v\n%s", name, err, out)
 	}
 }
 
