@@ -123,15 +123,15 @@ func TestRun(t *testing.T) {
 		},
 		{
 			name: "gitlab id_tokens variable", args: []string{"login", "--ci", "--cache", "CACHE"},
-			env:  map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
+			env: map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
 		},
 		{
 			name: "named variable", args: []string{"login", "--ci", "--token-env", "MY_TOKEN", "--cache", "CACHE"},
-			env:  map[string]string{"MY_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
+			env: map[string]string{"MY_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
 		},
 		{
 			name: "token refused by the cache", args: []string{"login", "--ci", "--cache", "CACHE"},
-			env:  map[string]string{"FLAKEGATE_ID_TOKEN": "not.a.jwt"}, wantCode: 1, wantStderr: "the cache answered 401",
+			env: map[string]string{"FLAKEGATE_ID_TOKEN": "not.a.jwt"}, wantCode: 1, wantStderr: "the cache answered 401",
 		},
 	}
 	for _, tt := range tests {
