@@ -124,6 +124,7 @@ func TestParseNarInfoRejects(t *testing.T) {
 		{"duplicate reference", edit(nixosNarInfo, "References", "References: 0jqd0rlxzra1rs38rdxl43yh6rxchgc6-curl 0jqd0rlxzra1rs38rdxl43yh6rxchgc6-curl"), "listed twice"},
 		{"bad deriver", edit(nixosNarInfo, "Deriver", "Deriver: 5rwxzi7pal3qhpsyfc16gzkh939q1np6-curl"), "Deriver"},
 		{"bad signature", edit(nixosNarInfo, "Sig", "Sig: nokey"), "signature"},
+		{"empty signature", edit(nixosNarInfo, "Sig", "Sig: k:"), "signature"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

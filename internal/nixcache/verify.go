@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"strings"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -126,13 +127,13 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
 	case route.CompressionXZ:
 		xr, err := xz.NewReader(pr)
 		if err != nil {
-			return fmt.Errorf("xz: %w", err)
+			return decompressError(v.compression, err)
 		}
 		dec = xr
 	case route.CompressionZstd:
 		zr, err := zstd.NewReader(pr, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
 		if err != nil {
-			return fmt.Errorf("zstd: %w", err)
+			return decompressError(v.compression, err)
 		}
 		defer zr.Close()
 		dec = zr
@@ -152,7 +153,7 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
 		}
 		var ne *narError
 		if v.compression != route.CompressionNone && !errors.As(err, &ne) {
-			return fmt.Errorf("decompress %s: %w", v.compression, err)
+			return decompressError(v.compression, err)
 		}
 		return err
 	}
@@ -161,6 +162,16 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
 		v.narHash = h.Sum(nil)
 	}
 	return nil
+}
+
+// decompressError says which decompression failed, without the library's
+// own "xz: " style prefix.
+func decompressError(c route.Compression, err error) error {
+	msg := err.Error()
+	for _, p := range []string{"xz: ", "zstd: ", "bzip2 data invalid: ", "bzip2: "} {
+		msg = strings.TrimPrefix(msg, p)
+	}
+	return fmt.Errorf("decompress %s: %s", c, msg)
 }
 
 type countingReader struct {
