@@ -115,8 +115,12 @@ func TestRejectedUploads(t *testing.T) {
 			status: 400, want: "invalid NAR: decompress xz",
 		},
 		{
-			name:   "reference not owned by the flake",
-			setup:  func(t *testing.T, ts *testServer) { ts.push(t, fa, dep); ts.push(t, "omnicorp/b", other); putNar(t, ts, fa, withOther) },
+			name: "reference not owned by the flake",
+			setup: func(t *testing.T, ts *testServer) {
+				ts.push(t, fa, dep)
+				ts.push(t, "omnicorp/b", other)
+				putNar(t, ts, fa, withOther)
+			},
 			method: "PUT", path: "/" + fa + "/" + withOther.Hash + ".narinfo", body: withOther.NarInfo(),
 			status: 400, want: "reference /nix/store/" + other.Base + " of " + withOther.StorePath() + " is not in omnicorp/a: push references first",
 		},
