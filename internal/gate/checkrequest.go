@@ -20,11 +20,16 @@ import (
 // does with its header_mutation filter.
 const ClientHeaderPrefix = "x-flakegate-"
 
-// StripClientHeaders removes every x-flakegate-* header from h (names
-// compared case-insensitively).
+// StripClientHeaders removes from h what envoy/envoy.yaml removes before
+// ext_authz runs: every x-flakegate-* header (names compared
+// case-insensitively) and every header whose name holds an underscore
+// (headers_with_underscores_action: DROP_HEADER), so that no
+// x_flakegate_subject can pass for x-flakegate-subject behind a proxy that
+// treats the two alike.
 func StripClientHeaders(h http.Header) {
 	for k := range h {
-		if len(k) >= len(ClientHeaderPrefix) && strings.EqualFold(k[:len(ClientHeaderPrefix)], ClientHeaderPrefix) {
+		if strings.IndexByte(k, '_') >= 0 ||
+			len(k) >= len(ClientHeaderPrefix) && strings.EqualFold(k[:len(ClientHeaderPrefix)], ClientHeaderPrefix) {
 			delete(h, k)
 		}
 	}

@@ -211,6 +211,8 @@ func TestStripClientHeaders(t *testing.T) {
 		"X-Flakegate":         {"kept: no dash suffix"},
 		"X-Flakegates-Thing":  {"kept"},
 		"Authorization":       {"kept"},
+		"X_flakegate_subject": {"dropped: underscore"},
+		"User_agent":          {"dropped: underscore"},
 	}
 	StripClientHeaders(h)
 	want := []string{"Authorization", "X-Flakegate", "X-Flakegates-Thing"}

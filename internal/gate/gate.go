@@ -4,7 +4,8 @@
 // applies the answer as Envoy would.
 //
 // For each request the gate
-//  1. strips the client's x-flakegate-* headers,
+//  1. strips the client's x-flakegate-* headers (and, like Envoy's
+//     headers_with_underscores_action: DROP_HEADER, headers with underscores),
 //  2. normalizes the path like Envoy's connection manager (400 for escaped
 //     slashes),
 //  3. sends one Check with the attributes Envoy sends (CheckRequestFromHTTP;

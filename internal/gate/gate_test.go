@@ -167,6 +167,7 @@ func TestGateOverGRPC(t *testing.T) {
 				"Authorization":       "Basic Zmxha2VnYXRlOnRvaw==",
 				"X-Flakegate-Subject": "forged:admin",
 				"x-FlakeGate-Other":   "forged",
+				"X_flakegate_subject": "forged:underscore",
 				"User-Agent":          "curl/8 Nix/2.24",
 			},
 			wantStatus: 200, wantBody: "served", wantHeader: map[string]string{"X-Upstream": "yes"},
@@ -174,6 +175,7 @@ func TestGateOverGRPC(t *testing.T) {
 			upHeader: map[string]string{
 				"X-Flakegate-Subject": "github:omnicorp/app@refs/heads/main",
 				"X-Flakegate-Other":   "",
+				"X_flakegate_subject": "",
 				"Authorization":       "",
 				"User-Agent":          "curl/8 Nix/2.24",
 			},
@@ -247,7 +249,7 @@ func TestGateOverGRPC(t *testing.T) {
 				if k != strings.ToLower(k) {
 					t.Errorf("check header %q not lower-case", k)
 				}
-				if strings.HasPrefix(k, "x-flakegate-") {
+				if strings.HasPrefix(k, "x-flakegate-") || strings.Contains(k, "_") {
 					t.Errorf("client header %q reached the authorization service", k)
 				}
 			}
