@@ -49,6 +49,11 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	badDenylist := copyDir(t, "testdata/policy")
+	if err := os.WriteFile(filepath.Join(badDenylist, "denylist.yaml"), []byte("token_id: [abc]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	tests := []struct {
 		name      string
 		policies  string
@@ -68,6 +73,8 @@ func TestCheckConfig(t *testing.T) {
 			wantLines: []string{"FAIL policies", "no such file", "ok   issuers"}},
 		{name: "missing issuers file still checks policies", policies: "testdata/policy", issuers: filepath.Join(t.TempDir(), "nope.yaml"), wantErr: true,
 			wantLines: []string{"FAIL issuers", "no such file", "ok   policies"}},
+		{name: "malformed denylist", policies: badDenylist, issuers: goodIssuers, wantErr: true,
+			wantLines: []string{"ok   policies", "FAIL denylist", `unknown key "token_id"`}},
 		{name: "nothing given", wantErr: true,
 			wantLines: []string{"-policies is required", "-issuers is required"}},
 	}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/revoke"
 )
 
 // Config is the authz process configuration (cmd/authz flags).
@@ -174,6 +175,9 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 			fail("policies "+cfg.Policies, err)
 		} else {
 			fmt.Fprintf(w, "ok   policies %s\n", cfg.Policies)
+		}
+		if err := revoke.CheckDir(cfg.Policies); err != nil {
+			fail("denylist", err)
 		}
 	}
 	return errors.Join(errs...)

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -176,5 +178,37 @@ func TestCheckerFailsClosedWithoutAGoodList(t *testing.T) {
 	err := c.Check(context.Background(), &identity.Subject{Authenticated: true, Provider: "oidc", User: "x"})
 	if !errors.Is(err, ErrRevoked) || !strings.Contains(err.Error(), "unusable") {
 		t.Fatalf("err = %v, want fail closed", err)
+	}
+}
+
+func TestCheckDir(t *testing.T) {
+	tests := []struct {
+		name, file, content, wantErr string
+	}{
+		{name: "no denylist"},
+		{name: "good yaml", file: "denylist.yaml", content: "token_ids: [a]\nsubjects:\n  - github:o/r\n  - {issuer: https://i, sub: 42}\n"},
+		{name: "good json", file: "denylist.json", content: `{"subjects": ["oidc:mallory"]}`},
+		{name: "typo", file: "denylist.yml", content: "token_id: [a]\n", wantErr: `unknown key "token_id"`},
+		{name: "bad yaml", file: "denylist.yaml", content: "subjects: [\n", wantErr: "denylist.yaml"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if tt.file != "" {
+				if err := os.WriteFile(filepath.Join(dir, tt.file), []byte(tt.content), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			err := CheckDir(dir)
+			if tt.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
 	}
 }
