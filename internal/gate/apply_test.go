@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"context"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"testing"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/encoding/protojson"
 )
 
@@ -157,5 +159,32 @@ func TestHeaderWriterKeepsReaderFrom(t *testing.T) {
 	}
 	if err := http.NewResponseController(w2).Flush(); err != nil {
 		t.Errorf("Flush through the wrapper: %v", err)
+	}
+}
+
+// clientFunc is an in-process AuthorizationClient.
+type clientFunc func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error)
+
+func (f clientFunc) Check(ctx context.Context, in *authv3.CheckRequest, _ ...grpc.CallOption) (*authv3.CheckResponse, error) {
+	return f(ctx, in)
+}
+
+// TestResponseHeadersWhenHandlerWritesNothing: Envoy adds
+// response_headers_to_add to every response, also an implicit empty 200.
+func TestResponseHeadersWhenHandlerWritesNothing(t *testing.T) {
+	var resp authv3.CheckResponse
+	if err := protojson.Unmarshal([]byte(`{"okResponse":{"responseHeadersToAdd":[{"header":{"key":"x-audit","value":"1"}}]}}`), &resp); err != nil {
+		t.Fatal(err)
+	}
+	g := New(clientFunc(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) { return &resp, nil }), Options{})
+	srv := httptest.NewServer(g.Wrap(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})))
+	defer srv.Close()
+	res, err := srv.Client().Get(srv.URL + "/x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	res.Body.Close()
+	if res.StatusCode != 200 || res.Header.Get("X-Audit") != "1" {
+		t.Errorf("status %d, X-Audit %q: want 200 with the header", res.StatusCode, res.Header.Get("X-Audit"))
 	}
 }

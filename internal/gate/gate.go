@@ -141,6 +141,9 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		switch out {
 		case outcomeOK:
 			next.ServeHTTP(w2, r)
+			if hw, ok := w2.(*headerWriter); ok {
+				hw.apply() // the handler wrote nothing: headers go out after it returns
+			}
 		case outcomeDenied:
 			g.log.Debug("request denied by ext_authz", "method", r.Method, "path", r.URL.Path,
 				"status", resp.GetDeniedResponse().GetStatus().GetCode())
