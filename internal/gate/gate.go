@@ -57,6 +57,11 @@ type Gate struct {
 	pool    sync.Pool
 	checks  *prometheus.CounterVec
 	latency *prometheus.HistogramVec
+	// byOutcome holds the labelled series, resolved once.
+	byOutcome [3]struct {
+		checks  prometheus.Counter
+		latency prometheus.Observer
+	}
 }
 
 // New returns a gate that asks client before every request.
@@ -83,7 +88,8 @@ func New(client authv3.AuthorizationClient, opts Options) *Gate {
 		g.latency = register(opts.Registerer, g.latency)
 	}
 	for _, o := range []outcome{outcomeOK, outcomeDenied, outcomeError} {
-		g.checks.WithLabelValues(o.String())
+		g.byOutcome[o].checks = g.checks.WithLabelValues(o.String())
+		g.byOutcome[o].latency = g.latency.WithLabelValues(o.String())
 	}
 	return g
 }
@@ -118,9 +124,9 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		}
 
 		b := g.pool.Get().(*checkBuf)
-		b.fill(r, rand.Uint64(), time.Now())
-		ctx, cancel := context.WithTimeout(r.Context(), g.timeout)
 		start := time.Now()
+		b.fill(r, rand.Uint64(), start)
+		ctx, cancel := context.WithTimeout(r.Context(), g.timeout)
 		resp, err := g.client.Check(ctx, &b.req)
 		elapsed := time.Since(start)
 		cancel()
@@ -131,7 +137,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			g.observe(outcomeError, elapsed)
 			if r.Context().Err() == nil {
 				g.log.Warn("ext_authz check failed: answering 503",
-					"method", r.Method, "path", r.URL.Path, "err", err)
+					"method", r.Method, "path", r.URL.Path, "error", err.Error())
 			}
 			writeUnavailable(w)
 			return
@@ -155,9 +161,8 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 }
 
 func (g *Gate) observe(o outcome, d time.Duration) {
-	l := o.String()
-	g.checks.WithLabelValues(l).Inc()
-	g.latency.WithLabelValues(l).Observe(d.Seconds())
+	g.byOutcome[o].checks.Inc()
+	g.byOutcome[o].latency.Observe(d.Seconds())
 }
 
 // newRequestID is a random UUID (version 4) for x-request-id, which Envoy
