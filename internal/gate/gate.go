@@ -192,9 +192,9 @@ func newRequestID() string {
 // Dial connects to the ext_authz service at addr: "host:port", ":port"
 // (localhost), "unix:/path" or an absolute socket path. The connection is
 // plaintext (meant for loopback or a unix socket; pass
-// grpc.WithTransportCredentials in extra for TLS), keeps itself alive with
-// pings while checks are in flight, and is made in the background: Dial
-// never blocks, and checks fail fast (503) while the service is down.
+// grpc.WithTransportCredentials in extra for TLS), pings the service every
+// 30s, and is made in the background: Dial never blocks, and checks fail
+// fast (503) while the service is down.
 func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dial ext_authz %s: %w", addr, err)
@@ -210,7 +210,10 @@ func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.Cli
 	}
 	opts := append([]grpc.DialOption{
 		grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second}),
+		// Ping an idle connection too, so a dead authz (or a half-open
+		// connection after its restart) is noticed before the next request
+		// waits on it. cmd/authz permits pings every 10s without streams.
+		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
 	}, extra...)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {
