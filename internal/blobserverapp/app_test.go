@@ -1,0 +1,215 @@
+package blobserverapp
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// server is a Run in a goroutine.
+type server struct {
+	URL, InternalURL string
+	stop             func() error
+	log              *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs the server on loopback ports until the test ends (or stop).
+func start(t testing.TB, cfg Config) *server {
+	t.Helper()
+	if cfg.Listen == "" {
+		cfg.Listen = "127.0.0.1:0"
+	}
+	if cfg.InternalListen == "" {
+		cfg.InternalListen = "127.0.0.1:0"
+	}
+	cfg.AccessLog = true
+	ready := make(chan [2]string, 1)
+	cfg.OnListen = func(p, i string) { ready <- [2]string{p, i} }
+	logs := &syncBuffer{}
+	log := slog.New(slog.NewJSONHandler(logs, nil))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, log) }()
+	s := &server{log: logs}
+	select {
+	case a := <-ready:
+		s.URL, s.InternalURL = "http://"+a[0], "http://"+a[1]
+	case err := <-done:
+		cancel()
+		t.Fatalf("server did not start: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		cancel()
+		t.Fatal("server did not start within 30s")
+	}
+	var once sync.Once
+	var stopErr error
+	s.stop = func() error {
+		once.Do(func() {
+			cancel()
+			stopErr = <-done
+		})
+		return stopErr
+	}
+	t.Cleanup(func() {
+		if err := s.stop(); err != nil {
+			t.Errorf("server stopped with %v", err)
+		}
+	})
+	return s
+}
+
+func get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func TestRunCreatesKeyAndServes(t *testing.T) {
+	dir := t.TempDir()
+	s := start(t, Config{DataDir: dir})
+	if st, body := get(t, s.URL+"/nix-cache-info"); st != 200 || !strings.Contains(body, "StoreDir: /nix/store") {
+		t.Fatalf("nix-cache-info: %d %q", st, body)
+	}
+	if st, _ := get(t, s.InternalURL+"/healthz"); st != 200 {
+		t.Fatalf("healthz: %d", st)
+	}
+	st, err := os.Stat(filepath.Join(dir, KeyFileName))
+	if err != nil || st.Mode().Perm() != 0o600 {
+		t.Fatalf("key file: %v %v", st, err)
+	}
+	logs := s.log.String()
+	if !strings.Contains(logs, `"msg":"created signing key"`) || !strings.Contains(logs, `"public_keys":["`) {
+		t.Fatalf("public key not logged:\n%s", logs)
+	}
+	key, _ := os.ReadFile(filepath.Join(dir, KeyFileName))
+	secret := strings.SplitN(string(key), ":", 2)[1]
+	if strings.Contains(logs, secret) {
+		t.Fatal("secret key logged")
+	}
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	// Second start reuses the key.
+	s2 := start(t, Config{DataDir: dir})
+	if strings.Contains(s2.log.String(), "created signing key") {
+		t.Fatal("key created again")
+	}
+}
+
+func TestRunConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	bad := os.WriteFile(filepath.Join(dir, "bad.sec"), []byte("not a key"), 0o600)
+	if bad != nil {
+		t.Fatal(bad)
+	}
+	tests := []struct {
+		name string
+		cfg  Config
+		want string
+	}{
+		{"no data dir", Config{Listen: "127.0.0.1:0"}, "-data-dir is required"},
+		{"bad key file", Config{Listen: "127.0.0.1:0", DataDir: dir, SigningKeyFiles: []string{filepath.Join(dir, "bad.sec")}}, "signing key"},
+		{"missing key file", Config{Listen: "127.0.0.1:0", DataDir: dir, SigningKeyFiles: []string{filepath.Join(dir, "absent.sec")}}, "absent.sec"},
+		{"bad storage", Config{Listen: "127.0.0.1:0", DataDir: dir, Storage: "gopher://x"}, "unsupported scheme"},
+		{"bad listen", Config{Listen: "256.0.0.1:99999", DataDir: dir}, "listen on"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+			err := Run(context.Background(), tt.cfg, log)
+			if err == nil || !strings.Contains(err.Error(), tt.want) {
+				t.Fatalf("err %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+// SIGTERM (context cancel) lets a running upload finish.
+func TestGracefulShutdownLetsUploadFinish(t *testing.T) {
+	dir := t.TempDir()
+	s := start(t, Config{DataDir: dir, ShutdownTimeout: time.Minute})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", s.URL+"/omnicorp/a/log/"+strings.Repeat("0", 32)+"-x.drv", pr)
+	type result struct {
+		status int
+		err    error
+	}
+	res := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			res <- result{err: err}
+			return
+		}
+		resp.Body.Close()
+		res <- result{status: resp.StatusCode}
+	}()
+	pw.Write([]byte("first half of the log\n"))
+	// Wait until the upload is in the handler (its temp file exists).
+	waitFor(t, func() bool {
+		e, _ := os.ReadDir(filepath.Join(dir, "blobs", ".tmp"))
+		return len(e) == 1
+	})
+	stopped := make(chan error, 1)
+	go func() { stopped <- s.stop() }()
+	time.Sleep(200 * time.Millisecond) // shutdown has begun; the upload is still running
+	select {
+	case err := <-stopped:
+		t.Fatalf("server stopped before the upload ended: %v", err)
+	default:
+	}
+	pw.Write([]byte("second half\n"))
+	pw.Close()
+	r := <-res
+	if r.err != nil || r.status != http.StatusCreated {
+		t.Fatalf("upload during shutdown: %d %v", r.status, r.err)
+	}
+	if err := <-stopped; err != nil {
+		t.Fatal(err)
+	}
+	s2 := start(t, Config{DataDir: dir})
+	if st, body := get(t, s2.URL+"/omnicorp/a/log/"+strings.Repeat("0", 32)+"-x.drv"); st != 200 || body != "first half of the log\nsecond half\n" {
+		t.Fatalf("log after restart: %d %q", st, body)
+	}
+}
+
+func waitFor(t testing.TB, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached within 20s")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

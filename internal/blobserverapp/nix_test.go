@@ -1,0 +1,191 @@
+package blobserverapp
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/nixtest"
+)
+
+// comparable drops what differs between stores (signatures, validity).
+func comparable(infos []nixtest.PathInfo) []string {
+	out := make([]string, len(infos))
+	for i, pi := range infos {
+		out[i] = fmt.Sprintf("%s %s %d %v", pi.Path, pi.NarHash, pi.NarSize, pi.References)
+	}
+	return out
+}
+
+// Real Nix pushes a closure of 25 paths into a flake with each compression
+// and pulls it into a fresh store trusting only the server's key.
+func TestNixPushPull(t *testing.T) {
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("real-Nix push/pull: skipped in -short")
+	}
+	secret, public := nixtest.GenerateKey(t, "flakegate-test-1")
+	s := start(t, Config{DataDir: t.TempDir(), SigningKeyFiles: []string{secret}})
+	for _, comp := range []string{"none", "xz", "zstd"} {
+		t.Run(comp, func(t *testing.T) {
+			src := nixtest.NewStore(t)
+			top := src.MakeClosure(24, "pushpull-"+comp)
+			want := src.Closure(top)
+			if len(want) < 20 {
+				t.Fatalf("closure of %d paths, want ≥ 20", len(want))
+			}
+			flakeURL := s.URL + "/omnicorp/" + comp
+			if err := src.CopyTo(nixtest.Options{}, flakeURL+"?compression="+comp, top); err != nil {
+				t.Fatal(err)
+			}
+			ext := map[string]string{"none": ".nar\n", "xz": ".nar.xz\n", "zstd": ".nar.zst\n"}[comp]
+			if st, body := get(t, flakeURL+"/"+strings.TrimPrefix(top, "/nix/store/")[:32]+".narinfo"); st != 200 || !strings.Contains(body, ext) || !strings.Contains(body, "Compression: "+comp+"\n") {
+				t.Fatalf("narinfo of the top path: %d\n%s", st, body)
+			}
+
+			for _, from := range []string{flakeURL, s.URL} { // namespace and union view
+				dst := nixtest.NewStore(t)
+				if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, from, top); err != nil {
+					t.Fatalf("pull from %s: %v", from, err)
+				}
+				got := dst.Closure(top)
+				if !slices.Equal(comparable(got), comparable(want)) {
+					t.Fatalf("pulled closure differs:\n got %v\nwant %v", comparable(got), comparable(want))
+				}
+				for _, pi := range got {
+					if !slices.ContainsFunc(pi.Signatures, func(s string) bool { return strings.HasPrefix(s, "flakegate-test-1:") }) {
+						t.Fatalf("%s has no server signature: %v", pi.Path, pi.Signatures)
+					}
+				}
+				if err := dst.Verify([]string{public}, top); err != nil {
+					t.Fatalf("nix store verify: %v", err)
+				}
+			}
+
+			// Trusting another key, Nix refuses the paths: signatures are checked.
+			_, otherPublic := nixtest.GenerateKey(t, "other-1")
+			dst := nixtest.NewStore(t)
+			if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{otherPublic}}, flakeURL, top); err == nil || !strings.Contains(err.Error(), "signature") {
+				t.Fatalf("pull trusting a foreign key: %v", err)
+			}
+			// Another flake's namespace does not have the paths.
+			dst2 := nixtest.NewStore(t)
+			if err := dst2.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, s.URL+"/omnicorp/other", top); err == nil {
+				t.Fatal("pulled from a flake that never pushed the paths")
+			}
+		})
+	}
+}
+
+// 20 real `nix copy` processes push overlapping closures into 2 flakes at
+// once; every path lands, each NAR is stored once, ownership is exact, and
+// a restarted server serves all of it.
+func TestNixConcurrentPushers(t *testing.T) {
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("20 concurrent real-Nix pushers: skipped in -short")
+	}
+	secret, public := nixtest.GenerateKey(t, "flakegate-test-1")
+	dataDir := t.TempDir()
+	s := start(t, Config{DataDir: dataDir, SigningKeyFiles: []string{secret}})
+
+	type pusher struct {
+		store       *nixtest.Store
+		flake       string
+		shared, own string // tops: shared by all pushers (different sizes), own to this pusher
+	}
+	flakes := []string{"omnicorp/a", "omnicorp/b"}
+	pushers := make([]pusher, 20)
+	var wg sync.WaitGroup
+	for k := range pushers {
+		wg.Go(func() {
+			st := nixtest.NewStore(t)
+			pushers[k] = pusher{
+				store:  st,
+				flake:  flakes[k%2],
+				shared: st.MakeClosure(8+k%6, "shared"),
+				own:    st.MakeClosure(2, fmt.Sprintf("own-%d", k)),
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	errs := make(chan error, len(pushers))
+	for _, p := range pushers {
+		wg.Go(func() {
+			errs <- p.store.CopyTo(nixtest.Options{}, s.URL+"/"+p.flake+"?compression=zstd", p.shared, p.own)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// What each flake must own, from the pushers' own stores.
+	owned := map[string]map[string]bool{} // store path → flakes
+	for _, p := range pushers {
+		for _, pi := range p.store.Closure(p.shared, p.own) {
+			if owned[pi.Path] == nil {
+				owned[pi.Path] = map[string]bool{}
+			}
+			owned[pi.Path][p.flake] = true
+		}
+	}
+	check := func(s *server) {
+		t.Helper()
+		for path, fl := range owned {
+			hash := strings.TrimPrefix(path, "/nix/store/")[:32]
+			var want []string
+			for f := range fl {
+				want = append(want, `"`+f+`"`)
+			}
+			slices.Sort(want)
+			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+hash); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
+				t.Fatalf("owners of %s: %d %s, want %v", path, st, body, want)
+			}
+		}
+		blobs, err := os.ReadDir(filepath.Join(dataDir, "blobs", "nar"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(blobs) != len(owned) {
+			t.Fatalf("%d NAR blobs for %d paths: each must be stored once", len(blobs), len(owned))
+		}
+		// Each flake's pusher 0/1 pulls everything its flake should have.
+		for i, f := range flakes {
+			var tops []string
+			for _, p := range pushers {
+				if p.flake == f {
+					tops = append(tops, p.shared, p.own)
+				}
+			}
+			dst := nixtest.NewStore(t)
+			if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, s.URL+"/"+f, tops...); err != nil {
+				t.Fatalf("pull %s: %v", f, err)
+			}
+			if err := dst.Verify([]string{public}, tops...); err != nil {
+				t.Fatal(err)
+			}
+			// The other flake's own paths are not in this namespace.
+			other := pushers[1-i].own
+			if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, s.URL+"/"+f, other); err == nil {
+				t.Fatalf("%s serves %s which only %s pushed", f, other, flakes[1-i])
+			}
+		}
+	}
+	check(s)
+	if err := s.stop(); err != nil {
+		t.Fatal(err)
+	}
+	check(start(t, Config{DataDir: dataDir, SigningKeyFiles: []string{secret}}))
+}
