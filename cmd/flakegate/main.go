@@ -76,6 +76,7 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, st
 	fs.StringVar(&scopes, "scopes", "openid profile email", "scopes to ask for (space-separated)")
 	fs.BoolVar(&cfg.CI, "ci", false, "use the CI job's OIDC token (GitHub Actions or GitLab CI) instead of signing in")
 	fs.StringVar(&cfg.TokenEnv, "token-env", "", "with --ci: the variable holding the job's OIDC token (default: GitHub Actions' token service, else $"+login.DefaultTokenEnv+")")
+	fs.DurationVar(&cfg.Lifetime, "lifetime", 0, "ask for a cache token of this lifetime, e.g. 3h for a long CI build (the cache caps it; default: the cache's, 1h)")
 	fs.StringVar(&cfg.Netrc, "netrc", "", "netrc file to update (default $XDG_CONFIG_HOME/nix/netrc or ~/.config/nix/netrc)")
 	fs.StringVar(&cfg.PublicKey, "public-key", "", "the cache's narinfo signing public key (name:base64), for the printed nix.conf lines")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout of each HTTP request")

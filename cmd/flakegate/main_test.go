@@ -97,6 +97,7 @@ func TestRun(t *testing.T) {
 		wantCode   int
 		wantStderr string
 		wantNetrc  bool
+		wantLife   time.Duration // cache token lifetime; default 1h
 	}{
 		{name: "no command", args: nil, wantCode: 2, wantStderr: "usage"},
 		{name: "unknown command", args: []string{"logout"}, wantCode: 2, wantStderr: `unknown command "logout"`},
@@ -125,6 +126,11 @@ func TestRun(t *testing.T) {
 			name: "gitlab id_tokens variable", args: []string{"login", "--ci", "--cache", "CACHE"},
 			env: map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
 		},
+		{
+			name: "longer lifetime asked", args: []string{"login", "--ci", "--lifetime", "3h", "--cache", "CACHE"},
+			env:  map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true, wantLife: 3 * time.Hour,
+		},
+		{name: "negative lifetime", args: []string{"login", "--ci", "--lifetime", "-1h", "--cache", "CACHE"}, wantCode: 2, wantStderr: "--lifetime must be positive"},
 		{
 			name: "named variable", args: []string{"login", "--ci", "--token-env", "MY_TOKEN", "--cache", "CACHE"},
 			env: map[string]string{"MY_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true,
@@ -181,6 +187,13 @@ func TestRun(t *testing.T) {
 			}
 			if s.Via != "exchange" || s.Repo != "omnicorp/app" {
 				t.Errorf("netrc token subject: via=%s repo=%s", s.Via, s.Repo)
+			}
+			wantLife := tt.wantLife
+			if wantLife == 0 {
+				wantLife = time.Hour
+			}
+			if life := time.Until(s.Expiry); life < wantLife-time.Minute || life > wantLife {
+				t.Errorf("cache token lives %s, want %s", life.Round(time.Second), wantLife)
 			}
 			if !strings.Contains(stdout.String(), "netrc-file = "+netrc) {
 				t.Errorf("stdout lacks the netrc-file line:\n%s", stdout.String())

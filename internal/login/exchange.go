@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"net/url"
 	"strings"
@@ -45,8 +46,9 @@ func CacheBase(raw string) (*url.URL, error) {
 }
 
 // Exchange trades an identity-provider token for a cache token at the
-// cache's exchange endpoint.
-func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, timeout time.Duration) (*CacheToken, error) {
+// cache's exchange endpoint. lifetime > 0 asks for that lifetime (the cache
+// caps it at its maximum); 0 takes the cache's default.
+func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, lifetime, timeout time.Duration) (*CacheToken, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -54,9 +56,17 @@ func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken str
 		timeout = 30 * time.Second
 	}
 	endpoint := cache.JoinPath(TokenPath).String()
-	req, err := http.NewRequest(http.MethodPost, endpoint, nil)
+	var body io.Reader
+	if lifetime > 0 {
+		secs := int64((lifetime + time.Second - 1) / time.Second)
+		body = strings.NewReader(fmt.Sprintf(`{"lifetime_seconds":%d}`, secs))
+	}
+	req, err := http.NewRequest(http.MethodPost, endpoint, body)
 	if err != nil {
 		return nil, fmt.Errorf("exchange token at %s: %w", cache.Host, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	req.Header.Set("Authorization", "Bearer "+idpToken)
 	req.Header.Set("Accept", "application/json")

@@ -33,6 +33,10 @@ type Config struct {
 	CI       bool
 	TokenEnv string
 
+	// Lifetime asks the cache for a cache token of this lifetime (capped by
+	// the cache's maximum); 0: the cache's default (1h unless configured).
+	Lifetime time.Duration
+
 	Netrc     string // netrc path; default ~/.config/nix/netrc
 	PublicKey string // the cache's narinfo signing key, for the printed nix.conf lines
 
@@ -72,6 +76,9 @@ func (c *Config) Validate() error {
 		errs = append(errs, errors.New("--cache is required (the cache's base URL)"))
 	} else if _, err := CacheBase(c.Cache); err != nil {
 		errs = append(errs, err)
+	}
+	if c.Lifetime < 0 {
+		errs = append(errs, errors.New("--lifetime must be positive"))
 	}
 	if !c.CI {
 		if c.Issuer == "" {
@@ -144,7 +151,7 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 		idpToken = t
 	}
 
-	tok, err := Exchange(ctx, env.HTTPClient, cache, idpToken, cfg.Timeout)
+	tok, err := Exchange(ctx, env.HTTPClient, cache, idpToken, cfg.Lifetime, cfg.Timeout)
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package login
 
 import (
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -40,7 +41,7 @@ func TestExchangeErrors(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			_, err = Exchange(context.Background(), srv.Client(), base, "idp-token", 5*time.Second)
+			_, err = Exchange(context.Background(), srv.Client(), base, "idp-token", 0, 5*time.Second)
 			if err == nil || !strings.Contains(err.Error(), tt.want) {
 				t.Fatalf("err = %v, want %q", err, tt.want)
 			}
@@ -53,7 +54,9 @@ func TestExchangeErrors(t *testing.T) {
 
 func TestExchangeSendsBearer(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.Method != http.MethodPost || r.URL.Path != TokenPath || r.Header.Get("Authorization") != "Bearer idp-token" {
+		b, _ := io.ReadAll(r.Body)
+		if r.Method != http.MethodPost || r.URL.Path != TokenPath || r.Header.Get("Authorization") != "Bearer idp-token" ||
+			string(b) != `{"lifetime_seconds":5400}` {
 			w.WriteHeader(400)
 			return
 		}
@@ -62,7 +65,7 @@ func TestExchangeSendsBearer(t *testing.T) {
 	}))
 	defer srv.Close()
 	base, _ := CacheBase(srv.URL + "/")
-	tok, err := Exchange(context.Background(), srv.Client(), base, "idp-token", 5*time.Second)
+	tok, err := Exchange(context.Background(), srv.Client(), base, "idp-token", 90*time.Minute, 5*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}
