@@ -13,7 +13,7 @@
 #             (same subject, re-signed by flakegate, lifetime capped, revocable
 #             with denylist.yaml): a job exchanges once and pushes for as long
 #             as its build runs. To require the IdP token, add `not exchanged`
-#             to the push rule.
+#             to push_ok.
 #   read      every authenticated identity (CI job or user) of the flake's org.
 #             CI jobs of the flake's own repository can always read it (also
 #             from unprotected refs), and so can repositories allowed to push.
@@ -23,43 +23,42 @@
 # Per-flake settings come from flakes.yaml (data.flakes), keyed "org/name":
 #   read:  {users, groups, repos, orgs}   REPLACES the org-wide read default
 #   push:  {repos, refs, environments}    ADDS pushers, refs, environments
-# A malformed entry (unknown key, wrong type, unknown group) denies read and
-# push of that flake with a reason naming the mistake: a typo must never fall
-# back to the wider org-wide default.
+# `config_errors` (bottom of this file) validates flakes.yaml and groups.yaml.
+# The policy engine evaluates it once whenever it loads the directory and
+# refuses a set with errors, exactly like a Rego syntax error: the previous
+# set keeps serving and the error is logged. So a typo such as `reader:` can
+# never silently fall back to the wider org-wide default.
+#
+# Every rule below runs on each cache request: keep them cheap (no
+# iteration over all flakes, reasons built only for the branch taken).
 package flakegate.authz
 
 default allow := false
 
-allow if action == "info"
+allow if input.action == "info"
 
 allow if {
-	action == "read"
-	flake_ok
-	count(read_grants) > 0
+	input.action == "read"
+	read_grant
 }
 
 allow if {
-	action == "push"
-	flake_ok
-	ci
-	input.subject.repo in pusher_repos
-	push_ref_allowed
+	input.action == "push"
+	push_ok
 }
 
 allow if {
-	action == "exchange"
+	input.action == "exchange"
 	authenticated
 	not exchanged
 }
 
 # reason explains the decision: what granted it, or why it was denied.
-reason := concat("; ", sort(grants)) if allow
+reason := grant if allow
 
 reason := denial if not allow
 
-# --- the request -----------------------------------------------------------
-
-actions := {"info", "read", "push", "exchange"}
+# --- the request -------------------------------------------------------------
 
 action := object.get(input, "action", "")
 
@@ -68,20 +67,11 @@ flake_org := input.flake.org
 flake_id := concat("/", [input.flake.org, input.flake.name])
 
 valid_flake if {
-	is_string(input.flake.org)
 	input.flake.org != ""
-	is_string(input.flake.name)
 	input.flake.name != ""
 }
 
-# flake_ok: a read or push can be considered at all.
-flake_ok if {
-	valid_flake
-	authenticated
-	count(config_problems) == 0
-}
-
-# --- the subject -----------------------------------------------------------
+# --- the subject -------------------------------------------------------------
 
 authenticated if input.subject.authenticated == true
 
@@ -98,170 +88,117 @@ user if {
 exchanged if input.subject.via == "exchange"
 
 same_org if {
-	is_string(input.subject.org)
 	input.subject.org != ""
 	input.subject.org == flake_org
 }
-
-# --- per-flake settings (flakes.yaml) ----------------------------------------
-
-flakes := data.flakes
-
-default flakes := {}
-
-settings := flakes[flake_id]
-
-default settings := {}
-
-groups := data.groups
-
-default groups := {}
-
-known_keys := {
-	"description": set(),
-	"read": {"users", "groups", "repos", "orgs"},
-	"push": {"repos", "refs", "environments"},
-}
-
-# setting(section, key) is a list from the flake's settings, [] when absent.
-setting(section, key) := l if {
-	l := settings[section][key]
-	is_array(l)
-} else := []
-
-has_read_list if "read" in object.keys(settings)
-
-string_list(l) if {
-	is_array(l)
-	every x in l {
-		is_string(x)
-		x != ""
-	}
-}
-
-config_problems contains "flakes.yaml must map \"org/name\" keys to settings" if not is_object(flakes)
-
-config_problems contains sprintf("flakes.yaml: %s: settings must be a mapping", [flake_id]) if {
-	is_object(flakes)
-	not is_object(settings)
-}
-
-config_problems contains sprintf("flakes.yaml: %s: unknown key %q", [flake_id, k]) if {
-	is_object(settings)
-	some k, _ in settings
-	not k in object.keys(known_keys)
-}
-
-config_problems contains sprintf("flakes.yaml: %s: %s must be a mapping", [flake_id, section]) if {
-	some section in {"read", "push"}
-	value := settings[section]
-	not is_object(value)
-}
-
-config_problems contains sprintf("flakes.yaml: %s: unknown key %q under %s", [flake_id, k, section]) if {
-	some section in {"read", "push"}
-	is_object(settings[section])
-	some k, _ in settings[section]
-	not k in known_keys[section]
-}
-
-config_problems contains sprintf("flakes.yaml: %s: %s.%s must be a list of non-empty strings", [flake_id, section, k]) if {
-	some section in {"read", "push"}
-	some k, value in settings[section]
-	k in known_keys[section]
-	not string_list(value)
-}
-
-config_problems contains sprintf("flakes.yaml: %s: read.groups names %q, which groups.yaml does not define as a list of users", [flake_id, g]) if {
-	some g in setting("read", "groups")
-	not string_list(object.get(groups, g, null))
-}
-
-# --- read --------------------------------------------------------------------
-
-read_grants contains "CI job of the flake's own repository" if {
-	ci
-	input.subject.repo == flake_id
-}
-
-read_grants contains sprintf("CI job of %s, which may push to %s", [input.subject.repo, flake_id]) if {
-	ci
-	input.subject.repo != flake_id
-	input.subject.repo in pusher_repos
-}
-
-read_grants contains sprintf("identity of org %s", [flake_org]) if {
-	not has_read_list
-	same_org
-}
-
-read_grants contains sprintf("user %s of org %s, listed in read.users", [input.subject.user, flake_org]) if {
-	user
-	same_org
-	lower(input.subject.user) in {lower(u) | some u in setting("read", "users")}
-}
-
-read_grants contains sprintf("user %s of org %s, in group %s listed in read.groups", [input.subject.user, flake_org, g]) if {
-	user
-	same_org
-	some g in setting("read", "groups")
-	lower(input.subject.user) in {lower(u) | some u in groups[g]}
-}
-
-read_grants contains sprintf("CI job of %s, listed in read.repos", [input.subject.repo]) if {
-	ci
-	input.subject.repo in {lower(r) | some r in setting("read", "repos")}
-}
-
-read_grants contains sprintf("identity of org %s, listed in read.orgs", [input.subject.org]) if {
-	authenticated
-	input.subject.org != ""
-	input.subject.org in {lower(o) | some o in setting("read", "orgs")}
-}
-
-# --- push --------------------------------------------------------------------
-
-pusher_repos := {flake_id} | {lower(r) | some r in setting("push", "repos")}
-
-push_ref_allowed if input.subject.ref_protected == true
-
-push_ref_allowed if {
-	some pattern in setting("push", "refs")
-	glob.match(pattern, ["/"], input.subject.ref)
-}
-
-push_ref_allowed if {
-	input.subject.environment != ""
-	input.subject.environment in setting("push", "environments")
-}
-
-# --- reasons -----------------------------------------------------------------
-
-grants contains "cache info is public" if action == "info"
-
-grants contains g if {
-	action == "read"
-	some g in read_grants
-}
-
-grants contains sprintf("CI job of %s on %s", [input.subject.repo, input.subject.ref]) if action == "push"
-
-grants contains "authenticated identity-provider token" if action == "exchange"
 
 subject_repo := object.get(input.subject, "repo", "")
 
 subject_ref := object.get(input.subject, "ref", "")
 
+subject_user := lower(input.subject.user)
+
+# --- this flake's settings (flakes.yaml) -----------------------------------------
+
+settings := data.flakes[flake_id]
+
+default settings := {}
+
+has_read_list if settings.read
+
+read_users contains lower(u) if some u in settings.read.users
+
+read_repos contains lower(r) if some r in settings.read.repos
+
+read_orgs contains lower(o) if some o in settings.read.orgs
+
+in_read_group contains g if {
+	some g in settings.read.groups
+	some u in data.groups[g]
+	lower(u) == subject_user
+}
+
+pusher_repos contains flake_id
+
+pusher_repos contains lower(r) if some r in settings.push.repos
+
+# --- read --------------------------------------------------------------------
+
+# read_grant is what lets the subject read this flake (first match wins).
+read_grant := "CI job of the flake's own repository" if {
+	valid_flake
+	ci
+	input.subject.repo == flake_id
+} else := sprintf("CI job of %s, which may push to %s", [input.subject.repo, flake_id]) if {
+	valid_flake
+	ci
+	input.subject.repo in pusher_repos
+} else := sprintf("identity of org %s", [flake_org]) if {
+	valid_flake
+	authenticated
+	not has_read_list
+	same_org
+} else := sprintf("user %s of org %s, listed in read.users", [input.subject.user, flake_org]) if {
+	valid_flake
+	user
+	same_org
+	subject_user in read_users
+} else := sprintf("user %s of org %s, in read.groups %s", [input.subject.user, flake_org, concat(", ", in_read_group)]) if {
+	valid_flake
+	user
+	same_org
+	count(in_read_group) > 0
+} else := sprintf("CI job of %s, listed in read.repos", [input.subject.repo]) if {
+	valid_flake
+	ci
+	input.subject.repo in read_repos
+} else := sprintf("identity of org %s, listed in read.orgs", [input.subject.org]) if {
+	valid_flake
+	authenticated
+	input.subject.org != ""
+	input.subject.org in read_orgs
+}
+
+# --- push --------------------------------------------------------------------
+
+push_ok if {
+	valid_flake
+	ci
+	input.subject.repo in pusher_repos
+	push_ref_allowed
+}
+
+push_ref_allowed if input.subject.ref_protected == true
+
+push_ref_allowed if {
+	some pattern in settings.push.refs
+	glob.match(pattern, ["/"], input.subject.ref)
+}
+
+push_ref_allowed if {
+	input.subject.environment != ""
+	input.subject.environment in settings.push.environments
+}
+
+# --- reasons -----------------------------------------------------------------
+
+grant := "cache info is public" if {
+	input.action == "info"
+} else := read_grant if {
+	input.action == "read"
+} else := sprintf("CI job of %s on %s", [input.subject.repo, input.subject.ref]) if {
+	input.action == "push"
+} else := "authenticated identity-provider token" if {
+	input.action == "exchange"
+}
+
 denial := sprintf("unknown action %q", [action]) if {
-	not action in actions
+	not action in {"info", "read", "push", "exchange"}
 } else := sprintf("%s needs a flake (org/name)", [action]) if {
 	action in {"read", "push"}
 	not valid_flake
 } else := sprintf("%s requires a valid token", [action]) if {
 	not authenticated
-} else := sprintf("policy settings for %s are invalid: %s", [flake_id, concat("; ", sort(config_problems))]) if {
-	action in {"read", "push"}
-	count(config_problems) > 0
 } else := push_denial if {
 	action == "push"
 } else := read_denial if {
@@ -282,3 +219,94 @@ push_denial := "push requires a CI job token (GitHub Actions or GitLab CI); user
 read_denial := sprintf("%s is readable only by the readers listed in flakes.yaml", [flake_id]) if {
 	has_read_list
 } else := sprintf("read of %s requires an identity of org %s", [flake_id, flake_org])
+
+# --- validation of the data files (evaluated at load, not per request) --------
+
+# config_errors lists what is wrong with flakes.yaml / groups.yaml. It must
+# not depend on input: the engine evaluates it once per load and refuses a
+# policy set for which it is not empty.
+flakes := data.flakes
+
+default flakes := {}
+
+groups := data.groups
+
+default groups := {}
+
+known_keys := {
+	"description": set(),
+	"read": {"users", "groups", "repos", "orgs"},
+	"push": {"repos", "refs", "environments"},
+}
+
+string_list(l) if {
+	is_array(l)
+	every x in l {
+		is_string(x)
+		x != ""
+	}
+}
+
+config_errors contains "flakes.yaml must map \"org/name\" keys to settings" if not is_object(flakes)
+
+config_errors contains "groups.yaml must map group names to lists of user names" if not is_object(groups)
+
+config_errors contains sprintf("flakes.yaml: %q is not a lower-case \"org/name\"", [flake]) if {
+	is_object(flakes)
+	some flake, _ in flakes
+	not regex.match(`^[a-z0-9][a-z0-9._-]*/[a-z0-9][a-z0-9._-]*$`, flake)
+}
+
+config_errors contains sprintf("flakes.yaml: %s: settings must be a mapping", [flake]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	not is_object(s)
+}
+
+config_errors contains sprintf("flakes.yaml: %s: unknown key %q", [flake, k]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	is_object(s)
+	some k, _ in s
+	not k in object.keys(known_keys)
+}
+
+config_errors contains sprintf("flakes.yaml: %s: %s must be a mapping", [flake, section]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	some section in {"read", "push"}
+	value := s[section]
+	not is_object(value)
+}
+
+config_errors contains sprintf("flakes.yaml: %s: unknown key %q under %s", [flake, k, section]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	some section in {"read", "push"}
+	is_object(s[section])
+	some k, _ in s[section]
+	not k in known_keys[section]
+}
+
+config_errors contains sprintf("flakes.yaml: %s: %s.%s must be a list of non-empty strings", [flake, section, k]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	some section in {"read", "push"}
+	is_object(s[section])
+	some k, value in s[section]
+	k in known_keys[section]
+	not string_list(value)
+}
+
+config_errors contains sprintf("flakes.yaml: %s: read.groups names %q, which groups.yaml does not define as a list of users", [flake, g]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	some g in s.read.groups
+	not string_list(object.get(groups, g, null))
+}
+
+config_errors contains sprintf("groups.yaml: %s must be a list of non-empty user names", [g]) if {
+	is_object(groups)
+	some g, members in groups
+	not string_list(members)
+}

@@ -73,10 +73,6 @@ settings := {
 		"refs": ["refs/tags/**"],
 		"environments": ["release"],
 	}},
-	"acme/typo": {"reader": {"users": ["alice"]}},
-	"acme/badlist": {"read": {"users": "alice"}},
-	"acme/nogroup": {"read": {"groups": ["ghosts"]}},
-	"acme/badpush": {"push": {"branches": ["main"]}},
 }
 
 groups := {"ops": ["Dave"]}
@@ -110,7 +106,7 @@ read_list_cases := [
 	{"note": "read list/CI job whose actor is a listed user", "input": req("read", "acme/secret", github_ci("acme/other", "refs/heads/main", true)), "allow": false, "reason": "readable only by the readers listed"},
 	{"note": "read list/own CI on unprotected ref", "input": req("read", "acme/secret", github_ci("acme/secret", "refs/heads/feature", false)), "allow": true, "reason": "own repository"},
 	{"note": "read list/listed repo", "input": req("read", "acme/secret", github_ci("acme/deployer", "refs/heads/main", true)), "allow": true, "reason": "listed in read.repos"},
-	{"note": "read list/group member", "input": req("read", "acme/secret", person("acme", "dave")), "allow": true, "reason": "in group ops"},
+	{"note": "read list/group member", "input": req("read", "acme/secret", person("acme", "dave")), "allow": true, "reason": "in read.groups ops"},
 	{"note": "read list/listed org", "input": req("read", "acme/secret", person("partner", "erin")), "allow": true, "reason": "listed in read.orgs"},
 	{"note": "read list/pusher repo reads", "input": req("read", "acme/lib", github_ci("acme/monorepo", "refs/heads/dev", false)), "allow": true, "reason": "which may push to acme/lib"},
 ]
@@ -133,15 +129,6 @@ push_cases := [
 	{"note": "push/ref outside glob", "input": req("push", "acme/lib", github_ci("acme/lib", "refs/heads/tags", false)), "allow": false, "reason": "protected ref"},
 	{"note": "push/listed environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "release")), "allow": true, "reason": "CI job of acme/lib"},
 	{"note": "push/unlisted environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "staging")), "allow": false, "reason": "protected ref"},
-]
-
-# broken settings deny instead of falling back to the default
-settings_cases := [
-	{"note": "settings/unknown key", "input": req("read", "acme/typo", person("acme", "carol")), "allow": false, "reason": "unknown key \"reader\""},
-	{"note": "settings/unknown key blocks push", "input": req("push", "acme/typo", github_ci("acme/typo", "refs/heads/main", true)), "allow": false, "reason": "unknown key \"reader\""},
-	{"note": "settings/list is a string", "input": req("read", "acme/badlist", person("acme", "alice")), "allow": false, "reason": "read.users must be a list"},
-	{"note": "settings/unknown group", "input": req("read", "acme/nogroup", person("acme", "alice")), "allow": false, "reason": "does not define"},
-	{"note": "settings/unknown push key", "input": req("push", "acme/badpush", github_ci("acme/badpush", "refs/heads/main", true)), "allow": false, "reason": "unknown key \"branches\" under push"},
 ]
 
 # exchange
@@ -179,11 +166,6 @@ test_push[c.note] if {
 	decided_as_expected(c)
 }
 
-test_settings[c.note] if {
-	some c in settings_cases
-	decided_as_expected(c)
-}
-
 test_exchange[c.note] if {
 	some c in exchange_cases
 	decided_as_expected(c)
@@ -194,7 +176,7 @@ test_malformed[c.note] if {
 	decided_as_expected(c)
 }
 
-all_cases := array.concat(info_cases, array.concat(read_cases, array.concat(read_list_cases, array.concat(push_cases, array.concat(settings_cases, array.concat(exchange_cases, malformed_cases))))))
+all_cases := array.flatten([info_cases, read_cases, read_list_cases, push_cases, exchange_cases, malformed_cases])
 
 decided_as_expected(c) if {
 	allow := authz.allow with input as c.input with data.flakes as settings with data.groups as groups
@@ -211,28 +193,61 @@ as_expected(c, allow, reason) if {
 	print(sprintf("got allow=%v reason=%q; want allow=%v and a reason containing %q", [allow, reason, c.allow, c.reason]))
 }
 
-test_flakes_data_must_be_a_mapping if {
-	inp := req("read", "acme/app", person("acme", "carol"))
-	not authz.allow with input as inp with data.flakes as ["acme/app"]
-	contains(authz.reason, "must map") with input as inp with data.flakes as ["acme/app"]
+# --- validation of the data files ---------------------------------------------
+
+# The settings the cases above use are themselves valid.
+test_case_settings_are_valid if {
+	errors := authz.config_errors with data.flakes as settings with data.groups as groups
+	no_errors("test settings", errors)
+}
+
+# Each case: flakes and groups data, and a substring of the one expected error.
+config_error_cases := [
+	{"note": "unknown key", "flakes": {"acme/typo": {"reader": {"users": ["alice"]}}}, "error": "flakes.yaml: acme/typo: unknown key \"reader\""},
+	{"note": "unknown read key", "flakes": {"acme/x": {"read": {"user": ["alice"]}}}, "error": "unknown key \"user\" under read"},
+	{"note": "unknown push key", "flakes": {"acme/x": {"push": {"branches": ["main"]}}}, "error": "unknown key \"branches\" under push"},
+	{"note": "list is a string", "flakes": {"acme/x": {"read": {"users": "alice"}}}, "error": "read.users must be a list of non-empty strings"},
+	{"note": "empty name in a list", "flakes": {"acme/x": {"push": {"repos": [""]}}}, "error": "push.repos must be a list"},
+	{"note": "section is a list", "flakes": {"acme/x": {"read": ["alice"]}}, "error": "acme/x: read must be a mapping"},
+	{"note": "section is null", "flakes": {"acme/x": {"read": null}}, "error": "acme/x: read must be a mapping"},
+	{"note": "settings are a string", "flakes": {"acme/x": "public"}, "error": "acme/x: settings must be a mapping"},
+	{"note": "upper-case key", "flakes": {"Acme/X": {}}, "error": "\"Acme/X\" is not a lower-case \"org/name\""},
+	{"note": "key without org", "flakes": {"x": {}}, "error": "\"x\" is not a lower-case"},
+	{"note": "unknown group", "flakes": {"acme/x": {"read": {"groups": ["ghosts"]}}}, "error": "read.groups names \"ghosts\", which groups.yaml does not define"},
+	{"note": "flakes is a list", "flakes": ["acme/x"], "error": "flakes.yaml must map"},
+	{"note": "group is not a list", "flakes": {}, "groups": {"ops": "dave"}, "error": "groups.yaml: ops must be a list"},
+	{"note": "groups is a list", "flakes": {}, "groups": ["dave"], "error": "groups.yaml must map"},
+]
+
+test_config_errors[c.note] if {
+	some c in config_error_cases
+	errors := authz.config_errors with data.flakes as c.flakes with data.groups as object.get(c, "groups", {})
+	one_error_like(errors, c.error)
+}
+
+one_error_like(errors, want) if {
+	count(errors) == 1
+	some e in errors
+	contains(e, want)
+} else := false if {
+	print(sprintf("got %v; want one error containing %q", [errors, want]))
+}
+
+test_no_data_files_is_valid if {
+	count(authz.config_errors) == 0 with data.flakes as {} with data.groups as {}
 }
 
 test_case_notes_are_unique if {
 	count({c.note | some c in all_cases}) == count(all_cases)
+	count({c.note | some c in config_error_cases}) == count(config_error_cases)
 }
 
-# Every entry of this directory's flakes.yaml is well formed and lower case.
-test_flakes_yaml_entries_are_valid[flake] if {
-	some flake, _ in data.flakes
-	flake == lower(flake)
-	[org, name] := split(flake, "/")
-	name != ""
-	problems := authz.config_problems with input as req("read", flake, person(org, "nobody"))
-	no_problems(flake, problems)
-}
+# The data files of this directory are valid (the engine would refuse them
+# otherwise; this test says why).
+test_this_directorys_data_is_valid if no_errors("this directory", authz.config_errors)
 
-no_problems(flake, problems) if {
-	count(problems) == 0
+no_errors(what, errors) if {
+	count(errors) == 0
 } else := false if {
-	print(sprintf("flakes.yaml entry %s: %v", [flake, problems]))
+	print(sprintf("%s: %v", [what, errors]))
 }

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/open-policy-agent/opa/v1/ast"
-	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"github.com/open-policy-agent/opa/v1/tester"
 )
 
@@ -33,8 +32,9 @@ func Check(ctx context.Context, dir string, w io.Writer) error {
 		return fmt.Errorf("policy check: %w", err)
 	}
 	parsed, problems := parse(snap)
+	var c *ast.Compiler
 	if len(problems) == 0 {
-		_, problems = compileModules(parsed.Modules, false)
+		c, problems = compileModules(parsed.Modules, false)
 	}
 	if len(problems) > 0 {
 		sortProblems(problems)
@@ -44,16 +44,25 @@ func Check(ctx context.Context, dir string, w io.Writer) error {
 		return fmt.Errorf("policy check: %w", &LoadError{Dir: dir, Problems: problems})
 	}
 	fmt.Fprintf(w, "policy set %s compiles: %s\n", snap.Revision, strings.Join(snap.Names(), ", "))
+	// Data errors are reported, and the tests still run: both help fix them.
+	dataProblems := configErrors(ctx, c, newStore(parsed.Data))
+	for _, p := range dataProblems {
+		fmt.Fprintf(w, "ERROR %s\n", p)
+	}
+	var dataErr error
+	if len(dataProblems) > 0 {
+		dataErr = fmt.Errorf("policy check: the engine would refuse this set: %w", &LoadError{Dir: dir, Problems: dataProblems})
+	}
 
 	if len(parsed.Tests) == 0 {
 		fmt.Fprintf(w, "no *_test.rego files in %s: nothing to test\n", dir)
-		return nil
+		return dataErr
 	}
 	modules := maps.Clone(parsed.Modules)
 	maps.Copy(modules, parsed.Tests)
 	ch, err := tester.NewRunner().
 		SetCompiler(newCompiler(true)).
-		SetStore(inmem.NewFromObjectWithOpts(parsed.Data, inmem.OptRoundTripOnWrite(false))).
+		SetStore(newStore(parsed.Data)).
 		SetModules(modules).
 		CapturePrintOutput(true).
 		SetTimeout(testTimeout).
@@ -64,7 +73,7 @@ func Check(ctx context.Context, dir string, w io.Writer) error {
 		for _, p := range problems {
 			fmt.Fprintf(w, "ERROR %s\n", p)
 		}
-		return fmt.Errorf("policy check: compile tests: %w", &LoadError{Dir: dir, Problems: problems})
+		return errors.Join(dataErr, fmt.Errorf("policy check: compile tests: %w", &LoadError{Dir: dir, Problems: problems}))
 	}
 	var results []*tester.Result
 	for r := range ch {
@@ -113,12 +122,12 @@ func Check(ctx context.Context, dir string, w io.Writer) error {
 	}
 	fmt.Fprintf(w, "%d tests: %d passed, %d failed, %d skipped\n", len(results), passed, len(failed), skipped)
 	if len(failed) > 0 {
-		return fmt.Errorf("policy check %s: %d of %d tests failed: %s", dir, len(failed), len(results), strings.Join(failed, ", "))
+		return errors.Join(dataErr, fmt.Errorf("policy check %s: %d of %d tests failed: %s", dir, len(failed), len(results), strings.Join(failed, ", ")))
 	}
 	if len(results) == 0 {
-		return errors.New("policy check: test files hold no test_ rules")
+		return errors.Join(dataErr, errors.New("policy check: test files hold no test_ rules"))
 	}
-	return nil
+	return dataErr
 }
 
 func sortProblems(ps []Problem) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
 	"sigs.k8s.io/yaml"
 )
@@ -34,6 +35,8 @@ var (
 		`decision := {k: v | some k in ["allow", "reason"]; v := data.`+Package+`[k]}`,
 		ast.ParserOptions{RegoVersion: ast.RegoV1})
 	decisionVar = ast.Var("decision")
+
+	configErrorsQuery = ast.NewBody(ast.NewExpr(ast.NewTerm(ast.MustParseRef("data." + Package + ".config_errors"))))
 )
 
 // networkBuiltins are left out of the capabilities: a policy runs on the
@@ -171,7 +174,7 @@ func parse(snap *snapshot) (*parsedSet, []Problem) {
 			continue
 		}
 		if file, ok := dataFrom[string(root)]; ok {
-			problems = append(problems, Problem{File: file, Message: fmt.Sprintf("data.%s would overlap package %s of %s; rename the data file", root, m.Package.Path, name)})
+			problems = append(problems, Problem{File: file, Message: fmt.Sprintf("data.%s would overlap package %s of %s; rename the data file", string(root), m.Package.Path, name)})
 		}
 	}
 	return set, problems
@@ -275,8 +278,10 @@ func build(ctx context.Context, dir string, snap *snapshot) (*policySet, error) 
 		sortProblems(problems)
 		return nil, &LoadError{Dir: dir, Problems: problems}
 	}
-	store := inmem.NewFromObjectWithOpts(parsed.Data,
-		inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+	store := newStore(parsed.Data)
+	if problems := configErrors(ctx, c, store); len(problems) > 0 {
+		return nil, &LoadError{Dir: dir, Problems: problems}
+	}
 	pq, err := rego.New(
 		rego.ParsedQuery(decisionQuery),
 		rego.Compiler(c),
@@ -287,4 +292,42 @@ func build(ctx context.Context, dir string, snap *snapshot) (*policySet, error) 
 		return nil, &LoadError{Dir: dir, Problems: problemsFromAST(fmt.Errorf("prepare decision query: %w", err))}
 	}
 	return &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq}, nil
+}
+
+func newStore(data map[string]any) storage.Store {
+	return inmem.NewFromObjectWithOpts(data, inmem.OptRoundTripOnWrite(false), inmem.OptReturnASTValuesOnRead(true))
+}
+
+// configErrors evaluates the optional rule data.flakegate.authz.config_errors
+// (a set of strings that must not depend on input) once, at load: a policy
+// uses it to validate its data files, and a set with errors is refused like
+// one that does not compile. This keeps validation off the request path.
+func configErrors(ctx context.Context, c *ast.Compiler, store storage.Store) []Problem {
+	rs, err := rego.New(
+		rego.ParsedQuery(configErrorsQuery),
+		rego.Compiler(c),
+		rego.Store(store),
+		rego.StoreReadAST(true),
+	).Eval(ctx)
+	if err != nil {
+		return []Problem{{Message: "evaluate " + Package + ".config_errors: " + err.Error()}}
+	}
+	if len(rs) == 0 {
+		return nil // not defined by this policy
+	}
+	var out []Problem
+	switch v := rs[0].Expressions[0].Value.(type) {
+	case []any:
+		for _, e := range v {
+			if s, ok := e.(string); ok {
+				out = append(out, Problem{Message: s})
+			} else {
+				out = append(out, Problem{Message: fmt.Sprintf("%v", e)})
+			}
+		}
+	default:
+		out = append(out, Problem{Message: fmt.Sprintf("%s.config_errors must be a set of strings, not %s", Package, jsonType(v))})
+	}
+	slices.SortFunc(out, func(a, b Problem) int { return strings.Compare(a.Message, b.Message) })
+	return out
 }

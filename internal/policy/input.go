@@ -9,6 +9,23 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 )
 
+// Prepared is part of an input converted once to the engine's form, to be
+// reused in many evaluations: a union read evaluates the same subject once
+// per owning flake, and a verified token's subject can be prepared once and
+// cached with the token. Put it anywhere in an input map in place of the
+// value it was made from. It is immutable and safe for concurrent use.
+type Prepared struct{ v ast.Value }
+
+// Prepare converts x (JSON-like Go values: maps, slices, strings, numbers,
+// booleans, nil, or anything encoding/json can marshal) for reuse.
+func Prepare(x any) (Prepared, error) {
+	v, err := toValue(x)
+	if err != nil {
+		return Prepared{}, err
+	}
+	return Prepared{v: v}, nil
+}
+
 // maxInputDepth bounds the nesting of an input document. Inputs are built by
 // flakegate itself, but claims are raw token content.
 const maxInputDepth = 64
@@ -27,15 +44,21 @@ func toValueDepth(x any, depth int) (ast.Value, error) {
 	}
 	switch v := x.(type) {
 	case nil:
-		return ast.Null{}, nil
+		return ast.NullValue, nil
+	case Prepared:
+		if v.v == nil {
+			return ast.NullValue, nil
+		}
+		return v.v, nil
 	case bool:
-		return ast.Boolean(v), nil
+		return ast.InternedValue(v), nil
 	case string:
-		return ast.String(v), nil
+		// Common strings ("", "read", "org"…) are interned: no allocation.
+		return ast.InternedValue(v), nil
 	case int:
-		return ast.Number(strconv.Itoa(v)), nil
+		return ast.InternedValue(v), nil
 	case int64:
-		return ast.Number(strconv.FormatInt(v, 10)), nil
+		return ast.InternedValue(v), nil
 	case float64:
 		if math.IsNaN(v) || math.IsInf(v, 0) {
 			return nil, fmt.Errorf("input number %v is not representable in JSON", v)
@@ -47,40 +70,55 @@ func toValueDepth(x any, depth int) (ast.Value, error) {
 		}
 		return ast.Number(v), nil
 	case []string:
-		terms := make([]*ast.Term, len(v))
+		// One allocation for all the terms, as ast.InterfaceToValue does.
+		terms := make([]ast.Term, len(v))
+		ptrs := make([]*ast.Term, len(v))
 		for i, s := range v {
-			terms[i] = ast.StringTerm(s)
+			terms[i].Value = ast.InternedValue(s)
+			ptrs[i] = &terms[i]
 		}
-		return ast.NewArray(terms...), nil
+		return ast.NewArray(ptrs...), nil
 	case []any:
-		terms := make([]*ast.Term, len(v))
+		terms := make([]ast.Term, len(v))
+		ptrs := make([]*ast.Term, len(v))
 		for i, e := range v {
 			ev, err := toValueDepth(e, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			terms[i] = ast.NewTerm(ev)
+			terms[i].Value = ev
+			ptrs[i] = &terms[i]
 		}
-		return ast.NewArray(terms...), nil
+		return ast.NewArray(ptrs...), nil
 	case map[string]string:
-		obj := ast.NewObjectWithCapacity(len(v))
+		terms := make([]ast.Term, 2*len(v))
+		items := make([][2]*ast.Term, 0, len(v))
+		i := 0
 		for k, s := range v {
-			obj.Insert(ast.StringTerm(k), ast.StringTerm(s))
+			terms[i].Value, terms[i+1].Value = ast.InternedValue(k), ast.InternedValue(s)
+			items = append(items, [2]*ast.Term{&terms[i], &terms[i+1]})
+			i += 2
 		}
-		return obj, nil
+		return ast.NewObject(items...), nil
 	case map[string]any:
-		obj := ast.NewObjectWithCapacity(len(v))
+		terms := make([]ast.Term, 2*len(v))
+		items := make([][2]*ast.Term, 0, len(v))
+		i := 0
 		for k, e := range v {
 			ev, err := toValueDepth(e, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			obj.Insert(ast.StringTerm(k), ast.NewTerm(ev))
+			terms[i].Value, terms[i+1].Value = ast.InternedValue(k), ev
+			items = append(items, [2]*ast.Term{&terms[i], &terms[i+1]})
+			i += 2
 		}
-		return obj, nil
+		return ast.NewObject(items...), nil
 	case ast.Value:
 		return v, nil
 	}
+	// Anything else (structs such as route.Flake, other slice and map
+	// types) goes through OPA's JSON round trip.
 	v, err := ast.InterfaceToValue(x)
 	if err != nil {
 		return nil, fmt.Errorf("convert input value of type %T: %w", x, err)
