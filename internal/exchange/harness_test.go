@@ -77,6 +77,10 @@ type stackOptions struct {
 	lifetime, maxLifetime time.Duration
 	keyCheck              time.Duration
 	idpTokenLifetime      time.Duration
+	// Listeners made beforehand (the blob server must know authz's
+	// addresses before authz knows the blob server's); nil: new ones.
+	grpcLn, httpLn net.Listener
+	ownersURL      string // default: nothing listens (union reads fail)
 }
 
 func startStack(t *testing.T, o stackOptions) *stack {
@@ -108,6 +112,9 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Policies, cfg.Issuers = st.policyDir, issuers
 	cfg.OwnersURL = "http://127.0.0.1:1" // union reads are not used here
+	if o.ownersURL != "" {
+		cfg.OwnersURL = o.ownersURL
+	}
 	cfg.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewJSONHandler(st.logs, nil))
@@ -128,13 +135,9 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	st.handler = h
 
-	gl, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		t.Fatal(err)
-	}
-	hl, err := net.Listen("tcp", cfg.HTTPListen)
-	if err != nil {
-		t.Fatal(err)
+	gl, hl := o.grpcLn, o.httpLn
+	if gl == nil {
+		gl, hl = loopbackListeners(t)
 	}
 	st.grpcAddr, st.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
 	done := make(chan error, 1)
@@ -158,6 +161,21 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	st.client = authv3.NewAuthorizationClient(conn)
 	st.waitHTTP(t)
 	return st
+}
+
+// loopbackListeners opens authz's gRPC and HTTP listeners.
+func loopbackListeners(t *testing.T) (grpcLn, httpLn net.Listener) {
+	t.Helper()
+	gl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	hl, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		gl.Close()
+		t.Fatal(err)
+	}
+	return gl, hl
 }
 
 func (st *stack) waitHTTP(t *testing.T) {
