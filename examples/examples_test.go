@@ -55,10 +55,13 @@ type ghWorkflow struct {
 func TestGitHubActionsWorkflow(t *testing.T) {
 	var wf ghWorkflow
 	readYAML(t, "github-actions.yml", &wf)
+	if !strings.Contains(readFile(t, "github-actions.yml"), "Token exchange:") {
+		t.Error("the token step lost its comment on the token exchange")
+	}
 	if wf.Permissions["id-token"] != "write" || wf.Permissions["contents"] != "read" {
 		t.Errorf("permissions = %v, want id-token: write and contents: read", wf.Permissions)
 	}
-	if wf.Env["FLAKEGATE_CACHE"] != cacheURL || wf.Env["FLAKEGATE_HOST"] != cacheHost {
+	if wf.Env["FLAKEGATE_CACHE"] != cacheURL {
 		t.Errorf("env = %v", wf.Env)
 	}
 	job, ok := wf.Jobs["build"]
@@ -69,20 +72,12 @@ func TestGitHubActionsWorkflow(t *testing.T) {
 	var nixConf, copyRun string
 	for i, s := range job.Steps {
 		switch {
-		case strings.Contains(s.Run, `$ACTIONS_ID_TOKEN_REQUEST_URL&audience=$FLAKEGATE_CACHE`) &&
-			strings.Contains(s.Run, `Authorization: bearer $ACTIONS_ID_TOKEN_REQUEST_TOKEN`):
+		case strings.Contains(s.Run, "flakegate login --ci") || strings.Contains(s.Run, "/cmd/flakegate@latest login --ci"):
 			tokenAt = i
-			if !strings.Contains(s.Run, "login flakegate password") || !strings.Contains(s.Run, "umask 077") {
-				t.Error("the token step does not write a private netrc entry")
-			}
-			if !strings.Contains(s.Run, "::add-mask::") {
-				t.Error("the token is not masked in the job log")
-			}
-			if !strings.Contains(s.Run, "Token exchange:") || !strings.Contains(s.Run, `"$FLAKEGATE_CACHE/_flakegate/token"`) {
-				t.Error("the token step does not exchange the token (or lost its comment)")
-			}
-			if !strings.Contains(s.Run, "mv -f") {
-				t.Error("the netrc is not replaced atomically (the renewal could expose half a file to Nix)")
+			// flakegate login --ci gets the job's OIDC token (audience: the
+			// cache), exchanges it and writes the netrc (0600, atomically).
+			if !strings.Contains(s.Run, `--cache "$FLAKEGATE_CACHE"`) || !strings.Contains(s.Run, `--netrc "$RUNNER_TEMP/netrc"`) {
+				t.Error("the token step does not write the netrc Nix reads for the cache")
 			}
 		case strings.HasPrefix(s.Uses, "cachix/install-nix-action@"):
 			nixAt, nixConf = i, s.With["extra_nix_config"]
@@ -138,8 +133,8 @@ func TestGitLabCIJob(t *testing.T) {
 		t.Errorf("id_tokens FLAKEGATE_ID_TOKEN aud = %q, want %s", aud, cacheURL)
 	}
 	before := strings.Join(job.BeforeScript, "\n")
-	if !strings.Contains(before, `login flakegate password %s\n' "$FLAKEGATE_HOST" "$FLAKEGATE_ID_TOKEN"`) {
-		t.Error("before_script does not write the ID token into the netrc")
+	if !strings.Contains(before, "login --ci") || !strings.Contains(before, `--cache "$FLAKEGATE_CACHE" --netrc /etc/nix/netrc`) {
+		t.Error("before_script does not exchange the ID token into the netrc (flakegate login --ci)")
 	}
 	if !strings.Contains(readFile(t, "gitlab-ci.yml"), "Token exchange:") {
 		t.Error("no comment where the token exchange goes")
