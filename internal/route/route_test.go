@@ -1,0 +1,161 @@
+package route
+
+import (
+	"net/http"
+	"testing"
+)
+
+const (
+	h32  = "0jqd0rlxzra1rs38rdxl43yh6rxchgc6"
+	h52  = "05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56"
+	flkA = "omnicorp/dev-environments"
+)
+
+func TestParse(t *testing.T) {
+	fl := Flake{Org: "omnicorp", Name: "dev-environments"}
+	tests := []struct {
+		method, path string
+		want         Request
+		status       int // 0: success
+	}{
+		// cache info
+		{"GET", "/nix-cache-info", Request{Action: ActionInfo, Kind: KindCacheInfo}, 0},
+		{"HEAD", "/nix-cache-info", Request{Action: ActionInfo, Kind: KindCacheInfo}, 0},
+		{"GET", "/" + flkA + "/nix-cache-info", Request{Action: ActionInfo, Kind: KindCacheInfo, Flake: fl}, 0},
+		{"PUT", "/" + flkA + "/nix-cache-info", Request{}, 405},
+		{"PUT", "/nix-cache-info", Request{}, 405},
+		// narinfo
+		{"GET", "/" + flkA + "/" + h32 + ".narinfo", Request{Action: ActionRead, Kind: KindNarInfo, Flake: fl, Hash: h32}, 0},
+		{"HEAD", "/" + flkA + "/" + h32 + ".narinfo", Request{Action: ActionRead, Kind: KindNarInfo, Flake: fl, Hash: h32}, 0},
+		{"PUT", "/" + flkA + "/" + h32 + ".narinfo", Request{Action: ActionPush, Kind: KindNarInfo, Flake: fl, Hash: h32}, 0},
+		{"GET", "/" + h32 + ".narinfo", Request{Action: ActionRead, Kind: KindNarInfo, Hash: h32}, 0},
+		{"PUT", "/" + h32 + ".narinfo", Request{}, 405},
+		{"DELETE", "/" + flkA + "/" + h32 + ".narinfo", Request{}, 405},
+		{"GET", "/" + flkA + "/" + h32[:31] + ".narinfo", Request{}, 400},
+		{"GET", "/" + flkA + "/" + h32[:31] + "e.narinfo", Request{}, 400}, // 'e' is not nixbase32
+		{"GET", "/" + flkA + "/" + "0JQD0RLXZRA1RS38RDXL43YH6RXCHGC6.narinfo", Request{}, 400},
+		// NARs
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.xz", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.xz", Compression: CompressionXZ}, 0},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.zst", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.zst", Compression: CompressionZstd}, 0},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.bz2", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.bz2", Compression: CompressionBzip2}, 0},
+		{"PUT", "/" + flkA + "/nar/" + h52 + ".nar", Request{Action: ActionPush, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar", Compression: CompressionNone}, 0},
+		{"HEAD", "/nar/" + h52 + ".nar", Request{Action: ActionRead, Kind: KindNar, Hash: h52, File: h52 + ".nar", Compression: CompressionNone}, 0},
+		{"PUT", "/nar/" + h52 + ".nar", Request{}, 405},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.gz", Request{}, 400},
+		{"GET", "/" + flkA + "/nar/" + h32 + ".nar", Request{}, 400}, // 32-char hashes are refused
+		{"GET", "/" + flkA + "/nar/" + h52, Request{}, 400},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar/x", Request{}, 404},
+		// logs
+		{"GET", "/" + flkA + "/log/" + h32 + "-hello-2.12.drv", Request{Action: ActionRead, Kind: KindLog, Flake: fl, Hash: h32 + "-hello-2.12.drv"}, 0},
+		{"PUT", "/" + flkA + "/log/" + h32 + "-hello.drv", Request{Action: ActionPush, Kind: KindLog, Flake: fl, Hash: h32 + "-hello.drv"}, 0},
+		{"GET", "/log/" + h32 + "-hello.drv", Request{}, 404},
+		{"GET", "/" + flkA + "/log/hello.drv", Request{}, 400},
+		{"GET", "/" + flkA + "/log/" + h32 + "-a b.drv", Request{}, 400},
+		// flakes
+		{"GET", "/OmniCorp/Dev-Environments/nix-cache-info", Request{Action: ActionInfo, Kind: KindCacheInfo, Flake: fl}, 0},
+		{"GET", "/_omni/x/nix-cache-info", Request{}, 400},
+		{"GET", "/.omni/x/nix-cache-info", Request{}, 400},
+		{"GET", "/omni/-x/nix-cache-info", Request{}, 400},
+		{"GET", "/om ni/x/nix-cache-info", Request{}, 400},
+		// token service
+		{"POST", "/_flakegate/token", Request{Action: ActionExchange, Kind: KindToken}, 0},
+		{"GET", "/_flakegate/token", Request{}, 405},
+		{"GET", "/_flakegate/jwks", Request{Action: ActionPublic, Kind: KindJWKS}, 0},
+		{"POST", "/_flakegate/jwks", Request{}, 405},
+		{"GET", "/_flakegate/other", Request{}, 404},
+		// shapes that are not cache URLs
+		{"GET", "/", Request{}, 404},
+		{"GET", "", Request{}, 400},
+		{"GET", "relative/path", Request{}, 400},
+		{"GET", "/" + flkA + "/", Request{}, 404},
+		{"GET", "//" + h32 + ".narinfo", Request{}, 404},
+		{"GET", "/" + flkA + "/../x/" + h32 + ".narinfo", Request{}, 404},
+		{"GET", "/" + flkA + "/./" + h32 + ".narinfo", Request{}, 404},
+		{"GET", "/omnicorp/" + h32 + ".narinfo", Request{}, 404},
+		{"GET", "/favicon.ico", Request{}, 404},
+		// query strings and fragments are ignored
+		{"GET", "/" + flkA + "/" + h32 + ".narinfo?x=1", Request{Action: ActionRead, Kind: KindNarInfo, Flake: fl, Hash: h32}, 0},
+		{"GET", "/nix-cache-info#frag", Request{Action: ActionInfo, Kind: KindCacheInfo}, 0},
+	}
+	for _, tt := range tests {
+		got, err := Parse(tt.method, tt.path)
+		if tt.status == 0 {
+			if err != nil {
+				t.Errorf("Parse(%s %q): %v", tt.method, tt.path, err)
+			} else if got != tt.want {
+				t.Errorf("Parse(%s %q) = %+v, want %+v", tt.method, tt.path, got, tt.want)
+			}
+			continue
+		}
+		if err == nil {
+			t.Errorf("Parse(%s %q) = %+v, want status %d", tt.method, tt.path, got, tt.status)
+		} else if s := StatusOf(err); s != tt.status {
+			t.Errorf("Parse(%s %q): status %d (%v), want %d", tt.method, tt.path, s, err, tt.status)
+		}
+	}
+}
+
+func TestUnion(t *testing.T) {
+	tests := []struct {
+		path  string
+		union bool
+	}{
+		{"/" + h32 + ".narinfo", true},
+		{"/nar/" + h52 + ".nar", true},
+		{"/nix-cache-info", true},
+		{"/" + flkA + "/" + h32 + ".narinfo", false},
+		{"/" + flkA + "/log/" + h32 + "-x.drv", false},
+	}
+	for _, tt := range tests {
+		r, err := Parse(http.MethodGet, tt.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Union() != tt.union {
+			t.Errorf("%s: Union() = %v", tt.path, r.Union())
+		}
+	}
+	if r, _ := Parse(http.MethodGet, "/_flakegate/jwks"); r.Union() {
+		t.Error("/_flakegate/jwks is not the union view")
+	}
+}
+
+func TestParseFlake(t *testing.T) {
+	tests := []struct {
+		in   string
+		want Flake
+		ok   bool
+	}{
+		{"omnicorp/dev", Flake{"omnicorp", "dev"}, true},
+		{"OmniCorp/Dev.env_1", Flake{"omnicorp", "dev.env_1"}, true},
+		{"omnicorp", Flake{}, false},
+		{"/dev", Flake{}, false},
+		{"omnicorp/", Flake{}, false},
+		{"a/b/c", Flake{}, false},
+		{"_a/b", Flake{}, false},
+		{"a/.b", Flake{}, false},
+		{"a/b c", Flake{}, false},
+	}
+	for _, tt := range tests {
+		got, err := ParseFlake(tt.in)
+		if (err == nil) != tt.ok || got != tt.want {
+			t.Errorf("ParseFlake(%q) = %+v, %v; want %+v ok=%v", tt.in, got, err, tt.want, tt.ok)
+		}
+	}
+	if (Flake{}).String() != "" || !(Flake{}).IsZero() || (Flake{"a", "b"}).String() != "a/b" {
+		t.Error("Flake String/IsZero")
+	}
+}
+
+func TestNarFileName(t *testing.T) {
+	for _, c := range []Compression{CompressionNone, CompressionXZ, CompressionZstd, CompressionBzip2} {
+		name := NarFileName(h52, c)
+		r, err := Parse("GET", "/nar/"+name)
+		if err != nil || r.Compression != c || r.Hash != h52 || r.File != name {
+			t.Errorf("%s: %s parses to %+v, %v", c, name, r, err)
+		}
+	}
+	if NarFileName(h52, "br") != h52+".nar" {
+		t.Error("unknown compression should give .nar")
+	}
+}
