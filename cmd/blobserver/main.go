@@ -5,6 +5,24 @@
 //
 // Every flag can also be set as FLAKEGATE_<FLAG> (e.g. FLAKEGATE_DATA_DIR)
 // or in the file given by -config (lines "flag value").
+//
+// # Signing keys
+//
+// The server signs every narinfo it serves with its own ed25519 key(s), in
+// Nix's format, so clients trust one key whoever pushed. Without
+// -signing-key-file it creates <data-dir>/signing-key.sec (mode 0600) on
+// first start. The public keys are logged at every start
+// ("narinfo signing keys", field public_keys) and printed by
+//
+//	blobserver -data-dir DIR -print-public-key
+//
+// Clients add them to trusted-public-keys in nix.conf.
+//
+// To rotate: create a key (nix-store --generate-binary-cache-key NAME
+// new.sec new.pub), restart with -signing-key-file new.sec,old.sec (every
+// key signs, so clients trusting either verify; stored narinfos are
+// re-signed once when first served), roll the new public key out to
+// clients, then restart with -signing-key-file new.sec.
 package main
 
 import (
@@ -56,6 +74,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.String("config", "", "config `file` (lines \"flag value\")")
+	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 	if err := ff.Parse(fs, args,
 		ff.WithEnvVarPrefix("FLAKEGATE"),
 		ff.WithConfigFileFlag("config"),
@@ -79,6 +98,20 @@ func run(args []string) error {
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
 	slog.SetDefault(log)
+
+	if *printKey {
+		if len(cfg.SigningKeyFiles) == 0 && cfg.DataDir == "" {
+			return errors.New("-print-public-key needs -data-dir or -signing-key-file")
+		}
+		keys, err := blobserverapp.LoadKeys(cfg, slog.New(slog.DiscardHandler))
+		if err != nil {
+			return err
+		}
+		for _, k := range keys.PublicKeys() {
+			fmt.Println(k)
+		}
+		return nil
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()

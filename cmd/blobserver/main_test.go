@@ -275,3 +275,41 @@ func TestKillDuringUpload(t *testing.T) {
 		t.Fatal("no exit within 30s of SIGTERM")
 	}
 }
+
+func TestPrintPublicKey(t *testing.T) {
+	dir := t.TempDir()
+	out := captureStdout(t, func() {
+		if err := run([]string{"-data-dir", dir, "-print-public-key"}); err != nil {
+			t.Fatal(err)
+		}
+	})
+	key, err := os.ReadFile(filepath.Join(dir, "signing-key.sec"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := strings.SplitN(string(key), ":", 2)[0]
+	if !strings.HasPrefix(out, name+":") || strings.Count(out, "\n") != 1 || strings.Contains(out, strings.SplitN(string(key), ":", 2)[1]) {
+		t.Fatalf("printed %q", out)
+	}
+	if again := captureStdout(t, func() { run([]string{"-data-dir", dir, "-print-public-key"}) }); again != out {
+		t.Fatalf("second call printed %q, first %q", again, out)
+	}
+	if err := run([]string{"-print-public-key"}); err == nil {
+		t.Fatal("no data dir accepted")
+	}
+}
+
+func captureStdout(t *testing.T, fn func()) string {
+	t.Helper()
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := os.Stdout
+	os.Stdout = w
+	defer func() { os.Stdout = old }()
+	fn()
+	w.Close()
+	b, _ := io.ReadAll(r)
+	return string(b)
+}

@@ -77,11 +77,11 @@ func (s *Server) signed(r *http.Request, p index.Path) ([]byte, error) {
 		return nil, err
 	}
 	if u, ok := s.idx.(index.NarInfoUpdater); ok {
-		if err := u.UpdateNarInfo(r.Context(), p.Hash, text, id); err == nil {
+		err := u.UpdateNarInfo(r.Context(), p.Hash, text, id)
+		if err == nil {
 			return text, nil
-		} else {
-			s.log.WarnContext(r.Context(), "store re-signed narinfo", "hash", p.Hash, "err", err)
 		}
+		s.log.WarnContext(r.Context(), "store re-signed narinfo", "hash", p.Hash, "err", err)
 	}
 	s.resigned.Store(p.Hash, text)
 	return text, nil

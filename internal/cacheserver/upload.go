@@ -259,8 +259,12 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 	case err != nil:
 		return false, fmt.Errorf("look up path %s: %w", ni.Hash, err)
 	default:
-		if _, err := s.idx.GetPath(ctx, req.Flake, ni.Hash); err == nil {
+		_, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
+		if err == nil {
 			return false, nil // this flake has it already: idempotent
+		}
+		if !errors.Is(err, index.ErrNotFound) {
+			return false, fmt.Errorf("look up path %s of %s: %w", ni.Hash, req.Flake, err)
 		}
 		if err := s.adoptNar(r, req.Flake, ni, existing); err != nil {
 			return false, err
