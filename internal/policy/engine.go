@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -68,6 +69,7 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 	if opts.Rescan == 0 {
 		opts.Rescan = defaultRescan
 	}
+	dir = filepath.Clean(dir)
 	e := &Engine{
 		dir:     dir,
 		opts:    opts,
@@ -263,48 +265,51 @@ func (e *Engine) reload(ctx context.Context, trigger string) error {
 }
 
 // fail records a reload that could not be activated. revision is that of
-// the broken set, "" when the directory could not even be read.
+// the broken set, "" when the directory could not even be read. Metrics and
+// log come before LastError changes, so whoever sees the error sees them.
 func (e *Engine) fail(err error, revision, trigger string, took time.Duration) {
 	e.mu.Lock()
 	repeated := revision == "" && e.lastErr != nil && e.lastErr.Error() == err.Error()
+	e.mu.Unlock()
+	if !repeated { // the same unreadable directory at every rescan is reported once
+		e.metrics.failed(took.Seconds())
+		attrs := []any{
+			"trigger", trigger,
+			"active_revision", e.active.Load().Revision,
+			"error", err.Error(),
+		}
+		if revision != "" {
+			attrs = append(attrs, "rejected_revision", revision)
+		}
+		var le *LoadError
+		if errors.As(err, &le) {
+			problems := make([]string, len(le.Problems))
+			for i, p := range le.Problems {
+				problems[i] = p.String()
+			}
+			attrs = append(attrs, "problems", problems)
+		}
+		e.log.Error("policy reload failed; the active revision keeps serving", attrs...)
+	}
+	e.mu.Lock()
 	e.lastErr, e.failedRev = err, revision
 	e.mu.Unlock()
-	if repeated {
-		return // the same unreadable directory at every rescan: reported once
-	}
-	e.metrics.failed(took.Seconds())
-	attrs := []any{
-		"trigger", trigger,
-		"active_revision", e.active.Load().Revision,
-		"error", err.Error(),
-	}
-	if revision != "" {
-		attrs = append(attrs, "rejected_revision", revision)
-	}
-	var le *LoadError
-	if errors.As(err, &le) {
-		problems := make([]string, len(le.Problems))
-		for i, p := range le.Problems {
-			problems[i] = p.String()
-		}
-		attrs = append(attrs, "problems", problems)
-	}
-	e.log.Error("policy reload failed; the active revision keeps serving", attrs...)
 }
 
-// activate swaps set in and tells subscribers.
+// activate swaps set in and tells subscribers. Metrics and log come first,
+// so that whoever sees the new revision also sees them.
 func (e *Engine) activate(set *policySet, trigger string, took time.Duration) {
-	prev := e.active.Swap(set)
+	e.metrics.succeeded(set.Revision, took.Seconds())
+	attrs := []any{"revision", set.Revision, "files", set.Files, "trigger", trigger, "duration_ms", took.Milliseconds()}
+	if prev := e.active.Load(); prev != nil {
+		attrs = append(attrs, "previous_revision", prev.Revision)
+	}
+	e.log.Info("policy loaded", attrs...)
+	e.active.Store(set)
 	e.mu.Lock()
 	e.lastErr, e.failedRev = nil, ""
 	subs := e.subs
 	e.mu.Unlock()
-	e.metrics.succeeded(set.Revision, took.Seconds())
-	attrs := []any{"revision", set.Revision, "files", set.Files, "trigger", trigger, "duration_ms", took.Milliseconds()}
-	if prev != nil {
-		attrs = append(attrs, "previous_revision", prev.Revision)
-	}
-	e.log.Info("policy loaded", attrs...)
 	for _, ch := range subs {
 		select {
 		case ch <- struct{}{}:

@@ -15,8 +15,8 @@ import (
 	dto "github.com/prometheus/client_model/go"
 )
 
-// reloadDeadline is how long a reload may take to show in decisions. The
-// requirement is 1 s; the race detector slows compilation several times on a
+// reloadDeadline is how long a change may take to show in decisions: the
+// requirement is 1 s. The race detector slows compilation several times on a
 // small shared machine, so it gets more room.
 func reloadDeadline() time.Duration {
 	if raceEnabled {
@@ -24,6 +24,11 @@ func reloadDeadline() time.Duration {
 	}
 	return time.Second
 }
+
+// settleDeadline bounds the waits that only need to happen eventually (an
+// error to be reported, a rescan to run); it is generous so that a busy CI
+// machine does not fail them.
+const settleDeadline = 10 * time.Second
 
 // syncBuffer is a goroutine-safe log sink.
 type syncBuffer struct {

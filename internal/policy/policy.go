@@ -1,5 +1,17 @@
 // Package policy loads the Rego policy directory (package flakegate.authz),
 // compiles it into a prepared query, hot-reloads it, and evaluates decisions.
+//
+// The directory holds policy modules (*.rego), their tests (*_test.rego,
+// run only by Check) and data files (*.json, *.yaml, *.yml, mounted at
+// data.<base name>). Engine serves one compiled set at a time and swaps in a
+// new one when the directory's content changes (fsnotify, debounced, plus a
+// periodic rescan for what fsnotify misses, such as Kubernetes ConfigMap
+// symlink swaps). A set that does not load is refused and the previous one
+// keeps serving. The optional rule config_errors (a set of strings that must
+// not depend on input) validates the data files once per load. Check is the
+// same loading plus OPA's test runner, for `authz -check` and CI.
+//
+// See policies/README.md for the policy contract and the shipped policy.
 package policy
 
 import "context"
