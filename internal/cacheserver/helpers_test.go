@@ -308,3 +308,5 @@ func sha256Of(b []byte) []byte {
 	h := sha256.Sum256(b)
 	return h[:]
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.DiscardHandler) }

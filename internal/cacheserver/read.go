@@ -38,19 +38,22 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.Request) {
-	p, err := s.idx.GetPath(r.Context(), req.Flake, req.Hash)
-	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
-		return
-	}
-	if err != nil {
-		s.internalError(w, r, "looking up the narinfo", err)
-		return
-	}
-	text, err := s.signed(r, p)
-	if err != nil {
-		s.internalError(w, r, "re-signing the narinfo", err)
-		return
+	text, ok := s.hits.getNarInfo(req.Flake, req.Hash)
+	if !ok {
+		p, err := s.idx.GetPath(r.Context(), req.Flake, req.Hash)
+		if errors.Is(err, index.ErrNotFound) {
+			s.fail(w, http.StatusNotFound, "not found")
+			return
+		}
+		if err != nil {
+			s.internalError(w, r, "looking up the narinfo", err)
+			return
+		}
+		if text, err = s.signed(r, p); err != nil {
+			s.internalError(w, r, "re-signing the narinfo", err)
+			return
+		}
+		s.hits.addNarInfo(req.Flake, req.Hash, text)
 	}
 	h := w.Header()
 	h.Set("Content-Type", contentTypeNarInfo)
@@ -63,14 +66,13 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 }
 
 // signed returns the narinfo text carrying the current key set's
-// signatures, re-signing (once) a narinfo signed under an older key set.
+// signatures, re-signing a narinfo signed under an older key set. The
+// re-signed text is stored when the index can (index.NarInfoUpdater), and
+// kept in the hit cache either way.
 func (s *Server) signed(r *http.Request, p index.Path) ([]byte, error) {
 	id := s.keys.ID()
 	if p.SignedBy == id {
 		return p.NarInfo, nil
-	}
-	if v, ok := s.resigned.Load(p.Hash); ok {
-		return v.([]byte), nil
 	}
 	text, err := s.keys.Resign(p.NarInfo)
 	if err != nil {
@@ -83,7 +85,6 @@ func (s *Server) signed(r *http.Request, p index.Path) ([]byte, error) {
 		}
 		s.log.WarnContext(r.Context(), "store re-signed narinfo", "hash", p.Hash, "err", err)
 	}
-	s.resigned.Store(p.Hash, text)
 	return text, nil
 }
 
@@ -97,16 +98,19 @@ func fileOf(rd blob.Reader) (*os.File, bool) {
 }
 
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Request) {
-	n, err := s.idx.GetNar(r.Context(), req.Flake, req.File)
-	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
-		return
+	if !s.hits.hasNar(req.Flake, req.File) {
+		_, err := s.idx.GetNar(r.Context(), req.Flake, req.File)
+		if errors.Is(err, index.ErrNotFound) {
+			s.fail(w, http.StatusNotFound, "not found")
+			return
+		}
+		if err != nil {
+			s.internalError(w, r, "looking up the NAR", err)
+			return
+		}
+		s.hits.addNar(req.Flake, req.File)
 	}
-	if err != nil {
-		s.internalError(w, r, "looking up the NAR", err)
-		return
-	}
-	s.serveBlob(w, r, "nar/"+n.File, contentTypeNar, cacheImmutable, `"`+req.Hash+`"`)
+	s.serveBlob(w, r, "nar/"+req.File, contentTypeNar, cacheImmutable, `"`+req.Hash+`"`)
 }
 
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {

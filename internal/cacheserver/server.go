@@ -45,6 +45,9 @@ type Config struct {
 	MaxNarInfoSize int64
 	// Priority is nix-cache-info's Priority. Default DefaultPriority.
 	Priority int
+	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
+	// hits (each). Default DefaultCacheEntries; negative disables them.
+	CacheEntries int
 	// Registry receives the metrics; nil makes a private registry
 	// (served by InternalHandler either way).
 	Registry *prometheus.Registry
@@ -62,11 +65,10 @@ type Server struct {
 	cacheInfo []byte
 	metrics   *metrics
 
+	hits    *hitCache
+
 	// pathLocks serialise narinfo uploads of one store hash (striped).
 	pathLocks [64]sync.Mutex
-	// resigned holds narinfos re-signed after a key rotation when the index
-	// cannot store them (hash → []byte).
-	resigned sync.Map
 }
 
 // New checks cfg and builds a Server.
@@ -76,7 +78,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
-		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize,
+		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
 	}
 	if s.log == nil {
 		s.log = slog.Default()

@@ -1,0 +1,69 @@
+package cacheserver
+
+import (
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// DefaultCacheEntries bounds each in-memory lookup cache.
+const DefaultCacheEntries = 1 << 16
+
+// hitCache remembers positive index lookups so hot narinfos and NARs are
+// served without a database query. Only hits are cached, never "not
+// found", and that is safe because what the index answers for a hit never
+// changes: narinfo text and NAR records are immutable, ownership only
+// grows, and re-signing happens before a text is cached (keys change only
+// with a restart). A garbage collector that deletes paths or ownership
+// must clear these caches (in every process sharing the index).
+type hitCache struct {
+	narinfo *lru.Cache[cacheKey, []byte]
+	nar     *lru.Cache[cacheKey, struct{}]
+}
+
+type cacheKey struct {
+	flake route.Flake // zero for the union view
+	key   string      // store hash or NAR file name
+}
+
+// newHitCache returns a cache of n entries per kind; n < 0 disables it.
+func newHitCache(n int) *hitCache {
+	if n < 0 {
+		return &hitCache{}
+	}
+	if n == 0 {
+		n = DefaultCacheEntries
+	}
+	c := &hitCache{}
+	// lru.New fails only for a size ≤ 0.
+	c.narinfo, _ = lru.New[cacheKey, []byte](n)
+	c.nar, _ = lru.New[cacheKey, struct{}](n)
+	return c
+}
+
+func (c *hitCache) getNarInfo(f route.Flake, hash string) ([]byte, bool) {
+	if c.narinfo == nil {
+		return nil, false
+	}
+	return c.narinfo.Get(cacheKey{f, hash})
+}
+
+func (c *hitCache) addNarInfo(f route.Flake, hash string, text []byte) {
+	if c.narinfo != nil {
+		c.narinfo.Add(cacheKey{f, hash}, text)
+	}
+}
+
+func (c *hitCache) hasNar(f route.Flake, file string) bool {
+	if c.nar == nil {
+		return false
+	}
+	_, ok := c.nar.Get(cacheKey{f, file})
+	return ok
+}
+
+func (c *hitCache) addNar(f route.Flake, file string) {
+	if c.nar != nil {
+		c.nar.Add(cacheKey{f, file}, struct{}{})
+	}
+}
