@@ -65,7 +65,7 @@ type Server struct {
 	cacheInfo []byte
 	metrics   *metrics
 
-	hits    *hitCache
+	hits *hitCache
 
 	// pathLocks serialise narinfo uploads of one store hash (striped).
 	pathLocks [64]sync.Mutex
