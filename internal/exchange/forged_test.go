@@ -185,7 +185,9 @@ func TestKeyRotationThroughTheService(t *testing.T) {
 	}
 	oldKey := oldRing.Signer()
 
-	_, newKID, err := tokens.GenerateKey(st.keyDir, tokens.AlgES256, time.Now().Add(time.Second))
+	// The new key is trusted at the next reload (50ms) but signs only once
+	// it is KeyActivationDelay (2 × 50ms) old.
+	_, newKID, err := tokens.GenerateKey(st.keyDir, tokens.AlgES256, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

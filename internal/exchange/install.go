@@ -33,6 +33,10 @@ type Config struct {
 	MaxLifetime time.Duration
 	// KeyCheckInterval is how often KeyDir is re-read for rotation (default 10s).
 	KeyCheckInterval time.Duration
+	// KeyActivationDelay is how old a new key must be before it signs, so
+	// that every authz replica sharing KeyDir trusts it first (default
+	// twice KeyCheckInterval).
+	KeyActivationDelay time.Duration
 }
 
 // Validate reports every problem at once.
@@ -109,7 +113,15 @@ func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logg
 	if created {
 		log.Info("created a token signing key", "dir", cfg.KeyDir, "kid", keys.Signer().ID)
 	}
-	minter, err := tokens.NewMinter(keys, tokens.Config{Issuer: publicURL, Lifetime: cfg.Lifetime, MaxLifetime: cfg.MaxLifetime})
+	if cfg.KeyCheckInterval <= 0 {
+		cfg.KeyCheckInterval = 10 * time.Second
+	}
+	if cfg.KeyActivationDelay <= 0 {
+		cfg.KeyActivationDelay = 2 * cfg.KeyCheckInterval
+	}
+	minter, err := tokens.NewMinter(keys, tokens.Config{
+		Issuer: publicURL, Lifetime: cfg.Lifetime, MaxLifetime: cfg.MaxLifetime, ActivationDelay: cfg.KeyActivationDelay,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -132,17 +144,14 @@ func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logg
 		Metrics:      NewMetrics(svc.Registry),
 	}
 	h.Register(svc.Mux)
-	go watchKeys(ctx, keys, svc.Verifier, cfg.KeyCheckInterval, h.Logger)
-	log.Info("token exchange enabled", "issuer", publicURL, "signing_kid", keys.Signer().ID,
+	go watchKeys(ctx, keys, minter, svc.Verifier, cfg.KeyCheckInterval, h.Logger)
+	log.Info("token exchange enabled", "issuer", publicURL, "signing_kid", minter.Signer().ID,
 		"keys", len(keys.Keys()), "lifetime", minter.Lifetime().String(), "max_lifetime", minter.MaxLifetime().String())
 	return h, nil
 }
 
 // watchKeys reloads the key directory and hands changed keys to the verifier.
-func watchKeys(ctx context.Context, keys *tokens.KeyRing, v *identity.MultiVerifier, every time.Duration, log *slog.Logger) {
-	if every <= 0 {
-		every = 10 * time.Second
-	}
+func watchKeys(ctx context.Context, keys *tokens.KeyRing, minter *tokens.Minter, v *identity.MultiVerifier, every time.Duration, log *slog.Logger) {
 	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
@@ -163,6 +172,7 @@ func watchKeys(ctx context.Context, keys *tokens.KeyRing, v *identity.MultiVerif
 			log.Error("hand new token keys to the verifier", "error", err)
 			continue
 		}
-		log.Info("token signing keys reloaded", "dir", keys.Dir(), "keys", len(keys.Keys()), "signing_kid", keys.Signer().ID)
+		log.Info("token signing keys reloaded", "dir", keys.Dir(), "keys", len(keys.Keys()),
+			"newest_kid", keys.Signer().ID, "signing_kid", minter.Signer().ID)
 	}
 }

@@ -8,7 +8,12 @@
 // "Created" header, else the file's modification time) signs; every key in
 // the directory verifies and is published in the JWKS. Rotation: add a new
 // key (GenerateKey), wait at least the longest token lifetime, then delete
-// the old file; tokens it signed stop verifying once it is gone.
+// the old file; tokens it signed stop verifying once it is gone. A key file
+// made elsewhere works too (openssl genpkey -algorithm ed25519 -out
+// keys/2026-05.pem; its mtime then says when it was created). With several
+// authz replicas sharing the directory, a new key signs only after an
+// activation delay (Config.ActivationDelay) so that every replica has loaded
+// it by then.
 package tokens
 
 import (
@@ -241,10 +246,28 @@ func newKey(raw any) (*Key, error) {
 	return &Key{ID: kid, Alg: alg.String(), private: priv, public: pub}, nil
 }
 
-// Signer is the key that signs new tokens: the newest one.
+// Signer is the newest key: the one that signs new tokens when keys
+// activate at once (SignerAt with no delay).
 func (r *KeyRing) Signer() *Key {
 	r.mu.RLock()
 	defer r.mu.RUnlock()
+	return r.keys[0]
+}
+
+// SignerAt is the key that signs at time now when a new key may sign only
+// once it is delay old: the newest key created at or before now-delay, or
+// the newest key when none is that old (a fresh key directory). The delay
+// gives every authz replica sharing the directory time to load — and so to
+// accept — a new key before any replica signs with it.
+func (r *KeyRing) SignerAt(now time.Time, delay time.Duration) *Key {
+	r.mu.RLock()
+	defer r.mu.RUnlock()
+	cutoff := now.Add(-delay)
+	for _, k := range r.keys {
+		if !k.Created.After(cutoff) {
+			return k
+		}
+	}
 	return r.keys[0]
 }
 
@@ -298,11 +321,11 @@ func GenerateKey(dir, alg string, now time.Time) (path, kid string, err error) {
 	if err != nil {
 		return "", "", fmt.Errorf("encode key: %w", err)
 	}
-	created := now.UTC().Truncate(time.Second)
+	created := now.UTC() // full precision: two keys made in one second still have an order
 	var buf bytes.Buffer
 	if err := pem.Encode(&buf, &pem.Block{
 		Type:    "PRIVATE KEY",
-		Headers: map[string]string{createdHeader: created.Format(time.RFC3339)},
+		Headers: map[string]string{createdHeader: created.Format(time.RFC3339Nano)},
 		Bytes:   der,
 	}); err != nil {
 		return "", "", fmt.Errorf("encode key: %w", err)

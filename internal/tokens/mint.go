@@ -27,6 +27,10 @@ type Config struct {
 	Lifetime time.Duration
 	// MaxLifetime caps every token, whatever is asked or configured; default 12h.
 	MaxLifetime time.Duration
+	// ActivationDelay is how old a key must be before it signs (see
+	// KeyRing.SignerAt); set it above the key reload interval when several
+	// authz replicas share the key directory. Default 0: the newest signs.
+	ActivationDelay time.Duration
 	// Now is the clock (tests); default time.Now.
 	Now func() time.Time
 }
@@ -57,8 +61,8 @@ func NewMinter(keys *KeyRing, cfg Config) (*Minter, error) {
 	if cfg.MaxLifetime == 0 {
 		cfg.MaxLifetime = DefaultMaxLifetime
 	}
-	if cfg.Lifetime < 0 || cfg.MaxLifetime < 0 {
-		return nil, errors.New("token minter: lifetimes must be positive")
+	if cfg.Lifetime < 0 || cfg.MaxLifetime < 0 || cfg.ActivationDelay < 0 {
+		return nil, errors.New("token minter: lifetimes and the activation delay must be positive")
 	}
 	if cfg.Lifetime > cfg.MaxLifetime {
 		return nil, fmt.Errorf("token minter: lifetime %s exceeds the maximum %s", cfg.Lifetime, cfg.MaxLifetime)
@@ -77,6 +81,9 @@ func (m *Minter) MaxLifetime() time.Duration { return m.cfg.MaxLifetime }
 
 // Issuer is the iss (and aud) of minted tokens.
 func (m *Minter) Issuer() string { return m.cfg.Issuer }
+
+// Signer is the key that signs now.
+func (m *Minter) Signer() *Key { return m.keys.SignerAt(m.cfg.Now(), m.cfg.ActivationDelay) }
 
 // Token is a minted cache token.
 type Token struct {
@@ -129,7 +136,7 @@ func (m *Minter) Mint(subject string, claims map[string]any, requested time.Dura
 	); err != nil {
 		return Token{}, fmt.Errorf("mint token: %w", err)
 	}
-	key := m.keys.Signer()
+	key := m.Signer()
 	hdr := jws.NewHeaders()
 	if err := hdr.Set(jws.TypeKey, "JWT"); err != nil {
 		return Token{}, fmt.Errorf("mint token: %w", err)

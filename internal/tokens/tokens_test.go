@@ -339,3 +339,53 @@ func writeFile(t *testing.T, p string, b []byte) {
 		t.Fatal(err)
 	}
 }
+
+func TestActivationDelay(t *testing.T) {
+	dir := t.TempDir()
+	_, oldKID := mustGenerateKID(t, dir, AlgEdDSA, t0)
+	_, newKID := mustGenerateKID(t, dir, AlgEdDSA, t0.Add(time.Hour))
+	r, err := LoadKeyRing(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		now   time.Time
+		delay time.Duration
+		want  string
+	}{
+		{"no delay: newest", t0.Add(time.Hour), 0, newKID},
+		{"new key too young", t0.Add(time.Hour + 10*time.Second), time.Minute, oldKID},
+		{"new key old enough", t0.Add(time.Hour + time.Minute), time.Minute, newKID},
+		{"no key old enough: newest", t0, 24 * time.Hour, newKID},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m, err := NewMinter(r, Config{Issuer: "https://c", ActivationDelay: tt.delay, Now: func() time.Time { return tt.now }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			tok, err := m.Mint("s", nil, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok.KeyID != tt.want {
+				t.Errorf("signed with %s, want %s", tok.KeyID, tt.want)
+			}
+		})
+	}
+}
+
+func TestKeysMadeInOneSecondKeepTheirOrder(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 5; i++ {
+		_, kid := mustGenerateKID(t, dir, AlgEdDSA, t0.Add(time.Duration(i)*time.Millisecond))
+		r, err := LoadKeyRing(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Signer().ID != kid {
+			t.Fatalf("key %d: newest is %s, want the one just made (%s)", i, r.Signer().ID, kid)
+		}
+	}
+}
