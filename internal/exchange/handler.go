@@ -16,14 +16,14 @@
 package exchange
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
-	"strings"
+	"strconv"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -95,8 +95,8 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "bad_request", http.StatusRequestEntityTooLarge, "request body too large")
 		return
 	}
-	if len(strings.TrimSpace(string(body))) > 0 {
-		dec := json.NewDecoder(strings.NewReader(string(body)))
+	if len(bytes.TrimSpace(body)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(body))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&req); err != nil {
 			h.fail(w, "bad_request", http.StatusBadRequest, `body: want {"lifetime_seconds": N} or nothing`)
@@ -198,7 +198,7 @@ func (h *Handler) ServeJWKS(w http.ResponseWriter, r *http.Request) {
 	doc := h.Keys.JWKS()
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "public, max-age=60")
-	w.Header().Set("Content-Length", fmt.Sprint(len(doc)))
+	w.Header().Set("Content-Length", strconv.Itoa(len(doc)))
 	w.WriteHeader(http.StatusOK)
 	if r.Method == http.MethodGet {
 		_, _ = w.Write(doc)

@@ -19,6 +19,7 @@ const TokenPath = "/_flakegate/token"
 type CacheToken struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
+	TokenID   string    `json:"token_id"` // jti: what an admin revokes (not a secret)
 }
 
 // apiError is the JSON error answer of flakegate endpoints.

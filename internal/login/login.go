@@ -158,8 +158,8 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 	if err := WriteNetrcEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s)\n",
-		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339))
+	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s; token id %s)\n",
+		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339), tok.TokenID)
 	_, err = io.WriteString(env.Stdout, NixConfLines(cache.String(), netrcPath, cfg.PublicKey))
 	return err
 }
