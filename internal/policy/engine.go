@@ -155,16 +155,19 @@ func (e *Engine) Run(ctx context.Context) error {
 	} else {
 		defer func() { _ = watcher.Close() }()
 	}
-	watching := false
+	watching, warned := false, false
 	watch := func() {
 		if watcher == nil || watching {
 			return
 		}
 		if err := watcher.Add(e.dir); err != nil {
-			e.log.Warn("cannot watch the policy directory; relying on the periodic rescan", "error", err.Error())
+			if !warned { // retried at every rescan, reported once
+				e.log.Warn("cannot watch the policy directory; relying on the periodic rescan", "error", err.Error())
+				warned = true
+			}
 			return
 		}
-		watching = true
+		watching, warned = true, false
 	}
 	watch()
 	if !watching && e.opts.Rescan < 0 {
