@@ -128,7 +128,7 @@ func TestRun(t *testing.T) {
 		},
 		{
 			name: "longer lifetime asked", args: []string{"login", "--ci", "--lifetime", "3h", "--cache", "CACHE"},
-			env:  map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true, wantLife: 3 * time.Hour,
+			env: map[string]string{"FLAKEGATE_ID_TOKEN": "GITLAB"}, wantCode: 0, wantNetrc: true, wantLife: 3 * time.Hour,
 		},
 		{name: "negative lifetime", args: []string{"login", "--ci", "--lifetime", "-1h", "--cache", "CACHE"}, wantCode: 2, wantStderr: "--lifetime must be positive"},
 		{
