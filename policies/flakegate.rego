@@ -30,7 +30,10 @@
 # never silently fall back to the wider org-wide default.
 #
 # Every rule below runs on each cache request: keep them cheap (no
-# iteration over all flakes, reasons built only for the branch taken).
+# iteration over all flakes, reasons built only for the branch taken). The
+# engine caches decisions by the input fields the rules read; reading
+# `input` as a whole (object.get(input, …), walk(input)) or calling
+# time.now_ns turns that cache off, so read fields by name.
 package flakegate.authz
 
 default allow := false
@@ -60,7 +63,9 @@ reason := denial if not allow
 
 # --- the request -------------------------------------------------------------
 
-action := object.get(input, "action", "")
+action := input.action
+
+default action := ""
 
 flake_org := input.flake.org
 
@@ -92,9 +97,13 @@ same_org if {
 	input.subject.org == flake_org
 }
 
-subject_repo := object.get(input.subject, "repo", "")
+subject_repo := input.subject.repo
 
-subject_ref := object.get(input.subject, "ref", "")
+default subject_repo := ""
+
+subject_ref := input.subject.ref
+
+default subject_ref := ""
 
 subject_user := lower(input.subject.user)
 

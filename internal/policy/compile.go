@@ -264,10 +264,13 @@ type policySet struct {
 	Files    []string
 	Data     map[string]any
 	query    rego.PreparedEvalQuery
+	cache    *decisionCache // nil: this set's decisions are not cached
+	noCache  string         // why, for the load log
 }
 
 // build parses, compiles and prepares snap. Errors are *LoadError.
-func build(ctx context.Context, dir string, snap *snapshot) (*policySet, error) {
+// cacheSize bounds the set's decision cache; 0 or less disables it.
+func build(ctx context.Context, dir string, snap *snapshot, cacheSize int) (*policySet, error) {
 	parsed, problems := parse(snap)
 	if len(problems) > 0 {
 		sortProblems(problems)
@@ -291,7 +294,16 @@ func build(ctx context.Context, dir string, snap *snapshot) (*policySet, error) 
 	if err != nil {
 		return nil, &LoadError{Dir: dir, Problems: problemsFromAST(fmt.Errorf("prepare decision query: %w", err))}
 	}
-	return &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq}, nil
+	set := &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq}
+	switch paths, why := inputPaths(c.Modules); {
+	case cacheSize <= 0:
+		set.noCache = "disabled by configuration"
+	case why != "":
+		set.noCache = why
+	default:
+		set.cache = newDecisionCache(paths, cacheSize)
+	}
+	return set, nil
 }
 
 func newStore(data map[string]any) storage.Store {

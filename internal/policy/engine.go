@@ -27,6 +27,10 @@ type Options struct {
 	// misses (files symlinked from elsewhere, a recreated directory).
 	// Negative disables it.
 	Rescan time.Duration // default 10s
+	// CacheSize bounds the decision cache of the active set (see
+	// decisionCache: decisions are cached by the input fields the policy
+	// reads, when that is sound). Negative disables it.
+	CacheSize int // default 4096
 }
 
 const (
@@ -69,6 +73,9 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 	if opts.Rescan == 0 {
 		opts.Rescan = defaultRescan
 	}
+	if opts.CacheSize == 0 {
+		opts.CacheSize = defaultCacheSize
+	}
 	dir = filepath.Clean(dir)
 	e := &Engine{
 		dir:     dir,
@@ -84,7 +91,7 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 		e.metrics.failed(time.Since(start).Seconds())
 		return nil, fmt.Errorf("load policies: %w", err)
 	}
-	set, err := build(ctx, dir, snap)
+	set, err := build(ctx, dir, snap, e.opts.CacheSize)
 	if err != nil {
 		e.metrics.failed(time.Since(start).Seconds())
 		return nil, fmt.Errorf("load policies: %w", err)
@@ -125,11 +132,26 @@ func (e *Engine) Subscribe() <-chan struct{} {
 // ctx done) is returned and must be treated as a deny by the caller.
 func (e *Engine) Evaluate(ctx context.Context, input map[string]any) (Decision, error) {
 	set := e.active.Load()
+	var key string
+	cached := false
+	if set.cache != nil {
+		if key, cached = set.cache.key(input); cached {
+			if d, ok := set.cache.get(key); ok {
+				e.metrics.cacheHits.Inc()
+				return d, nil
+			}
+			e.metrics.cacheMisses.Inc()
+		}
+	}
 	v, err := toValue(input)
 	if err != nil {
 		return Decision{Revision: set.Revision}, fmt.Errorf("policy input: %w", err)
 	}
-	return set.evaluate(ctx, v)
+	d, err := set.evaluate(ctx, v)
+	if err == nil && cached {
+		set.cache.put(key, d)
+	}
+	return d, err
 }
 
 // Reload reads the directory now and activates it if it changed. It returns
@@ -255,7 +277,7 @@ func (e *Engine) reload(ctx context.Context, trigger string) error {
 
 	bctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	set, err := build(bctx, e.dir, snap)
+	set, err := build(bctx, e.dir, snap, e.opts.CacheSize)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: not the policy's fault
@@ -304,6 +326,11 @@ func (e *Engine) fail(err error, revision, trigger string, took time.Duration) {
 func (e *Engine) activate(set *policySet, trigger string, took time.Duration) {
 	e.metrics.succeeded(set.Revision, took.Seconds())
 	attrs := []any{"revision", set.Revision, "files", set.Files, "trigger", trigger, "duration_ms", took.Milliseconds()}
+	if set.cache != nil {
+		attrs = append(attrs, "decision_cache", "on", "input_paths", describePaths(set.cache.paths))
+	} else {
+		attrs = append(attrs, "decision_cache", "off: "+set.noCache)
+	}
 	if prev := e.active.Load(); prev != nil {
 		attrs = append(attrs, "previous_revision", prev.Revision)
 	}

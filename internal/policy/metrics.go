@@ -13,6 +13,8 @@ type metrics struct {
 	revision *prometheus.GaugeVec   // revision=<hash>, 1 for the active set
 	duration prometheus.Histogram
 	healthy  prometheus.Gauge // 1 when the last reload attempt succeeded
+
+	cacheHits, cacheMisses prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -35,12 +37,18 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 if the last policy load succeeded, 0 if the directory holds a set that does not compile.",
 		}),
 	}
+	cache := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flakegate_policy_decision_cache_total",
+		Help: "Decisions answered from the active set's decision cache (hit) or evaluated and cached (miss).",
+	}, []string{"result"})
 	if reg != nil {
+		cache = register(reg, cache)
 		m.reloads = register(reg, m.reloads)
 		m.revision = register(reg, m.revision)
 		m.duration = register(reg, m.duration)
 		m.healthy = register(reg, m.healthy)
 	}
+	m.cacheHits, m.cacheMisses = cache.WithLabelValues("hit"), cache.WithLabelValues("miss")
 	// Both results exist from the start, so that rate() and alerts work
 	// before the first failure.
 	m.reloads.WithLabelValues("success")
