@@ -71,6 +71,7 @@ func run(args []string) error {
 	fs.Var(&maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
 	fs.IntVar(&cfg.Priority, "priority", cacheserver.DefaultPriority, "nix-cache-info Priority")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every request (JSON)")
+	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cacheserver.DefaultUploadIdleTimeout, "drop an upload whose client sends nothing for this long")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.String("config", "", "config `file` (lines \"flag value\")")

@@ -42,6 +42,8 @@ type Config struct {
 	MaxNarInfoSize int64
 	Priority       int
 	AccessLog      bool
+	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
+	UploadIdleTimeout time.Duration
 	// ShutdownTimeout bounds how long running requests (uploads) may take
 	// to finish after SIGTERM.
 	ShutdownTimeout time.Duration
@@ -135,7 +137,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv, err := cacheserver.New(cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog,
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
-		Registry: reg,
+		UploadIdleTimeout: cfg.UploadIdleTimeout, Registry: reg,
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -23,6 +24,8 @@ const (
 	DefaultMaxNarSize     = 64 << 30
 	DefaultMaxNarInfoSize = 1 << 20
 	DefaultPriority       = 40
+
+	DefaultUploadIdleTimeout = 2 * time.Minute
 )
 
 // SubjectHeader is set by the gate (or Envoy) on allowed requests; the
@@ -45,6 +48,10 @@ type Config struct {
 	MaxNarInfoSize int64
 	// Priority is nix-cache-info's Priority. Default DefaultPriority.
 	Priority int
+	// UploadIdleTimeout ends an upload whose client sends nothing for this
+	// long (the server has no overall body timeout: large uploads may take
+	// hours). Default DefaultUploadIdleTimeout.
+	UploadIdleTimeout time.Duration
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
 	// hits (each). Default DefaultCacheEntries; negative disables them.
 	CacheEntries int
@@ -67,6 +74,8 @@ type Server struct {
 
 	hits *hitCache
 
+	uploadIdle time.Duration
+
 	// pathLocks serialise narinfo uploads of one store hash (striped).
 	pathLocks [64]sync.Mutex
 }
@@ -88,6 +97,10 @@ func New(cfg Config) (*Server, error) {
 	}
 	if s.maxInfo <= 0 {
 		s.maxInfo = DefaultMaxNarInfoSize
+	}
+	s.uploadIdle = cfg.UploadIdleTimeout
+	if s.uploadIdle <= 0 {
+		s.uploadIdle = DefaultUploadIdleTimeout
 	}
 	prio := cfg.Priority
 	if prio <= 0 {

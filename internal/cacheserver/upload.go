@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -47,15 +48,51 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 	s.internalError(w, r, what, err)
 }
 
+// idleDeadline pushes the connection's read deadline forward while an
+// upload makes progress, so a client that stalls is dropped after idle
+// without bounding the whole upload.
+type idleDeadline struct {
+	rc   *http.ResponseController
+	idle time.Duration
+	next time.Time // when to push the deadline again
+}
+
+func (d *idleDeadline) extend() {
+	if d == nil {
+		return
+	}
+	now := time.Now()
+	if now.Before(d.next) {
+		return
+	}
+	// Not every writer supports deadlines (then the server's own timeouts apply).
+	_ = d.rc.SetReadDeadline(now.Add(d.idle))
+	d.next = now.Add(d.idle / 10)
+}
+
+// clear removes the deadline after a complete body. After a failed upload
+// the deadline stays: the server then drains (a little of) the rest of the
+// body or closes the connection, and never waits on a stalled client.
+func (d *idleDeadline) clear() {
+	if d != nil {
+		_ = d.rc.SetReadDeadline(time.Time{})
+	}
+}
+
+func (s *Server) idleDeadline(w http.ResponseWriter) *idleDeadline {
+	return &idleDeadline{rc: http.NewResponseController(w), idle: s.uploadIdle}
+}
+
 // stream copies body to dst (may be nil) and v, mapping failures: a body
-// over limit → 413, a client that went away → 400, data the verifier
-// refuses → 400/413, a storage write error → plain error (500).
-func stream(body io.Reader, dst io.Writer, v io.Writer, limit int64, what string) (int64, error) {
+// over limit → 413, a client that went away or stalled → 400, data the
+// verifier refuses → 400/413, a storage write error → plain error (500).
+func stream(body io.Reader, dst io.Writer, v io.Writer, limit int64, what string, dl *idleDeadline) (int64, error) {
 	bp := copyBufs.Get().(*[]byte)
 	defer copyBufs.Put(bp)
 	buf := *bp
 	var total int64
 	for {
+		dl.extend()
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			total += int64(n)
@@ -74,6 +111,7 @@ func stream(body io.Reader, dst io.Writer, v io.Writer, limit int64, what string
 			}
 		}
 		if rerr == io.EOF {
+			dl.clear()
 			return total, nil
 		}
 		if rerr != nil {
@@ -87,7 +125,7 @@ func stream(body io.Reader, dst io.Writer, v io.Writer, limit int64, what string
 }
 
 func (s *Server) putNar(w http.ResponseWriter, r *http.Request, req route.Request) {
-	created, err := s.receiveNar(r, req)
+	created, err := s.receiveNar(r, req, s.idleDeadline(w))
 	if err != nil {
 		s.answer(w, r, "NAR upload", err)
 		return
@@ -105,7 +143,7 @@ func (s *Server) ok(w http.ResponseWriter, created bool) {
 
 // receiveNar streams a NAR upload to storage while verifying it, then
 // records it. It reports whether a new blob was stored.
-func (s *Server) receiveNar(r *http.Request, req route.Request) (bool, error) {
+func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline) (bool, error) {
 	ctx := r.Context()
 	if r.ContentLength > s.maxNar {
 		return false, tooLarge(s.maxNar, "NAR file")
@@ -148,7 +186,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request) (bool, error) {
 	if bw != nil {
 		dst = bw
 	}
-	n, err := stream(body, dst, v, s.maxNar, "NAR")
+	n, err := stream(body, dst, v, s.maxNar, "NAR", dl)
 	s.metrics.uploadBytes.WithLabelValues("nar").Add(float64(n))
 	if err != nil {
 		abort()
@@ -327,7 +365,7 @@ func (s *Server) adoptNar(r *http.Request, flake route.Flake, ni *nixcache.NarIn
 }
 
 func (s *Server) putLog(w http.ResponseWriter, r *http.Request, req route.Request) {
-	err := s.receiveLog(r, req)
+	err := s.receiveLog(r, req, s.idleDeadline(w))
 	if err != nil {
 		s.answer(w, r, "log upload", err)
 		return
@@ -335,7 +373,7 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, req route.Reques
 	s.ok(w, true)
 }
 
-func (s *Server) receiveLog(r *http.Request, req route.Request) error {
+func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline) error {
 	ctx := r.Context()
 	if r.ContentLength > s.maxNar {
 		return tooLarge(s.maxNar, "build log")
@@ -345,7 +383,7 @@ func (s *Server) receiveLog(r *http.Request, req route.Request) error {
 	if err != nil {
 		return fmt.Errorf("create blob: %w", err)
 	}
-	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxNar), bw, nil, s.maxNar, "build log")
+	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxNar), bw, nil, s.maxNar, "build log", dl)
 	s.metrics.uploadBytes.WithLabelValues("log").Add(float64(n))
 	if err != nil {
 		bw.Abort()

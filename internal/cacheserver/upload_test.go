@@ -3,11 +3,13 @@ package cacheserver
 import (
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -340,5 +342,52 @@ func TestLogs(t *testing.T) {
 	}
 	if st, _, _ := do(t, "PUT", ts.URL+"/omnicorp/a/log/../../x", []byte("x")); st/100 != 4 {
 		t.Fatalf("log path escape: %d", st)
+	}
+}
+
+// A client that stops sending in the middle of an upload is dropped after
+// the idle timeout; nothing of its upload remains.
+func TestStalledUploadIsDropped(t *testing.T) {
+	ts := newTestServer(t, "", nil, func(c *Config) { c.UploadIdleTimeout = 300 * time.Millisecond })
+	p := makePath(t, "stalled", route.CompressionXZ)
+	before := ts.state(t, p.Hash)
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	req, _ := http.NewRequest("PUT", ts.URL+"/omnicorp/a/nar/"+p.FileName, pr)
+	req.ContentLength = int64(len(p.File))
+	type result struct {
+		status int
+		body   string
+		err    error
+	}
+	done := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- result{err: err}
+			return
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		done <- result{status: resp.StatusCode, body: string(b)}
+	}()
+	if _, err := pw.Write(p.File[:len(p.File)/2]); err != nil {
+		t.Fatal(err)
+	}
+	// ... and nothing more.
+	select {
+	case r := <-done:
+		if r.err == nil && (r.status != 400 || !strings.Contains(r.body, "reading the NAR upload failed")) {
+			t.Fatalf("stalled upload answered %d %q", r.status, r.body)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("stalled upload still open after 30s")
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for ts.state(t, p.Hash) != before {
+		if time.Now().After(deadline) {
+			t.Fatalf("stalled upload left state: %+v → %+v", before, ts.state(t, p.Hash))
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
