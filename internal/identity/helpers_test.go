@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -164,4 +166,15 @@ func assertNoSecret(t *testing.T, what, text, tok string) {
 			t.Fatalf("%s contains a token segment", what)
 		}
 	}
+}
+
+// newStaticServer serves body at every path; it returns the base URL.
+func newStaticServer(t *testing.T, body string) string {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
 }
