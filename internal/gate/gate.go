@@ -29,6 +29,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 )
@@ -214,6 +215,18 @@ func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.Cli
 		// connection after its restart) is noticed before the next request
 		// waits on it. cmd/authz permits pings every 10s without streams.
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 30 * time.Second, Timeout: 10 * time.Second, PermitWithoutStream: true}),
+		// A Check waits (within the gate's per-check timeout) for the
+		// connection to come up instead of failing at once while the channel
+		// is in its reconnect backoff: otherwise every request in the seconds
+		// after authz (re)starts would get a 503 although authz is serving.
+		// Still fail closed: the timeout bounds the wait and answers 503.
+		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
+		// Reconnect quickly after an authz restart (gRPC's default backoff
+		// grows to two minutes, which a cache would spend answering 503).
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 100 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: 2 * time.Second},
+			MinConnectTimeout: 2 * time.Second,
+		}),
 	}, extra...)
 	conn, err := grpc.NewClient(target, opts...)
 	if err != nil {

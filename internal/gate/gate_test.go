@@ -286,7 +286,7 @@ func TestGateAuthzDown(t *testing.T) {
 	addr := ln.Addr().String()
 	ln.Close()
 
-	g := newTestGate(t, addr, nil, 5*time.Second)
+	g := newTestGate(t, addr, nil, 300*time.Millisecond)
 	up := &upstream{}
 	srv := httptest.NewServer(g.Wrap(up))
 	defer srv.Close()
@@ -480,4 +480,47 @@ func histogramCount(t *testing.T, reg *prometheus.Registry, name, result string)
 		}
 	}
 	return 0
+}
+
+// Regression: the gate dialled before authz was listening (as happens when
+// both start together, or after an authz restart) must not answer 503 once
+// authz serves; gRPC's fail-fast default did so for the whole reconnect backoff.
+func TestGateRecoversWhenAuthzStartsLate(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens yet
+
+	up := &upstream{}
+	g := newTestGate(t, addr, prometheus.NewRegistry(), 300*time.Millisecond)
+	h := g.Wrap(up)
+	get := func() int {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/omnicorp/app/nix-cache-info", nil))
+		return rec.Code
+	}
+	if code := get(); code != http.StatusServiceUnavailable {
+		t.Fatalf("authz down: status %d, want 503 (fail closed)", code)
+	}
+	// Let the channel fall into its reconnect backoff.
+	time.Sleep(500 * time.Millisecond)
+
+	ln, err = net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken again before the test could reuse it: %v", addr, err)
+	}
+	srv := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(srv, &fakeAuthz{decide: allowWithSubject("github:omnicorp/app")})
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(srv.Stop)
+
+	// The first request after authz is back may wait for the reconnect, but
+	// within its Check timeout it must get through (bounded retries: the
+	// backoff is at most 2 s).
+	g.timeout = 3 * time.Second
+	if code := get(); code != http.StatusOK {
+		t.Fatalf("authz back: first request got %d, want 200", code)
+	}
 }
