@@ -62,10 +62,12 @@ stop() {
 
 "$data/bin/authz" -listen "127.0.0.1:$grpc_port" -http-listen "127.0.0.1:$authz_http_port" \
   -policies "$root/policies" -issuers "$data/issuers.yaml" \
-  -owners-url "http://127.0.0.1:$internal_port" >"$data/authz.log" 2>&1 &
+  -owners-url "http://127.0.0.1:$internal_port" \
+  -public-url "$cache" -token-keys "$data/token-keys" >"$data/authz.log" 2>&1 &
 pids+=($!)
 "$data/bin/blobserver" -listen "127.0.0.1:$port" -internal-listen "127.0.0.1:$internal_port" \
-  -data-dir "$data/blobserver" -ext-authz "127.0.0.1:$grpc_port" >"$data/blobserver.log" 2>&1 &
+  -data-dir "$data/blobserver" -ext-authz "127.0.0.1:$grpc_port" \
+  -authz-http "http://127.0.0.1:$authz_http_port" >"$data/blobserver.log" 2>&1 &
 pids+=($!)
 printf '%s\n' "${pids[@]}" >"$data/pids"
 if [ "${FLAKEGATE_QUICKSTART_DETACH:-}" != 1 ]; then trap 'stop; exit 0' INT TERM; trap stop EXIT; fi
@@ -114,6 +116,9 @@ Or use the union view as a substituter (nix.conf):
   extra-substituters = $cache/
   extra-trusted-public-keys = $pubkey
   netrc-file = $data/netrc-alice
+
+Exchange a token for a longer-lived cache token (what "flakegate login --ci" does):
+  curl -X POST -H "Authorization: Bearer \$(sed -n 3p $data/netrc-ci-omnicorp-app | cut -d' ' -f2)" $cache/_flakegate/token
 
 Mint more tokens:   $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/github -github ORG/REPO
 Stop:               Ctrl-C
