@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"log/slog"
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/identity"
@@ -13,7 +14,7 @@ func benchEnv(b *testing.B, alg string, cacheSize int) (*identity.MultiVerifier,
 	iss := identitytest.NewIssuer(b, identitytest.WithAlg(alg))
 	cfg := iss.Config("github", identity.ClaimsGitHubActions)
 	v, err := identity.NewVerifier(context.Background(), &identity.Config{Issuers: []identity.IssuerConfig{cfg}},
-		identity.Options{CacheSize: cacheSize})
+		identity.Options{CacheSize: cacheSize, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -1,7 +1,7 @@
 package identity
 
 import (
-	"errors"
+	"github.com/flakegate/flakegate/internal/promutil"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -42,11 +42,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		}, []string{"issuer"}),
 	}
 	if reg != nil {
-		m.verifications = register(reg, m.verifications)
-		m.cacheHits = register(reg, m.cacheHits)
-		m.refreshFailures = register(reg, m.refreshFailures)
-		m.keys = register(reg, m.keys)
-		m.lastRefresh = register(reg, m.lastRefresh)
+		m.verifications = promutil.Register(reg, m.verifications)
+		m.cacheHits = promutil.Register(reg, m.cacheHits)
+		m.refreshFailures = promutil.Register(reg, m.refreshFailures)
+		m.keys = promutil.Register(reg, m.keys)
+		m.lastRefresh = promutil.Register(reg, m.lastRefresh)
 	}
 	m.results = map[Reason]prometheus.Counter{reasonOK: m.verifications.WithLabelValues(string(reasonOK))}
 	m.ok = m.results[reasonOK]
@@ -54,22 +54,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.results[r] = m.verifications.WithLabelValues(string(r))
 	}
 	return m
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (several verifiers in one process share the series).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A conflicting collector of another type: keep ours unregistered
-		// rather than fail verification.
-	}
-	return c
 }
 
 func (m *metrics) result(r Reason) {
