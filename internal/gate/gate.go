@@ -32,6 +32,8 @@ import (
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
+
+	"github.com/flakegate/flakegate/internal/promutil"
 )
 
 // DefaultTimeout bounds one Check (Envoy's grpc_service timeout in
@@ -85,28 +87,14 @@ func New(client authv3.AuthorizationClient, opts Options) *Gate {
 		Buckets: []float64{.0002, .0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 	}, []string{"result"})
 	if opts.Registerer != nil {
-		g.checks = register(opts.Registerer, g.checks)
-		g.latency = register(opts.Registerer, g.latency)
+		g.checks = promutil.Register(opts.Registerer, g.checks)
+		g.latency = promutil.Register(opts.Registerer, g.latency)
 	}
 	for _, o := range []outcome{outcomeOK, outcomeDenied, outcomeError} {
 		g.byOutcome[o].checks = g.checks.WithLabelValues(o.String())
 		g.byOutcome[o].latency = g.latency.WithLabelValues(o.String())
 	}
 	return g
-}
-
-// register registers c, or returns the collector already registered under
-// the same name (several gates may share one registry).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-	}
-	return c
 }
 
 // Wrap returns a handler that authorizes each request before next sees it.

@@ -1,9 +1,9 @@
 package identity
 
 import (
-	"github.com/flakegate/flakegate/internal/promutil"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/promutil"
 )
 
 // metrics of a MultiVerifier. Result counters are resolved once so that the

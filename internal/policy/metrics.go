@@ -1,9 +1,9 @@
 package policy
 
 import (
-	"errors"
-
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/promutil"
 )
 
 // metrics of the policy engine. With a nil Registerer they are created but
@@ -42,11 +42,11 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		Help: "Decisions answered from the active set's decision cache (hit) or evaluated and cached (miss).",
 	}, []string{"result"})
 	if reg != nil {
-		cache = register(reg, cache)
-		m.reloads = register(reg, m.reloads)
-		m.revision = register(reg, m.revision)
-		m.duration = register(reg, m.duration)
-		m.healthy = register(reg, m.healthy)
+		cache = promutil.Register(reg, cache)
+		m.reloads = promutil.Register(reg, m.reloads)
+		m.revision = promutil.Register(reg, m.revision)
+		m.duration = promutil.Register(reg, m.duration)
+		m.healthy = promutil.Register(reg, m.healthy)
 	}
 	m.cacheHits, m.cacheMisses = cache.WithLabelValues("hit"), cache.WithLabelValues("miss")
 	// Both results exist from the start, so that rate() and alerts work
@@ -54,22 +54,6 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 	m.reloads.WithLabelValues("success")
 	m.reloads.WithLabelValues("error")
 	return m
-}
-
-// register registers c, or reuses the collector already registered under the
-// same name (two engines in one process, tests).
-func register[C prometheus.Collector](reg prometheus.Registerer, c C) C {
-	if err := reg.Register(c); err != nil {
-		var are prometheus.AlreadyRegisteredError
-		if errors.As(err, &are) {
-			if existing, ok := are.ExistingCollector.(C); ok {
-				return existing
-			}
-		}
-		// A conflicting registration (same name, other labels) is a
-		// programming error elsewhere; keep our unexported collector.
-	}
-	return c
 }
 
 func (m *metrics) succeeded(revision string, seconds float64) {
