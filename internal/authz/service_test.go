@@ -2,7 +2,6 @@ package authz
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -14,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -27,25 +25,9 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
-
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // fakeOwners is the blob server's internal owners endpoint: fixed answers
 // by path; paths not listed answer 500.
@@ -78,7 +60,7 @@ type testService struct {
 	httpURL     string
 	client      authv3.AuthorizationClient
 	health      healthpb.HealthClient
-	logs        *syncBuffer
+	logs        *testutil.LogBuffer
 	stop        context.CancelFunc
 	done        chan error
 }
@@ -110,7 +92,7 @@ func startServiceWith(t *testing.T, policies string) *testService {
 	ts := &testService{
 		github: identitytest.NewIssuer(t),
 		idp:    identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
-		logs:   &syncBuffer{},
+		logs:   &testutil.LogBuffer{},
 		done:   make(chan error, 1),
 	}
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)

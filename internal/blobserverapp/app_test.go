@@ -1,7 +1,6 @@
 package blobserverapp
 
 import (
-	"bytes"
 	"context"
 	"io"
 	"log/slog"
@@ -12,30 +11,15 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // server is a Run in a goroutine.
 type server struct {
 	URL, InternalURL string
 	stop             func() error
-	log              *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log              *testutil.LogBuffer
 }
 
 // start runs the server on loopback ports until the test ends (or stop).
@@ -50,7 +34,7 @@ func start(t testing.TB, cfg Config) *server {
 	cfg.AccessLog = true
 	ready := make(chan [2]string, 1)
 	cfg.OnListen = func(p, i string) { ready <- [2]string{p, i} }
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	log := slog.New(slog.NewJSONHandler(logs, nil))
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

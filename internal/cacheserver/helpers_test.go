@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/klauspost/compress/zstd"
@@ -24,6 +23,8 @@ import (
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // testPath is a store path with its NAR file and narinfo, built the way
@@ -127,7 +128,7 @@ type testServer struct {
 	URL, InternalURL string
 	Dir              string
 	Keys             *nixcache.KeySet
-	Log              *lockedWriter
+	Log              *testutil.LogBuffer
 	close            func()
 }
 
@@ -174,7 +175,7 @@ func newTestServer(t testing.TB, dir string, keys *nixcache.KeySet, mod func(*Co
 	if err != nil {
 		t.Fatal(err)
 	}
-	logw := &lockedWriter{w: &bytes.Buffer{}}
+	logw := &testutil.LogBuffer{}
 	cfg := Config{Blob: bs, Index: idx, Keys: keys, AccessLog: true,
 		Logger: slog.New(slog.NewJSONHandler(logw, nil))}
 	if mod != nil {
@@ -200,24 +201,6 @@ func newTestServer(t testing.TB, dir string, keys *nixcache.KeySet, mod func(*Co
 	}
 	t.Cleanup(ts.close)
 	return ts
-}
-
-// lockedWriter serialises log writes from concurrent handlers.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  *bytes.Buffer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func (l *lockedWriter) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.String()
 }
 
 // send sends a request and returns status, body and headers.

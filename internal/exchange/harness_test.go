@@ -1,7 +1,6 @@
 package exchange
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -12,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -26,6 +24,8 @@ import (
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/testoidc"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // publicURL is the cache's public URL in these tests: iss and aud of cache
@@ -37,24 +37,6 @@ const (
 	testHash = "0c6kzph7l0dcbfmjap64f0czdafn3b7x"
 	testNar  = "1b2m2y4m3wkkqbmy6fzf7zbyibnbg2wklw7i1xpy4xx3bbxdapgm.nar"
 )
-
-// syncBuffer collects logs written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
 
 // stack is a real authz service on loopback — identity verifier with real
 // issuers (a GitHub-Actions-like issuer and an OpenID provider with device
@@ -70,7 +52,7 @@ type stack struct {
 	httpURL   string
 	grpcAddr  string
 	client    authv3.AuthorizationClient
-	logs      *syncBuffer
+	logs      *testutil.LogBuffer
 }
 
 type stackOptions struct {
@@ -88,7 +70,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	st := &stack{
 		github: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
 		idp:    testoidc.Start(t, testoidc.Options{IDTokenLifetime: o.idpTokenLifetime}),
-		logs:   &syncBuffer{},
+		logs:   &testutil.LogBuffer{},
 	}
 	dir := t.TempDir()
 	st.policyDir = filepath.Join(dir, "policies")

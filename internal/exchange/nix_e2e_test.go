@@ -15,6 +15,8 @@ import (
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixtest"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // blobServer runs the real blob server (blobserverapp.Run) with the
@@ -35,7 +37,7 @@ func startBlobServer(t *testing.T, extAuthz, authzHTTP string) *blobServer {
 	if err := os.WriteFile(keyFile, []byte(secret), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	logs := &syncBuffer{}
+	logs := &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {

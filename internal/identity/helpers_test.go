@@ -1,7 +1,6 @@
 package identity_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -15,6 +14,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/identity"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // fakeClock is a settable clock shared by the verifier and the test issuers.
@@ -39,29 +40,11 @@ func (c *fakeClock) Advance(d time.Duration) {
 	c.t = c.t.Add(d)
 }
 
-// syncBuffer collects log output written from several goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 type env struct {
 	t     *testing.T
 	clock *fakeClock
 	reg   *prometheus.Registry
-	logs  *syncBuffer
+	logs  *testutil.LogBuffer
 	v     *identity.MultiVerifier
 }
 
@@ -69,7 +52,7 @@ type env struct {
 // registry and captured JSON logs. opts may preset any field.
 func newEnv(t *testing.T, clock *fakeClock, opts identity.Options, cfgs ...identity.IssuerConfig) *env {
 	t.Helper()
-	e := &env{t: t, clock: clock, reg: prometheus.NewRegistry(), logs: &syncBuffer{}}
+	e := &env{t: t, clock: clock, reg: prometheus.NewRegistry(), logs: &testutil.LogBuffer{}}
 	if opts.Now == nil {
 		opts.Now = clock.Now
 	}

@@ -7,6 +7,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/route"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 func TestInputPaths(t *testing.T) {
@@ -64,7 +66,7 @@ func TestInputPaths(t *testing.T) {
 // The shipped policy reads neither the object nor the request: a build's
 // many lookups with one token share a decision.
 func TestShippedPolicyIsCacheable(t *testing.T) {
-	e, err := NewEngine("../../policies", Options{Logger: testLogger(&syncBuffer{}), Rescan: -1})
+	e, err := NewEngine("../../policies", Options{Logger: testLogger(&testutil.LogBuffer{}), Rescan: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -154,7 +156,7 @@ func TestDecisionCache(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": tc.policy}),
-				Options{Logger: testLogger(&syncBuffer{}), Registerer: prometheus.NewRegistry(), CacheSize: tc.size})
+				Options{Logger: testLogger(&testutil.LogBuffer{}), Registerer: prometheus.NewRegistry(), CacheSize: tc.size})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -173,7 +175,7 @@ func TestDecisionCache(t *testing.T) {
 
 func TestDecisionCachePreparedSubject(t *testing.T) {
 	e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML}),
-		Options{Logger: testLogger(&syncBuffer{})})
+		Options{Logger: testLogger(&testutil.LogBuffer{})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/route"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 const okPolicy = "package flakegate.authz\n\ndefault allow := false\n"
@@ -117,7 +119,7 @@ func TestNewEngineRejectsBadSets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := policyDir(t, tc.files)
-			e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{})})
+			e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{})})
 			if err == nil {
 				t.Fatalf("NewEngine accepted the set (revision %s)", e.Revision())
 			}
@@ -231,7 +233,7 @@ func TestEvaluate(t *testing.T) {
 			if strings.Contains(tc.policy, "data.flakegate.lib") {
 				files["lib.rego"] = "package flakegate.lib\n\nok if input.ok == true\n"
 			}
-			e, err := NewEngine(policyDir(t, files), Options{Logger: testLogger(&syncBuffer{})})
+			e, err := NewEngine(policyDir(t, files), Options{Logger: testLogger(&testutil.LogBuffer{})})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -258,7 +260,7 @@ func TestEvaluate(t *testing.T) {
 func TestEvaluateHonoursContext(t *testing.T) {
 	// A policy that takes long: every combination of two big ranges.
 	policy := okPolicy + "\nallow if {\n\tsome i in numbers.range(1, 2000)\n\tsome j in numbers.range(1, 2000)\n\ti * j == -1\n}\n"
-	e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": policy}), Options{Logger: testLogger(&syncBuffer{})})
+	e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": policy}), Options{Logger: testLogger(&testutil.LogBuffer{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -274,7 +276,7 @@ func TestEvaluateHonoursContext(t *testing.T) {
 }
 
 func TestEvaluateRejectsUnrepresentableInput(t *testing.T) {
-	e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": okPolicy}), Options{Logger: testLogger(&syncBuffer{})})
+	e, err := NewEngine(policyDir(t, map[string]string{"flakegate.rego": okPolicy}), Options{Logger: testLogger(&testutil.LogBuffer{})})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -303,7 +305,7 @@ func TestDataDocument(t *testing.T) {
 		"limits.json":    `{"max": 12345678901234567890}`,
 		"notes.md":       "ignored",
 	})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{})})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{})})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 const usersYAML = "allowed: [alice]\n"
@@ -31,7 +33,7 @@ func TestReloadRuleChange(t *testing.T) {
 			dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
 			reg := prometheus.NewRegistry()
 			// No periodic rescan: only fsnotify can deliver this change.
-			e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Registerer: reg, Debounce: 20 * time.Millisecond, Rescan: -1})
+			e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Registerer: reg, Debounce: 20 * time.Millisecond, Rescan: -1})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -113,7 +115,7 @@ func TestReloadBrokenPolicyKeepsServing(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
-			logs := &syncBuffer{}
+			logs := &testutil.LogBuffer{}
 			e, err := NewEngine(dir, Options{Logger: testLogger(logs), Registerer: prometheus.NewRegistry(), Debounce: 20 * time.Millisecond, Rescan: 50 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
@@ -177,7 +179,7 @@ func TestReloadBrokenPolicyKeepsServing(t *testing.T) {
 
 func TestReloadDataFileChange(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Debounce: 20 * time.Millisecond, Rescan: -1})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: 20 * time.Millisecond, Rescan: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -205,7 +207,7 @@ func TestReloadDataFileChange(t *testing.T) {
 func TestReloadIgnoresUnchangedContentAndOtherFiles(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
 	reg := prometheus.NewRegistry()
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Registerer: reg, Debounce: 20 * time.Millisecond, Rescan: 30 * time.Millisecond})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Registerer: reg, Debounce: 20 * time.Millisecond, Rescan: 30 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,7 +283,7 @@ func TestReloadConfigMapSymlinkSwap(t *testing.T) {
 			dir := t.TempDir()
 			makeConfigMap(t, dir, "..2026_01_01_00_00_00.1", map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
 			opts := tc.opts
-			opts.Logger = testLogger(&syncBuffer{})
+			opts.Logger = testLogger(&testutil.LogBuffer{})
 			e, err := NewEngine(dir, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -321,7 +323,7 @@ func TestRescanCatchesChangesOutsideTheWatchedDirectory(t *testing.T) {
 	if err := os.Symlink(filepath.Join(real, "flakegate.rego"), filepath.Join(dir, "flakegate.rego")); err != nil {
 		t.Fatal(err)
 	}
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Debounce: 20 * time.Millisecond, Rescan: 50 * time.Millisecond})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: 20 * time.Millisecond, Rescan: 50 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -332,7 +334,7 @@ func TestRescanCatchesChangesOutsideTheWatchedDirectory(t *testing.T) {
 
 func TestManualReload(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1")})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Rescan: -1})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Rescan: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -373,7 +375,7 @@ func versionPolicy(i int) string {
 // consistent with the revision they report: no torn state. Run with -race.
 func TestEvaluateWhileReloading(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": versionPolicy(0)})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{}), Debounce: time.Millisecond, Rescan: 20 * time.Millisecond})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: time.Millisecond, Rescan: 20 * time.Millisecond})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -432,7 +434,7 @@ func TestEvaluateWhileReloading(t *testing.T) {
 
 func TestRunStopsWithContext(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1")})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&syncBuffer{})})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{})})
 	if err != nil {
 		t.Fatal(err)
 	}
