@@ -24,7 +24,7 @@ const (
 	ReasonAmbiguousKey    Reason = "ambiguous_key"           // no kid and not exactly one candidate key
 	ReasonKeyMismatch     Reason = "key_mismatch"            // the kid's key does not fit the alg
 	ReasonBadSignature    Reason = "bad_signature"           // signature does not verify
-	ReasonExpired         Reason = "expired"                 // exp in the past (beyond skew) or missing
+	ReasonExpired         Reason = "expired"                 // exp in the past (beyond skew)
 	ReasonNotYetValid     Reason = "not_yet_valid"           // nbf in the future (beyond skew)
 	ReasonIssuedInFuture  Reason = "issued_in_future"        // iat in the future (beyond skew)
 	ReasonAudience        Reason = "audience_not_accepted"   // no aud value is configured for the issuer

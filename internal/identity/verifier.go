@@ -334,6 +334,9 @@ func (v *MultiVerifier) refreshLocked(ctx context.Context, is *issuer, why strin
 			return nil
 		}
 	}
+	if ctx.Err() != nil && v.ctx.Err() != nil {
+		return err // shutting down: not a refresh failure
+	}
 	v.metrics.refreshFailures.WithLabelValues(is.cfg.Name).Inc()
 	kept := 0
 	if ks := is.keys.Load(); ks != nil {
