@@ -1,0 +1,592 @@
+// Package indextest is the conformance suite every index.Index passes. A
+// new backend is done when its test calls Run (and, when several processes
+// share its database, RunShared) and they pass:
+//
+//	func TestConformance(t *testing.T) {
+//		indextest.Run(t, func(t *testing.T) index.Index { return openEmpty(t) })
+//	}
+//
+// newIndex must return an empty index of its own (a fresh file, database
+// schema…). Run closes every index it gets, so newIndex must not register a
+// Close of its own.
+package indextest
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+var (
+	flakeA = route.Flake{Org: "omnicorp", Name: "a"}
+	flakeB = route.Flake{Org: "omnicorp", Name: "b"}
+	flakeC = route.Flake{Org: "acme", Name: "tools"}
+	// "a-b/x" sorts before "a/z" as a string ('-' < '/') but after it by
+	// (org, name): Owners order is by Flake.String(), byte-wise.
+	flakeDash  = route.Flake{Org: "a-b", Name: "x"}
+	flakeShort = route.Flake{Org: "a", Name: "z"}
+)
+
+const nixbase32 = "0123456789abcdfghijklmnpqrsvwxyz"
+
+// Hash returns the i-th of a family of valid, distinct 32-character store
+// path hashes.
+func Hash(i int) string { return base32(uint64(i)*0x9e3779b97f4a7c15+1, 32) }
+
+// NarFile returns the i-th of a family of valid NAR file names.
+func NarFile(i int) string { return base32(uint64(i)*0xbf58476d1ce4e5b9+7, 52) + ".nar.xz" }
+
+func base32(x uint64, n int) string {
+	b := make([]byte, n)
+	for i := range b {
+		x ^= x >> 31
+		x *= 0x94d049bb133111eb
+		b[i] = nixbase32[(x>>59)&31]
+	}
+	return string(b)
+}
+
+// micro is a creation time every backend stores exactly (microseconds, UTC).
+var micro = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
+
+func nar(i int) index.Nar {
+	return index.Nar{
+		File: NarFile(i), Compression: route.CompressionXZ,
+		FileHash: fmt.Sprintf("sha256:file%d", i), FileSize: int64(100 + i),
+		NarHash: fmt.Sprintf("sha256:nar%d", i), NarSize: int64(1000 + i),
+		CreatedAt: micro.Add(time.Duration(i) * time.Second),
+	}
+}
+
+func path(i int, refs ...string) index.Path {
+	h := Hash(i)
+	return index.Path{
+		Hash: h, StorePath: "/nix/store/" + h + "-pkg" + fmt.Sprint(i), NarFile: NarFile(i), References: refs,
+		NarInfo:   fmt.Appendf(nil, "StorePath: /nix/store/%s-pkg%d\nURL: nar/%s\n", h, i, NarFile(i)),
+		SignedBy:  "keyset-1",
+		CreatedAt: micro.Add(time.Duration(i) * time.Minute),
+	}
+}
+
+func ctxFor(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Run runs the conformance suite against indexes made by newIndex.
+func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
+	open := func(t *testing.T) index.Index {
+		t.Helper()
+		x := newIndex(t)
+		t.Cleanup(func() {
+			if err := x.Close(); err != nil {
+				t.Errorf("Close: %v", err)
+			}
+		})
+		return x
+	}
+	t.Run("NarOwnership", func(t *testing.T) { testNarOwnership(t, open(t)) })
+	t.Run("PathOwnership", func(t *testing.T) { testPathOwnership(t, open(t)) })
+	t.Run("PathRoundTrip", func(t *testing.T) { testPathRoundTrip(t, open(t)) })
+	t.Run("FirstContentKept", func(t *testing.T) { testFirstContentKept(t, open(t)) })
+	t.Run("MissingPaths", func(t *testing.T) { testMissingPaths(t, open(t)) })
+	t.Run("Owners", func(t *testing.T) { testOwners(t, open(t)) })
+	t.Run("Logs", func(t *testing.T) { testLogs(t, open(t)) })
+	t.Run("Stats", func(t *testing.T) { testStats(t, open(t)) })
+	t.Run("Validation", func(t *testing.T) { testValidation(t, open(t)) })
+	t.Run("NarInfoUpdater", func(t *testing.T) { testUpdater(t, open(t)) })
+	t.Run("ConcurrentPushers", func(t *testing.T) {
+		x := open(t)
+		testConcurrent(t, []index.Index{x, x})
+	})
+}
+
+// RunShared checks that several Index instances on one database (as several
+// servers have) agree and lose nothing under concurrent pushes. newPair
+// returns two instances opened separately on the same empty database; both
+// are closed by RunShared.
+func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Index)) {
+	open := func(t *testing.T) (index.Index, index.Index) {
+		a, b := newPair(t)
+		t.Cleanup(func() {
+			for _, x := range []index.Index{a, b} {
+				if err := x.Close(); err != nil {
+					t.Errorf("Close: %v", err)
+				}
+			}
+		})
+		return a, b
+	}
+	t.Run("SeeEachOther", func(t *testing.T) {
+		a, b := open(t)
+		ctx := ctxFor(t)
+		must(t, a.PutNar(ctx, flakeA, nar(1)))
+		must(t, a.PutPath(ctx, flakeA, path(1)))
+		must(t, b.PutPath(ctx, flakeB, path(1)))
+		if _, err := b.GetPath(ctx, flakeA, Hash(1)); err != nil {
+			t.Fatalf("instance b does not see a's push: %v", err)
+		}
+		if got, err := a.Owners(ctx, route.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []route.Flake{flakeA, flakeB}) {
+			t.Fatalf("Owners via a = %v, %v; want both flakes", got, err)
+		}
+	})
+	t.Run("ConcurrentPushers", func(t *testing.T) {
+		a, b := open(t)
+		testConcurrent(t, []index.Index{a, b})
+	})
+}
+
+func testNarOwnership(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	n := nar(1)
+	must(t, x.PutNar(ctx, flakeA, n))
+	must(t, x.PutNar(ctx, flakeA, n)) // idempotent
+	cases := []struct {
+		name  string
+		flake route.Flake
+		file  string
+		found bool
+	}{
+		{"owner", flakeA, n.File, true},
+		{"any flake (zero)", route.Flake{}, n.File, true},
+		{"other flake", flakeB, n.File, false},
+		{"absent", flakeA, NarFile(2), false},
+		{"absent, any flake", route.Flake{}, NarFile(2), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := x.GetNar(ctx, c.flake, c.file)
+			if !c.found {
+				if !errors.Is(err, index.ErrNotFound) {
+					t.Fatalf("GetNar: err = %v, want ErrNotFound", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !got.CreatedAt.Equal(n.CreatedAt) {
+				t.Errorf("CreatedAt = %v, want %v", got.CreatedAt, n.CreatedAt)
+			}
+			got.CreatedAt = n.CreatedAt
+			if got != n {
+				t.Errorf("GetNar = %+v\nwant %+v", got, n)
+			}
+		})
+	}
+	// A second flake pushing the same NAR (other metadata: it cannot
+	// differ for a real content-addressed file) owns it; content stays.
+	other := n
+	other.FileSize, other.NarHash = 1, "sha256:other"
+	must(t, x.PutNar(ctx, flakeB, other))
+	got, err := x.GetNar(ctx, flakeB, n.File)
+	if err != nil {
+		t.Fatalf("GetNar for the second owner: %v", err)
+	}
+	if got.FileSize != n.FileSize || got.NarHash != n.NarHash {
+		t.Errorf("second PutNar replaced the first content: %+v", got)
+	}
+	if o, err := x.Owners(ctx, route.KindNar, n.File); err != nil || !slices.Equal(o, []route.Flake{flakeA, flakeB}) {
+		t.Errorf("Owners = %v, %v; want [%v %v]", o, err, flakeA, flakeB)
+	}
+	// A zero CreatedAt is filled in with about now.
+	z := nar(9)
+	z.CreatedAt = time.Time{}
+	must(t, x.PutNar(ctx, flakeA, z))
+	if got, err := x.GetNar(ctx, flakeA, z.File); err != nil || time.Since(got.CreatedAt).Abs() > time.Hour {
+		t.Errorf("zero CreatedAt stored as %v (%v), want about now", got.CreatedAt, err)
+	}
+}
+
+func testPathOwnership(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	must(t, x.PutNar(ctx, flakeA, nar(1)))
+	must(t, x.PutPath(ctx, flakeA, path(1)))
+	must(t, x.PutPath(ctx, flakeA, path(1))) // idempotent
+	must(t, x.PutPath(ctx, flakeB, path(2)))
+	cases := []struct {
+		name  string
+		flake route.Flake
+		hash  string
+		found bool
+	}{
+		{"owner", flakeA, Hash(1), true},
+		{"union", route.Flake{}, Hash(1), true},
+		{"other flake", flakeB, Hash(1), false},
+		{"other flake's path", flakeA, Hash(2), false},
+		{"other flake's path via union", route.Flake{}, Hash(2), true},
+		{"absent", flakeA, Hash(3), false},
+		{"absent via union", route.Flake{}, Hash(3), false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			p, err := x.GetPath(ctx, c.flake, c.hash)
+			if !c.found {
+				if !errors.Is(err, index.ErrNotFound) {
+					t.Fatalf("GetPath: err = %v, want ErrNotFound", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if p.Hash != c.hash {
+				t.Fatalf("GetPath returned %s", p.Hash)
+			}
+		})
+	}
+}
+
+func testPathRoundTrip(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	cases := []struct {
+		name string
+		p    index.Path
+	}{
+		{"no references", path(1)},
+		{"references keep their order", path(2, Hash(9)+"-zlib", Hash(2)+"-pkg2", Hash(3)+"-glibc")},
+		{"binary narinfo bytes", func() index.Path { p := path(3); p.NarInfo = []byte{0, 1, 2, 0xff, '\n'}; return p }()},
+		{"no signer", func() index.Path { p := path(4); p.SignedBy = ""; return p }()},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			must(t, x.PutPath(ctx, flakeA, c.p))
+			got, err := x.GetPath(ctx, flakeA, c.p.Hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			want := c.p
+			if got.Hash != want.Hash || got.StorePath != want.StorePath || got.NarFile != want.NarFile ||
+				string(got.NarInfo) != string(want.NarInfo) || got.SignedBy != want.SignedBy {
+				t.Errorf("GetPath = %+v\nwant %+v", got, want)
+			}
+			if len(got.References)+len(want.References) > 0 && !slices.Equal(got.References, want.References) {
+				t.Errorf("References = %q, want %q", got.References, want.References)
+			}
+			if !got.CreatedAt.Equal(want.CreatedAt) {
+				t.Errorf("CreatedAt = %v, want %v", got.CreatedAt, want.CreatedAt)
+			}
+		})
+	}
+}
+
+func testFirstContentKept(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	first := path(1, Hash(5)+"-dep")
+	second := path(1)
+	second.NarInfo = []byte("StorePath: changed\n")
+	second.NarFile = NarFile(77)
+	second.SignedBy = "keyset-2"
+	must(t, x.PutPath(ctx, flakeA, first))
+	must(t, x.PutPath(ctx, flakeB, second))
+	for _, f := range []route.Flake{flakeA, flakeB, {}} {
+		got, err := x.GetPath(ctx, f, first.Hash)
+		if err != nil {
+			t.Fatalf("GetPath(%v): %v", f, err)
+		}
+		if string(got.NarInfo) != string(first.NarInfo) || got.NarFile != first.NarFile || got.SignedBy != first.SignedBy ||
+			!slices.Equal(got.References, first.References) {
+			t.Errorf("GetPath(%v) = %+v: the re-push replaced the first content", f, got)
+		}
+	}
+}
+
+func testMissingPaths(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	for i := range 5 {
+		must(t, x.PutPath(ctx, flakeA, path(i)))
+	}
+	must(t, x.PutPath(ctx, flakeB, path(10)))
+	many := make([]string, 0, 1200)
+	wantMany := []string{}
+	for i := range 1200 {
+		many = append(many, Hash(i))
+		if i >= 5 {
+			wantMany = append(wantMany, Hash(i))
+		}
+	}
+	cases := []struct {
+		name   string
+		flake  route.Flake
+		hashes []string
+		want   []string
+	}{
+		{"none asked", flakeA, nil, nil},
+		{"all owned", flakeA, []string{Hash(0), Hash(4)}, nil},
+		{"order kept", flakeA, []string{Hash(9), Hash(1), Hash(8), Hash(2), Hash(7)}, []string{Hash(9), Hash(8), Hash(7)}},
+		{"duplicates once", flakeA, []string{Hash(8), Hash(8), Hash(0), Hash(8)}, []string{Hash(8)}},
+		{"other flake's path is missing", flakeA, []string{Hash(10), Hash(3)}, []string{Hash(10)}},
+		{"for the other flake", flakeB, []string{Hash(10), Hash(3)}, []string{Hash(3)}},
+		{"more than one query's worth", flakeA, many, wantMany},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := x.MissingPaths(ctx, c.flake, c.hashes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got)+len(c.want) > 0 && !slices.Equal(got, c.want) {
+				t.Fatalf("MissingPaths = %d %q…, want %d %q…", len(got), head(got), len(c.want), head(c.want))
+			}
+		})
+	}
+}
+
+func head(s []string) []string { return s[:min(len(s), 5)] }
+
+func testOwners(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	for _, f := range []route.Flake{flakeB, flakeShort, flakeA, flakeDash, flakeC, flakeA} {
+		must(t, x.PutNar(ctx, f, nar(1)))
+		must(t, x.PutPath(ctx, f, path(1)))
+	}
+	must(t, x.PutPath(ctx, flakeC, path(2)))
+	must(t, x.PutNar(ctx, flakeB, nar(2)))
+	all := []route.Flake{flakeDash, flakeShort, flakeC, flakeA, flakeB} // by String(): "a-b/x" < "a/z" < "acme/…" < "omnicorp/…"
+	cases := []struct {
+		name string
+		kind route.Kind
+		hash string
+		want []route.Flake
+	}{
+		{"path: sorted, deduplicated", route.KindNarInfo, Hash(1), all},
+		{"nar: sorted, deduplicated", route.KindNar, NarFile(1), all},
+		{"path with one owner", route.KindNarInfo, Hash(2), []route.Flake{flakeC}},
+		{"nar with one owner", route.KindNar, NarFile(2), []route.Flake{flakeB}},
+		{"kinds are separate: hash as a nar", route.KindNar, Hash(1), nil},
+		{"kinds are separate: file as a path", route.KindNarInfo, NarFile(1), nil},
+		{"absent path", route.KindNarInfo, Hash(3), nil},
+		{"absent nar", route.KindNar, NarFile(3), nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := x.Owners(ctx, c.kind, c.hash)
+			if err != nil {
+				t.Fatalf("Owners: %v (absent objects have no owners, not an error)", err)
+			}
+			if len(got)+len(c.want) > 0 && !slices.Equal(got, c.want) {
+				t.Fatalf("Owners = %v, want %v", got, c.want)
+			}
+		})
+	}
+	for _, k := range []route.Kind{route.KindLog, route.KindCacheInfo, "bogus"} {
+		if _, err := x.Owners(ctx, k, Hash(1)); err == nil {
+			t.Errorf("Owners(%q) succeeded, want an error", k)
+		}
+	}
+}
+
+func testLogs(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	drv := Hash(1) + "-hello-2.12.drv"
+	must(t, x.PutLog(ctx, flakeA, drv, "log/a/1"))
+	must(t, x.PutLog(ctx, flakeB, drv, "log/b/1"))
+	must(t, x.PutLog(ctx, flakeA, drv, "log/a/2")) // replaces
+	cases := []struct {
+		flake   route.Flake
+		drv     string
+		want    string
+		missing bool
+	}{
+		{flakeA, drv, "log/a/2", false},
+		{flakeB, drv, "log/b/1", false},
+		{flakeC, drv, "", true},
+		{flakeA, Hash(2) + "-other.drv", "", true},
+	}
+	for _, c := range cases {
+		got, err := x.GetLog(ctx, c.flake, c.drv)
+		if c.missing {
+			if !errors.Is(err, index.ErrNotFound) {
+				t.Errorf("GetLog(%v, %s) = %q, %v; want ErrNotFound", c.flake, c.drv, got, err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("GetLog(%v, %s) = %q, %v; want %q", c.flake, c.drv, got, err, c.want)
+		}
+	}
+}
+
+func testStats(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	if s, err := x.Stats(ctx); err != nil || s != (index.Stats{}) {
+		t.Fatalf("Stats of an empty index = %+v, %v", s, err)
+	}
+	must(t, x.PutNar(ctx, flakeA, nar(1)))
+	must(t, x.PutNar(ctx, flakeB, nar(1)))
+	must(t, x.PutNar(ctx, flakeB, nar(2)))
+	must(t, x.PutPath(ctx, flakeA, path(1)))
+	must(t, x.PutPath(ctx, flakeB, path(1)))
+	must(t, x.PutPath(ctx, flakeB, path(2)))
+	must(t, x.PutPath(ctx, flakeB, path(3)))
+	must(t, x.PutNar(ctx, flakeC, nar(3))) // a flake owning only a NAR counts
+	must(t, x.PutLog(ctx, flakeDash, Hash(1)+"-x.drv", "log/k"))
+	want := index.Stats{Paths: 3, Nars: 3, Flakes: 3}
+	if s, err := x.Stats(ctx); err != nil || s != want {
+		t.Fatalf("Stats = %+v, %v; want %+v", s, err, want)
+	}
+}
+
+func testValidation(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	bad := route.Flake{Org: "Omni Corp", Name: "../x"}
+	cases := []struct {
+		name string
+		err  error
+	}{
+		{"PutNar without flake", x.PutNar(ctx, route.Flake{}, nar(1))},
+		{"PutNar with an invalid flake", x.PutNar(ctx, bad, nar(1))},
+		{"PutNar without file", x.PutNar(ctx, flakeA, index.Nar{})},
+		{"PutPath without flake", x.PutPath(ctx, route.Flake{}, path(1))},
+		{"PutPath with an invalid flake", x.PutPath(ctx, bad, path(1))},
+		{"PutPath with a bad hash", x.PutPath(ctx, flakeA, func() index.Path { p := path(1); p.Hash = "not-a-hash"; return p }())},
+		{"PutLog without flake", x.PutLog(ctx, route.Flake{}, Hash(1)+"-x.drv", "log/x")},
+	}
+	for _, c := range cases {
+		if c.err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+	if s, err := x.Stats(ctx); err != nil || s != (index.Stats{}) {
+		t.Errorf("refused writes left something: Stats = %+v, %v", s, err)
+	}
+}
+
+func testUpdater(t *testing.T, x index.Index) {
+	u, ok := x.(index.NarInfoUpdater)
+	if !ok {
+		t.Skip("index does not implement index.NarInfoUpdater")
+	}
+	ctx := ctxFor(t)
+	must(t, x.PutPath(ctx, flakeA, path(1)))
+	must(t, u.UpdateNarInfo(ctx, Hash(1), []byte("re-signed\n"), "keyset-2"))
+	got, err := x.GetPath(ctx, flakeA, Hash(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.NarInfo) != "re-signed\n" || got.SignedBy != "keyset-2" || got.NarFile != NarFile(1) {
+		t.Fatalf("after UpdateNarInfo: %+v", got)
+	}
+	if err := u.UpdateNarInfo(ctx, Hash(2), []byte("x"), "k"); err != nil {
+		t.Fatalf("UpdateNarInfo of an absent hash: %v, want nil", err)
+	}
+	if _, err := x.GetPath(ctx, route.Flake{}, Hash(2)); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("UpdateNarInfo created a path: %v", err)
+	}
+}
+
+// testConcurrent pushes overlapping closures from many goroutines, spread
+// over the given instances, as several CI jobs pushing through several
+// servers do: every push succeeds and every ownership is recorded.
+func testConcurrent(t *testing.T, xs []index.Index) {
+	const (
+		pushers  = 16
+		closure  = 40 // paths per push
+		distinct = 60 // paths overall: closures overlap heavily
+	)
+	flakes := []route.Flake{flakeA, flakeB, flakeC}
+	ctx := ctxFor(t)
+	var wg sync.WaitGroup
+	errs := make(chan error, pushers)
+	for g := range pushers {
+		wg.Go(func() {
+			x := xs[g%len(xs)]
+			f := flakes[g%len(flakes)]
+			for k := range closure {
+				i := (g*7 + k) % distinct
+				if err := x.PutNar(ctx, f, nar(i)); err != nil {
+					errs <- fmt.Errorf("pusher %d PutNar %d: %w", g, i, err)
+					return
+				}
+				if err := x.PutPath(ctx, f, path(i)); err != nil {
+					errs <- fmt.Errorf("pusher %d PutPath %d: %w", g, i, err)
+					return
+				}
+				if _, err := x.MissingPaths(ctx, f, []string{Hash(i), Hash(i + 1)}); err != nil {
+					errs <- fmt.Errorf("pusher %d MissingPaths: %w", g, err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// What each flake must own, and who must own each path.
+	owns := map[route.Flake]map[int]bool{}
+	owners := map[int][]route.Flake{}
+	for g := range pushers {
+		f := flakes[g%len(flakes)]
+		if owns[f] == nil {
+			owns[f] = map[int]bool{}
+		}
+		for k := range closure {
+			i := (g*7 + k) % distinct
+			if !owns[f][i] {
+				owns[f][i] = true
+				owners[i] = append(owners[i], f)
+			}
+		}
+	}
+	for _, x := range xs {
+		for f, set := range owns {
+			var hashes []string
+			for i := range distinct {
+				hashes = append(hashes, Hash(i))
+			}
+			missing, err := x.MissingPaths(ctx, f, hashes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, h := range missing {
+				for i := range set {
+					if Hash(i) == h {
+						t.Errorf("%v lost ownership of path %d", f, i)
+					}
+				}
+			}
+			if want := distinct - len(set); len(missing) != want {
+				t.Errorf("%v: %d paths missing, want %d", f, len(missing), want)
+			}
+		}
+		for i, fs := range owners {
+			want := slices.Clone(fs)
+			slices.SortFunc(want, func(a, b route.Flake) int { return cmp.Compare(a.String(), b.String()) })
+			for _, kind := range []route.Kind{route.KindNarInfo, route.KindNar} {
+				key := Hash(i)
+				if kind == route.KindNar {
+					key = NarFile(i)
+				}
+				got, err := x.Owners(ctx, kind, key)
+				if err != nil || !slices.Equal(got, want) {
+					t.Errorf("Owners(%s, %d) = %v, %v; want %v", kind, i, got, err, want)
+				}
+			}
+		}
+		s, err := x.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if want := (index.Stats{Paths: int64(len(owners)), Nars: int64(len(owners)), Flakes: int64(len(owns))}); s != want {
+			t.Errorf("Stats = %+v, want %+v", s, want)
+		}
+	}
+}
