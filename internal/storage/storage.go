@@ -2,21 +2,26 @@
 // so that backends plug in here without touching the HTTP handlers:
 //
 //	blob store: file:///abs/dir or file://rel/dir (default, internal/blob/fs)
+//	            s3://bucket/prefix?endpoint=…&region=… (internal/blob/s3)
 //	index:      sqlite:///abs/index.db or sqlite://rel/index.db (default, internal/index/sqlite)
+//	            postgres://user@host/db?… or postgresql://… (internal/index/postgres)
 //
-// Other schemes (s3://, postgres://) are added as cases of OpenBlob and
-// OpenIndex by their backends.
+// Other schemes are added as cases of OpenBlob and OpenIndex by their
+// backends.
 package storage
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
 
 	"github.com/flakegate/flakegate/internal/blob"
 	blobfs "github.com/flakegate/flakegate/internal/blob/fs"
+	blobs3 "github.com/flakegate/flakegate/internal/blob/s3"
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/index/postgres"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 )
 
@@ -41,8 +46,10 @@ func OpenBlob(ctx context.Context, u string) (blob.Store, error) {
 			return nil, errors.New("blob store URL file://: no directory")
 		}
 		return blobfs.Open(rest)
+	case "s3":
+		return blobs3.Open(ctx, u, slog.Default())
 	default:
-		return nil, fmt.Errorf("blob store URL %q: unsupported scheme %q (supported: file)", redact(u), s)
+		return nil, fmt.Errorf("blob store URL %q: unsupported scheme %q (supported: file, s3)", redact(u), s)
 	}
 }
 
@@ -58,8 +65,10 @@ func OpenIndex(ctx context.Context, u string) (index.Index, error) {
 			return nil, errors.New("index URL sqlite://: no file")
 		}
 		return sqlite.Open(ctx, rest)
+	case "postgres", "postgresql":
+		return postgres.Open(ctx, u)
 	default:
-		return nil, fmt.Errorf("index URL %q: unsupported scheme %q (supported: sqlite)", redact(u), s)
+		return nil, fmt.Errorf("index URL %q: unsupported scheme %q (supported: sqlite, postgres)", redact(u), s)
 	}
 }
 

@@ -1,0 +1,481 @@
+// Package postgres is an index.Index on PostgreSQL (pgx/v5 connection pool),
+// for several blob servers sharing one catalogue. It has the same semantics
+// as the default SQLite index; both pass internal/index/indextest.
+//
+// # URL
+//
+//	postgres://USER[:PASSWORD]@HOST:PORT/DB?sslmode=verify-full&pool_max_conns=20&search_path=flakegate
+//
+// Any libpq/pgx connection parameter works (postgresql:// too); the password
+// may come from PGPASSWORD or ~/.pgpass instead of the URL. search_path picks
+// the schema the tables live in (it must exist); pool_max_conns sizes the
+// pool (default: the larger of 4 and the number of CPUs).
+//
+// # Migrations
+//
+// The schema is created and upgraded at Open from the SQL files embedded
+// from migrations/ (NNNN_name.sql, applied in order, recorded in
+// flakegate_schema_migrations). Migrating runs in one transaction holding a
+// transaction-scoped advisory lock, so servers starting together apply each
+// migration once and the others wait; a database migrated by a newer server
+// is refused rather than misread.
+//
+// # Concurrency
+//
+// Each write is one transaction: content rows are inserted with ON CONFLICT
+// DO NOTHING (the first content of a path or NAR is kept) and the ownership
+// row likewise, so concurrent pushes of the same or overlapping closures from
+// any number of servers all succeed and record every owner. Serialization
+// failures and deadlocks, should the server report any, are retried.
+package postgres
+
+import (
+	"context"
+	"embed"
+	"errors"
+	"fmt"
+	"io/fs"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// opTimeout bounds each index call that comes with no earlier deadline.
+const opTimeout = 30 * time.Second
+
+//go:embed migrations/*.sql
+var migrationFiles embed.FS
+
+// Index is a PostgreSQL index.
+type Index struct {
+	pool *pgxpool.Pool
+}
+
+var (
+	_ index.Index          = (*Index)(nil)
+	_ index.NarInfoUpdater = (*Index)(nil)
+)
+
+// Open connects to the database a URL names, applies pending migrations and
+// returns the index. Errors never contain the password.
+func Open(ctx context.Context, url string) (*Index, error) {
+	cfg, err := pgxpool.ParseConfig(url)
+	if err != nil {
+		// pgx errors may quote the connection string: say only what failed.
+		return nil, fmt.Errorf("postgres index: invalid URL %s: %w", Redact(url), sanitize(err, url))
+	}
+	if cfg.ConnConfig.ConnectTimeout == 0 {
+		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
+	}
+	where := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("postgres index at %s: %w", where, sanitize(err, url))
+	}
+	pctx, cancel := context.WithTimeout(ctx, opTimeout)
+	defer cancel()
+	if err := pool.Ping(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres index at %s: connect: %w", where, sanitize(err, url))
+	}
+	x := &Index{pool: pool}
+	if err := x.migrate(pctx); err != nil {
+		pool.Close()
+		return nil, fmt.Errorf("postgres index at %s: migrate: %w", where, err)
+	}
+	return x, nil
+}
+
+// Redact replaces the password of a postgres URL with "***".
+func Redact(url string) string {
+	s, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return "(unparseable URL)"
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return url
+	}
+	user, _, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return url
+	}
+	return s + "://" + user + ":***@" + rest[at+1:]
+}
+
+// sanitize removes the password from an error's text, if it appears.
+func sanitize(err error, url string) error {
+	_, rest, ok := strings.Cut(url, "://")
+	if !ok {
+		return err
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return err
+	}
+	_, pass, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass || pass == "" || !strings.Contains(err.Error(), pass) {
+		return err
+	}
+	return errors.New(strings.ReplaceAll(err.Error(), pass, "***"))
+}
+
+// Close closes the pool.
+func (x *Index) Close() error {
+	x.pool.Close()
+	return nil
+}
+
+type migration struct {
+	version int
+	name    string
+	sql     string
+}
+
+func migrations() ([]migration, error) {
+	entries, err := fs.ReadDir(migrationFiles, "migrations")
+	if err != nil {
+		return nil, err
+	}
+	var ms []migration
+	for _, e := range entries {
+		num, _, ok := strings.Cut(e.Name(), "_")
+		v, err := strconv.Atoi(num)
+		if !ok || err != nil || v <= 0 {
+			return nil, fmt.Errorf("migration file %q: want NNNN_name.sql", e.Name())
+		}
+		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return nil, err
+		}
+		ms = append(ms, migration{version: v, name: e.Name(), sql: string(b)})
+	}
+	slices.SortFunc(ms, func(a, b migration) int { return a.version - b.version })
+	for i, m := range ms {
+		if m.version != i+1 {
+			return nil, fmt.Errorf("migration %s: versions must be 1, 2, 3… without gaps", m.name)
+		}
+	}
+	return ms, nil
+}
+
+// migrateLockKey names the advisory lock serialising migrations (per schema).
+const migrateLockKey = "flakegate.index.migrate:"
+
+func (x *Index) migrate(ctx context.Context) error {
+	ms, err := migrations()
+	if err != nil {
+		return err
+	}
+	return pgx.BeginFunc(ctx, x.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtext($1 || coalesce(current_schema(), '')))`, migrateLockKey); err != nil {
+			return fmt.Errorf("take migration lock: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `CREATE TABLE IF NOT EXISTS flakegate_schema_migrations (
+			version    integer PRIMARY KEY,
+			name       text NOT NULL,
+			applied_at timestamptz NOT NULL DEFAULT now())`); err != nil {
+			return fmt.Errorf("create migrations table (does the schema in search_path exist?): %w", err)
+		}
+		var cur int
+		if err := tx.QueryRow(ctx, `SELECT coalesce(max(version), 0) FROM flakegate_schema_migrations`).Scan(&cur); err != nil {
+			return fmt.Errorf("read schema version: %w", err)
+		}
+		if cur > len(ms) {
+			return fmt.Errorf("database schema version %d is newer than this server's (%d): upgrade the server", cur, len(ms))
+		}
+		for _, m := range ms[cur:] {
+			if _, err := tx.Exec(ctx, m.sql); err != nil {
+				return fmt.Errorf("apply %s: %w", m.name, err)
+			}
+			if _, err := tx.Exec(ctx, `INSERT INTO flakegate_schema_migrations (version, name) VALUES ($1, $2)`, m.version, m.name); err != nil {
+				return fmt.Errorf("record %s: %w", m.name, err)
+			}
+		}
+		return nil
+	})
+}
+
+// withTimeout bounds ctx by opTimeout unless it already ends sooner.
+func withTimeout(ctx context.Context) (context.Context, context.CancelFunc) {
+	if d, ok := ctx.Deadline(); ok && time.Until(d) < opTimeout {
+		return ctx, func() {}
+	}
+	return context.WithTimeout(ctx, opTimeout)
+}
+
+// retryable reports serialization failures and deadlocks, which a fresh
+// attempt of the same transaction resolves.
+func retryable(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40001" || pe.Code == "40P01")
+}
+
+// write runs fn in one transaction, retrying it a few times when the server
+// asks to.
+func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Context, tx pgx.Tx) error) error {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var err error
+	for attempt := range 4 {
+		if attempt > 0 {
+			select {
+			case <-time.After(time.Duration(attempt*attempt) * 10 * time.Millisecond):
+			case <-ctx.Done():
+				return fmt.Errorf("%s: %w (after %v)", what, ctx.Err(), err)
+			}
+		}
+		err = pgx.BeginFunc(ctx, x.pool, func(tx pgx.Tx) error { return fn(ctx, tx) })
+		if err == nil || !retryable(err) {
+			break
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("%s: %w", what, err)
+	}
+	return nil
+}
+
+func checkFlake(f route.Flake) error {
+	if f.IsZero() {
+		return errors.New("no flake given")
+	}
+	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
+		return fmt.Errorf("invalid flake %q", f.String())
+	}
+	return nil
+}
+
+func createdAt(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
+}
+
+// PutNar records a verified NAR and flake's ownership of it.
+func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put nar %s: %w", n.File, err)
+	}
+	if n.File == "" {
+		return errors.New("put nar: empty file name")
+	}
+	return x.write(ctx, "put nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (file) DO NOTHING`,
+			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, createdAt(n.CreatedAt)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake.String()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
+		return err
+	})
+}
+
+// GetNar returns a NAR's record; with a non-zero flake only if it owns it.
+func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (index.Nar, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	const cols = `n.file, n.compression, n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at`
+	var row pgx.Row
+	if flake.IsZero() {
+		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM nars n WHERE n.file = $1`, file)
+	} else {
+		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM nar_owners o JOIN nars n ON n.file = o.file
+			WHERE o.file = $1 AND o.flake = $2`, file, flake.String())
+	}
+	var n index.Nar
+	var comp string
+	err := row.Scan(&n.File, &comp, &n.FileHash, &n.FileSize, &n.NarHash, &n.NarSize, &n.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return index.Nar{}, fmt.Errorf("nar %s: %w", file, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Nar{}, fmt.Errorf("get nar %s: %w", file, err)
+	}
+	n.Compression = route.Compression(comp)
+	return n, nil
+}
+
+// PutPath records a path and flake's ownership of it in one transaction. An
+// existing path keeps its first content.
+func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put path %s: %w", p.Hash, err)
+	}
+	if !route.IsStoreHash(p.Hash) {
+		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
+	}
+	refs := p.References
+	if refs == nil {
+		refs = []string{}
+	}
+	narInfo := p.NarInfo
+	if narInfo == nil {
+		narInfo = []byte{}
+	}
+	return x.write(ctx, "put path "+p.Hash, func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING`,
+			p.Hash, p.StorePath, p.NarFile, refs, narInfo, p.SignedBy, createdAt(p.CreatedAt)); err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO path_owners (hash, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, p.Hash, flake.String()); err != nil {
+			return err
+		}
+		_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
+		return err
+	})
+}
+
+// GetPath returns a path; with a non-zero flake only if it owns it.
+func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	const cols = `p.hash, p.store_path, p.nar_file, p.refs, p.narinfo, p.signed_by, p.created_at`
+	var row pgx.Row
+	if flake.IsZero() {
+		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM paths p WHERE p.hash = $1`, hash)
+	} else {
+		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM path_owners o JOIN paths p ON p.hash = o.hash
+			WHERE o.hash = $1 AND o.flake = $2`, hash, flake.String())
+	}
+	var p index.Path
+	err := row.Scan(&p.Hash, &p.StorePath, &p.NarFile, &p.References, &p.NarInfo, &p.SignedBy, &p.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return index.Path{}, fmt.Errorf("path %s: %w", hash, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Path{}, fmt.Errorf("get path %s: %w", hash, err)
+	}
+	if len(p.References) == 0 {
+		p.References = nil
+	}
+	return p, nil
+}
+
+// UpdateNarInfo stores a re-signed narinfo. An absent hash is not an error.
+func (x *Index) UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error {
+	return x.write(ctx, "update narinfo "+hash, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE paths SET narinfo = $1, signed_by = $2 WHERE hash = $3`, narInfo, signedBy, hash)
+		return err
+	})
+}
+
+// MissingPaths returns those of hashes that flake does not own, in the
+// order given, without duplicates. One query, whatever the number of hashes.
+func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error) {
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := x.pool.Query(ctx, `SELECT hash FROM path_owners WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
+	if err != nil {
+		return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+	}
+	owned, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
+	}
+	seen := make(map[string]bool, len(hashes))
+	for _, h := range owned {
+		seen[h] = true
+	}
+	var missing []string
+	for _, h := range hashes {
+		if !seen[h] {
+			missing = append(missing, h)
+			seen[h] = true // report each once
+		}
+	}
+	return missing, nil
+}
+
+// Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
+// NAR (KindNar, by file name), sorted by "org/name" byte-wise.
+func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
+	var q string
+	switch kind {
+	case route.KindNarInfo:
+		q = `SELECT flake FROM path_owners WHERE hash = $1 ORDER BY flake`
+	case route.KindNar:
+		q = `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`
+	default:
+		return nil, fmt.Errorf("owners: kind %q has no owners", kind)
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := x.pool.Query(ctx, q, hash)
+	if err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+	}
+	out := make([]route.Flake, 0, len(names))
+	for _, s := range names {
+		f, err := route.ParseFlake(s)
+		if err != nil {
+			return nil, fmt.Errorf("owners of %s %s: stored flake: %w", kind, hash, err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// PutLog records the blob key of a flake's build log (replacing an older one).
+func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
+	if err := checkFlake(flake); err != nil {
+		return fmt.Errorf("put log %s: %w", drv, err)
+	}
+	return x.write(ctx, "put log "+drv, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO logs (flake, drv, blob_key, created_at) VALUES ($1, $2, $3, now())
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, created_at = excluded.created_at`,
+			flake.String(), drv, blobKey)
+		return err
+	})
+}
+
+// GetLog returns the blob key of a flake's build log.
+func (x *Index) GetLog(ctx context.Context, flake route.Flake, drv string) (string, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var key string
+	err := x.pool.QueryRow(ctx, `SELECT blob_key FROM logs WHERE flake = $1 AND drv = $2`, flake.String(), drv).Scan(&key)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "", fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return "", fmt.Errorf("get log %s of %s: %w", drv, flake, err)
+	}
+	return key, nil
+}
+
+// Stats counts paths, NARs and flakes owning a path or a NAR. The path and
+// NAR counts are exact (a scan of the primary keys).
+func (x *Index) Stats(ctx context.Context) (index.Stats, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var s index.Stats
+	err := x.pool.QueryRow(ctx, `SELECT
+		(SELECT count(*) FROM paths),
+		(SELECT count(*) FROM nars),
+		(SELECT count(*) FROM flakes)`).Scan(&s.Paths, &s.Nars, &s.Flakes)
+	if err != nil {
+		return index.Stats{}, fmt.Errorf("index stats: %w", err)
+	}
+	return s, nil
+}
