@@ -38,6 +38,12 @@ type OwnersLookup interface {
 	Owners(ctx context.Context, r route.Request) ([]route.Flake, error)
 }
 
+// FreshOwnersLookup is an OwnersLookup with a cache that can be bypassed.
+type FreshOwnersLookup interface {
+	OwnersLookup
+	FreshOwners(ctx context.Context, r route.Request) ([]route.Flake, error)
+}
+
 // Checker decides CheckRequests. Its fields are set once before use; it is
 // safe for concurrent use.
 type Checker struct {
@@ -165,19 +171,52 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 	}
 	in := BuildInput(res.Request, res.Subject, owners)
 	reason := ""
-	for _, owner := range owners {
-		SetFlake(in, owner)
-		d, err := c.evaluate(ctx, in)
+	evaluated := make(map[route.Flake]bool, len(owners))
+	tryOwners := func(owners []route.Flake) (bool, error) {
+		for _, owner := range owners {
+			if evaluated[owner] {
+				continue
+			}
+			evaluated[owner] = true
+			SetFlake(in, owner)
+			d, err := c.evaluate(ctx, in)
+			if err != nil {
+				return false, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err)
+			}
+			res.Revision = d.Revision
+			if d.Allow {
+				res.UnionOwner = owner
+				res = allow(res, d.Reason)
+				return true, nil
+			}
+			if reason == "" {
+				reason = d.Reason
+			}
+		}
+		return false, nil
+	}
+	ok, err := tryOwners(owners)
+	if err != nil {
+		return unavailable(res, err)
+	}
+	if ok {
+		return res
+	}
+	// Every owner we knew of denied. The owners answer may be cached from
+	// before a push into another flake: ask once more, uncached, and
+	// evaluate the owners we had not seen.
+	if fresh, isFresh := c.Owners.(FreshOwnersLookup); isFresh {
+		owners, err := fresh.FreshOwners(ctx, res.Request.Route)
 		if err != nil {
-			return unavailable(res, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err))
+			return unavailable(res, fmt.Errorf("union read: %w", err))
 		}
-		res.Revision = d.Revision
-		if d.Allow {
-			res.UnionOwner = owner
-			return allow(res, d.Reason)
+		SetOwners(in, owners)
+		ok, err := tryOwners(owners)
+		if err != nil {
+			return unavailable(res, err)
 		}
-		if reason == "" {
-			reason = d.Reason
+		if ok {
+			return res
 		}
 	}
 	if reason == "" {

@@ -34,13 +34,18 @@ func BuildInput(r Request, subject *identity.Subject, owners []route.Flake) map[
 		SetFlake(in, r.Route.Flake)
 	}
 	if owners != nil {
-		list := make([]any, len(owners))
-		for i, f := range owners {
-			list[i] = f.String()
-		}
-		in["owners"] = list
+		SetOwners(in, owners)
 	}
 	return in
+}
+
+// SetOwners sets the input's "owners" (a union read's owning flakes).
+func SetOwners(in map[string]any, owners []route.Flake) {
+	list := make([]any, len(owners))
+	for i, f := range owners {
+		list[i] = f.String()
+	}
+	in["owners"] = list
 }
 
 // SetFlake sets the input's "flake" to f.

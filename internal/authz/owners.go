@@ -84,16 +84,40 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 	}
 }
 
-// Owners returns the flakes owning the narinfo or NAR r is about.
-func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Flake, error) {
-	var key string
+func ownersKey(r route.Request) (string, error) {
 	switch r.Kind {
 	case route.KindNarInfo:
-		key = "narinfo/" + r.Hash
+		return "narinfo/" + r.Hash, nil
 	case route.KindNar:
-		key = "nar/" + r.File
-	default:
-		return nil, fmt.Errorf("owners lookup: no owners for a %s", r.Kind)
+		return "nar/" + r.File, nil
+	}
+	return "", fmt.Errorf("owners lookup: no owners for a %s", r.Kind)
+}
+
+// FreshOwners is Owners without the cache: it asks the blob server and
+// refreshes the cached answer. The checker calls it when every cached owner
+// denied, so that a path just pushed into another flake is readable through
+// the union view at once, not only after the cache entry expires.
+func (c *OwnersClient) FreshOwners(ctx context.Context, r route.Request) ([]route.Flake, error) {
+	key, err := ownersKey(r)
+	if err != nil {
+		return nil, err
+	}
+	flakes, err := c.fetch(ctx, key)
+	if err != nil {
+		c.opts.Metrics.ownersLookup("error")
+		return nil, err
+	}
+	c.store(key, flakes)
+	c.opts.Metrics.ownersLookup("miss")
+	return flakes, nil
+}
+
+// Owners returns the flakes owning the narinfo or NAR r is about.
+func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Flake, error) {
+	key, err := ownersKey(r)
+	if err != nil {
+		return nil, err
 	}
 	if flakes, ok := c.cached(key); ok {
 		c.opts.Metrics.ownersLookup("hit")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -247,5 +248,36 @@ func TestOwnersClientBounded(t *testing.T) {
 		if n > 3 {
 			t.Fatalf("cache holds %d entries, bound is 3", n)
 		}
+	}
+}
+
+// Regression: a union read right after the path was pushed into a second
+// flake was denied until the cached owners answer (which named only the
+// first flake) expired. When every cached owner denies, the checker asks
+// once more, uncached.
+func TestUnionReadSeesNewOwnerDespiteCache(t *testing.T) {
+	key := "/owners/narinfo/" + testHash
+	owners := newFakeOwners(t, map[string][]string{key: {"omnicorp/app"}})
+	client := NewOwnersClient(owners.URL, OwnersOptions{TTL: time.Hour, NegativeTTL: time.Hour})
+	acmeUser := &identity.Subject{Authenticated: true, Provider: "oidc", Kind: "user", Org: "acme", User: "carol", Via: "idp"}
+	c := &Checker{
+		Verifier: tokenVerifier{token: secretToken, subject: acmeUser},
+		Policy:   newTestEngine(t),
+		Owners:   client,
+		Logger:   discardLogger(),
+	}
+	req := ParseCheckRequest(checkRequest("GET", "/"+testHash+".narinfo", "Bearer "+secretToken))
+
+	if res := c.Decide(context.Background(), req); res.Status != http.StatusNotFound {
+		t.Fatalf("before the acme push: status %d, want 404", res.Status)
+	}
+	owners.answers[key] = []string{"omnicorp/app", "acme/tools"} // pushed into acme/tools
+	res := c.Decide(context.Background(), req)
+	if res.Status != http.StatusOK || res.UnionOwner != (route.Flake{Org: "acme", Name: "tools"}) {
+		t.Fatalf("after the acme push: status %d via %v (%s), want 200 via acme/tools", res.Status, res.UnionOwner, res.Reason)
+	}
+	// The fresh answer replaced the cached one.
+	if got, err := client.Owners(context.Background(), route.Request{Kind: route.KindNarInfo, Hash: testHash}); err != nil || len(got) != 2 {
+		t.Fatalf("cached owners after the fresh lookup: %v %v, want both flakes", got, err)
 	}
 }
