@@ -104,13 +104,13 @@ flakegate is running (logs: $data/authz.log, $data/blobserver.log)
   (tokens come from the LOCAL DEVELOPMENT issuer: not for production)
 
 Push a store path as the CI job of omnicorp/app:
-  path=\$(echo "hello from flakegate \$(date)" > /tmp/hello.txt && nix-store --add /tmp/hello.txt)
+  path=\$(echo "hello from flakegate \$(date)" > $data/hello.txt && nix-store --add $data/hello.txt)
   nix copy $nixflags --option netrc-file $data/netrc-ci-omnicorp-app --to '$cache/omnicorp/app?compression=zstd' \$path
 
 Pull it back as alice into a fresh store, trusting only the cache's key:
   nix copy $nixflags --option netrc-file $data/netrc-alice --option trusted-public-keys '$pubkey' \\
-    --from '$cache/omnicorp/app' --to /tmp/flakegate-store \$path
-  cat /tmp/flakegate-store\$path
+    --from '$cache/omnicorp/app' --to $data/pulled-store \$path
+  cat $data/pulled-store\$path
 
 Or use the union view as a substituter (nix.conf):
   extra-substituters = $cache/
