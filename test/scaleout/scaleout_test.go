@@ -1,0 +1,418 @@
+// Package scaleout tests several blob servers sharing state: two real
+// blobserver processes on one MinIO bucket prefix and one PostgreSQL
+// schema, driven by real `nix copy`.
+//
+// Needs FLAKEGATE_TEST_S3_URL and FLAKEGATE_TEST_POSTGRES_URL (start the
+// services with `eval "$(scripts/test-services.sh start)"`) and nix-bin;
+// skips without them, and in -short.
+package scaleout
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/minio/minio-go/v7"
+	"github.com/minio/minio-go/v7/pkg/credentials"
+
+	"github.com/flakegate/flakegate/internal/blob/s3"
+	"github.com/flakegate/flakegate/internal/nixtest"
+)
+
+// env holds the shared services of one test: a fresh bucket prefix and a
+// fresh database schema.
+type env struct {
+	s3URL, pgURL string
+	s3cfg        s3.Config
+	mc           *minio.Client
+}
+
+func setup(t *testing.T) env {
+	t.Helper()
+	s3URL, pgURL := os.Getenv("FLAKEGATE_TEST_S3_URL"), os.Getenv("FLAKEGATE_TEST_POSTGRES_URL")
+	if s3URL == "" || pgURL == "" {
+		t.Skip("FLAKEGATE_TEST_S3_URL / FLAKEGATE_TEST_POSTGRES_URL not set: run `eval \"$(scripts/test-services.sh start)\"` to start MinIO and PostgreSQL on loopback")
+	}
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("two blob servers with real Nix: skipped in -short")
+	}
+	var rnd [6]byte
+	_, _ = rand.Read(rnd[:])
+	id := "scaleout_" + hex.EncodeToString(rnd[:])
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	// PostgreSQL: a schema of our own.
+	conn, err := pgx.Connect(ctx, pgURL)
+	if err != nil {
+		t.Fatalf("connect to PostgreSQL: %v", err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+id); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if c, err := pgx.Connect(ctx, pgURL); err == nil {
+			_, _ = c.Exec(ctx, "DROP SCHEMA "+id+" CASCADE")
+			c.Close(ctx)
+		}
+	})
+	pu, err := url.Parse(pgURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := pu.Query()
+	q.Set("search_path", id)
+	pu.RawQuery = q.Encode()
+
+	// MinIO: the bucket (created if needed) and a prefix of our own.
+	su, err := url.Parse(s3URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	su.Path = strings.TrimSuffix(su.Path, "/") + "/" + id
+	cfg, err := s3.ParseURL(su.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: cfg.Secure, Region: cfg.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := mc.BucketExists(ctx, cfg.Bucket); err != nil {
+		t.Fatalf("MinIO: %v", err)
+	} else if !ok {
+		if err := mc.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		for oi := range mc.ListObjectsIter(ctx, cfg.Bucket, minio.ListObjectsOptions{Prefix: cfg.Prefix, Recursive: true}) {
+			if oi.Err == nil {
+				_ = mc.RemoveObject(ctx, cfg.Bucket, oi.Key, minio.RemoveObjectOptions{})
+			}
+		}
+	})
+	return env{s3URL: su.String(), pgURL: pu.String(), s3cfg: cfg, mc: mc}
+}
+
+// objects lists the object keys below the test's prefix and dir.
+func (e env) objects(t *testing.T, dir string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var keys []string
+	for oi := range e.mc.ListObjectsIter(ctx, e.s3cfg.Bucket, minio.ListObjectsOptions{Prefix: e.s3cfg.Prefix + dir, Recursive: true}) {
+		if oi.Err != nil {
+			t.Fatal(oi.Err)
+		}
+		keys = append(keys, strings.TrimPrefix(oi.Key, e.s3cfg.Prefix))
+	}
+	return keys
+}
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	binPath   string
+	buildErr  error
+)
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if binDir != "" {
+		os.RemoveAll(binDir)
+	}
+	os.Exit(code)
+}
+
+// blobserver builds cmd/blobserver once per test binary.
+func blobserver(t *testing.T) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		var err error
+		if binDir, err = os.MkdirTemp("", "flakegate-scaleout-"); err != nil {
+			buildErr = err
+			return
+		}
+		binPath = filepath.Join(binDir, "blobserver")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/flakegate/flakegate/cmd/blobserver").CombinedOutput()
+		if err != nil {
+			buildErr = fmt.Errorf("go build cmd/blobserver: %v\n%s", err, out)
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binPath
+}
+
+type server struct {
+	URL, InternalURL string
+	stderr           *syncBuffer
+}
+
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// start runs a blobserver process on the shared storage and waits until it
+// listens.
+func start(t *testing.T, e env, keyFile string) *server {
+	t.Helper()
+	cmd := exec.Command(blobserver(t),
+		"-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0",
+		"-storage", e.s3URL, "-index", e.pgURL, "-signing-key-file", keyFile,
+		"-access-log=false")
+	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	s := &server{stderr: &syncBuffer{}}
+	ready := make(chan [2]string, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pipe)
+		sc.Buffer(make([]byte, 64<<10), 1<<20)
+		for sc.Scan() {
+			line := sc.Bytes()
+			s.stderr.Write(append(line, '\n'))
+			var m struct{ Msg, Public, Internal string }
+			if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
+				ready <- [2]string{m.Public, m.Internal}
+			}
+		}
+		_, _ = io.Copy(io.Discard, pipe)
+		_ = cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("blobserver log:\n%s", s.stderr.String())
+		}
+	})
+	select {
+	case a := <-ready:
+		s.URL, s.InternalURL = "http://"+a[0], "http://"+a[1]
+	case <-done:
+		t.Fatalf("blobserver exited before listening:\n%s", s.stderr.String())
+	case <-time.After(60 * time.Second):
+		t.Fatalf("blobserver not listening after 60s:\n%s", s.stderr.String())
+	}
+	return s
+}
+
+func get(t *testing.T, u string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+// comparable drops what differs between stores (signatures, validity).
+func comparable(infos []nixtest.PathInfo) []string {
+	out := make([]string, len(infos))
+	for i, pi := range infos {
+		out[i] = fmt.Sprintf("%s %s %d %v", pi.Path, pi.NarHash, pi.NarSize, pi.References)
+	}
+	return out
+}
+
+func storeHash(path string) string { return strings.TrimPrefix(path, "/nix/store/")[:32] }
+
+// Push through one server, pull through the other: both the flake's
+// namespace and the union view, trusting only the shared signing key.
+func TestPushToOnePullFromOther(t *testing.T) {
+	e := setup(t)
+	secret, public := nixtest.GenerateKey(t, "flakegate-scaleout-1")
+	a, b := start(t, e, secret), start(t, e, secret)
+
+	src := nixtest.NewStore(t)
+	top := src.MakeClosure(16, "scaleout-pushpull")
+	want := src.Closure(top)
+	if err := src.CopyTo(nixtest.Options{}, a.URL+"/omnicorp/app?compression=zstd", top); err != nil {
+		t.Fatalf("push to server A: %v", err)
+	}
+	for _, from := range []string{b.URL + "/omnicorp/app", b.URL} {
+		dst := nixtest.NewStore(t)
+		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, from, top); err != nil {
+			t.Fatalf("pull from server B (%s): %v", from, err)
+		}
+		if got := dst.Closure(top); !slices.Equal(comparable(got), comparable(want)) {
+			t.Fatalf("closure pulled from B differs:\n got %v\nwant %v", comparable(got), comparable(want))
+		}
+		if err := dst.Verify([]string{public}, top); err != nil {
+			t.Fatalf("nix store verify: %v", err)
+		}
+	}
+	// B knows the owner A recorded; another flake does not have the paths.
+	if st, body := get(t, b.InternalURL+"/owners/narinfo/"+storeHash(top)); st != 200 || body != `{"flakes":["omnicorp/app"]}`+"\n" {
+		t.Fatalf("owners via B: %d %s", st, body)
+	}
+	if st, _ := get(t, b.URL+"/omnicorp/other/"+storeHash(top)+".narinfo"); st != http.StatusNotFound {
+		t.Fatalf("another flake's namespace on B: %d, want 404", st)
+	}
+	// The NARs live in the object store, once each.
+	if nars := e.objects(t, "nar/"); len(nars) != len(want) {
+		t.Fatalf("%d NAR objects for %d paths", len(nars), len(want))
+	}
+}
+
+// Pushers of overlapping closures into two flakes, half through each
+// server, all at once: every push succeeds, every path and ownership is
+// recorded, each NAR is stored once, and each flake pulls all it pushed
+// from either server.
+func TestConcurrentPushesThroughBoth(t *testing.T) {
+	e := setup(t)
+	secret, public := nixtest.GenerateKey(t, "flakegate-scaleout-1")
+	servers := []*server{start(t, e, secret), start(t, e, secret)}
+	flakes := []string{"omnicorp/a", "omnicorp/b"}
+
+	type pusher struct {
+		store       *nixtest.Store
+		flake       string
+		via         *server
+		shared, own string
+	}
+	pushers := make([]pusher, 8)
+	var wg sync.WaitGroup
+	for k := range pushers {
+		wg.Go(func() {
+			st := nixtest.NewStore(t)
+			pushers[k] = pusher{
+				store:  st,
+				flake:  flakes[k%2],
+				via:    servers[(k/2)%2], // each flake pushes through both servers
+				shared: st.MakeClosure(8+k%5, "scaleout-shared"),
+				own:    st.MakeClosure(2, fmt.Sprintf("scaleout-own-%d", k)),
+			}
+		})
+	}
+	wg.Wait()
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	errs := make(chan error, len(pushers))
+	for k, p := range pushers {
+		wg.Go(func() {
+			if err := p.store.CopyTo(nixtest.Options{}, p.via.URL+"/"+p.flake+"?compression=zstd", p.shared, p.own); err != nil {
+				errs <- fmt.Errorf("pusher %d: %w", k, err)
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if t.Failed() {
+		t.FailNow()
+	}
+
+	owned := map[string]map[string]bool{} // store path → flakes
+	for _, p := range pushers {
+		for _, pi := range p.store.Closure(p.shared, p.own) {
+			if owned[pi.Path] == nil {
+				owned[pi.Path] = map[string]bool{}
+			}
+			owned[pi.Path][p.flake] = true
+		}
+	}
+	for _, s := range servers {
+		for path, fl := range owned {
+			var want []string
+			for f := range fl {
+				want = append(want, `"`+f+`"`)
+			}
+			slices.Sort(want)
+			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+storeHash(path)); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
+				t.Fatalf("owners of %s via %s: %d %s, want %v", path, s.URL, st, body, want)
+			}
+		}
+	}
+	if nars := e.objects(t, "nar/"); len(nars) != len(owned) {
+		t.Fatalf("%d NAR objects for %d paths: each must be stored once", len(nars), len(owned))
+	}
+	if tmp := e.objects(t, ".tmp/"); len(tmp) != 0 {
+		t.Fatalf("temporary upload objects left behind: %v", tmp)
+	}
+	// Each flake pulls everything it pushed, from the server it used less.
+	for i, f := range flakes {
+		var tops []string
+		for _, p := range pushers {
+			if p.flake == f {
+				tops = append(tops, p.shared, p.own)
+			}
+		}
+		dst := nixtest.NewStore(t)
+		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, servers[1-i].URL+"/"+f, tops...); err != nil {
+			t.Fatalf("pull %s: %v", f, err)
+		}
+		if err := dst.Verify([]string{public}, tops...); err != nil {
+			t.Fatal(err)
+		}
+		other := pushers[1-i].own // pushed only by the other flake
+		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, servers[i].URL+"/"+f, other); err == nil {
+			t.Fatalf("%s serves %s, which only %s pushed", f, other, flakes[1-i])
+		}
+	}
+}
