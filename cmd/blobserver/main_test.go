@@ -13,12 +13,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 func TestSizeFlag(t *testing.T) {
@@ -82,26 +83,9 @@ func buildBinary(t *testing.T) string {
 type proc struct {
 	cmd              *exec.Cmd
 	URL, InternalURL string
-	stderr           *lockedBuffer
+	stderr           *testutil.LogBuffer
 	done             chan struct{} // closed when the process has exited
 	err              error         // its exit status, once done
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // startProc runs the binary on a data dir and waits for its "listening" line.
@@ -115,7 +99,7 @@ func startProc(t *testing.T, bin, dataDir string) *proc {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, stderr: &lockedBuffer{}, done: make(chan struct{})}
+	p := &proc{cmd: cmd, stderr: &testutil.LogBuffer{}, done: make(chan struct{})}
 	ready := make(chan [2]string, 1)
 	go func() {
 		sc := bufio.NewScanner(pipe)

@@ -74,7 +74,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	dir := t.TempDir()
 	st.policyDir = filepath.Join(dir, "policies")
-	copyDir(t, "../../policies", st.policyDir)
+	testutil.CopyDir(t, "../../policies", st.policyDir)
 	st.keyDir = filepath.Join(dir, "keys")
 
 	users := identity.IssuerConfig{Name: "users", Issuer: st.idp.Issuer, JWKSURL: st.idp.Issuer + "/keys",
@@ -274,29 +274,6 @@ func bearer(tok string) string { return "Bearer " + tok }
 
 func netrcAuth(tok string) string {
 	return "Basic " + base64.StdEncoding.EncodeToString([]byte("flakegate:"+tok))
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(to, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(to, e.Name()), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 }
 
 // ghToken mints a GitHub Actions token for repo at ref (5-minute life).

@@ -62,7 +62,7 @@ func startStack(t *testing.T) *stack {
 
 	// A copy of the shipped policies, so the test can edit them.
 	s.policyDir = filepath.Join(dir, "policies")
-	copyDir(t, "../../policies", s.policyDir)
+	testutil.CopyDir(t, "../../policies", s.policyDir)
 
 	secret, public, err := nixcache.GenerateKey("cache.e2e.test-1")
 	if err != nil {
@@ -362,26 +362,5 @@ func writeFile(t *testing.T, path, content string) {
 	}
 	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
-	}
-}
-
-func copyDir(t *testing.T, from, to string) {
-	t.Helper()
-	if err := os.MkdirAll(to, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	entries, err := os.ReadDir(from)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, e := range entries {
-		if e.IsDir() {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join(from, e.Name()))
-		if err != nil {
-			t.Fatal(err)
-		}
-		writeFile(t, filepath.Join(to, e.Name()), string(b))
 	}
 }
