@@ -12,15 +12,6 @@ import (
 	"github.com/flakegate/flakegate/internal/nixtest"
 )
 
-// comparable drops what differs between stores (signatures, validity).
-func comparable(infos []nixtest.PathInfo) []string {
-	out := make([]string, len(infos))
-	for i, pi := range infos {
-		out[i] = fmt.Sprintf("%s %s %d %v", pi.Path, pi.NarHash, pi.NarSize, pi.References)
-	}
-	return out
-}
-
 // Real Nix pushes a closure of 25 paths into a flake with each compression
 // and pulls it into a fresh store trusting only the server's key.
 func TestNixPushPull(t *testing.T) {
@@ -43,7 +34,7 @@ func TestNixPushPull(t *testing.T) {
 				t.Fatal(err)
 			}
 			ext := map[string]string{"none": ".nar\n", "xz": ".nar.xz\n", "zstd": ".nar.zst\n"}[comp]
-			if st, body := get(t, flakeURL+"/"+strings.TrimPrefix(top, "/nix/store/")[:32]+".narinfo"); st != 200 || !strings.Contains(body, ext) || !strings.Contains(body, "Compression: "+comp+"\n") {
+			if st, body := get(t, flakeURL+"/"+nixtest.HashPart(top)+".narinfo"); st != 200 || !strings.Contains(body, ext) || !strings.Contains(body, "Compression: "+comp+"\n") {
 				t.Fatalf("narinfo of the top path: %d\n%s", st, body)
 			}
 
@@ -53,8 +44,8 @@ func TestNixPushPull(t *testing.T) {
 					t.Fatalf("pull from %s: %v", from, err)
 				}
 				got := dst.Closure(top)
-				if !slices.Equal(comparable(got), comparable(want)) {
-					t.Fatalf("pulled closure differs:\n got %v\nwant %v", comparable(got), comparable(want))
+				if !slices.Equal(nixtest.Comparable(got), nixtest.Comparable(want)) {
+					t.Fatalf("pulled closure differs:\n got %v\nwant %v", nixtest.Comparable(got), nixtest.Comparable(want))
 				}
 				for _, pi := range got {
 					if !slices.ContainsFunc(pi.Signatures, func(s string) bool { return strings.HasPrefix(s, "flakegate-test-1:") }) {
@@ -144,7 +135,7 @@ func TestNixConcurrentPushers(t *testing.T) {
 	check := func(s *server) {
 		t.Helper()
 		for path, fl := range owned {
-			hash := strings.TrimPrefix(path, "/nix/store/")[:32]
+			hash := nixtest.HashPart(path)
 			var want []string
 			for f := range fl {
 				want = append(want, `"`+f+`"`)

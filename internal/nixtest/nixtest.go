@@ -250,6 +250,28 @@ type PathInfo struct {
 	Valid      *bool    `json:"valid"`
 }
 
+// HashPart is the 32-character hash part of a store path
+// ("/nix/store/<hash>-<name>"), as used in narinfo URLs; "" when path is not
+// a store path.
+func HashPart(path string) string {
+	base, ok := strings.CutPrefix(path, "/nix/store/")
+	if !ok || len(base) < 33 || base[32] != '-' {
+		return ""
+	}
+	return base[:32]
+}
+
+// Comparable renders path infos as what must be equal in every store that
+// holds the same paths (path, NAR hash and size, references), dropping what
+// legitimately differs (signatures, which a cache replaces, and validity).
+func Comparable(infos []PathInfo) []string {
+	out := make([]string, len(infos))
+	for i, pi := range infos {
+		out[i] = fmt.Sprintf("%s %s %d %v", pi.Path, pi.NarHash, pi.NarSize, pi.References)
+	}
+	return out
+}
+
 // Closure returns path-info of every path in the closure of paths, sorted by path.
 func (s *Store) Closure(paths ...string) []PathInfo {
 	s.t.Helper()

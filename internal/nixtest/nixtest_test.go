@@ -62,3 +62,32 @@ func TestGenerateKey(t *testing.T) {
 		t.Fatalf("key %q %q", sec, pub)
 	}
 }
+
+func TestHashPart(t *testing.T) {
+	tests := []struct{ path, want string }{
+		{"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello-2.12", "0c6kzph7l0dcbfmjap64f0czdafn3b7x"},
+		{"/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x", ""},
+		{"/nix/store/short-name", ""},
+		{"/gnu/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-hello", ""},
+		{"", ""},
+	}
+	for _, tt := range tests {
+		if got := HashPart(tt.path); got != tt.want {
+			t.Errorf("HashPart(%q) = %q, want %q", tt.path, got, tt.want)
+		}
+	}
+}
+
+func TestComparable(t *testing.T) {
+	a := PathInfo{Path: "/nix/store/a-x", NarHash: "sha256:1", NarSize: 10, References: []string{"/nix/store/b-y"}, Signatures: []string{"k1:s"}}
+	b := a
+	b.Signatures = []string{"k2:t"} // re-signed by a cache: still the same path
+	c := a
+	c.NarHash = "sha256:2"
+	if got, want := Comparable([]PathInfo{a})[0], Comparable([]PathInfo{b})[0]; got != want {
+		t.Errorf("signatures changed the comparable form: %q vs %q", got, want)
+	}
+	if Comparable([]PathInfo{a})[0] == Comparable([]PathInfo{c})[0] {
+		t.Error("a different NAR hash compares equal")
+	}
+}

@@ -25,11 +25,21 @@ func BuildCommands(t testing.TB, pkgs ...string) string {
 		t.Skip("go tool not found: cannot build the binaries under test")
 	}
 	dir := t.TempDir()
-	cmd := exec.Command(goTool, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build %s: %v\n%s", strings.Join(pkgs, " "), err, out)
+	if err := GoBuild(goTool, dir, pkgs...); err != nil {
+		t.Fatal(err)
 	}
 	return dir
+}
+
+// GoBuild builds the given main packages into dir with one `go build`
+// (goTool is the go binary). TestMain functions use it to build the
+// binaries under test once for a whole package.
+func GoBuild(goTool, dir string, pkgs ...string) error {
+	cmd := exec.Command(goTool, append([]string{"build", "-o", dir + string(filepath.Separator)}, pkgs...)...)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("go build %s: %w\n%s", strings.Join(pkgs, " "), err, out)
+	}
+	return nil
 }
 
 // FreeAddr returns a loopback address with a port that was free a moment ago.

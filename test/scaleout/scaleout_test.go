@@ -8,12 +8,10 @@
 package scaleout
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -33,6 +31,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob/s3"
 	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // env holds the shared services of one test: a fresh bucket prefix and a
@@ -132,119 +131,49 @@ func (e env) objects(t *testing.T, dir string) []string {
 	return keys
 }
 
+// binDir holds cmd/blobserver, built once by TestMain.
 var (
-	buildOnce sync.Once
-	binDir    string
-	binPath   string
-	buildErr  error
+	binDir   string
+	buildErr error
 )
 
-func TestMain(m *testing.M) {
-	code := m.Run()
-	if binDir != "" {
-		os.RemoveAll(binDir)
-	}
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { os.Exit(run(m)) }
 
-// blobserver builds cmd/blobserver once per test binary.
-func blobserver(t *testing.T) string {
-	t.Helper()
-	buildOnce.Do(func() {
-		var err error
-		if binDir, err = os.MkdirTemp("", "flakegate-scaleout-"); err != nil {
-			buildErr = err
-			return
-		}
-		binPath = filepath.Join(binDir, "blobserver")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/flakegate/flakegate/cmd/blobserver").CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build cmd/blobserver: %v\n%s", err, out)
-		}
-	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+func run(m *testing.M) int {
+	flag.Parse() // for testing.Short
+	var err error
+	if binDir, err = os.MkdirTemp("", "flakegate-scaleout-"); err != nil {
+		fmt.Fprintln(os.Stderr, "scaleout:", err)
+		return 1
 	}
-	return binPath
+	defer os.RemoveAll(binDir)
+	// Build only when the tests can run; they skip otherwise.
+	_, errNix := exec.LookPath("nix")
+	goTool, errGo := exec.LookPath("go")
+	if errNix == nil && errGo == nil && os.Getenv("FLAKEGATE_TEST_S3_URL") != "" && !testing.Short() {
+		buildErr = testutil.GoBuild(goTool, binDir, "github.com/flakegate/flakegate/cmd/blobserver")
+	}
+	return m.Run()
 }
 
 type server struct {
 	URL, InternalURL string
-	stderr           *syncBuffer
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // start runs a blobserver process on the shared storage and waits until it
-// listens.
+// is healthy; it is stopped (and must exit cleanly) when the test ends.
 func start(t *testing.T, e env, keyFile string) *server {
 	t.Helper()
-	cmd := exec.Command(blobserver(t),
-		"-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0",
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	public, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	p := testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), []string{"HOME=" + t.TempDir()},
+		"-listen", public, "-internal-listen", internal,
 		"-storage", e.s3URL, "-index", e.pgURL, "-signing-key-file", keyFile,
 		"-access-log=false")
-	cmd.Env = append(os.Environ(), "HOME="+t.TempDir())
-	pipe, err := cmd.StderrPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	s := &server{stderr: &syncBuffer{}}
-	ready := make(chan [2]string, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		sc := bufio.NewScanner(pipe)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		for sc.Scan() {
-			line := sc.Bytes()
-			s.stderr.Write(append(line, '\n'))
-			var m struct{ Msg, Public, Internal string }
-			if json.Unmarshal(line, &m) == nil && m.Msg == "listening" {
-				ready <- [2]string{m.Public, m.Internal}
-			}
-		}
-		_, _ = io.Copy(io.Discard, pipe)
-		_ = cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		_ = cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("blobserver log:\n%s", s.stderr.String())
-		}
-	})
-	select {
-	case a := <-ready:
-		s.URL, s.InternalURL = "http://"+a[0], "http://"+a[1]
-	case <-done:
-		t.Fatalf("blobserver exited before listening:\n%s", s.stderr.String())
-	case <-time.After(60 * time.Second):
-		t.Fatalf("blobserver not listening after 60s:\n%s", s.stderr.String())
-	}
-	return s
+	p.WaitHealthy(t, "http://"+internal+"/healthz", 60*time.Second)
+	return &server{URL: "http://" + public, InternalURL: "http://" + internal}
 }
 
 func get(t *testing.T, u string) (int, string) {
@@ -267,17 +196,6 @@ func get(t *testing.T, u string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// comparable drops what differs between stores (signatures, validity).
-func comparable(infos []nixtest.PathInfo) []string {
-	out := make([]string, len(infos))
-	for i, pi := range infos {
-		out[i] = fmt.Sprintf("%s %s %d %v", pi.Path, pi.NarHash, pi.NarSize, pi.References)
-	}
-	return out
-}
-
-func storeHash(path string) string { return strings.TrimPrefix(path, "/nix/store/")[:32] }
-
 // Push through one server, pull through the other: both the flake's
 // namespace and the union view, trusting only the shared signing key.
 func TestPushToOnePullFromOther(t *testing.T) {
@@ -296,18 +214,18 @@ func TestPushToOnePullFromOther(t *testing.T) {
 		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, from, top); err != nil {
 			t.Fatalf("pull from server B (%s): %v", from, err)
 		}
-		if got := dst.Closure(top); !slices.Equal(comparable(got), comparable(want)) {
-			t.Fatalf("closure pulled from B differs:\n got %v\nwant %v", comparable(got), comparable(want))
+		if got := dst.Closure(top); !slices.Equal(nixtest.Comparable(got), nixtest.Comparable(want)) {
+			t.Fatalf("closure pulled from B differs:\n got %v\nwant %v", nixtest.Comparable(got), nixtest.Comparable(want))
 		}
 		if err := dst.Verify([]string{public}, top); err != nil {
 			t.Fatalf("nix store verify: %v", err)
 		}
 	}
 	// B knows the owner A recorded; another flake does not have the paths.
-	if st, body := get(t, b.InternalURL+"/owners/narinfo/"+storeHash(top)); st != 200 || body != `{"flakes":["omnicorp/app"]}`+"\n" {
+	if st, body := get(t, b.InternalURL+"/owners/narinfo/"+nixtest.HashPart(top)); st != 200 || body != `{"flakes":["omnicorp/app"]}`+"\n" {
 		t.Fatalf("owners via B: %d %s", st, body)
 	}
-	if st, _ := get(t, b.URL+"/omnicorp/other/"+storeHash(top)+".narinfo"); st != http.StatusNotFound {
+	if st, _ := get(t, b.URL+"/omnicorp/other/"+nixtest.HashPart(top)+".narinfo"); st != http.StatusNotFound {
 		t.Fatalf("another flake's namespace on B: %d, want 404", st)
 	}
 	// The NARs live in the object store, once each.
@@ -384,7 +302,7 @@ func TestConcurrentPushesThroughBoth(t *testing.T) {
 				want = append(want, `"`+f+`"`)
 			}
 			slices.Sort(want)
-			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+storeHash(path)); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
+			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+nixtest.HashPart(path)); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
 				t.Fatalf("owners of %s via %s: %d %s, want %v", path, s.URL, st, body, want)
 			}
 		}
