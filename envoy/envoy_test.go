@@ -414,3 +414,25 @@ func TestRealEnvoyValidate(t *testing.T) {
 	}
 	t.Logf("envoy --mode validate: %s", strings.TrimSpace(string(out)))
 }
+
+// TestClusters: Clusters reports what the Bootstrap proto decoding of the
+// same file holds: every static cluster, in order, with its type and the
+// address of its first endpoint.
+func TestClusters(t *testing.T) {
+	bs := loadBootstrap(t)
+	got, err := Clusters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := bs.GetStaticResources().GetClusters()
+	if len(got) != len(want) || len(got) == 0 {
+		t.Fatalf("Clusters() lists %d clusters, the Bootstrap %d", len(got), len(want))
+	}
+	for i, c := range want {
+		sa := c.GetLoadAssignment().GetEndpoints()[0].GetLbEndpoints()[0].GetEndpoint().GetAddress().GetSocketAddress()
+		w := Cluster{Name: c.GetName(), Type: c.GetType().String(), Host: sa.GetAddress(), Port: int(sa.GetPortValue())}
+		if got[i] != w {
+			t.Errorf("cluster %d = %+v, want %+v", i, got[i], w)
+		}
+	}
+}

@@ -18,6 +18,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/flakegate/flakegate/envoy"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -315,37 +316,18 @@ func TestComposeMatchesEnvoy(t *testing.T) {
 		t.Errorf("envoy ports %v, want the listener port 8080", c.Services["envoy"].Ports)
 	}
 
-	var envoyCfg struct {
-		StaticResources struct {
-			Clusters []struct {
-				Name           string `json:"name"`
-				LoadAssignment struct {
-					Endpoints []struct {
-						LbEndpoints []struct {
-							Endpoint struct {
-								Address struct {
-									SocketAddress struct {
-										Address   string `json:"address"`
-										PortValue int    `json:"port_value"`
-									} `json:"socket_address"`
-								} `json:"address"`
-							} `json:"endpoint"`
-						} `json:"lb_endpoints"`
-					} `json:"endpoints"`
-				} `json:"load_assignment"`
-			} `json:"clusters"`
-		} `json:"static_resources"`
+	clusters, err := envoy.Clusters()
+	if err != nil {
+		t.Fatal(err)
 	}
-	readYAML(t, "../envoy/envoy.yaml", &envoyCfg)
 	listens := map[string]string{ // service:port an Envoy cluster expects → the flag that must listen there
 		"authz:" + port(t, flagValue(authz.Command, "listen")):              "authz -listen",
 		"authz:" + port(t, flagValue(authz.Command, "http-listen")):         "authz -http-listen",
 		"blobserver:" + port(t, flagValue(blob.Command, "listen")):          "blobserver -listen",
 		"blobserver:" + port(t, flagValue(blob.Command, "internal-listen")): "blobserver -internal-listen",
 	}
-	for _, cl := range envoyCfg.StaticResources.Clusters {
-		sa := cl.LoadAssignment.Endpoints[0].LbEndpoints[0].Endpoint.Address.SocketAddress
-		target := sa.Address + ":" + strconv.Itoa(sa.PortValue)
+	for _, cl := range clusters {
+		target := cl.Host + ":" + strconv.Itoa(cl.Port)
 		if _, ok := listens[target]; !ok {
 			t.Errorf("envoy cluster %s connects to %s, where no compose service listens", cl.Name, target)
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flakegate/flakegate/envoy"
 	"github.com/flakegate/flakegate/internal/blob/s3"
 )
 
@@ -80,49 +81,22 @@ func port(t *testing.T, addr string) int {
 	return n
 }
 
-type envoyCluster struct {
-	Name, Type, Host string
-	Port             int
-}
-
-func envoyClusters(t *testing.T) []envoyCluster {
+// envoyClusters lists envoy/envoy.yaml's clusters, each checked to be
+// STRICT_DNS.
+func envoyClusters(t *testing.T) []envoy.Cluster {
 	t.Helper()
-	var cfg struct {
-		StaticResources struct {
-			Clusters []struct {
-				Name           string `json:"name"`
-				Type           string `json:"type"`
-				LoadAssignment struct {
-					Endpoints []struct {
-						LbEndpoints []struct {
-							Endpoint struct {
-								Address struct {
-									SocketAddress struct {
-										Address   string `json:"address"`
-										PortValue int    `json:"port_value"`
-									} `json:"socket_address"`
-								} `json:"address"`
-							} `json:"endpoint"`
-						} `json:"lb_endpoints"`
-					} `json:"endpoints"`
-				} `json:"load_assignment"`
-			} `json:"clusters"`
-		} `json:"static_resources"`
-	}
-	if err := yaml.Unmarshal([]byte(readFile(t, "../../envoy/envoy.yaml")), &cfg); err != nil {
+	clusters, err := envoy.Clusters()
+	if err != nil {
 		t.Fatal(err)
 	}
-	var out []envoyCluster
-	for _, c := range cfg.StaticResources.Clusters {
-		sa := c.LoadAssignment.Endpoints[0].LbEndpoints[0].Endpoint.Address.SocketAddress
-		out = append(out, envoyCluster{Name: c.Name, Type: c.Type, Host: sa.Address, Port: sa.PortValue})
+	for _, c := range clusters {
 		// One DNS name, resolved to every replica: only STRICT_DNS
 		// balances over all addresses (LOGICAL_DNS uses the first).
 		if c.Type != "STRICT_DNS" {
 			t.Errorf("envoy cluster %s is %s: scale-out needs STRICT_DNS to reach every replica", c.Name, c.Type)
 		}
 	}
-	return out
+	return clusters
 }
 
 // checkStorage checks the blob servers' shared storage flags: an s3:// store
