@@ -244,16 +244,6 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 	return nil
 }
 
-func checkFlake(f route.Flake) error {
-	if f.IsZero() {
-		return errors.New("no flake given")
-	}
-	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
-		return fmt.Errorf("invalid flake %q", f.String())
-	}
-	return nil
-}
-
 func createdAt(t time.Time) time.Time {
 	if t.IsZero() {
 		return time.Now()
@@ -263,7 +253,7 @@ func createdAt(t time.Time) time.Time {
 
 // PutNar records a verified NAR and flake's ownership of it.
 func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put nar %s: %w", n.File, err)
 	}
 	if n.File == "" {
@@ -311,7 +301,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 // PutPath records a path and flake's ownership of it in one transaction. An
 // existing path keeps its first content.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put path %s: %w", p.Hash, err)
 	}
 	if !route.IsStoreHash(p.Hash) {
@@ -389,31 +379,19 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 	if err != nil {
 		return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
 	}
-	seen := make(map[string]bool, len(hashes))
+	ownedSet := make(map[string]bool, len(owned))
 	for _, h := range owned {
-		seen[h] = true
+		ownedSet[h] = true
 	}
-	var missing []string
-	for _, h := range hashes {
-		if !seen[h] {
-			missing = append(missing, h)
-			seen[h] = true // report each once
-		}
-	}
-	return missing, nil
+	return index.Missing(hashes, ownedSet), nil
 }
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted by "org/name" byte-wise.
 func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
-	var q string
-	switch kind {
-	case route.KindNarInfo:
-		q = `SELECT flake FROM path_owners WHERE hash = $1 ORDER BY flake`
-	case route.KindNar:
-		q = `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`
-	default:
-		return nil, fmt.Errorf("owners: kind %q has no owners", kind)
+	q, err := index.OwnersQuery(kind, "$1")
+	if err != nil {
+		return nil, err
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
@@ -425,20 +403,16 @@ func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]rou
 	if err != nil {
 		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
 	}
-	out := make([]route.Flake, 0, len(names))
-	for _, s := range names {
-		f, err := route.ParseFlake(s)
-		if err != nil {
-			return nil, fmt.Errorf("owners of %s %s: stored flake: %w", kind, hash, err)
-		}
-		out = append(out, f)
+	out, err := index.ParseOwners(names)
+	if err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
 	}
 	return out, nil
 }
 
 // PutLog records the blob key of a flake's build log (replacing an older one).
 func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put log %s: %w", drv, err)
 	}
 	return x.write(ctx, "put log "+drv, func(ctx context.Context, tx pgx.Tx) error {

@@ -169,16 +169,6 @@ func (x *Index) Close() error {
 	return errors.Join(errs...)
 }
 
-func checkFlake(f route.Flake) error {
-	if f.IsZero() {
-		return errors.New("no flake given")
-	}
-	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
-		return fmt.Errorf("invalid flake %q", f.String())
-	}
-	return nil
-}
-
 // write runs fn in one IMMEDIATE transaction on the writer connection.
 func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) error) error {
 	tx, err := x.w.BeginTx(ctx, nil)
@@ -197,7 +187,7 @@ func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) erro
 
 // PutNar records a verified NAR and flake's ownership of it.
 func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put nar %s: %w", n.File, err)
 	}
 	if n.File == "" {
@@ -246,7 +236,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 // PutPath records a path and flake's ownership of it. An existing path
 // keeps its first content.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put path %s: %w", p.Hash, err)
 	}
 	if !route.IsStoreHash(p.Hash) {
@@ -334,46 +324,34 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 			return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
 		}
 	}
-	var missing []string
-	for _, h := range hashes {
-		if !owned[h] {
-			missing = append(missing, h)
-			owned[h] = true // report each once
-		}
-	}
-	return missing, nil
+	return index.Missing(hashes, owned), nil
 }
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted.
 func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
-	var q string
-	switch kind {
-	case route.KindNarInfo:
-		q = `SELECT flake FROM path_owners WHERE hash = ? ORDER BY flake`
-	case route.KindNar:
-		q = `SELECT flake FROM nar_owners WHERE file = ? ORDER BY flake`
-	default:
-		return nil, fmt.Errorf("owners: kind %q has no owners", kind)
+	q, err := index.OwnersQuery(kind, "?")
+	if err != nil {
+		return nil, err
 	}
 	rows, err := x.r.QueryContext(ctx, q, hash)
 	if err != nil {
 		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
 	}
 	defer rows.Close()
-	out := []route.Flake{}
+	var names []string
 	for rows.Next() {
 		var s string
 		if err := rows.Scan(&s); err != nil {
 			return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
 		}
-		f, err := route.ParseFlake(s)
-		if err != nil {
-			return nil, fmt.Errorf("owners of %s %s: stored flake: %w", kind, hash, err)
-		}
-		out = append(out, f)
+		names = append(names, s)
 	}
 	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
+	}
+	out, err := index.ParseOwners(names)
+	if err != nil {
 		return nil, fmt.Errorf("owners of %s %s: %w", kind, hash, err)
 	}
 	return out, nil
@@ -381,7 +359,7 @@ func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]rou
 
 // PutLog records the blob key of a flake's build log (replacing an older one).
 func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
-	if err := checkFlake(flake); err != nil {
+	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put log %s: %w", drv, err)
 	}
 	return x.write(ctx, "put log "+drv, func(tx *sql.Tx) error {

@@ -1,0 +1,67 @@
+package index
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// What follows is shared by the implementations (sqlite, postgres), so that
+// both accept the same flakes, query the same owners and compute the same
+// missing set.
+
+// CheckFlake accepts a flake an implementation may record as an owner: not
+// zero, and in route.ParseFlake's canonical form.
+func CheckFlake(f route.Flake) error {
+	if f.IsZero() {
+		return errors.New("no flake given")
+	}
+	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
+		return fmt.Errorf("invalid flake %q", f.String())
+	}
+	return nil
+}
+
+// OwnersQuery is the query listing the owners of an object of kind, sorted,
+// with placeholder ("?", "$1") standing for the object's key: the store hash
+// for route.KindNarInfo, the NAR file name for route.KindNar. Other kinds
+// have no owners.
+func OwnersQuery(kind route.Kind, placeholder string) (string, error) {
+	switch kind {
+	case route.KindNarInfo:
+		return `SELECT flake FROM path_owners WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
+	case route.KindNar:
+		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
+	default:
+		return "", fmt.Errorf("owners: kind %q has no owners", kind)
+	}
+}
+
+// ParseOwners turns the flake names an owners query returned into flakes,
+// keeping their order. The result is never nil.
+func ParseOwners(names []string) ([]route.Flake, error) {
+	out := make([]route.Flake, 0, len(names))
+	for _, s := range names {
+		f, err := route.ParseFlake(s)
+		if err != nil {
+			return nil, fmt.Errorf("stored flake: %w", err)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// Missing returns those of hashes not in owned, in the order given, each
+// once. owned is not modified.
+func Missing(hashes []string, owned map[string]bool) []string {
+	var missing []string
+	seen := make(map[string]bool, len(hashes))
+	for _, h := range hashes {
+		if !owned[h] && !seen[h] {
+			missing = append(missing, h)
+			seen[h] = true
+		}
+	}
+	return missing
+}

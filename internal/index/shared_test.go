@@ -1,0 +1,106 @@
+package index
+
+import (
+	"maps"
+	"slices"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+func TestCheckFlake(t *testing.T) {
+	for _, c := range []struct {
+		flake route.Flake
+		ok    bool
+	}{
+		{route.Flake{Org: "acme", Name: "web"}, true},
+		{route.Flake{}, false},
+		{route.Flake{Org: "Acme", Name: "web"}, false}, // not canonical: ParseFlake lower-cases
+		{route.Flake{Org: "acme", Name: ""}, false},
+		{route.Flake{Org: "acme/x", Name: "web"}, false},
+		{route.Flake{Org: "_acme", Name: "web"}, false},
+	} {
+		if err := CheckFlake(c.flake); (err == nil) != c.ok {
+			t.Errorf("CheckFlake(%+v) = %v, want ok=%v", c.flake, err, c.ok)
+		}
+	}
+}
+
+func TestOwnersQuery(t *testing.T) {
+	for _, c := range []struct {
+		kind        route.Kind
+		placeholder string
+		want        string
+	}{
+		{route.KindNarInfo, "?", `SELECT flake FROM path_owners WHERE hash = ? ORDER BY flake`},
+		{route.KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
+		{route.KindLog, "?", ""},
+		{route.KindCacheInfo, "?", ""},
+		{"", "?", ""},
+	} {
+		got, err := OwnersQuery(c.kind, c.placeholder)
+		if c.want == "" {
+			if err == nil {
+				t.Errorf("OwnersQuery(%q) = %q, want an error", c.kind, got)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("OwnersQuery(%q, %q) = %q, %v; want %q", c.kind, c.placeholder, got, err, c.want)
+		}
+	}
+}
+
+func TestParseOwners(t *testing.T) {
+	a, b := route.Flake{Org: "acme", Name: "a"}, route.Flake{Org: "acme", Name: "b"}
+	for _, c := range []struct {
+		names   []string
+		want    []route.Flake
+		wantErr bool
+	}{
+		{nil, []route.Flake{}, false},
+		{[]string{"acme/a", "acme/b"}, []route.Flake{a, b}, false},
+		{[]string{"acme/b", "acme/a"}, []route.Flake{b, a}, false},
+		{[]string{"acme/a", "no-slash"}, nil, true},
+	} {
+		got, err := ParseOwners(c.names)
+		if (err != nil) != c.wantErr {
+			t.Errorf("ParseOwners(%q) error %v, want error %v", c.names, err, c.wantErr)
+			continue
+		}
+		if !c.wantErr && (got == nil || !slices.Equal(got, c.want)) {
+			t.Errorf("ParseOwners(%q) = %#v, want %v (never nil)", c.names, got, c.want)
+		}
+	}
+}
+
+func TestMissing(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		hashes []string
+		owned  []string
+		want   []string
+	}{
+		{"none asked", nil, []string{"a"}, nil},
+		{"all owned", []string{"a", "b"}, []string{"b", "a"}, nil},
+		{"none owned", []string{"c", "a", "b"}, nil, []string{"c", "a", "b"}},
+		{"order kept", []string{"d", "a", "c", "b"}, []string{"a"}, []string{"d", "c", "b"}},
+		{"duplicates once", []string{"x", "a", "x", "a", "y", "x"}, []string{"a"}, []string{"x", "y"}},
+		{"owned duplicates dropped", []string{"a", "a"}, []string{"a"}, nil},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			owned := map[string]bool{}
+			for _, h := range c.owned {
+				owned[h] = true
+			}
+			before := maps.Clone(owned)
+			got := Missing(c.hashes, owned)
+			if !slices.Equal(got, c.want) {
+				t.Errorf("Missing(%q, %q) = %q, want %q", c.hashes, c.owned, got, c.want)
+			}
+			if !maps.Equal(owned, before) {
+				t.Errorf("Missing changed owned: %v, was %v", owned, before)
+			}
+		})
+	}
+}
