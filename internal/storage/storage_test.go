@@ -21,17 +21,27 @@ func TestOpen(t *testing.T) {
 	}
 	x.Close()
 
-	bad := []struct {
-		blob bool
-		url  string
-		want string
-	}{
+	checkOpenErrors(t, ctx, []badURL{
 		{true, "/no/scheme", "want scheme"},
 		{true, "file://", "no directory"},
 		{true, "ftp://x", "unsupported scheme"},
 		{false, "sqlite://", "no file"},
 		{false, "mysql://user:hunter2@db/x", "unsupported scheme"},
-	}
+	})
+}
+
+// badURL is a storage URL OpenBlob (blob) or OpenIndex must refuse with an
+// error containing want.
+type badURL struct {
+	blob bool
+	url  string
+	want string
+}
+
+// checkOpenErrors opens each URL and checks the error names the problem and
+// never the password "hunter2".
+func checkOpenErrors(t *testing.T, ctx context.Context, bad []badURL) {
+	t.Helper()
 	for _, tt := range bad {
 		var err error
 		if tt.blob {
@@ -40,10 +50,10 @@ func TestOpen(t *testing.T) {
 			_, err = OpenIndex(ctx, tt.url)
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: err %v, want %q", tt.url, err, tt.want)
+			t.Errorf("%s: err %v, want %q", redact(tt.url), err, tt.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("%s: error leaks the password: %v", tt.url, err)
+			t.Errorf("%s: error leaks the password: %v", redact(tt.url), err)
 		}
 	}
 }
