@@ -8,7 +8,7 @@
 #
 # Environment: FLAKEGATE_QUICKSTART_DIR (default .data), FLAKEGATE_PORT (default 8080),
 # FLAKEGATE_QUICKSTART_DETACH=1 (start, print, and return, leaving the servers running;
-# stop them with: kill $(cat .data/pids)).
+# stop them with: kill $(cat .data/pids)). If anything fails, the servers are stopped again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
@@ -59,6 +59,9 @@ stop() {
   for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
 }
+# Whatever goes wrong below stops the servers again; only a detached start that
+# got as far as printing the instructions leaves them running.
+trap stop EXIT
 
 "$data/bin/authz" -listen "127.0.0.1:$grpc_port" -http-listen "127.0.0.1:$authz_http_port" \
   -policies "$root/policies" -issuers "$data/issuers.yaml" \
@@ -70,7 +73,8 @@ pids+=($!)
   -authz-http "http://127.0.0.1:$authz_http_port" >"$data/blobserver.log" 2>&1 &
 pids+=($!)
 printf '%s\n' "${pids[@]}" >"$data/pids"
-if [ "${FLAKEGATE_QUICKSTART_DETACH:-}" != 1 ]; then trap 'stop; exit 0' INT TERM; trap stop EXIT; fi
+detach=${FLAKEGATE_QUICKSTART_DETACH:-}
+if [ "$detach" != 1 ]; then trap 'stop; exit 0' INT TERM; fi
 
 ready=""
 for _ in $(seq 1 100); do
@@ -81,9 +85,9 @@ for _ in $(seq 1 100); do
 done
 [ -n "$ready" ] || { echo "quickstart: servers did not become healthy; see $data/*.log" >&2; exit 1; }
 
-# The blob server's public signing key (Nix format name:base64), derived from its secret key.
-sec=$(cat "$data/blobserver/signing-key.sec")
-pubkey="${sec%%:*}:$(printf '%s' "${sec#*:}" | base64 -d | tail -c 32 | base64 -w0)"
+# The blob server's public signing key (Nix format name:base64), of the key it created on first start.
+pubkey=$("$data/bin/blobserver" -data-dir "$data/blobserver" -print-public-key | head -n 1)
+[ -n "$pubkey" ] || { echo "quickstart: blobserver printed no public key" >&2; exit 1; }
 
 mint() { "$data/bin/devissuer" mint -dir "$data/dev-issuer" -aud "$cache" "$@"; }
 netrc() { printf 'machine 127.0.0.1\nlogin flakegate\npassword %s\n' "$1" >"$2"; chmod 600 "$2"; }
@@ -92,6 +96,7 @@ netrc "$(mint -issuer "$dev/users" -user alice -org omnicorp -lifetime 8h)" "$da
 netrc "$(mint -issuer "$dev/users" -user mallory -org omnicorp -lifetime 8h)" "$data/netrc-mallory"
 
 nixflags="--extra-experimental-features nix-command --option substituters ''"
+if [ "$detach" = 1 ]; then stophow="kill \$(cat $data/pids)"; else stophow="Ctrl-C"; fi
 cat <<TXT
 
 flakegate is running (logs: $data/authz.log, $data/blobserver.log)
@@ -107,7 +112,7 @@ Push a store path as the CI job of omnicorp/app:
   path=\$(echo "hello from flakegate \$(date)" > $data/hello.txt && nix-store --add $data/hello.txt)
   nix copy $nixflags --option netrc-file $data/netrc-ci-omnicorp-app --to '$cache/omnicorp/app?compression=zstd' \$path
 
-Pull it back as alice into a fresh store, trusting only the cache's key:
+Pull it back as alice into a fresh store (built paths need the cache's key; this one is content-addressed):
   nix copy $nixflags --option netrc-file $data/netrc-alice --option trusted-public-keys '$pubkey' \\
     --from '$cache/omnicorp/app' --to $data/pulled-store \$path
   cat $data/pulled-store\$path
@@ -118,11 +123,11 @@ Or use the union view as a substituter (nix.conf):
   netrc-file = $data/netrc-alice
 
 Exchange a token for a longer-lived cache token (what "flakegate login --ci" does):
-  curl -X POST -H "Authorization: Bearer \$(sed -n 3p $data/netrc-ci-omnicorp-app | cut -d' ' -f2)" $cache/_flakegate/token
+  curl -sS -X POST -H "Authorization: Bearer \$(sed -n 3p $data/netrc-ci-omnicorp-app | cut -d' ' -f2)" $cache/_flakegate/token
 
 Mint more tokens:   $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/github -github ORG/REPO
-Stop:               Ctrl-C
+Stop:               $stophow
 TXT
 
-if [ "${FLAKEGATE_QUICKSTART_DETACH:-}" = 1 ]; then exit 0; fi
+if [ "$detach" = 1 ]; then trap - EXIT; exit 0; fi
 wait

@@ -1,366 +1,260 @@
-// Package e2e runs flakegate as users run it on one machine — the authz and
-// blobserver binaries as real processes, the blob server's embedded gate in
-// front, the shipped policies — and drives it with a real Nix client and
-// tokens from test identity providers (GitHub-Actions-shaped, GitLab-CI-shaped
-// and user tokens, each issuer with its own keys and JWKS endpoint).
 package e2e
 
 import (
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
-
-	"sigs.k8s.io/yaml"
-
-	"github.com/flakegate/flakegate/internal/identity"
-	"github.com/flakegate/flakegate/internal/identity/identitytest"
-	"github.com/flakegate/flakegate/internal/nixcache"
-	"github.com/flakegate/flakegate/internal/nixtest"
-	"github.com/flakegate/flakegate/internal/testutil"
 )
 
-// stack is one running flakegate.
-type stack struct {
-	url       string // public URL (through the embedded gate)
-	host      string // host:port, for netrc
-	publicKey string // the blob server's narinfo signing key
-	policyDir string
-	authz     *testutil.Process
-	blob      *testutil.Process
-	github    *identitytest.Issuer
-	gitlab    *identitytest.Issuer
-	users     *identitytest.Issuer
-}
+// notACache is what Nix says when the cache refuses its nix-cache-info.
+const notACache = "does not appear to be a binary cache"
 
-func startStack(t *testing.T) *stack {
-	t.Helper()
-	bin := testutil.BuildCommands(t, "github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
-	dir := t.TempDir()
-	s := &stack{
-		github: identitytest.NewIssuer(t),
-		gitlab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
-		users:  identitytest.NewIssuer(t),
-	}
-
-	// Issuers by JWKS URL, as in production.
-	users := s.users.Config("corp-sso", identity.ClaimsOIDC)
-	users.OrgClaim = "org"
-	issuers, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
-		s.github.Config("github", identity.ClaimsGitHubActions),
-		s.gitlab.Config("gitlab", identity.ClaimsGitLabCI),
-		users,
-	}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuersFile := filepath.Join(dir, "issuers.yaml")
-	writeFile(t, issuersFile, string(issuers))
-
-	// A copy of the shipped policies, so the test can edit them.
-	s.policyDir = filepath.Join(dir, "policies")
-	testutil.CopyDir(t, "../../policies", s.policyDir)
-
-	secret, public, err := nixcache.GenerateKey("cache.e2e.test-1")
-	if err != nil {
-		t.Fatal(err)
-	}
-	keyFile := filepath.Join(dir, "signing-key.sec")
-	writeFile(t, keyFile, secret)
-	s.publicKey = public
-
-	publicAddr, internal, grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
-	s.url, s.host = "http://"+publicAddr, publicAddr
-	s.authz = testutil.StartProcess(t, "authz", filepath.Join(bin, "authz"), nil,
-		"-listen", grpcAddr, "-http-listen", authzHTTP,
-		"-policies", s.policyDir, "-issuers", issuersFile,
-		"-owners-url", "http://"+internal)
-	s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(bin, "blobserver"), nil,
-		"-listen", publicAddr, "-internal-listen", internal,
-		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile,
-		"-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)
-	s.authz.WaitHealthy(t, "http://"+authzHTTP+"/healthz", 30*time.Second)
-	s.blob.WaitHealthy(t, "http://"+internal+"/healthz", 30*time.Second)
-	return s
-}
-
-// Tokens of the cast.
-
-func (s *stack) ci(t *testing.T, repo, ref string) string {
-	return s.github.Mint(identitytest.GitHubActionsClaims(repo, ref))
-}
-
-func (s *stack) gitlabCI(t *testing.T, project, branch string) string {
-	return s.gitlab.Mint(identitytest.GitLabCIClaims(project, branch))
-}
-
-func (s *stack) user(t *testing.T, name, org string) string {
-	c := identitytest.OIDCUserClaims(name)
-	c["org"] = org
-	return s.users.Mint(c)
-}
-
-// netrc makes Nix send token as the Basic password, as users configure it.
-func (s *stack) netrc(t *testing.T, token string) nixtest.Options {
-	host, _, _ := strings.Cut(s.host, ":")
-	return nixtest.Options{Netrc: nixtest.WriteNetrc(t, host, "flakegate", token), TrustedKeys: []string{s.publicKey}}
-}
-
-// status sends one request with an optional bearer token.
-func (s *stack) status(t *testing.T, method, path, token string, body string) (int, string) {
-	t.Helper()
-	req, err := http.NewRequest(method, s.url+path, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	client := &http.Client{Timeout: 30 * time.Second}
-	resp, err := client.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
-func hashOf(storePath string) string {
-	return strings.TrimPrefix(storePath, "/nix/store/")[:32]
-}
+// The cast, as the shipped policies (policies/flakes.yaml) see it:
+//   - omnicorp/super-duper-secure is readable by the users alice and bob only;
+//   - every other flake is readable by every identity of its org
+//     (omnicorp/app, omnicorp/dev-environments, omnicorp/gl-app, acme/tools);
+//   - a flake is pushed by CI jobs of its own repository on protected refs.
+//
+// Users: alice (omnicorp, trusted), mallory (omnicorp, not trusted), carol
+// (acme), eve (initech: reads nothing here).
 
 func TestEndToEnd(t *testing.T) {
-	nixtest.Require(t)
 	s := startStack(t)
+	// Built, input-addressed paths: Nix substitutes them only with a
+	// signature it trusts, so a pull proves the cache's signature too.
+	app := s.src.MakeClosure(6, "app")        // omnicorp/app, and acme/tools too
+	devenv := s.src.MakeClosure(4, "devenv")  // omnicorp/dev-environments
+	secure := s.src.MakeClosure(3, "secure")  // omnicorp/super-duper-secure
+	gl := s.src.MakeClosure(3, "gitlab")      // omnicorp/gl-app, by GitLab CI
+	refused := s.src.MakeClosure(2, "refuse") // every refused push; never accepted
 
-	src := nixtest.NewStore(t)
-	appPath := src.MakeClosure(6, "app")
-	devPath := src.MakeClosure(4, "devenv")
-	securePath := src.MakeClosure(3, "secure")
-	glPath := src.MakeClosure(3, "gitlab")
-	appHash := hashOf(appPath)
+	ciApp := s.ci("omnicorp/app", "refs/heads/main")
+	glApp := s.gitlabCI("omnicorp/gl-app", "main")
+	alice, mallory := s.user("alice", "omnicorp"), s.user("mallory", "omnicorp")
+	carol, eve := s.user("carol", "acme"), s.user("eve", "initech")
 
-	ciApp := s.ci(t, "omnicorp/app", "refs/heads/main")
-	alice := s.user(t, "alice", "omnicorp")     // trusted for super-duper-secure
-	mallory := s.user(t, "mallory", "omnicorp") // an ordinary omnicorp user
-	carol := s.user(t, "carol", "acme")         // reads acme's flakes only
-	eve := s.user(t, "eve", "initech")          // reads nothing of ours
-
-	// pullable reports whether Nix, with opts, copies path from cache into a
-	// fresh store; on success the contents must equal the source's.
-	pullable := func(t *testing.T, opts nixtest.Options, cache, path string) bool {
-		t.Helper()
-		dst := nixtest.NewStore(t)
-		if err := dst.CopyFrom(opts, cache, path); err != nil {
-			return false
-		}
-		if got, want := dst.Closure(path), src.Closure(path); !sameContents(got, want) {
-			t.Fatalf("pulled closure differs from the pushed one:\n got %v\nwant %v", got, want)
-		}
-		return true
-	}
-
-	t.Run("CI of omnicorp/app pushes to omnicorp/app", func(t *testing.T) {
-		if err := src.CopyTo(s.netrc(t, ciApp), s.url+"/omnicorp/app?compression=zstd", appPath); err != nil {
-			t.Fatalf("push refused: %v", err)
-		}
-		if code, _ := s.status(t, "GET", "/omnicorp/app/"+appHash+".narinfo", ciApp, ""); code != 200 {
-			t.Fatalf("pushed narinfo: %d, want 200", code)
-		}
-	})
-
-	t.Run("CI of omnicorp/app cannot push to omnicorp/other", func(t *testing.T) {
-		if err := src.CopyTo(s.netrc(t, ciApp), s.url+"/omnicorp/other", appPath); err == nil {
-			t.Fatal("nix copy to another flake succeeded")
-		}
-		code, body := s.status(t, "PUT", "/omnicorp/other/"+appHash+".narinfo", ciApp, "StorePath: x\n")
-		if code != http.StatusForbidden {
-			t.Fatalf("PUT into omnicorp/other: %d %q, want 403", code, body)
-		}
-	})
-
-	t.Run("CI on an unprotected ref cannot push", func(t *testing.T) {
-		feature := s.ci(t, "omnicorp/app", "refs/heads/feature")
-		if err := src.CopyTo(s.netrc(t, feature), s.url+"/omnicorp/app", devPath); err == nil {
-			t.Fatal("push from an unprotected ref succeeded")
-		}
-		if code, body := s.status(t, "PUT", "/omnicorp/app/"+hashOf(devPath)+".narinfo", feature, "x"); code != http.StatusForbidden {
-			t.Fatalf("PUT from unprotected ref: %d %q, want 403", code, body)
-		}
-	})
-
-	t.Run("a user token cannot push", func(t *testing.T) {
-		if code, body := s.status(t, "PUT", "/omnicorp/app/"+appHash+".narinfo", alice, "x"); code != http.StatusForbidden {
-			t.Fatalf("user PUT: %d %q, want 403", code, body)
-		}
-	})
-
-	t.Run("no token is 401", func(t *testing.T) {
-		for _, r := range []struct{ method, path string }{
-			{"GET", "/omnicorp/app/" + appHash + ".narinfo"},
-			{"GET", "/" + appHash + ".narinfo"},
-			{"PUT", "/omnicorp/app/" + appHash + ".narinfo"},
+	t.Run("push", func(t *testing.T) {
+		for _, tc := range []struct {
+			name, token, flake, path string
+			status                   int    // 0: accepted; else the status of the refusal
+			nixSays                  string // how Nix reports the refusal
+		}{
+			{"CI of omnicorp/app pushes to omnicorp/app", ciApp, "omnicorp/app", app, 0, ""},
+			{"GitLab CI pushes to its project", glApp, "omnicorp/gl-app", gl, 0, ""},
+			{"CI of omnicorp/app cannot push to omnicorp/other", ciApp, "omnicorp/other", refused, http.StatusForbidden, "HTTP error 403"},
+			{"CI on an unprotected ref cannot push", s.ci("omnicorp/app", "refs/heads/feature"), "omnicorp/app", refused, http.StatusForbidden, "HTTP error 403"},
+			{"GitLab CI on an unprotected branch cannot push", s.gitlabCI("omnicorp/gl-app", "feature"), "omnicorp/gl-app", refused, http.StatusForbidden, "HTTP error 403"},
+			{"GitLab CI cannot push to another project", glApp, "omnicorp/app", refused, http.StatusForbidden, "HTTP error 403"},
+			{"a user token cannot push", alice, "omnicorp/app", refused, http.StatusForbidden, "HTTP error 403"},
+			{"no token cannot push", "", "omnicorp/app", refused, http.StatusUnauthorized, "HTTP error 401"},
+			// A token that is not valid is refused even for nix-cache-info,
+			// the first thing Nix fetches: it gives up on the cache at once.
+			{"an expired token cannot push", s.expired(), "omnicorp/app", refused, http.StatusUnauthorized, notACache},
+			{"a token signed by an unknown key cannot push", s.forged(t), "omnicorp/app", refused, http.StatusUnauthorized, notACache},
 		} {
-			req, _ := http.NewRequest(r.method, s.url+r.path, strings.NewReader("x"))
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
+			t.Run(tc.name, func(t *testing.T) {
+				err := s.push(t, tc.token, tc.flake, tc.path)
+				if tc.status == 0 {
+					if err != nil {
+						t.Fatalf("nix copy refused: %v", err)
+					}
+					if got := s.owners(t, tc.path); !slices.Contains(got, tc.flake) {
+						t.Fatalf("after the push %s is owned by %v, want %s among them", tc.path, got, tc.flake)
+					}
+					if r := s.do(t, "GET", narinfoPath(tc.flake, tc.path), tc.token, ""); r.status != http.StatusOK || !strings.Contains(r.body, "Sig: "+keyName+":") {
+						t.Fatalf("the pusher reads the narinfo back: %d\n%s", r.status, r.body)
+					}
+					return
+				}
+				if err == nil || !strings.Contains(err.Error(), tc.nixSays) {
+					t.Fatalf("nix copy: %v; want a failure saying %q", err, tc.nixSays)
+				}
+				// The same status for a direct upload, a challenge with 401.
+				r := s.do(t, "PUT", narinfoPath(tc.flake, tc.path), tc.token, "StorePath: "+tc.path+"\n")
+				if r.status != tc.status {
+					t.Errorf("PUT narinfo: %d %q, want %d", r.status, r.body, tc.status)
+				}
+				if (r.status == http.StatusUnauthorized) != (r.challenge != "") {
+					t.Errorf("PUT narinfo: %d with WWW-Authenticate %q", r.status, r.challenge)
+				}
+				// Nothing of the refused closure was recorded.
+				for _, pi := range s.src.Closure(tc.path) {
+					if got := s.owners(t, pi.Path); len(got) != 0 {
+						t.Errorf("refused push left %s owned by %v", pi.Path, got)
+					}
+				}
+			})
+		}
+	})
+
+	t.Run("pull", func(t *testing.T) {
+		// What the pulls read (no-ops when "push" ran before).
+		s.mustPush(t, ciApp, "omnicorp/app", app)
+		s.mustPush(t, s.ci("acme/tools", "refs/heads/main"), "acme/tools", app)
+		s.mustPush(t, s.ci("omnicorp/dev-environments", "refs/heads/main"), "omnicorp/dev-environments", devenv)
+		s.mustPush(t, s.ci("omnicorp/super-duper-secure", "refs/heads/main"), "omnicorp/super-duper-secure", secure)
+		s.mustPush(t, glApp, "omnicorp/gl-app", gl)
+		// The same content pushed by two flakes: stored once, owned by both.
+		if got, want := s.owners(t, app), []string{"acme/tools", "omnicorp/app"}; !slices.Equal(got, want) {
+			t.Fatalf("owners of the shared path: %v, want %v", got, want)
+		}
+		union := s.url
+		flakeURL := func(flake string) string { return s.url + "/" + flake }
+		for _, tc := range []struct {
+			name, token, from, path string
+			ok                      bool
+			nixSays                 string // for a refusal: "" is "no substituter has the path"
+		}{
+			{"an omnicorp user pulls dev-environments through its flake URL", mallory, flakeURL("omnicorp/dev-environments"), devenv, true, ""},
+			{"an omnicorp user pulls dev-environments through the union URL", mallory, union, devenv, true, ""},
+			{"a user of another org cannot pull dev-environments", eve, union, devenv, false, ""},
+			{"no token cannot pull through the union URL", "", union, devenv, false, ""},
+			{"no token cannot pull through a flake URL", "", flakeURL("omnicorp/dev-environments"), devenv, false, ""},
+			{"an expired token cannot pull", s.expired(), flakeURL("omnicorp/app"), app, false, notACache},
+			{"an untrusted user cannot pull super-duper-secure through its flake URL", mallory, flakeURL("omnicorp/super-duper-secure"), secure, false, ""},
+			{"an untrusted user cannot pull super-duper-secure through the union URL", mallory, union, secure, false, ""},
+			{"a trusted user pulls super-duper-secure through its flake URL", alice, flakeURL("omnicorp/super-duper-secure"), secure, true, ""},
+			{"a trusted user pulls super-duper-secure through the union URL", alice, union, secure, true, ""},
+			{"a path owned by two flakes: a reader of acme/tools only pulls it through the union URL", carol, union, app, true, ""},
+			{"a path owned by two flakes: a reader of omnicorp/app only pulls it through the union URL", mallory, union, app, true, ""},
+			{"a path owned by two flakes: a reader of neither cannot pull it", eve, union, app, false, ""},
+			{"a path owned by two flakes: the acme reader cannot use omnicorp/app's URL", carol, flakeURL("omnicorp/app"), app, false, ""},
+			{"a path owned by two flakes: the omnicorp reader cannot use acme/tools' URL", mallory, flakeURL("acme/tools"), app, false, ""},
+			{"GitLab CI pulls its project's flake", glApp, flakeURL("omnicorp/gl-app"), gl, true, ""},
+			{"a flake URL serves only what that flake pushed", alice, flakeURL("omnicorp/dev-environments"), app, false, ""},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				err := s.pull(t, tc.token, tc.from, tc.path)
+				switch {
+				case tc.ok && err != nil:
+					t.Fatalf("pull refused: %v", err)
+				case !tc.ok && tc.nixSays == "" && !unavailable(err, tc.path):
+					t.Fatalf("pull: %v; want Nix to report the path unavailable", err)
+				case !tc.ok && tc.nixSays != "" && (err == nil || !strings.Contains(err.Error(), tc.nixSays)):
+					t.Fatalf("pull: %v; want a failure saying %q", err, tc.nixSays)
+				}
+			})
+		}
+	})
+
+	t.Run("a denied read answers exactly like an absent path", func(t *testing.T) {
+		s.mustPush(t, s.ci("omnicorp/super-duper-secure", "refs/heads/main"), "omnicorp/super-duper-secure", secure)
+		absent := "/nix/store/" + strings.Repeat("0", 32) + "-absent"
+		for _, flake := range []string{"omnicorp/super-duper-secure", ""} {
+			denied, missing := s.do(t, "GET", narinfoPath(flake, secure), mallory, ""), s.do(t, "GET", narinfoPath(flake, absent), mallory, "")
+			if denied.status != http.StatusNotFound || denied != missing {
+				t.Errorf("%q: denied read answered %+v, an absent path %+v: want the same 404", flake, denied, missing)
 			}
-			resp.Body.Close()
-			if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") == "" {
-				t.Errorf("%s %s without token: %d (WWW-Authenticate %q), want 401 with a challenge", r.method, r.path, resp.StatusCode, resp.Header.Get("WWW-Authenticate"))
+			if r := s.do(t, "GET", narinfoPath(flake, secure), alice, ""); r.status != http.StatusOK {
+				t.Errorf("%q: alice reads the narinfo: %d", flake, r.status)
 			}
 		}
-		if pullable(t, nixtest.Options{TrustedKeys: []string{s.publicKey}}, s.url+"/omnicorp/app", appPath) {
-			t.Error("Nix pulled without a token")
-		}
 	})
 
-	t.Run("an omnicorp user pulls dev-environments via its flake URL and the union URL", func(t *testing.T) {
-		ci := s.ci(t, "omnicorp/dev-environments", "refs/heads/main")
-		if err := src.CopyTo(s.netrc(t, ci), s.url+"/omnicorp/dev-environments?compression=xz", devPath); err != nil {
-			t.Fatalf("push: %v", err)
-		}
-		if !pullable(t, s.netrc(t, mallory), s.url+"/omnicorp/dev-environments", devPath) {
-			t.Error("flake URL: pull refused")
-		}
-		if !pullable(t, s.netrc(t, mallory), s.url, devPath) {
-			t.Error("union URL: pull refused")
-		}
-		if pullable(t, s.netrc(t, eve), s.url, devPath) {
-			t.Error("a user of another org pulled dev-environments")
-		}
-	})
-
-	t.Run("super-duper-secure: trusted user pulls, untrusted user cannot", func(t *testing.T) {
-		ci := s.ci(t, "omnicorp/super-duper-secure", "refs/heads/main")
-		if err := src.CopyTo(s.netrc(t, ci), s.url+"/omnicorp/super-duper-secure", securePath); err != nil {
-			t.Fatalf("push: %v", err)
-		}
-		if pullable(t, s.netrc(t, mallory), s.url+"/omnicorp/super-duper-secure", securePath) {
-			t.Error("untrusted user pulled super-duper-secure through its flake URL")
-		}
-		if pullable(t, s.netrc(t, mallory), s.url, securePath) {
-			t.Error("untrusted user pulled super-duper-secure through the union URL")
-		}
-		// What Nix saw: the same 404 as for a path that does not exist.
-		code, body := s.status(t, "GET", "/omnicorp/super-duper-secure/"+hashOf(securePath)+".narinfo", mallory, "")
-		absentCode, absentBody := s.status(t, "GET", "/omnicorp/super-duper-secure/"+strings.Repeat("0", 32)+".narinfo", alice, "")
-		if code != 404 || code != absentCode || body != absentBody {
-			t.Errorf("denied read answered %d %q; an absent path answers %d %q: they must be identical", code, body, absentCode, absentBody)
-		}
-		if !pullable(t, s.netrc(t, alice), s.url+"/omnicorp/super-duper-secure", securePath) {
-			t.Error("trusted user alice could not pull")
-		}
-	})
-
-	t.Run("a path owned by two flakes is readable via the union view by a reader of either", func(t *testing.T) {
-		acmeCI := s.ci(t, "acme/tools", "refs/heads/main")
-		if err := src.CopyTo(s.netrc(t, acmeCI), s.url+"/acme/tools", appPath); err != nil {
-			t.Fatalf("push of the same closure into acme/tools: %v", err)
-		}
-		if !pullable(t, s.netrc(t, carol), s.url, appPath) {
-			t.Error("acme reader could not pull the shared path via the union view")
-		}
-		if !pullable(t, s.netrc(t, mallory), s.url, appPath) {
-			t.Error("omnicorp reader could not pull the shared path via the union view")
-		}
-		if pullable(t, s.netrc(t, eve), s.url, appPath) {
-			t.Error("a reader of neither flake pulled the shared path")
-		}
-		// carol reads through acme/tools only; omnicorp/app stays closed to her.
-		if code, _ := s.status(t, "GET", "/omnicorp/app/"+appHash+".narinfo", carol, ""); code != 404 {
-			t.Errorf("acme reader on omnicorp/app: %d, want 404", code)
-		}
-	})
-
-	t.Run("an expired token is refused", func(t *testing.T) {
-		c := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
-		now := time.Now()
-		c["iat"], c["nbf"], c["exp"] = now.Add(-20*time.Minute).Unix(), now.Add(-20*time.Minute).Unix(), now.Add(-10*time.Minute).Unix()
-		expired := s.github.Mint(c)
-		if code, _ := s.status(t, "GET", "/omnicorp/app/"+appHash+".narinfo", expired, ""); code != http.StatusUnauthorized {
-			t.Errorf("expired token read: %d, want 401", code)
-		}
-		if err := src.CopyTo(s.netrc(t, expired), s.url+"/omnicorp/app", glPath); err == nil {
-			t.Error("push with an expired token succeeded")
-		}
-	})
-
-	t.Run("a GitLab CI token works for its project", func(t *testing.T) {
-		gl := s.gitlabCI(t, "omnicorp/gl-app", "main")
-		if err := src.CopyTo(s.netrc(t, gl), s.url+"/omnicorp/gl-app", glPath); err != nil {
-			t.Fatalf("GitLab push to its project: %v", err)
-		}
-		if !pullable(t, s.netrc(t, gl), s.url+"/omnicorp/gl-app", glPath) {
-			t.Error("GitLab job could not pull its project's flake")
-		}
-		if code, _ := s.status(t, "PUT", "/omnicorp/app/"+hashOf(glPath)+".narinfo", gl, "x"); code != http.StatusForbidden {
-			t.Errorf("GitLab push to another project: %d, want 403", code)
+	t.Run("status codes", func(t *testing.T) {
+		s.mustPush(t, ciApp, "omnicorp/app", app)
+		for _, tc := range []struct {
+			name, method, path, token string
+			status                    int
+		}{
+			{"no token on a flake narinfo is 401", "GET", narinfoPath("omnicorp/app", app), "", http.StatusUnauthorized},
+			{"no token on the union view is 401", "GET", narinfoPath("", app), "", http.StatusUnauthorized},
+			{"no token on a NAR is 401", "HEAD", "/nar/" + strings.Repeat("0", 52) + ".nar.zst", "", http.StatusUnauthorized},
+			{"an expired token is 401", "GET", narinfoPath("omnicorp/app", app), s.expired(), http.StatusUnauthorized},
+			{"an expired token is 401 even for nix-cache-info", "GET", "/omnicorp/app/nix-cache-info", s.expired(), http.StatusUnauthorized},
+			{"a forged token is 401", "GET", narinfoPath("", app), s.forged(t), http.StatusUnauthorized},
+			{"a garbage token is 401", "GET", narinfoPath("", app), "not-a-jwt", http.StatusUnauthorized},
+			{"nix-cache-info needs no token", "GET", "/nix-cache-info", "", http.StatusOK},
+			{"a flake's nix-cache-info needs no token", "GET", "/omnicorp/app/nix-cache-info", "", http.StatusOK},
+			{"a reader gets the narinfo", "GET", narinfoPath("omnicorp/app", app), mallory, http.StatusOK},
+			{"a reader of another org gets 404", "GET", narinfoPath("omnicorp/app", app), eve, http.StatusNotFound},
+			{"a user upload is 403", "PUT", narinfoPath("omnicorp/app", app), alice, http.StatusForbidden},
+			{"an upload to another flake is 403", "PUT", narinfoPath("omnicorp/other", app), ciApp, http.StatusForbidden},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				r := s.do(t, tc.method, tc.path, tc.token, "")
+				if r.status != tc.status {
+					t.Fatalf("%s %s: %d %q, want %d", tc.method, tc.path, r.status, r.body, tc.status)
+				}
+				if (r.status == http.StatusUnauthorized) != (r.challenge != "") {
+					t.Errorf("status %d with WWW-Authenticate %q: a challenge comes with 401 only", r.status, r.challenge)
+				}
+			})
 		}
 	})
 
 	t.Run("editing a policy file changes the next decision without a restart", func(t *testing.T) {
+		s.mustPush(t, s.ci("omnicorp/super-duper-secure", "refs/heads/main"), "omnicorp/super-duper-secure", secure)
 		authzPid, blobPid := s.authz.Pid(), s.blob.Pid()
-		path := "/omnicorp/super-duper-secure/" + hashOf(securePath) + ".narinfo"
-		if code, _ := s.status(t, "GET", path, mallory, ""); code != 404 {
-			t.Fatalf("before the edit mallory gets %d, want 404", code)
-		}
 		flakes := filepath.Join(s.policyDir, "flakes.yaml")
 		b, err := os.ReadFile(flakes)
 		if err != nil {
 			t.Fatal(err)
 		}
-		edited := strings.Replace(string(b), "users: [alice, bob]", "users: [alice, bob, mallory]", 1)
-		if edited == string(b) {
-			t.Fatal("flakes.yaml no longer has the line this test edits")
+		original := string(b)
+		const line = "users: [alice, bob]"
+		if !strings.Contains(original, line) {
+			t.Fatalf("policies/flakes.yaml no longer has the line this test edits: %q", line)
 		}
-		writeFile(t, flakes, edited)
-		deadline := time.Now().Add(10 * time.Second)
-		for {
-			code, _ := s.status(t, "GET", path, mallory, "")
-			if code == 200 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("10 s after the edit mallory still gets %d", code)
-			}
-			time.Sleep(100 * time.Millisecond)
+		t.Cleanup(func() { writeFile(t, flakes, original) })
+		readStatus := func() int {
+			return s.do(t, "GET", narinfoPath("omnicorp/super-duper-secure", secure), mallory, "").status
 		}
-		if !pullable(t, s.netrc(t, mallory), s.url, securePath) {
-			t.Error("after the edit, Nix still cannot pull as mallory")
+		if got := readStatus(); got != http.StatusNotFound {
+			t.Fatalf("before the edit mallory reads super-duper-secure: %d, want 404", got)
 		}
+
+		// Grant: mallory joins the trusted users.
+		writeFile(t, flakes, strings.Replace(original, line, "users: [alice, bob, mallory]", 1))
+		if !waitFor(10*time.Second, func() bool { return readStatus() == http.StatusOK }) {
+			t.Fatalf("10 s after granting, mallory still gets %d", readStatus())
+		}
+		if err := s.pull(t, mallory, s.url, secure); err != nil {
+			t.Fatalf("after granting, Nix cannot pull as mallory: %v", err)
+		}
+
+		// A broken edit (a misspelt key) is refused; the last good policy keeps serving.
+		failures := strings.Count(s.authz.Log.String(), "policy reload failed")
+		writeFile(t, flakes, strings.Replace(original, line, "users: [alice, bob, mallory]\n  raed: {users: [eve]}", 1))
+		if !waitFor(10*time.Second, func() bool { return strings.Count(s.authz.Log.String(), "policy reload failed") > failures }) {
+			t.Fatal("authz did not report the broken policy edit")
+		}
+		if got := readStatus(); got != http.StatusOK {
+			t.Fatalf("after a broken edit mallory gets %d: the last good policy must keep serving", got)
+		}
+
+		// Revoke: back to the shipped file.
+		writeFile(t, flakes, original)
+		if !waitFor(10*time.Second, func() bool { return readStatus() == http.StatusNotFound }) {
+			t.Fatalf("10 s after revoking, mallory still gets %d", readStatus())
+		}
+		if err := s.pull(t, mallory, s.url, secure); !unavailable(err, secure) {
+			t.Fatalf("after revoking, Nix as mallory: %v; want the path unavailable", err)
+		}
+
 		if !s.authz.Running() || !s.blob.Running() || s.authz.Pid() != authzPid || s.blob.Pid() != blobPid {
-			t.Error("a process was restarted or died")
+			t.Error("a process was restarted or died during the policy edits")
 		}
 	})
-}
 
-// sameContents compares closures by path, NAR hash and references (not by
-// signatures, which the cache replaces with its own).
-func sameContents(a, b []nixtest.PathInfo) bool {
-	if len(a) != len(b) {
-		return false
-	}
-	for i := range a {
-		if a[i].Path != b[i].Path || a[i].NarHash != b[i].NarHash || strings.Join(a[i].References, " ") != strings.Join(b[i].References, " ") {
-			return false
+	// Last: it stops authz.
+	t.Run("authz down: the gate fails closed with 503", func(t *testing.T) {
+		s.mustPush(t, ciApp, "omnicorp/app", app)
+		if err := s.authz.Stop(10 * time.Second); err != nil {
+			t.Fatalf("authz did not stop cleanly on SIGTERM: %v", err)
 		}
-	}
-	return true
-}
-
-func writeFile(t *testing.T, path, content string) {
-	t.Helper()
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		t.Fatal(err)
-	}
+		for _, tc := range []struct{ method, path, token string }{
+			{"GET", narinfoPath("omnicorp/app", app), mallory},
+			{"GET", narinfoPath("", app), mallory},
+			{"PUT", narinfoPath("omnicorp/app", app), ciApp},
+		} {
+			if r := s.do(t, tc.method, tc.path, tc.token, ""); r.status != http.StatusServiceUnavailable || strings.Contains(r.body, "goroutine") {
+				t.Errorf("%s %s with authz down: %d %q, want 503 with a plain message", tc.method, tc.path, r.status, r.body)
+			}
+		}
+	})
 }

@@ -1,91 +1,305 @@
+//go:build linux
+
 package e2e
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/flakegate/flakegate/internal/nixtest"
-	"github.com/flakegate/flakegate/internal/testutil"
 )
 
-// TestQuickstart runs the README's first set-up command, scripts/quickstart.sh,
-// and then runs, word by word, the push and pull commands it prints.
+// TestQuickstart runs the README's first command, scripts/quickstart.sh
+// (detached, in a temporary directory, on free ports), and then, word by
+// word, what it prints: the push, the pull, the union-view nix.conf, the
+// token exchange, the mint command, and the stop command, after which both
+// servers must have exited cleanly.
 func TestQuickstart(t *testing.T) {
 	nixtest.Require(t)
 	if testing.Short() {
-		t.Skip("-short: the quickstart builds the binaries again")
+		t.Skip("-short: the quickstart builds its own binaries")
+	}
+	// The detached servers outlive the script. As their subreaper this
+	// process inherits them, so it can reap them and check their exit status.
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become child subreaper: %v", err)
 	}
 	dir := t.TempDir()
-	_, port, _ := strings.Cut(testutil.FreeAddr(t), ":")
-	// The script uses port..port+3; take a base unlikely to collide.
-	base, _ := strconv.Atoi(port)
-	if base > 60000 {
-		base -= 5000
-	}
+	port := freePorts(t, 4) // the script uses port … port+3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "bash", "../../scripts/quickstart.sh")
-	cmd.Env = append(os.Environ(), "FLAKEGATE_QUICKSTART_DETACH=1", "FLAKEGATE_QUICKSTART_DIR="+dir, "FLAKEGATE_PORT="+strconv.Itoa(base))
-	out, err := cmd.CombinedOutput()
-	t.Cleanup(func() { stopPids(t, filepath.Join(dir, "pids")) })
+
+	start := exec.CommandContext(ctx, "bash", "../../scripts/quickstart.sh")
+	start.Env = append(os.Environ(), "FLAKEGATE_QUICKSTART_DETACH=1", "FLAKEGATE_QUICKSTART_DIR="+dir, "FLAKEGATE_PORT="+strconv.Itoa(port))
+	out, err := start.CombinedOutput()
+	pids := readPids(t, filepath.Join(dir, "pids"))
+	t.Cleanup(func() { stopServers(t, pids) }) // when the test stops before the printed stop command
 	if err != nil {
 		t.Fatalf("quickstart.sh: %v\n%s", err, out)
 	}
 	text := string(out)
+	q := parseQuickstart(t, text)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("quickstart output:\n%s", text)
+		}
+	})
 
-	push := commandsBetween(t, text, "Push a store path", "Pull it back")
-	pull := commandsBetween(t, text, "Pull it back", "Or use the union view")
-	script := "set -euo pipefail\nexport XDG_CACHE_HOME=" + t.TempDir() + "\n" + push + "\n" + pull
-	run := exec.CommandContext(ctx, "bash", "-c", script)
-	got, err := run.CombinedOutput()
+	// bash runs one part of the printed text with a fresh Nix cache and home
+	// and returns its standard output.
+	home := t.TempDir()
+	bash := func(t *testing.T, script string, env ...string) string {
+		t.Helper()
+		cmd := exec.CommandContext(ctx, "bash", "-c", "set -euo pipefail\n"+script)
+		cmd.Env = append(os.Environ(), append([]string{"HOME=" + home, "XDG_CACHE_HOME=" + t.TempDir()}, env...)...)
+		var stderr strings.Builder
+		cmd.Stderr = &stderr
+		got, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("the printed commands failed: %v\n--- commands\n%s\n--- stdout\n%s\n--- stderr\n%s", err, script, got, stderr.String())
+		}
+		return string(got)
+	}
+
+	// Push, then pull back as alice; the pushed path is kept for what follows.
+	pathFile := filepath.Join(t.TempDir(), "path")
+	got := bash(t, q.push+"\n"+q.pull+"\nprintf '%s' \"$path\" > "+pathFile)
+	if !strings.Contains(got, "hello from flakegate") {
+		t.Fatalf("the pulled file does not hold what was pushed:\n%s", got)
+	}
+	b, err := os.ReadFile(pathFile)
 	if err != nil {
-		t.Fatalf("the printed commands failed: %v\n--- script\n%s\n--- output\n%s\n--- quickstart output\n%s", err, script, got, text)
+		t.Fatal(err)
 	}
-	if !strings.Contains(string(got), "hello from flakegate") {
-		t.Fatalf("pulled file does not hold what was pushed:\n%s", got)
+	path := string(b)
+
+	// The union view as a substituter, configured with the printed nix.conf
+	// lines (after `substituters =`: this machine has no cache.nixos.org).
+	confDir := t.TempDir()
+	conf := "substituters =\nexperimental-features = nix-command\n" + q.unionConf + "\n"
+	if err := os.WriteFile(filepath.Join(confDir, "nix.conf"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
 	}
-	// The pull went through the gate with alice's token and the cache's key.
+	store := t.TempDir()
+	got = bash(t, fmt.Sprintf("nix-store --store %s --realise %s >/dev/null\ncat %s%s", store, path, store, path), "NIX_CONF_DIR="+confDir)
+	if !strings.Contains(got, "hello from flakegate") {
+		t.Fatalf("substituted through the union view, the file holds:\n%s", got)
+	}
+
+	// The token exchange.
+	var exchanged struct {
+		Token     string `json:"token"`
+		ExpiresAt string `json:"expires_at"`
+	}
+	got = bash(t, q.exchange)
+	if err := json.Unmarshal([]byte(got), &exchanged); err != nil || exchanged.Token == "" {
+		t.Fatalf("token exchange answered %q (%v), want {\"token\": …}", got, err)
+	}
+	if _, err := time.Parse(time.RFC3339, exchanged.ExpiresAt); err != nil {
+		t.Errorf("expires_at %q: %v", exchanged.ExpiresAt, err)
+	}
+
+	// Minting more tokens: one for omnicorp/app reads what was pushed, and so
+	// does the exchanged token; the narinfo is signed with the printed key.
+	minted := strings.TrimSpace(bash(t, strings.Replace(q.mint, "ORG/REPO", "omnicorp/app", 1)))
+	keyName, _, _ := strings.Cut(q.publicKey, ":")
+	for name, token := range map[string]string{"minted": minted, "exchanged": exchanged.Token} {
+		code, body := get(t, q.cache+"/omnicorp/app/"+nixtest.HashPart(path)+".narinfo", token)
+		if code != http.StatusOK || !strings.Contains(body, "\nSig: "+keyName+":") {
+			t.Errorf("%s token reads the pushed narinfo: %d\n%s\nwant 200, signed by %s", name, code, body, keyName)
+		}
+	}
+
+	// The decisions were made for the identities the quickstart names.
 	log, _ := os.ReadFile(filepath.Join(dir, "authz.log"))
-	if !strings.Contains(string(log), `"subject":"oidc:alice"`) || !strings.Contains(string(log), `"subject":"github:omnicorp/app@refs/heads/main"`) {
-		t.Errorf("authz did not decide for both the CI push and alice's pull:\n%s", log)
+	for _, subject := range []string{`"subject":"oidc:alice"`, `"subject":"github:omnicorp/app@refs/heads/main"`} {
+		if !strings.Contains(string(log), subject) {
+			t.Errorf("authz.log has no decision for %s", subject)
+		}
+	}
+
+	// Stop, as printed; both servers exit cleanly.
+	bash(t, q.stop)
+	for _, pid := range pids {
+		status, err := reap(pid, 30*time.Second)
+		if err != nil {
+			t.Errorf("server %d: %v", pid, err)
+		} else if !status.Exited() || status.ExitStatus() != 0 {
+			t.Errorf("server %d did not exit cleanly after the stop command: %v", pid, status)
+		}
+	}
+	pids = nil
+}
+
+// quickstart is what the script prints.
+type quickstart struct {
+	cache, publicKey                            string
+	push, pull, unionConf, exchange, mint, stop string
+}
+
+func parseQuickstart(t *testing.T, text string) quickstart {
+	t.Helper()
+	return quickstart{
+		cache:     wordAfter(t, text, "cache:"),
+		publicKey: wordAfter(t, text, "public key:"),
+		push:      commandsBetween(t, text, "Push a store path", "Pull it back"),
+		pull:      commandsBetween(t, text, "Pull it back", "Or use the union view"),
+		unionConf: commandsBetween(t, text, "Or use the union view", "Exchange a token"),
+		exchange:  commandsBetween(t, text, "Exchange a token", "Mint more tokens:"),
+		mint:      lineAfter(t, text, "Mint more tokens:"),
+		stop:      lineAfter(t, text, "Stop:"),
 	}
 }
 
-// commandsBetween returns the indented command lines between two headings
-// of the quickstart's output, continuation lines joined.
+// lineAfter is the rest of the first line of text that starts with label
+// (after indentation).
+func lineAfter(t *testing.T, text, label string) string {
+	t.Helper()
+	for _, line := range strings.Split(text, "\n") {
+		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), label); ok {
+			return strings.TrimSpace(rest)
+		}
+	}
+	t.Fatalf("quickstart output has no %q line:\n%s", label, text)
+	return ""
+}
+
+// wordAfter is the first word of lineAfter.
+func wordAfter(t *testing.T, text, label string) string {
+	t.Helper()
+	w, _, _ := strings.Cut(lineAfter(t, text, label), " ")
+	return w
+}
+
+// commandsBetween returns the indented lines between two headings of the
+// quickstart's output, continuation lines joined.
 func commandsBetween(t *testing.T, text, from, to string) string {
 	t.Helper()
-	i, j := strings.Index(text, from), strings.Index(text, to)
-	if i < 0 || j < i {
+	i := strings.Index(text, from)
+	j := strings.Index(text[max(i, 0):], to)
+	if i < 0 || j < 0 {
 		t.Fatalf("quickstart output lacks %q … %q:\n%s", from, to, text)
 	}
-	var cmds []string
-	for _, line := range strings.Split(text[i:j], "\n")[1:] {
+	var lines []string
+	for _, line := range strings.Split(text[i:i+j], "\n")[1:] {
 		if strings.HasPrefix(line, "  ") {
-			cmds = append(cmds, strings.TrimSpace(line))
+			lines = append(lines, strings.TrimSpace(line))
 		}
 	}
-	if len(cmds) == 0 {
+	if len(lines) == 0 {
 		t.Fatalf("no commands under %q", from)
 	}
-	return strings.ReplaceAll(strings.Join(cmds, "\n"), "\\\n", " ")
+	return strings.ReplaceAll(strings.Join(lines, "\n"), "\\\n", " ")
 }
 
-func stopPids(t *testing.T, file string) {
+// freePorts returns the first of n consecutive loopback ports that were free
+// a moment ago.
+func freePorts(t *testing.T, n int) int {
+	t.Helper()
+	for range 50 {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		base := ln.Addr().(*net.TCPAddr).Port
+		held := []net.Listener{ln}
+		for p := base + 1; p < base+n; p++ {
+			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
+				held = append(held, l)
+			}
+		}
+		for _, l := range held {
+			l.Close()
+		}
+		if len(held) == n {
+			return base
+		}
+	}
+	t.Fatalf("no %d consecutive free ports", n)
+	return 0
+}
+
+// get sends a GET with a Bearer token.
+func get(t *testing.T, url, token string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+	return resp.StatusCode, string(b)
+}
+
+func readPids(t *testing.T, file string) []int {
+	t.Helper()
 	b, err := os.ReadFile(file)
 	if err != nil {
-		return
+		return nil // the script failed before starting the servers
 	}
+	var pids []int
 	for _, f := range strings.Fields(string(b)) {
 		if pid, err := strconv.Atoi(f); err == nil {
-			_ = syscall.Kill(pid, syscall.SIGTERM)
+			pids = append(pids, pid)
 		}
+	}
+	return pids
+}
+
+// stopServers sends SIGTERM to the servers still running and reaps them.
+func stopServers(t *testing.T, pids []int) {
+	for _, pid := range pids {
+		_ = unix.Kill(pid, unix.SIGTERM)
+		if _, err := reap(pid, 30*time.Second); err != nil {
+			t.Errorf("server %d: %v", pid, err)
+		}
+	}
+}
+
+// reap waits for the exit of pid, a child of this process (see the
+// subreaper above), and returns its status.
+func reap(pid int, timeout time.Duration) (unix.WaitStatus, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		var ws unix.WaitStatus
+		got, err := unix.Wait4(pid, &ws, unix.WNOHANG, nil)
+		switch {
+		case errors.Is(err, unix.EINTR):
+			continue
+		case err != nil:
+			return ws, fmt.Errorf("wait: %w", err)
+		case got == pid:
+			return ws, nil
+		}
+		if time.Now().After(deadline) {
+			_ = unix.Kill(pid, unix.SIGKILL)
+			_, _ = unix.Wait4(pid, &ws, 0, nil)
+			return ws, fmt.Errorf("still running %s after SIGTERM: killed", timeout)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

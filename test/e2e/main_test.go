@@ -1,0 +1,49 @@
+// Package e2e runs flakegate as users run it on one machine — the authz and
+// blobserver binaries as real processes, the blob server's embedded gate in
+// front, a copy of the shipped policies — and drives it with a real Nix
+// client and tokens from three test identity providers (GitHub-Actions-shaped,
+// GitLab-CI-shaped and user tokens, each issuer with its own keys and JWKS
+// endpoint). It also runs the README's quickstart word by word.
+//
+// The tests skip, saying what to install, when nix-bin is missing.
+package e2e
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/testutil"
+)
+
+// binDir holds cmd/authz and cmd/blobserver, built once by TestMain.
+var (
+	binDir   string
+	buildErr error
+)
+
+func TestMain(m *testing.M) { os.Exit(run(m)) }
+
+func run(m *testing.M) int {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "flakegate-e2e-bin-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e: temporary directory for the binaries:", err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	// Without Nix every test skips: do not spend a build on them.
+	if _, err := exec.LookPath("nix"); err == nil {
+		goTool, err := exec.LookPath("go")
+		if err != nil {
+			buildErr = fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
+		} else {
+			buildErr = testutil.GoBuild(goTool, binDir,
+				"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
+		}
+	}
+	return m.Run()
+}

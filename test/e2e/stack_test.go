@@ -1,0 +1,289 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/flakegate/flakegate/internal/cacheserver"
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/identity/identitytest"
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/internal/testutil"
+)
+
+// keyName names the blob server's narinfo signing key.
+const keyName = "cache.e2e.test-1"
+
+// stack is one running flakegate: authz and blobserver processes, the
+// embedded gate in front, and the identity providers whose tokens it trusts.
+type stack struct {
+	url         string // public URL (through the embedded gate)
+	host        string // host:port of the public listener
+	internalURL string // the blob server's internal listener (owners, healthz)
+	publicKey   string // the blob server's narinfo signing key
+	policyDir   string // the policies authz watches (a copy the test may edit)
+	authz       *testutil.Process
+	blob        *testutil.Process
+
+	github *identitytest.Issuer // GitHub Actions
+	gitlab *identitytest.Issuer // GitLab CI (ES256 keys)
+	users  *identitytest.Issuer // the users' OpenID provider
+
+	src *nixtest.Store // where the pushed paths are built
+}
+
+// startStack starts authz and blobserver (built by TestMain) on free
+// loopback ports and waits until both are healthy. They are stopped with
+// SIGTERM when the test ends, and the test fails unless they exit cleanly.
+func startStack(t *testing.T) *stack {
+	t.Helper()
+	nixtest.Require(t)
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	dir := t.TempDir()
+	s := &stack{
+		github: identitytest.NewIssuer(t),
+		gitlab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
+		users:  identitytest.NewIssuer(t),
+		src:    nixtest.NewStore(t),
+	}
+
+	// Every issuer by JWKS URL (each its own httptest server), as in production.
+	users := s.users.Config("corp-sso", identity.ClaimsOIDC)
+	users.OrgClaim = "org"
+	issuers, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
+		s.github.Config("github", identity.ClaimsGitHubActions),
+		s.gitlab.Config("gitlab", identity.ClaimsGitLabCI),
+		users,
+	}})
+	if err != nil {
+		t.Fatalf("issuers file: %v", err)
+	}
+	issuersFile := filepath.Join(dir, "issuers.yaml")
+	writeFile(t, issuersFile, string(issuers))
+
+	s.policyDir = filepath.Join(dir, "policies")
+	testutil.CopyDir(t, "../../policies", s.policyDir)
+
+	secret, public, err := nixcache.GenerateKey(keyName)
+	if err != nil {
+		t.Fatalf("signing key: %v", err)
+	}
+	keyFile := filepath.Join(dir, "signing-key.sec")
+	writeFile(t, keyFile, secret)
+	s.publicKey = public
+
+	publicAddr, internal, grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	s.url, s.host, s.internalURL = "http://"+publicAddr, publicAddr, "http://"+internal
+	s.authz = testutil.StartProcess(t, "authz", filepath.Join(binDir, "authz"), nil,
+		"-listen", grpcAddr, "-http-listen", authzHTTP,
+		"-policies", s.policyDir, "-issuers", issuersFile,
+		"-owners-url", s.internalURL)
+	s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
+		"-listen", publicAddr, "-internal-listen", internal,
+		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile,
+		"-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)
+	s.authz.WaitHealthy(t, "http://"+authzHTTP+"/healthz", 30*time.Second)
+	s.blob.WaitHealthy(t, s.internalURL+"/healthz", 30*time.Second)
+	return s
+}
+
+// Tokens of the cast. Each call mints a fresh token (5 minutes, as GitHub's).
+
+// ci is a GitHub Actions job of repo at ref (refs/heads/main is protected).
+func (s *stack) ci(repo, ref string) string {
+	return s.github.Mint(identitytest.GitHubActionsClaims(repo, ref))
+}
+
+// gitlabCI is a GitLab CI job of project on branch (main is protected).
+func (s *stack) gitlabCI(project, branch string) string {
+	return s.gitlab.Mint(identitytest.GitLabCIClaims(project, branch))
+}
+
+// user is a person of org signed in with the users' OpenID provider.
+func (s *stack) user(name, org string) string {
+	c := identitytest.OIDCUserClaims(name)
+	c["org"] = org
+	return s.users.Mint(c)
+}
+
+// expired is a GitHub Actions token of omnicorp/app that expired ten minutes ago.
+func (s *stack) expired() string {
+	c := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
+	past := time.Now().Add(-20 * time.Minute)
+	c["iat"], c["nbf"], c["exp"] = past.Unix(), past.Unix(), past.Add(10*time.Minute).Unix()
+	return s.github.Mint(c)
+}
+
+// forged is a well-formed token of omnicorp/app signed by a key the GitHub
+// issuer never published.
+func (s *stack) forged(t *testing.T) string {
+	return s.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"),
+		identitytest.SignWith(identitytest.NewKey(t, "RS256")))
+}
+
+// nixOptions makes Nix send token ("" for none) as the netrc password, as
+// users configure it, and trust only the cache's key.
+func (s *stack) nixOptions(t *testing.T, token string) nixtest.Options {
+	opts := nixtest.Options{TrustedKeys: []string{s.publicKey}}
+	if token != "" {
+		host, _, _ := strings.Cut(s.host, ":")
+		opts.Netrc = nixtest.WriteNetrc(t, host, "flakegate", token)
+	}
+	return opts
+}
+
+// push copies the closure of path from the source store into flake
+// ("org/name") with `nix copy`, as the holder of token.
+func (s *stack) push(t *testing.T, token, flake, path string) error {
+	t.Helper()
+	return s.src.CopyTo(s.nixOptions(t, token), s.url+"/"+flake+"?compression=zstd", path)
+}
+
+// mustPush is push that must succeed: a scenario's precondition. Pushing
+// what the flake already has is a no-op, so scenarios call it freely.
+func (s *stack) mustPush(t *testing.T, token, flake, path string) {
+	t.Helper()
+	if err := s.push(t, token, flake, path); err != nil {
+		t.Fatalf("push %s to %s: %v", path, flake, err)
+	}
+}
+
+// pull copies the closure of path from cacheURL into a fresh store with
+// `nix copy`, as the holder of token, trusting only the cache's key. When
+// Nix succeeds, pull asserts that the pulled closure is the pushed one
+// (paths, NAR hashes, references), that every path carries the cache's
+// signature, and that `nix store verify` re-hashes it clean.
+func (s *stack) pull(t *testing.T, token, cacheURL, path string) error {
+	t.Helper()
+	dst := nixtest.NewStore(t)
+	if err := dst.CopyFrom(s.nixOptions(t, token), cacheURL, path); err != nil {
+		return err
+	}
+	got, want := dst.Closure(path), s.src.Closure(path)
+	if !slices.Equal(nixtest.Comparable(got), nixtest.Comparable(want)) {
+		t.Fatalf("pulled closure differs from the pushed one:\n got %v\nwant %v", nixtest.Comparable(got), nixtest.Comparable(want))
+	}
+	for _, pi := range got {
+		if !slices.ContainsFunc(pi.Signatures, func(sig string) bool { return strings.HasPrefix(sig, keyName+":") }) {
+			t.Fatalf("%s pulled without the cache's signature: %v", pi.Path, pi.Signatures)
+		}
+	}
+	if err := dst.Verify([]string{s.publicKey}, path); err != nil {
+		t.Fatalf("nix store verify of the pulled closure: %v", err)
+	}
+	return nil
+}
+
+// unavailable reports whether err is Nix saying that no substituter has
+// path: what a denied read looks like to Nix (the gate answers 404, as for
+// an absent path).
+func unavailable(err error, path string) bool {
+	return err != nil && strings.Contains(err.Error(), path) && strings.Contains(err.Error(), "no substituter")
+}
+
+// response is what a direct HTTP request got.
+type response struct {
+	status    int
+	challenge string // WWW-Authenticate
+	body      string
+}
+
+// do sends one request to the public listener with token ("" for none) as
+// a Bearer token.
+func (s *stack) do(t *testing.T, method, path, token, body string) response {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, s.url+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("request %s %s: %v", method, path, err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read body: %v", method, path, err)
+	}
+	return response{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"), body: string(b)}
+}
+
+// owners asks the blob server's internal listener which flakes own the
+// store path.
+func (s *stack) owners(t *testing.T, storePath string) []string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.internalURL+"/owners/narinfo/"+nixtest.HashPart(storePath), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("owners of %s: %v", storePath, err)
+	}
+	defer resp.Body.Close()
+	var or cacheserver.OwnersResponse
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("owners of %s: HTTP %d", storePath, resp.StatusCode)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&or); err != nil {
+		t.Fatalf("owners of %s: %v", storePath, err)
+	}
+	slices.Sort(or.Flakes)
+	return or.Flakes
+}
+
+// narinfoPath is the URL path of path's narinfo in flake ("" for the union view).
+func narinfoPath(flake, storePath string) string {
+	if flake == "" {
+		return "/" + nixtest.HashPart(storePath) + ".narinfo"
+	}
+	return fmt.Sprintf("/%s/%s.narinfo", flake, nixtest.HashPart(storePath))
+}
+
+// waitFor polls cond every 100 ms until it holds or timeout passes.
+func waitFor(timeout time.Duration, cond func() bool) bool {
+	deadline := time.Now().Add(timeout)
+	for {
+		if cond() {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// writeFile replaces path atomically (write a temporary file, rename), as
+// editors and config management do.
+func writeFile(t *testing.T, path, content string) {
+	t.Helper()
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		t.Fatal(err)
+	}
+}
