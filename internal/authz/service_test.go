@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -420,23 +419,9 @@ func decisionLines(t *testing.T, logs string) []map[string]any {
 
 func httpGet(t *testing.T, url string, wantStatus int) string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
+	status, body := testutil.Get(t, url, 10*time.Second)
+	if status != wantStatus {
+		t.Fatalf("GET %s: %d %s, want %d: %s", url, status, http.StatusText(status), wantStatus, body)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if resp.StatusCode != wantStatus {
-		t.Fatalf("GET %s: %s, want %d: %s", url, resp.Status, wantStatus, b)
-	}
-	return string(b)
+	return body
 }

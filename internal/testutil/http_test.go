@@ -1,0 +1,41 @@
+package testutil
+
+import (
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+)
+
+func TestGet(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodGet {
+			http.Error(w, "want GET", http.StatusMethodNotAllowed)
+			return
+		}
+		switch r.URL.Path {
+		case "/ok":
+			w.Write([]byte("hello"))
+		case "/teapot":
+			w.WriteHeader(http.StatusTeapot)
+			w.Write([]byte("short and stout"))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	for _, c := range []struct {
+		path   string
+		status int
+		body   string
+	}{
+		{"/ok", 200, "hello"},
+		{"/teapot", http.StatusTeapot, "short and stout"},
+		{"/nope", 404, "404 page not found\n"},
+	} {
+		status, body := Get(t, srv.URL+c.path, 10*time.Second)
+		if status != c.status || body != c.body {
+			t.Errorf("Get %s = %d %q, want %d %q", c.path, status, body, c.status, c.body)
+		}
+	}
+}
