@@ -13,7 +13,10 @@ import (
 // notACache is what Nix says when the cache refuses its nix-cache-info.
 const notACache = "does not appear to be a binary cache"
 
-// The cast, as the shipped policies (policies/flakes.yaml) see it:
+// TestEndToEnd runs the scenarios of the issue against one stack, each as a
+// subtest that pushes what it reads (pushing again is a no-op), so any of
+// them runs alone with -run. The cast, as the shipped policies
+// (policies/flakes.yaml) see it:
 //   - omnicorp/super-duper-secure is readable by the users alice and bob only;
 //   - every other flake is readable by every identity of its org
 //     (omnicorp/app, omnicorp/dev-environments, omnicorp/gl-app, acme/tools);
@@ -21,7 +24,6 @@ const notACache = "does not appear to be a binary cache"
 //
 // Users: alice (omnicorp, trusted), mallory (omnicorp, not trusted), carol
 // (acme), eve (initech: reads nothing here).
-
 func TestEndToEnd(t *testing.T) {
 	s := startStack(t)
 	// Built, input-addressed paths: Nix substitutes them only with a

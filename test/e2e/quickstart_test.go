@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/http"
 	"os"
@@ -118,9 +117,9 @@ func TestQuickstart(t *testing.T) {
 	minted := strings.TrimSpace(bash(t, strings.Replace(q.mint, "ORG/REPO", "omnicorp/app", 1)))
 	keyName, _, _ := strings.Cut(q.publicKey, ":")
 	for name, token := range map[string]string{"minted": minted, "exchanged": exchanged.Token} {
-		code, body := get(t, q.cache+"/omnicorp/app/"+nixtest.HashPart(path)+".narinfo", token)
-		if code != http.StatusOK || !strings.Contains(body, "\nSig: "+keyName+":") {
-			t.Errorf("%s token reads the pushed narinfo: %d\n%s\nwant 200, signed by %s", name, code, body, keyName)
+		r := request(t, http.MethodGet, q.cache+"/omnicorp/app/"+nixtest.HashPart(path)+".narinfo", token, "")
+		if r.status != http.StatusOK || !strings.Contains(r.body, "\nSig: "+keyName+":") {
+			t.Errorf("%s token reads the pushed narinfo: %d\n%s\nwant 200, signed by %s", name, r.status, r.body, keyName)
 		}
 	}
 
@@ -231,28 +230,6 @@ func freePorts(t *testing.T, n int) int {
 	}
 	t.Fatalf("no %d consecutive free ports", n)
 	return 0
-}
-
-// get sends a GET with a Bearer token.
-func get(t *testing.T, url, token string) (int, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	req.Header.Set("Authorization", "Bearer "+token)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("GET %s: %v", url, err)
-	}
-	return resp.StatusCode, string(b)
 }
 
 func readPids(t *testing.T, file string) []int {

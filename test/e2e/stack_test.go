@@ -206,23 +206,29 @@ type response struct {
 // a Bearer token.
 func (s *stack) do(t *testing.T, method, path, token, body string) response {
 	t.Helper()
+	return request(t, method, s.url+path, token, body)
+}
+
+// request sends one request with token ("" for none) as a Bearer token.
+func request(t *testing.T, method, url, token, body string) response {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, s.url+path, strings.NewReader(body))
+	req, err := http.NewRequestWithContext(ctx, method, url, strings.NewReader(body))
 	if err != nil {
-		t.Fatalf("request %s %s: %v", method, path, err)
+		t.Fatalf("request %s %s: %v", method, url, err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatalf("%s %s: %v", method, path, err)
+		t.Fatalf("%s %s: %v", method, url, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, path, err)
+		t.Fatalf("%s %s: read body: %v", method, url, err)
 	}
 	return response{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"), body: string(b)}
 }
@@ -231,22 +237,12 @@ func (s *stack) do(t *testing.T, method, path, token, body string) response {
 // store path.
 func (s *stack) owners(t *testing.T, storePath string) []string {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, s.internalURL+"/owners/narinfo/"+nixtest.HashPart(storePath), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("owners of %s: %v", storePath, err)
-	}
-	defer resp.Body.Close()
+	r := request(t, http.MethodGet, s.internalURL+"/owners/narinfo/"+nixtest.HashPart(storePath), "", "")
 	var or cacheserver.OwnersResponse
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("owners of %s: HTTP %d", storePath, resp.StatusCode)
+	if r.status != http.StatusOK {
+		t.Fatalf("owners of %s: %d %s", storePath, r.status, r.body)
 	}
-	if err := json.NewDecoder(resp.Body).Decode(&or); err != nil {
+	if err := json.Unmarshal([]byte(r.body), &or); err != nil {
 		t.Fatalf("owners of %s: %v", storePath, err)
 	}
 	slices.Sort(or.Flakes)
