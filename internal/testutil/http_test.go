@@ -39,3 +39,21 @@ func TestGet(t *testing.T) {
 		}
 	}
 }
+
+func TestDo(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="test"`)
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(r.Method + " " + r.Header.Get("Authorization")))
+	}))
+	defer srv.Close()
+	req, err := http.NewRequest(http.MethodPut, srv.URL+"/x", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer t")
+	resp, body := Do(t, req)
+	if resp.StatusCode != http.StatusUnauthorized || resp.Header.Get("WWW-Authenticate") != `Bearer realm="test"` || body != "PUT Bearer t" {
+		t.Errorf("Do = %d %q %q", resp.StatusCode, resp.Header.Get("WWW-Authenticate"), body)
+	}
+}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -221,16 +220,8 @@ func request(t *testing.T, method, url, token, body string) response {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatalf("%s %s: %v", method, url, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatalf("%s %s: read body: %v", method, url, err)
-	}
-	return response{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"), body: string(b)}
+	resp, b := testutil.Do(t, req)
+	return response{status: resp.StatusCode, challenge: resp.Header.Get("WWW-Authenticate"), body: b}
 }
 
 // owners asks the blob server's internal listener which flakes own the
