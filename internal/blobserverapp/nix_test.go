@@ -1,12 +1,11 @@
 package blobserverapp
 
 import (
-	"fmt"
+	"encoding/json"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/nixtest"
@@ -84,65 +83,30 @@ func TestNixConcurrentPushers(t *testing.T) {
 	dataDir := t.TempDir()
 	s := start(t, Config{DataDir: dataDir, SigningKeyFiles: []string{secret}})
 
-	type pusher struct {
-		store       *nixtest.Store
-		flake       string
-		shared, own string // tops: shared by all pushers (different sizes), own to this pusher
-	}
 	flakes := []string{"omnicorp/a", "omnicorp/b"}
-	pushers := make([]pusher, 20)
-	var wg sync.WaitGroup
-	for k := range pushers {
-		wg.Go(func() {
-			st := nixtest.NewStore(t)
-			pushers[k] = pusher{
-				store:  st,
-				flake:  flakes[k%2],
-				shared: st.MakeClosure(8+k%6, "shared"),
-				own:    st.MakeClosure(2, fmt.Sprintf("own-%d", k)),
-			}
-		})
+	// 20 pushers, shared closures of 6 sizes.
+	pushers := nixtest.MakePushers(t, 20, flakes, 6, "")
+	for _, err := range pushers.Push(func(p nixtest.Pusher) error {
+		return p.Store.CopyTo(nixtest.Options{}, s.URL+"/"+p.Flake+"?compression=zstd", p.Shared, p.Own)
+	}) {
+		t.Error(err)
 	}
-	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
 	}
 
-	errs := make(chan error, len(pushers))
-	for _, p := range pushers {
-		wg.Go(func() {
-			errs <- p.store.CopyTo(nixtest.Options{}, s.URL+"/"+p.flake+"?compression=zstd", p.shared, p.own)
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-
 	// What each flake must own, from the pushers' own stores.
-	owned := map[string]map[string]bool{} // store path → flakes
-	for _, p := range pushers {
-		for _, pi := range p.store.Closure(p.shared, p.own) {
-			if owned[pi.Path] == nil {
-				owned[pi.Path] = map[string]bool{}
-			}
-			owned[pi.Path][p.flake] = true
-		}
-	}
+	owned := pushers.Owners() // store path → flakes
 	check := func(s *server) {
 		t.Helper()
 		for path, fl := range owned {
 			hash := nixtest.HashPart(path)
-			var want []string
-			for f := range fl {
-				want = append(want, `"`+f+`"`)
+			want, err := json.Marshal(map[string][]string{"flakes": fl})
+			if err != nil {
+				t.Fatal(err)
 			}
-			slices.Sort(want)
-			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+hash); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
-				t.Fatalf("owners of %s: %d %s, want %v", path, st, body, want)
+			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+hash); st != 200 || body != string(want)+"\n" {
+				t.Fatalf("owners of %s: %d %s, want %s", path, st, body, want)
 			}
 		}
 		blobs, err := os.ReadDir(filepath.Join(dataDir, "blobs", "nar"))
@@ -154,12 +118,7 @@ func TestNixConcurrentPushers(t *testing.T) {
 		}
 		// Each flake's pusher 0/1 pulls everything its flake should have.
 		for i, f := range flakes {
-			var tops []string
-			for _, p := range pushers {
-				if p.flake == f {
-					tops = append(tops, p.shared, p.own)
-				}
-			}
+			tops := pushers.Tops(f)
 			dst := nixtest.NewStore(t)
 			if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, s.URL+"/"+f, tops...); err != nil {
 				t.Fatalf("pull %s: %v", f, err)
@@ -168,7 +127,7 @@ func TestNixConcurrentPushers(t *testing.T) {
 				t.Fatal(err)
 			}
 			// The other flake's own paths are not in this namespace.
-			other := pushers[1-i].own
+			other := pushers[1-i].Own
 			if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, s.URL+"/"+f, other); err == nil {
 				t.Fatalf("%s serves %s which only %s pushed", f, other, flakes[1-i])
 			}

@@ -11,6 +11,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
@@ -20,7 +21,6 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -228,66 +228,27 @@ func TestConcurrentPushesThroughBoth(t *testing.T) {
 	servers := []*server{start(t, e, secret), start(t, e, secret)}
 	flakes := []string{"omnicorp/a", "omnicorp/b"}
 
-	type pusher struct {
-		store       *nixtest.Store
-		flake       string
-		via         *server
-		shared, own string
-	}
-	pushers := make([]pusher, 8)
-	var wg sync.WaitGroup
-	for k := range pushers {
-		wg.Go(func() {
-			st := nixtest.NewStore(t)
-			pushers[k] = pusher{
-				store:  st,
-				flake:  flakes[k%2],
-				via:    servers[(k/2)%2], // each flake pushes through both servers
-				shared: st.MakeClosure(8+k%5, "scaleout-shared"),
-				own:    st.MakeClosure(2, fmt.Sprintf("scaleout-own-%d", k)),
-			}
-		})
-	}
-	wg.Wait()
-	if t.Failed() {
-		t.FailNow()
-	}
-
-	errs := make(chan error, len(pushers))
-	for k, p := range pushers {
-		wg.Go(func() {
-			if err := p.store.CopyTo(nixtest.Options{}, p.via.URL+"/"+p.flake+"?compression=zstd", p.shared, p.own); err != nil {
-				errs <- fmt.Errorf("pusher %d: %w", k, err)
-			}
-		})
-	}
-	wg.Wait()
-	close(errs)
-	for err := range errs {
+	// 8 pushers, shared closures of 5 sizes; each flake pushes through both servers.
+	pushers := nixtest.MakePushers(t, 8, flakes, 5, "scaleout-")
+	via := func(p nixtest.Pusher) *server { return servers[(p.K/2)%2] }
+	for _, err := range pushers.Push(func(p nixtest.Pusher) error {
+		return p.Store.CopyTo(nixtest.Options{}, via(p).URL+"/"+p.Flake+"?compression=zstd", p.Shared, p.Own)
+	}) {
 		t.Error(err)
 	}
 	if t.Failed() {
 		t.FailNow()
 	}
 
-	owned := map[string]map[string]bool{} // store path → flakes
-	for _, p := range pushers {
-		for _, pi := range p.store.Closure(p.shared, p.own) {
-			if owned[pi.Path] == nil {
-				owned[pi.Path] = map[string]bool{}
-			}
-			owned[pi.Path][p.flake] = true
-		}
-	}
+	owned := pushers.Owners() // store path → flakes
 	for _, s := range servers {
 		for path, fl := range owned {
-			var want []string
-			for f := range fl {
-				want = append(want, `"`+f+`"`)
+			want, err := json.Marshal(map[string][]string{"flakes": fl})
+			if err != nil {
+				t.Fatal(err)
 			}
-			slices.Sort(want)
-			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+nixtest.HashPart(path)); st != 200 || body != `{"flakes":[`+strings.Join(want, ",")+"]}\n" {
-				t.Fatalf("owners of %s via %s: %d %s, want %v", path, s.URL, st, body, want)
+			if st, body := get(t, s.InternalURL+"/owners/narinfo/"+nixtest.HashPart(path)); st != 200 || body != string(want)+"\n" {
+				t.Fatalf("owners of %s via %s: %d %s, want %s", path, s.URL, st, body, want)
 			}
 		}
 	}
@@ -299,12 +260,7 @@ func TestConcurrentPushesThroughBoth(t *testing.T) {
 	}
 	// Each flake pulls everything it pushed, from the server it used less.
 	for i, f := range flakes {
-		var tops []string
-		for _, p := range pushers {
-			if p.flake == f {
-				tops = append(tops, p.shared, p.own)
-			}
-		}
+		tops := pushers.Tops(f)
 		dst := nixtest.NewStore(t)
 		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, servers[1-i].URL+"/"+f, tops...); err != nil {
 			t.Fatalf("pull %s: %v", f, err)
@@ -312,7 +268,7 @@ func TestConcurrentPushesThroughBoth(t *testing.T) {
 		if err := dst.Verify([]string{public}, tops...); err != nil {
 			t.Fatal(err)
 		}
-		other := pushers[1-i].own // pushed only by the other flake
+		other := pushers[1-i].Own // pushed only by the other flake
 		if err := dst.CopyFrom(nixtest.Options{TrustedKeys: []string{public}}, servers[i].URL+"/"+f, other); err == nil {
 			t.Fatalf("%s serves %s, which only %s pushed", f, other, flakes[1-i])
 		}
