@@ -52,6 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.OwnersNegativeTTL, "owners-negative-ttl", cfg.OwnersNegativeTTL, "how long an empty owners answer is cached")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -http-listen")
 	var xcfg exchange.Config
 	fs.StringVar(&xcfg.PublicURL, "public-url", "", "the cache's public base URL; enables the token exchange (POST /_flakegate/token): iss and aud of cache tokens")
 	fs.StringVar(&xcfg.KeyDir, "token-keys", "", "directory of the cache-token signing keys (*.pem; one is created when empty; newest signs)")

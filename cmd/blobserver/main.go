@@ -74,6 +74,7 @@ func run(args []string) error {
 	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cacheserver.DefaultUploadIdleTimeout, "drop an upload whose client sends nothing for this long")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
+	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
 	fs.String("config", "", "config `file` (lines \"flag value\")")
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 	if err := ff.Parse(fs, args,

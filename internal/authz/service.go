@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/health"
 
+	"github.com/flakegate/flakegate/internal/debughttp"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/revoke"
@@ -43,6 +44,9 @@ type Config struct {
 	// remaining calls are cut.
 	ShutdownTimeout time.Duration
 	LogLevel        string // debug, info, warn, error
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the HTTP
+	// listener (profiling under load; keep that listener private).
+	Pprof bool
 }
 
 // DefaultConfig is the configuration with every default filled in.
@@ -259,6 +263,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	s.grpc, s.health = NewGRPCServer(checker)
 	s.Mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
 	s.Mux.HandleFunc("GET /healthz", s.serveHealthz)
+	if cfg.Pprof {
+		debughttp.Mount(s.Mux)
+	}
 	return s, nil
 }
 

@@ -19,6 +19,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/authzproxy"
 	"github.com/flakegate/flakegate/internal/cacheserver"
+	"github.com/flakegate/flakegate/internal/debughttp"
 	"github.com/flakegate/flakegate/internal/gate"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/storage"
@@ -47,6 +48,9 @@ type Config struct {
 	// ShutdownTimeout bounds how long running requests (uploads) may take
 	// to finish after SIGTERM.
 	ShutdownTimeout time.Duration
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the
+	// internal listener.
+	Pprof bool
 	// OnListen, if set, is called with the bound addresses ("" for a
 	// disabled internal listener) once both listeners accept connections.
 	OnListen func(public, internal string)
@@ -175,8 +179,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}}
 	addrs := []string{cfg.Listen}
 	if cfg.InternalListen != "" {
+		internal := srv.InternalHandler()
+		if cfg.Pprof {
+			mux := http.NewServeMux()
+			mux.Handle("/", internal)
+			debughttp.Mount(mux)
+			internal = mux
+		}
 		servers = append(servers, &http.Server{
-			Handler:           srv.InternalHandler(),
+			Handler:           internal,
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,
