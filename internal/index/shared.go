@@ -3,6 +3,7 @@ package index
 import (
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -21,6 +22,39 @@ func CheckFlake(f route.Flake) error {
 		return fmt.Errorf("invalid flake %q", f.String())
 	}
 	return nil
+}
+
+// CheckNar accepts the arguments of a PutNar call: a valid flake and a
+// named file.
+func CheckNar(flake route.Flake, n Nar) error {
+	if err := CheckFlake(flake); err != nil {
+		return fmt.Errorf("put nar %s: %w", n.File, err)
+	}
+	if n.File == "" {
+		return errors.New("put nar: empty file name")
+	}
+	return nil
+}
+
+// CheckPath accepts the arguments of a PutPath call: a valid flake and a
+// store hash.
+func CheckPath(flake route.Flake, p Path) error {
+	if err := CheckFlake(flake); err != nil {
+		return fmt.Errorf("put path %s: %w", p.Hash, err)
+	}
+	if !route.IsStoreHash(p.Hash) {
+		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
+	}
+	return nil
+}
+
+// CreatedAt is the creation time to record for a Nar or Path whose
+// CreatedAt is t: t itself, or now when t is zero.
+func CreatedAt(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Now()
+	}
+	return t
 }
 
 // OwnersQuery is the query listing the owners of an object of kind, sorted,

@@ -3,7 +3,9 @@ package index
 import (
 	"maps"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -23,6 +25,44 @@ func TestCheckFlake(t *testing.T) {
 		if err := CheckFlake(c.flake); (err == nil) != c.ok {
 			t.Errorf("CheckFlake(%+v) = %v, want ok=%v", c.flake, err, c.ok)
 		}
+	}
+}
+
+func TestCheckNarAndPath(t *testing.T) {
+	good, zero := route.Flake{Org: "acme", Name: "web"}, route.Flake{}
+	const hash = "0c0hl0x2ph4hx4fkr5c4ha7amj7aqf5y"
+	for _, c := range []struct {
+		name string
+		err  error
+		want string // "" for success, else a part of the error
+	}{
+		{"nar", CheckNar(good, Nar{File: "abc.nar.zst"}), ""},
+		{"nar without file", CheckNar(good, Nar{}), "empty file name"},
+		{"nar of no flake", CheckNar(zero, Nar{File: "abc.nar"}), "put nar abc.nar: no flake given"},
+		{"nar of a non-canonical flake", CheckNar(route.Flake{Org: "ACME", Name: "web"}, Nar{File: "abc.nar"}), "invalid flake"},
+		{"path", CheckPath(good, Path{Hash: hash}), ""},
+		{"path with a short hash", CheckPath(good, Path{Hash: hash[:31]}), "not a store hash"},
+		{"path with a bad hash", CheckPath(good, Path{Hash: strings.Repeat("e", 32)}), "not a store hash"},
+		{"path of no flake", CheckPath(zero, Path{Hash: hash}), "put path " + hash + ": no flake given"},
+	} {
+		switch {
+		case c.want == "" && c.err != nil:
+			t.Errorf("%s: %v, want success", c.name, c.err)
+		case c.want != "" && (c.err == nil || !strings.Contains(c.err.Error(), c.want)):
+			t.Errorf("%s: %v, want an error containing %q", c.name, c.err, c.want)
+		}
+	}
+}
+
+func TestCreatedAt(t *testing.T) {
+	given := time.Date(2026, 1, 2, 3, 4, 5, 6, time.UTC)
+	if got := CreatedAt(given); !got.Equal(given) {
+		t.Errorf("CreatedAt(%v) = %v", given, got)
+	}
+	before := time.Now()
+	got := CreatedAt(time.Time{})
+	if got.Before(before) || got.After(time.Now()) {
+		t.Errorf("CreatedAt(zero) = %v, want now", got)
 	}
 }
 

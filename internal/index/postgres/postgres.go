@@ -244,25 +244,15 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 	return nil
 }
 
-func createdAt(t time.Time) time.Time {
-	if t.IsZero() {
-		return time.Now()
-	}
-	return t
-}
-
 // PutNar records a verified NAR and flake's ownership of it.
 func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put nar %s: %w", n.File, err)
-	}
-	if n.File == "" {
-		return errors.New("put nar: empty file name")
+	if err := index.CheckNar(flake, n); err != nil {
+		return err
 	}
 	return x.write(ctx, "put nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (file) DO NOTHING`,
-			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, createdAt(n.CreatedAt)); err != nil {
+			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, index.CreatedAt(n.CreatedAt)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake.String()); err != nil {
@@ -301,11 +291,8 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 // PutPath records a path and flake's ownership of it in one transaction. An
 // existing path keeps its first content.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put path %s: %w", p.Hash, err)
-	}
-	if !route.IsStoreHash(p.Hash) {
-		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
+	if err := index.CheckPath(flake, p); err != nil {
+		return err
 	}
 	refs := p.References
 	if refs == nil {
@@ -318,7 +305,7 @@ func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) er
 	return x.write(ctx, "put path "+p.Hash, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
 			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING`,
-			p.Hash, p.StorePath, p.NarFile, refs, narInfo, p.SignedBy, createdAt(p.CreatedAt)); err != nil {
+			p.Hash, p.StorePath, p.NarFile, refs, narInfo, p.SignedBy, index.CreatedAt(p.CreatedAt)); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, `INSERT INTO path_owners (hash, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, p.Hash, flake.String()); err != nil {

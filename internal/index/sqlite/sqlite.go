@@ -187,16 +187,10 @@ func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) erro
 
 // PutNar records a verified NAR and flake's ownership of it.
 func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put nar %s: %w", n.File, err)
+	if err := index.CheckNar(flake, n); err != nil {
+		return err
 	}
-	if n.File == "" {
-		return errors.New("put nar: empty file name")
-	}
-	created := n.CreatedAt
-	if created.IsZero() {
-		created = time.Now()
-	}
+	created := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "put nar "+n.File, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file) DO NOTHING`,
@@ -236,16 +230,10 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 // PutPath records a path and flake's ownership of it. An existing path
 // keeps its first content.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put path %s: %w", p.Hash, err)
+	if err := index.CheckPath(flake, p); err != nil {
+		return err
 	}
-	if !route.IsStoreHash(p.Hash) {
-		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
-	}
-	created := p.CreatedAt
-	if created.IsZero() {
-		created = time.Now()
-	}
+	created := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "put path "+p.Hash, func(tx *sql.Tx) error {
 		if _, err := tx.ExecContext(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`,
