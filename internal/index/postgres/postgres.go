@@ -244,6 +244,17 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 	return nil
 }
 
+// own records in tx that flake owns the object key, with insertOwner (an
+// INSERT into nar_owners or path_owners taking $1 = key, $2 = flake), and
+// that flake in flakes, the table Stats counts.
+func own(ctx context.Context, tx pgx.Tx, insertOwner, key string, flake route.Flake) error {
+	if _, err := tx.Exec(ctx, insertOwner, key, flake.String()); err != nil {
+		return err
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
+	return err
+}
+
 // PutNar records a verified NAR and flake's ownership of it.
 func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
 	if err := index.CheckNar(flake, n); err != nil {
@@ -255,11 +266,7 @@ func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) erro
 			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, index.CreatedAt(n.CreatedAt)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake.String()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
-		return err
+		return own(ctx, tx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake)
 	})
 }
 
@@ -308,11 +315,7 @@ func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) er
 			p.Hash, p.StorePath, p.NarFile, refs, narInfo, p.SignedBy, index.CreatedAt(p.CreatedAt)); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO path_owners (hash, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, p.Hash, flake.String()); err != nil {
-			return err
-		}
-		_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
-		return err
+		return own(ctx, tx, `INSERT INTO path_owners (hash, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, p.Hash, flake)
 	})
 }
 
