@@ -21,6 +21,7 @@ import (
 	"github.com/flakegate/flakegate/envoy"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 const (
@@ -56,7 +57,7 @@ type ghWorkflow struct {
 func TestGitHubActionsWorkflow(t *testing.T) {
 	var wf ghWorkflow
 	readYAML(t, "github-actions.yml", &wf)
-	if !strings.Contains(readFile(t, "github-actions.yml"), "Token exchange:") {
+	if !strings.Contains(testutil.ReadFile(t, "github-actions.yml"), "Token exchange:") {
 		t.Error("the token step lost its comment on the token exchange")
 	}
 	if wf.Permissions["id-token"] != "write" || wf.Permissions["contents"] != "read" {
@@ -137,7 +138,7 @@ func TestGitLabCIJob(t *testing.T) {
 	if !strings.Contains(before, "login --ci") || !strings.Contains(before, `--cache "$FLAKEGATE_CACHE" --netrc /etc/nix/netrc`) {
 		t.Error("before_script does not exchange the ID token into the netrc (flakegate login --ci)")
 	}
-	if !strings.Contains(readFile(t, "gitlab-ci.yml"), "Token exchange:") {
+	if !strings.Contains(testutil.ReadFile(t, "gitlab-ci.yml"), "Token exchange:") {
 		t.Error("no comment where the token exchange goes")
 	}
 	// The nix.conf lines the job appends, with the variables expanded.
@@ -174,7 +175,7 @@ func TestPushURLsAreFlakeNamespaces(t *testing.T) {
 }
 
 func TestUserNixConfAndNetrc(t *testing.T) {
-	settings := checkNixConf(t, readFile(t, "nix.conf"))
+	settings := checkNixConf(t, testutil.ReadFile(t, "nix.conf"))
 	if settings["extra-substituters"] != cacheURL {
 		t.Errorf("substituter %q, want the union view %s", settings["extra-substituters"], cacheURL)
 	}
@@ -186,7 +187,7 @@ func TestUserNixConfAndNetrc(t *testing.T) {
 	}
 
 	var fields []string
-	for _, line := range strings.Split(readFile(t, "netrc"), "\n") {
+	for _, line := range strings.Split(testutil.ReadFile(t, "netrc"), "\n") {
 		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
 			fields = append(fields, strings.Fields(line)...)
 		}
@@ -245,7 +246,7 @@ func checkNixConf(t *testing.T, conf string) map[string]string {
 }
 
 func TestIssuersFile(t *testing.T) {
-	cfg, err := identity.ParseIssuers([]byte(readFile(t, "issuers.yaml")))
+	cfg, err := identity.ParseIssuers([]byte(testutil.ReadFile(t, "issuers.yaml")))
 	if err != nil {
 		t.Fatalf("issuers.yaml: %v", err)
 	}
@@ -362,7 +363,7 @@ func TestComposeMatchesEnvoy(t *testing.T) {
 }
 
 func TestDockerfileBuildsEveryBinary(t *testing.T) {
-	df := readFile(t, "Dockerfile")
+	df := testutil.ReadFile(t, "Dockerfile")
 	for _, want := range []string{"./cmd/authz", "./cmd/blobserver", "CGO_ENABLED=0", "distroless", "USER 65532"} {
 		if !strings.Contains(df, want) {
 			t.Errorf("Dockerfile lacks %q", want)
@@ -388,7 +389,7 @@ func TestSystemdUnits(t *testing.T) {
 		"systemd/flakegate-blobserver.service": "/usr/local/bin/blobserver",
 	}
 	for path, bin := range units {
-		text := readFile(t, path)
+		text := testutil.ReadFile(t, path)
 		for _, want := range []string{
 			"DynamicUser=yes", "StateDirectory=", "ProtectSystem=strict", "NoNewPrivileges=yes",
 			"EnvironmentFile=/etc/flakegate/", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
@@ -414,7 +415,7 @@ func TestSystemdUnits(t *testing.T) {
 // checkEnvFile: only FLAKEGATE_ variables, each naming a real flag shape.
 func checkEnvFile(t *testing.T, path string) {
 	t.Helper()
-	for _, line := range strings.Split(readFile(t, path), "\n") {
+	for _, line := range strings.Split(testutil.ReadFile(t, path), "\n") {
 		line = strings.TrimSpace(line)
 		if line == "" || strings.HasPrefix(line, "#") {
 			continue
@@ -440,7 +441,7 @@ func verifyUnit(t *testing.T, path, bin string) {
 	}
 	dir := t.TempDir()
 	unit := filepath.Join(dir, filepath.Base(path))
-	text := strings.ReplaceAll(readFile(t, path), bin, self)
+	text := strings.ReplaceAll(testutil.ReadFile(t, path), bin, self)
 	if err := os.WriteFile(unit, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -475,13 +476,4 @@ func bashSyntax(t *testing.T, name, script string) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("%s: bash -n: %v\n%s", name, err, out)
 	}
-}
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
 }

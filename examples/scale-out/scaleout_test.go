@@ -7,7 +7,6 @@ package scaleout
 import (
 	"net"
 	"net/url"
-	"os"
 	"regexp"
 	"slices"
 	"strconv"
@@ -19,21 +18,13 @@ import (
 
 	"github.com/flakegate/flakegate/envoy"
 	"github.com/flakegate/flakegate/internal/blob/s3"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
-
-func readFile(t *testing.T, path string) string {
-	t.Helper()
-	b, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
 
 // flagsOf lists the flags a command defines, from its main.go.
 func flagsOf(t *testing.T, cmd string) map[string]bool {
 	t.Helper()
-	src := readFile(t, "../../cmd/"+cmd+"/main.go")
+	src := testutil.ReadFile(t, "../../cmd/"+cmd+"/main.go")
 	re := regexp.MustCompile(`\bfs\.[A-Z][A-Za-z0-9]*\((?:&?[A-Za-z0-9_.]+,\s*)?"([a-z0-9-]+)"`)
 	flags := map[string]bool{}
 	for _, m := range re.FindAllStringSubmatch(src, -1) {
@@ -140,7 +131,7 @@ type composeService struct {
 }
 
 func TestCompose(t *testing.T) {
-	raw := readFile(t, "compose.yaml")
+	raw := testutil.ReadFile(t, "compose.yaml")
 	var c struct {
 		Services map[string]composeService `json:"services"`
 		Volumes  map[string]any            `json:"volumes"`
@@ -192,7 +183,7 @@ func TestCompose(t *testing.T) {
 	checkClusters(t, listens)
 
 	// Every required variable is in env.example.
-	env := readFile(t, "env.example")
+	env := testutil.ReadFile(t, "env.example")
 	for _, m := range regexp.MustCompile(`\$\{([A-Z0-9_]+):\?`).FindAllStringSubmatch(raw, -1) {
 		if !strings.Contains(env, "\n"+m[1]+"=") {
 			t.Errorf("compose.yaml needs ${%s}, env.example does not list it", m[1])
@@ -284,7 +275,7 @@ type k8sObject struct {
 
 func TestKubernetes(t *testing.T) {
 	objs := map[string]k8sObject{} // "Kind/name"
-	for i, doc := range strings.Split(readFile(t, "kubernetes.yaml"), "\n---\n") {
+	for i, doc := range strings.Split(testutil.ReadFile(t, "kubernetes.yaml"), "\n---\n") {
 		var o k8sObject
 		if err := yaml.Unmarshal([]byte(doc), &o); err != nil {
 			t.Fatalf("document %d: %v", i, err)

@@ -30,3 +30,14 @@ func CopyDir(t testing.TB, from, to string) {
 		}
 	}
 }
+
+// ReadFile returns the contents of path, failing the test if it cannot be
+// read.
+func ReadFile(t testing.TB, path string) string {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
