@@ -162,6 +162,19 @@ func (ts *testService) waitServing(t *testing.T) {
 	}
 }
 
+// check asks the service over gRPC about one request, failing the test if
+// the call itself fails.
+func (ts *testService) check(t *testing.T, method, path, authorization string) *authv3.CheckResponse {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	resp, err := ts.client.Check(ctx, checkRequest(method, path, authorization))
+	if err != nil {
+		t.Fatalf("Check %s %s: %v", method, path, err)
+	}
+	return resp
+}
+
 func checkRequest(method, path, authorization string) *authv3.CheckRequest {
 	headers := map[string]string{":authority": "cache.example.com"}
 	if authorization != "" {
@@ -227,12 +240,7 @@ func TestServiceGRPC(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := ts.client.Check(ctx, checkRequest(tt.method, tt.path, tt.auth))
-			if err != nil {
-				t.Fatalf("Check: %v", err)
-			}
+			resp := ts.check(t, tt.method, tt.path, tt.auth)
 			if tt.wantStatus == 200 {
 				ok := resp.GetOkResponse()
 				if ok == nil || resp.GetStatus().GetCode() != 0 {
@@ -362,12 +370,7 @@ func TestServiceShippedPolicies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			defer cancel()
-			resp, err := ts.client.Check(ctx, checkRequest(tt.method, tt.path, tt.auth))
-			if err != nil {
-				t.Fatal(err)
-			}
+			resp := ts.check(t, tt.method, tt.path, tt.auth)
 			got := 200
 			if d := resp.GetDeniedResponse(); d != nil {
 				got = int(d.GetStatus().GetCode())
