@@ -96,36 +96,43 @@ func Open(ctx context.Context, url string) (*Index, error) {
 
 // Redact replaces the password of a postgres URL with "***".
 func Redact(url string) string {
-	s, rest, ok := strings.Cut(url, "://")
-	if !ok {
+	if !strings.Contains(url, "://") {
 		return "(unparseable URL)"
 	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
+	before, _, after, ok := splitPassword(url)
+	if !ok {
 		return url
 	}
-	user, _, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass {
-		return url
-	}
-	return s + "://" + user + ":***@" + rest[at+1:]
+	return before + "***" + after
 }
 
 // sanitize removes the password from an error's text, if it appears.
 func sanitize(err error, url string) error {
-	_, rest, ok := strings.Cut(url, "://")
-	if !ok {
-		return err
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return err
-	}
-	_, pass, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass || pass == "" || !strings.Contains(err.Error(), pass) {
+	_, pass, _, ok := splitPassword(url)
+	if !ok || pass == "" || !strings.Contains(err.Error(), pass) {
 		return err
 	}
 	return errors.New(strings.ReplaceAll(err.Error(), pass, "***"))
+}
+
+// splitPassword cuts "scheme://user:pass@host…" into "scheme://user:", the
+// password and "@host…"; ok is false when url has no "://", no userinfo or
+// no password in it. The password runs from the first ':' of the userinfo
+// to its last '@'.
+func splitPassword(url string) (before, pass, after string, ok bool) {
+	scheme, rest, found := strings.Cut(url, "://")
+	if !found {
+		return "", "", "", false
+	}
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return "", "", "", false
+	}
+	user, pass, hasPass := strings.Cut(rest[:at], ":")
+	if !hasPass {
+		return "", "", "", false
+	}
+	return scheme + "://" + user + ":", pass, rest[at:], true
 }
 
 // Close closes the pool.
