@@ -42,7 +42,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := authz.DefaultConfig()
 	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC ext_authz listen address")
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC ext_authz listen address: host:port, or unix:/path (a unix socket, cheapest for a blob server's embedded gate on the same host)")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "HTTP listen address for /metrics, /healthz and /_flakegate/")
 	fs.StringVar(&cfg.Policies, "policies", "", "Rego policy directory (package flakegate.authz), hot-reloaded")
 	fs.StringVar(&cfg.Issuers, "issuers", "", "issuers file (YAML)")

@@ -4,7 +4,12 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"path/filepath"
 	"testing"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
@@ -62,3 +67,64 @@ func BenchmarkCheck(b *testing.B) {
 
 var _ OwnersLookup = staticOwners(nil)
 var _ = route.Flake{}
+
+// BenchmarkCheckGRPC is one decision as the gate or Envoy sees it: a
+// CheckRequest over a real gRPC connection (loopback TCP or a unix socket)
+// to the server NewGRPCServer builds, the decision log written (discarded).
+// Client and server share the machine, so ns/op is the cost of both sides.
+func BenchmarkCheckGRPC(b *testing.B) {
+	iss := identitytest.NewIssuer(b)
+	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
+	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(v.Close)
+	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
+	c := &Checker{
+		Verifier: v,
+		Policy:   newTestEngine(b),
+		Owners:   staticOwners{{Org: "omnicorp", Name: "app"}},
+		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
+		Metrics:  NewMetrics(nil),
+	}
+	req := checkRequest("GET", "/omnicorp/app/"+testHash+".narinfo", "Bearer "+tok)
+	for _, network := range []string{"tcp", "unix"} {
+		b.Run(network, func(b *testing.B) {
+			addr := "127.0.0.1:0"
+			if network == "unix" {
+				addr = "unix:" + filepath.Join(b.TempDir(), "authz.sock")
+			}
+			ln, err := listenGRPC(addr)
+			if err != nil {
+				b.Fatal(err)
+			}
+			gs, _ := NewGRPCServer(c)
+			go gs.Serve(ln)
+			defer gs.Stop()
+			target := ln.Addr().String()
+			if network == "unix" {
+				target = "unix:" + target
+			}
+			conn, err := grpc.NewClient(target, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer conn.Close()
+			client := authv3.NewAuthorizationClient(conn)
+			if resp, err := client.Check(context.Background(), req); err != nil || resp.GetOkResponse() == nil {
+				b.Fatalf("Check = %v, %v; want allowed", resp, err)
+			}
+			b.ReportAllocs()
+			b.SetParallelism(8) // requests in flight, as from a busy gate
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := client.Check(context.Background(), req); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+}

@@ -67,8 +67,10 @@ func DefaultConfig() Config {
 func (c *Config) Validate() error {
 	var errs []error
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
-	if err := checkListenAddr(c.Listen); err != nil {
-		add("-listen %q: %v", c.Listen, err)
+	if socketPath(c.Listen) == "" {
+		if err := checkListenAddr(c.Listen); err != nil {
+			add("-listen %q: %v (want host:port, or unix:/path for a unix socket)", c.Listen, err)
+		}
 	}
 	if err := checkListenAddr(c.HTTPListen); err != nil {
 		add("-http-listen %q: %v", c.HTTPListen, err)
@@ -269,10 +271,39 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	return s, nil
 }
 
+// socketPath is the unix socket path of a gRPC listen address
+// ("unix:/path" or an absolute path), "" for host:port. A unix socket spares
+// the embedded gate (blobserver -ext-authz /path) the loopback TCP stack on
+// every request.
+func socketPath(addr string) string {
+	if p, ok := strings.CutPrefix(addr, "unix:"); ok {
+		return p
+	}
+	if strings.HasPrefix(addr, "/") {
+		return addr
+	}
+	return ""
+}
+
+// listenGRPC listens on a host:port or a unix socket. A socket file left by
+// a process that did not stop cleanly is replaced; any other file is not.
+func listenGRPC(addr string) (net.Listener, error) {
+	path := socketPath(addr)
+	if path == "" {
+		return net.Listen("tcp", addr)
+	}
+	if fi, err := os.Lstat(path); err == nil && fi.Mode()&os.ModeSocket != 0 {
+		if err := os.Remove(path); err != nil {
+			return nil, fmt.Errorf("remove stale socket: %w", err)
+		}
+	}
+	return net.Listen("unix", path)
+}
+
 // Run listens on the configured addresses and serves until ctx is done,
 // then stops gracefully.
 func (s *Service) Run(ctx context.Context) error {
-	gl, err := net.Listen("tcp", s.cfg.Listen)
+	gl, err := listenGRPC(s.cfg.Listen)
 	if err != nil {
 		s.Close()
 		return fmt.Errorf("listen gRPC on %s: %w", s.cfg.Listen, err)

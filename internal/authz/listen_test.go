@@ -1,0 +1,108 @@
+package authz
+
+import (
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestSocketPath(t *testing.T) {
+	for _, tc := range []struct{ addr, want string }{
+		{"127.0.0.1:9001", ""},
+		{":9001", ""},
+		{"authz:9001", ""},
+		{"unix:/run/flakegate/authz.sock", "/run/flakegate/authz.sock"},
+		{"/run/flakegate/authz.sock", "/run/flakegate/authz.sock"},
+		{"unix:relative.sock", "relative.sock"},
+	} {
+		if got := socketPath(tc.addr); got != tc.want {
+			t.Errorf("socketPath(%q) = %q, want %q", tc.addr, got, tc.want)
+		}
+	}
+}
+
+func TestValidateListenUnix(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		bad    bool
+	}{
+		{"127.0.0.1:9001", false},
+		{"unix:/run/flakegate/authz.sock", false},
+		{"/run/flakegate/authz.sock", false},
+		{"authz.sock", true}, // neither host:port nor a socket path
+		{"", true},
+	} {
+		cfg := DefaultConfig()
+		cfg.Listen = tc.listen
+		err := cfg.Validate()
+		bad := err != nil && strings.Contains(err.Error(), "-listen ")
+		if bad != tc.bad {
+			t.Errorf("Validate with -listen %q: error %v, want a -listen error: %v", tc.listen, err, tc.bad)
+		}
+	}
+}
+
+func TestListenGRPCUnix(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "authz.sock")
+
+	// A socket left by a process that died is replaced.
+	stale, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	stale.(*net.UnixListener).SetUnlinkOnClose(false)
+	stale.Close()
+	if _, err := os.Stat(sock); err != nil {
+		t.Fatalf("stale socket not left behind: %v", err)
+	}
+	ln, err := listenGRPC("unix:" + sock)
+	if err != nil {
+		t.Fatalf("listen over a stale socket: %v", err)
+	}
+	accepted := make(chan error, 1)
+	go func() {
+		c, err := ln.Accept()
+		if err == nil {
+			c.Close()
+		}
+		accepted <- err
+	}()
+	c, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatalf("dial the socket: %v", err)
+	}
+	c.Close()
+	if err := <-accepted; err != nil {
+		t.Fatalf("accept: %v", err)
+	}
+	ln.Close()
+	if _, err := os.Stat(sock); !os.IsNotExist(err) {
+		t.Errorf("socket file still there after Close: %v", err)
+	}
+
+	// Anything but a socket at the path is never removed.
+	regular := filepath.Join(dir, "not-a-socket")
+	if err := os.WriteFile(regular, []byte("keep"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if ln, err := listenGRPC(regular); err == nil {
+		ln.Close()
+		t.Fatal("listening over a regular file succeeded")
+	}
+	if b, err := os.ReadFile(regular); err != nil || string(b) != "keep" {
+		t.Errorf("regular file changed: %q, %v", b, err)
+	}
+
+	// host:port still listens on TCP.
+	tl, err := listenGRPC("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tl.Addr().Network() != "tcp" {
+		t.Errorf("network %q, want tcp", tl.Addr().Network())
+	}
+	tl.Close()
+}
