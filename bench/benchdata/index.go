@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -152,11 +153,14 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 	name := fmt.Sprintf("bench-pkg-%d-1.0", i)
 	base := hashes[i] + "-" + name
 	refs := []string{base}
+	seen := map[int]bool{i: true}
 	for _, j := range []int{i - 1, i / 2, i / 3} {
-		if j >= 0 && j != i && len(refs) < 4 {
+		if j >= 0 && !seen[j] {
+			seen[j] = true
 			refs = append(refs, hashes[j]+fmt.Sprintf("-bench-pkg-%d-1.0", j))
 		}
 	}
+	slices.Sort(refs) // Nix lists (and signs) references sorted
 	size := int64(4096 + (i%97)*1024)
 	ni := &nixcache.NarInfo{
 		StorePath:   nixcache.StoreDir + "/" + base,
