@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"strings"
+	"sync"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/ulikunitz/xz"
@@ -34,21 +35,33 @@ type NarResult struct {
 	NarSize  int64
 }
 
-// Verifier hashes a NAR file while it is written through it and, in a
-// goroutine fed by a pipe, decompresses it, hashes the NAR and checks its
-// structure. Write fails as soon as the data is known to be bad. Call Finish
-// after the last Write, or Abort to give up; one of them must be called.
+// Verifier hashes a NAR file while it is written through it and checks it:
+// decompresses it, hashes the NAR and checks its structure. The work runs
+// in a goroutine fed through a short queue of copied chunks, so that the
+// writer (reading the upload and storing it) and the verification overlap
+// instead of taking turns. Write fails once the data is known to be bad
+// (possibly a few chunks later than the bad bytes). Call Finish after the
+// last Write, or Abort to give up; one of them must be called. A Verifier
+// is used by one goroutine.
 type Verifier struct {
 	compression route.Compression
-	fileHash    hash.Hash
-	fileSize    int64
-	pw          *io.PipeWriter
-	done        chan struct{}
+	chunks      chan *[]byte  // copies of the written bytes, to the goroutine
+	stop        chan struct{} // closed by Abort
+	done        chan struct{} // closed when the goroutine has ended
+	closed      bool          // Finish or Abort was called
 	// set by the goroutine before done is closed
-	narHash []byte
-	narSize int64
-	err     error
+	fileHash hash.Hash
+	fileSize int64
+	narHash  []byte
+	narSize  int64
+	err      error
 }
+
+// verifyQueue is how many written chunks may wait for the goroutine.
+const verifyQueue = 4
+
+// chunkBufs holds the chunk copies of the size uploads are written in.
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
 
 // NewVerifier starts a verifier for a NAR file with the given compression.
 // maxNarSize limits the decompressed size (0: no limit).
@@ -58,31 +71,51 @@ func NewVerifier(c route.Compression, maxNarSize int64) (*Verifier, error) {
 	default:
 		return nil, fmt.Errorf("compression %q is not supported", c)
 	}
-	pr, pw := io.Pipe()
-	v := &Verifier{compression: c, fileHash: sha256.New(), pw: pw, done: make(chan struct{})}
-	go v.consume(pr, maxNarSize)
+	v := &Verifier{
+		compression: c, fileHash: sha256.New(),
+		chunks: make(chan *[]byte, verifyQueue), stop: make(chan struct{}), done: make(chan struct{}),
+	}
+	go v.consume(maxNarSize)
 	return v, nil
 }
 
-// Write hashes p and passes it to the decompressing goroutine. An error
-// means the data is invalid (or the verifier was aborted).
+// Write queues a copy of p for verification. An error means the data is
+// invalid (or the verifier was aborted or finished).
 func (v *Verifier) Write(p []byte) (int, error) {
-	v.fileHash.Write(p)
-	v.fileSize += int64(len(p))
-	if _, err := v.pw.Write(p); err != nil {
-		<-v.done
-		if v.err != nil {
-			return 0, v.err
-		}
-		return 0, err
+	if v.closed {
+		return 0, errAborted
 	}
-	return len(p), nil
+	select {
+	case <-v.done: // the goroutine stopped early: the data is bad
+		return 0, v.err
+	default:
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	var bp *[]byte
+	if len(p) <= 256<<10 {
+		bp = chunkBufs.Get().(*[]byte)
+		*bp = append((*bp)[:0], p...)
+	} else {
+		b := append([]byte(nil), p...)
+		bp = &b
+	}
+	select {
+	case v.chunks <- bp:
+		return len(p), nil
+	case <-v.done:
+		return 0, v.err
+	}
 }
 
 // Finish ends the input and returns the measurements, or why the data is
 // not a valid NAR of the verifier's compression.
 func (v *Verifier) Finish() (NarResult, error) {
-	v.pw.Close()
+	if !v.closed {
+		v.closed = true
+		close(v.chunks)
+	}
 	<-v.done
 	if v.err != nil {
 		return NarResult{}, v.err
@@ -96,27 +129,62 @@ func (v *Verifier) Finish() (NarResult, error) {
 
 // Abort stops the goroutine and discards everything.
 func (v *Verifier) Abort() {
-	v.pw.CloseWithError(errAborted)
+	if !v.closed {
+		v.closed = true
+		close(v.stop)
+	}
 	<-v.done
 }
 
-func (v *Verifier) consume(pr *io.PipeReader, maxNarSize int64) {
+func (v *Verifier) consume(maxNarSize int64) {
 	defer close(v.done)
-	err := v.check(pr, maxNarSize)
+	r := &chunkReader{v: v}
+	defer r.release()
+	err := v.check(r, maxNarSize)
 	if err == nil {
 		// The compressed stream must end where the NAR ends.
 		var n int64
-		n, err = io.Copy(io.Discard, pr)
+		n, err = io.Copy(io.Discard, r)
 		if err == nil && n > 0 {
 			err = fmt.Errorf("%d bytes of trailing data after the %s stream", n, v.compression)
 		}
 	}
-	if err != nil {
-		v.err = err
-		pr.CloseWithError(err)
-		return
+	v.err = err
+}
+
+// chunkReader reads the queued chunks in the verifier's goroutine, hashing
+// and counting the file bytes as they arrive.
+type chunkReader struct {
+	v   *Verifier
+	cur *[]byte
+	off int
+}
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for r.cur == nil || r.off == len(*r.cur) {
+		r.release()
+		select {
+		case bp, ok := <-r.v.chunks:
+			if !ok {
+				return 0, io.EOF
+			}
+			r.v.fileHash.Write(*bp)
+			r.v.fileSize += int64(len(*bp))
+			r.cur, r.off = bp, 0
+		case <-r.v.stop:
+			return 0, errAborted
+		}
 	}
-	pr.Close()
+	n := copy(p, (*r.cur)[r.off:])
+	r.off += n
+	return n, nil
+}
+
+func (r *chunkReader) release() {
+	if r.cur != nil && cap(*r.cur) == 256<<10 {
+		chunkBufs.Put(r.cur)
+	}
+	r.cur = nil
 }
 
 func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
