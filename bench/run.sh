@@ -641,7 +641,7 @@ for m in "${MEASURES[@]}"; do "m_$m"; done
 cpu=$(awk -F': ' '/model name/ {print $2; exit}' /proc/cpuinfo)
 mem=$(awk '/MemTotal/ {printf "%.1f GiB", $2 / 1048576}' /proc/meminfo)
 mode=full
-((QUICK)) && mode="quick (-quick: 1 run of 3 s each, 100k-path index)"
+((QUICK)) && mode="quick (-quick: 1 run of 3 s each, $INDEX_BIG-path index)"
 table=$WORK/table.md
 {
 	echo "Machine: $(nproc) cores, $cpu, $mem RAM; $(uname -sr); $(go version | cut -d' ' -f3)."
