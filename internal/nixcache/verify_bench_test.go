@@ -22,6 +22,10 @@ func BenchmarkVerifier(b *testing.B) {
 	}{
 		{"none_64MiB", route.CompressionNone, nar},
 		{"zstd_64MiB", route.CompressionZstd, zstdOf(b, nar)},
+		// What `nix copy` sends by default: xz, here of text-like contents
+		// (hex), in the sizes of a typical and of a larger store path.
+		{"xz_64KiB", route.CompressionXZ, xzOf(b, hexNAR(64<<10))},
+		{"xz_8MiB", route.CompressionXZ, xzOf(b, hexNAR(8<<20))},
 	}
 	const chunk = 256 << 10
 	for _, cs := range cases {
@@ -41,10 +45,22 @@ func BenchmarkVerifier(b *testing.B) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				if res.NarSize != int64(len(nar)) {
-					b.Fatalf("NarSize %d, want %d", res.NarSize, len(nar))
+				if res.NarSize == 0 || res.FileSize != int64(len(cs.data)) {
+					b.Fatalf("NarSize %d, FileSize %d of %d", res.NarSize, res.FileSize, len(cs.data))
 				}
 			}
 		})
 	}
+}
+
+// hexNAR is a NAR of one file of n bytes of pseudo-random hex: compressible
+// about 2:1, like text and code.
+func hexNAR(n int) []byte {
+	const digits = "0123456789abcdef"
+	r := rand.NewChaCha8([32]byte{2})
+	b := make([]byte, n)
+	for i := range b {
+		b[i] = digits[r.Uint64()&15]
+	}
+	return regularNAR(string(b))
 }
