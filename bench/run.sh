@@ -587,6 +587,27 @@ m_reload() {
 	result 10-reload "authz p99 under 10 policy reloads/s (ms; $reloads reloads, $errs failed)" "$(echo "$under" | cut -d' ' -f2)" "$(echo "$base" | cut -d' ' -f2) (no reloads)" "$r" "≤ 1.5, 0 failed" "$met"
 }
 
+# make_closure STORE SEED: prints the top of a 201-path closure built in the
+# chroot store STORE: 200 content-addressed text paths, path i referencing
+# up to 3 earlier ones (i-1, i/2, i/3: a chain, so nix copy goes path by
+# path), sizes 1-64 KiB of hex, and one top path referencing them all.
+make_closure() {
+	local top
+	top=$(XDG_CACHE_HOME=$WORK/run/xdg nix-instantiate --store "$1" --eval --read-write-mode -E "
+	let
+	  noise = i: n: builtins.concatStringsSep \"\" (builtins.genList (j: builtins.hashString \"sha256\" \"$2-\${toString i}-\${toString j}\") (n / 64));
+	  p = builtins.genList (i: builtins.toFile \"$2-p\${toString i}\" ''
+	    path \${toString i}
+	    \${if i > 0 then builtins.elemAt p (i - 1) else \"\"}
+	    \${if i > 1 then builtins.elemAt p (i / 2) else \"\"}
+	    \${if i > 2 then builtins.elemAt p (i / 3) else \"\"}
+	    \${noise i (1024 * (1 + (i * 7) / 22))}
+	  '') 200;
+	in builtins.toFile \"$2-top\" (builtins.concatStringsSep \"\n\" p)" | tr -d '"')
+	[[ $top == /nix/store/* ]] || die "could not make the closure: $top"
+	echo "$top"
+}
+
 m_nixcopy() {
 	log "nix copy push + pull of a 200-path closure: through gate+authz vs file:// cache"
 	command -v nix >/dev/null || {
@@ -594,44 +615,58 @@ m_nixcopy() {
 		return
 	}
 	start_gate
-	local src=$WORK/run/nix-src pull=$WORK/run/nix-pull netrc=$WORK/run/netrc top
+	local src=$WORK/run/nix-src pull=$WORK/run/nix-pull netrc=$WORK/run/netrc
+	# A fresh XDG cache per run: Nix caches narinfo lookups per cache URL.
 	local nixopts=(--extra-experimental-features nix-command --option substituters "" --option netrc-file "$netrc")
-	rm -rf "$src" && mkdir -p "$src"
+	rm -rf "$src" "$WORK/run/xdg-nix" && mkdir -p "$src"
+	export XDG_CACHE_HOME=$WORK/run/xdg-nix
 	printf 'machine %s\nlogin bench\npassword %s\n' "${P_GATE%:*}" "$TOKEN" >"$netrc"
-	# 200 content-addressed text paths: path i references up to 3 earlier
-	# ones, sizes 1-64 KiB; one top path references them all (201 in all).
-	local seed
+	local seed top
 	seed=bench$(date +%s)
-	top=$(XDG_CACHE_HOME=$WORK/run/xdg nix-instantiate --store "$src" --eval --read-write-mode -E "
-	let
-	  noise = i: n: builtins.concatStringsSep \"\" (builtins.genList (j: builtins.hashString \"sha256\" \"$seed-\${toString i}-\${toString j}\") (n / 64));
-	  p = builtins.genList (i: builtins.toFile \"$seed-p\${toString i}\" ''
-	    path \${toString i}
-	    \${if i > 0 then builtins.elemAt p (i - 1) else \"\"}
-	    \${if i > 1 then builtins.elemAt p (i / 2) else \"\"}
-	    \${if i > 2 then builtins.elemAt p (i / 3) else \"\"}
-	    \${noise i (1024 * (1 + (i * 7) / 22))}
-	  '') 200;
-	in builtins.toFile \"$seed-top\" (builtins.concatStringsSep \"\n\" p)" | tr -d '"')
-	[[ $top == /nix/store/* ]] || die "could not make the closure: $top"
+	top=$(make_closure "$src" "$seed")
 	local n
 	n=$(nix "${nixopts[@]}" path-info --store "$src" -r "$top" | wc -l)
-	local t_ours t_ref t0 t1 url=http://$P_GATE/$FLAKE fc=$WORK/run/filecache
+	local fc=$WORK/run/filecache
 	timed() { local s e; s=$(date +%s.%N); "$@" >>"$LOGS/nixcopy.log" 2>&1 || die "$* failed (see $LOGS/nixcopy.log)"; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e - s}'; }
 	local pub
 	pub=$(blobserver -print-public-key -data-dir "$WORK/run/gate-data" | tail -1)
-	rm -rf "$fc" "$pull" "$pull-ref"
-	t0=$(timed nix "${nixopts[@]}" copy --store "$src" --to "$url" "$top")
-	t1=$(timed nix "${nixopts[@]}" --option trusted-public-keys "$pub" copy --from "$url" --to "$pull" "$top")
-	t_ours=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", a + b}')
-	local split_ours="push $t0 + pull $t1"
-	t0=$(timed nix "${nixopts[@]}" copy --store "$src" --to "file://$fc" "$top")
-	t1=$(timed nix "${nixopts[@]}" copy --no-check-sigs --from "file://$fc" --to "$pull-ref" "$top")
-	t_ref=$(awk -v a="$t0" -v b="$t1" 'BEGIN {printf "%.2f", a + b}')
-	local split_ref="push $t0 + pull $t1"
-	local r
-	r=$(ratio "$t_ref" "$t_ours")
-	result 11-nixcopy "nix copy push+pull of $n paths via gate+authz (s; ratio = ref/ours)" "$t_ours ($split_ours)" "$t_ref (file://: $split_ref)" "$r" "≥ 0.7" "$(ge "$r" 0.7)"
+	# push_pull TOP QUERY: "ours ref split_ours split_ref" for one closure,
+	# pushed with ?QUERY (compression) through the gate and to file://.
+	push_pull() {
+		local t0 t1 t2 t3
+		rm -rf "$fc" "$pull" "$pull-ref"
+		t0=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$P_GATE/$FLAKE$2" "$1")
+		t1=$(timed nix "${nixopts[@]}" --option trusted-public-keys "$pub" copy --from "http://$P_GATE/$FLAKE" --to "$pull" "$1")
+		t2=$(timed nix "${nixopts[@]}" copy --store "$src" --to "file://$fc$2" "$1")
+		t3=$(timed nix "${nixopts[@]}" copy --no-check-sigs --from "file://$fc" --to "$pull-ref" "$1")
+		awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {printf "%.2f %.2f push_%s_+_pull_%s push_%s_+_pull_%s\n", a + b, c + d, a, b, c, d}'
+	}
+	local out r
+	# nix copy's default (xz), the row the target is for.
+	out=$(push_pull "$top" "")
+	set -- $out
+	r=$(ratio "$2" "$1")
+	result 11-nixcopy "nix copy push+pull of $n paths via gate+authz (s; ratio = ref/ours)" "$1 (${3//_/ })" "$2 (file://: ${4//_/ })" "$r" "≥ 0.7" "$(ge "$r" 0.7)"
+	# What the README and the CI examples push with: ?compression=zstd.
+	top=$(make_closure "$src" "$seed-zstd")
+	out=$(push_pull "$top" "?compression=zstd")
+	set -- $out
+	r=$(ratio "$2" "$1")
+	result 12-nixcopy-zstd "same with ?compression=zstd, as the examples push (s; ratio = ref/ours)" "$1 (${3//_/ })" "$2 (file://: ${4//_/ })" "$r" "—" "recorded"
+	# The floor of any HTTP cache: a server that keeps nothing (Nix's own
+	# HTTP client cost), against the same file:// push.
+	local null=127.0.0.1:18097 t_null t_file
+	start nullcache benchdata nullcache -listen "$null"
+	local nullpid=$LAST_PID
+	wait_http "http://$null/nix-cache-info"
+	top=$(make_closure "$src" "$seed-null")
+	t_null=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$null/$FLAKE?compression=zstd" "$top")
+	rm -rf "$fc"
+	t_file=$(timed nix "${nixopts[@]}" copy --store "$src" --to "file://$fc?compression=zstd" "$top")
+	stop "$nullpid"
+	r=$(ratio "$t_file" "$t_null")
+	result 13-nixcopy-null "nix copy push (zstd) to a do-nothing HTTP cache: Nix's HTTP cost (s; ratio = file:// / it)" "$t_null" "$t_file (file://)" "$r" "—" "recorded"
+	unset XDG_CACHE_HOME
 	rm -rf "$src" "$pull" "$pull-ref" "$fc"
 }
 

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -256,4 +257,25 @@ func readLines(t *testing.T, path string) []string {
 		t.Fatal(err)
 	}
 	return lines
+}
+
+// The null cache answers like a cache that is empty and takes every upload.
+func TestNullCache(t *testing.T) {
+	h := nullCache()
+	for _, tc := range []struct {
+		method, path, body string
+		want               int
+		wantBody           string
+	}{
+		{"GET", "/omnicorp/app/nix-cache-info", "", 200, "StoreDir: /nix/store"},
+		{"GET", "/omnicorp/app/0mlmk9jdn70915v5pjbniifrs1l7bx9y.narinfo", "", 404, ""},
+		{"HEAD", "/omnicorp/app/nar/1v2dkqap0r.nar.xz", "", 404, ""},
+		{"PUT", "/omnicorp/app/nar/1v2dkqap0r.nar.xz", "some bytes", 201, ""},
+	} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest(tc.method, tc.path, strings.NewReader(tc.body)))
+		if rec.Code != tc.want || !strings.Contains(rec.Body.String(), tc.wantBody) {
+			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, rec.Code, rec.Body.String(), tc.want, tc.wantBody)
+		}
+	}
 }

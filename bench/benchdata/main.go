@@ -9,6 +9,7 @@
 //	benchdata index    -data-dir D -flake org/name -paths N [-nginx-root R -nginx-paths K]
 //	benchdata protoset -out FILE
 //	benchdata check    -addr HOST:PORT -method GET -path P -authorization A
+//	benchdata nullcache -listen HOST:PORT            # a cache that keeps nothing
 package main
 
 import (
@@ -25,7 +26,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check [flags]")
+		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache [flags]")
 		return 2
 	}
 	var err error
@@ -40,8 +41,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runProtoset(args[1:], stdout)
 	case "check":
 		err = runCheck(args[1:], stdout)
+	case "nullcache":
+		err = runNullCache(args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset or check)", args[0])
+		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check or nullcache)", args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

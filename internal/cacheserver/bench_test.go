@@ -1,12 +1,17 @@
 package cacheserver
 
 import (
+	"crypto/sha256"
+	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/nix-community/go-nix/pkg/nixbase32"
 )
 
 // BenchmarkNarInfoGET measures the handler alone (no network): index
@@ -55,3 +60,68 @@ func (d *discardWriter) Write(p []byte) (int, error) { return len(p), nil }
 func (d *discardWriter) WriteHeader(code int)        { d.code = code }
 
 var _ io.Writer = (*discardWriter)(nil)
+
+// BenchmarkPush is one store path of a chain pushed the way Nix pushes it
+// (HEAD nar, PUT nar, PUT narinfo, over loopback HTTP) into a file store
+// and SQLite index on disk: everything `nix copy` waits for per path,
+// fsyncs included. Paths are 32 KiB of text-like contents, each
+// referencing the one before (the closure shape of bench/run.sh nixcopy).
+func BenchmarkPush(b *testing.B) {
+	for _, c := range []route.Compression{route.CompressionNone, route.CompressionXZ, route.CompressionZstd} {
+		b.Run(string(c), func(b *testing.B) {
+			ts := newTestServer(b, "", nil, func(c *Config) { c.AccessLog, c.Logger = false, discardLogger() })
+			var prev []testPath
+			next := func(i int) testPath {
+				name := fmt.Sprintf("%s-%d", c, i)
+				p := makeSizedPath(b, name, 32<<10, c, prev...)
+				prev = []testPath{p}
+				return p
+			}
+			// Build the paths before timing (compression is the client's cost).
+			paths := make([]testPath, 0, 256)
+			for i := range cap(paths) {
+				paths = append(paths, next(i))
+			}
+			b.ReportAllocs()
+			b.ResetTimer()
+			i := 0
+			for b.Loop() {
+				if i == len(paths) {
+					b.StopTimer()
+					for j := range paths {
+						paths[j] = next(i + j)
+					}
+					b.StartTimer()
+					i = 0
+				}
+				ts.push(b, "omnicorp/a", paths[i])
+				i++
+			}
+		})
+	}
+}
+
+// makeSizedPath is makePath with n bytes of pseudo-random hex contents
+// (compressible about 2:1, like text and code).
+func makeSizedPath(t testing.TB, name string, n int, c route.Compression, refs ...testPath) testPath {
+	t.Helper()
+	p := testPath{Hash: storeHash(name), Compression: c}
+	p.Base = p.Hash + "-" + name
+	var sb strings.Builder
+	sb.WriteString("contents of " + name + "\n")
+	for _, r := range refs {
+		p.Refs = append(p.Refs, r.Base)
+		sb.WriteString(r.StorePath() + "\n")
+	}
+	const digits = "0123456789abcdef"
+	seed := sha256.Sum256([]byte(name))
+	rng := rand.NewChaCha8(seed)
+	for range n {
+		sb.WriteByte(digits[rng.Uint64()&15])
+	}
+	p.NAR = narOf(sb.String())
+	p.File = compress(t, c, p.NAR)
+	fh := sha256.Sum256(p.File)
+	p.FileName = route.NarFileName(nixbase32.EncodeToString(fh[:]), c)
+	return p
+}
