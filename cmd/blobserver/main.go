@@ -57,6 +57,7 @@ func run(args []string) error {
 	fs := flag.NewFlagSet("blobserver", flag.ContinueOnError)
 	var cfg blobserverapp.Config
 	var keyFiles, logLevel string
+	var lookupCache int
 	maxNar := size(cacheserver.DefaultMaxNarSize)
 	maxInfo := size(cacheserver.DefaultMaxNarInfoSize)
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "public cache listener `address`")
@@ -70,6 +71,7 @@ func run(args []string) error {
 	fs.Var(&maxNar, "max-nar-size", "largest NAR (compressed or not) or build log accepted, bytes (suffixes K, M, G, T, KiB, MiB, GiB, TiB)")
 	fs.Var(&maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
 	fs.IntVar(&cfg.Priority, "priority", cacheserver.DefaultPriority, "nix-cache-info Priority")
+	fs.IntVar(&lookupCache, "lookup-cache", cacheserver.DefaultCacheEntries, "narinfo and NAR lookups kept in memory (entries each; 0 disables: every lookup reads the index)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every request (JSON)")
 	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cacheserver.DefaultUploadIdleTimeout, "drop an upload whose client sends nothing for this long")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
@@ -86,6 +88,14 @@ func run(args []string) error {
 	}
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	switch {
+	case lookupCache < 0:
+		return fmt.Errorf("-lookup-cache %d: want a number of entries, or 0 to disable", lookupCache)
+	case lookupCache == 0:
+		cfg.LookupCacheEntries = -1
+	default:
+		cfg.LookupCacheEntries = lookupCache
 	}
 	for _, f := range strings.Split(keyFiles, ",") {
 		if f = strings.TrimSpace(f); f != "" {

@@ -297,3 +297,10 @@ func captureStdout(t *testing.T, fn func()) string {
 	b, _ := io.ReadAll(r)
 	return string(b)
 }
+
+func TestLookupCacheFlagRejectsNegative(t *testing.T) {
+	err := run([]string{"-lookup-cache", "-1", "-data-dir", t.TempDir()})
+	if err == nil || !strings.Contains(err.Error(), "-lookup-cache -1") {
+		t.Fatalf("negative -lookup-cache: %v", err)
+	}
+}

@@ -42,7 +42,11 @@ type Config struct {
 	MaxNarSize     int64
 	MaxNarInfoSize int64
 	Priority       int
-	AccessLog      bool
+	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
+	// lookups (entries each): 0 means cacheserver.DefaultCacheEntries,
+	// negative disables them.
+	LookupCacheEntries int
+	AccessLog          bool
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
 	// ShutdownTimeout bounds how long running requests (uploads) may take
@@ -141,6 +145,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	srv, err := cacheserver.New(cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog,
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
+		CacheEntries:      cfg.LookupCacheEntries,
 		UploadIdleTimeout: cfg.UploadIdleTimeout, Registry: reg,
 	})
 	if err != nil {

@@ -7,8 +7,10 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 
+	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -272,4 +274,47 @@ func TestConcurrentPushers(t *testing.T) {
 	check(ts)
 	ts.close()
 	check(newTestServer(t, dir, nil, nil))
+}
+
+// countingIndex counts narinfo lookups that reach the index.
+type countingIndex struct {
+	index.Index
+	getPath atomic.Int64
+}
+
+func (c *countingIndex) GetPath(ctx context.Context, f route.Flake, hash string) (index.Path, error) {
+	c.getPath.Add(1)
+	return c.Index.GetPath(ctx, f, hash)
+}
+
+// Hits are served from memory unless the lookup cache is off
+// (blobserver -lookup-cache 0), when every GET reads the index.
+func TestLookupCacheEntries(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		entries int
+		want    int64 // index lookups for 3 GETs of one narinfo
+	}{
+		{"default", 0, 1},
+		{"disabled", -1, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var ci *countingIndex
+			ts := newTestServer(t, "", nil, func(c *Config) {
+				ci = &countingIndex{Index: c.Index}
+				c.Index, c.CacheEntries = ci, tc.entries
+			})
+			p := makePath(t, "cached", route.CompressionZstd)
+			ts.push(t, "omnicorp/a", p)
+			before := ci.getPath.Load()
+			for range 3 {
+				if st, body, _ := do(t, "GET", ts.URL+"/omnicorp/a/"+p.Hash+".narinfo", nil); st != 200 {
+					t.Fatalf("GET narinfo: %d %s", st, body)
+				}
+			}
+			if got := ci.getPath.Load() - before; got != tc.want {
+				t.Fatalf("%d index lookups for 3 GETs, want %d", got, tc.want)
+			}
+		})
+	}
 }
