@@ -86,28 +86,39 @@ func (s *Server) idleDeadline(w http.ResponseWriter) *idleDeadline {
 // stream copies body to dst (may be nil) and v, mapping failures: a body
 // over limit → 413, a client that went away or stalled → 400, data the
 // verifier refuses → 400/413, a storage write error → plain error (500).
-func stream(body io.Reader, dst io.Writer, v io.Writer, limit int64, what string, dl *idleDeadline) (int64, error) {
-	bp := copyBufs.Get().(*[]byte)
-	defer copyBufs.Put(bp)
-	buf := *bp
+func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, what string, dl *idleDeadline) (int64, error) {
+	// With a verifier each read gets its own buffer, handed to the
+	// verifier after the storage write (no copy); without, one buffer.
+	var bp *[]byte
+	if v == nil {
+		bp = copyBufs.Get().(*[]byte)
+		defer copyBufs.Put(bp)
+	}
 	var total int64
 	for {
 		dl.extend()
+		if v != nil {
+			bp = nixcache.NewBuffer()
+		}
+		buf := *bp
 		n, rerr := body.Read(buf)
 		if n > 0 {
 			total += int64(n)
 			if dst != nil {
 				if _, err := dst.Write(buf[:n]); err != nil {
+					if v != nil {
+						v.WriteBuffer(bp, 0)
+					}
 					return total, fmt.Errorf("write %s to storage: %w", what, err)
 				}
 			}
-			if v != nil {
-				if _, err := v.Write(buf[:n]); err != nil {
-					if errors.Is(err, nixcache.ErrTooLarge) {
-						return total, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
-					}
-					return total, badRequest("invalid %s: %v", what, err)
+		}
+		if v != nil {
+			if err := v.WriteBuffer(bp, n); err != nil {
+				if errors.Is(err, nixcache.ErrTooLarge) {
+					return total, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
 				}
+				return total, badRequest("invalid %s: %v", what, err)
 			}
 		}
 		if rerr == io.EOF {

@@ -109,6 +109,43 @@ func (v *Verifier) Write(p []byte) (int, error) {
 	}
 }
 
+// NewBuffer returns a buffer to read upload data into and hand to
+// WriteBuffer, which then owns it: the bytes reach the verifying goroutine
+// without the copy Write makes.
+func NewBuffer() *[]byte {
+	bp := chunkBufs.Get().(*[]byte)
+	*bp = (*bp)[:cap(*bp)]
+	return bp
+}
+
+// WriteBuffer queues (*bp)[:n] for verification and takes bp: the caller
+// must not touch it again, whatever the result. An error means the data is
+// invalid (or the verifier was aborted or finished).
+func (v *Verifier) WriteBuffer(bp *[]byte, n int) error {
+	*bp = (*bp)[:n]
+	if v.closed {
+		chunkBufs.Put(bp)
+		return errAborted
+	}
+	select {
+	case <-v.done: // the goroutine stopped early: the data is bad
+		chunkBufs.Put(bp)
+		return v.err
+	default:
+	}
+	if n == 0 {
+		chunkBufs.Put(bp)
+		return nil
+	}
+	select {
+	case v.chunks <- bp:
+		return nil
+	case <-v.done:
+		chunkBufs.Put(bp)
+		return v.err
+	}
+}
+
 // Finish ends the input and returns the measurements, or why the data is
 // not a valid NAR of the verifier's compression.
 func (v *Verifier) Finish() (NarResult, error) {

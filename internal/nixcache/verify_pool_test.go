@@ -105,3 +105,56 @@ func TestVerifierRejectsHugeXZDictionary(t *testing.T) {
 		t.Fatalf("error %q does not name the limit", err)
 	}
 }
+
+// WriteBuffer hands the verifier the caller's buffers: same measurements
+// as Write, and bad data is reported on a later WriteBuffer or Finish.
+func TestVerifierWriteBuffer(t *testing.T) {
+	nar := richNAR()
+	for _, c := range []route.Compression{route.CompressionNone, route.CompressionZstd} {
+		file := nar
+		if c == route.CompressionZstd {
+			file = zstdOf(t, nar)
+		}
+		v, err := NewVerifier(c, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for off := 0; off < len(file); off += 1000 {
+			bp := NewBuffer()
+			n := copy(*bp, file[off:min(off+1000, len(file))])
+			if err := v.WriteBuffer(bp, n); err != nil {
+				t.Fatalf("%s: %v", c, err)
+			}
+		}
+		res, err := v.Finish()
+		if err != nil {
+			t.Fatalf("%s: %v", c, err)
+		}
+		fh, nh := sha256.Sum256(file), sha256.Sum256(nar)
+		if !bytes.Equal(res.FileHash, fh[:]) || !bytes.Equal(res.NarHash, nh[:]) || res.NarSize != int64(len(nar)) {
+			t.Fatalf("%s: measured %x %x %d", c, res.FileHash, res.NarHash, res.NarSize)
+		}
+	}
+
+	v, err := NewVerifier(route.CompressionNone, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed error
+	for i := 0; i < 100 && failed == nil; i++ {
+		bp := NewBuffer()
+		n := copy(*bp, "this is not a NAR, and it goes on and on")
+		failed = v.WriteBuffer(bp, n)
+	}
+	if failed == nil {
+		_, failed = v.Finish()
+	} else {
+		v.Abort()
+	}
+	if failed == nil || !strings.Contains(failed.Error(), "not a NAR") {
+		t.Fatalf("garbage through WriteBuffer: %v", failed)
+	}
+	if err := v.WriteBuffer(NewBuffer(), 3); err == nil {
+		t.Fatal("WriteBuffer after the verifier ended succeeded")
+	}
+}
