@@ -28,8 +28,20 @@ const (
 
 // checkNAR reads one NAR from r, checking its structure, and then requires
 // r to end. File contents are skipped, not held.
-func checkNAR(r *bufio.Reader) error {
-	c := narChecker{r: r}
+func checkNAR(r *bufio.Reader) error { return checkNARSkipping(r, nil) }
+
+// skipper is a reader that can pass over bytes without copying them out.
+type skipper interface {
+	// Skip passes over up to n bytes and says how many it passed; fewer
+	// than n only with an error.
+	Skip(n int64) (int64, error)
+}
+
+// checkNARSkipping is checkNAR where r reads from under: file contents
+// beyond what r has buffered are skipped in under, without being copied
+// through r's buffer. under may be nil.
+func checkNARSkipping(r *bufio.Reader, under skipper) error {
+	c := narChecker{r: r, under: under}
 	if err := c.expect("nix-archive-1"); err != nil {
 		var ne *narError
 		if errors.As(err, &ne) {
@@ -59,8 +71,28 @@ func narErrorf(format string, args ...any) error {
 }
 
 type narChecker struct {
-	r   *bufio.Reader
-	buf [8]byte
+	r     *bufio.Reader
+	under skipper // what r reads from, when it can skip; or nil
+	buf   [8]byte
+}
+
+// discard passes over n bytes of file contents.
+func (c *narChecker) discard(n uint64) error {
+	if c.under == nil {
+		_, err := c.r.Discard(int(n))
+		return err
+	}
+	// r's buffer first; once it is empty, under's position is r's.
+	b := min(uint64(c.r.Buffered()), n)
+	if _, err := c.r.Discard(int(b)); err != nil {
+		return err
+	}
+	if n -= b; n > 0 {
+		if _, err := c.under.Skip(int64(n)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (c *narChecker) u64() (uint64, error) {
@@ -162,7 +194,7 @@ func (c *narChecker) node(depth int) error {
 		if n > 1<<62 {
 			return narErrorf("NAR: file of %d bytes", n)
 		}
-		if _, err := c.r.Discard(int(n)); err != nil {
+		if err := c.discard(n); err != nil {
 			return truncated(err)
 		}
 		if err := c.padding(n); err != nil {

@@ -198,23 +198,47 @@ type chunkReader struct {
 }
 
 func (r *chunkReader) Read(p []byte) (int, error) {
+	if err := r.fill(); err != nil {
+		return 0, err
+	}
+	n := copy(p, (*r.cur)[r.off:])
+	r.off += n
+	return n, nil
+}
+
+// Skip passes over n bytes (hashed as they arrive, like all bytes) without
+// copying them.
+func (r *chunkReader) Skip(n int64) (int64, error) {
+	var done int64
+	for done < n {
+		if err := r.fill(); err != nil {
+			return done, err
+		}
+		k := min(n-done, int64(len(*r.cur)-r.off))
+		r.off += int(k)
+		done += k
+	}
+	return done, nil
+}
+
+// fill makes sure the current chunk has unread bytes, waiting for the next
+// one (and hashing it) when needed.
+func (r *chunkReader) fill() error {
 	for r.cur == nil || r.off == len(*r.cur) {
 		r.release()
 		select {
 		case bp, ok := <-r.v.chunks:
 			if !ok {
-				return 0, io.EOF
+				return io.EOF
 			}
 			r.v.fileHash.Write(*bp)
 			r.v.fileSize += int64(len(*bp))
 			r.cur, r.off = bp, 0
 		case <-r.v.stop:
-			return 0, errAborted
+			return errAborted
 		}
 	}
-	n := copy(p, (*r.cur)[r.off:])
-	r.off += n
-	return n, nil
+	return nil
 }
 
 func (r *chunkReader) release() {
@@ -253,7 +277,13 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
 		h = sha256.New()
 		src = io.TeeReader(counted, h)
 	}
-	if err := checkNAR(bufio.NewReaderSize(src, 64<<10)); err != nil {
+	// Uncompressed, file contents need not pass through the checker's
+	// buffer: they are hashed as chunks arrive and skipped in place.
+	var under skipper
+	if v.compression == route.CompressionNone {
+		under = counted
+	}
+	if err := checkNARSkipping(bufio.NewReaderSize(src, 64<<10), under); err != nil {
 		if errors.Is(err, errAborted) || errors.Is(err, ErrTooLarge) {
 			return err
 		}
@@ -337,6 +367,22 @@ type countingReader struct {
 	r     io.Reader
 	n     int64
 	limit int64
+}
+
+// Skip skips in the underlying reader when it can, counting as Read does.
+func (c *countingReader) Skip(n int64) (int64, error) {
+	var k int64
+	var err error
+	if s, ok := c.r.(skipper); ok {
+		k, err = s.Skip(n)
+	} else {
+		k, err = io.CopyN(io.Discard, c.r, n)
+	}
+	c.n += k
+	if c.limit > 0 && c.n > c.limit {
+		return k, fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
+	}
+	return k, err
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {

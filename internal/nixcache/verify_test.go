@@ -117,6 +117,8 @@ func TestVerifierRejects(t *testing.T) {
 		{"trailing garbage after xz", route.CompressionXZ, 0, append(append([]byte{}, xzRich...), []byte("garbage!")...), ""},
 		{"bzip2 declared, plain sent", route.CompressionBzip2, 0, rich, "bzip2"},
 		{"nar too large", route.CompressionXZ, 1000, xzRich, "exceeds 1000 bytes"},
+		{"uncompressed nar too large", route.CompressionNone, 1000, rich, "exceeds 1000 bytes"},
+		{"uncompressed, truncated in skipped contents", route.CompressionNone, 0, regularNAR(strings.Repeat("y", 300<<10))[:200<<10], "truncated"},
 		{"xz of a non-NAR", route.CompressionXZ, 0, xzOf(t, []byte("just text")), "not a NAR"},
 	}
 	for _, tt := range tests {
