@@ -51,6 +51,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.OwnersTTL, "owners-ttl", cfg.OwnersTTL, "how long a non-empty owners answer is cached")
 	fs.DurationVar(&cfg.OwnersNegativeTTL, "owners-negative-ttl", cfg.OwnersNegativeTTL, "how long an empty owners answer is cached")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")
+	fs.DurationVar(&cfg.PolicyDebounce, "policy-debounce", cfg.PolicyDebounce, "reload the policy directory once it has been quiet this long after a change")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -http-listen")
 	var xcfg exchange.Config

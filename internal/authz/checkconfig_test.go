@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
@@ -112,7 +113,8 @@ func TestConfigValidate(t *testing.T) {
 		{name: "everything wrong", modify: func(c *Config) {
 			c.Listen, c.HTTPListen, c.Policies, c.Issuers = "nohost", "", "", ""
 			c.OwnersURL, c.OwnersTimeout, c.LogLevel = "ftp://x", 0, "loud"
-		}, want: []string{"-listen", "-http-listen", "-policies is required", "-issuers is required", "-owners-url", "owners timeout", "-log-level"}},
+			c.PolicyDebounce = -time.Second
+		}, want: []string{"-listen", "-http-listen", "-policies is required", "-issuers is required", "-owners-url", "owners timeout", "-log-level", "-policy-debounce must be positive"}},
 		{name: "same listen address", modify: func(c *Config) { c.HTTPListen = c.Listen },
 			want: []string{"different addresses"}},
 		{name: "policies is a file", modify: func(c *Config) { c.Policies = iss },

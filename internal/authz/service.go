@@ -43,7 +43,10 @@ type Config struct {
 	// ShutdownTimeout bounds the graceful stop on SIGTERM; after it,
 	// remaining calls are cut.
 	ShutdownTimeout time.Duration
-	LogLevel        string // debug, info, warn, error
+	// PolicyDebounce is how long the policy directory must stay quiet
+	// after a change before it is reloaded.
+	PolicyDebounce time.Duration
+	LogLevel       string // debug, info, warn, error
 	// Pprof serves Go's runtime profiles under /debug/pprof/ on the HTTP
 	// listener (profiling under load; keep that listener private).
 	Pprof bool
@@ -59,6 +62,7 @@ func DefaultConfig() Config {
 		OwnersTTL:         2 * time.Second,
 		OwnersNegativeTTL: time.Second,
 		ShutdownTimeout:   15 * time.Second,
+		PolicyDebounce:    100 * time.Millisecond,
 		LogLevel:          "info",
 	}
 }
@@ -92,6 +96,7 @@ func (c *Config) Validate() error {
 		{"owners TTL", c.OwnersTTL},
 		{"owners negative TTL", c.OwnersNegativeTTL},
 		{"shutdown timeout", c.ShutdownTimeout},
+		{"-policy-debounce", c.PolicyDebounce},
 	} {
 		if d.v <= 0 {
 			add("%s must be positive, got %s", d.name, d.v)
@@ -235,7 +240,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start token verifier: %w", err)
 	}
-	engine, err := policy.NewEngine(cfg.Policies, policy.Options{Logger: log, Registerer: reg})
+	engine, err := policy.NewEngine(cfg.Policies, policy.Options{Logger: log, Registerer: reg, Debounce: cfg.PolicyDebounce})
 	if err != nil {
 		verifier.Close()
 		return nil, err

@@ -127,13 +127,23 @@ type parsedSet struct {
 }
 
 // parse parses every file of snap. It reports all problems, not only the first.
-func parse(snap *snapshot) (*parsedSet, []Problem) {
+func parse(snap *snapshot) (*parsedSet, []Problem) { return parseReusing(snap, nil) }
+
+// parseReusing is parse, taking the policy modules from modules when not
+// nil (already parsed from the same .rego files) instead of parsing them.
+func parseReusing(snap *snapshot, modules map[string]*ast.Module) (*parsedSet, []Problem) {
 	set := &parsedSet{Modules: map[string]*ast.Module{}, Tests: map[string]*ast.Module{}, Data: map[string]any{}}
+	if modules != nil {
+		set.Modules = modules
+	}
 	var problems []Problem
 	dataFrom := map[string]string{} // data key → file that set it
 	for _, f := range snap.Files {
 		switch f.Kind {
 		case kindPolicy, kindTest:
+			if f.Kind == kindPolicy && modules != nil {
+				continue
+			}
 			m, err := ast.ParseModuleWithOpts(f.Name, string(f.Content), ast.ParserOptions{RegoVersion: ast.RegoV1, ProcessAnnotation: true})
 			if err != nil {
 				problems = append(problems, problemsFromAST(err)...)
@@ -263,21 +273,42 @@ type policySet struct {
 	Revision string
 	Files    []string
 	Data     map[string]any
-	query    rego.PreparedEvalQuery
+	// What a reload that changes only data files reuses (compiling the
+	// modules is most of a reload's cost).
+	modulesRev string
+	modules    map[string]*ast.Module
+	compiler   *ast.Compiler
+	query      rego.PreparedEvalQuery
 	cache    *decisionCache // nil: this set's decisions are not cached
 	noCache  string         // why, for the load log
 }
 
 // build parses, compiles and prepares snap. Errors are *LoadError.
 // cacheSize bounds the set's decision cache; 0 or less disables it.
-func build(ctx context.Context, dir string, snap *snapshot, cacheSize int) (*policySet, error) {
-	parsed, problems := parse(snap)
+//
+// When prev (the active set, or nil) was built from the same policy files,
+// its parsed and compiled modules are reused: only the data is new. A
+// compiled set is read-only, so both sets can share it.
+func build(ctx context.Context, dir string, snap *snapshot, cacheSize int, prev *policySet) (*policySet, error) {
+	var reuse *policySet
+	if prev != nil && prev.compiler != nil && prev.modulesRev == snap.ModulesRevision {
+		reuse = prev
+	}
+	var parsed *parsedSet
+	var problems []Problem
+	if reuse != nil {
+		parsed, problems = parseReusing(snap, reuse.modules)
+	} else {
+		parsed, problems = parse(snap)
+	}
 	if len(problems) > 0 {
 		sortProblems(problems)
 		return nil, &LoadError{Dir: dir, Problems: problems}
 	}
-	c, problems := compileModules(parsed.Modules, false)
-	if len(problems) > 0 {
+	var c *ast.Compiler
+	if reuse != nil {
+		c = reuse.compiler
+	} else if c, problems = compileModules(parsed.Modules, false); len(problems) > 0 {
 		sortProblems(problems)
 		return nil, &LoadError{Dir: dir, Problems: problems}
 	}
@@ -294,7 +325,8 @@ func build(ctx context.Context, dir string, snap *snapshot, cacheSize int) (*pol
 	if err != nil {
 		return nil, &LoadError{Dir: dir, Problems: problemsFromAST(fmt.Errorf("prepare decision query: %w", err))}
 	}
-	set := &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq}
+	set := &policySet{Revision: snap.Revision, Files: snap.Names(), Data: parsed.Data, query: pq,
+		modulesRev: snap.ModulesRevision, modules: parsed.Modules, compiler: c}
 	switch paths, why := inputPaths(c.Modules); {
 	case cacheSize <= 0:
 		set.noCache = "disabled by configuration"

@@ -91,7 +91,7 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 		e.metrics.failed(time.Since(start).Seconds())
 		return nil, fmt.Errorf("load policies: %w", err)
 	}
-	set, err := build(ctx, dir, snap, e.opts.CacheSize)
+	set, err := build(ctx, dir, snap, e.opts.CacheSize, nil)
 	if err != nil {
 		e.metrics.failed(time.Since(start).Seconds())
 		return nil, fmt.Errorf("load policies: %w", err)
@@ -277,7 +277,7 @@ func (e *Engine) reload(ctx context.Context, trigger string) error {
 
 	bctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
-	set, err := build(bctx, e.dir, snap, e.opts.CacheSize)
+	set, err := build(bctx, e.dir, snap, e.opts.CacheSize, cur)
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err() // shutting down: not the policy's fault

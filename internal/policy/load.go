@@ -52,6 +52,9 @@ type sourceFile struct {
 type snapshot struct {
 	Files    []sourceFile // sorted by name
 	Revision string       // short content hash over the active set (policies and data)
+	// ModulesRevision hashes the policy (.rego) files only: a change of
+	// data files alone keeps it, and the compiled modules can be reused.
+	ModulesRevision string
 }
 
 // Names lists the files of the active set (policies and data), for logs.
@@ -99,17 +102,18 @@ func readDir(dir string, withTests bool) (*snapshot, error) {
 		snap.Files = append(snap.Files, sourceFile{Name: e.Name(), Kind: kind, Content: content})
 	}
 	slices.SortFunc(snap.Files, func(a, b sourceFile) int { return strings.Compare(a.Name, b.Name) })
-	snap.Revision = revisionOf(snap.Files)
+	snap.Revision = revisionOf(snap.Files, kindPolicy, kindData)
+	snap.ModulesRevision = revisionOf(snap.Files, kindPolicy)
 	return snap, nil
 }
 
 // revisionOf hashes the sorted (name, content) pairs of the active set. Test
 // files are left out: they do not change a decision.
-func revisionOf(files []sourceFile) string {
+func revisionOf(files []sourceFile, kinds ...fileKind) string {
 	h := sha256.New()
 	var n [8]byte
 	for _, f := range files {
-		if f.Kind != kindPolicy && f.Kind != kindData {
+		if !slices.Contains(kinds, f.Kind) {
 			continue
 		}
 		// Length-prefix both parts so that no two different sets hash alike.

@@ -451,3 +451,50 @@ func TestRunStopsWithContext(t *testing.T) {
 		t.Fatal("Run did not stop")
 	}
 }
+
+// A change of data files only reuses the compiled modules (the bulk of a
+// reload's cost); decisions still follow the new data, a data file that
+// now overlaps a package is still refused, and a .rego change recompiles.
+func TestReloadDataOnlyReusesCompiledModules(t *testing.T) {
+	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
+	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Rescan: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	first := e.active.Load()
+
+	writeFile(t, dir, "users.yaml", "allowed: [alice, bob]\n")
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	second := e.active.Load()
+	if second.Revision == first.Revision || second.compiler != first.compiler {
+		t.Fatalf("data-only change: revision %s → %s, compiler reused %v; want a new revision on the same compiler",
+			first.Revision, second.Revision, second.compiler == first.compiler)
+	}
+	if d := decide(t, e, userInput("bob")); !d.Allow || d.Revision != second.Revision {
+		t.Fatalf("bob after being listed: %+v", d)
+	}
+
+	writeFile(t, dir, "flakegate.yaml", "x: 1\n") // would cover package flakegate.authz
+	var le *LoadError
+	if err := e.Reload(ctx); !errors.As(err, &le) || !strings.Contains(err.Error(), "overlap") {
+		t.Fatalf("overlapping data file with reused modules: %v", err)
+	}
+	if err := os.Remove(filepath.Join(dir, "flakegate.yaml")); err != nil {
+		t.Fatal(err)
+	}
+
+	writeFile(t, dir, "flakegate.rego", userPolicy("v2"))
+	if err := e.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	third := e.active.Load()
+	if third.compiler == second.compiler {
+		t.Fatal("a .rego change reused the old compiler")
+	}
+	if d := decide(t, e, userInput("bob")); !d.Allow || d.Reason != "v2" {
+		t.Fatalf("after the rule change: %+v, want allow by v2", d)
+	}
+}
