@@ -279,8 +279,8 @@ type policySet struct {
 	modules    map[string]*ast.Module
 	compiler   *ast.Compiler
 	query      rego.PreparedEvalQuery
-	cache    *decisionCache // nil: this set's decisions are not cached
-	noCache  string         // why, for the load log
+	cache      *decisionCache // nil: this set's decisions are not cached
+	noCache    string         // why, for the load log
 }
 
 // build parses, compiles and prepares snap. Errors are *LoadError.
