@@ -3,6 +3,8 @@ package nixcache
 import (
 	"bufio"
 	"bytes"
+	"fmt"
+	"io"
 	"slices"
 	"testing"
 
@@ -61,5 +63,37 @@ func FuzzCheckNAR(f *testing.F) {
 		if err == nil && !bytes.HasPrefix(data, regularNAR("")[:24]) {
 			t.Fatal("accepted data without the NAR header")
 		}
+		// Skipping file contents in the underlying reader (as uploads do)
+		// decides exactly as reading them through the buffer does, also
+		// with the smallest buffer, where every skip crosses its edge.
+		under := &sliceSkipper{data: data}
+		skipErr := checkNARSkipping(bufio.NewReaderSize(under, 16), under)
+		if fmt.Sprint(skipErr) != fmt.Sprint(err) {
+			t.Fatalf("skipping checker says %v, reading checker %v", skipErr, err)
+		}
 	})
+}
+
+// sliceSkipper reads and skips over a byte slice.
+type sliceSkipper struct {
+	data []byte
+	off  int
+}
+
+func (s *sliceSkipper) Read(p []byte) (int, error) {
+	if s.off == len(s.data) {
+		return 0, io.EOF
+	}
+	n := copy(p, s.data[s.off:])
+	s.off += n
+	return n, nil
+}
+
+func (s *sliceSkipper) Skip(n int64) (int64, error) {
+	k := min(n, int64(len(s.data)-s.off))
+	s.off += int(k)
+	if k < n {
+		return k, io.EOF
+	}
+	return k, nil
 }
