@@ -405,6 +405,7 @@ m_ingest() {
 	gen_nar "$DATA/nar1g.nar" $((1 << 30))
 	local name=$NAR_NAME ours=() ref=() disk=() dd=() i t o r
 	cat "$DATA/nar1g.nar" >/dev/null # page cache, for all
+	sync # no writeback (of a NAR just generated, say) under the measured runs
 	[[ -d $INGEST_TMPFS ]] || INGEST_TMPFS=$WORK/run
 	# tmpfs runs first: the disk runs leave the kernel flushing and freeing
 	# a GiB in the background, which would take CPU from the next run.
