@@ -18,6 +18,7 @@ import (
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/flakegate/flakegate/internal/fsutil"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 )
 
@@ -107,7 +108,7 @@ func runAuthz(args []string, stdout io.Writer) error {
 		{opaDataFile, opaData},
 		{narinfoPaths, []byte(strings.Join(paths, "\n") + "\n")},
 	} {
-		if err := writeFileAtomic(filepath.Join(*dir, f.name), f.data, 0o644); err != nil {
+		if err := fsutil.WriteFileAtomic(filepath.Join(*dir, f.name), f.data, 0o644); err != nil {
 			return err
 		}
 	}
@@ -204,7 +205,7 @@ func loadOrCreateRSA(path string) (*rsa.PrivateKey, error) {
 	if err != nil {
 		return nil, fmt.Errorf("encode RSA key: %w", err)
 	}
-	if err := writeFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		return nil, err
 	}
 	return k, nil
@@ -235,28 +236,4 @@ func mintRS256(key *rsa.PrivateKey, iss, aud, repo string, now time.Time, lifeti
 		return "", err
 	}
 	return input + "." + b64(sig), nil
-}
-
-// writeFileAtomic writes data to path through a temporary file and rename.
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

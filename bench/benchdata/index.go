@@ -21,6 +21,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/flakegate/flakegate/internal/blobserverapp"
+	"github.com/flakegate/flakegate/internal/fsutil"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
@@ -100,7 +101,7 @@ func runIndex(args []string, stdout io.Writer) error {
 	for i, p := range paths {
 		hashes[i] = p.hash
 	}
-	if err := writeFileAtomic(filepath.Join(*dataDir, "hashes.txt"), []byte(strings.Join(hashes, "\n")+"\n"), 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(*dataDir, "hashes.txt"), []byte(strings.Join(hashes, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
 	if *nginxRoot != "" {

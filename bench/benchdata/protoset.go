@@ -11,6 +11,8 @@ import (
 	"google.golang.org/protobuf/reflect/protodesc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 	"google.golang.org/protobuf/types/descriptorpb"
+
+	"github.com/flakegate/flakegate/internal/fsutil"
 )
 
 // runProtoset writes the FileDescriptorSet of envoy.service.auth.v3 and
@@ -45,7 +47,7 @@ func runProtoset(args []string, stdout io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("marshal descriptor set: %w", err)
 	}
-	if err := writeFileAtomic(*out, b, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(*out, b, 0o644); err != nil {
 		return err
 	}
 	fmt.Fprintf(stdout, "%s: %d files\n", *out, len(set.File))

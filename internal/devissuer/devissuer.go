@@ -24,6 +24,8 @@ import (
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/flakegate/flakegate/internal/fsutil"
 )
 
 // File names inside the issuer directory.
@@ -85,10 +87,10 @@ func create(dir string) (*Issuer, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, JWKSFile), jwks, 0o644); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, JWKSFile), jwks, 0o644); err != nil {
 		return nil, err
 	}
-	if err := writeFileAtomic(filepath.Join(dir, KeyFile), priv, 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(filepath.Join(dir, KeyFile), priv, 0o600); err != nil {
 		return nil, err
 	}
 	return iss, nil
@@ -215,27 +217,4 @@ func refType(ref string) string {
 		return "tag"
 	}
 	return "branch"
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	defer os.Remove(tmp.Name())
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return fmt.Errorf("chmod %s: %w", path, err)
-	}
-	if err := tmp.Close(); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return fmt.Errorf("write %s: %w", path, err)
-	}
-	return nil
 }

@@ -38,6 +38,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
+
+	"github.com/flakegate/flakegate/internal/fsutil"
 )
 
 // Algorithms for new keys.
@@ -335,7 +337,7 @@ func GenerateKey(dir, alg string, now time.Time) (path, kid string, err error) {
 	}
 	name := created.Format("20060102T150405Z") + "-" + k.ID[:12] + ".pem"
 	path = filepath.Join(dir, name)
-	if err := writeFileAtomic(path, buf.Bytes(), 0o600); err != nil {
+	if err := fsutil.WriteFileAtomic(path, buf.Bytes(), 0o600); err != nil {
 		return "", "", fmt.Errorf("write key file: %w", err)
 	}
 	return path, k.ID, nil
@@ -354,28 +356,4 @@ func EnsureKey(dir, alg string, now time.Time) (created bool, err error) {
 		return false, err
 	}
 	return true, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), ".tmp-*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
