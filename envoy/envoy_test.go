@@ -258,6 +258,9 @@ func TestBootstrapSettings(t *testing.T) {
 	if ea.GetIncludePeerCertificate() {
 		t.Error("include_peer_certificate is on")
 	}
+	if !ea.GetEncodeRawHeaders() {
+		t.Error("encode_raw_headers is off: the embedded gate sends header_map, Envoy must send the same shape")
+	}
 	var router routerv3.Router
 	if err := filters[2].GetTypedConfig().UnmarshalTo(&router); err != nil {
 		t.Fatal(err)

@@ -7,9 +7,11 @@ import (
 	"path/filepath"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
@@ -65,6 +67,42 @@ func BenchmarkCheck(b *testing.B) {
 	}
 }
 
+// envoyCheckRequest is a CheckRequest as Envoy sends it for a Nix client's
+// GET: every attribute set, the headers as the headers map (Envoy's
+// default) or as header_map raw values (encode_raw_headers: true, what
+// envoy/envoy.yaml and the embedded gate send).
+func envoyCheckRequest(method, path, authorization string, raw bool) *authv3.CheckRequest {
+	headers := [][2]string{
+		{":authority", "cache.example.com"}, {":method", method}, {":path", path}, {":scheme", "https"},
+		{"authorization", authorization}, {"user-agent", "curl/8.5.0 Nix/2.24.10"}, {"accept", "*/*"},
+		{"x-request-id", "5b2c7a3e-0f7d-4a57-9d6a-0c7f6c3d2e11"},
+	}
+	h := &authv3.AttributeContext_HttpRequest{
+		Id: "8841934459310581338", Method: method, Path: path, Host: "cache.example.com",
+		Scheme: "https", Protocol: "HTTP/1.1",
+	}
+	if raw {
+		h.HeaderMap = &corev3.HeaderMap{}
+		for _, kv := range headers {
+			h.HeaderMap.Headers = append(h.HeaderMap.Headers, &corev3.HeaderValue{Key: kv[0], RawValue: []byte(kv[1])})
+		}
+	} else {
+		h.Headers = map[string]string{}
+		for _, kv := range headers {
+			h.Headers[kv[0]] = kv[1]
+		}
+	}
+	sock := func(ip string, port uint32) *corev3.Address {
+		return &corev3.Address{Address: &corev3.Address_SocketAddress{SocketAddress: &corev3.SocketAddress{
+			Address: ip, PortSpecifier: &corev3.SocketAddress_PortValue{PortValue: port}}}}
+	}
+	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{
+		Source:      &authv3.AttributeContext_Peer{Address: sock("10.0.0.7", 51234)},
+		Destination: &authv3.AttributeContext_Peer{Address: sock("10.0.0.2", 8080)},
+		Request:     &authv3.AttributeContext_Request{Time: timestamppb.Now(), Http: h},
+	}}
+}
+
 var _ OwnersLookup = staticOwners(nil)
 var _ = route.Flake{}
 
@@ -88,9 +126,12 @@ func BenchmarkCheckGRPC(b *testing.B) {
 		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Metrics:  NewMetrics(nil),
 	}
-	req := checkRequest("GET", "/omnicorp/app/"+testHash+".narinfo", "Bearer "+tok)
-	for _, network := range []string{"tcp", "unix"} {
-		b.Run(network, func(b *testing.B) {
+	for _, bc := range []struct{ network, shape string }{
+		{"tcp", "headers"}, {"unix", "headers"}, {"unix", "header_map"},
+	} {
+		network := bc.network
+		req := envoyCheckRequest("GET", "/omnicorp/app/"+testHash+".narinfo", "Bearer "+tok, bc.shape == "header_map")
+		b.Run(network+"/"+bc.shape, func(b *testing.B) {
 			addr := "127.0.0.1:0"
 			if network == "unix" {
 				addr = "unix:" + filepath.Join(b.TempDir(), "authz.sock")

@@ -73,8 +73,13 @@ type Result struct {
 // Check decides req, records the decision (log line, metrics) and returns
 // the response for Envoy. It never returns nil.
 func (c *Checker) Check(ctx context.Context, req *authv3.CheckRequest) *authv3.CheckResponse {
+	return c.CheckRequest(ctx, ParseCheckRequest(req))
+}
+
+// CheckRequest is Check for a request already parsed.
+func (c *Checker) CheckRequest(ctx context.Context, r Request) *authv3.CheckResponse {
 	start := time.Now()
-	res := c.Decide(ctx, ParseCheckRequest(req))
+	res := c.Decide(ctx, r)
 	c.record(ctx, res, time.Since(start))
 	return Respond(res.Outcome)
 }

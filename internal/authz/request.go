@@ -28,31 +28,48 @@ type Request struct {
 // Envoy's encode_raw_headers is on) is read too.
 func ParseCheckRequest(req *authv3.CheckRequest) Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	r := Request{Method: h.GetMethod(), Path: h.GetPath()}
+	return parseRequest(h.GetMethod(), h.GetPath(), header(h, "authorization"))
+}
+
+// parseRequest is ParseCheckRequest from the three values it reads (also
+// what the gRPC server decodes from the wire: wireCheckRequest).
+func parseRequest(method, path, authorization string) Request {
+	r := Request{Method: method, Path: path}
 	if i := strings.IndexAny(r.Path, "?#"); i >= 0 {
 		r.Path = r.Path[:i]
 	}
-	if h == nil || r.Method == "" || r.Path == "" {
+	if r.Method == "" || r.Path == "" {
 		r.RouteErr = &route.Error{Status: http.StatusBadRequest, Msg: "malformed check request: no HTTP method or path"}
 		return r
 	}
 	r.Route, r.RouteErr = route.Parse(r.Method, r.Path)
-	r.Authorization = header(h, "authorization")
+	r.Authorization = authorization
 	return r
 }
 
-// header returns the value of the lower-case header name.
+// header returns the value of the lower-case header name. In header_map
+// (Envoy's encode_raw_headers: true, which envoy/envoy.yaml and the embedded
+// gate use) a repeated header comes as one entry per value: the values are
+// joined with "," as Envoy joins them in the headers map, so that two
+// Authorization headers are refused alike in both shapes.
 func header(h *authv3.AttributeContext_HttpRequest, name string) string {
 	if v, ok := h.GetHeaders()[name]; ok {
 		return v
 	}
+	v, found := "", false
 	for _, hv := range h.GetHeaderMap().GetHeaders() {
-		if strings.EqualFold(hv.GetKey(), name) {
-			if hv.GetValue() != "" {
-				return hv.GetValue()
-			}
-			return string(hv.GetRawValue())
+		if !strings.EqualFold(hv.GetKey(), name) {
+			continue
+		}
+		val := hv.GetValue()
+		if val == "" {
+			val = string(hv.GetRawValue())
+		}
+		if found {
+			v += "," + val
+		} else {
+			v, found = val, true
 		}
 	}
-	return ""
+	return v
 }

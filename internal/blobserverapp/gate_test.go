@@ -22,8 +22,13 @@ type fakeAuthz struct {
 }
 
 func (fakeAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	h := req.GetAttributes().GetRequest().GetHttp().GetHeaders()
-	if h["authorization"] == "Bearer good" {
+	auth := ""
+	for _, hv := range req.GetAttributes().GetRequest().GetHttp().GetHeaderMap().GetHeaders() {
+		if hv.GetKey() == "authorization" {
+			auth = string(hv.GetRawValue())
+		}
+	}
+	if auth == "Bearer good" {
 		return &authv3.CheckResponse{
 			Status: &statuspb.Status{Code: int32(codes.OK)},
 			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{

@@ -31,8 +31,8 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 		scheme  string
 		proto   string
 		size    int64
-		headers map[string]string // exact map
-		src     string            // "ip:port" or "pipe:path"
+		headers map[string][]string // exact header_map, values in order
+		src     string              // "ip:port" or "pipe:path"
 		dst     string
 		princ   string
 	}{
@@ -50,13 +50,13 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 			},
 			id: 42, method: "GET", path: "/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo",
 			host: "cache.example.com", scheme: "http", proto: "HTTP/1.1", size: 0,
-			headers: map[string]string{
-				":authority": "cache.example.com", ":method": "GET", ":scheme": "http",
-				":path":          "/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo",
-				"authorization":  "Basic Zmxha2VnYXRlOnRvaw==",
-				"user-agent":     "curl/8.5 Nix/2.24",
-				"accept":         "text/plain,*/*",
-				"x-custom-thing": "v",
+			headers: map[string][]string{
+				":authority": {"cache.example.com"}, ":method": {"GET"}, ":scheme": {"http"},
+				":path":          {"/omnicorp/app/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1.narinfo"},
+				"authorization":  {"Basic Zmxha2VnYXRlOnRvaw=="},
+				"user-agent":     {"curl/8.5 Nix/2.24"},
+				"accept":         {"text/plain", "*/*"},
+				"x-custom-thing": {"v"},
 			},
 			src: "192.0.2.7:51234",
 		},
@@ -75,10 +75,10 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 			},
 			id: 7, method: "PUT", path: "/omnicorp/app/nar/x.nar?compression=zstd",
 			host: "cache.example.com", scheme: "https", proto: "HTTP/2", size: -1,
-			headers: map[string]string{
-				":authority": "cache.example.com", ":method": "PUT", ":scheme": "https",
-				":path":             "/omnicorp/app/nar/x.nar?compression=zstd",
-				"transfer-encoding": "chunked",
+			headers: map[string][]string{
+				":authority": {"cache.example.com"}, ":method": {"PUT"}, ":scheme": {"https"},
+				":path":             {"/omnicorp/app/nar/x.nar?compression=zstd"},
+				"transfer-encoding": {"chunked"},
 			},
 			src: "2001:db8::1:443", dst: "10.0.0.2:8443", princ: "spiffe://example.com/ci",
 		},
@@ -95,15 +95,15 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 			},
 			method: "PUT", path: "/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv",
 			host: "example.com", scheme: "https", proto: "HTTP/1.0", size: 5,
-			headers: map[string]string{
-				":authority": "example.com", ":method": "PUT", ":scheme": "https",
-				":path":          "/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv",
-				"content-length": "5",
+			headers: map[string][]string{
+				":authority": {"example.com"}, ":method": {"PUT"}, ":scheme": {"https"},
+				":path":          {"/omnicorp/app/log/0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1-hello.drv"},
+				"content-length": {"5"},
 			},
 			src: "pipe:@", dst: "pipe:/run/flakegate.sock", princ: "builder.example.com",
 		},
 		{
-			name: "non-canonical header spellings are merged under one lower-case name",
+			name: "non-canonical header spellings are sent under one lower-case name",
 			build: func() *http.Request {
 				r := httptest.NewRequest("GET", "/nix-cache-info", nil)
 				r.Header["x-mixed"] = []string{"a"}
@@ -112,9 +112,9 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 				return r
 			},
 			method: "GET", path: "/nix-cache-info", host: "example.com", scheme: "http", proto: "HTTP/1.1",
-			headers: map[string]string{
-				":authority": "example.com", ":method": "GET", ":scheme": "http", ":path": "/nix-cache-info",
-				"x-mixed": "",
+			headers: map[string][]string{
+				":authority": {"example.com"}, ":method": {"GET"}, ":scheme": {"http"}, ":path": {"/nix-cache-info"},
+				"x-mixed": {"a", "b"},
 			},
 		},
 	}
@@ -141,21 +141,24 @@ func TestCheckRequestFromHTTP(t *testing.T) {
 			if h.GetBody() != "" || len(h.GetRawBody()) != 0 {
 				t.Error("a body was put in the CheckRequest")
 			}
-			got := h.GetHeaders()
+			if len(h.GetHeaders()) != 0 {
+				t.Errorf("headers map = %v, want header_map only (encode_raw_headers)", h.GetHeaders())
+			}
+			got := headerMapValues(t, h.GetHeaderMap())
 			if _, ok := tc.headers["x-mixed"]; ok {
 				// Map order decides which spelling comes first.
-				if v := got["x-mixed"]; v != "a,b" && v != "b,a" {
-					t.Errorf("x-mixed = %q, want both values joined", v)
+				if v := got["x-mixed"]; len(v) != 2 || v[0]+v[1] != "ab" && v[0]+v[1] != "ba" {
+					t.Errorf("x-mixed = %q, want both values", v)
 				}
 				delete(got, "x-mixed")
 				delete(tc.headers, "x-mixed")
 			}
 			if !reflect.DeepEqual(got, tc.headers) {
-				t.Errorf("headers =\n%v\nwant\n%v", got, tc.headers)
+				t.Errorf("header_map =\n%v\nwant\n%v", got, tc.headers)
 			}
-			for k := range got {
-				if k != strings.ToLower(k) {
-					t.Errorf("header name %q is not lower-case", k)
+			for i, hv := range h.GetHeaderMap().GetHeaders()[:4] {
+				if want := []string{":authority", ":method", ":path", ":scheme"}[i]; hv.GetKey() != want {
+					t.Errorf("header_map[%d] = %q, want the pseudo-headers first (%q)", i, hv.GetKey(), want)
 				}
 			}
 			if ts := cr.GetAttributes().GetRequest().GetTime().AsTime(); !ts.Equal(now) {
@@ -189,8 +192,8 @@ func TestCheckBufReuse(t *testing.T) {
 	r2.RemoteAddr = ""
 	b.fill(r2, 2, time.Now())
 	h := b.req.GetAttributes().GetRequest().GetHttp()
-	if _, ok := h.GetHeaders()["authorization"]; ok {
-		t.Error("authorization header leaked from the previous request")
+	if v := headerMapValues(t, h.GetHeaderMap())["authorization"]; v != nil {
+		t.Errorf("authorization header %q leaked from the previous request", v)
 	}
 	if p := b.req.GetAttributes().GetSource().GetPrincipal(); p != "" {
 		t.Errorf("principal %q leaked from the previous request", p)
@@ -228,6 +231,24 @@ func TestStripClientHeaders(t *testing.T) {
 			t.Errorf("%s was removed", k)
 		}
 	}
+}
+
+// headerMapValues collects a header_map into name → values (in order),
+// checking every entry the way Envoy's raw mode writes it: a lower-case
+// name and the value in raw_value only.
+func headerMapValues(t *testing.T, hm *corev3.HeaderMap) map[string][]string {
+	t.Helper()
+	got := map[string][]string{}
+	for _, hv := range hm.GetHeaders() {
+		if k := hv.GetKey(); k != strings.ToLower(k) {
+			t.Errorf("header name %q is not lower-case", k)
+		}
+		if hv.GetValue() != "" {
+			t.Errorf("header %q has value %q, want it in raw_value only", hv.GetKey(), hv.GetValue())
+		}
+		got[hv.GetKey()] = append(got[hv.GetKey()], string(hv.GetRawValue()))
+	}
+	return got
 }
 
 func strconvU(u uint64) string { return strconv.FormatUint(u, 10) }

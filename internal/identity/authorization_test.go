@@ -135,3 +135,18 @@ func FuzzTokenFromAuthorization(f *testing.F) {
 		}
 	})
 }
+
+// TestTokenAlphabet checks isTokenText's table against RFC 6750's b64token
+// alphabet, byte by byte.
+func TestTokenAlphabet(t *testing.T) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~+/="
+	for c := 0; c < 256; c++ {
+		want := strings.IndexByte(alphabet, byte(c)) >= 0
+		if got := identity.IsTokenText("ab" + string([]byte{byte(c)}) + "cd"); got != want {
+			t.Errorf("byte %#02x: isTokenText = %v, want %v", c, got, want)
+		}
+	}
+	if !identity.IsTokenText("") {
+		t.Error("empty text refused (the caller checks emptiness itself)")
+	}
+}
