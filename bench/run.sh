@@ -9,7 +9,8 @@
 #
 # Measures (default: all, in this order):
 #   narinfo  narinfo GET, blob server alone vs nginx static files (wrk)
-#   gate     narinfo GET through the embedded gate + authz, valid JWT vs nginx
+#   gate     narinfo GET through the embedded gate + authz, valid JWT vs nginx;
+#            and through the gate with a do-nothing ext_authz (the bound)
 #   nar      NAR GET of a 256 MiB file vs nginx sendfile (wrk)
 #   ingest   PUT of a 1 GiB uncompressed NAR vs `openssl dgst -sha256` of it
 #   index    narinfo p99 with 1M indexed paths vs 10k (-quick: 100k)
@@ -324,39 +325,61 @@ put_nar() {
 	echo "$out"
 }
 
-# nginx's narinfo figure, measured once per run (callers use $(...), a
-# subshell, so it is kept in a file of this run).
-rm -f "$WORK/run/nginx-narinfo"
-nginx_narinfo_rps() {
-	if [[ ! -s $WORK/run/nginx-narinfo ]]; then
-		WRK_PATHS=$DATA/narinfo-paths.txt wrk_median nginx-narinfo "http://$P_NGINX" 1 >"$WORK/run/nginx-narinfo"
-	fi
-	cat "$WORK/run/nginx-narinfo"
+# vs_nginx NAME URL [wrk args...]: $RUNS pairs of runs, nginx on the same
+# narinfos then ours, back to back, so that the host slowing down or
+# speeding up (it moves by 25 % within minutes) weighs on both sides of each
+# ratio alike. Prints "ours ref ratio": the medians of our runs, of nginx's
+# runs and of the per-pair ratios (the ratio reported).
+vs_nginx() {
+	local name=$1 url=$2
+	shift 2
+	local ours=() refs=() ratios=() i a b
+	for i in $(seq "$RUNS"); do
+		b=$(WRK_PATHS=$DATA/narinfo-paths.txt wrk_run "nginx-for-$name-$i" "http://$P_NGINX" | awk '{print $1}')
+		a=$(WRK_PATHS=$DATA/narinfo-paths.txt wrk_run "$name-$i" "$url" "$@" | awk '{print $1}')
+		ours+=("$a") refs+=("$b") ratios+=("$(ratio "$a" "$b" 4)")
+	done
+	echo "$(median "${ours[@]}") $(median "${refs[@]}") $(ratio "$(median "${ratios[@]}")" 1)"
 }
 
 # ---- measures -------------------------------------------------------------
 m_narinfo() {
-	log "narinfo GET: blob server alone vs nginx ($RUNS× $DUR, wrk -t$WRK_T -c$WRK_C, 1000 random paths)"
+	log "narinfo GET: blob server alone vs nginx ($RUNS× $DUR each, interleaved, wrk -t$WRK_T -c$WRK_C, 1000 random paths)"
 	start_blob
 	start_nginx
-	local ref ours r
-	ref=$(nginx_narinfo_rps)
-	ours=$(WRK_PATHS=$DATA/narinfo-paths.txt wrk_median blob-narinfo "http://$P_BLOB" 1)
-	r=$(ratio "$ours" "$ref")
+	local ours ref r
+	read -r ours ref r < <(vs_nginx blob-narinfo "http://$P_BLOB")
+	[[ -n $r ]] || die "narinfo row: a wrk run failed (see $LOGS/wrk-*.txt)"
 	result 1-narinfo "narinfo GET, blob server alone (req/s)" "$ours" "$ref (nginx)" "$r" "≥ 0.5" "$(ge "$r" 0.5)"
 }
 
 m_gate() {
-	log "narinfo GET through the embedded gate + authz (valid RS256 JWT, shipped policy) vs nginx"
+	log "narinfo GET through the embedded gate + authz (valid RS256 JWT, shipped policy) vs nginx, interleaved"
 	start_gate
 	local ref ours r code
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$P_GATE$(head -1 "$DATA/narinfo-paths.txt")")
 	[[ $code == 200 ]] || die "gated narinfo GET answers $code, want 200 (see $LOGS/authz-gate.log)"
 	start_nginx
-	ref=$(nginx_narinfo_rps)
-	ours=$(WRK_PATHS=$DATA/narinfo-paths.txt wrk_median gate-narinfo "http://$P_GATE" 1 -H "Authorization: Bearer $TOKEN")
-	r=$(ratio "$ours" "$ref")
+	read -r ours ref r < <(vs_nginx gate-narinfo "http://$P_GATE" -H "Authorization: Bearer $TOKEN")
+	[[ -n $r ]] || die "gate row: a wrk run failed (see $LOGS/wrk-*.txt)"
 	result 2-gate "narinfo GET via embedded gate, JWT + policy (req/s)" "$ours" "$ref (nginx)" "$r" "≥ 0.2" "$(ge "$r" 0.2)"
+
+	# The bound: the same gate in front of an ext_authz service that decides
+	# nothing (benchdata nullauthz: a fixed OK answer of the same shape).
+	log "the same through the gate in front of a do-nothing ext_authz (the round trip's bound), interleaved"
+	local nsock=$WORK/run/nullauthz.sock napid nbpid
+	start nullauthz benchdata nullauthz -listen "unix:$nsock"
+	napid=$LAST_PID
+	rm -rf "$WORK/run/gate-null-data" && cp -r "$DATA/idx10k" "$WORK/run/gate-null-data"
+	start blobserver-gate-null blobserver -listen 127.0.0.1:18087 -internal-listen "" \
+		-data-dir "$WORK/run/gate-null-data" -ext-authz "$nsock" -access-log=false -log-level warn
+	nbpid=$LAST_PID
+	wait_http "http://127.0.0.1:18087/nix-cache-info"
+	read -r ours ref r < <(vs_nginx gate-null-narinfo "http://127.0.0.1:18087" -H "Authorization: Bearer $TOKEN")
+	[[ -n $r ]] || die "gate bound row: a wrk run failed (see $LOGS/wrk-*.txt)"
+	stop "$nbpid"
+	stop "$napid"
+	result 2-gate-null "same via the gate with a do-nothing ext_authz: the round trip's bound (req/s)" "$ours" "$ref (nginx)" "$r" "—" "recorded"
 }
 
 NAR256=

@@ -6,14 +6,18 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protodesc"
@@ -277,5 +281,45 @@ func TestNullCache(t *testing.T) {
 		if rec.Code != tc.want || !strings.Contains(rec.Body.String(), tc.wantBody) {
 			t.Errorf("%s %s: %d %q, want %d with %q", tc.method, tc.path, rec.Code, rec.Body.String(), tc.want, tc.wantBody)
 		}
+	}
+}
+
+// The null ext_authz allows every request with the answer the real authz
+// gives an allowed read, and stops with its context.
+func TestNullAuthz(t *testing.T) {
+	ln, err := net.Listen("unix", filepath.Join(t.TempDir(), "authz.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveNullAuthz(ctx, ln) }()
+	conn, err := grpc.NewClient("unix:"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	cctx, ccancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer ccancel()
+	resp, err := authv3.NewAuthorizationClient(conn).Check(cctx, &authv3.CheckRequest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := resp.GetOkResponse()
+	if resp.GetStatus().GetCode() != 0 || ok == nil {
+		t.Fatalf("answer %v, want OK", resp)
+	}
+	if len(ok.GetHeaders()) != 1 || ok.GetHeaders()[0].GetHeader().GetKey() != "x-flakegate-subject" ||
+		len(ok.GetHeadersToRemove()) != 1 || ok.GetHeadersToRemove()[0] != "authorization" {
+		t.Errorf("OK answer %v, want the subject header added and authorization removed", ok)
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("null ext_authz did not stop with its context")
 	}
 }

@@ -10,6 +10,7 @@
 //	benchdata protoset -out FILE
 //	benchdata check    -addr HOST:PORT -method GET -path P -authorization A
 //	benchdata nullcache -listen HOST:PORT            # a cache that keeps nothing
+//	benchdata nullauthz -listen unix:/PATH|HOST:PORT # an ext_authz that allows all
 package main
 
 import (
@@ -26,7 +27,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache [flags]")
+		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache|nullauthz [flags]")
 		return 2
 	}
 	var err error
@@ -43,8 +44,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runCheck(args[1:], stdout)
 	case "nullcache":
 		err = runNullCache(args[1:], stdout)
+	case "nullauthz":
+		err = runNullAuthz(args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check or nullcache)", args[0])
+		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check, nullcache or nullauthz)", args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0
