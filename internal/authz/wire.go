@@ -20,11 +20,9 @@ const (
 	fieldHTTPHeaders      protowire.Number = 3  // HttpRequest.headers (map<string,string>)
 	fieldHTTPPath         protowire.Number = 4  // HttpRequest.path
 	fieldHTTPHeaderMap    protowire.Number = 13 // HttpRequest.header_map
-	fieldMapKey           protowire.Number = 1  // map entry key
-	fieldMapValue         protowire.Number = 2  // map entry value
 	fieldHeaderMapHeaders protowire.Number = 1  // HeaderMap.headers (repeated HeaderValue)
-	fieldHeaderKey        protowire.Number = 1  // HeaderValue.key
-	fieldHeaderValue      protowire.Number = 2  // HeaderValue.value
+	fieldHeaderKey        protowire.Number = 1  // HeaderValue.key, and a map entry's key
+	fieldHeaderValue      protowire.Number = 2  // HeaderValue.value, and a map entry's value
 	fieldHeaderRawValue   protowire.Number = 3  // HeaderValue.raw_value
 )
 
@@ -96,21 +94,7 @@ func (w *wireCheckRequest) decodeHTTP(b []byte) error {
 		case fieldHTTPPath:
 			return setString(&w.path, v)
 		case fieldHTTPHeaders:
-			var key, value []byte
-			err := walk(v, func(num protowire.Number, typ protowire.Type, v []byte) error {
-				if typ != protowire.BytesType || num != fieldMapKey && num != fieldMapValue {
-					return nil
-				}
-				if !utf8.Valid(v) {
-					return fmt.Errorf("%w: headers entry is not valid UTF-8", errWire)
-				}
-				if num == fieldMapKey {
-					key = v
-				} else {
-					value = v
-				}
-				return nil
-			})
+			key, value, _, err := keyValue(v, "headers entry")
 			if err == nil && string(key) == "authorization" {
 				w.mapAuth, w.mapHasAuth = append(w.mapAuth[:0], value...), true
 			}
@@ -130,26 +114,7 @@ func (w *wireCheckRequest) decodeHTTP(b []byte) error {
 // decodeHeaderValue reads one header_map entry; header() uses its value,
 // or its raw_value when the value is empty.
 func (w *wireCheckRequest) decodeHeaderValue(b []byte) error {
-	var key, value, raw []byte
-	err := walk(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
-		if typ != protowire.BytesType {
-			return nil
-		}
-		switch num {
-		case fieldHeaderKey, fieldHeaderValue:
-			if !utf8.Valid(v) {
-				return fmt.Errorf("%w: header_map entry is not valid UTF-8", errWire)
-			}
-			if num == fieldHeaderKey {
-				key = v
-			} else {
-				value = v
-			}
-		case fieldHeaderRawValue:
-			raw = v
-		}
-		return nil
-	})
+	key, value, raw, err := keyValue(b, "header_map entry")
 	if err != nil || !strings.EqualFold(string(key), "authorization") {
 		return err
 	}
@@ -161,6 +126,32 @@ func (w *wireCheckRequest) decodeHeaderValue(b []byte) error {
 	}
 	w.rawAuth, w.rawHasAuth = append(w.rawAuth, value...), true
 	return nil
+}
+
+// keyValue reads a map<string,string> entry or a HeaderValue: the strings
+// key (1) and value (2), which must be valid UTF-8, and raw_value (3,
+// bytes; a map entry has none). The last of a repeated field wins.
+func keyValue(b []byte, what string) (key, value, raw []byte, err error) {
+	err = walk(b, func(num protowire.Number, typ protowire.Type, v []byte) error {
+		if typ != protowire.BytesType {
+			return nil
+		}
+		switch num {
+		case fieldHeaderKey, fieldHeaderValue:
+			if !utf8.Valid(v) {
+				return fmt.Errorf("%w: %s is not valid UTF-8", errWire, what)
+			}
+			if num == fieldHeaderKey {
+				key = v
+			} else {
+				value = v
+			}
+		case fieldHeaderRawValue:
+			raw = v
+		}
+		return nil
+	})
+	return key, value, raw, err
 }
 
 func setString(dst *[]byte, v []byte) error {

@@ -108,7 +108,7 @@ func wireEdgeCases() []wireEdgeCase {
 	wrap := func(http ...[]byte) []byte {
 		return msg(fieldCheckAttributes, msg(fieldAttrRequest, msg(fieldRequestHTTP, http...)))
 	}
-	entry := func(k, v string) []byte { return msg(fieldHTTPHeaders, str(fieldMapKey, k), str(fieldMapValue, v)) }
+	entry := func(k, v string) []byte { return msg(fieldHTTPHeaders, str(fieldHeaderKey, k), str(fieldHeaderValue, v)) }
 	hv := func(k, v, raw string) []byte {
 		parts := [][]byte{str(fieldHeaderKey, k)}
 		if v != "" {
@@ -133,7 +133,7 @@ func wireEdgeCases() []wireEdgeCase {
 		{"attributes sent twice are merged", cat(wrap(get), wrap(path, entry("authorization", "Bearer a"))), "Bearer a", true},
 		{"last method wins", wrap(str(fieldHTTPMethod, "PUT"), get, path), "", true},
 		{"last map entry for a key wins", wrap(get, path, entry("authorization", "Bearer a"), entry("authorization", "Bearer b")), "Bearer b", true},
-		{"map entry without value is empty", wrap(get, path, msg(fieldHTTPHeaders, str(fieldMapKey, "authorization"))), "", true},
+		{"map entry without value is empty", wrap(get, path, msg(fieldHTTPHeaders, str(fieldHeaderKey, "authorization"))), "", true},
 		{"map wins over header_map", wrap(get, path, msg(fieldHTTPHeaderMap, hv("authorization", "", "Bearer raw")), entry("authorization", "Bearer map")), "Bearer map", true},
 		{"header_map entries joined in order, any case", wrap(get, path, msg(fieldHTTPHeaderMap, hv("Authorization", "", "Bearer a")), msg(fieldHTTPHeaderMap, hv("authorization", "Bearer b", "ignored"))), "Bearer a,Bearer b", true},
 		{"header_map value before raw_value", wrap(get, path, msg(fieldHTTPHeaderMap, hv("authorization", "v", "raw"))), "v", true},
