@@ -108,7 +108,9 @@ func wireEdgeCases() []wireEdgeCase {
 	wrap := func(http ...[]byte) []byte {
 		return msg(fieldCheckAttributes, msg(fieldAttrRequest, msg(fieldRequestHTTP, http...)))
 	}
-	entry := func(k, v string) []byte { return msg(fieldHTTPHeaders, str(fieldHeaderKey, k), str(fieldHeaderValue, v)) }
+	entry := func(k, v string) []byte {
+		return msg(fieldHTTPHeaders, str(fieldHeaderKey, k), str(fieldHeaderValue, v))
+	}
 	hv := func(k, v, raw string) []byte {
 		parts := [][]byte{str(fieldHeaderKey, k)}
 		if v != "" {
