@@ -61,7 +61,18 @@ type Verifier struct {
 const verifyQueue = 4
 
 // chunkBufs holds the chunk copies of the size uploads are written in.
-var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, 256<<10); return &b }}
+var chunkBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkSize); return &b }}
+
+// chunkSize is the capacity of the pooled chunk buffers.
+const chunkSize = 256 << 10
+
+// recycle returns a chunk buffer to the pool; larger ones (Write's copies
+// of big writes) are left to the garbage collector.
+func recycle(bp *[]byte) {
+	if cap(*bp) == chunkSize {
+		chunkBufs.Put(bp)
+	}
+}
 
 // NewVerifier starts a verifier for a NAR file with the given compression.
 // maxNarSize limits the decompressed size (0: no limit).
@@ -82,31 +93,18 @@ func NewVerifier(c route.Compression, maxNarSize int64) (*Verifier, error) {
 // Write queues a copy of p for verification. An error means the data is
 // invalid (or the verifier was aborted or finished).
 func (v *Verifier) Write(p []byte) (int, error) {
-	if v.closed {
-		return 0, errAborted
-	}
-	select {
-	case <-v.done: // the goroutine stopped early: the data is bad
-		return 0, v.err
-	default:
-	}
-	if len(p) == 0 {
-		return 0, nil
-	}
 	var bp *[]byte
-	if len(p) <= 256<<10 {
+	if len(p) <= chunkSize {
 		bp = chunkBufs.Get().(*[]byte)
 		*bp = append((*bp)[:0], p...)
 	} else {
 		b := append([]byte(nil), p...)
 		bp = &b
 	}
-	select {
-	case v.chunks <- bp:
-		return len(p), nil
-	case <-v.done:
-		return 0, v.err
+	if err := v.WriteBuffer(bp, len(p)); err != nil {
+		return 0, err
 	}
+	return len(p), nil
 }
 
 // NewBuffer returns a buffer to read upload data into and hand to
@@ -124,24 +122,24 @@ func NewBuffer() *[]byte {
 func (v *Verifier) WriteBuffer(bp *[]byte, n int) error {
 	*bp = (*bp)[:n]
 	if v.closed {
-		chunkBufs.Put(bp)
+		recycle(bp)
 		return errAborted
 	}
 	select {
 	case <-v.done: // the goroutine stopped early: the data is bad
-		chunkBufs.Put(bp)
+		recycle(bp)
 		return v.err
 	default:
 	}
 	if n == 0 {
-		chunkBufs.Put(bp)
+		recycle(bp)
 		return nil
 	}
 	select {
 	case v.chunks <- bp:
 		return nil
 	case <-v.done:
-		chunkBufs.Put(bp)
+		recycle(bp)
 		return v.err
 	}
 }
@@ -242,8 +240,8 @@ func (r *chunkReader) fill() error {
 }
 
 func (r *chunkReader) release() {
-	if r.cur != nil && cap(*r.cur) == 256<<10 {
-		chunkBufs.Put(r.cur)
+	if r.cur != nil {
+		recycle(r.cur)
 	}
 	r.cur = nil
 }
