@@ -291,16 +291,11 @@ type policySet struct {
 // compiled set is read-only, so both sets can share it.
 func build(ctx context.Context, dir string, snap *snapshot, cacheSize int, prev *policySet) (*policySet, error) {
 	var reuse *policySet
+	var reusedModules map[string]*ast.Module
 	if prev != nil && prev.compiler != nil && prev.modulesRev == snap.ModulesRevision {
-		reuse = prev
+		reuse, reusedModules = prev, prev.modules
 	}
-	var parsed *parsedSet
-	var problems []Problem
-	if reuse != nil {
-		parsed, problems = parseReusing(snap, reuse.modules)
-	} else {
-		parsed, problems = parse(snap)
-	}
+	parsed, problems := parseReusing(snap, reusedModules)
 	if len(problems) > 0 {
 		sortProblems(problems)
 		return nil, &LoadError{Dir: dir, Problems: problems}
