@@ -23,6 +23,9 @@
 # Per-flake settings come from flakes.yaml (data.flakes), keyed "org/name":
 #   read:  {users, groups, repos, orgs}   REPLACES the org-wide read default
 #   push:  {repos, refs, environments}    ADDS pushers, refs, environments
+# flakes.yaml is required: a missing, empty or non-mapping flakes.yaml is a
+# config error, since without its read lists restricted flakes would fall
+# back to the org-wide default. groups.yaml is optional (groups only grant).
 # `config_errors` (bottom of this file) validates flakes.yaml and groups.yaml.
 # The policy engine evaluates it once whenever it loads the directory and
 # refuses a set with errors, exactly like a Rego syntax error: the previous
@@ -234,10 +237,33 @@ read_denial := sprintf("%s is readable only by the readers listed in flakes.yaml
 # config_errors lists what is wrong with flakes.yaml / groups.yaml. It must
 # not depend on input: the engine evaluates it once per load and refuses a
 # policy set for which it is not empty.
+#
+# flakes.yaml is REQUIRED. A read list replaces the org-wide default, mostly
+# to narrow it, so a set loaded without them would let every identity of
+# omnicorp read omnicorp/super-duper-secure. A deleted file
+# (data.flakes undefined), an empty, blank or comment-only one (YAML null)
+# and anything but a mapping are therefore errors, never "no settings": a
+# deployment without per-flake settings ships `{}`. So `flakes` has no
+# default here; the per-request `settings` default above is only reached in
+# a set that passed this check.
 flakes := data.flakes
 
-default flakes := {}
+# flakes_file_errors checks what flakes.yaml loaded as: files is the set of
+# the values of data.flakes, empty when there is no such file.
+flakes_file_errors(files) := {"flakes.yaml is missing: it must exist (`{}` for no per-flake settings); without its read lists every restricted flake would fall back to the org-wide read default"} if {
+	count(files) == 0
+} else := {"flakes.yaml is empty (blank or only comments): write `{}` for no per-flake settings"} if {
+	files == {null}
+} else := {sprintf("flakes.yaml must map \"org/name\" keys to settings, not be %s", [type_name(f)]) |
+	some f in files
+	not is_object(f)
+}
 
+# groups.yaml is optional (not shipped): groups only grant (read.groups adds
+# readers to a flake's read list), so a set without it can only deny more.
+# A read.groups entry naming a group that groups.yaml does not define is an
+# error below, so deleting groups.yaml while flakes.yaml uses it is refused
+# too. A groups.yaml that exists must be a mapping (an empty one is refused).
 groups := data.groups
 
 default groups := {}
@@ -256,7 +282,7 @@ string_list(l) if {
 	}
 }
 
-config_errors contains "flakes.yaml must map \"org/name\" keys to settings" if not is_object(flakes)
+config_errors contains e if some e in flakes_file_errors({f | f := data.flakes})
 
 config_errors contains "groups.yaml must map group names to lists of user names" if not is_object(groups)
 

@@ -214,7 +214,11 @@ config_error_cases := [
 	{"note": "upper-case key", "flakes": {"Acme/X": {}}, "error": "\"Acme/X\" is not a lower-case \"org/name\""},
 	{"note": "key without org", "flakes": {"x": {}}, "error": "\"x\" is not a lower-case"},
 	{"note": "unknown group", "flakes": {"acme/x": {"read": {"groups": ["ghosts"]}}}, "error": "read.groups names \"ghosts\", which groups.yaml does not define"},
-	{"note": "flakes is a list", "flakes": ["acme/x"], "error": "flakes.yaml must map"},
+	{"note": "flakes is a list", "flakes": ["acme/x"], "error": "flakes.yaml must map \"org/name\" keys to settings, not be array"},
+	{"note": "flakes is a string", "flakes": "acme/x", "error": "flakes.yaml must map \"org/name\" keys to settings, not be string"},
+	{"note": "flakes is a number", "flakes": 1, "error": "not be number"},
+	{"note": "flakes is false", "flakes": false, "error": "not be boolean"},
+	{"note": "flakes is null (an empty, blank or comment-only flakes.yaml)", "flakes": null, "error": "flakes.yaml is empty"},
 	{"note": "group is not a list", "flakes": {}, "groups": {"ops": "dave"}, "error": "groups.yaml: ops must be a list"},
 	{"note": "groups is a list", "flakes": {}, "groups": ["dave"], "error": "groups.yaml must map"},
 ]
@@ -233,8 +237,56 @@ one_error_like(errors, want) if {
 	print(sprintf("got %v; want one error containing %q", [errors, want]))
 }
 
-test_no_data_files_is_valid if {
+# An empty mapping is how a deployment says "no per-flake settings"; groups.yaml
+# may be absent (see test_groups_yaml_is_optional).
+test_empty_flakes_is_valid if {
 	count(authz.config_errors) == 0 with data.flakes as {} with data.groups as {}
+}
+
+# A missing flakes.yaml is refused: without it, every flake whose read list
+# restricts it would fall back to the org-wide read default. `with` cannot
+# make data.flakes undefined, so this checks the function config_errors
+# applies to {f | f := data.flakes}, which is the empty set without the
+# file; internal/policy's Go tests delete the file for real.
+test_flakes_absent if {
+	errors := authz.flakes_file_errors(set())
+	one_error_like(errors, "flakes.yaml is missing")
+}
+
+test_flakes_present_checks[note] if {
+	some note, c in {
+		"mapping": {"files": {{"acme/x": {}}}, "errors": set()},
+		"empty mapping": {"files": {{}}, "errors": set()},
+		"null": {"files": {null}, "errors": {"flakes.yaml is empty (blank or only comments): write `{}` for no per-flake settings"}},
+		"list": {"files": {["acme/x"]}, "errors": {"flakes.yaml must map \"org/name\" keys to settings, not be array"}},
+		"string": {"files": {"acme/x"}, "errors": {"flakes.yaml must map \"org/name\" keys to settings, not be string"}},
+	}
+	errors := authz.flakes_file_errors(c.files)
+	same_errors(errors, c.errors)
+}
+
+same_errors(got, want) if {
+	got == want
+} else := false if {
+	print(sprintf("got %v; want %v", [got, want]))
+}
+
+# groups.yaml only grants, so it is optional: without it (data.groups
+# undefined) the shipped settings load as long as no read.groups names a group.
+test_groups_yaml_is_optional if {
+	count(authz.config_errors) == 0 with data.flakes as {"acme/x": {"read": {"users": ["alice"]}}}
+}
+
+# ... but a flake that names a group needs it.
+test_groups_yaml_needed_by_read_groups if {
+	errors := authz.config_errors with data.flakes as {"acme/x": {"read": {"groups": ["ops"]}}}
+	one_error_like(errors, "read.groups names \"ops\", which groups.yaml does not define")
+}
+
+# An empty groups.yaml (null) is refused like an empty flakes.yaml.
+test_groups_yaml_empty if {
+	errors := authz.config_errors with data.flakes as {} with data.groups as null
+	one_error_like(errors, "groups.yaml must map group names")
 }
 
 test_case_notes_are_unique if {

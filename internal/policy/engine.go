@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,8 +22,13 @@ import (
 type Options struct {
 	Logger     *slog.Logger          // default slog.Default()
 	Registerer prometheus.Registerer // nil: metrics are not exported
-	// Debounce is how long the directory must stay quiet after a change
-	// before it is reloaded (editors and kubelet write in several steps).
+	// Debounce is how long the directory and every policy and data file
+	// must have been unchanged (by their modification and change times)
+	// before a snapshot of them is activated, by any path: a change event,
+	// the rescan, Reload, the catch-up at Run start and NewEngine. Editors,
+	// cp and deploy scripts write in several steps; a prefix of a data file
+	// can be valid YAML that lacks the entries restricting access. A file
+	// that changes while it is read is never activated either (settle.go).
 	Debounce time.Duration // default 100ms
 	// Rescan is the period of a full rescan that catches what fsnotify
 	// misses (files symlinked from elsewhere, a recreated directory).
@@ -51,7 +58,9 @@ type Engine struct {
 
 	active atomic.Pointer[policySet] // never nil after NewEngine
 
-	reloadMu sync.Mutex // serializes reloads
+	reloadMu sync.Mutex // serializes reloads; guards seenKey and seenAt
+	seenKey  string     // settleWait's fallback for file times in the future
+	seenAt   time.Time
 
 	mu        sync.Mutex // guards the fields below
 	lastErr   error
@@ -63,6 +72,15 @@ var _ Evaluator = (*Engine)(nil)
 
 // NewEngine loads the policy directory. The initial load must succeed; its
 // error (a *LoadError for policy problems) names file and line.
+//
+// Like every reload, the initial load waits until the directory has settled
+// (no file of the set changed for Debounce, see settle.go), for at most
+// 10 × Debounce + 1 s, and then fails with ErrUnsettled. It does not accept
+// an unsettled directory: there is no previous revision to keep, and a
+// half-written flakes.yaml that happens to be valid YAML would serve wider
+// access until the next reload. So a directory written just before the
+// start (tests, an init container) costs at most Debounce of start-up time,
+// and one that never settles fails closed: authz does not start.
 func NewEngine(dir string, opts Options) (*Engine, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
@@ -86,10 +104,22 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
 	defer cancel()
 	start := time.Now()
-	snap, err := readDir(dir, false)
-	if err != nil {
-		e.metrics.failed(time.Since(start).Seconds())
-		return nil, fmt.Errorf("load policies: %w", err)
+	var snap *snapshot
+	for deadline := start.Add(e.settleLimit()); ; {
+		s, wait, err := e.read(time.Now())
+		if err != nil {
+			e.metrics.failed(time.Since(start).Seconds())
+			return nil, fmt.Errorf("load policies: %w", err)
+		}
+		if wait == 0 {
+			snap = s
+			break
+		}
+		if time.Until(deadline) < wait {
+			e.metrics.failed(time.Since(start).Seconds())
+			return nil, fmt.Errorf("load policies: %w: %s changed less than %v ago, again and again for %v", ErrUnsettled, dir, e.opts.Debounce, time.Since(start).Round(time.Millisecond))
+		}
+		time.Sleep(wait)
 	}
 	set, err := build(ctx, dir, snap, e.opts.CacheSize, nil)
 	if err != nil {
@@ -156,9 +186,34 @@ func (e *Engine) Evaluate(ctx context.Context, input map[string]any) (Decision, 
 
 // Reload reads the directory now and activates it if it changed. It returns
 // the reason when the directory's current set cannot be activated (the
-// previous one keeps serving). Run calls it on changes; callers may use it
-// for a forced reload (SIGHUP).
-func (e *Engine) Reload(ctx context.Context) error { return e.reload(ctx, "manual") }
+// previous one keeps serving). Callers may use it for a forced reload
+// (SIGHUP); Run does the same on changes.
+//
+// A directory that changed less than Debounce ago is not activated yet:
+// Reload waits until it has settled and reads it again, for at most
+// 10 × Debounce + 1 s (and until ctx is done), then returns an error wrapping
+// ErrUnsettled. That is not a policy problem and is not recorded as one
+// (LastError and the reload metrics are unchanged); a running Run activates
+// the directory once it is quiet.
+func (e *Engine) Reload(ctx context.Context) error {
+	deadline := time.Now().Add(e.settleLimit())
+	for {
+		wait, err := e.reload(ctx, "manual")
+		if wait == 0 {
+			return err
+		}
+		if time.Until(deadline) < wait {
+			return fmt.Errorf("reload %s: %w (it must be unchanged for %v); the active revision %s keeps serving", e.dir, ErrUnsettled, e.opts.Debounce, e.Revision())
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
 
 // Run watches the directory (fsnotify, debounced) and rescans it
 // periodically until ctx is done, reloading on every change. It returns nil
@@ -195,8 +250,18 @@ func (e *Engine) Run(ctx context.Context) error {
 	if !watching && e.opts.Rescan < 0 {
 		return fmt.Errorf("watch policy directory %s: not watchable and rescan disabled", e.dir)
 	}
+	// One timer for the debounce after events and for the retry of a
+	// directory that had not settled yet (reload's wait).
+	debounce := time.NewTimer(time.Hour)
+	debounce.Stop()
+	defer debounce.Stop()
+	reload := func(trigger string) {
+		if wait, _ := e.reload(ctx, trigger); wait > 0 {
+			debounce.Reset(wait)
+		}
+	}
 	// Catch up with changes made between NewEngine and the watch.
-	_ = e.reload(ctx, "watch")
+	reload("watch")
 
 	var events <-chan fsnotify.Event
 	var watchErrs <-chan error
@@ -209,10 +274,6 @@ func (e *Engine) Run(ctx context.Context) error {
 		defer t.Stop()
 		rescan = t.C
 	}
-	debounce := time.NewTimer(time.Hour)
-	debounce.Stop()
-	defer debounce.Stop()
-
 	for {
 		select {
 		case <-ctx.Done():
@@ -226,8 +287,9 @@ func (e *Engine) Run(ctx context.Context) error {
 				watching = false // the directory itself went away; re-added on rescan
 			}
 			// Any event may matter (ConfigMap swaps rename dot-entries), and
-			// an unchanged set costs only a read and a hash.
-			debounce.Reset(e.opts.Debounce)
+			// an unchanged set costs only a read and a hash. The slack lets
+			// the files' own times (see settleWait) agree that they settled.
+			debounce.Reset(e.opts.Debounce + timestampSlack)
 		case err, ok := <-watchErrs:
 			if !ok {
 				watchErrs = nil
@@ -235,27 +297,58 @@ func (e *Engine) Run(ctx context.Context) error {
 			}
 			// Usually an inotify queue overflow: events were lost.
 			e.log.Warn("policy directory watch error; rescanning", "error", err.Error())
-			debounce.Reset(e.opts.Debounce)
+			debounce.Reset(e.opts.Debounce + timestampSlack)
 		case <-debounce.C:
-			_ = e.reload(ctx, "change")
+			reload("change")
 		case <-rescan:
 			watch()
-			_ = e.reload(ctx, "rescan")
+			reload("rescan")
 		}
 	}
 }
 
-// reload is the one place a new set is read, compiled and swapped in.
-func (e *Engine) reload(ctx context.Context, trigger string) error {
+// read reads the directory once. A nil error with wait > 0 means it has not
+// settled (see settle.go): snap is nil if the read itself was disturbed by
+// a writer, otherwise snap is what is there now, not to be activated before
+// wait has passed and a new read finds it unchanged.
+func (e *Engine) read(now time.Time) (snap *snapshot, wait time.Duration, err error) {
+	snap, err = readDir(e.dir, false)
+	var u *unsettledError
+	switch {
+	case errors.As(err, &u):
+		e.log.Debug("policy directory changed while it was read; retrying", "reason", u.what)
+		return nil, e.opts.Debounce, nil
+	case err != nil:
+		// An error in a directory that changed a moment ago (a ConfigMap
+		// swap leaves links dangling for a moment) is judged once it is
+		// quiet: it may well be gone by then.
+		if fi, serr := os.Stat(e.dir); serr == nil {
+			if w := e.changedWithin(fi, now); w > 0 {
+				e.log.Debug("policy directory changed a moment ago and cannot be read yet; retrying", "error", err.Error(), "retry_in", w.String())
+				return nil, w, nil
+			}
+		}
+		return nil, 0, err
+	}
+	return snap, e.settleWait(snap, now), nil
+}
+
+// reload is the one place a new set is read, compiled and swapped in. It
+// returns wait > 0 (and no error) when the directory has not settled yet:
+// nothing was judged, and the caller retries after wait.
+func (e *Engine) reload(ctx context.Context, trigger string) (wait time.Duration, err error) {
 	e.reloadMu.Lock()
 	defer e.reloadMu.Unlock()
 
 	start := time.Now()
 	cur := e.active.Load()
-	snap, err := readDir(e.dir, false)
+	snap, wait, err := e.read(start)
 	if err != nil {
 		e.fail(err, "", trigger, time.Since(start))
-		return err
+		return 0, err
+	}
+	if snap == nil {
+		return wait, nil
 	}
 	if snap.Revision == cur.Revision {
 		e.mu.Lock()
@@ -266,27 +359,52 @@ func (e *Engine) reload(ctx context.Context, trigger string) error {
 			e.metrics.healthy.Set(1)
 			e.log.Info("policy directory is back to the active revision", "revision", cur.Revision, "trigger", trigger)
 		}
-		return nil
+		return 0, nil
 	}
 	e.mu.Lock()
 	known, lastErr := snap.Revision == e.failedRev, e.lastErr
 	e.mu.Unlock()
 	if known {
-		return lastErr // already reported; wait for the next change
+		return 0, lastErr // already reported; wait for the next change
 	}
+	if wait > 0 {
+		e.log.Debug("policy directory changed less than the debounce period ago; not activated yet",
+			"trigger", trigger, "revision", snap.Revision, "retry_in", wait.String())
+		return wait, nil
+	}
+	e.warnRemoved(cur, snap, trigger)
 
 	bctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
 	set, err := build(bctx, e.dir, snap, e.opts.CacheSize, cur)
 	if err != nil {
 		if ctx.Err() != nil {
-			return ctx.Err() // shutting down: not the policy's fault
+			return 0, ctx.Err() // shutting down: not the policy's fault
 		}
 		e.fail(err, snap.Revision, trigger, time.Since(start))
-		return err
+		return 0, err
 	}
 	e.activate(set, trigger, time.Since(start))
-	return nil
+	return 0, nil
+}
+
+// warnRemoved logs each file of the active set that snap, about to be
+// judged, no longer has: removing a data file often widens access (its
+// entries restrict it), and whether or not the policy then refuses the set,
+// an admin should see that a file went away.
+func (e *Engine) warnRemoved(cur *policySet, snap *snapshot, trigger string) {
+	have := snap.Names()
+	for _, name := range cur.Files {
+		if slices.Contains(have, name) {
+			continue
+		}
+		kind := "data file"
+		if classify(name) == kindPolicy {
+			kind = "policy file"
+		}
+		e.log.Warn(fmt.Sprintf("policy reload removes %s %s, which the active revision has", kind, name),
+			"file", name, "trigger", trigger, "active_revision", cur.Revision, "new_revision", snap.Revision)
+	}
 }
 
 // fail records a reload that could not be activated. revision is that of

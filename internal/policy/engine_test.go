@@ -119,7 +119,9 @@ func TestNewEngineRejectsBadSets(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := policyDir(t, tc.files)
-			e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{})})
+			// A short debounce: each case's directory was just written, and
+			// NewEngine waits for it to settle (see settle.go).
+			e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: 10 * time.Millisecond})
 			if err == nil {
 				t.Fatalf("NewEngine accepted the set (revision %s)", e.Revision())
 			}
@@ -233,7 +235,7 @@ func TestEvaluate(t *testing.T) {
 			if strings.Contains(tc.policy, "data.flakegate.lib") {
 				files["lib.rego"] = "package flakegate.lib\n\nok if input.ok == true\n"
 			}
-			e, err := NewEngine(policyDir(t, files), Options{Logger: testLogger(&testutil.LogBuffer{})})
+			e, err := NewEngine(policyDir(t, files), Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: 10 * time.Millisecond})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"time"
 )
 
 // fileKind says what a file of the policy directory is used for.
@@ -55,6 +56,11 @@ type snapshot struct {
 	// ModulesRevision hashes the policy (.rego) files only: a change of
 	// data files alone keeps it, and the compiled modules can be reused.
 	ModulesRevision string
+	// Modified is the latest change time (see fileStamp.changed) of the
+	// directory and of the files of the active set: the engine activates
+	// the snapshot only once that is Debounce ago (see settle.go).
+	Modified time.Time
+	stampKey string // the stat state it was read in (see settleWait)
 }
 
 // Names lists the files of the active set (policies and data), for logs.
@@ -72,12 +78,23 @@ func (s *snapshot) Names() []string {
 // Symlinks are followed. A file that cannot be read fails the whole
 // snapshot: serving a partial set (say, the policy without its data file)
 // could open access that the complete set denies.
+//
+// Each file is stat'ed before and after it is read, and the directory
+// before it is listed and after every file is read: a difference means a
+// writer was at work, and readDir returns an *unsettledError instead of a
+// snapshot that may mix old and new content or hold a half-written file.
 func readDir(dir string, withTests bool) (*snapshot, error) {
+	dirBefore, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy directory %s: %w", dir, err)
+	}
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return nil, fmt.Errorf("read policy directory %s: %w", dir, err)
 	}
 	snap := &snapshot{}
+	stampNames := []string{"."}
+	stamps := []fileStamp{stampOf(dirBefore)}
 	for _, e := range entries {
 		kind := classify(e.Name())
 		if kind == kindIgnored || (kind == kindTest && !withTests) {
@@ -87,7 +104,12 @@ func readDir(dir string, withTests bool) (*snapshot, error) {
 		// Stat follows symlinks: ConfigMap files are symlinks into ..data/.
 		info, err := os.Stat(path)
 		if err != nil {
-			return nil, fmt.Errorf("stat policy file %s: %w", path, err)
+			if errors.Is(err, fs.ErrNotExist) {
+				if _, lerr := os.Lstat(path); errors.Is(lerr, fs.ErrNotExist) {
+					return nil, &unsettledError{fmt.Sprintf("policy file %s vanished while the directory was read", path)}
+				}
+			}
+			return nil, fmt.Errorf("stat policy file %s: %w", path, err) // a dangling symlink, a permission problem…
 		}
 		if !info.Mode().IsRegular() {
 			continue // a directory named like a policy file, a socket…
@@ -95,12 +117,37 @@ func readDir(dir string, withTests bool) (*snapshot, error) {
 		content, err := os.ReadFile(path)
 		if err != nil {
 			if errors.Is(err, fs.ErrNotExist) {
-				return nil, fmt.Errorf("read policy file %s: it vanished while the directory was read (will retry): %w", path, err)
+				return nil, &unsettledError{fmt.Sprintf("policy file %s vanished while it was read", path)}
 			}
 			return nil, fmt.Errorf("read policy file %s: %w", path, err)
 		}
+		after, err := os.Stat(path)
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, &unsettledError{fmt.Sprintf("policy file %s vanished while it was read", path)}
+		} else if err != nil {
+			return nil, fmt.Errorf("stat policy file %s: %w", path, err)
+		}
+		stamp := stampOf(info)
+		if !stamp.same(stampOf(after)) || int64(len(content)) != after.Size() {
+			return nil, &unsettledError{fmt.Sprintf("policy file %s changed while it was read", path)}
+		}
 		snap.Files = append(snap.Files, sourceFile{Name: e.Name(), Kind: kind, Content: content})
+		if kind != kindTest { // tests do not decide, so they need not settle
+			stampNames = append(stampNames, e.Name())
+			stamps = append(stamps, stamp)
+		}
 	}
+	dirAfter, err := os.Stat(dir)
+	if err != nil {
+		return nil, fmt.Errorf("read policy directory %s: %w", dir, err)
+	}
+	if !stamps[0].same(stampOf(dirAfter)) {
+		return nil, &unsettledError{fmt.Sprintf("policy directory %s changed while it was read", dir)}
+	}
+	for _, st := range stamps {
+		snap.Modified = later(snap.Modified, st.changed())
+	}
+	snap.stampKey = stampKey(stampNames, stamps)
 	slices.SortFunc(snap.Files, func(a, b sourceFile) int { return strings.Compare(a.Name, b.Name) })
 	snap.Revision = revisionOf(snap.Files, kindPolicy, kindData)
 	snap.ModulesRevision = revisionOf(snap.Files, kindPolicy)

@@ -6,8 +6,11 @@
 // data.<base name>). Engine serves one compiled set at a time and swaps in a
 // new one when the directory's content changes (fsnotify, debounced, plus a
 // periodic rescan for what fsnotify misses, such as Kubernetes ConfigMap
-// symlink swaps). A set that does not load is refused and the previous one
-// keeps serving. The optional rule config_errors (a set of strings that must
+// symlink swaps). Whatever notices the change, a set is activated only once
+// its files and the directory have been unchanged for the debounce period
+// and did not change while they were read (settle.go): a half-written data
+// file is never judged. A set that does not load is refused and the previous
+// one keeps serving. The optional rule config_errors (a set of strings that must
 // not depend on input) validates the data files once per load. Check is the
 // same loading plus OPA's test runner, for `authz -check` and CI.
 //

@@ -179,7 +179,8 @@ func TestReloadBrokenPolicyKeepsServing(t *testing.T) {
 
 func TestReloadDataFileChange(t *testing.T) {
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
-	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Debounce: 20 * time.Millisecond, Rescan: -1})
+	logs := &testutil.LogBuffer{}
+	e, err := NewEngine(dir, Options{Logger: testLogger(logs), Debounce: 20 * time.Millisecond, Rescan: -1})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -201,6 +202,10 @@ func TestReloadDataFileChange(t *testing.T) {
 	eventually(t, settleDeadline, "alice denied once the data file is gone", func() bool { return !decide(t, e, userInput("alice")).Allow })
 	if _, ok := e.Data()["users"]; ok {
 		t.Error("Data() still holds users after users.yaml was removed")
+	}
+	// Activated or not, a reload that drops a file of the active set says so.
+	if !strings.Contains(logs.String(), `"msg":"policy reload removes data file users.yaml, which the active revision has"`) {
+		t.Errorf("the removal of users.yaml is not logged:\n%s", logs)
 	}
 }
 

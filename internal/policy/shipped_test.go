@@ -102,18 +102,37 @@ func TestShippedPolicyRefusesBrokenSettings(t *testing.T) {
 		}, `omnicorp/super-duper-secure: unknown key "reader"`},
 		{"users as a string", func(s string) string { return strings.Replace(s, "users: [alice, bob]", "users: alice", 1) }, "read.users must be a list"},
 		{"undefined group", func(s string) string { return strings.Replace(s, "users: [alice, bob]", "groups: [trusted]", 1) }, `read.groups names "trusted"`},
+		// Without flakes.yaml's read lists, super-duper-secure would fall back
+		// to the org-wide default: a missing or empty file is refused too.
+		{"empty file", func(string) string { return "" }, "flakes.yaml is empty"},
+		{"blank file", func(string) string { return "  \n\n" }, "flakes.yaml is empty"},
+		{"comments only", func(s string) string { return s[:strings.Index(s, "omnicorp/super-duper-secure:")] }, "flakes.yaml is empty"},
+		{"a list", func(string) string { return "- omnicorp/super-duper-secure\n" }, "not be array"},
+		{"a string", func(string) string { return "omnicorp/super-duper-secure\n" }, "not be string"},
+		{"deleted", nil, "flakes.yaml is missing"},
 	}
+	// Each directory was just written: a short debounce keeps NewEngine's
+	// wait for it to settle short.
+	opts := policy.Options{Rescan: -1, Debounce: 10 * time.Millisecond}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			dir := copyPolicies(t, tc.edit)
-			_, err := policy.NewEngine(dir, policy.Options{Rescan: -1})
+			var dir string
+			if tc.edit == nil {
+				dir = copyPolicies(t, func(s string) string { return s })
+				if err := os.Remove(filepath.Join(dir, "flakes.yaml")); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				dir = copyPolicies(t, tc.edit)
+			}
+			_, err := policy.NewEngine(dir, opts)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("NewEngine = %v, want an error containing %q", err, tc.want)
 			}
 		})
 	}
 	// The unedited copy loads: the edits above are what break it.
-	if _, err := policy.NewEngine(copyPolicies(t, func(s string) string { return s }), policy.Options{Rescan: -1}); err != nil {
+	if _, err := policy.NewEngine(copyPolicies(t, func(s string) string { return s }), opts); err != nil {
 		t.Fatalf("unedited copy: %v", err)
 	}
 }
