@@ -13,6 +13,13 @@
 // either way, with subject.via = "exchange". A cache token can never be
 // exchanged again: its life cannot be extended. Errors are JSON
 // {"error": "…"}; 401 carries WWW-Authenticate.
+//
+// The cache token also records the IdP token's jti (fg_subject.parent_jti,
+// logged as idp_token_id), so that revoking that jti in denylist.yaml ends
+// the cache tokens exchanged from it too. An IdP token without a jti is still
+// exchanged (GitHub and GitLab always send one; some generic OIDC providers
+// do not): its cache tokens cannot be revoked through the IdP token's id, only
+// by their own token_id or by subject.
 package exchange
 
 import (
@@ -181,7 +188,7 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	log.Info("cache token issued", "subject", subject.Summary(), "provider", subject.Provider,
-		"idp_issuer", subject.Issuer, "token_id", tok.ID, "kid", tok.KeyID,
+		"idp_issuer", subject.Issuer, "idp_token_id", subject.TokenID, "token_id", tok.ID, "kid", tok.KeyID,
 		"expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339), "policy_revision", d.Revision)
 	h.Metrics.result("issued")
 	w.Header().Set("Cache-Control", "no-store")

@@ -14,23 +14,28 @@ import (
 //	  "provider": "github", "kind": "ci",
 //	  "org": "omnicorp", "repo": "omnicorp/app", "user": "alice",
 //	  "ref": "refs/heads/main", "ref_protected": true, "environment": "",
+//	  "parent_jti": "…",   // the IdP token's jti; absent when it had none
 //	  "claims": { ...the IdP token's verified claims... }
 //	}
 //
 // The exchange adds the token's own iss/aud/exp/iat/jti/sub beside it.
+// parent_jti becomes Subject.ParentTokenID, which revocation matches against
+// token_ids as it does the token's own jti. A token minted before parent_jti
+// existed falls back to claims.jti (the same value, also signed by flakegate).
 const CacheSubjectClaim = "fg_subject"
 
 const cacheClaimsVersion = 1
 
 // CacheClaims renders the subject for a flakegate cache token: a map with
 // the single key CacheSubjectClaim (see its layout). SubjectFromCacheClaims
-// reverses it. The Claims map is shared, not copied.
+// reverses it. The Claims map is shared, not copied. s is the IdP token's
+// subject: its TokenID becomes parent_jti.
 func (s *Subject) CacheClaims() map[string]any {
 	claims := s.Claims
 	if claims == nil {
 		claims = map[string]any{}
 	}
-	return map[string]any{CacheSubjectClaim: map[string]any{
+	fg := map[string]any{
 		"v":             cacheClaimsVersion,
 		"issuer":        s.Issuer,
 		"provider":      s.Provider,
@@ -42,14 +47,19 @@ func (s *Subject) CacheClaims() map[string]any {
 		"ref_protected": s.RefProtected,
 		"environment":   s.Environment,
 		"claims":        claims,
-	}}
+	}
+	if s.TokenID != "" {
+		fg["parent_jti"] = s.TokenID
+	}
+	return map[string]any{CacheSubjectClaim: fg}
 }
 
 // SubjectFromCacheClaims rebuilds a Subject from a cache token's claims (as
 // decoded from JSON, or as CacheClaims made them). The result has
 // Authenticated=true and Via="exchange"; Issuer is the original IdP's, so
 // policies treat an exchanged token like the token it was exchanged for.
-// IssuerName, TokenID and Expiry are the verifier's to set.
+// ParentTokenID is the IdP token's jti. IssuerName, TokenID and Expiry are
+// the verifier's to set.
 func SubjectFromCacheClaims(claims map[string]any) (*Subject, error) {
 	fg, ok := claims[CacheSubjectClaim].(map[string]any)
 	if !ok {
@@ -81,6 +91,7 @@ func SubjectFromCacheClaims(claims map[string]any) (*Subject, error) {
 		{"user", &s.User, false},
 		{"ref", &s.Ref, false},
 		{"environment", &s.Environment, false},
+		{"parent_jti", &s.ParentTokenID, false},
 	}
 	for _, f := range fields {
 		v, err := optionalString(fg, f.name)
@@ -108,6 +119,10 @@ func SubjectFromCacheClaims(claims map[string]any) (*Subject, error) {
 		s.Claims = c
 	default:
 		return nil, invalid(ReasonClaims, CacheSubjectClaim+".claims is not an object")
+	}
+	if _, present := fg["parent_jti"]; !present {
+		// Minted before parent_jti: the IdP token's own claims name it.
+		s.ParentTokenID, _ = s.Claims["jti"].(string)
 	}
 	return s, nil
 }

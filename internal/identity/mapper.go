@@ -140,6 +140,7 @@ func mapFlakegate(c map[string]any, _ *IssuerConfig, s *Subject) error {
 	s.Ref, s.RefProtected, s.Environment = fs.Ref, fs.RefProtected, fs.Environment
 	s.Via = fs.Via
 	s.Claims = fs.Claims
+	s.ParentTokenID = fs.ParentTokenID
 	return nil
 }
 

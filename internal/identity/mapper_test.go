@@ -191,6 +191,56 @@ func TestCacheClaimsRoundTrip(t *testing.T) {
 	}
 }
 
+// The IdP token's jti travels in the cache token as fg_subject.parent_jti
+// and comes back as ParentTokenID (not as the cache token's own TokenID).
+func TestCacheClaimsParentTokenID(t *testing.T) {
+	idp := func(jti string, claims map[string]any) *identity.Subject {
+		return &identity.Subject{Authenticated: true, Issuer: "https://token.actions.githubusercontent.com",
+			Provider: "github", Kind: "ci", Org: "omnicorp", Repo: "omnicorp/app", TokenID: jti, Claims: claims}
+	}
+	roundTrip := func(t *testing.T, c map[string]any) *identity.Subject {
+		t.Helper()
+		raw, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var decoded map[string]any
+		if err := json.Unmarshal(raw, &decoded); err != nil {
+			t.Fatal(err)
+		}
+		s, err := identity.SubjectFromCacheClaims(decoded)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+
+	c := idp("idp-jti", map[string]any{"jti": "idp-jti"}).CacheClaims()
+	if got := c[identity.CacheSubjectClaim].(map[string]any)["parent_jti"]; got != "idp-jti" {
+		t.Fatalf("fg_subject.parent_jti = %v, want idp-jti", got)
+	}
+	if s := roundTrip(t, c); s.ParentTokenID != "idp-jti" || s.TokenID != "" {
+		t.Fatalf("parent id %q, id %q; want idp-jti and none", s.ParentTokenID, s.TokenID)
+	}
+
+	// An IdP token without jti: no parent_jti, no parent id.
+	c = idp("", map[string]any{"sub": "x"}).CacheClaims()
+	if _, present := c[identity.CacheSubjectClaim].(map[string]any)["parent_jti"]; present {
+		t.Fatal("parent_jti written for an IdP token without jti")
+	}
+	if s := roundTrip(t, c); s.ParentTokenID != "" {
+		t.Fatalf("parent id %q, want none", s.ParentTokenID)
+	}
+
+	// A cache token minted before parent_jti existed: the carried IdP
+	// claims name the jti.
+	c = idp("old-jti", map[string]any{"jti": "old-jti"}).CacheClaims()
+	delete(c[identity.CacheSubjectClaim].(map[string]any), "parent_jti")
+	if s := roundTrip(t, c); s.ParentTokenID != "old-jti" {
+		t.Fatalf("legacy token: parent id %q, want old-jti", s.ParentTokenID)
+	}
+}
+
 func TestSubjectFromCacheClaimsRejects(t *testing.T) {
 	good := func() map[string]any {
 		return (&identity.Subject{Issuer: "https://idp", Provider: "oidc", Kind: "user", User: "alice"}).CacheClaims()
@@ -214,6 +264,7 @@ func TestSubjectFromCacheClaimsRejects(t *testing.T) {
 		{"kind unknown", fg(func(m map[string]any) { m["kind"] = "admin" }), "kind must be ci or user"},
 		{"ref_protected as string", fg(func(m map[string]any) { m["ref_protected"] = "true" }), "ref_protected is not a boolean"},
 		{"claims not an object", fg(func(m map[string]any) { m["claims"] = []any{} }), "claims is not an object"},
+		{"parent_jti not a string", fg(func(m map[string]any) { m["parent_jti"] = 7 }), "parent_jti is not a string"},
 	}
 	if _, err := identity.SubjectFromCacheClaims(good()); err != nil {
 		t.Fatalf("good claims refused: %v", err)

@@ -2,6 +2,7 @@ package identity_test
 
 import (
 	"context"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -251,6 +252,17 @@ func TestAddIssuerStaticKeys(t *testing.T) {
 	if s.Via != "exchange" || s.Issuer != gh.Issuer() || s.IssuerName != "flakegate" || s.Repo != "omnicorp/app" ||
 		!s.RefProtected || s.Kind != "ci" || s.Provider != "github" || s.Claims["repository_id"] != "681237345" {
 		t.Fatalf("exchanged subject = %+v", s)
+	}
+	if idp.TokenID == "" || s.ParentTokenID != idp.TokenID || s.TokenID == idp.TokenID {
+		t.Fatalf("exchanged token: id %q, parent id %q; IdP token id %q", s.TokenID, s.ParentTokenID, idp.TokenID)
+	}
+	// The parent id is read only from flakegate's tokens: an IdP token with
+	// the same fg_subject (and a parent_jti) of its own has none.
+	forged := maps.Clone(ghClaims)
+	forged[identity.CacheSubjectClaim] = claims[identity.CacheSubjectClaim]
+	forged["parent_jti"] = idp.TokenID
+	if f := e.mustVerify(gh.Mint(forged)); f.ParentTokenID != "" || f.Via != "idp" {
+		t.Fatalf("IdP token with fg_subject: via %q, parent id %q; want idp and none", f.Via, f.ParentTokenID)
 	}
 
 	// Rotation of flakegate's keys through SetIssuerKeys drops cached tokens.

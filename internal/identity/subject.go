@@ -29,8 +29,14 @@ type Subject struct {
 	Claims map[string]any // every verified claim, raw
 
 	// Not part of the policy input:
-	TokenID string    // jti, if any (revocation)
-	Expiry  time.Time // exp
+	TokenID string // jti, if any (revocation)
+	// ParentTokenID is, for a flakegate cache token, the jti of the
+	// identity-provider token it was exchanged from ("" when that token had
+	// none). It is read only from the fg_subject claim of a token signed by
+	// flakegate's own keys (the flakegate mapper), never from an IdP token,
+	// so revoking an IdP token's jti also ends the cache tokens made from it.
+	ParentTokenID string
+	Expiry        time.Time // exp
 }
 
 // Input renders the subject as the policy input's "subject" value.

@@ -3,20 +3,27 @@ package nixcache
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"slices"
 	"testing"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
 	"github.com/flakegate/flakegate/internal/route"
 )
 
-// FuzzParseNarInfo: the parser never panics, and whatever it accepts renders
-// to a narinfo that parses back to the same content.
+// FuzzParseNarInfo: the parser never panics, whatever it accepts renders
+// to a narinfo that parses back to the same content, and a CA it keeps is
+// a fixed:r:sha256 that matches NarHash and StorePath.
 func FuzzParseNarInfo(f *testing.F) {
 	f.Add([]byte(nixosNarInfo))
 	f.Add([]byte(noneNarInfo))
 	f.Add([]byte(edit(nixosNarInfo, "CA", "CA: fixed:r:sha256:1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0")))
+	f.Add([]byte(caRefsNarInfo))
+	f.Add([]byte(caSelfNarInfo))
+	f.Add([]byte(caTextNarInfo))
 	f.Add([]byte("StorePath: /nix/store/\nURL: nar/\n"))
 	k, err := ParseSecretKey(test1SecretKey)
 	if err != nil {
@@ -36,6 +43,14 @@ func FuzzParseNarInfo(f *testing.F) {
 		}
 		if _, err := route.Parse("GET", "/"+n.URL()); err != nil {
 			t.Fatalf("accepted URL %q the router refuses: %v", n.URL(), err)
+		}
+		if len(n.NarHash) != sha256.Size || len(n.FileHash) != sha256.Size {
+			t.Fatalf("accepted digests of %d and %d bytes", len(n.NarHash), len(n.FileHash))
+		}
+		if n.CA != "" && (n.CA != "fixed:r:sha256:"+nixbase32.EncodeToString(n.NarHash) ||
+			slices.Contains(n.References, n.Base()) ||
+			fixedOutputPathNAR(n.Base()[33:], n.NarHash, n.References) != n.StorePath) {
+			t.Fatalf("kept unchecked CA %q", n.CA)
 		}
 		out := ks.SignedNarInfo(n)
 		m, err := ParseNarInfo(out)

@@ -2,6 +2,9 @@ package nixcache
 
 import (
 	"bytes"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"slices"
@@ -17,7 +20,27 @@ import (
 )
 
 // NarInfo is a validated narinfo: every field the cache relies on is
-// present and well-formed. Hashes are SHA-256 digests.
+// present and well-formed. Hashes are SHA-256 digests: FileHash and NarHash
+// must decode to exactly 32 bytes in any encoding Nix writes (nixbase32,
+// base16, base64, or SRI "sha256-<base64>").
+//
+// CA (the content address, which Nix's signature fingerprint does not cover
+// and which lets a client accept a path without any signature) is checked
+// against what the server knows before it is kept:
+//
+//   - "fixed:r:sha256:<hash>" (a NAR-hashed path, hash in nixbase32, base16
+//     or base64) of a path that does not reference itself is kept, rendered
+//     as "fixed:r:sha256:<nixbase32>", only when its digest equals NarHash and
+//     StorePath is the path Nix computes for it (makeFixedOutputPath: type
+//     "source" plus the references); either mismatch is an error naming CA;
+//   - every other well-formed content address is dropped (CA is ""): "text:…",
+//     flat "fixed:<algo>:…", "fixed:git:…" and other algorithms hash file
+//     contents the server does not see here, and a self-referencing
+//     fixed:r:sha256 path's hash is taken modulo its own hash part (Nix's
+//     HashModuloSink), so it differs from NarHash and needs the NAR to check.
+//     Nix then trusts the path by the server's signature, as for any
+//     input-addressed path;
+//   - a CA that Nix's ContentAddress parser would refuse is an error naming CA.
 type NarInfo struct {
 	StorePath   string // "/nix/store/<hash>-<name>"
 	Hash        string // the 32-character store path hash
@@ -31,7 +54,8 @@ type NarInfo struct {
 	References []string
 	Deriver    string // base name of the .drv, or ""
 	System     string
-	CA         string
+	// CA is "" or a checked "fixed:r:sha256:<nixbase32>" (see above).
+	CA string
 	// Sigs are the signature lines of the parsed text ("name:base64").
 	// The server never serves them: it renders its own signatures.
 	Sigs []string
@@ -123,8 +147,15 @@ func checkValue(k, v string) error {
 			return fmt.Errorf("%s %q is not a size in bytes", k, v)
 		}
 	case "FileHash", "NarHash":
-		if _, err := nixhash.ParseAny(v, nil); err != nil {
+		h, err := nixhash.ParseAny(v, nil)
+		if err != nil {
 			return fmt.Errorf("%s %q is not a hash (want sha256:<nixbase32>)", k, v)
+		}
+		// go-nix picks the encoding by length but does not check the
+		// decoded length: 44 base64 characters without padding decode to
+		// 33 bytes, with "==" to 31.
+		if h.Algo() == nixhash.SHA256 && len(h.Digest()) != sha256.Size {
+			return fmt.Errorf("%s %q decodes to %d bytes, not the 32 of a sha256 digest", k, v, len(h.Digest()))
 		}
 	case "Sig":
 		// Upload signatures are dropped, so only their shape is checked.
@@ -136,7 +167,7 @@ func checkValue(k, v string) error {
 }
 
 func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
-	n := &NarInfo{StorePath: raw.StorePath, System: raw.System, CA: raw.CA}
+	n := &NarInfo{StorePath: raw.StorePath, System: raw.System}
 
 	base, ok := StorePathBase(raw.StorePath)
 	if !ok {
@@ -202,6 +233,10 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 		}
 		n.Deriver = raw.Deriver
 	}
+
+	if n.CA, err = checkCA(n, raw.CA); err != nil {
+		return nil, err
+	}
 	return n, nil
 }
 
@@ -211,6 +246,9 @@ func sha256Digest(field string, h *nixhash.HashWithEncoding) ([]byte, error) {
 	}
 	if h.Algo() != nixhash.SHA256 {
 		return nil, fmt.Errorf("%s uses %s; only sha256 is accepted", field, h.Algo())
+	}
+	if len(h.Digest()) != sha256.Size {
+		return nil, fmt.Errorf("%s decodes to %d bytes, not the 32 of a sha256 digest", field, len(h.Digest()))
 	}
 	return h.Digest(), nil
 }
@@ -224,6 +262,9 @@ func ParseHash(s string) ([]byte, error) {
 	h, err := nixhash.ParseAny(s, &algo)
 	if err != nil {
 		return nil, fmt.Errorf("parse hash %q: %w", s, err)
+	}
+	if len(h.Digest()) != sha256.Size {
+		return nil, fmt.Errorf("parse hash %q: decodes to %d bytes, not the 32 of a sha256 digest", s, len(h.Digest()))
 	}
 	return h.Digest(), nil
 }
@@ -278,4 +319,112 @@ func (n *NarInfo) Render(sigs []string) []byte {
 		fmt.Fprintf(&b, "CA: %s\n", n.CA)
 	}
 	return b.Bytes()
+}
+
+// caDigestSizes are the digest sizes of the hash algorithms Nix's
+// content-address parser knows (blake3 behind an experimental feature).
+var caDigestSizes = map[string]int{"md5": 16, "sha1": 20, "sha256": 32, "sha512": 64, "blake3": 32}
+
+// checkCA checks a narinfo's CA field against n (StorePath, NarHash and
+// References already validated) and returns the CA to keep: the canonical
+// form of a verified "fixed:r:sha256:…", or "" for a content address that
+// cannot be checked here (see NarInfo).
+func checkCA(n *NarInfo, ca string) (string, error) {
+	if ca == "" {
+		return "", nil
+	}
+	method, algo, digest, err := parseCA(ca)
+	if err != nil {
+		return "", fmt.Errorf("CA %q is not a content address: %v (want fixed:r:sha256:<hash>, fixed:<algo>:<hash> or text:sha256:<hash>)", ca, err)
+	}
+	if method != "fixed:r" || algo != "sha256" || slices.Contains(n.References, n.Base()) {
+		return "", nil
+	}
+	if !bytes.Equal(digest, n.NarHash) {
+		return "", fmt.Errorf("CA %q does not match NarHash %s: the hash of fixed:r:sha256 is the NAR hash", ca, FormatHash(n.NarHash))
+	}
+	if want := fixedOutputPathNAR(n.Base()[33:], digest, n.References); want != n.StorePath {
+		return "", fmt.Errorf("CA %q does not match StorePath %s: Nix computes %s for it", ca, n.StorePath, want)
+	}
+	return "fixed:r:sha256:" + nixbase32.EncodeToString(digest), nil
+}
+
+// parseCA parses a content address as Nix's ContentAddress::parse does:
+// "text:<algo>:<hash>" or "fixed:[r:|git:]<algo>:<hash>", the hash without
+// algorithm prefix in base16, nixbase32 or base64 (no SRI). method is
+// "text", "fixed", "fixed:r" or "fixed:git".
+func parseCA(ca string) (method, algo string, digest []byte, err error) {
+	prefix, rest, ok := strings.Cut(ca, ":")
+	if !ok {
+		return "", "", nil, errors.New("no method prefix")
+	}
+	switch prefix {
+	case "text":
+		method = "text"
+	case "fixed":
+		method = "fixed"
+		for _, m := range []string{"r", "git"} {
+			if r, ok := strings.CutPrefix(rest, m+":"); ok {
+				method, rest = "fixed:"+m, r
+				break
+			}
+		}
+	default:
+		return "", "", nil, fmt.Errorf("unknown method %q", prefix)
+	}
+	algo, hash, ok := strings.Cut(rest, ":")
+	if !ok {
+		return "", "", nil, errors.New("no <algo>:<hash>")
+	}
+	size, ok := caDigestSizes[algo]
+	if !ok {
+		return "", "", nil, fmt.Errorf("unknown hash algorithm %q", algo)
+	}
+	if digest, err = decodeUnprefixed(hash, size); err != nil {
+		return "", "", nil, fmt.Errorf("%s hash: %v", algo, err)
+	}
+	return method, algo, digest, nil
+}
+
+// decodeUnprefixed decodes a digest of size bytes as Nix's
+// Hash::parseNonSRIUnprefixed does: the length of s picks base16, nixbase32
+// or base64, and the decoded digest must have exactly size bytes.
+func decodeUnprefixed(s string, size int) ([]byte, error) {
+	var d []byte
+	var err error
+	switch len(s) {
+	case hex.EncodedLen(size):
+		d, err = hex.DecodeString(s)
+	case nixbase32.EncodedLen(size):
+		d, err = nixbase32.DecodeString(s)
+	case base64.StdEncoding.EncodedLen(size):
+		d, err = base64.StdEncoding.DecodeString(s)
+	default:
+		return nil, fmt.Errorf("%d characters is no encoding of a %d-byte digest", len(s), size)
+	}
+	if err != nil {
+		return nil, errors.New("invalid encoding")
+	}
+	if len(d) != size {
+		return nil, fmt.Errorf("decodes to %d bytes, not %d", len(d), size)
+	}
+	return d, nil
+}
+
+// fixedOutputPathNAR is the store path Nix's makeFixedOutputPath computes
+// for a NAR-hashed sha256 content address (fixed:r:sha256) of a path
+// without a self-reference: makeStorePath over
+// "<type>:sha256:<base16 hash>:/nix/store:<name>", where type is "source"
+// followed by ":/nix/store/<ref>" for each reference (sorted); the SHA-256 of
+// that string, XOR-folded to 20 bytes, in nixbase32 is the path's hash. (A
+// self-reference would add ":self" to the type.)
+func fixedOutputPathNAR(name string, narHash []byte, refs []string) string {
+	var b strings.Builder
+	b.WriteString("source")
+	for _, r := range refs {
+		b.WriteString(":" + StoreDir + "/" + r)
+	}
+	b.WriteString(":sha256:" + hex.EncodeToString(narHash) + ":" + StoreDir + ":" + name)
+	sum := sha256.Sum256([]byte(b.String()))
+	return StoreDir + "/" + nixbase32.EncodeToString(nixhash.CompressHash(sum[:], 20)) + "-" + name
 }

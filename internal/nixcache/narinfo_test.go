@@ -117,6 +117,13 @@ func TestParseNarInfoRejects(t *testing.T) {
 		{"URL vs FileHash", edit(nixosNarInfo, "FileHash", "FileHash: sha256:1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0"), "does not match FileHash"},
 		{"md5 hash", edit(nixosNarInfo, "NarHash", "NarHash: md5:0123456789abcdef0123456789abcdef"), "only sha256"},
 		{"bad hash", edit(nixosNarInfo, "NarHash", "NarHash: sha256:xyz"), "NarHash"},
+		// FuzzParseNarInfo found it (testdata/fuzz/FuzzParseNarInfo/regress-narhash-base64-33-bytes):
+		// 44 base64 characters without padding pass go-nix's length check
+		// but decode to 33 bytes, and the rendering did not parse back.
+		{"fuzz: NarHash base64 of 33 bytes", narHash33, "NarHash"},
+		{"NarHash base64 of 31 bytes", edit(nixosNarInfo, "NarHash", "NarHash: sha256:QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damq=="), "NarHash"},
+		{"NarHash SRI of 33 bytes", edit(nixosNarInfo, "NarHash", "NarHash: sha256-QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damqwA"), "NarHash"},
+		{"FileHash base64 of 33 bytes", edit(nixosNarInfo, "FileHash", "FileHash: sha256:QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damqwA"), "FileHash"},
 		{"zero NarSize", edit(nixosNarInfo, "NarSize", "NarSize: 0"), "NarSize 0"},
 		{"negative FileSize", edit(nixosNarInfo, "FileSize", "FileSize: -1"), "FileSize"},
 		{"none with differing sizes", edit(noneNarInfo, "NarSize", "NarSize: 121"), "Compression is none"},
@@ -139,8 +146,45 @@ func TestParseNarInfoRejects(t *testing.T) {
 	}
 }
 
+// narHash33 is nixosNarInfo with a NarHash whose base64 digest is 33 bytes
+// (the fuzzer's find).
+const narHash33 = `StorePath: /nix/store/syd87l2rxw8cbsxmxl853h0r6pdwhwjr-curl-7.82.0-bin
+URL: nar/05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56.nar.xz
+Compression: xz
+FileHash: sha256:05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56
+FileSize: 68852
+NarHash: sha256:QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damqwA
+NarSize: 196040
+References: 0jqd0rlxzra1rs38rdxl43yh6rxchgc6-curl-7.82.0 6w8g7njm4mck5dmjxws0z1xnrxvl81xa-glibc-2.34-115 j5jxw3iy7bbz4a57fh9g2xm2gxmyal8h-zlib-1.2.12 yxvjs9drzsphm9pcf42a4byzj1kb9m7k-openssl-1.1.1n
+Deriver: 5rwxzi7pal3qhpsyfc16gzkh939q1np6-curl-7.82.0.drv
+Sig: cache.nixos.org-1:TsTTb3WGTZKphvYdBHXwo6weVILmTytUjLB+vcX89fOjjRicCHmKA4RCPMVLkj6TMJ4GMX3HPVWRdD1hkeKZBQ==
+`
+
+// Every encoding of a 32-byte sha256 digest that Nix writes is accepted
+// and means the same digest.
+func TestParseNarInfoHashEncodings(t *testing.T) {
+	want, err := ParseNarInfo([]byte(nixosNarInfo))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range []string{
+		"sha256:1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0",
+		"sha256:407bcd9b608b7a78f9885930c2ce1fcafae0977d31ccd43fc1e998cb475a9aac",
+		"sha256:QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damqw=",
+		"sha256-QHvNm2CLenj5iFkwws4fyvrgl30xzNQ/wemYy0damqw=",
+	} {
+		n, err := ParseNarInfo([]byte(edit(nixosNarInfo, "NarHash", "NarHash: "+h)))
+		if err != nil {
+			t.Fatalf("%s: %v", h, err)
+		}
+		if !bytes.Equal(n.NarHash, want.NarHash) {
+			t.Fatalf("%s: digest %x, want %x", h, n.NarHash, want.NarHash)
+		}
+	}
+}
+
 func TestRenderRoundTrip(t *testing.T) {
-	for _, text := range []string{nixosNarInfo, noneNarInfo, edit(nixosNarInfo, "CA", "CA: fixed:r:sha256:1b4sb93wp679q4zx9k1ignby1yna3z7c4c2ri3wphylbc2dwsys0")} {
+	for _, text := range []string{nixosNarInfo, noneNarInfo, caRefsNarInfo} {
 		n, err := ParseNarInfo([]byte(text))
 		if err != nil {
 			t.Fatal(err)

@@ -6,6 +6,7 @@
 // denylist.yaml:
 //
 //	# Token ids (jti): cache tokens from the exchange log, or IdP tokens.
+//	# Revoking an IdP token's id also ends every cache token exchanged from it.
 //	token_ids:
 //	  - 9sL3Vx0cQk2m5YH1rGZb7w
 //	# Subjects, any token for them (IdP tokens and exchanged cache tokens):
@@ -17,8 +18,12 @@
 //	    sub: "248289761001"               # without sub: every token of that issuer
 //
 // Names compare case-insensitively. An exchanged cache token is matched by
-// its own token id and by the subject it carries (the original issuer and
-// sub), so revoking a subject also ends the cache tokens it got.
+// its own token id, by the id of the IdP token it was exchanged from (which
+// it carries as fg_subject.parent_jti, signed by flakegate: Subject.ParentTokenID)
+// and by the subject it carries (the original issuer and sub), so revoking an
+// IdP token id or a subject also ends the cache tokens it got. An IdP token
+// without a jti can still be exchanged; its cache tokens then have no parent
+// id and are revoked by their own id or by subject.
 package revoke
 
 import (
@@ -191,6 +196,9 @@ func (l *List) Revoked(s *identity.Subject) (string, bool) {
 	}
 	if s.TokenID != "" && l.tokenIDs[s.TokenID] {
 		return "token id " + s.TokenID + " is revoked", true
+	}
+	if s.ParentTokenID != "" && l.tokenIDs[s.ParentTokenID] {
+		return "token id " + s.ParentTokenID + " (the identity-provider token this cache token was exchanged from) is revoked", true
 	}
 	for _, r := range l.subjects {
 		if r.matches(s) {

@@ -75,6 +75,16 @@ subjects:
 	}
 	exchanged := gh("omnicorp/app", "alice", "cache-jti")
 	exchanged.Via = "exchange"
+	// A cache token exchanged from the IdP token jti-revoked.
+	child := gh("omnicorp/other", "bob", "cache-jti-2")
+	child.Via, child.ParentTokenID = "exchange", "jti-revoked"
+	// A cache token whose parent is not revoked.
+	sibling := gh("omnicorp/other", "bob", "cache-jti-3")
+	sibling.Via, sibling.ParentTokenID = "exchange", "jti-other"
+	// An IdP token whose claims name the revoked id as some parent: only
+	// ParentTokenID (set from flakegate-signed claims) counts.
+	claimsOnly := gh("omnicorp/other", "bob", "j3")
+	claimsOnly.Claims["parent_jti"] = "jti-revoked"
 	tests := []struct {
 		name string
 		s    *identity.Subject
@@ -83,6 +93,9 @@ subjects:
 		{"anonymous", &identity.Subject{}, ""},
 		{"nil", nil, ""},
 		{"token id", gh("omnicorp/other", "bob", "jti-revoked"), "token id jti-revoked"},
+		{"parent token id", child, "token id jti-revoked (the identity-provider token"},
+		{"other parent token id", sibling, ""},
+		{"parent id only in raw claims", claimsOnly, ""},
 		{"repo, case-insensitive", gh("omnicorp/app", "bob", "j1"), "subject github:Omnicorp/App"},
 		{"exchanged token of a revoked repo", exchanged, "subject github:Omnicorp/App"},
 		{"other repo of the org", gh("omnicorp/app2", "bob", "j2"), ""},
