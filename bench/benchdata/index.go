@@ -185,7 +185,7 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 }
 
 // insertPaths writes the rows the index would write for each path (NAR
-// record and ownership, path record and ownership) in one transaction.
+// record and ownership, the flake's path record) in one transaction.
 func insertPaths(ctx context.Context, dbPath string, flake route.Flake, paths []genPath, signedBy string) error {
 	// A page cache of 1 GiB: one transaction of millions of random-key
 	// inserts otherwise spills the same B-tree pages to the WAL over and
@@ -202,10 +202,9 @@ func insertPaths(ctx context.Context, dbPath string, flake route.Flake, paths []
 	}
 	defer tx.Rollback()
 	stmts := map[string]string{
-		"nar":       `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at) VALUES (?, 'zstd', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		"narOwner":  `INSERT INTO nar_owners (file, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-		"path":      `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		"pathOwner": `INSERT INTO path_owners (hash, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+		"nar":      `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at) VALUES (?, 'zstd', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		"narOwner": `INSERT INTO nar_owners (file, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`,
+		"path":     `INSERT INTO flake_paths (flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 	}
 	prepared := map[string]*sql.Stmt{}
 	for name, q := range stmts {
@@ -232,11 +231,8 @@ func insertPaths(ctx context.Context, dbPath string, flake route.Flake, paths []
 		if _, err := prepared["narOwner"].ExecContext(ctx, p.narFile, fl); err != nil {
 			return fmt.Errorf("bulk insert nar owner %s: %w", p.narFile, err)
 		}
-		if _, err := prepared["path"].ExecContext(ctx, p.hash, p.storePath, p.narFile, p.refs, p.text, signedBy, now); err != nil {
+		if _, err := prepared["path"].ExecContext(ctx, fl, p.hash, p.storePath, p.narFile, p.narHash, p.refs, p.text, signedBy, now); err != nil {
 			return fmt.Errorf("bulk insert path %s: %w", p.hash, err)
-		}
-		if _, err := prepared["pathOwner"].ExecContext(ctx, p.hash, fl); err != nil {
-			return fmt.Errorf("bulk insert path owner %s: %w", p.hash, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {

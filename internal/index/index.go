@@ -1,15 +1,17 @@
 // Package index records what the cache holds and which flake owns what.
 // Implementations: sqlite (default) and postgres.
 //
-// Content (a NAR file, a store path's narinfo) is recorded once; ownership is
-// a separate (flake, object) relation, so that a flake only "has" what it
-// pushed. All methods are safe for concurrent use, also across processes
+// A NAR file is recorded once (its name is its content's hash) with a
+// separate (flake, file) ownership relation; a store path's narinfo is
+// recorded per flake (Path), so that a flake only "has" what it pushed and
+// serves exactly what its pushers pushed. All methods are safe for concurrent use, also across processes
 // sharing one database.
 package index
 
 import (
 	"context"
 	"errors"
+	"slices"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/route"
@@ -30,12 +32,20 @@ type Nar struct {
 	CreatedAt   time.Time
 }
 
-// Path is a store path's narinfo as uploaded and validated.
+// Path is one flake's narinfo of a store path, as that flake's pusher
+// uploaded it and the server validated it. Each flake has its own: two
+// flakes may hold different contents for one store path (a
+// non-reproducible build, or a pusher of one flake pre-empting a predicted
+// path), and neither can change, block or see the other's.
 type Path struct {
+	// Flake is the flake whose record this is (set by GetPath and PathsOf;
+	// PutPath records under its flake argument and ignores it).
+	Flake      route.Flake
 	Hash       string   // 32-char store hash
 	StorePath  string   // /nix/store/<hash>-<name>
-	NarFile    string   // Nar.File it points to
-	References []string // store path base names ("<hash>-<name>"), as in the narinfo
+	NarFile    string   // Nar.File it points to (the flake owns it)
+	NarHash    string   // "sha256:<nixbase32>" of the uncompressed NAR
+	References []string // store path base names ("<hash>-<name>"), sorted, as in the narinfo
 	// NarInfo is the narinfo text as the server serves it (server
 	// signatures included, upload signatures dropped).
 	NarInfo []byte
@@ -46,14 +56,21 @@ type Path struct {
 	CreatedAt time.Time
 }
 
+// SameContent reports whether p and q describe the same store path
+// contents: the same NAR (by NarHash) with the same references. The NAR
+// file (compression), deriver and signatures may differ.
+func (p Path) SameContent(q Path) bool {
+	return p.Hash == q.Hash && p.NarHash == q.NarHash && slices.Equal(p.References, q.References)
+}
+
 // NarInfoUpdater is implemented by indexes that can store a re-signed
 // narinfo (after a signing key rotation), so that re-signing happens once
 // per path, not once per process. Optional: without it the server keeps
 // re-signed narinfos in memory only.
 type NarInfoUpdater interface {
-	// UpdateNarInfo replaces the narinfo text of an existing path and
-	// records which key set signed it. An absent hash is not an error.
-	UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error
+	// UpdateNarInfo replaces the narinfo text of a flake's existing path
+	// and records which key set signed it. An absent path is not an error.
+	UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error
 }
 
 // Index is the cache's catalogue.
@@ -63,11 +80,16 @@ type Index interface {
 	// GetNar returns a NAR's record; with a non-zero flake only if that flake owns it.
 	GetNar(ctx context.Context, flake route.Flake, file string) (Nar, error)
 
-	// PutPath records a path and that flake owns it, in one transaction.
-	// Idempotent; re-pushing the same hash keeps the first content.
+	// PutPath records flake's narinfo of p.Hash, unless the flake has one
+	// already: a flake's first content of a path is kept (read it back with
+	// GetPath to tell a re-push of the same content from a conflict). Other
+	// flakes' records of the same path are neither read nor changed.
 	PutPath(ctx context.Context, flake route.Flake, p Path) error
-	// GetPath returns a path; with a non-zero flake only if that flake owns it.
+	// GetPath returns flake's record of a path. The flake must not be zero.
 	GetPath(ctx context.Context, flake route.Flake, hash string) (Path, error)
+	// PathsOf returns the records of a path held by the given flakes (by
+	// every flake when flakes is nil), sorted by flake; none is not an error.
+	PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]Path, error)
 	// MissingPaths returns those of hashes that flake does not own.
 	MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error)
 
@@ -84,7 +106,8 @@ type Index interface {
 	Close() error
 }
 
-// Stats are index-wide counts.
+// Stats are index-wide counts: distinct store paths (whatever the number of
+// flakes holding each), NAR files, and flakes owning a path or a NAR.
 type Stats struct {
 	Paths, Nars, Flakes int64
 }

@@ -48,6 +48,25 @@ func CheckPath(flake route.Flake, p Path) error {
 	return nil
 }
 
+// CheckGetPath accepts the arguments of a GetPath call: a flake (the
+// union view asks PathsOf) and nothing else.
+func CheckGetPath(flake route.Flake, hash string) error {
+	if flake.IsZero() {
+		return fmt.Errorf("get path %s: no flake given (each flake has its own record; use PathsOf)", hash)
+	}
+	return nil
+}
+
+// FlakeNames returns the flakes as "org/name" strings, for a query
+// parameter.
+func FlakeNames(flakes []route.Flake) []string {
+	out := make([]string, len(flakes))
+	for i, f := range flakes {
+		out[i] = f.String()
+	}
+	return out
+}
+
 // CreatedAt is the creation time to record for a Nar or Path whose
 // CreatedAt is t: t itself, or now when t is zero.
 func CreatedAt(t time.Time) time.Time {
@@ -64,7 +83,7 @@ func CreatedAt(t time.Time) time.Time {
 func OwnersQuery(kind route.Kind, placeholder string) (string, error) {
 	switch kind {
 	case route.KindNarInfo:
-		return `SELECT flake FROM path_owners WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
+		return `SELECT flake FROM flake_paths WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
 	case route.KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
 	default:

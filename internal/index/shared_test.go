@@ -72,7 +72,7 @@ func TestOwnersQuery(t *testing.T) {
 		placeholder string
 		want        string
 	}{
-		{route.KindNarInfo, "?", `SELECT flake FROM path_owners WHERE hash = ? ORDER BY flake`},
+		{route.KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
 		{route.KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
 		{route.KindLog, "?", ""},
 		{route.KindCacheInfo, "?", ""},

@@ -70,6 +70,7 @@ func path(i int, refs ...string) index.Path {
 	h := Hash(i)
 	return index.Path{
 		Hash: h, StorePath: "/nix/store/" + h + "-pkg" + fmt.Sprint(i), NarFile: NarFile(i), References: refs,
+		NarHash:   fmt.Sprintf("sha256:nar%d", i),
 		NarInfo:   fmt.Appendf(nil, "StorePath: /nix/store/%s-pkg%d\nURL: nar/%s\n", h, i, NarFile(i)),
 		SignedBy:  "keyset-1",
 		CreatedAt: micro.Add(time.Duration(i) * time.Minute),
@@ -105,6 +106,8 @@ func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
 	t.Run("PathOwnership", func(t *testing.T) { testPathOwnership(t, open(t)) })
 	t.Run("PathRoundTrip", func(t *testing.T) { testPathRoundTrip(t, open(t)) })
 	t.Run("FirstContentKept", func(t *testing.T) { testFirstContentKept(t, open(t)) })
+	t.Run("PerFlakeContent", func(t *testing.T) { testPerFlakeContent(t, open(t)) })
+	t.Run("PathsOf", func(t *testing.T) { testPathsOf(t, open(t)) })
 	t.Run("MissingPaths", func(t *testing.T) { testMissingPaths(t, open(t)) })
 	t.Run("Owners", func(t *testing.T) { testOwners(t, open(t)) })
 	t.Run("Logs", func(t *testing.T) { testLogs(t, open(t)) })
@@ -141,6 +144,9 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Inde
 		must(t, b.PutPath(ctx, flakeB, path(1)))
 		if _, err := b.GetPath(ctx, flakeA, Hash(1)); err != nil {
 			t.Fatalf("instance b does not see a's push: %v", err)
+		}
+		if ps, err := a.PathsOf(ctx, Hash(1), nil); err != nil || len(ps) != 2 {
+			t.Fatalf("PathsOf via a = %v, %v; want both flakes' records", ps, err)
 		}
 		if got, err := a.Owners(ctx, route.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []route.Flake{flakeA, flakeB}) {
 			t.Fatalf("Owners via a = %v, %v; want both flakes", got, err)
@@ -227,12 +233,9 @@ func testPathOwnership(t *testing.T, x index.Index) {
 		found bool
 	}{
 		{"owner", flakeA, Hash(1), true},
-		{"union", route.Flake{}, Hash(1), true},
 		{"other flake", flakeB, Hash(1), false},
 		{"other flake's path", flakeA, Hash(2), false},
-		{"other flake's path via union", route.Flake{}, Hash(2), true},
 		{"absent", flakeA, Hash(3), false},
-		{"absent via union", route.Flake{}, Hash(3), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -246,10 +249,14 @@ func testPathOwnership(t *testing.T, x index.Index) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if p.Hash != c.hash {
-				t.Fatalf("GetPath returned %s", p.Hash)
+			if p.Hash != c.hash || p.Flake != c.flake {
+				t.Fatalf("GetPath returned %s of %v", p.Hash, p.Flake)
 			}
 		})
+	}
+	// There is no union record: each flake has its own.
+	if _, err := x.GetPath(ctx, route.Flake{}, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
+		t.Errorf("GetPath without a flake: err = %v, want an error that is not ErrNotFound", err)
 	}
 }
 
@@ -273,6 +280,7 @@ func testPathRoundTrip(t *testing.T, x index.Index) {
 			}
 			want := c.p
 			if got.Hash != want.Hash || got.StorePath != want.StorePath || got.NarFile != want.NarFile ||
+				got.NarHash != want.NarHash || got.Flake != flakeA ||
 				string(got.NarInfo) != string(want.NarInfo) || got.SignedBy != want.SignedBy {
 				t.Errorf("GetPath = %+v\nwant %+v", got, want)
 			}
@@ -286,24 +294,120 @@ func testPathRoundTrip(t *testing.T, x index.Index) {
 	}
 }
 
+// testFirstContentKept: a flake's re-push of a path with other content
+// keeps its first record.
 func testFirstContentKept(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
 	first := path(1, Hash(5)+"-dep")
 	second := path(1)
 	second.NarInfo = []byte("StorePath: changed\n")
 	second.NarFile = NarFile(77)
+	second.NarHash = "sha256:changed"
 	second.SignedBy = "keyset-2"
 	must(t, x.PutPath(ctx, flakeA, first))
-	must(t, x.PutPath(ctx, flakeB, second))
-	for _, f := range []route.Flake{flakeA, flakeB, {}} {
-		got, err := x.GetPath(ctx, f, first.Hash)
+	must(t, x.PutPath(ctx, flakeA, second))
+	got, err := x.GetPath(ctx, flakeA, first.Hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(got.NarInfo) != string(first.NarInfo) || got.NarFile != first.NarFile || got.SignedBy != first.SignedBy ||
+		got.NarHash != first.NarHash || !slices.Equal(got.References, first.References) {
+		t.Errorf("GetPath = %+v: the re-push replaced the first content", got)
+	}
+}
+
+// testPerFlakeContent: two flakes pushing different contents for one store
+// path each keep their own; neither push changes or blocks the other's.
+func testPerFlakeContent(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	genuine := path(1, Hash(5)+"-dep")
+	bogus := path(1)
+	bogus.NarInfo = []byte("StorePath: bogus\n")
+	bogus.NarFile = NarFile(66)
+	bogus.NarHash = "sha256:bogus"
+	bogus.SignedBy = "keyset-bogus"
+	// The attacker's flake pushes first.
+	must(t, x.PutPath(ctx, flakeC, bogus))
+	must(t, x.PutPath(ctx, flakeA, genuine))
+	for _, c := range []struct {
+		flake route.Flake
+		want  index.Path
+	}{{flakeA, genuine}, {flakeC, bogus}} {
+		got, err := x.GetPath(ctx, c.flake, genuine.Hash)
 		if err != nil {
-			t.Fatalf("GetPath(%v): %v", f, err)
+			t.Fatalf("GetPath(%v): %v", c.flake, err)
 		}
-		if string(got.NarInfo) != string(first.NarInfo) || got.NarFile != first.NarFile || got.SignedBy != first.SignedBy ||
-			!slices.Equal(got.References, first.References) {
-			t.Errorf("GetPath(%v) = %+v: the re-push replaced the first content", f, got)
+		if string(got.NarInfo) != string(c.want.NarInfo) || got.NarFile != c.want.NarFile || got.NarHash != c.want.NarHash ||
+			got.SignedBy != c.want.SignedBy || !slices.Equal(got.References, c.want.References) || got.Flake != c.flake {
+			t.Errorf("GetPath(%v) = %+v\nwant %+v", c.flake, got, c.want)
 		}
+	}
+	if _, err := x.GetPath(ctx, flakeB, genuine.Hash); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("a third flake sees the path: %v", err)
+	}
+	if !genuine.SameContent(genuine) || genuine.SameContent(bogus) {
+		t.Errorf("SameContent: genuine vs itself must agree, vs bogus must not")
+	}
+	other := genuine
+	other.NarFile, other.NarInfo = NarFile(88), []byte("other compression\n")
+	if !genuine.SameContent(other) {
+		t.Errorf("SameContent: another NAR file of the same NAR and references must agree")
+	}
+	other.References = []string{Hash(6) + "-other"}
+	if genuine.SameContent(other) {
+		t.Errorf("SameContent: other references must not agree")
+	}
+}
+
+// testPathsOf: the records of a path by flake, for the union view.
+func testPathsOf(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	pb := path(1)
+	pb.NarHash = "sha256:b"
+	must(t, x.PutPath(ctx, flakeA, path(1)))
+	must(t, x.PutPath(ctx, flakeB, pb))
+	must(t, x.PutPath(ctx, flakeC, path(1)))
+	must(t, x.PutPath(ctx, flakeC, path(2)))
+	flakesOf := func(ps []index.Path) []route.Flake {
+		var out []route.Flake
+		for _, p := range ps {
+			if p.Hash != Hash(1) {
+				t.Errorf("PathsOf returned a record of %s", p.Hash)
+			}
+			out = append(out, p.Flake)
+		}
+		return out
+	}
+	cases := []struct {
+		name   string
+		flakes []route.Flake
+		want   []route.Flake
+	}{
+		{"all (nil)", nil, []route.Flake{flakeC, flakeA, flakeB}},
+		{"none asked", []route.Flake{}, nil},
+		{"some, sorted", []route.Flake{flakeB, flakeC}, []route.Flake{flakeC, flakeB}},
+		{"one", []route.Flake{flakeB}, []route.Flake{flakeB}},
+		{"a flake without it", []route.Flake{flakeDash, flakeA}, []route.Flake{flakeA}},
+		{"only flakes without it", []route.Flake{flakeDash}, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := x.PathsOf(ctx, Hash(1), c.flakes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if f := flakesOf(got); !slices.Equal(f, c.want) {
+				t.Fatalf("PathsOf flakes = %v, want %v", f, c.want)
+			}
+			for _, p := range got {
+				if want := map[route.Flake]string{flakeB: "sha256:b"}[p.Flake]; want != "" && p.NarHash != want {
+					t.Errorf("PathsOf gave %v the NarHash %s, want its own %s", p.Flake, p.NarHash, want)
+				}
+			}
+		})
+	}
+	if got, err := x.PathsOf(ctx, Hash(3), nil); err != nil || len(got) != 0 {
+		t.Errorf("PathsOf of an absent path = %v, %v; want none", got, err)
 	}
 }
 
@@ -475,7 +579,8 @@ func testUpdater(t *testing.T, x index.Index) {
 	}
 	ctx := ctxFor(t)
 	must(t, x.PutPath(ctx, flakeA, path(1)))
-	must(t, u.UpdateNarInfo(ctx, Hash(1), []byte("re-signed\n"), "keyset-2"))
+	must(t, x.PutPath(ctx, flakeB, path(1)))
+	must(t, u.UpdateNarInfo(ctx, flakeA, Hash(1), []byte("re-signed\n"), "keyset-2"))
 	got, err := x.GetPath(ctx, flakeA, Hash(1))
 	if err != nil {
 		t.Fatal(err)
@@ -483,11 +588,14 @@ func testUpdater(t *testing.T, x index.Index) {
 	if string(got.NarInfo) != "re-signed\n" || got.SignedBy != "keyset-2" || got.NarFile != NarFile(1) {
 		t.Fatalf("after UpdateNarInfo: %+v", got)
 	}
-	if err := u.UpdateNarInfo(ctx, Hash(2), []byte("x"), "k"); err != nil {
+	if other, err := x.GetPath(ctx, flakeB, Hash(1)); err != nil || string(other.NarInfo) != string(path(1).NarInfo) || other.SignedBy != "keyset-1" {
+		t.Fatalf("UpdateNarInfo of %v changed %v's record: %+v, %v", flakeA, flakeB, other, err)
+	}
+	if err := u.UpdateNarInfo(ctx, flakeA, Hash(2), []byte("x"), "k"); err != nil {
 		t.Fatalf("UpdateNarInfo of an absent hash: %v, want nil", err)
 	}
-	if _, err := x.GetPath(ctx, route.Flake{}, Hash(2)); !errors.Is(err, index.ErrNotFound) {
-		t.Fatalf("UpdateNarInfo created a path: %v", err)
+	if ps, err := x.PathsOf(ctx, Hash(2), nil); err != nil || len(ps) != 0 {
+		t.Fatalf("UpdateNarInfo created a path: %v, %v", ps, err)
 	}
 }
 
@@ -588,5 +696,88 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		if want := (index.Stats{Paths: int64(len(owners)), Nars: int64(len(owners)), Flakes: int64(len(owns))}); s != want {
 			t.Errorf("Stats = %+v, want %+v", s, want)
 		}
+	}
+}
+
+// V1Nar and V1Path are rows of a version-1 index, which recorded one
+// narinfo per store path for all flakes (paths + path_owners) before
+// per-flake narinfos.
+type V1Nar struct {
+	Nar    index.Nar
+	Owners []route.Flake
+}
+
+// V1Path is a path row of a version-1 index and the flakes owning it.
+type V1Path struct {
+	Path   index.Path // Flake and NarHash unused: version 1 had neither
+	Owners []route.Flake
+}
+
+// V1Fixture is what a backend's migration test writes into a version-1
+// database (with that version's SQL) before opening it; CheckMigrated then
+// checks what the migration made of it. It holds what version 1 allowed: a
+// flake that pushed a path another flake had pushed first was recorded as
+// an owner of the first pusher's narinfo, whose NAR or references it may
+// not own.
+func V1Fixture() ([]V1Nar, []V1Path) {
+	nars := []V1Nar{
+		{nar(1), []route.Flake{flakeA, flakeB}},
+		{nar(2), []route.Flake{flakeA, flakeC}},
+		{nar(3), []route.Flake{flakeC}},
+		{nar(4), []route.Flake{flakeA}},
+	}
+	paths := []V1Path{
+		// Pushed by A and B, both own the NAR: each keeps a copy.
+		{path(1), []route.Flake{flakeA, flakeB}},
+		// A's path referencing path 1; C adopted it (owns the NAR) but
+		// does not own path 1: C's copy goes.
+		{path(2, Hash(1)+"-pkg1", Hash(2)+"-pkg2"), []route.Flake{flakeA, flakeC}},
+		// C's own path referencing path 2: goes once C's copy of 2 has gone.
+		{path(3, Hash(2)+"-pkg2"), []route.Flake{flakeC}},
+		// B owns path 4 but not its NAR: B's copy goes, A's stays.
+		{path(4), []route.Flake{flakeA, flakeB}},
+	}
+	return nars, paths
+}
+
+// CheckMigrated checks an index opened on a version-1 database that holds
+// V1Fixture.
+func CheckMigrated(t *testing.T, x index.Index) {
+	t.Helper()
+	ctx := ctxFor(t)
+	want := map[route.Flake][]int{flakeA: {1, 2, 4}, flakeB: {1}, flakeC: nil}
+	_, v1 := V1Fixture()
+	for f, keep := range want {
+		for k, vp := range v1 {
+			i := k + 1
+			got, err := x.GetPath(ctx, f, vp.Path.Hash)
+			if !slices.Contains(keep, i) {
+				if !errors.Is(err, index.ErrNotFound) {
+					t.Errorf("after migration %v still serves path %d (%+v, %v): it does not own its NAR or references", f, i, got, err)
+				}
+				continue
+			}
+			if err != nil {
+				t.Errorf("after migration %v lost path %d: %v", f, i, err)
+				continue
+			}
+			if got.Flake != f || string(got.NarInfo) != string(vp.Path.NarInfo) || got.NarFile != vp.Path.NarFile ||
+				got.NarHash != nar(i).NarHash || !slices.Equal(got.References, vp.Path.References) || !got.CreatedAt.Equal(vp.Path.CreatedAt) {
+				t.Errorf("after migration %v's path %d = %+v\nwant %+v with NarHash %s", f, i, got, vp.Path, nar(i).NarHash)
+			}
+		}
+	}
+	if o, err := x.Owners(ctx, route.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []route.Flake{flakeA}) {
+		t.Errorf("after migration Owners(path 2) = %v, %v; want [%v]", o, err, flakeA)
+	}
+	if o, err := x.Owners(ctx, route.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []route.Flake{flakeC, flakeA}) {
+		t.Errorf("after migration Owners(nar 2) = %v, %v; NAR ownership must stay", o, err)
+	}
+	// The migrated index takes per-flake pushes.
+	bogus := path(1)
+	bogus.NarHash, bogus.NarInfo = "sha256:bogus", []byte("bogus\n")
+	must(t, x.PutPath(ctx, flakeC, bogus))
+	if got, err := x.GetPath(ctx, flakeA, Hash(1)); err != nil || got.NarHash != nar(1).NarHash {
+		t.Errorf("after migration a push to %v changed %v's path: %+v, %v", flakeC, flakeA, got, err)
 	}
 }

@@ -22,9 +22,9 @@
 //
 // # Concurrency
 //
-// Each write is one transaction: content rows are inserted with ON CONFLICT
-// DO NOTHING (the first content of a path or NAR is kept) and the ownership
-// row likewise, so concurrent pushes of the same or overlapping closures from
+// Each write is one transaction: rows are inserted with ON CONFLICT DO
+// NOTHING (the first record of a NAR, and a flake's first narinfo of a path,
+// are kept) and the ownership row likewise, so concurrent pushes of the same or overlapping closures from
 // any number of servers all succeed and record every owner. Serialization
 // failures and deadlocks, should the server report any, are retried.
 package postgres
@@ -251,13 +251,8 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 	return nil
 }
 
-// own records in tx that flake owns the object key, with insertOwner (an
-// INSERT into nar_owners or path_owners taking $1 = key, $2 = flake), and
-// that flake in flakes, the table Stats counts.
-func own(ctx context.Context, tx pgx.Tx, insertOwner, key string, flake route.Flake) error {
-	if _, err := tx.Exec(ctx, insertOwner, key, flake.String()); err != nil {
-		return err
-	}
+// recordFlake records flake in flakes, the table Stats counts.
+func recordFlake(ctx context.Context, tx pgx.Tx, flake route.Flake) error {
 	_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
 	return err
 }
@@ -273,7 +268,10 @@ func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) erro
 			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, index.CreatedAt(n.CreatedAt)); err != nil {
 			return err
 		}
-		return own(ctx, tx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake)
+		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake.String()); err != nil {
+			return err
+		}
+		return recordFlake(ctx, tx, flake)
 	})
 }
 
@@ -302,8 +300,10 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 	return n, nil
 }
 
-// PutPath records a path and flake's ownership of it in one transaction. An
-// existing path keeps its first content.
+// pathCols are the columns scanPath reads, in its order.
+const pathCols = `flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at`
+
+// PutPath records flake's narinfo of a path; a flake's first content is kept.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
 	if err := index.CheckPath(flake, p); err != nil {
 		return err
@@ -317,45 +317,79 @@ func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) er
 		narInfo = []byte{}
 	}
 	return x.write(ctx, "put path "+p.Hash, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (hash) DO NOTHING`,
-			p.Hash, p.StorePath, p.NarFile, refs, narInfo, p.SignedBy, index.CreatedAt(p.CreatedAt)); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO flake_paths (`+pathCols+`)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (hash, flake) DO NOTHING`,
+			flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, narInfo, p.SignedBy, index.CreatedAt(p.CreatedAt)); err != nil {
 			return err
 		}
-		return own(ctx, tx, `INSERT INTO path_owners (hash, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, p.Hash, flake)
+		return recordFlake(ctx, tx, flake)
 	})
 }
 
-// GetPath returns a path; with a non-zero flake only if it owns it.
-func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
-	ctx, cancel := withTimeout(ctx)
-	defer cancel()
-	const cols = `p.hash, p.store_path, p.nar_file, p.refs, p.narinfo, p.signed_by, p.created_at`
-	var row pgx.Row
-	if flake.IsZero() {
-		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM paths p WHERE p.hash = $1`, hash)
-	} else {
-		row = x.pool.QueryRow(ctx, `SELECT `+cols+` FROM path_owners o JOIN paths p ON p.hash = o.hash
-			WHERE o.hash = $1 AND o.flake = $2`, hash, flake.String())
-	}
+// scanPath reads one row of pathCols.
+func scanPath(row pgx.Row) (index.Path, error) {
 	var p index.Path
-	err := row.Scan(&p.Hash, &p.StorePath, &p.NarFile, &p.References, &p.NarInfo, &p.SignedBy, &p.CreatedAt)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return index.Path{}, fmt.Errorf("path %s: %w", hash, index.ErrNotFound)
+	var flake string
+	if err := row.Scan(&flake, &p.Hash, &p.StorePath, &p.NarFile, &p.NarHash, &p.References, &p.NarInfo, &p.SignedBy, &p.CreatedAt); err != nil {
+		return index.Path{}, err
 	}
+	f, err := route.ParseFlake(flake)
 	if err != nil {
-		return index.Path{}, fmt.Errorf("get path %s: %w", hash, err)
+		return index.Path{}, fmt.Errorf("stored flake: %w", err)
 	}
+	p.Flake = f
 	if len(p.References) == 0 {
 		p.References = nil
 	}
 	return p, nil
 }
 
-// UpdateNarInfo stores a re-signed narinfo. An absent hash is not an error.
-func (x *Index) UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error {
+// GetPath returns flake's record of a path.
+func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+	if err := index.CheckGetPath(flake, hash); err != nil {
+		return index.Path{}, err
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	p, err := scanPath(x.pool.QueryRow(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE hash = $1 AND flake = $2`, hash, flake.String()))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return index.Path{}, fmt.Errorf("path %s of %s: %w", hash, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Path{}, fmt.Errorf("get path %s of %s: %w", hash, flake, err)
+	}
+	return p, nil
+}
+
+// PathsOf returns the records of a path held by flakes (all when nil),
+// sorted by flake.
+func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]index.Path, error) {
+	if flakes != nil && len(flakes) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	var rows pgx.Rows
+	var err error
+	if flakes == nil {
+		rows, err = x.pool.Query(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE hash = $1 ORDER BY flake`, hash)
+	} else {
+		rows, err = x.pool.Query(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE hash = $1 AND flake = ANY($2) ORDER BY flake`, hash, index.FlakeNames(flakes))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("paths of %s: %w", hash, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (index.Path, error) { return scanPath(r) })
+	if err != nil {
+		return nil, fmt.Errorf("paths of %s: %w", hash, err)
+	}
+	return out, nil
+}
+
+// UpdateNarInfo stores a flake's re-signed narinfo. An absent path is not an error.
+func (x *Index) UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error {
 	return x.write(ctx, "update narinfo "+hash, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE paths SET narinfo = $1, signed_by = $2 WHERE hash = $3`, narInfo, signedBy, hash)
+		_, err := tx.Exec(ctx, `UPDATE flake_paths SET narinfo = $1, signed_by = $2 WHERE hash = $3 AND flake = $4`, narInfo, signedBy, hash, flake.String())
 		return err
 	})
 }
@@ -368,7 +402,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 	}
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, err := x.pool.Query(ctx, `SELECT hash FROM path_owners WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
+	rows, err := x.pool.Query(ctx, `SELECT hash FROM flake_paths WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
 	if err != nil {
 		return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
 	}
@@ -442,7 +476,7 @@ func (x *Index) Stats(ctx context.Context) (index.Stats, error) {
 	defer cancel()
 	var s index.Stats
 	err := x.pool.QueryRow(ctx, `SELECT
-		(SELECT count(*) FROM paths),
+		(SELECT count(DISTINCT hash) FROM flake_paths),
 		(SELECT count(*) FROM nars),
 		(SELECT count(*) FROM flakes)`).Scan(&s.Paths, &s.Nars, &s.Flakes)
 	if err != nil {

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/indextest"
@@ -214,5 +215,60 @@ func TestSanitize(t *testing.T) {
 		if got := sanitize(errors.New(c.err), c.url).Error(); got != c.want {
 			t.Errorf("sanitize(%q, %q) = %q, want %q", c.err, c.url, got, c.want)
 		}
+	}
+}
+
+// TestMigrateV1 opens a database written by the version-1 schema (one
+// narinfo per store path) and checks the per-flake records made of it.
+func TestMigrateV1(t *testing.T) {
+	u := testSchema(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	ms, err := migrations()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcfg, err := pgxpool.ParseConfig(u) // takes pool_max_conns, which a plain connection refuses
+	if err != nil {
+		t.Fatal(err)
+	}
+	conn, err := pgx.ConnectConfig(ctx, pcfg.ConnConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	exec := func(q string, args ...any) {
+		t.Helper()
+		if _, err := conn.Exec(ctx, q, args...); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	exec(`CREATE TABLE flakegate_schema_migrations (version integer PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`)
+	exec(ms[0].sql)
+	exec(`INSERT INTO flakegate_schema_migrations (version, name) VALUES (1, $1)`, ms[0].name)
+	nars, paths := indextest.V1Fixture()
+	for _, n := range nars {
+		exec(`INSERT INTO nars VALUES ($1, $2, $3, $4, $5, $6, $7)`, n.Nar.File, string(n.Nar.Compression), n.Nar.FileHash, n.Nar.FileSize, n.Nar.NarHash, n.Nar.NarSize, n.Nar.CreatedAt)
+		for _, f := range n.Owners {
+			exec(`INSERT INTO nar_owners VALUES ($1, $2)`, n.Nar.File, f.String())
+			exec(`INSERT INTO flakes VALUES ($1) ON CONFLICT DO NOTHING`, f.String())
+		}
+	}
+	for _, p := range paths {
+		refs := p.Path.References
+		if refs == nil {
+			refs = []string{}
+		}
+		exec(`INSERT INTO paths VALUES ($1, $2, $3, $4, $5, $6, $7)`, p.Path.Hash, p.Path.StorePath, p.Path.NarFile, refs, p.Path.NarInfo, p.Path.SignedBy, p.Path.CreatedAt)
+		for _, f := range p.Owners {
+			exec(`INSERT INTO path_owners VALUES ($1, $2)`, p.Path.Hash, f.String())
+		}
+	}
+	x := open(t, u)
+	defer x.Close()
+	indextest.CheckMigrated(t, x)
+	var v int
+	if err := x.pool.QueryRow(ctx, `SELECT max(version) FROM flakegate_schema_migrations`).Scan(&v); err != nil || v != len(ms) {
+		t.Fatalf("schema version = %d, %v; want %d", v, err, len(ms))
 	}
 }

@@ -32,7 +32,7 @@ type Index struct {
 	w *sql.DB // one connection: all writes
 	r *sql.DB // pool of query-only connections
 
-	getPathAny, getPathFlake *sql.Stmt
+	getPath *sql.Stmt
 }
 
 var (
@@ -76,21 +76,23 @@ func Open(ctx context.Context, path string) (*Index, error) {
 	r.SetMaxOpenConns(n)
 	r.SetMaxIdleConns(n)
 	x.r = r
-	if x.getPathAny, err = r.PrepareContext(ctx, `SELECT hash, store_path, nar_file, refs, narinfo, signed_by, created_at FROM paths WHERE hash = ?`); err != nil {
-		x.Close()
-		return nil, fmt.Errorf("prepare sqlite index query: %w", err)
-	}
-	if x.getPathFlake, err = r.PrepareContext(ctx, `SELECT p.hash, p.store_path, p.nar_file, p.refs, p.narinfo, p.signed_by, p.created_at
-		FROM path_owners o JOIN paths p ON p.hash = o.hash WHERE o.hash = ? AND o.flake = ?`); err != nil {
+	if x.getPath, err = r.PrepareContext(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE hash = ? AND flake = ?`); err != nil {
 		x.Close()
 		return nil, fmt.Errorf("prepare sqlite index query: %w", err)
 	}
 	return x, nil
 }
 
+// migration is one schema step: SQL, then (optional) Go work in the same
+// transaction.
+type migration struct {
+	sql   string
+	after func(ctx context.Context, tx *sql.Tx) error
+}
+
 // migrations are applied in order; PRAGMA user_version counts those done.
-var migrations = []string{
-	`CREATE TABLE nars (
+var migrations = []migration{
+	{sql: `CREATE TABLE nars (
 		file        TEXT PRIMARY KEY,
 		compression TEXT NOT NULL,
 		file_hash   TEXT NOT NULL,
@@ -125,7 +127,59 @@ var migrations = []string{
 		blob_key   TEXT NOT NULL,
 		created_at INTEGER NOT NULL,
 		PRIMARY KEY (flake, drv)
-	) WITHOUT ROWID;`,
+	) WITHOUT ROWID;`},
+	// 2: per-flake narinfos (issue 12: one narinfo per store path across
+	// all flakes let a pusher of one flake probe, pre-empt and poison
+	// another's paths). Each flake that owned a path gets its own copy of
+	// the narinfo it served; then copies a flake could not have pushed
+	// itself are dropped (see pruneForeign).
+	{sql: `CREATE TABLE flake_paths (
+		hash       TEXT NOT NULL,
+		flake      TEXT NOT NULL,
+		store_path TEXT NOT NULL,
+		nar_file   TEXT NOT NULL,
+		nar_hash   TEXT NOT NULL,
+		refs       TEXT NOT NULL,
+		narinfo    BLOB NOT NULL,
+		signed_by  TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (hash, flake)
+	) WITHOUT ROWID;
+	INSERT INTO flake_paths (hash, flake, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at)
+		SELECT p.hash, o.flake, p.store_path, p.nar_file, coalesce(n.nar_hash, ''), p.refs, p.narinfo, p.signed_by, p.created_at
+		FROM path_owners o JOIN paths p ON p.hash = o.hash LEFT JOIN nars n ON n.file = p.nar_file;
+	DROP TABLE path_owners;
+	DROP TABLE paths;
+	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash);`, after: pruneForeign},
+}
+
+// pruneForeign removes, after migration 2, the per-flake copies of a
+// narinfo that the flake could not have pushed itself: before per-flake
+// narinfos, a flake that pushed a path another flake had pushed first
+// (same NarHash) served the first pusher's narinfo, whose NAR file or
+// references it may not own. Such a copy would name another flake's paths
+// and break the flake's closure; dropping it loses nothing the flake
+// pushed (its own narinfo was never stored), and its next push of the path
+// stores its own. Removal repeats until no copy references a dropped one.
+func pruneForeign(ctx context.Context, tx *sql.Tx) error {
+	if _, err := tx.ExecContext(ctx, `DELETE FROM flake_paths AS p WHERE NOT EXISTS
+		(SELECT 1 FROM nar_owners o WHERE o.file = p.nar_file AND o.flake = p.flake)`); err != nil {
+		return fmt.Errorf("drop narinfos whose NAR the flake does not own: %w", err)
+	}
+	// refs is a space-separated list of "<hash>-<name>" (characters of a
+	// store path name: no quote, no backslash), read as a JSON array.
+	for {
+		res, err := tx.ExecContext(ctx, `DELETE FROM flake_paths AS p WHERE p.refs <> '' AND EXISTS (
+			SELECT 1 FROM json_each('["' || replace(p.refs, ' ', '","') || '"]') AS r
+			WHERE substr(r.value, 1, 32) <> p.hash AND NOT EXISTS (
+				SELECT 1 FROM flake_paths q WHERE q.hash = substr(r.value, 1, 32) AND q.flake = p.flake))`)
+		if err != nil {
+			return fmt.Errorf("drop narinfos with references the flake does not own: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return err
+		}
+	}
 }
 
 func (x *Index) migrate(ctx context.Context) error {
@@ -142,8 +196,14 @@ func (x *Index) migrate(ctx context.Context) error {
 		return fmt.Errorf("database schema version %d is newer than this server (%d)", v, len(migrations))
 	}
 	for i := v; i < len(migrations); i++ {
-		if _, err := tx.ExecContext(ctx, migrations[i]); err != nil {
+		m := migrations[i]
+		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
+		}
+		if m.after != nil {
+			if err := m.after(ctx, tx); err != nil {
+				return fmt.Errorf("migration %d: %w", i+1, err)
+			}
 		}
 	}
 	if v < len(migrations) {
@@ -157,10 +217,8 @@ func (x *Index) migrate(ctx context.Context) error {
 // Close closes both connection pools.
 func (x *Index) Close() error {
 	var errs []error
-	for _, s := range []*sql.Stmt{x.getPathAny, x.getPathFlake} {
-		if s != nil {
-			errs = append(errs, s.Close())
-		}
+	if x.getPath != nil {
+		errs = append(errs, x.getPath.Close())
 	}
 	if x.r != nil {
 		errs = append(errs, x.r.Close())
@@ -227,42 +285,36 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 	return n, nil
 }
 
-// PutPath records a path and flake's ownership of it. An existing path
-// keeps its first content.
+// pathCols are the columns scanPath reads, in its order.
+const pathCols = `flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at`
+
+// PutPath records flake's narinfo of a path; a flake's first content is kept.
 func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
 	if err := index.CheckPath(flake, p); err != nil {
 		return err
 	}
 	created := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "put path "+p.Hash, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO paths (hash, store_path, nar_file, refs, narinfo, signed_by, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash) DO NOTHING`,
-			p.Hash, p.StorePath, p.NarFile, strings.Join(p.References, " "), p.NarInfo, p.SignedBy, created.UnixNano()); err != nil {
-			return err
-		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO path_owners (hash, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`, p.Hash, flake.String())
+		_, err := tx.ExecContext(ctx, `INSERT INTO flake_paths (`+pathCols+`)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash, flake) DO NOTHING`,
+			flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, strings.Join(p.References, " "), p.NarInfo, p.SignedBy, created.UnixNano())
 		return err
 	})
 }
 
-// GetPath returns a path; with a non-zero flake only if it owns it.
-func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
-	var row *sql.Row
-	if flake.IsZero() {
-		row = x.getPathAny.QueryRowContext(ctx, hash)
-	} else {
-		row = x.getPathFlake.QueryRowContext(ctx, hash, flake.String())
-	}
+// scanPath reads one row of pathCols.
+func scanPath(scan func(...any) error) (index.Path, error) {
 	var p index.Path
-	var refs string
+	var flake, refs string
 	var created int64
-	err := row.Scan(&p.Hash, &p.StorePath, &p.NarFile, &refs, &p.NarInfo, &p.SignedBy, &created)
-	if errors.Is(err, sql.ErrNoRows) {
-		return index.Path{}, fmt.Errorf("path %s: %w", hash, index.ErrNotFound)
+	if err := scan(&flake, &p.Hash, &p.StorePath, &p.NarFile, &p.NarHash, &refs, &p.NarInfo, &p.SignedBy, &created); err != nil {
+		return index.Path{}, err
 	}
+	f, err := route.ParseFlake(flake)
 	if err != nil {
-		return index.Path{}, fmt.Errorf("get path %s: %w", hash, err)
+		return index.Path{}, fmt.Errorf("stored flake: %w", err)
 	}
+	p.Flake = f
 	if refs != "" {
 		p.References = strings.Split(refs, " ")
 	}
@@ -270,10 +322,61 @@ func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (in
 	return p, nil
 }
 
-// UpdateNarInfo stores a re-signed narinfo.
-func (x *Index) UpdateNarInfo(ctx context.Context, hash string, narInfo []byte, signedBy string) error {
+// GetPath returns flake's record of a path.
+func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+	if err := index.CheckGetPath(flake, hash); err != nil {
+		return index.Path{}, err
+	}
+	p, err := scanPath(x.getPath.QueryRowContext(ctx, hash, flake.String()).Scan)
+	if errors.Is(err, sql.ErrNoRows) {
+		return index.Path{}, fmt.Errorf("path %s of %s: %w", hash, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.Path{}, fmt.Errorf("get path %s of %s: %w", hash, flake, err)
+	}
+	return p, nil
+}
+
+// PathsOf returns the records of a path held by flakes (all when nil),
+// sorted by flake.
+func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]index.Path, error) {
+	if flakes != nil && len(flakes) == 0 {
+		return nil, nil
+	}
+	q := `SELECT ` + pathCols + ` FROM flake_paths WHERE hash = ?`
+	args := []any{hash}
+	if flakes != nil {
+		if len(flakes) > maxParams {
+			return nil, fmt.Errorf("paths of %s: %d flakes asked, at most %d", hash, len(flakes), maxParams)
+		}
+		q += ` AND flake IN (?` + strings.Repeat(",?", len(flakes)-1) + `)`
+		for _, f := range flakes {
+			args = append(args, f.String())
+		}
+	}
+	rows, err := x.r.QueryContext(ctx, q+` ORDER BY flake`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("paths of %s: %w", hash, err)
+	}
+	defer rows.Close()
+	var out []index.Path
+	for rows.Next() {
+		p, err := scanPath(rows.Scan)
+		if err != nil {
+			return nil, fmt.Errorf("paths of %s: %w", hash, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("paths of %s: %w", hash, err)
+	}
+	return out, nil
+}
+
+// UpdateNarInfo stores a flake's re-signed narinfo.
+func (x *Index) UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error {
 	return x.write(ctx, "update narinfo "+hash, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE paths SET narinfo = ?, signed_by = ? WHERE hash = ?`, narInfo, signedBy, hash)
+		_, err := tx.ExecContext(ctx, `UPDATE flake_paths SET narinfo = ?, signed_by = ? WHERE hash = ? AND flake = ?`, narInfo, signedBy, hash, flake.String())
 		return err
 	})
 }
@@ -292,7 +395,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 		for _, h := range chunk {
 			args = append(args, h)
 		}
-		q := `SELECT hash FROM path_owners WHERE flake = ? AND hash IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
+		q := `SELECT hash FROM flake_paths WHERE flake = ? AND hash IN (?` + strings.Repeat(",?", len(chunk)-1) + `)`
 		rows, err := x.r.QueryContext(ctx, q, args...)
 		if err != nil {
 			return nil, fmt.Errorf("missing paths of %s: %w", flake, err)
@@ -371,13 +474,13 @@ func (x *Index) GetLog(ctx context.Context, flake route.Flake, drv string) (stri
 	return key, nil
 }
 
-// Stats counts paths, NARs and flakes owning anything.
+// Stats counts distinct store paths, NARs and flakes owning anything.
 func (x *Index) Stats(ctx context.Context) (index.Stats, error) {
 	var s index.Stats
 	err := x.r.QueryRowContext(ctx, `SELECT
-		(SELECT count(*) FROM paths),
+		(SELECT count(*) FROM (SELECT DISTINCT hash FROM flake_paths)),
 		(SELECT count(*) FROM nars),
-		(SELECT count(*) FROM (SELECT flake FROM path_owners UNION SELECT flake FROM nar_owners))`).Scan(&s.Paths, &s.Nars, &s.Flakes)
+		(SELECT count(*) FROM (SELECT flake FROM flake_paths UNION SELECT flake FROM nar_owners))`).Scan(&s.Paths, &s.Nars, &s.Flakes)
 	if err != nil {
 		return index.Stats{}, fmt.Errorf("index stats: %w", err)
 	}
