@@ -9,7 +9,22 @@ need=()
 command -v nix >/dev/null 2>&1 || need+=(nix-bin)
 command -v pg_ctlcluster >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
+# Nix as root builds as the users of the group nixbld (build-users-group). Debian's
+# nix-bin does not create them (nix-setup-systemd would); without them every build in
+# the tests fails with "the group 'nixbld' ... does not exist". Create them as Nix's
+# own installer does.
+ensure_nixbld() {
+  [ "$(id -u)" = 0 ] || return 0
+  getent group nixbld >/dev/null 2>&1 || groupadd --system nixbld
+  for i in 1 2 3 4 5 6 7 8; do
+    id "nixbld$i" >/dev/null 2>&1 ||
+      useradd --system --no-create-home --home-dir /var/empty --shell /usr/sbin/nologin \
+        --gid nixbld --groups nixbld --comment "Nix build user $i" "nixbld$i"
+  done
+}
+
 if [ ${#need[@]} -eq 0 ]; then
+  ensure_nixbld
   exit 0
 fi
 
@@ -24,3 +39,4 @@ echo "install-test-deps: installing ${need[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 $sudo apt-get update -qq
 $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+ensure_nixbld
