@@ -38,12 +38,6 @@ type OwnersLookup interface {
 	Owners(ctx context.Context, r route.Request) ([]route.Flake, error)
 }
 
-// FreshOwnersLookup is an OwnersLookup with a cache that can be bypassed.
-type FreshOwnersLookup interface {
-	OwnersLookup
-	FreshOwners(ctx context.Context, r route.Request) ([]route.Flake, error)
-}
-
 // Checker decides CheckRequests. Its fields are set once before use; it is
 // safe for concurrent use.
 type Checker struct {
@@ -64,7 +58,8 @@ type Result struct {
 	Request  Request
 	Subject  *identity.Subject // nil when anonymous
 	Revision string            // policy revision that decided ("" if not evaluated)
-	// UnionOwner is the owning flake whose evaluation allowed a union read.
+	// UnionOwner is the first owning flake whose evaluation allowed a union
+	// read (Outcome.Readable lists them all).
 	UnionOwner route.Flake
 	// Err is the internal failure behind a 503 (logged, never sent).
 	Err error
@@ -161,8 +156,21 @@ func (c *Checker) authenticate(ctx context.Context, res *Result) (subject *ident
 	return subject, false
 }
 
-// decideUnion evaluates a union read once per owning flake and allows at
-// the first allow.
+// paddingFlake is the flake a union read of an object nobody owns is
+// evaluated for, its decision unused: see decideUnion. The name cannot be
+// pushed to (route.ParseFlake refuses "_"), so it is never a real owner.
+var paddingFlake = route.Flake{Org: "_flakegate", Name: "_absent"}
+
+// decideUnion evaluates a union read once per owning flake and allows it
+// when at least one allows; Outcome.Readable lists every owner that
+// allows, the flakes the blob server may serve the object from.
+//
+// A denied read of an object that exists must cost what a read of an
+// absent one costs, or its time tells the caller that it exists: both make
+// the same owners lookup (cached alike, OwnersClient), and an object nobody
+// owns is evaluated once for paddingFlake, as an object with one owner is
+// evaluated once. Objects with several owners cost one evaluation more per
+// owner (a few µs with the decision cache).
 func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 	if c.Owners == nil {
 		return unavailable(res, errors.New("union read: no owners lookup configured"))
@@ -171,63 +179,39 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 	if err != nil {
 		return unavailable(res, fmt.Errorf("union read: %w", err))
 	}
+	in := BuildInput(res.Request, res.Subject, owners)
 	if len(owners) == 0 {
+		SetFlake(in, paddingFlake)
+		_, _ = c.evaluate(ctx, in) // equal work; the object is absent whatever it says
 		return denyByPolicy(res, "no flake owns this object")
 	}
-	in := BuildInput(res.Request, res.Subject, owners)
-	reason := ""
-	evaluated := make(map[route.Flake]bool, len(owners))
-	tryOwners := func(owners []route.Flake) (bool, error) {
-		for _, owner := range owners {
-			if evaluated[owner] {
-				continue
-			}
-			evaluated[owner] = true
-			SetFlake(in, owner)
-			d, err := c.evaluate(ctx, in)
-			if err != nil {
-				return false, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err)
-			}
-			res.Revision = d.Revision
-			if d.Allow {
-				res.UnionOwner = owner
-				res = allow(res, d.Reason)
-				return true, nil
-			}
-			if reason == "" {
-				reason = d.Reason
-			}
-		}
-		return false, nil
-	}
-	ok, err := tryOwners(owners)
-	if err != nil {
-		return unavailable(res, err)
-	}
-	if ok {
-		return res
-	}
-	// Every owner we knew of denied. The owners answer may be cached from
-	// before a push into another flake: ask once more, uncached, and
-	// evaluate the owners we had not seen.
-	if fresh, isFresh := c.Owners.(FreshOwnersLookup); isFresh {
-		owners, err := fresh.FreshOwners(ctx, res.Request.Route)
+	var readable []route.Flake
+	denial, grant := "", ""
+	for _, owner := range owners {
+		SetFlake(in, owner)
+		d, err := c.evaluate(ctx, in)
 		if err != nil {
-			return unavailable(res, fmt.Errorf("union read: %w", err))
+			return unavailable(res, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err))
 		}
-		SetOwners(in, owners)
-		ok, err := tryOwners(owners)
-		if err != nil {
-			return unavailable(res, err)
-		}
-		if ok {
-			return res
+		res.Revision = d.Revision
+		switch {
+		case d.Allow:
+			if len(readable) == 0 {
+				res.UnionOwner, grant = owner, d.Reason
+			}
+			readable = append(readable, owner)
+		case denial == "":
+			denial = d.Reason
 		}
 	}
-	if reason == "" {
-		reason = fmt.Sprintf("no owning flake (of %d) allows it", len(owners))
+	if len(readable) > 0 {
+		res.Readable = readable
+		return allow(res, grant)
 	}
-	return denyByPolicy(res, reason)
+	if denial == "" {
+		denial = fmt.Sprintf("no owning flake (of %d) allows it", len(owners))
+	}
+	return denyByPolicy(res, denial)
 }
 
 func (c *Checker) evaluate(ctx context.Context, in map[string]any) (policy.Decision, error) {

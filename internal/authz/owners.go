@@ -20,9 +20,11 @@ import (
 type OwnersOptions struct {
 	HTTPClient  *http.Client  // default: a client with no redirects
 	Timeout     time.Duration // per lookup, default 2s
-	TTL         time.Duration // cache lifetime of a non-empty answer, default 2s
-	NegativeTTL time.Duration // cache lifetime of an empty answer, default 1s
-	MaxEntries  int           // cache bound, default 10000
+	// TTL is the cache lifetime of an answer, default 2s. Empty and
+	// non-empty answers are cached alike: otherwise the time of a denied
+	// union read would tell an object that exists from an absent one.
+	TTL        time.Duration
+	MaxEntries int // cache bound, default 10000
 	Metrics     *Metrics
 }
 
@@ -32,9 +34,10 @@ type OwnersOptions struct {
 //	GET {base}/owners/narinfo/{storehash}  → 200 {"flakes":["org/name",…]}
 //	GET {base}/owners/nar/{file}           → 200 {"flakes":[…]}
 //
-// Answers are cached briefly (a push becomes visible in the union view
-// within TTL/NegativeTTL); concurrent lookups of one object share one
-// request. Any failure is an error: the caller fails closed.
+// Answers are cached briefly, empty or not (a push into another flake
+// becomes visible in the union view within TTL); concurrent lookups of one
+// object share one request. Any failure is an error: the caller fails
+// closed.
 type OwnersClient struct {
 	base    string
 	client  *http.Client
@@ -58,9 +61,6 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 	}
 	if opts.TTL <= 0 {
 		opts.TTL = 2 * time.Second
-	}
-	if opts.NegativeTTL <= 0 {
-		opts.NegativeTTL = time.Second
 	}
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = 10000
@@ -92,25 +92,6 @@ func ownersKey(r route.Request) (string, error) {
 		return "nar/" + r.File, nil
 	}
 	return "", fmt.Errorf("owners lookup: no owners for a %s", r.Kind)
-}
-
-// FreshOwners is Owners without the cache: it asks the blob server and
-// refreshes the cached answer. The checker calls it when every cached owner
-// denied, so that a path just pushed into another flake is readable through
-// the union view at once, not only after the cache entry expires.
-func (c *OwnersClient) FreshOwners(ctx context.Context, r route.Request) ([]route.Flake, error) {
-	key, err := ownersKey(r)
-	if err != nil {
-		return nil, err
-	}
-	flakes, err := c.fetch(ctx, key)
-	if err != nil {
-		c.opts.Metrics.ownersLookup("error")
-		return nil, err
-	}
-	c.store(key, flakes)
-	c.opts.Metrics.ownersLookup("miss")
-	return flakes, nil
 }
 
 // Owners returns the flakes owning the narinfo or NAR r is about.
@@ -157,9 +138,6 @@ func (c *OwnersClient) cached(key string) ([]route.Flake, bool) {
 
 func (c *OwnersClient) store(key string, flakes []route.Flake) {
 	ttl := c.opts.TTL
-	if len(flakes) == 0 {
-		ttl = c.opts.NegativeTTL
-	}
 	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -8,6 +8,8 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // Header names authz sets or removes on the proxied request.
@@ -43,6 +45,10 @@ type Outcome struct {
 	// SubjectSummary is the verified subject's Summary ("anonymous"
 	// without a token), sent upstream in SubjectHeader.
 	SubjectSummary string
+	// Readable lists, for an allowed union read, the owning flakes the
+	// caller may read: sent upstream in route.ReadableHeader, the blob
+	// server serves the object from these flakes' records only.
+	Readable []route.Flake
 	// KeepAuthorization leaves the Authorization header on the proxied
 	// request: only for authz's own endpoints (/_flakegate/…), which need
 	// the token. The blob server never sees it.
@@ -56,6 +62,9 @@ func Respond(o Outcome) *authv3.CheckResponse {
 			Headers: []*corev3.HeaderValueOption{
 				setHeader(SubjectHeader, headerSafe(o.SubjectSummary)),
 			},
+		}
+		if len(o.Readable) > 0 {
+			ok.Headers = append(ok.Headers, setHeader(route.ReadableHeader, route.FormatFlakes(o.Readable)))
 		}
 		if !o.KeepAuthorization {
 			ok.HeadersToRemove = []string{"authorization"}

@@ -36,10 +36,9 @@ type Config struct {
 	OwnersURL  string // blob server internal listener (owners lookup)
 	// OwnersTimeout bounds one owners lookup.
 	OwnersTimeout time.Duration
-	// OwnersTTL and OwnersNegativeTTL are how long a non-empty and an
-	// empty owners answer are cached.
-	OwnersTTL         time.Duration
-	OwnersNegativeTTL time.Duration
+	// OwnersTTL is how long an owners answer is cached, empty or not
+	// (alike, so that timing does not tell present from absent objects).
+	OwnersTTL time.Duration
 	// ShutdownTimeout bounds the graceful stop on SIGTERM; after it,
 	// remaining calls are cut.
 	ShutdownTimeout time.Duration
@@ -55,15 +54,14 @@ type Config struct {
 // DefaultConfig is the configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		Listen:            "127.0.0.1:9001",
-		HTTPListen:        "127.0.0.1:9002",
-		OwnersURL:         "http://127.0.0.1:8081",
-		OwnersTimeout:     2 * time.Second,
-		OwnersTTL:         2 * time.Second,
-		OwnersNegativeTTL: time.Second,
-		ShutdownTimeout:   15 * time.Second,
-		PolicyDebounce:    100 * time.Millisecond,
-		LogLevel:          "info",
+		Listen:          "127.0.0.1:9001",
+		HTTPListen:      "127.0.0.1:9002",
+		OwnersURL:       "http://127.0.0.1:8081",
+		OwnersTimeout:   2 * time.Second,
+		OwnersTTL:       2 * time.Second,
+		ShutdownTimeout: 15 * time.Second,
+		PolicyDebounce:  100 * time.Millisecond,
+		LogLevel:        "info",
 	}
 }
 
@@ -94,7 +92,6 @@ func (c *Config) Validate() error {
 	}{
 		{"owners timeout", c.OwnersTimeout},
 		{"owners TTL", c.OwnersTTL},
-		{"owners negative TTL", c.OwnersNegativeTTL},
 		{"shutdown timeout", c.ShutdownTimeout},
 		{"-policy-debounce", c.PolicyDebounce},
 	} {
@@ -250,10 +247,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*Service, error) {
 		Verifier: verifier,
 		Policy:   engine,
 		Owners: NewOwnersClient(cfg.OwnersURL, OwnersOptions{
-			Timeout:     cfg.OwnersTimeout,
-			TTL:         cfg.OwnersTTL,
-			NegativeTTL: cfg.OwnersNegativeTTL,
-			Metrics:     metrics,
+			Timeout: cfg.OwnersTimeout,
+			TTL:     cfg.OwnersTTL,
+			Metrics: metrics,
 		}),
 		Logger:  log.With("log", "decision"),
 		Metrics: metrics,

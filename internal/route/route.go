@@ -78,6 +78,41 @@ func ParseFlake(s string) (Flake, error) {
 	return f, nil
 }
 
+// ReadableHeader is set by authz (through the gate or Envoy) on an allowed
+// union-view read: the flakes owning the object that the caller may read,
+// as FormatFlakes writes them. The blob server serves the union view from
+// these flakes' records only. A client's own x-flakegate-* headers are
+// stripped before authz runs, so it cannot name flakes itself.
+const ReadableHeader = "x-flakegate-readable"
+
+// FormatFlakes writes flakes as ReadableHeader carries them: "org/name"
+// separated by single spaces.
+func FormatFlakes(flakes []Flake) string {
+	var b strings.Builder
+	for i, f := range flakes {
+		if i > 0 {
+			b.WriteByte(' ')
+		}
+		b.WriteString(f.String())
+	}
+	return b.String()
+}
+
+// ParseFlakes reads a ReadableHeader value. Every name must be a valid
+// flake; an empty value is an empty (non-nil) list.
+func ParseFlakes(s string) ([]Flake, error) {
+	fields := strings.Fields(s)
+	out := make([]Flake, 0, len(fields))
+	for _, name := range fields {
+		f, err := ParseFlake(name)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
 // Request is what a cache URL means.
 type Request struct {
 	Action Action
