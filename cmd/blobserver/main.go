@@ -58,6 +58,7 @@ func run(args []string) error {
 	var cfg blobserverapp.Config
 	var keyFiles, logLevel string
 	var lookupCache int
+	var lim uploadLimitFlags
 	maxNar := size(cacheserver.DefaultMaxNarSize)
 	maxInfo := size(cacheserver.DefaultMaxNarInfoSize)
 	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "public cache listener `address`")
@@ -74,6 +75,7 @@ func run(args []string) error {
 	fs.IntVar(&lookupCache, "lookup-cache", cacheserver.DefaultCacheEntries, "narinfo and NAR lookups kept in memory (entries each; 0 disables: every lookup reads the index)")
 	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every request (JSON)")
 	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cacheserver.DefaultUploadIdleTimeout, "drop an upload whose client sends nothing for this long")
+	lim.register(fs)
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
@@ -103,6 +105,9 @@ func run(args []string) error {
 		}
 	}
 	cfg.MaxNarSize, cfg.MaxNarInfoSize = int64(maxNar), int64(maxInfo)
+	if err := lim.apply(&cfg); err != nil {
+		return err
+	}
 
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
@@ -127,8 +132,11 @@ func run(args []string) error {
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
-	return blobserverapp.Run(ctx, cfg, log)
+	return runApp(ctx, cfg, log)
 }
+
+// runApp is blobserverapp.Run (tests replace it to see the configuration).
+var runApp = blobserverapp.Run
 
 // size is a byte count flag with optional decimal or binary suffix.
 type size int64

@@ -49,6 +49,17 @@ type Config struct {
 	AccessLog          bool
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
+	// Upload limits, as in cacheserver.Config: 0 means the default,
+	// negative disables the limit.
+	UploadMinRate        int64         // bytes/second over a 30 s window (408 below)
+	UploadMaxDuration    time.Duration // per upload body (408 after)
+	MaxExpansion         int64         // decompressed/compressed NAR bytes (413 above)
+	MaxUploadsPerSubject int           // concurrent uploads per gate subject (429 beyond)
+	// RequestBodyTimeout bounds reading the body of any other request than
+	// an upload (PUT): such a body (rare: a token exchange's JSON) must
+	// arrive whole within it (408 otherwise). Default
+	// DefaultRequestBodyTimeout.
+	RequestBodyTimeout time.Duration
 	// ShutdownTimeout bounds how long running requests (uploads) may take
 	// to finish after SIGTERM.
 	ShutdownTimeout time.Duration
@@ -86,6 +97,9 @@ func (c *Config) defaults() error {
 	}
 	if c.ShutdownTimeout <= 0 {
 		c.ShutdownTimeout = DefaultShutdownTimeout
+	}
+	if c.RequestBodyTimeout <= 0 {
+		c.RequestBodyTimeout = DefaultRequestBodyTimeout
 	}
 	return nil
 }
@@ -147,6 +161,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
 		CacheEntries:      cfg.LookupCacheEntries,
 		UploadIdleTimeout: cfg.UploadIdleTimeout, Registry: reg,
+		UploadMinRate: cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
+		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,
 	})
 	if err != nil {
 		return err
@@ -161,6 +177,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		public = authzproxy.Route(p, public)
 		log.Info("forwarding /_flakegate/ (token exchange) to authz", "authz_http", cfg.AuthzHTTP)
 	}
+	// Uploads bound their own bodies (cacheserver); every other body is
+	// read whole, within RequestBodyTimeout, before the handler runs. Inside
+	// the gate: a denied request's body is never read.
+	public = guardBodies(public, cfg.RequestBodyTimeout)
 	// ---- Embedded gate: with -ext-authz every public request is checked by
 	// the ext_authz service first, exactly as Envoy would (internal/gate).
 	if cfg.ExtAuthz != "" {
@@ -169,7 +189,11 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			return fmt.Errorf("embedded gate: %w", err)
 		}
 		defer conn.Close()
-		g := gate.New(authv3.NewAuthorizationClient(conn), gate.Options{Logger: log, Registerer: reg})
+		g := gate.New(authv3.NewAuthorizationClient(conn), gate.Options{
+			Logger: log, Registerer: reg,
+			// 503 at once while authz connections fail, not after the timeout.
+			Unavailable: gate.ChannelDown(conn),
+		})
 		public = g.Wrap(public)
 		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz)
 	} else {

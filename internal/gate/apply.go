@@ -77,16 +77,19 @@ func apply(resp *authv3.CheckResponse, w http.ResponseWriter, r *http.Request) (
 		return w, outcomeOK
 	}
 	if er := resp.GetErrorResponse(); er != nil {
+		abandonBody(w, r)
 		writeLocalReply(w, statusOr(int(er.GetStatus().GetCode()), statusOnError), er.GetHeaders(), er.GetBody(), unavailableBody)
 		return nil, outcomeError
 	}
 	d := resp.GetDeniedResponse()
+	abandonBody(w, r)
 	writeLocalReply(w, statusOr(int(d.GetStatus().GetCode()), statusDenied), d.GetHeaders(), d.GetBody(), "")
 	return nil, outcomeDenied
 }
 
 // writeUnavailable is the answer when the Check itself failed.
-func writeUnavailable(w http.ResponseWriter) {
+func writeUnavailable(w http.ResponseWriter, r *http.Request) {
+	abandonBody(w, r)
 	writeLocalReply(w, statusOnError, nil, "", unavailableBody)
 }
 
@@ -121,6 +124,10 @@ func writeLocalReply(w http.ResponseWriter, status int, headers []*corev3.Header
 		h.Set("Content-Type", "text/plain; charset=utf-8")
 	}
 	h.Del("Content-Length")
+	if status == http.StatusServiceUnavailable && h.Get("Retry-After") == "" {
+		// A 503 is temporary: tell clients (Nix retries) when to come back.
+		h.Set("Retry-After", "1")
+	}
 	w.WriteHeader(status)
 	if body != "" {
 		_, _ = io.WriteString(w, body) // the client may be gone; nothing left to do

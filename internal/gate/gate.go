@@ -12,7 +12,15 @@
 //     never the body, which streams to the handler untouched),
 //  4. on OK mutates the request's headers and query as asked and calls the
 //     next handler; on denial writes the service's status, headers and body;
-//     when the service is unreachable, slow or failing writes 503.
+//     when the service is unreachable, slow or failing writes 503 with
+//     Retry-After: 1 (at once, without a Check, while Options.Unavailable
+//     reports the service down).
+//
+// An answer of the gate's own (denial, 503, 400) goes out at once whatever
+// the request body does: when the request has a body, that body is never
+// read, the response carries "Connection: close" and the connection's read
+// deadline is set to now, so that net/http neither drains the body before
+// writing the response nor waits for it afterwards (see abandonBody).
 package gate
 
 import (
@@ -50,6 +58,11 @@ type Options struct {
 	// flakegate_gate_checks_total{result="ok|denied|error"} and
 	// flakegate_gate_check_duration_seconds{result}.
 	Registerer prometheus.Registerer
+	// Unavailable, if set, is asked before each Check: while it reports
+	// true (the service is known to be unreachable) the gate answers 503
+	// at once instead of waiting up to Timeout for a connection. Use
+	// ChannelDown for a connection made by Dial.
+	Unavailable func() bool
 }
 
 // Gate authorizes HTTP requests with an ext_authz v3 service.
@@ -57,6 +70,7 @@ type Gate struct {
 	client  authv3.AuthorizationClient
 	log     *slog.Logger
 	timeout time.Duration
+	down    func() bool
 	pool    sync.Pool
 	checks  *prometheus.CounterVec
 	latency *prometheus.HistogramVec
@@ -69,7 +83,7 @@ type Gate struct {
 
 // New returns a gate that asks client before every request.
 func New(client authv3.AuthorizationClient, opts Options) *Gate {
-	g := &Gate{client: client, log: opts.Logger, timeout: opts.Timeout}
+	g := &Gate{client: client, log: opts.Logger, timeout: opts.Timeout, down: opts.Unavailable}
 	if g.log == nil {
 		g.log = slog.Default()
 	}
@@ -105,11 +119,20 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		}
 		StripClientHeaders(r.Header)
 		if err := canonicalizeRequest(r); err != nil {
+			abandonBody(w, r)
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		if r.Header.Get("X-Request-Id") == "" {
 			r.Header.Set("X-Request-Id", newRequestID())
+		}
+
+		if g.down != nil && g.down() {
+			g.byOutcome[outcomeError].checks.Inc() // no Check made: no latency
+			g.log.Warn("ext_authz unreachable: answering 503 without a check",
+				"method", r.Method, "path", r.URL.Path)
+			writeUnavailable(w, r)
+			return
 		}
 
 		b := g.pool.Get().(*checkBuf)
@@ -128,7 +151,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 				g.log.Warn("ext_authz check failed: answering 503",
 					"method", r.Method, "path", r.URL.Path, "error", err.Error())
 			}
-			writeUnavailable(w)
+			writeUnavailable(w, r)
 			return
 		}
 		w2, out := apply(resp, w, r)
@@ -182,8 +205,10 @@ func newRequestID() string {
 // (localhost), "unix:/path" or an absolute socket path. The connection is
 // plaintext (meant for loopback or a unix socket; pass
 // grpc.WithTransportCredentials in extra for TLS), pings the service every
-// 30s, and is made in the background: Dial never blocks, and checks fail
-// fast (503) while the service is down.
+// 30s, and is made in the background: Dial never blocks. A Check waits
+// (within the gate's timeout) while the connection is being made; pass
+// ChannelDown(conn) as Options.Unavailable to answer 503 at once while
+// connection attempts fail.
 func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.ClientConn, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("dial ext_authz %s: %w", addr, err)
@@ -208,6 +233,8 @@ func Dial(ctx context.Context, addr string, extra ...grpc.DialOption) (*grpc.Cli
 		// is in its reconnect backoff: otherwise every request in the seconds
 		// after authz (re)starts would get a 503 although authz is serving.
 		// Still fail closed: the timeout bounds the wait and answers 503.
+		// While connection attempts fail (TRANSIENT_FAILURE) a gate given
+		// ChannelDown(conn) answers 503 at once instead of waiting.
 		grpc.WithDefaultCallOptions(grpc.WaitForReady(true)),
 		// Reconnect quickly after an authz restart (gRPC's default backoff
 		// grows to two minutes, which a cache would spend answering 503).

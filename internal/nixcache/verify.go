@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"math"
 	"strings"
 	"sync"
 
@@ -76,7 +77,7 @@ func recycle(bp *[]byte) {
 
 // NewVerifier starts a verifier for a NAR file with the given compression.
 // maxNarSize limits the decompressed size (0: no limit).
-func NewVerifier(c route.Compression, maxNarSize int64) (*Verifier, error) {
+func NewVerifier(c route.Compression, maxNarSize int64, opts ...VerifierOption) (*Verifier, error) {
 	switch c {
 	case route.CompressionNone, route.CompressionXZ, route.CompressionZstd, route.CompressionBzip2:
 	default:
@@ -86,7 +87,11 @@ func NewVerifier(c route.Compression, maxNarSize int64) (*Verifier, error) {
 		compression: c, fileHash: sha256.New(),
 		chunks: make(chan *[]byte, verifyQueue), stop: make(chan struct{}), done: make(chan struct{}),
 	}
-	go v.consume(maxNarSize)
+	var o verifierOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	go v.consume(maxNarSize, o)
 	return v, nil
 }
 
@@ -171,11 +176,11 @@ func (v *Verifier) Abort() {
 	<-v.done
 }
 
-func (v *Verifier) consume(maxNarSize int64) {
+func (v *Verifier) consume(maxNarSize int64, o verifierOptions) {
 	defer close(v.done)
 	r := &chunkReader{v: v}
 	defer r.release()
-	err := v.check(r, maxNarSize)
+	err := v.check(r, maxNarSize, o)
 	if err == nil {
 		// The compressed stream must end where the NAR ends.
 		var n int64
@@ -246,7 +251,7 @@ func (r *chunkReader) release() {
 	r.cur = nil
 }
 
-func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
+func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) error {
 	var dec io.Reader
 	switch v.compression {
 	case route.CompressionNone:
@@ -270,6 +275,9 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64) error {
 	}
 	var h hash.Hash
 	counted := &countingReader{r: dec, limit: maxNarSize}
+	if v.compression != route.CompressionNone && o.maxExpansion > 0 {
+		counted.ratio, counted.compressed = o.maxExpansion, &v.fileSize
+	}
 	var src io.Reader = counted
 	if v.compression != route.CompressionNone {
 		h = sha256.New()
@@ -365,6 +373,26 @@ type countingReader struct {
 	r     io.Reader
 	n     int64
 	limit int64
+	// ratio > 0 bounds n by ratio × *compressed + ExpansionFloor, where
+	// *compressed is the count of file bytes received so far (the
+	// Verifier's fileSize, updated in the same goroutine).
+	ratio      int64
+	compressed *int64
+}
+
+// over reports why n decompressed bytes are too many, or nil.
+func (c *countingReader) over() error {
+	if c.limit > 0 && c.n > c.limit {
+		return fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
+	}
+	if c.ratio > 0 && c.n > ExpansionFloor {
+		in := *c.compressed
+		if in <= (math.MaxInt64-ExpansionFloor)/c.ratio && c.n > c.ratio*in+ExpansionFloor {
+			return fmt.Errorf("%w: the NAR decompresses to more than %d times its compressed size (over %d bytes from the first %d compressed bytes)",
+				ErrTooLarge, c.ratio, c.n, in)
+		}
+	}
+	return nil
 }
 
 // Skip skips in the underlying reader when it can, counting as Read does.
@@ -377,8 +405,8 @@ func (c *countingReader) Skip(n int64) (int64, error) {
 		k, err = io.CopyN(io.Discard, c.r, n)
 	}
 	c.n += k
-	if c.limit > 0 && c.n > c.limit {
-		return k, fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
+	if e := c.over(); e != nil {
+		return k, e
 	}
 	return k, err
 }
@@ -386,8 +414,8 @@ func (c *countingReader) Skip(n int64) (int64, error) {
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
-	if c.limit > 0 && c.n > c.limit {
-		return n, fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
+	if e := c.over(); e != nil {
+		return n, e
 	}
 	return n, err
 }

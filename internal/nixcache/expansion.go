@@ -1,0 +1,30 @@
+package nixcache
+
+// ExpansionFloor is how many decompressed bytes a NAR may always have,
+// whatever its compression ratio: MaxExpansion refuses a NAR only beyond
+// ratio × compressed bytes + ExpansionFloor, so that small, very
+// compressible files (a few KiB of zeros) are not refused.
+const ExpansionFloor = 1 << 20
+
+// DefaultMaxExpansion is a generous bound on a NAR's compression ratio:
+// store paths compress a few times, rarely beyond a hundred times; ratios
+// in the thousands take long runs of identical bytes, the stuff of
+// decompression bombs (64 MiB of zeros is about 2 KiB of zstd).
+const DefaultMaxExpansion = 1000
+
+// VerifierOption configures a Verifier.
+type VerifierOption func(*verifierOptions)
+
+type verifierOptions struct {
+	maxExpansion int64
+}
+
+// MaxExpansion refuses a compressed NAR (with an error wrapping
+// ErrTooLarge) as soon as it has decompressed to more than ratio times the
+// compressed bytes received so far, plus ExpansionFloor: a decompression
+// bomb (a few hundred KiB of zstd or xz expanding to GiBs) is stopped
+// after a bounded amount of CPU instead of being decompressed to the size
+// limit. ratio ≤ 0 means no bound; it has no effect on uncompressed NARs.
+func MaxExpansion(ratio int64) VerifierOption {
+	return func(o *verifierOptions) { o.maxExpansion = ratio }
+}
