@@ -3,6 +3,7 @@ package cacheserver
 import (
 	lru "github.com/hashicorp/golang-lru/v2"
 
+	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -12,17 +13,18 @@ const DefaultCacheEntries = 1 << 16
 // hitCache remembers positive index lookups so hot narinfos and NARs are
 // served without a database query. Only hits are cached, never "not
 // found", and that is safe because what the index answers for a hit never
-// changes: narinfo text and NAR records are immutable, ownership only
-// grows, and re-signing happens before a text is cached (keys change only
-// with a restart). A garbage collector that deletes paths or ownership
-// must clear these caches (in every process sharing the index).
+// changes: a flake's narinfo record and NAR records are immutable,
+// ownership only grows, and re-signing happens before a record is cached
+// (keys change only with a restart). Entries are per flake (the union view
+// composes them). A garbage collector that deletes paths or ownership must
+// clear these caches (in every process sharing the index).
 type hitCache struct {
-	narinfo *lru.Cache[cacheKey, []byte]
+	narinfo *lru.Cache[cacheKey, index.Path]
 	nar     *lru.Cache[cacheKey, struct{}]
 }
 
 type cacheKey struct {
-	flake route.Flake // zero for the union view
+	flake route.Flake // zero for the union view of a NAR on an ungated server
 	key   string      // store hash or NAR file name
 }
 
@@ -36,21 +38,21 @@ func newHitCache(n int) *hitCache {
 	}
 	c := &hitCache{}
 	// lru.New fails only for a size ≤ 0.
-	c.narinfo, _ = lru.New[cacheKey, []byte](n)
+	c.narinfo, _ = lru.New[cacheKey, index.Path](n)
 	c.nar, _ = lru.New[cacheKey, struct{}](n)
 	return c
 }
 
-func (c *hitCache) getNarInfo(f route.Flake, hash string) ([]byte, bool) {
+func (c *hitCache) getNarInfo(f route.Flake, hash string) (index.Path, bool) {
 	if c.narinfo == nil {
-		return nil, false
+		return index.Path{}, false
 	}
 	return c.narinfo.Get(cacheKey{f, hash})
 }
 
-func (c *hitCache) addNarInfo(f route.Flake, hash string, text []byte) {
+func (c *hitCache) addNarInfo(p index.Path) {
 	if c.narinfo != nil {
-		c.narinfo.Add(cacheKey{f, hash}, text)
+		c.narinfo.Add(cacheKey{p.Flake, p.Hash}, p)
 	}
 }
 

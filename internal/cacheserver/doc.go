@@ -7,28 +7,57 @@
 // URLs are parsed by internal/route, the parser authz uses too:
 //
 //	GET  /nix-cache-info, /{org}/{flake}/nix-cache-info
-//	GET|HEAD /{org}/{flake}/{hash}.narinfo    narinfo of a path the flake owns
+//	GET|HEAD /{org}/{flake}/{hash}.narinfo    the flake's own narinfo of a path
 //	GET|HEAD /{org}/{flake}/nar/{file}        NAR file the flake owns (Range supported)
-//	GET|HEAD /{hash}.narinfo, /nar/{file}     union view: served when any flake owns it
+//	GET|HEAD /{hash}.narinfo, /nar/{file}     union view, from the readable flakes (below)
 //	GET|HEAD /{org}/{flake}/log/{drv}         build log
 //	PUT  /{org}/{flake}/nar/{file}            upload a NAR (streamed and verified)
 //	PUT  /{org}/{flake}/{hash}.narinfo        upload a narinfo (validated against the NAR)
 //	PUT  /{org}/{flake}/log/{drv}             upload a build log
 //
 // Status codes: absent → 404; bad upload → 400 with a one-line plain-text
-// reason; a narinfo that conflicts with the same store path already cached
-// with a different NarHash → 409; too large → 413; wrong method → 405;
-// storage failure → 500 (generic message, detail in the log).
+// reason; a narinfo for a store path the same flake already holds with
+// other contents (NarHash or references) → 409; too large → 413; wrong
+// method → 405; storage failure → 500 (generic message, detail in the log).
+// A new upload is 201, a flake's re-upload of what it has 200: no answer
+// depends on what other flakes hold.
+//
+// Upload limits (see limits.go and deadline.go; each answer one line):
+//   - a NAR or log upload slower than Config.UploadMinRate over the last
+//     UploadRateWindow (from one window in; only time spent waiting for the
+//     client counts), or longer than UploadMaxDuration → 408;
+//   - a client that sends nothing for UploadIdleTimeout → 400 (as any
+//     failed read); a narinfo body must arrive within UploadIdleTimeout;
+//   - a compressed NAR that decompresses to more than MaxExpansion times
+//     the compressed bytes received so far (+1 MiB) → 413;
+//   - more than MaxUploadsPerSubject concurrent PUTs with one SubjectHeader
+//     value → 429 with Retry-After: 1 (no header: not limited).
+//
+// A refused upload leaves nothing behind (the temporary blob is aborted),
+// and its answer goes out at once with Connection: close: the rest of the
+// body is not read, so a slow client cannot hold the connection.
 //
 // Narinfos are served as the server rendered them at upload: client Sig
 // lines dropped, one Sig line per configured signing key. After a key
 // rotation a narinfo is re-signed once, when first served.
 //
-// Content is stored once (blob key nar/<file>); ownership is per flake. A
-// NAR PUT makes the flake own the file after its bytes were verified (even
-// when the blob already exists: then the bytes are dropped). A narinfo PUT
-// is accepted only when the flake owns its NAR, every hash and size matches,
-// and each reference is the path itself or owned by the flake.
+// NAR bytes are stored once (blob key nar/<file>, content addressed);
+// ownership is per flake. A NAR PUT makes the flake own the file after its
+// bytes were verified, and writes them even when another flake stored the
+// same file (committed over the same key), so that neither the answer nor
+// the work done reveals it. Narinfos are per flake: each flake has its own
+// record of a store path, what its pushers pushed. A narinfo PUT is
+// accepted only when the flake owns its NAR, every hash and size matches,
+// and each reference is the path itself or owned by the flake; only the
+// flake's own record is read or written.
+//
+// The union view serves a path from the records of the flakes named in
+// route.ReadableHeader (set by authz: the owners the caller may read; every
+// flake when absent, on a server without a gate), and only when they agree
+// on its contents (index.Path.SameContent); otherwise it answers 404 as for
+// an absent path, logs the conflict and counts it
+// (flakegate_blobserver_union_conflicts_total). A union NAR is served when
+// one of those flakes owns the file.
 //
 // # Internal listener (InternalHandler)
 //

@@ -21,6 +21,9 @@ type metrics struct {
 	duration    *prometheus.HistogramVec
 	uploadBytes *prometheus.CounterVec
 	rejected    *prometheus.CounterVec
+	// unionConflicts counts union-view narinfo reads answered 404 because
+	// flakes the caller may read hold different contents for the path.
+	unionConflicts prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
@@ -43,8 +46,12 @@ func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
 			Name: "flakegate_blobserver_uploads_rejected_total",
 			Help: "Uploads refused with a 4xx answer, by kind (NAR, narinfo, log).",
 		}, []string{"kind"}),
+		unionConflicts: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flakegate_blobserver_union_conflicts_total",
+			Help: "Union-view narinfo reads answered as absent because flakes the caller may read hold different contents for the path.",
+		}),
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, &indexCollector{idx: idx}}
+	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, m.unionConflicts, &indexCollector{idx: idx}}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err

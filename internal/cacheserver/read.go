@@ -2,9 +2,12 @@ package cacheserver
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"os"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/blob"
@@ -18,12 +21,13 @@ const (
 	contentTypeCacheInfo = "text/x-nix-cache-info"
 	contentTypeLog       = "text/plain; charset=utf-8"
 
-	// NARs are content-addressed: their bytes never change.
-	cacheImmutable = "public, max-age=31536000, immutable"
-	// narinfos may appear (and be re-signed); no "public": shared caches
-	// must not hand a flake's narinfo to requests of other callers.
-	cacheNarInfo = "max-age=60"
-	cacheLog     = "max-age=60"
+	// Everything but nix-cache-info is served to authorized callers only:
+	// "private" keeps a shared cache (a CDN in front) from handing a
+	// response to anyone else. A NAR's bytes never change (content
+	// addressed); narinfos may appear (and be re-signed).
+	cacheNar     = "private, max-age=31536000, immutable"
+	cacheNarInfo = "private, max-age=60"
+	cacheLog     = "private, max-age=60"
 )
 
 func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
@@ -38,54 +42,132 @@ func (s *Server) serveCacheInfo(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.Request) {
-	text, ok := s.hits.getNarInfo(req.Flake, req.Hash)
-	if !ok {
-		p, err := s.idx.GetPath(r.Context(), req.Flake, req.Hash)
-		if errors.Is(err, index.ErrNotFound) {
-			s.fail(w, http.StatusNotFound, "not found")
-			return
-		}
-		if err != nil {
-			s.internalError(w, r, "looking up the narinfo", err)
-			return
-		}
-		if text, err = s.signed(r, p); err != nil {
-			s.internalError(w, r, "re-signing the narinfo", err)
-			return
-		}
-		s.hits.addNarInfo(req.Flake, req.Hash, text)
+	var p index.Path
+	var err error
+	if req.Flake.IsZero() {
+		p, err = s.unionPath(r, req.Hash)
+	} else {
+		p, err = s.flakePath(r, req.Flake, req.Hash)
+	}
+	if errors.Is(err, index.ErrNotFound) {
+		s.fail(w, http.StatusNotFound, "not found")
+		return
+	}
+	if err != nil {
+		s.internalError(w, r, "looking up the narinfo", err)
+		return
 	}
 	h := w.Header()
 	h.Set("Content-Type", contentTypeNarInfo)
-	h.Set("Content-Length", strconv.Itoa(len(text)))
+	h.Set("Content-Length", strconv.Itoa(len(p.NarInfo)))
 	h.Set("Cache-Control", cacheNarInfo)
 	if r.Method == http.MethodHead {
 		return
 	}
-	w.Write(text)
+	w.Write(p.NarInfo)
 }
 
-// signed returns the narinfo text carrying the current key set's
-// signatures, re-signing a narinfo signed under an older key set. The
-// re-signed text is stored when the index can (index.NarInfoUpdater), and
-// kept in the hit cache either way.
-func (s *Server) signed(r *http.Request, p index.Path) ([]byte, error) {
-	id := s.keys.ID()
-	if p.SignedBy == id {
-		return p.NarInfo, nil
+// flakePath returns flake's record of a path, signed with the current
+// keys, from the hit cache or the index.
+func (s *Server) flakePath(r *http.Request, flake route.Flake, hash string) (index.Path, error) {
+	if p, ok := s.hits.getNarInfo(flake, hash); ok {
+		return p, nil
 	}
-	text, err := s.keys.Resign(p.NarInfo)
+	p, err := s.idx.GetPath(r.Context(), flake, hash)
 	if err != nil {
-		return nil, err
+		return index.Path{}, err
 	}
-	if u, ok := s.idx.(index.NarInfoUpdater); ok {
-		err := u.UpdateNarInfo(r.Context(), p.Hash, text, id)
-		if err == nil {
-			return text, nil
+	return s.signed(r, p)
+}
+
+// readableFlakes returns the flakes a union read may be served from: those
+// authz named in route.ReadableHeader (the owners the caller may read), or
+// nil for every flake when the header is absent (a server without a gate,
+// which authorizes nothing anyway).
+func readableFlakes(r *http.Request) ([]route.Flake, error) {
+	vals := r.Header.Values(route.ReadableHeader)
+	if len(vals) == 0 {
+		return nil, nil
+	}
+	flakes, err := route.ParseFlakes(strings.Join(vals, " "))
+	if err != nil {
+		return nil, fmt.Errorf("%s header from the gate: %w", route.ReadableHeader, err)
+	}
+	return flakes, nil
+}
+
+// unionPath returns what the union view serves for a path: the record of
+// the readable flakes holding it, when they all agree on its contents
+// (index.Path.SameContent; the first by flake name is served). When they
+// disagree the path is answered as absent — never one flake's contents
+// picked silently over another's — and the conflict is logged and counted.
+// Reading a flake's own URL always serves that flake's record.
+func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
+	flakes, err := readableFlakes(r)
+	if err != nil {
+		return index.Path{}, err
+	}
+	var recs []index.Path
+	if flakes == nil {
+		if recs, err = s.idx.PathsOf(r.Context(), hash, nil); err != nil {
+			return index.Path{}, err
 		}
-		s.log.WarnContext(r.Context(), "store re-signed narinfo", "hash", p.Hash, "err", err)
+	} else {
+		var missing []route.Flake
+		for _, f := range flakes {
+			if p, ok := s.hits.getNarInfo(f, hash); ok {
+				recs = append(recs, p)
+			} else {
+				missing = append(missing, f)
+			}
+		}
+		if len(missing) > 0 {
+			more, err := s.idx.PathsOf(r.Context(), hash, missing)
+			if err != nil {
+				return index.Path{}, err
+			}
+			recs = append(recs, more...)
+		}
 	}
-	return text, nil
+	if len(recs) == 0 {
+		return index.Path{}, fmt.Errorf("path %s in the union view: %w", hash, index.ErrNotFound)
+	}
+	slices.SortFunc(recs, func(a, b index.Path) int { return strings.Compare(a.Flake.String(), b.Flake.String()) })
+	for _, p := range recs[1:] {
+		if !p.SameContent(recs[0]) {
+			s.metrics.unionConflicts.Inc()
+			var held []string
+			for _, q := range recs {
+				held = append(held, q.Flake.String()+"="+q.NarHash)
+			}
+			s.log.WarnContext(r.Context(), "union view: flakes the caller may read hold different contents for a path; answering 404",
+				"hash", hash, "store_path", recs[0].StorePath, "flakes", held, "subject", r.Header.Get(SubjectHeader))
+			return index.Path{}, fmt.Errorf("path %s in the union view: conflicting contents: %w", hash, index.ErrNotFound)
+		}
+	}
+	return s.signed(r, recs[0])
+}
+
+// signed returns p with a narinfo text carrying the current key set's
+// signatures, re-signing a narinfo signed under an older key set, and
+// caches it. The re-signed text is stored when the index can
+// (index.NarInfoUpdater).
+func (s *Server) signed(r *http.Request, p index.Path) (index.Path, error) {
+	id := s.keys.ID()
+	if p.SignedBy != id {
+		text, err := s.keys.Resign(p.NarInfo)
+		if err != nil {
+			return index.Path{}, fmt.Errorf("re-sign the narinfo of %s in %s: %w", p.Hash, p.Flake, err)
+		}
+		if u, ok := s.idx.(index.NarInfoUpdater); ok {
+			if err := u.UpdateNarInfo(r.Context(), p.Flake, p.Hash, text, id); err != nil {
+				s.log.WarnContext(r.Context(), "store re-signed narinfo", "hash", p.Hash, "flake", p.Flake.String(), "err", err)
+			}
+		}
+		p.NarInfo, p.SignedBy = text, id
+	}
+	s.hits.addNarInfo(p)
+	return p, nil
 }
 
 // fileOf returns the *os.File behind a blob reader, for sendfile.
@@ -98,19 +180,56 @@ func fileOf(rd blob.Reader) (*os.File, bool) {
 }
 
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Request) {
-	if !s.hits.hasNar(req.Flake, req.File) {
-		_, err := s.idx.GetNar(r.Context(), req.Flake, req.File)
-		if errors.Is(err, index.ErrNotFound) {
-			s.fail(w, http.StatusNotFound, "not found")
-			return
-		}
-		if err != nil {
-			s.internalError(w, r, "looking up the NAR", err)
-			return
-		}
-		s.hits.addNar(req.Flake, req.File)
+	err := s.hasNar(r, req)
+	if errors.Is(err, index.ErrNotFound) {
+		s.fail(w, http.StatusNotFound, "not found")
+		return
 	}
-	s.serveBlob(w, r, "nar/"+req.File, contentTypeNar, cacheImmutable, `"`+req.Hash+`"`)
+	if err != nil {
+		s.internalError(w, r, "looking up the NAR", err)
+		return
+	}
+	s.serveBlob(w, r, "nar/"+req.File, contentTypeNar, cacheNar, `"`+req.Hash+`"`)
+}
+
+// hasNar reports (nil or index.ErrNotFound) whether the NAR may be served:
+// owned by the flake of a flake URL, or in the union view by one of the
+// readable flakes (any flake on a server without a gate). A NAR file's
+// bytes are the same whoever pushed it.
+func (s *Server) hasNar(r *http.Request, req route.Request) error {
+	flakes := []route.Flake{req.Flake}
+	if req.Flake.IsZero() {
+		var err error
+		if flakes, err = readableFlakes(r); err != nil {
+			return err
+		}
+		if flakes == nil {
+			flakes = []route.Flake{{}} // GetNar with no flake: any owner
+		}
+	}
+	for _, f := range flakes {
+		if s.hits.hasNar(f, req.File) {
+			return nil
+		}
+	}
+	if len(flakes) == 1 {
+		if _, err := s.idx.GetNar(r.Context(), flakes[0], req.File); err != nil {
+			return err
+		}
+		s.hits.addNar(flakes[0], req.File)
+		return nil
+	}
+	owners, err := s.idx.Owners(r.Context(), route.KindNar, req.File)
+	if err != nil {
+		return err
+	}
+	for _, f := range flakes {
+		if slices.Contains(owners, f) {
+			s.hits.addNar(f, req.File)
+			return nil
+		}
+	}
+	return fmt.Errorf("nar %s in the union view: %w", req.File, index.ErrNotFound)
 }
 
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {

@@ -76,7 +76,7 @@ func TestResponseHeaders(t *testing.T) {
 	}
 
 	st, info, h := do(t, "GET", ts.URL+"/omnicorp/a/"+p.Hash+".narinfo", nil)
-	if st != 200 || h.Get("Content-Type") != "text/x-nix-narinfo" || h.Get("Content-Length") != fmt.Sprint(len(info)) || h.Get("Cache-Control") != "max-age=60" {
+	if st != 200 || h.Get("Content-Type") != "text/x-nix-narinfo" || h.Get("Content-Length") != fmt.Sprint(len(info)) || h.Get("Cache-Control") != "private, max-age=60" {
 		t.Fatalf("narinfo headers: %d %v", st, h)
 	}
 	if strings.Contains(info, "client-1:") {
@@ -100,7 +100,7 @@ func TestResponseHeaders(t *testing.T) {
 	}
 	want := map[string]string{
 		"Content-Type":   "application/x-nix-nar",
-		"Cache-Control":  "public, max-age=31536000, immutable",
+		"Cache-Control":  "private, max-age=31536000, immutable",
 		"Content-Length": fmt.Sprint(len(p.File)),
 		"Accept-Ranges":  "bytes",
 		"Etag":           `"` + strings.TrimSuffix(p.FileName, ".nar.zst") + `"`,
@@ -164,7 +164,7 @@ func TestKeyRotation(t *testing.T) {
 			}
 		}
 	}
-	stored, err := ts.idx.GetPath(context.Background(), route.Flake{}, p.Hash)
+	stored, err := ts.idx.GetPath(context.Background(), route.Flake{Org: "omnicorp", Name: "a"}, p.Hash)
 	if err != nil || stored.SignedBy != ts.Keys.ID() {
 		t.Fatalf("re-signed narinfo not stored: %+v %v", stored.SignedBy, err)
 	}

@@ -52,6 +52,26 @@ type Config struct {
 	// long (the server has no overall body timeout: large uploads may take
 	// hours). Default DefaultUploadIdleTimeout.
 	UploadIdleTimeout time.Duration
+	// UploadMinRate (bytes/second) refuses (408) a NAR or log upload whose
+	// average rate over the last UploadRateWindow falls below it, checked
+	// from the end of its first window on. 0: DefaultUploadMinRate;
+	// negative: no minimum.
+	UploadMinRate int64
+	// UploadRateWindow is the window of UploadMinRate (and its grace
+	// period). Default DefaultUploadRateWindow.
+	UploadRateWindow time.Duration
+	// UploadMaxDuration bounds the time one NAR or log upload body may
+	// take (408 after). 0: DefaultUploadMaxDuration; negative: no bound.
+	UploadMaxDuration time.Duration
+	// MaxExpansion refuses (413) a compressed NAR that decompresses to
+	// more than MaxExpansion times the compressed bytes received (plus
+	// nixcache.ExpansionFloor). 0: nixcache.DefaultMaxExpansion; negative:
+	// no bound.
+	MaxExpansion int64
+	// MaxUploadsPerSubject bounds the concurrent uploads (PUT) of one
+	// SubjectHeader value (429 beyond); requests without the header are not
+	// limited. 0: DefaultMaxUploadsPerSubject; negative: no limit.
+	MaxUploadsPerSubject int
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
 	// hits (each). Default DefaultCacheEntries; negative disables them.
 	CacheEntries int
@@ -75,8 +95,9 @@ type Server struct {
 	hits *hitCache
 
 	uploadIdle time.Duration
+	limits     uploadLimits
 
-	// pathLocks serialise narinfo uploads of one store hash (striped).
+	// pathLocks serialise narinfo uploads of one flake's store hash (striped).
 	pathLocks [64]sync.Mutex
 }
 
@@ -102,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 	if s.uploadIdle <= 0 {
 		s.uploadIdle = DefaultUploadIdleTimeout
 	}
+	s.limits = newUploadLimits(cfg)
 	prio := cfg.Priority
 	if prio <= 0 {
 		prio = DefaultPriority
@@ -127,6 +149,9 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	req, err := route.Parse(r.Method, r.URL.Path)
 	defer s.observe(rw, r, &req)
 	if err != nil {
+		if hasBody(r) {
+			abandonBody(rw)
+		}
 		s.fail(rw, route.StatusOf(err), err.Error())
 		return
 	}
@@ -145,6 +170,11 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 			s.fail(rw, http.StatusNotFound, "not found")
 		}
 	case route.ActionPush:
+		r, release, ok := s.admitUpload(rw, r, req)
+		if !ok {
+			return
+		}
+		defer release()
 		switch req.Kind {
 		case route.KindNarInfo:
 			s.putNarInfo(rw, r, req)
@@ -186,9 +216,12 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what stri
 	s.fail(w, http.StatusInternalServerError, "internal error while "+what+": see the server log")
 }
 
-// lockPath serialises narinfo uploads of one store hash in this process.
-func (s *Server) lockPath(hash string) func() {
+// lockPath serialises narinfo uploads of one flake's store hash in this
+// process.
+func (s *Server) lockPath(flake route.Flake, hash string) func() {
 	h := fnv.New32a()
+	h.Write([]byte(flake.String()))
+	h.Write([]byte{'/'})
 	h.Write([]byte(hash))
 	m := &s.pathLocks[h.Sum32()%uint32(len(s.pathLocks))]
 	m.Lock()

@@ -7,11 +7,9 @@ import (
 	"net/http"
 	"strings"
 	"sync"
-	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
-	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
@@ -48,45 +46,21 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 	s.internalError(w, r, what, err)
 }
 
-// idleDeadline pushes the connection's read deadline forward while an
-// upload makes progress, so a client that stalls is dropped after idle
-// without bounding the whole upload.
-type idleDeadline struct {
-	rc   *http.ResponseController
-	idle time.Duration
-	next time.Time // when to push the deadline again
-}
-
-func (d *idleDeadline) extend() {
-	if d == nil {
-		return
-	}
-	now := time.Now()
-	if now.Before(d.next) {
-		return
-	}
-	// Not every writer supports deadlines (then the server's own timeouts apply).
-	_ = d.rc.SetReadDeadline(now.Add(d.idle))
-	d.next = now.Add(d.idle / 10)
-}
-
-// clear removes the deadline after a complete body. After a failed upload
-// the deadline stays: the server then drains (a little of) the rest of the
-// body or closes the connection, and never waits on a stalled client.
-func (d *idleDeadline) clear() {
-	if d != nil {
-		_ = d.rc.SetReadDeadline(time.Time{})
-	}
-}
-
-func (s *Server) idleDeadline(w http.ResponseWriter) *idleDeadline {
-	return &idleDeadline{rc: http.NewResponseController(w), idle: s.uploadIdle}
-}
-
 // stream copies body to dst (may be nil) and v, mapping failures: a body
-// over limit → 413, a client that went away or stalled → 400, data the
-// verifier refuses → 400/413, a storage write error → plain error (500).
-func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, what string, dl *idleDeadline) (int64, error) {
+// over limit → 413, a client that went away or stalled → 400, an upload
+// over dl's time bound or below its minimum rate → 408, data the verifier
+// refuses → 400/413, a storage write error → plain error (500). After a
+// failure the answer goes out at once and the connection is closed
+// (dl.abandon): nothing more of the body is read.
+func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, what string, dl *idleDeadline) (total int64, err error) {
+	if dl != nil {
+		dl.what = what
+		defer func() {
+			if err != nil {
+				dl.abandon()
+			}
+		}()
+	}
 	// With a verifier each read gets its own buffer, handed to the
 	// verifier after the storage write (no copy); without, one buffer.
 	var bp *[]byte
@@ -94,14 +68,16 @@ func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, wh
 		bp = copyBufs.Get().(*[]byte)
 		defer copyBufs.Put(bp)
 	}
-	var total int64
 	for {
-		dl.extend()
+		if err := dl.check(total); err != nil {
+			return total, err
+		}
 		if v != nil {
 			bp = nixcache.NewBuffer()
 		}
 		buf := *bp
 		n, rerr := body.Read(buf)
+		dl.readDone()
 		if n > 0 {
 			total += int64(n)
 			if dst != nil {
@@ -130,6 +106,9 @@ func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, wh
 			if errors.As(rerr, &mbe) {
 				return total, tooLarge(limit, what)
 			}
+			if err := dl.readError(total); err != nil {
+				return total, err
+			}
 			return total, badRequest("reading the %s upload failed after %d bytes: %v", what, total, rerr)
 		}
 	}
@@ -153,51 +132,43 @@ func (s *Server) ok(w http.ResponseWriter, created bool) {
 }
 
 // receiveNar streams a NAR upload to storage while verifying it, then
-// records it. It reports whether a new blob was stored.
+// records the flake's ownership. It reports whether the flake did not own
+// the file before.
 func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline) (bool, error) {
 	ctx := r.Context()
 	if r.ContentLength > s.maxNar {
 		return false, tooLarge(s.maxNar, "NAR file")
 	}
 	key := "nar/" + req.File
-	// Bytes already stored are still received and verified (the flake
-	// proves it has them) but not written again.
-	have := false
-	if _, err := s.idx.GetNar(ctx, route.Flake{}, req.File); err == nil {
-		if _, err := s.blob.Stat(ctx, key); err == nil {
-			have = true
-		} else if !errors.Is(err, blob.ErrNotFound) {
-			return false, fmt.Errorf("stat %s: %w", key, err)
-		}
+	// The answer depends only on this flake's own state (201 when it did not
+	// own the file before), and the bytes are received, verified and stored
+	// even when another flake already stored the same file: committing over
+	// a content-addressed key is allowed (blob.Writer), so neither the status
+	// nor the work done reveals what other flakes pushed.
+	owned := false
+	if _, err := s.idx.GetNar(ctx, req.Flake, req.File); err == nil {
+		owned = true
 	} else if !errors.Is(err, index.ErrNotFound) {
-		return false, fmt.Errorf("look up NAR %s: %w", req.File, err)
+		return false, fmt.Errorf("look up NAR %s of %s: %w", req.File, req.Flake, err)
 	}
 
-	v, err := nixcache.NewVerifier(req.Compression, s.maxNar)
+	v, err := nixcache.NewVerifier(req.Compression, s.maxNar, s.verifierOptions()...)
 	if err != nil {
 		return false, badRequest("%v", err)
 	}
-	var bw blob.Writer
-	if !have {
-		if bw, err = s.blob.Create(ctx); err != nil {
-			v.Abort()
-			return false, fmt.Errorf("create blob: %w", err)
-		}
+	bw, err := s.blob.Create(ctx)
+	if err != nil {
+		v.Abort()
+		return false, fmt.Errorf("create blob: %w", err)
 	}
 	abort := func() {
 		v.Abort()
-		if bw != nil {
-			if err := bw.Abort(); err != nil {
-				s.log.WarnContext(ctx, "abort blob write", "key", key, "err", err)
-			}
+		if err := bw.Abort(); err != nil {
+			s.log.WarnContext(ctx, "abort blob write", "key", key, "err", err)
 		}
 	}
 	body := http.MaxBytesReader(nil, r.Body, s.maxNar)
-	var dst io.Writer
-	if bw != nil {
-		dst = bw
-	}
-	n, err := stream(body, dst, v, s.maxNar, "NAR", dl)
+	n, err := stream(body, bw, v, s.maxNar, "NAR", dl)
 	s.metrics.uploadBytes.WithLabelValues("nar").Add(float64(n))
 	if err != nil {
 		abort()
@@ -215,10 +186,8 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 		abort()
 		return false, badRequest("NAR file hash mismatch: the URL names %s but the %d uploaded bytes hash to sha256:%s", req.File, res.FileSize, got)
 	}
-	if bw != nil {
-		if err := bw.Commit(ctx, key); err != nil {
-			return false, fmt.Errorf("commit blob %s: %w", key, err)
-		}
+	if err := bw.Commit(ctx, key); err != nil {
+		return false, fmt.Errorf("commit blob %s: %w", key, err)
 	}
 	rec := index.Nar{
 		File: req.File, Compression: req.Compression,
@@ -228,7 +197,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	if err := s.idx.PutNar(ctx, req.Flake, rec); err != nil {
 		return false, fmt.Errorf("record NAR %s: %w", req.File, err)
 	}
-	return !have, nil
+	return !owned, nil
 }
 
 func (s *Server) putNarInfo(w http.ResponseWriter, r *http.Request, req route.Request) {
@@ -300,35 +269,54 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 		return false, badRequest("reference %s%s of %s is not in %s: push references first", strings.Join(names, ", "), more, ni.StorePath, req.Flake)
 	}
 
-	unlock := s.lockPath(ni.Hash)
-	defer unlock()
-	existing, err := s.idx.GetPath(ctx, route.Flake{}, ni.Hash)
-	switch {
-	case errors.Is(err, index.ErrNotFound):
-	case err != nil:
-		return false, fmt.Errorf("look up path %s: %w", ni.Hash, err)
-	default:
-		_, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
-		if err == nil {
-			return false, nil // this flake has it already: idempotent
-		}
-		if !errors.Is(err, index.ErrNotFound) {
-			return false, fmt.Errorf("look up path %s of %s: %w", ni.Hash, req.Flake, err)
-		}
-		if err := s.adoptNar(r, req.Flake, ni, existing); err != nil {
-			return false, err
-		}
-	}
-
 	text := s.keys.SignedNarInfo(ni)
 	p := index.Path{
-		Hash: ni.Hash, StorePath: ni.StorePath, NarFile: ni.File, References: ni.References,
-		NarInfo: text, SignedBy: s.keys.ID(),
+		Hash: ni.Hash, StorePath: ni.StorePath, NarFile: ni.File, NarHash: nixcache.FormatHash(ni.NarHash),
+		References: ni.References, NarInfo: text, SignedBy: s.keys.ID(),
+	}
+	// Only this flake's record of the path is read or written: what other
+	// flakes hold for it changes neither the status nor the body.
+	unlock := s.lockPath(req.Flake, ni.Hash)
+	defer unlock()
+	existing, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
+	switch {
+	case err == nil:
+		return false, sameContent(req.Flake, existing, p)
+	case !errors.Is(err, index.ErrNotFound):
+		return false, fmt.Errorf("look up path %s of %s: %w", ni.Hash, req.Flake, err)
 	}
 	if err := s.idx.PutPath(ctx, req.Flake, p); err != nil {
 		return false, fmt.Errorf("record path %s: %w", ni.Hash, err)
 	}
-	return existing.Hash == "", nil
+	// Another server sharing the index may have recorded the flake's path
+	// between the look-up and the insert (the lock is per process); the
+	// first record stays, so read back which one that is.
+	stored, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
+	if err != nil {
+		return false, fmt.Errorf("read back path %s of %s: %w", ni.Hash, req.Flake, err)
+	}
+	if !stored.SameContent(p) {
+		return false, sameContent(req.Flake, stored, p)
+	}
+	return string(stored.NarInfo) == string(p.NarInfo), nil
+}
+
+// sameContent answers a narinfo upload for a path the flake already has:
+// nil (200, idempotent) for the same contents, 409 for other contents (a
+// non-reproducible rebuild): the flake's first content stays, as silently
+// serving either would break "what a flake pushed is what it gets". Only
+// the flake's own record is named.
+func sameContent(flake route.Flake, have, pushed index.Path) error {
+	if have.SameContent(pushed) {
+		return nil
+	}
+	what := "NarHash " + have.NarHash + ", yours " + pushed.NarHash
+	if have.NarHash == pushed.NarHash {
+		what = "same NarHash, other references"
+	}
+	return &uploadError{status: http.StatusConflict, msg: fmt.Sprintf(
+		"%s is already in %s with different contents (%s): the build is not reproducible",
+		have.StorePath, flake, what)}
 }
 
 // matchNar checks the narinfo against what the server measured.
@@ -346,31 +334,6 @@ func matchNar(ni *nixcache.NarInfo, n index.Nar) error {
 		if f.claimed != f.measured {
 			return badRequest("narinfo %s %s does not match the uploaded NAR %s (%s)", f.name, f.claimed, ni.URL(), f.measured)
 		}
-	}
-	return nil
-}
-
-// adoptNar handles a path that other flakes already pushed: the index keeps
-// the first narinfo, which may name another NAR file (other compression).
-// When that NAR has the same NarHash the flake proved it holds the same
-// content, so it gets ownership of that file too and the stored narinfo
-// works in its namespace. Different content is a conflict.
-func (s *Server) adoptNar(r *http.Request, flake route.Flake, ni *nixcache.NarInfo, existing index.Path) error {
-	ctx := r.Context()
-	if existing.NarFile == ni.File {
-		return nil
-	}
-	first, err := s.idx.GetNar(ctx, route.Flake{}, existing.NarFile)
-	if err != nil {
-		return fmt.Errorf("look up NAR %s of cached path %s: %w", existing.NarFile, existing.Hash, err)
-	}
-	if first.NarHash != nixcache.FormatHash(ni.NarHash) {
-		return &uploadError{status: http.StatusConflict, msg: fmt.Sprintf(
-			"%s is already in the cache with different contents (NarHash %s, yours %s): the build is not reproducible",
-			ni.StorePath, first.NarHash, nixcache.FormatHash(ni.NarHash))}
-	}
-	if err := s.idx.PutNar(ctx, flake, first); err != nil {
-		return fmt.Errorf("record ownership of NAR %s: %w", first.File, err)
 	}
 	return nil
 }

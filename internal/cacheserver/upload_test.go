@@ -3,6 +3,8 @@ package cacheserver
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -35,6 +37,24 @@ func (ts *testServer) state(t *testing.T, hash string) state {
 	}
 	_, owners, _ := do(t, "GET", ts.InternalURL+"/owners/narinfo/"+hash, nil)
 	return state{Stats: st, Blobs: ts.countBlobs(t), Temp: len(tmp), Owners: owners}
+}
+
+// flakeState is a flake's record of a path as the index holds it ("" when
+// absent), for checks that another flake's push changed nothing.
+func (ts *testServer) flakeState(t *testing.T, flake, hash string) string {
+	t.Helper()
+	f, err := route.ParseFlake(flake)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := ts.idx.GetPath(context.Background(), f, hash)
+	if errors.Is(err, index.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return fmt.Sprintf("%s %s %s %q %q", p.NarFile, p.NarHash, p.SignedBy, p.References, p.NarInfo)
 }
 
 func TestRejectedUploads(t *testing.T) {
@@ -221,9 +241,10 @@ func putNar(t *testing.T, ts *testServer, flake string, p testPath) {
 	}
 }
 
-// A narinfo for a path other flakes pushed with another compression is
-// accepted (same NarHash) and the flake can fetch the stored NAR; with a
-// different NarHash it is a conflict.
+// Each flake has its own narinfo of a store path: b's push of a path a
+// pushed with another compression is b's own record (its own NAR file), and
+// c's push of other contents for the same path is accepted into c without
+// changing a's or b's (issue 12: no pre-empting, no poisoning).
 func TestSamePathOtherCompression(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
 	xzP := makePath(t, "shared", route.CompressionXZ)
@@ -234,26 +255,50 @@ func TestSamePathOtherCompression(t *testing.T) {
 
 	ts.push(t, "omnicorp/a", xzP)
 	ts.push(t, "omnicorp/b", zstdP)
-	// b's namespace serves the first narinfo (xz) and b may fetch its NAR.
 	st, body, _ := do(t, "GET", ts.URL+"/omnicorp/b/"+xzP.Hash+".narinfo", nil)
-	if st != 200 || !strings.Contains(body, "URL: nar/"+xzP.FileName) {
-		t.Fatalf("b's narinfo: %d\n%s", st, body)
+	if st != 200 || !strings.Contains(body, "URL: nar/"+zstdP.FileName) {
+		t.Fatalf("b's narinfo is not b's own: %d\n%s", st, body)
 	}
-	if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/b/nar/"+xzP.FileName, nil); st != 200 {
+	if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/b/nar/"+zstdP.FileName, nil); st != 200 {
 		t.Fatalf("b cannot fetch the NAR its narinfo names: %d", st)
 	}
+	// a and b agree (same NarHash, references): the union view serves the
+	// first by flake name.
+	st, body, _ = do(t, "GET", ts.URL+"/"+xzP.Hash+".narinfo", nil)
+	if st != 200 || !strings.Contains(body, "URL: nar/"+xzP.FileName) {
+		t.Fatalf("union narinfo: %d\n%s", st, body)
+	}
 
-	// A non-reproducible rebuild: same store path, different contents.
+	// A non-reproducible rebuild (or a pre-emption) in c: same store path,
+	// different contents. c gets its own record; a and b keep theirs.
 	diff := makePath(t, "shared-rebuilt", route.CompressionXZ)
 	diff.Hash, diff.Base = xzP.Hash, xzP.Base
+	beforeA, beforeB := ts.flakeState(t, "omnicorp/a", xzP.Hash), ts.flakeState(t, "omnicorp/b", xzP.Hash)
 	putNar(t, ts, "omnicorp/c", diff)
-	before := ts.state(t, xzP.Hash)
 	st, body, _ = do(t, "PUT", ts.URL+"/omnicorp/c/"+diff.Hash+".narinfo", []byte(diff.NarInfo()))
-	if st != http.StatusConflict || !strings.Contains(body, "already in the cache with different contents") {
-		t.Fatalf("conflicting narinfo: %d %s", st, body)
+	if st != http.StatusCreated {
+		t.Fatalf("c's narinfo: %d %s", st, body)
 	}
-	if after := ts.state(t, xzP.Hash); after != before {
-		t.Fatalf("conflict changed the cache: %+v → %+v", before, after)
+	if a, b := ts.flakeState(t, "omnicorp/a", xzP.Hash), ts.flakeState(t, "omnicorp/b", xzP.Hash); a != beforeA || b != beforeB {
+		t.Fatalf("c's push changed other flakes: a %q → %q, b %q → %q", beforeA, a, beforeB, b)
+	}
+	st, body, _ = do(t, "GET", ts.URL+"/omnicorp/c/"+diff.Hash+".narinfo", nil)
+	if st != 200 || !strings.Contains(body, "NarHash: "+nixcache.FormatHash(sha256Of(diff.NAR))) {
+		t.Fatalf("c does not serve its own contents: %d\n%s", st, body)
+	}
+	// Within c, other contents for the path are a conflict that names only
+	// c's own record.
+	again := makePath(t, "shared-third", route.CompressionXZ)
+	again.Hash, again.Base = xzP.Hash, xzP.Base
+	putNar(t, ts, "omnicorp/c", again)
+	before := ts.flakeState(t, "omnicorp/c", xzP.Hash)
+	st, body, _ = do(t, "PUT", ts.URL+"/omnicorp/c/"+again.Hash+".narinfo", []byte(again.NarInfo()))
+	if st != http.StatusConflict || !strings.Contains(body, "already in omnicorp/c with different contents") ||
+		!strings.Contains(body, nixcache.FormatHash(sha256Of(diff.NAR))) || strings.Contains(body, nixcache.FormatHash(sha256Of(xzP.NAR))) {
+		t.Fatalf("conflicting narinfo in c: %d %s", st, body)
+	}
+	if after := ts.flakeState(t, "omnicorp/c", xzP.Hash); after != before {
+		t.Fatalf("conflict changed c: %q → %q", before, after)
 	}
 }
 
@@ -320,7 +365,9 @@ func TestOwnersEndpoint(t *testing.T) {
 		t.Errorf("healthz: %d %q", st, body)
 	}
 	st, body, _ := do(t, "GET", ts.InternalURL+"/metrics", nil)
-	for _, m := range []string{"flakegate_blobserver_index_paths 1", "flakegate_blobserver_index_flakes 2", `flakegate_blobserver_requests_total{code="201",kind="nar",method="PUT"} 1`} {
+	// Each flake's first upload of the NAR is a 201: the answer does not
+	// tell b that a stored the same bytes.
+	for _, m := range []string{"flakegate_blobserver_index_paths 1", "flakegate_blobserver_index_flakes 2", `flakegate_blobserver_requests_total{code="201",kind="nar",method="PUT"} 2`} {
 		if st != 200 || !strings.Contains(body, m) {
 			t.Errorf("metrics lack %q", m)
 		}

@@ -1,0 +1,167 @@
+package cacheserver
+
+import (
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/route"
+)
+
+// Defaults of the upload limits in Config.
+const (
+	// DefaultUploadMinRate (bytes/second) is far below any working CI
+	// link: it only catches clients that hold a connection open with a
+	// trickle of bytes.
+	DefaultUploadMinRate = 16 << 10
+	// DefaultUploadRateWindow is the window the rate is averaged over;
+	// the first window of an upload is its grace period.
+	DefaultUploadRateWindow = 30 * time.Second
+	// DefaultUploadMaxDuration bounds one upload body: a 64 GiB NAR at
+	// 16 MiB/s takes about 70 minutes.
+	DefaultUploadMaxDuration = 2 * time.Hour
+	// DefaultMaxUploadsPerSubject is above Nix's default http-connections
+	// (25), so one ordinary `nix copy` is never refused.
+	DefaultMaxUploadsPerSubject = 32
+)
+
+// uploadLimits are the resolved limits (0: disabled).
+type uploadLimits struct {
+	minRate      int64
+	rateWindow   time.Duration
+	maxDuration  time.Duration
+	maxExpansion int64
+	perSubject   *subjectLimiter // nil: no limit
+}
+
+// orDefault is v, or def when v is 0, or 0 (disabled) when v is negative.
+func orDefault[T int | int64 | time.Duration](v, def T) T {
+	switch {
+	case v < 0:
+		return 0
+	case v == 0:
+		return def
+	}
+	return v
+}
+
+func newUploadLimits(cfg Config) uploadLimits {
+	l := uploadLimits{
+		minRate:      orDefault(cfg.UploadMinRate, DefaultUploadMinRate),
+		rateWindow:   orDefault(cfg.UploadRateWindow, DefaultUploadRateWindow),
+		maxDuration:  orDefault(cfg.UploadMaxDuration, DefaultUploadMaxDuration),
+		maxExpansion: orDefault(cfg.MaxExpansion, nixcache.DefaultMaxExpansion),
+	}
+	if n := orDefault(cfg.MaxUploadsPerSubject, DefaultMaxUploadsPerSubject); n > 0 {
+		l.perSubject = &subjectLimiter{max: n, running: map[string]int{}}
+	}
+	return l
+}
+
+// verifierOptions are the Verifier options of a NAR upload.
+func (s *Server) verifierOptions() []nixcache.VerifierOption {
+	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion)}
+}
+
+// subjectLimiter counts the running uploads of each subject.
+type subjectLimiter struct {
+	max     int
+	mu      sync.Mutex
+	running map[string]int
+}
+
+func (l *subjectLimiter) acquire(subject string) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running[subject] >= l.max {
+		return false
+	}
+	l.running[subject]++
+	return true
+}
+
+func (l *subjectLimiter) release(subject string) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.running[subject]--; l.running[subject] <= 0 {
+		delete(l.running, subject)
+	}
+}
+
+// admitUpload runs before every upload handler. It refuses (429) an upload
+// by a subject that already has the maximum running, and bounds the time
+// the body may take to arrive: NAR and log uploads push that deadline
+// forward as they stream (idleDeadline); a narinfo must arrive whole
+// within the idle timeout (or the total bound, if shorter). Requests
+// without SubjectHeader (an ungated server) are not limited: there is no
+// subject to tell apart. It returns the request to serve and a release
+// func, or ok false when it has answered.
+func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.Request) (_ *http.Request, release func(), ok bool) {
+	release = func() {}
+	if l := s.limits.perSubject; l != nil {
+		if subject := r.Header.Get(SubjectHeader); subject != "" {
+			if !l.acquire(subject) {
+				s.log.InfoContext(r.Context(), "upload refused: too many concurrent uploads", "path", r.URL.Path, "subject", subject, "limit", l.max)
+				abandonBody(w)
+				w.Header().Set("Retry-After", "1")
+				s.fail(w, http.StatusTooManyRequests, fmt.Sprintf(
+					"too many concurrent uploads by %s (the limit is %d): retry when one has finished", subject, l.max))
+				return r, release, false
+			}
+			release = func() { l.release(subject) }
+		}
+	}
+	if !hasBody(r) {
+		return r, release, true
+	}
+	bound := s.uploadIdle
+	if d := s.limits.maxDuration; d > 0 && d < bound {
+		bound = d
+	}
+	rc := http.NewResponseController(w)
+	if rc.SetReadDeadline(time.Now().Add(bound)) == nil && req.Kind == route.KindNarInfo {
+		// Clear the deadline once the body is read: net/http then starts a
+		// background read that would otherwise cancel the request's context
+		// when the deadline passes.
+		r2 := *r
+		r2.Body = &deadlineBody{ReadCloser: r.Body, rc: rc}
+		r = &r2
+	}
+	return r, release, true
+}
+
+// hasBody reports whether r comes with a request body (possibly unread).
+func hasBody(r *http.Request) bool {
+	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
+}
+
+// abandonBody makes the response to a request whose body is not (or no
+// longer) read go out at once and end the connection, whatever the client
+// does: "Connection: close" stops net/http from reading up to 256 KiB of
+// leftover body before it writes the response header, and a read deadline
+// of now ends the read of the same leftover that it makes when it closes
+// the body after the handler. Call it before writing the response.
+func abandonBody(w http.ResponseWriter) {
+	w.Header().Set("Connection", "close")
+	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+}
+
+// deadlineBody clears the connection's read deadline when the body has
+// been read to its end.
+type deadlineBody struct {
+	io.ReadCloser
+	rc   *http.ResponseController
+	done bool
+}
+
+func (b *deadlineBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF && !b.done {
+		b.done = true
+		_ = b.rc.SetReadDeadline(time.Time{})
+	}
+	return n, err
+}
