@@ -18,14 +18,14 @@ import (
 
 // OwnersOptions configures an OwnersClient. Zero fields take the defaults.
 type OwnersOptions struct {
-	HTTPClient  *http.Client  // default: a client with no redirects
-	Timeout     time.Duration // per lookup, default 2s
+	HTTPClient *http.Client  // default: a client with no redirects
+	Timeout    time.Duration // per lookup, default 2s
 	// TTL is the cache lifetime of an answer, default 2s. Empty and
 	// non-empty answers are cached alike: otherwise the time of a denied
 	// union read would tell an object that exists from an absent one.
 	TTL        time.Duration
 	MaxEntries int // cache bound, default 10000
-	Metrics     *Metrics
+	Metrics    *Metrics
 }
 
 // OwnersClient asks the blob server's internal listener which flakes own a
