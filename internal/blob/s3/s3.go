@@ -38,9 +38,11 @@
 // lifecycle rule "abort incomplete multipart uploads after 1 day" cleans up
 // the rest (see docs/scale-out.md).
 //
-// Keys are the blob package's relative paths; a segment may not be empty or
-// start with '.', which keeps "../" out and keeps user keys apart from the
-// store's own ".tmp/" area.
+// Keys follow blob.CheckKey (the store has no key rule of its own): no
+// segment may be empty or start with '.', which keeps "../" out and keeps
+// user keys apart from the store's own ".tmp/" area, and a key has at most
+// blob.MaxKeyLen bytes, so PREFIX/KEY fits S3's 1024-byte object names with
+// a prefix of up to 511 bytes.
 package s3
 
 import (
@@ -80,6 +82,11 @@ const (
 	// copyTimeout bounds the server-side copy at Commit (it moves data
 	// inside the object store, up to several GiB).
 	copyTimeout = 30 * time.Minute
+
+	// maxObjectName is S3's limit on an object name (bytes). A name is
+	// PREFIX/KEY, so the prefix gets what blob.MaxKeyLen leaves.
+	maxObjectName = 1024
+	maxPrefixLen  = maxObjectName - 1 - blob.MaxKeyLen
 
 	tmpDir = ".tmp/"
 	// tmpMaxAge is the age after which SweepTemp deletes a temporary object:
@@ -121,8 +128,11 @@ func ParseURL(raw string) (Config, error) {
 		return Config{}, errors.New("parse s3 url: missing bucket (s3://BUCKET/prefix)")
 	}
 	if p := strings.Trim(u.Path, "/"); p != "" {
-		if err := checkKey(p); err != nil {
+		if err := blob.CheckKey(p); err != nil {
 			return Config{}, fmt.Errorf("parse s3 url: prefix %q: %w", p, err)
+		}
+		if len(p) > maxPrefixLen {
+			return Config{}, fmt.Errorf("parse s3 url: prefix of %d bytes: at most %d, so that prefix/key fits S3's %d-byte object names", len(p), maxPrefixLen, maxObjectName)
 		}
 		c.Prefix = p + "/"
 	}
@@ -278,29 +288,6 @@ func (s *Store) Close() error {
 
 func (s *Store) object(key string) string { return s.cfg.Prefix + key }
 
-// checkKey enforces the blob package's key rules: non-empty, relative,
-// segments of [A-Za-z0-9._+=?-] that are neither empty nor start with '.'.
-func checkKey(key string) error {
-	if key == "" {
-		return errors.New("empty blob key")
-	}
-	if len(key) > 900 {
-		return fmt.Errorf("blob key too long (%d bytes)", len(key))
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "" || seg[0] == '.' {
-			return fmt.Errorf("invalid blob key %q: empty, absolute or dot segment", key)
-		}
-		for i := 0; i < len(seg); i++ {
-			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0) {
-				return fmt.Errorf("invalid blob key %q: character %q not allowed", key, c)
-			}
-		}
-	}
-	return nil
-}
-
 func isNotFound(err error) bool {
 	code := minio.ToErrorResponse(err).Code
 	return code == minio.NoSuchKey || code == "NotFound"
@@ -308,7 +295,7 @@ func isNotFound(err error) bool {
 
 // Stat returns a blob's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (blob.Info, error) {
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		return blob.Info{}, fmt.Errorf("stat blob: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -335,7 +322,7 @@ func (s *Store) Open(ctx context.Context, key string) (blob.Reader, error) {
 
 // Delete removes a blob. Deleting an absent key succeeds.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		return fmt.Errorf("delete blob: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -458,7 +445,7 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 	if w.finished {
 		return errors.New("commit of a committed or aborted blob")
 	}
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		_ = w.Abort()
 		return fmt.Errorf("commit blob: %w", err)
 	}
