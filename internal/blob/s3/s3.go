@@ -8,7 +8,9 @@
 // Without endpoint the store talks to AWS (s3.amazonaws.com, HTTPS). secure
 // defaults to true; path_style forces path-style bucket addressing (the
 // default picks path style for non-AWS endpoints); part_size is the multipart
-// part size (5MiB…5GiB, default 16MiB) and bounds the memory one upload holds.
+// part size (5MiB…5GiB, default 16MiB) and bounds the memory one upload holds;
+// it is a bytesize (16MB = 16,000,000 bytes, 16MiB = 16,777,216; see
+// internal/bytesize, which flags use too).
 // Credentials come from the usual chain: AWS_ACCESS_KEY_ID /
 // AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then the shared credentials file
 // (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then the
@@ -65,6 +67,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/bytesize"
 )
 
 const (
@@ -72,9 +75,9 @@ const (
 	// with a single PUT at Commit; larger blobs stream as multipart uploads.
 	DirectPutMax = 8 << 20
 
-	defaultPartSize = 16 << 20
-	minPartSize     = 5 << 20
-	maxPartSize     = 5 << 30
+	defaultPartSize = 16 * bytesize.MiB
+	minPartSize     = 5 * bytesize.MiB
+	maxPartSize     = 5 * bytesize.GiB
 
 	// Timeouts for calls that move no blob data. Data transfers are bounded
 	// by the caller's context and the transport's header timeout instead.
@@ -160,35 +163,19 @@ func ParseURL(raw string) (Config, error) {
 			}
 			c.PathStyle = b
 		case "part_size":
-			n, err := parseSize(v)
-			if err != nil || n < minPartSize || n > maxPartSize {
-				return Config{}, fmt.Errorf("parse s3 url: part_size=%q: want a size between 5MiB and 5GiB", v)
+			n, err := bytesize.Parse(v)
+			if err != nil {
+				return Config{}, fmt.Errorf("parse s3 url: part_size: %w", err)
 			}
-			c.PartSize = n
+			if n < minPartSize || n > maxPartSize {
+				return Config{}, fmt.Errorf("parse s3 url: part_size=%q (%d bytes): want 5MiB…5GiB (MB = 1000², MiB = 1024²)", v, n)
+			}
+			c.PartSize = uint64(n)
 		default:
 			return Config{}, fmt.Errorf("parse s3 url: unknown parameter %q (known: endpoint, region, secure, path_style, part_size)", k)
 		}
 	}
 	return c, nil
-}
-
-// parseSize parses "16777216", "16MiB", "16MB" (MB taken as MiB), "1GiB".
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	for _, u := range []struct {
-		suffix string
-		m      uint64
-	}{{"GiB", 1 << 30}, {"GB", 1 << 30}, {"MiB", 1 << 20}, {"MB", 1 << 20}, {"KiB", 1 << 10}, {"KB", 1 << 10}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = n, u.m
-			break
-		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	return n * mult, nil
 }
 
 // Store is a blob.Store in one bucket, below one prefix.
