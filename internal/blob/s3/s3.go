@@ -14,7 +14,8 @@
 // Credentials come from the usual chain: AWS_ACCESS_KEY_ID /
 // AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then the shared credentials file
 // (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then the
-// instance/pod IAM role. Credentials never appear in the URL.
+// instance/pod IAM role. Credentials never appear in the URL: one that has
+// them is refused, and errors show it through internal/redact.
 //
 // # How a blob becomes visible only when complete
 //
@@ -68,6 +69,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/bytesize"
+	"github.com/flakegate/flakegate/internal/redact"
 )
 
 const (
@@ -112,7 +114,8 @@ type Config struct {
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("parse s3 url: %w", err)
+		// url.Error quotes the URL, credentials and all.
+		return Config{}, fmt.Errorf("parse s3 url: %w", redact.Error(err, raw))
 	}
 	if u.Scheme != "s3" {
 		return Config{}, fmt.Errorf("parse s3 url: scheme %q, want s3", u.Scheme)

@@ -46,6 +46,7 @@ func TestParseURL(t *testing.T) {
 		{url: "s3://cache?acl=public", wantErr: `unknown parameter "acl"`},
 		{url: "s3://cache?endpoint=http://x:9000", wantErr: "endpoint"},
 		{url: "s3://key:secret@cache", wantErr: "credentials in the URL"},
+		{url: "s3://key:secret@cache/%zz", wantErr: `parse "s3://key:***@cache/%zz": invalid URL escape`},
 		{url: "s3:///prefix", wantErr: "missing bucket"},
 		{url: "file:///data", wantErr: "scheme"},
 		{url: "s3://cache/../up", wantErr: "prefix"},
@@ -60,6 +61,9 @@ func TestParseURL(t *testing.T) {
 			if c.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
 					t.Fatalf("err = %v, want one containing %q", err, c.wantErr)
+				}
+				if strings.Contains(err.Error(), "secret") {
+					t.Fatalf("error leaks the credentials: %v", err)
 				}
 				return
 			}
