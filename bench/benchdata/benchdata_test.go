@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -29,6 +30,23 @@ import (
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
 )
+
+// -size is a bytesize: 1KiB is 1024 bytes of contents, 1K 1000.
+func TestNarSizeFlag(t *testing.T) {
+	dir := t.TempDir()
+	for in, want := range map[string]int64{"1KiB": 1024 + 112, "1K": 1000 + 112, "64": 64 + 112} {
+		var out strings.Builder
+		if err := runNar([]string{"-size", in, "-out", filepath.Join(dir, "n.nar")}, &out); err != nil {
+			t.Fatalf("-size %s: %v", in, err)
+		}
+		if _, n, _ := strings.Cut(strings.TrimSpace(out.String()), " "); n != fmt.Sprint(want) {
+			t.Errorf("-size %s: NAR of %s bytes, want %d", in, n, want)
+		}
+	}
+	if err := runNar([]string{"-size", "-1", "-out", filepath.Join(dir, "n.nar")}, io.Discard); err == nil {
+		t.Error("-size -1 accepted")
+	}
+}
 
 // The NARs are what the blob server accepts: a valid NAR whose file name is
 // its hash, of the size asked for.

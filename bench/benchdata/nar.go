@@ -14,22 +14,25 @@ import (
 	"path/filepath"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/flakegate/flakegate/internal/bytesize"
 )
 
 // runNar writes a NAR holding one regular file of pseudo-random bytes (so
 // no compression helps) and prints its cache file name and size.
 func runNar(args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("nar", flag.ContinueOnError)
-	size := fs.Int64("size", 256<<20, "bytes of file contents in the NAR")
+	size := bytesize.Size(256 * bytesize.MiB)
+	fs.Var(&size, "size", "bytes of file contents in the NAR (with an optional unit: 16M = 16,000,000, 16MiB = 16,777,216)")
 	out := fs.String("out", "", "output file")
 	seed := fs.Uint64("seed", 1, "seed of the contents (same seed, same NAR)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *out == "" || *size < 0 {
-		return errors.New("nar needs -out and -size ≥ 0")
+	if *out == "" {
+		return errors.New("nar needs -out and -size")
 	}
-	name, n, err := writeNar(*out, *size, *seed)
+	name, n, err := writeNar(*out, size.Int64(), *seed)
 	if err != nil {
 		return err
 	}

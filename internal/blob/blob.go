@@ -3,6 +3,11 @@
 //
 // A blob is never visible half-written: Create returns a Writer whose bytes
 // become visible under a key only when Commit returns nil.
+//
+// Keys: CheckKey is the one key rule (segments of [A-Za-z0-9._+=?-], none
+// empty or starting with '.', at most MaxKeyLen bytes); every backend calls
+// it, and the conformance suite (blobtest) checks that each one refuses and
+// accepts the same keys.
 package blob
 
 import (
@@ -42,8 +47,9 @@ type Writer interface {
 }
 
 // Store is a blob store. Keys are slash-separated relative paths made of
-// [A-Za-z0-9._+=?-] segments (e.g. "nar/<filehash>.nar.zst"); stores must
-// refuse keys that could escape their root.
+// [A-Za-z0-9._+=?-] segments (e.g. "nar/<filehash>.nar.zst"); every method
+// taking a key refuses, with an error wrapping ErrInvalidKey, any key
+// CheckKey refuses, so all stores accept exactly the same keys.
 type Store interface {
 	Create(ctx context.Context) (Writer, error)
 	Open(ctx context.Context, key string) (Reader, error)

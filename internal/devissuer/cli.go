@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/identity/claimshape"
 )
 
 const usage = `devissuer: a LOCAL DEVELOPMENT token issuer for trying flakegate (NOT FOR PRODUCTION).
@@ -83,15 +85,15 @@ func runMint(args []string, stdout, stderr io.Writer) error {
 	var claims map[string]any
 	switch {
 	case *github != "" && *gitlab == "" && *user == "":
-		claims = GitHubActions(*github, *ref, *protected, *actor)
+		claims = claimshape.GitHubActions(*github, *ref, *protected, *actor)
 	case *gitlab != "" && *github == "" && *user == "":
 		branch := *ref
 		if len(branch) > len("refs/heads/") && branch[:len("refs/heads/")] == "refs/heads/" {
 			branch = branch[len("refs/heads/"):]
 		}
-		claims = GitLabCI(*gitlab, branch, *protected, *actor)
+		claims = claimshape.GitLabCI(*gitlab, branch, *protected, *actor)
 	case *user != "" && *github == "" && *gitlab == "":
-		claims = User(*user, *org)
+		claims = claimshape.User(*user, *org)
 	default:
 		return errors.New("mint needs exactly one of -github, -gitlab, -user")
 	}

@@ -2,7 +2,9 @@
 // in a directory, publishes the public half as a JWKS file (for the issuers
 // file's jwks_file), and mints GitHub-Actions-shaped, GitLab-CI-shaped and
 // user tokens on demand. It exists so that the quickstart can show the whole
-// flow on one machine without a real identity provider.
+// flow on one machine without a real identity provider. The claim sets are
+// internal/identity/claimshape's, the same the tests' issuer
+// (identitytest) mints.
 //
 // NOT FOR PRODUCTION: whoever can read the key directory can mint any identity.
 package devissuer
@@ -18,7 +20,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
@@ -146,75 +147,4 @@ func (i *Issuer) Mint(issuer, audience string, lifetime time.Duration, claims ma
 		return "", fmt.Errorf("sign token: %w", err)
 	}
 	return string(tok), nil
-}
-
-// GitHubActions returns claims shaped like a GitHub Actions OIDC token for
-// repository ("owner/name") at ref. Numeric-looking values are strings and
-// ref_protected is "true"/"false", as GitHub sends them.
-func GitHubActions(repository, ref string, protected bool, actor string) map[string]any {
-	owner, _, _ := strings.Cut(repository, "/")
-	wf := repository + "/.github/workflows/ci.yml@" + ref
-	return map[string]any{
-		"sub":                 "repo:" + repository + ":ref:" + ref,
-		"repository":          repository,
-		"repository_owner":    owner,
-		"repository_id":       "100001",
-		"repository_owner_id": "200002",
-		"actor":               actor,
-		"ref":                 ref,
-		"ref_type":            refType(ref),
-		"ref_protected":       fmt.Sprint(protected),
-		"workflow":            "ci",
-		"job_workflow_ref":    wf,
-		"workflow_ref":        wf,
-		"event_name":          "push",
-		"environment":         "",
-		"runner_environment":  "github-hosted",
-	}
-}
-
-// GitLabCI returns claims shaped like a GitLab CI id_token for project
-// ("namespace/project") on branch.
-func GitLabCI(project, branch string, protected bool, user string) map[string]any {
-	ns := project
-	if i := strings.LastIndex(project, "/"); i > 0 {
-		ns = project[:i]
-	}
-	return map[string]any{
-		"sub":             "project_path:" + project + ":ref_type:branch:ref:" + branch,
-		"namespace_path":  ns,
-		"namespace_id":    "72",
-		"project_path":    project,
-		"project_id":      "20",
-		"user_login":      user,
-		"ref":             branch,
-		"ref_type":        "branch",
-		"ref_path":        "refs/heads/" + branch,
-		"ref_protected":   fmt.Sprint(protected),
-		"pipeline_source": "push",
-	}
-}
-
-// User returns claims shaped like a person's OIDC ID token; org goes in the
-// "org" claim (name it in the issuers file's org_claim).
-func User(name, org string, groups ...string) map[string]any {
-	gs := make([]any, len(groups))
-	for i, g := range groups {
-		gs[i] = g
-	}
-	return map[string]any{
-		"sub":                "user-" + name,
-		"preferred_username": name,
-		"email":              name + "@example.com",
-		"email_verified":     true,
-		"org":                org,
-		"groups":             gs,
-	}
-}
-
-func refType(ref string) string {
-	if strings.HasPrefix(ref, "refs/tags/") {
-		return "tag"
-	}
-	return "branch"
 }

@@ -11,6 +11,8 @@ import (
 
 	"github.com/lestrrat-go/jwx/v2/jwk"
 	"github.com/lestrrat-go/jwx/v2/jws"
+
+	"github.com/flakegate/flakegate/internal/identity/claimshape"
 )
 
 func TestMintVerifiesWithPublishedJWKS(t *testing.T) {
@@ -19,7 +21,7 @@ func TestMintVerifiesWithPublishedJWKS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, err := iss.Mint("https://dev.example/github", "http://cache", time.Minute, GitHubActions("omnicorp/app", "refs/heads/main", true, "alice"))
+	tok, err := iss.Mint("https://dev.example/github", "http://cache", time.Minute, claimshape.GitHubActions("omnicorp/app", "refs/heads/main", true, "alice"))
 	if err != nil {
 		t.Fatal(err)
 	}

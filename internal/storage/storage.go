@@ -7,7 +7,8 @@
 //	            postgres://user@host/db?… or postgresql://… (internal/index/postgres)
 //
 // Other schemes are added as cases of OpenBlob and OpenIndex by their
-// backends.
+// backends. URLs in errors go through internal/redact (the one password
+// redaction rule).
 package storage
 
 import (
@@ -23,13 +24,14 @@ import (
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/postgres"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
+	"github.com/flakegate/flakegate/internal/redact"
 )
 
 // scheme splits "scheme://rest".
 func scheme(u string) (string, string, error) {
 	s, rest, ok := strings.Cut(u, "://")
 	if !ok || s == "" {
-		return "", "", fmt.Errorf("storage URL %q: want scheme://…", u)
+		return "", "", fmt.Errorf("storage URL %s: want scheme://…", redact.URL(u))
 	}
 	return strings.ToLower(s), rest, nil
 }
@@ -49,7 +51,7 @@ func OpenBlob(ctx context.Context, u string) (blob.Store, error) {
 	case "s3":
 		return blobs3.Open(ctx, u, slog.Default())
 	default:
-		return nil, fmt.Errorf("blob store URL %q: unsupported scheme %q (supported: file, s3)", redact(u), s)
+		return nil, fmt.Errorf("blob store URL %q: unsupported scheme %q (supported: file, s3)", redact.URL(u), s)
 	}
 }
 
@@ -68,20 +70,6 @@ func OpenIndex(ctx context.Context, u string) (index.Index, error) {
 	case "postgres", "postgresql":
 		return postgres.Open(ctx, u)
 	default:
-		return nil, fmt.Errorf("index URL %q: unsupported scheme %q (supported: sqlite, postgres)", redact(u), s)
+		return nil, fmt.Errorf("index URL %q: unsupported scheme %q (supported: sqlite, postgres)", redact.URL(u), s)
 	}
-}
-
-// redact drops a password from a URL before it goes into an error.
-func redact(u string) string {
-	s, rest, ok := strings.Cut(u, "://")
-	if !ok {
-		return u
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return u
-	}
-	user, _, _ := strings.Cut(rest[:at], ":")
-	return s + "://" + user + ":***@" + rest[at+1:]
 }

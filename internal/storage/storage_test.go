@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/flakegate/flakegate/internal/redact"
 )
 
 func TestOpen(t *testing.T) {
@@ -50,10 +52,10 @@ func checkOpenErrors(t *testing.T, ctx context.Context, bad []badURL) {
 			_, err = OpenIndex(ctx, tt.url)
 		}
 		if err == nil || !strings.Contains(err.Error(), tt.want) {
-			t.Errorf("%s: err %v, want %q", redact(tt.url), err, tt.want)
+			t.Errorf("%s: err %v, want %q", redact.URL(tt.url), err, tt.want)
 		}
 		if err != nil && strings.Contains(err.Error(), "hunter2") {
-			t.Errorf("%s: error leaks the password: %v", redact(tt.url), err)
+			t.Errorf("%s: error leaks the password: %v", redact.URL(tt.url), err)
 		}
 	}
 }

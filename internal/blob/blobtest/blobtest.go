@@ -8,6 +8,13 @@
 // newStore must return an empty store of its own (a fresh directory, bucket
 // prefix…). Run closes every store it gets, so newStore must not register a
 // Close of its own (removing the directory or prefix afterwards is fine).
+//
+// Keys: every store accepts exactly the keys blob.CheckKey accepts. The
+// suite checks that Create+Commit, Open, Stat and Delete all refuse "a/.x",
+// ".tmp/x", "../x", "/abs", "a//b", over-long keys and segments (with an
+// error wrapping blob.ErrInvalidKey), and all work for the keys the servers
+// write ("nar/<nixbase32>.nar.zst", "log/ORG/NAME/<hash>-NAME.drv") and the
+// longest keys the rule allows.
 package blobtest
 
 import (
@@ -21,6 +28,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -55,6 +63,7 @@ func Run(t *testing.T, newStore func(t *testing.T) blob.Store) {
 	t.Run("NotFound", func(t *testing.T) { testNotFound(t, open(t)) })
 	t.Run("Delete", func(t *testing.T) { testDelete(t, open(t)) })
 	t.Run("InvalidKeys", func(t *testing.T) { testInvalidKeys(t, open(t)) })
+	t.Run("ValidKeys", func(t *testing.T) { testValidKeys(t, open(t)) })
 	t.Run("LargeStreaming", func(t *testing.T) { testLarge(t, open(t)) })
 	t.Run("Close", func(t *testing.T) {
 		s := newStore(t)
@@ -483,9 +492,10 @@ func testDelete(t *testing.T, s blob.Store) {
 	}
 }
 
-func testInvalidKeys(t *testing.T, s blob.Store) {
-	ctx := ctxFor(t)
-	bad := []string{
+// invalidKeys are keys blob.CheckKey refuses; every store must refuse each
+// of them in every method, with an error wrapping blob.ErrInvalidKey.
+func invalidKeys() []string {
+	return []string{
 		"",
 		"/etc/passwd",
 		"/abs",
@@ -495,21 +505,65 @@ func testInvalidKeys(t *testing.T, s blob.Store) {
 		"../../../../tmp/escape",
 		"a/../../x",
 		"nar/../../../etc/passwd",
+		"a//b",
+		"a/",
+		"a/.x",
+		".tmp/x",
+		".tmp",
+		"nar/.hidden",
 		"a/b\x00c",
 		"a\\..\\..\\x",
+		"a b",
+		"ünïcode",
+		strings.Repeat("a", blob.MaxSegmentLen+1),
+		strings.Repeat("abcdefg/", blob.MaxKeyLen/8) + "x", // blob.MaxKeyLen+1 bytes
 	}
-	for _, key := range bad {
-		t.Run(fmt.Sprintf("%q", key), func(t *testing.T) {
-			if _, err := s.Stat(ctx, key); err == nil {
-				t.Error("Stat accepted it")
+}
+
+// validKeys are keys the servers really write, and the longest keys the
+// rule allows; every store must hold each of them.
+func validKeys() []string {
+	drv := "7a5d1c1f0f4c9a0bd1i7i1d4fd0c3b3c-" // a store hash and '-'
+	return []string{
+		"nar/0m4ky3j1mxsh6y0fgwdnp0vnhz5sl8xaqh1qn3vrr5xqhmbg8c7q.nar.zst",
+		"nar/1b9p07z77phvv2hf6gm9f28syp39f1ag80xzzjl5n9g1vrcz2h4x.nar",
+		"log/omnicorp/app/" + drv + "hello-2.12.drv",
+		"log/omni-corp/dev.env_2/" + drv + "python3.12-foo+bar=1?x.drv",
+		// The longest log key: org and name of 100 bytes, a 255-byte
+		// derivation file name.
+		"log/" + strings.Repeat("o", 100) + "/" + strings.Repeat("n", 100) + "/" + drv + strings.Repeat("x", 255-len(drv)-4) + ".drv",
+		// blob.MaxKeyLen bytes, with blob.MaxSegmentLen-byte segments.
+		strings.Repeat("s", blob.MaxSegmentLen) + "/" + strings.Repeat("t", blob.MaxKeyLen-blob.MaxSegmentLen-3) + "/u",
+	}
+}
+
+func testInvalidKeys(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	invalid := func(t *testing.T, op string, err error) {
+		t.Helper()
+		if err == nil {
+			t.Errorf("%s accepted it", op)
+		} else if !errors.Is(err, blob.ErrInvalidKey) {
+			t.Errorf("%s: err = %v, want one wrapping blob.ErrInvalidKey", op, err)
+		}
+	}
+	for _, key := range invalidKeys() {
+		name := fmt.Sprintf("%q", key)
+		if len(key) > 40 {
+			name = fmt.Sprintf("%d bytes", len(key))
+		}
+		t.Run(name, func(t *testing.T) {
+			if blob.CheckKey(key) == nil {
+				t.Fatal("blob.CheckKey accepts it: the suite's list is wrong")
 			}
-			if r, err := s.Open(ctx, key); err == nil {
+			_, err := s.Stat(ctx, key)
+			invalid(t, "Stat", err)
+			r, err := s.Open(ctx, key)
+			invalid(t, "Open", err)
+			if r != nil {
 				r.Close()
-				t.Error("Open accepted it")
 			}
-			if err := s.Delete(ctx, key); err == nil {
-				t.Error("Delete accepted it")
-			}
+			invalid(t, "Delete", s.Delete(ctx, key))
 			w, err := s.Create(ctx)
 			if err != nil {
 				t.Fatal(err)
@@ -517,10 +571,42 @@ func testInvalidKeys(t *testing.T, s blob.Store) {
 			if _, err := w.Write([]byte("escape")); err != nil {
 				t.Fatal(err)
 			}
-			if err := w.Commit(ctx, key); err == nil {
-				t.Error("Commit accepted it")
-			} else {
+			err = w.Commit(ctx, key)
+			invalid(t, "Commit", err)
+			if err != nil {
 				_ = w.Abort()
+			}
+		})
+	}
+}
+
+func testValidKeys(t *testing.T, s blob.Store) {
+	ctx := ctxFor(t)
+	for i, key := range validKeys() {
+		name := key
+		if len(key) > 80 {
+			name = fmt.Sprintf("%d bytes", len(key))
+		}
+		t.Run(name, func(t *testing.T) {
+			if err := blob.CheckKey(key); err != nil {
+				t.Fatalf("blob.CheckKey refuses it: the suite's list is wrong: %v", err)
+			}
+			if _, err := s.Stat(ctx, key); !isNotFound(err) {
+				t.Fatalf("Stat before Commit: err = %v, want ErrNotFound", err)
+			}
+			data := randomBytes(uint64(100+i), 1000+i)
+			put(t, s, key, data)
+			if got, info := readAll(t, s, key); !bytes.Equal(got, data) || info.Key != key {
+				t.Fatalf("Open: read %d bytes under %q, want the %d written under the key", len(got), info.Key, len(data))
+			}
+			if st, err := s.Stat(ctx, key); err != nil || st.Size != int64(len(data)) {
+				t.Fatalf("Stat = %+v, %v; want size %d", st, err, len(data))
+			}
+			if err := s.Delete(ctx, key); err != nil {
+				t.Fatalf("Delete: %v", err)
+			}
+			if _, err := s.Stat(ctx, key); !isNotFound(err) {
+				t.Fatalf("Stat after Delete: err = %v, want ErrNotFound", err)
 			}
 		})
 	}

@@ -4,7 +4,8 @@
 // Writes go to a temporary file in <root>/.tmp; Commit fsyncs it, renames it
 // into place and fsyncs the directory, so a blob is either absent or
 // complete, also after a crash. Open removes whatever a crash left in
-// <root>/.tmp. Readers are backed by *os.File (see Reader.File) so HTTP can
+// <root>/.tmp. Keys follow blob.CheckKey (the store has no key rule of its
+// own). Readers are backed by *os.File (see Reader.File) so HTTP can
 // serve blobs with sendfile.
 package fs
 
@@ -15,14 +16,13 @@ import (
 	iofs "io/fs"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 
 	"github.com/flakegate/flakegate/internal/blob"
 )
 
 // tmpDir is the directory below the root that holds uncommitted writes.
-// Keys whose first segment is tmpDir are refused.
+// No key can name it: blob.CheckKey refuses segments starting with '.'.
 const tmpDir = ".tmp"
 
 // Store is a filesystem blob store.
@@ -71,26 +71,12 @@ func (s *Store) CleanTemp() (int, error) {
 	return n, nil
 }
 
-// path maps a key to a file path below the root, refusing keys that could
-// escape it.
+// path maps a key to a file path below the root. blob.CheckKey refuses
+// every key that could escape it or reach tmpDir (no segment starts with
+// '.').
 func (s *Store) path(key string) (string, error) {
-	if key == "" || len(key) > 1024 {
-		return "", fmt.Errorf("invalid blob key %q", key)
-	}
-	segs := strings.Split(key, "/")
-	for _, seg := range segs {
-		if seg == "" || seg == "." || seg == ".." {
-			return "", fmt.Errorf("invalid blob key %q", key)
-		}
-		for i := 0; i < len(seg); i++ {
-			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0) {
-				return "", fmt.Errorf("invalid blob key %q", key)
-			}
-		}
-	}
-	if segs[0] == tmpDir {
-		return "", fmt.Errorf("invalid blob key %q: %s/ is reserved", key, tmpDir)
+	if err := blob.CheckKey(key); err != nil {
+		return "", err
 	}
 	return filepath.Join(s.root, filepath.FromSlash(key)), nil
 }

@@ -8,11 +8,14 @@
 // Without endpoint the store talks to AWS (s3.amazonaws.com, HTTPS). secure
 // defaults to true; path_style forces path-style bucket addressing (the
 // default picks path style for non-AWS endpoints); part_size is the multipart
-// part size (5MiB…5GiB, default 16MiB) and bounds the memory one upload holds.
+// part size (5MiB…5GiB, default 16MiB) and bounds the memory one upload holds;
+// it is a bytesize (16MB = 16,000,000 bytes, 16MiB = 16,777,216; see
+// internal/bytesize, which flags use too).
 // Credentials come from the usual chain: AWS_ACCESS_KEY_ID /
 // AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN, then the shared credentials file
 // (~/.aws/credentials, AWS_SHARED_CREDENTIALS_FILE, AWS_PROFILE), then the
-// instance/pod IAM role. Credentials never appear in the URL.
+// instance/pod IAM role. Credentials never appear in the URL: one that has
+// them is refused, and errors show it through internal/redact.
 //
 // # How a blob becomes visible only when complete
 //
@@ -38,9 +41,11 @@
 // lifecycle rule "abort incomplete multipart uploads after 1 day" cleans up
 // the rest (see docs/scale-out.md).
 //
-// Keys are the blob package's relative paths; a segment may not be empty or
-// start with '.', which keeps "../" out and keeps user keys apart from the
-// store's own ".tmp/" area.
+// Keys follow blob.CheckKey (the store has no key rule of its own): no
+// segment may be empty or start with '.', which keeps "../" out and keeps
+// user keys apart from the store's own ".tmp/" area, and a key has at most
+// blob.MaxKeyLen bytes, so PREFIX/KEY fits S3's 1024-byte object names with
+// a prefix of up to 511 bytes.
 package s3
 
 import (
@@ -63,6 +68,8 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/bytesize"
+	"github.com/flakegate/flakegate/internal/redact"
 )
 
 const (
@@ -70,9 +77,9 @@ const (
 	// with a single PUT at Commit; larger blobs stream as multipart uploads.
 	DirectPutMax = 8 << 20
 
-	defaultPartSize = 16 << 20
-	minPartSize     = 5 << 20
-	maxPartSize     = 5 << 30
+	defaultPartSize = 16 * bytesize.MiB
+	minPartSize     = 5 * bytesize.MiB
+	maxPartSize     = 5 * bytesize.GiB
 
 	// Timeouts for calls that move no blob data. Data transfers are bounded
 	// by the caller's context and the transport's header timeout instead.
@@ -80,6 +87,11 @@ const (
 	// copyTimeout bounds the server-side copy at Commit (it moves data
 	// inside the object store, up to several GiB).
 	copyTimeout = 30 * time.Minute
+
+	// maxObjectName is S3's limit on an object name (bytes). A name is
+	// PREFIX/KEY, so the prefix gets what blob.MaxKeyLen leaves.
+	maxObjectName = 1024
+	maxPrefixLen  = maxObjectName - 1 - blob.MaxKeyLen
 
 	tmpDir = ".tmp/"
 	// tmpMaxAge is the age after which SweepTemp deletes a temporary object:
@@ -102,7 +114,8 @@ type Config struct {
 func ParseURL(raw string) (Config, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return Config{}, fmt.Errorf("parse s3 url: %w", err)
+		// url.Error quotes the URL, credentials and all.
+		return Config{}, fmt.Errorf("parse s3 url: %w", redact.Error(err, raw))
 	}
 	if u.Scheme != "s3" {
 		return Config{}, fmt.Errorf("parse s3 url: scheme %q, want s3", u.Scheme)
@@ -121,8 +134,11 @@ func ParseURL(raw string) (Config, error) {
 		return Config{}, errors.New("parse s3 url: missing bucket (s3://BUCKET/prefix)")
 	}
 	if p := strings.Trim(u.Path, "/"); p != "" {
-		if err := checkKey(p); err != nil {
+		if err := blob.CheckKey(p); err != nil {
 			return Config{}, fmt.Errorf("parse s3 url: prefix %q: %w", p, err)
+		}
+		if len(p) > maxPrefixLen {
+			return Config{}, fmt.Errorf("parse s3 url: prefix of %d bytes: at most %d, so that prefix/key fits S3's %d-byte object names", len(p), maxPrefixLen, maxObjectName)
 		}
 		c.Prefix = p + "/"
 	}
@@ -150,35 +166,19 @@ func ParseURL(raw string) (Config, error) {
 			}
 			c.PathStyle = b
 		case "part_size":
-			n, err := parseSize(v)
-			if err != nil || n < minPartSize || n > maxPartSize {
-				return Config{}, fmt.Errorf("parse s3 url: part_size=%q: want a size between 5MiB and 5GiB", v)
+			n, err := bytesize.Parse(v)
+			if err != nil {
+				return Config{}, fmt.Errorf("parse s3 url: part_size: %w", err)
 			}
-			c.PartSize = n
+			if n < minPartSize || n > maxPartSize {
+				return Config{}, fmt.Errorf("parse s3 url: part_size=%q (%d bytes): want 5MiB…5GiB (MB = 1000², MiB = 1024²)", v, n)
+			}
+			c.PartSize = uint64(n)
 		default:
 			return Config{}, fmt.Errorf("parse s3 url: unknown parameter %q (known: endpoint, region, secure, path_style, part_size)", k)
 		}
 	}
 	return c, nil
-}
-
-// parseSize parses "16777216", "16MiB", "16MB" (MB taken as MiB), "1GiB".
-func parseSize(s string) (uint64, error) {
-	mult := uint64(1)
-	for _, u := range []struct {
-		suffix string
-		m      uint64
-	}{{"GiB", 1 << 30}, {"GB", 1 << 30}, {"MiB", 1 << 20}, {"MB", 1 << 20}, {"KiB", 1 << 10}, {"KB", 1 << 10}} {
-		if n, ok := strings.CutSuffix(s, u.suffix); ok {
-			s, mult = n, u.m
-			break
-		}
-	}
-	n, err := strconv.ParseUint(s, 10, 64)
-	if err != nil {
-		return 0, err
-	}
-	return n * mult, nil
 }
 
 // Store is a blob.Store in one bucket, below one prefix.
@@ -278,29 +278,6 @@ func (s *Store) Close() error {
 
 func (s *Store) object(key string) string { return s.cfg.Prefix + key }
 
-// checkKey enforces the blob package's key rules: non-empty, relative,
-// segments of [A-Za-z0-9._+=?-] that are neither empty nor start with '.'.
-func checkKey(key string) error {
-	if key == "" {
-		return errors.New("empty blob key")
-	}
-	if len(key) > 900 {
-		return fmt.Errorf("blob key too long (%d bytes)", len(key))
-	}
-	for seg := range strings.SplitSeq(key, "/") {
-		if seg == "" || seg[0] == '.' {
-			return fmt.Errorf("invalid blob key %q: empty, absolute or dot segment", key)
-		}
-		for i := 0; i < len(seg); i++ {
-			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0) {
-				return fmt.Errorf("invalid blob key %q: character %q not allowed", key, c)
-			}
-		}
-	}
-	return nil
-}
-
 func isNotFound(err error) bool {
 	code := minio.ToErrorResponse(err).Code
 	return code == minio.NoSuchKey || code == "NotFound"
@@ -308,7 +285,7 @@ func isNotFound(err error) bool {
 
 // Stat returns a blob's size and modification time.
 func (s *Store) Stat(ctx context.Context, key string) (blob.Info, error) {
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		return blob.Info{}, fmt.Errorf("stat blob: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -335,7 +312,7 @@ func (s *Store) Open(ctx context.Context, key string) (blob.Reader, error) {
 
 // Delete removes a blob. Deleting an absent key succeeds.
 func (s *Store) Delete(ctx context.Context, key string) error {
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		return fmt.Errorf("delete blob: %w", err)
 	}
 	ctx, cancel := context.WithTimeout(ctx, opTimeout)
@@ -458,7 +435,7 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 	if w.finished {
 		return errors.New("commit of a committed or aborted blob")
 	}
-	if err := checkKey(key); err != nil {
+	if err := blob.CheckKey(key); err != nil {
 		_ = w.Abort()
 		return fmt.Errorf("commit blob: %w", err)
 	}

@@ -9,7 +9,8 @@
 // Any libpq/pgx connection parameter works (postgresql:// too); the password
 // may come from PGPASSWORD or ~/.pgpass instead of the URL. search_path picks
 // the schema the tables live in (it must exist); pool_max_conns sizes the
-// pool (default: the larger of 4 and the number of CPUs).
+// pool (default: the larger of 4 and the number of CPUs). Errors never hold
+// the password: the URL and pgx's errors go through internal/redact.
 //
 // # Migrations
 //
@@ -45,6 +46,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/redact"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -70,7 +72,7 @@ func Open(ctx context.Context, url string) (*Index, error) {
 	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		// pgx errors may quote the connection string: say only what failed.
-		return nil, fmt.Errorf("postgres index: invalid URL %s: %w", Redact(url), sanitize(err, url))
+		return nil, fmt.Errorf("postgres index: invalid URL %s: %w", redact.URL(url), redact.Error(err, url))
 	}
 	if cfg.ConnConfig.ConnectTimeout == 0 {
 		cfg.ConnConfig.ConnectTimeout = 10 * time.Second
@@ -78,13 +80,13 @@ func Open(ctx context.Context, url string) (*Index, error) {
 	where := fmt.Sprintf("%s:%d/%s", cfg.ConnConfig.Host, cfg.ConnConfig.Port, cfg.ConnConfig.Database)
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
-		return nil, fmt.Errorf("postgres index at %s: %w", where, sanitize(err, url))
+		return nil, fmt.Errorf("postgres index at %s: %w", where, redact.Error(err, url))
 	}
 	pctx, cancel := context.WithTimeout(ctx, opTimeout)
 	defer cancel()
 	if err := pool.Ping(pctx); err != nil {
 		pool.Close()
-		return nil, fmt.Errorf("postgres index at %s: connect: %w", where, sanitize(err, url))
+		return nil, fmt.Errorf("postgres index at %s: connect: %w", where, redact.Error(err, url))
 	}
 	x := &Index{pool: pool}
 	if err := x.migrate(pctx); err != nil {
@@ -92,47 +94,6 @@ func Open(ctx context.Context, url string) (*Index, error) {
 		return nil, fmt.Errorf("postgres index at %s: migrate: %w", where, err)
 	}
 	return x, nil
-}
-
-// Redact replaces the password of a postgres URL with "***".
-func Redact(url string) string {
-	if !strings.Contains(url, "://") {
-		return "(unparseable URL)"
-	}
-	before, _, after, ok := splitPassword(url)
-	if !ok {
-		return url
-	}
-	return before + "***" + after
-}
-
-// sanitize removes the password from an error's text, if it appears.
-func sanitize(err error, url string) error {
-	_, pass, _, ok := splitPassword(url)
-	if !ok || pass == "" || !strings.Contains(err.Error(), pass) {
-		return err
-	}
-	return errors.New(strings.ReplaceAll(err.Error(), pass, "***"))
-}
-
-// splitPassword cuts "scheme://user:pass@host…" into "scheme://user:", the
-// password and "@host…"; ok is false when url has no "://", no userinfo or
-// no password in it. The password runs from the first ':' of the userinfo
-// to its last '@'.
-func splitPassword(url string) (before, pass, after string, ok bool) {
-	scheme, rest, found := strings.Cut(url, "://")
-	if !found {
-		return "", "", "", false
-	}
-	at := strings.LastIndex(rest, "@")
-	if at < 0 {
-		return "", "", "", false
-	}
-	user, pass, hasPass := strings.Cut(rest[:at], ":")
-	if !hasPass {
-		return "", "", "", false
-	}
-	return scheme + "://" + user + ":", pass, rest[at:], true
 }
 
 // Close closes the pool.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"errors"
 	"net/url"
 	"os"
 	"strings"
@@ -182,38 +181,6 @@ func TestOpenErrors(t *testing.T) {
 		defer cancel()
 		if _, err := Open(ctx, u.String()); err == nil || !strings.Contains(err.Error(), "schema") {
 			t.Fatalf("Open with a missing schema: err = %v", err)
-		}
-	}
-}
-
-func TestRedact(t *testing.T) {
-	cases := []struct{ in, want string }{
-		{"postgres://u:pw@h/db", "postgres://u:***@h/db"},
-		{"postgres://u@h/db", "postgres://u@h/db"},
-		{"postgresql://h/db?sslmode=disable", "postgresql://h/db?sslmode=disable"},
-		{"garbage", "(unparseable URL)"},
-		{"postgres://u:p@ss:w@rd@h/db", "postgres://u:***@h/db"},
-		{"postgres://u:@h/db", "postgres://u:***@h/db"},
-	}
-	for _, c := range cases {
-		if got := Redact(c.in); got != c.want {
-			t.Errorf("Redact(%q) = %q, want %q", c.in, got, c.want)
-		}
-	}
-}
-
-func TestSanitize(t *testing.T) {
-	cases := []struct{ url, err, want string }{
-		{"postgres://u:hunter2@h/db", "cannot parse `postgres://u:hunter2@h/db`", "cannot parse `postgres://u:***@h/db`"},
-		{"postgres://u:a:b@c@h/db", "bad password a:b@c", "bad password ***"},
-		{"postgres://u:hunter2@h/db", "no password here", "no password here"},
-		{"postgres://u:@h/db", "empty: u:@h", "empty: u:@h"},
-		{"postgres://u@h/db", "user u only", "user u only"},
-		{"garbage:hunter2@h", "garbage:hunter2@h", "garbage:hunter2@h"},
-	}
-	for _, c := range cases {
-		if got := sanitize(errors.New(c.err), c.url).Error(); got != c.want {
-			t.Errorf("sanitize(%q, %q) = %q, want %q", c.err, c.url, got, c.want)
 		}
 	}
 }
