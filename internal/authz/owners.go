@@ -13,19 +13,20 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
 // OwnersOptions configures an OwnersClient. Zero fields take the defaults.
 type OwnersOptions struct {
-	HTTPClient  *http.Client  // default: a client with no redirects
-	Timeout     time.Duration // per lookup, default 2s
+	HTTPClient *http.Client  // default: a client with no redirects
+	Timeout    time.Duration // per lookup, default 2s
 	// TTL is the cache lifetime of an answer, default 2s. Empty and
 	// non-empty answers are cached alike: otherwise the time of a denied
 	// union read would tell an object that exists from an absent one.
 	TTL        time.Duration
 	MaxEntries int // cache bound, default 10000
-	Metrics     *Metrics
+	Metrics    *Metrics
 }
 
 // OwnersClient asks the blob server's internal listener which flakes own a
@@ -49,7 +50,7 @@ type OwnersClient struct {
 }
 
 type ownersEntry struct {
-	flakes  []route.Flake
+	flakes  []nixname.Flake
 	expires time.Time
 }
 
@@ -95,7 +96,7 @@ func ownersKey(r route.Request) (string, error) {
 }
 
 // Owners returns the flakes owning the narinfo or NAR r is about.
-func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Flake, error) {
+func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]nixname.Flake, error) {
 	key, err := ownersKey(r)
 	if err != nil {
 		return nil, err
@@ -122,10 +123,10 @@ func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Fla
 		return nil, err
 	}
 	c.opts.Metrics.ownersLookup("miss")
-	return v.([]route.Flake), nil
+	return v.([]nixname.Flake), nil
 }
 
-func (c *OwnersClient) cached(key string) ([]route.Flake, bool) {
+func (c *OwnersClient) cached(key string) ([]nixname.Flake, bool) {
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.entries[key]
@@ -136,7 +137,7 @@ func (c *OwnersClient) cached(key string) ([]route.Flake, bool) {
 	return e.flakes, true
 }
 
-func (c *OwnersClient) store(key string, flakes []route.Flake) {
+func (c *OwnersClient) store(key string, flakes []nixname.Flake) {
 	ttl := c.opts.TTL
 	now := c.now()
 	c.mu.Lock()
@@ -163,7 +164,7 @@ type ownersResponse struct {
 	Flakes *[]string `json:"flakes"`
 }
 
-func (c *OwnersClient) fetch(ctx context.Context, key string) ([]route.Flake, error) {
+func (c *OwnersClient) fetch(ctx context.Context, key string) ([]nixname.Flake, error) {
 	// The shared lookup must not be cut short by the first caller's
 	// cancellation; it has its own timeout.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.Timeout)
@@ -196,9 +197,9 @@ func (c *OwnersClient) fetch(ctx context.Context, key string) ([]route.Flake, er
 	if or.Flakes == nil {
 		return nil, errors.New("owners lookup " + key + `: answer has no "flakes" list`)
 	}
-	flakes := make([]route.Flake, 0, len(*or.Flakes))
+	flakes := make([]nixname.Flake, 0, len(*or.Flakes))
 	for _, s := range *or.Flakes {
-		f, err := route.ParseFlake(s)
+		f, err := nixname.ParseFlake(s)
 		if err != nil {
 			return nil, fmt.Errorf("owners lookup %s: %w", key, err)
 		}

@@ -9,6 +9,7 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -48,7 +49,7 @@ type Outcome struct {
 	// Readable lists, for an allowed union read, the owning flakes the
 	// caller may read: sent upstream in route.ReadableHeader, the blob
 	// server serves the object from these flakes' records only.
-	Readable []route.Flake
+	Readable []nixname.Flake
 	// KeepAuthorization leaves the Authorization header on the proxied
 	// request: only for authz's own endpoints (/_flakegate/…), which need
 	// the token. The blob server never sees it.

@@ -42,8 +42,9 @@ type Writer interface {
 }
 
 // Store is a blob store. Keys are slash-separated relative paths made of
-// [A-Za-z0-9._+=?-] segments (e.g. "nar/<filehash>.nar.zst"); stores must
-// refuse keys that could escape their root.
+// segments of [A-Za-z0-9._+=?-], the name characters of nixname.IsNameChar
+// (e.g. "nar/<filehash>.nar.zst"); stores must refuse keys that could
+// escape their root.
 type Store interface {
 	Create(ctx context.Context) (Writer, error)
 	Open(ctx context.Context, key string) (Reader, error)

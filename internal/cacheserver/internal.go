@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -24,7 +25,7 @@ func (s *Server) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /owners/narinfo/{hash}", func(w http.ResponseWriter, r *http.Request) {
 		h := r.PathValue("hash")
-		if !route.IsStoreHash(h) {
+		if !nixname.IsStoreHash(h) {
 			s.fail(w, http.StatusBadRequest, "not a store path hash (32 nixbase32 characters)")
 			return
 		}
@@ -32,8 +33,8 @@ func (s *Server) InternalHandler() http.Handler {
 	})
 	mux.HandleFunc("GET /owners/nar/{file}", func(w http.ResponseWriter, r *http.Request) {
 		f := r.PathValue("file")
-		if req, err := route.Parse(http.MethodGet, "/nar/"+f); err != nil || req.Kind != route.KindNar {
-			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}.nar[.xz|.zst|.bz2])")
+		if _, _, ok := nixname.ParseNarFile(f); !ok {
+			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}"+nixname.NarExtSyntax()+")")
 			return
 		}
 		s.owners(w, r, route.KindNar, f)

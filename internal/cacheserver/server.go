@@ -16,6 +16,7 @@ import (
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -218,7 +219,7 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what stri
 
 // lockPath serialises narinfo uploads of one flake's store hash in this
 // process.
-func (s *Server) lockPath(flake route.Flake, hash string) func() {
+func (s *Server) lockPath(flake nixname.Flake, hash string) func() {
 	h := fnv.New32a()
 	h.Write([]byte(flake.String()))
 	h.Write([]byte{'/'})

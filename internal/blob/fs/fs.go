@@ -19,6 +19,7 @@ import (
 	"syscall"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // tmpDir is the directory below the root that holds uncommitted writes.
@@ -84,7 +85,7 @@ func (s *Store) path(key string) (string, error) {
 		}
 		for i := 0; i < len(seg); i++ {
 			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0) {
+			if !nixname.IsNameChar(c) {
 				return "", fmt.Errorf("invalid blob key %q", key)
 			}
 		}

@@ -63,6 +63,7 @@ import (
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 const (
@@ -279,7 +280,8 @@ func (s *Store) Close() error {
 func (s *Store) object(key string) string { return s.cfg.Prefix + key }
 
 // checkKey enforces the blob package's key rules: non-empty, relative,
-// segments of [A-Za-z0-9._+=?-] that are neither empty nor start with '.'.
+// segments of [A-Za-z0-9._+=?-] (nixname.IsNameChar) that are neither empty
+// nor start with '.'.
 func checkKey(key string) error {
 	if key == "" {
 		return errors.New("empty blob key")
@@ -293,7 +295,7 @@ func checkKey(key string) error {
 		}
 		for i := 0; i < len(seg); i++ {
 			c := seg[i]
-			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0) {
+			if !nixname.IsNameChar(c) {
 				return fmt.Errorf("invalid blob key %q: character %q not allowed", key, c)
 			}
 		}
