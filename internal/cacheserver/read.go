@@ -220,7 +220,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 		s.hits.addNar(flakes[0], req.File)
 		return nil
 	}
-	owners, err := s.idx.Owners(r.Context(), route.KindNar, req.File)
+	owners, err := s.idx.Owners(r.Context(), index.KindNar, req.File)
 	if err != nil {
 		return err
 	}

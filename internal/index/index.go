@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 // ErrNotFound is returned (wrapped) when the object is absent, or absent for
@@ -74,6 +73,18 @@ type NarInfoUpdater interface {
 	UpdateNarInfo(ctx context.Context, flake nixname.Flake, hash string, narInfo []byte, signedBy string) error
 }
 
+// Kind is the kind of object whose owners Owners lists.
+type Kind string
+
+const (
+	// KindNarInfo is a store path (its narinfo), by store hash: owned by
+	// the flakes holding a record of it.
+	KindNarInfo Kind = "narinfo"
+	// KindNar is a NAR file, by file name: owned by the flakes that
+	// pushed it.
+	KindNar Kind = "nar"
+)
+
 // Index is the cache's catalogue.
 type Index interface {
 	// PutNar records a verified NAR and that flake owns it. Idempotent.
@@ -94,9 +105,10 @@ type Index interface {
 	// MissingPaths returns those of hashes that flake does not own.
 	MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error)
 
-	// Owners lists the flakes owning an object: kind is route.KindNarInfo
-	// (hash = store hash) or route.KindNar (hash = NAR file name).
-	Owners(ctx context.Context, kind route.Kind, hash string) ([]nixname.Flake, error)
+	// Owners lists the flakes owning an object, sorted: kind is
+	// KindNarInfo (hash = store hash) or KindNar (hash = NAR file name);
+	// other kinds are an error. Nobody owning it is not an error.
+	Owners(ctx context.Context, kind Kind, hash string) ([]nixname.Flake, error)
 
 	// PutLog / GetLog record a build log blob key for a flake's derivation.
 	PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error

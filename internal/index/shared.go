@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 // What follows is shared by the implementations (sqlite, postgres), so that
@@ -79,13 +78,13 @@ func CreatedAt(t time.Time) time.Time {
 
 // OwnersQuery is the query listing the owners of an object of kind, sorted,
 // with placeholder ("?", "$1") standing for the object's key: the store hash
-// for route.KindNarInfo, the NAR file name for route.KindNar. Other kinds
-// have no owners.
-func OwnersQuery(kind route.Kind, placeholder string) (string, error) {
+// for KindNarInfo, the NAR file name for KindNar. Other kinds have no
+// owners.
+func OwnersQuery(kind Kind, placeholder string) (string, error) {
 	switch kind {
-	case route.KindNarInfo:
+	case KindNarInfo:
 		return `SELECT flake FROM flake_paths WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
-	case route.KindNar:
+	case KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
 	default:
 		return "", fmt.Errorf("owners: kind %q has no owners", kind)

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 func TestCheckFlake(t *testing.T) {
@@ -69,14 +68,14 @@ func TestCreatedAt(t *testing.T) {
 
 func TestOwnersQuery(t *testing.T) {
 	for _, c := range []struct {
-		kind        route.Kind
+		kind        Kind
 		placeholder string
 		want        string
 	}{
-		{route.KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
-		{route.KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
-		{route.KindLog, "?", ""},
-		{route.KindCacheInfo, "?", ""},
+		{KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
+		{KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
+		{"log", "?", ""},
+		{"cache-info", "?", ""},
 		{"", "?", ""},
 	} {
 		got, err := OwnersQuery(c.kind, c.placeholder)

@@ -25,7 +25,6 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 var (
@@ -149,7 +148,7 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Inde
 		if ps, err := a.PathsOf(ctx, Hash(1), nil); err != nil || len(ps) != 2 {
 			t.Fatalf("PathsOf via a = %v, %v; want both flakes' records", ps, err)
 		}
-		if got, err := a.Owners(ctx, route.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
+		if got, err := a.Owners(ctx, index.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("Owners via a = %v, %v; want both flakes", got, err)
 		}
 	})
@@ -209,7 +208,7 @@ func testNarOwnership(t *testing.T, x index.Index) {
 	if got.FileSize != n.FileSize || got.NarHash != n.NarHash {
 		t.Errorf("second PutNar replaced the first content: %+v", got)
 	}
-	if o, err := x.Owners(ctx, route.KindNar, n.File); err != nil || !slices.Equal(o, []nixname.Flake{flakeA, flakeB}) {
+	if o, err := x.Owners(ctx, index.KindNar, n.File); err != nil || !slices.Equal(o, []nixname.Flake{flakeA, flakeB}) {
 		t.Errorf("Owners = %v, %v; want [%v %v]", o, err, flakeA, flakeB)
 	}
 	// A zero CreatedAt is filled in with about now.
@@ -466,18 +465,18 @@ func testOwners(t *testing.T, x index.Index) {
 	all := []nixname.Flake{flakeDash, flakeShort, flakeC, flakeA, flakeB} // by String(): "a-b/x" < "a/z" < "acme/…" < "omnicorp/…"
 	cases := []struct {
 		name string
-		kind route.Kind
+		kind index.Kind
 		hash string
 		want []nixname.Flake
 	}{
-		{"path: sorted, deduplicated", route.KindNarInfo, Hash(1), all},
-		{"nar: sorted, deduplicated", route.KindNar, NarFile(1), all},
-		{"path with one owner", route.KindNarInfo, Hash(2), []nixname.Flake{flakeC}},
-		{"nar with one owner", route.KindNar, NarFile(2), []nixname.Flake{flakeB}},
-		{"kinds are separate: hash as a nar", route.KindNar, Hash(1), nil},
-		{"kinds are separate: file as a path", route.KindNarInfo, NarFile(1), nil},
-		{"absent path", route.KindNarInfo, Hash(3), nil},
-		{"absent nar", route.KindNar, NarFile(3), nil},
+		{"path: sorted, deduplicated", index.KindNarInfo, Hash(1), all},
+		{"nar: sorted, deduplicated", index.KindNar, NarFile(1), all},
+		{"path with one owner", index.KindNarInfo, Hash(2), []nixname.Flake{flakeC}},
+		{"nar with one owner", index.KindNar, NarFile(2), []nixname.Flake{flakeB}},
+		{"kinds are separate: hash as a nar", index.KindNar, Hash(1), nil},
+		{"kinds are separate: file as a path", index.KindNarInfo, NarFile(1), nil},
+		{"absent path", index.KindNarInfo, Hash(3), nil},
+		{"absent nar", index.KindNar, NarFile(3), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -490,7 +489,7 @@ func testOwners(t *testing.T, x index.Index) {
 			}
 		})
 	}
-	for _, k := range []route.Kind{route.KindLog, route.KindCacheInfo, "bogus"} {
+	for _, k := range []index.Kind{"log", "cache-info", "bogus"} {
 		if _, err := x.Owners(ctx, k, Hash(1)); err == nil {
 			t.Errorf("Owners(%q) succeeded, want an error", k)
 		}
@@ -679,9 +678,9 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		for i, fs := range owners {
 			want := slices.Clone(fs)
 			slices.SortFunc(want, func(a, b nixname.Flake) int { return cmp.Compare(a.String(), b.String()) })
-			for _, kind := range []route.Kind{route.KindNarInfo, route.KindNar} {
+			for _, kind := range []index.Kind{index.KindNarInfo, index.KindNar} {
 				key := Hash(i)
-				if kind == route.KindNar {
+				if kind == index.KindNar {
 					key = NarFile(i)
 				}
 				got, err := x.Owners(ctx, kind, key)
@@ -768,10 +767,10 @@ func CheckMigrated(t *testing.T, x index.Index) {
 			}
 		}
 	}
-	if o, err := x.Owners(ctx, route.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeA}) {
+	if o, err := x.Owners(ctx, index.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeA}) {
 		t.Errorf("after migration Owners(path 2) = %v, %v; want [%v]", o, err, flakeA)
 	}
-	if o, err := x.Owners(ctx, route.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
+	if o, err := x.Owners(ctx, index.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
 		t.Errorf("after migration Owners(nar 2) = %v, %v; NAR ownership must stay", o, err)
 	}
 	// The migrated index takes per-flake pushes.

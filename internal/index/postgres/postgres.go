@@ -46,7 +46,6 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 // opTimeout bounds each index call that comes with no earlier deadline.
@@ -420,7 +419,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake nixname.Flake, hashes []
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted by "org/name" byte-wise.
-func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]nixname.Flake, error) {
+func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nixname.Flake, error) {
 	q, err := index.OwnersQuery(kind, "$1")
 	if err != nil {
 		return nil, err

@@ -22,7 +22,6 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 // busyTimeout is how long a connection waits for another writer's lock.
@@ -421,7 +420,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake nixname.Flake, hashes []
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted.
-func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]nixname.Flake, error) {
+func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nixname.Flake, error) {
 	q, err := index.OwnersQuery(kind, "?")
 	if err != nil {
 		return nil, err

@@ -15,7 +15,6 @@ import (
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/indextest"
 	"github.com/flakegate/flakegate/internal/nixname"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 var (
@@ -104,7 +103,7 @@ func TestOwnership(t *testing.T) {
 		})
 	}
 
-	owners, err := x.Owners(ctx, route.KindNarInfo, h1)
+	owners, err := x.Owners(ctx, index.KindNarInfo, h1)
 	if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA}) {
 		t.Fatalf("owners %v %v", owners, err)
 	}
@@ -116,19 +115,19 @@ func TestOwnership(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []struct {
-		kind route.Kind
+		kind index.Kind
 		key  string
-	}{{route.KindNarInfo, h1}, {route.KindNar, nar(1).File}} {
+	}{{index.KindNarInfo, h1}, {index.KindNar, nar(1).File}} {
 		owners, err := x.Owners(ctx, k.kind, k.key)
 		if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("owners of %s: %v %v", k.kind, owners, err)
 		}
 	}
-	owners, err = x.Owners(ctx, route.KindNar, "nothing.nar")
+	owners, err = x.Owners(ctx, index.KindNar, "nothing.nar")
 	if err != nil || owners == nil || len(owners) != 0 {
 		t.Fatalf("owners of absent: %#v %v (want empty, non-nil)", owners, err)
 	}
-	if _, err := x.Owners(ctx, route.KindLog, "x"); err == nil {
+	if _, err := x.Owners(ctx, index.Kind("log"), "x"); err == nil {
 		t.Fatal("owners of a log accepted")
 	}
 	st, err := x.Stats(ctx)
