@@ -242,7 +242,7 @@ func denyByPolicy(res Result, reason string) Result {
 	}
 	switch res.Request.Route.Action {
 	case route.ActionRead, route.ActionInfo:
-		return deny(res, http.StatusNotFound, BodyNotFound, reason)
+		return deny(res, http.StatusNotFound, route.BodyNotFound, reason)
 	}
 	return deny(res, http.StatusForbidden, "forbidden: "+oneLine(reason)+"\n", reason)
 }
@@ -253,7 +253,7 @@ func deny(res Result, status int, message, reason string) Result {
 }
 
 func unavailable(res Result, err error) Result {
-	res = deny(res, http.StatusServiceUnavailable, BodyUnavailable, "internal error")
+	res = deny(res, http.StatusServiceUnavailable, route.BodyUnavailable, "internal error")
 	res.Err = err
 	return res
 }

@@ -116,8 +116,8 @@ func TestCheckerFailures(t *testing.T) {
 			if got := int(d.GetStatus().GetCode()); got != tt.wantStatus {
 				t.Errorf("status %d, want %d", got, tt.wantStatus)
 			}
-			if tt.wantStatus == 503 && d.GetBody() != BodyUnavailable {
-				t.Errorf("503 body %q leaks detail; want %q", d.GetBody(), BodyUnavailable)
+			if tt.wantStatus == 503 && d.GetBody() != route.BodyUnavailable {
+				t.Errorf("503 body %q leaks detail; want %q", d.GetBody(), route.BodyUnavailable)
 			}
 			var line map[string]any
 			if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
@@ -179,7 +179,7 @@ func TestSubjectHeaderIsSafe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		resp := Respond(Outcome{Allow: true, Status: 200, SubjectSummary: tt.summary})
-		if got := headerValue(resp.GetOkResponse().GetHeaders(), SubjectHeader); got != tt.want {
+		if got := headerValue(resp.GetOkResponse().GetHeaders(), route.SubjectHeader); got != tt.want {
 			t.Errorf("summary %q sent as %q, want %q", tt.summary, got, tt.want)
 		}
 	}

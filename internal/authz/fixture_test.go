@@ -277,8 +277,8 @@ func checkResponseInvariants(t *testing.T, fx *fixture, resp *authv3.CheckRespon
 	var req authv3.CheckRequest
 	_ = protojson.Unmarshal(fx.Request, &req)
 	method := req.GetAttributes().GetRequest().GetHttp().GetMethod()
-	if status == 404 && fx.Subject != nil && (method == "GET" || method == "HEAD") && d.GetBody() != BodyNotFound {
-		t.Errorf("denied read answers %q, want the absent-object body %q", d.GetBody(), BodyNotFound)
+	if status == 404 && fx.Subject != nil && (method == "GET" || method == "HEAD") && d.GetBody() != route.BodyNotFound {
+		t.Errorf("denied read answers %q, want the absent-object body %q", d.GetBody(), route.BodyNotFound)
 	}
 }
 

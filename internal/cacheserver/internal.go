@@ -13,17 +13,13 @@ import (
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/route"
 )
-
-// OwnersResponse is the internal listener's answer to an owners lookup.
-type OwnersResponse struct {
-	Flakes []string `json:"flakes"`
-}
 
 // InternalHandler serves owners lookups, /metrics and /healthz.
 func (s *Server) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /owners/narinfo/{hash}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+route.OwnersNarInfoPath+"{hash}", func(w http.ResponseWriter, r *http.Request) {
 		h := r.PathValue("hash")
 		if !nixname.IsStoreHash(h) {
 			s.fail(w, http.StatusBadRequest, "not a store path hash (32 nixbase32 characters)")
@@ -31,7 +27,7 @@ func (s *Server) InternalHandler() http.Handler {
 		}
 		s.owners(w, r, index.KindNarInfo, h)
 	})
-	mux.HandleFunc("GET /owners/nar/{file}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+route.OwnersNarPath+"{file}", func(w http.ResponseWriter, r *http.Request) {
 		f := r.PathValue("file")
 		if _, _, ok := nixname.ParseNarFile(f); !ok {
 			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}"+nixname.NarExtSyntax()+")")
@@ -50,7 +46,7 @@ func (s *Server) owners(w http.ResponseWriter, r *http.Request, kind index.Kind,
 		s.internalError(w, r, "looking up owners", err)
 		return
 	}
-	resp := OwnersResponse{Flakes: make([]string, len(flakes))}
+	resp := route.OwnersResponse{Flakes: make([]string, len(flakes))}
 	for i, f := range flakes {
 		resp.Flakes[i] = f.String()
 	}

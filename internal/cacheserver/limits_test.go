@@ -21,6 +21,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // rawPut is an upload over a raw connection, so that the test controls
@@ -267,8 +268,8 @@ func TestUploadsPerSubjectLimit(t *testing.T) {
 		c.UploadMinRate = -1
 	})
 	logPath := func(i int) string { return fmt.Sprintf("/omnicorp/a/log/%s-%d.drv", storeHash(fmt.Sprint(i)), i) }
-	alice := map[string]string{SubjectHeader: "github:omnicorp/a@refs/heads/main"}
-	bob := map[string]string{SubjectHeader: "github:omnicorp/b@refs/heads/main"}
+	alice := map[string]string{route.SubjectHeader: "github:omnicorp/a@refs/heads/main"}
+	bob := map[string]string{route.SubjectHeader: "github:omnicorp/b@refs/heads/main"}
 	body := []byte("a build log\n")
 
 	var running []*rawPut

@@ -51,7 +51,7 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 		p, err = s.flakePath(r, req.Flake, req.Hash)
 	}
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {
@@ -142,7 +142,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 				held = append(held, q.Flake.String()+"="+q.NarHash)
 			}
 			s.log.WarnContext(r.Context(), "union view: flakes the caller may read hold different contents for a path; answering 404",
-				"hash", hash, "store_path", recs[0].StorePath, "flakes", held, "subject", r.Header.Get(SubjectHeader))
+				"hash", hash, "store_path", recs[0].StorePath, "flakes", held, "subject", r.Header.Get(route.SubjectHeader))
 			return index.Path{}, fmt.Errorf("path %s in the union view: conflicting contents: %w", hash, index.ErrNotFound)
 		}
 	}
@@ -183,7 +183,7 @@ func fileOf(rd blob.Reader) (*os.File, bool) {
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Request) {
 	err := s.hasNar(r, req)
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {
@@ -236,7 +236,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {
 	key, err := s.idx.GetLog(r.Context(), req.Flake, req.Hash)
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {

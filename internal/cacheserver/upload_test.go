@@ -16,6 +16,7 @@ import (
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // state is what a rejected upload must leave unchanged.
@@ -352,7 +353,7 @@ func TestOwnersEndpoint(t *testing.T) {
 		if h.Get("Content-Type") != "application/json" {
 			t.Errorf("%s: content type %q", tt.path, h.Get("Content-Type"))
 		}
-		var resp OwnersResponse
+		var resp route.OwnersResponse
 		if err := json.Unmarshal([]byte(body), &resp); err != nil || resp.Flakes == nil {
 			t.Errorf("%s: body %q: %v", tt.path, body, err)
 			continue

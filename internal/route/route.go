@@ -6,6 +6,10 @@
 // never disagree about what a URL means. It is pure (no I/O) and fuzzed.
 // The names it parses (flakes, store and file hashes, compressions, NAR file
 // names) and their rules are internal/nixname's.
+//
+// It also holds what else the two processes must agree on over HTTP (see
+// protocol.go): the headers authz sets for the blob server, the owners
+// endpoints and their answer, and the bodies of the answers both give.
 package route
 
 import (
@@ -41,41 +45,6 @@ const (
 	KindToken     Kind = "token" // POST /_flakegate/token
 	KindJWKS      Kind = "jwks"  // GET /_flakegate/jwks
 )
-
-// ReadableHeader is set by authz (through the gate or Envoy) on an allowed
-// union-view read: the flakes owning the object that the caller may read,
-// as FormatFlakes writes them. The blob server serves the union view from
-// these flakes' records only. A client's own x-flakegate-* headers are
-// stripped before authz runs, so it cannot name flakes itself.
-const ReadableHeader = "x-flakegate-readable"
-
-// FormatFlakes writes flakes as ReadableHeader carries them: "org/name"
-// separated by single spaces.
-func FormatFlakes(flakes []nixname.Flake) string {
-	var b strings.Builder
-	for i, f := range flakes {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(f.String())
-	}
-	return b.String()
-}
-
-// ParseFlakes reads a ReadableHeader value. Every name must be a valid
-// flake; an empty value is an empty (non-nil) list.
-func ParseFlakes(s string) ([]nixname.Flake, error) {
-	fields := strings.Fields(s)
-	out := make([]nixname.Flake, 0, len(fields))
-	for _, name := range fields {
-		f, err := nixname.ParseFlake(name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
 
 // Request is what a cache URL means.
 type Request struct {
