@@ -28,6 +28,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -57,7 +58,7 @@ func TestWriteNar(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		v, err := nixcache.NewVerifier(route.CompressionNone, 0)
+		v, err := nixcache.NewVerifier(nixname.CompressionNone, 0)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -115,7 +116,7 @@ func TestIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer x.Close()
-	flake := route.Flake{Org: "omnicorp", Name: "app"}
+	flake := nixname.Flake{Org: "omnicorp", Name: "app"}
 	for i, h := range hashes {
 		p, err := x.GetPath(context.Background(), flake, h)
 		if err != nil {
@@ -142,7 +143,7 @@ func TestIndex(t *testing.T) {
 			t.Errorf("path %d: static copy written beyond -nginx-paths", i)
 		}
 	}
-	if _, err := x.GetPath(context.Background(), route.Flake{Org: "evilcorp", Name: "app"}, hashes[0]); err == nil {
+	if _, err := x.GetPath(context.Background(), nixname.Flake{Org: "evilcorp", Name: "app"}, hashes[0]); err == nil {
 		t.Error("a flake that owns nothing has a path")
 	}
 }

@@ -24,7 +24,7 @@ import (
 	"github.com/flakegate/flakegate/internal/fsutil"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 	"github.com/flakegate/flakegate/internal/nixcache"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // runIndex fills a blob server data directory's SQLite index with n paths
@@ -47,7 +47,7 @@ func runIndex(args []string, stdout io.Writer) error {
 	if *dataDir == "" || *n < 1 {
 		return errors.New("index needs -data-dir and -paths ≥ 1")
 	}
-	flake, err := route.ParseFlake(*flakeName)
+	flake, err := nixname.ParseFlake(*flakeName)
 	if err != nil {
 		return err
 	}
@@ -168,7 +168,7 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 		StorePath:   nixcache.StoreDir + "/" + base,
 		Hash:        hashes[i],
 		File:        nixbase32.EncodeToString(fileHash[:]) + ".nar.zst",
-		Compression: route.CompressionZstd,
+		Compression: nixname.CompressionZstd,
 		FileHash:    fileHash[:],
 		FileSize:    size / 3,
 		NarHash:     narHash[:],
@@ -186,7 +186,7 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 
 // insertPaths writes the rows the index would write for each path (NAR
 // record and ownership, the flake's path record) in one transaction.
-func insertPaths(ctx context.Context, dbPath string, flake route.Flake, paths []genPath, signedBy string) error {
+func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths []genPath, signedBy string) error {
 	// A page cache of 1 GiB: one transaction of millions of random-key
 	// inserts otherwise spills the same B-tree pages to the WAL over and
 	// over (a 1M-path run grew the WAL past 4 GB).

@@ -15,7 +15,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // BenchmarkCheck measures one decision on the hot path: a token already in
@@ -104,7 +104,7 @@ func envoyCheckRequest(method, path, authorization string, raw bool) *authv3.Che
 }
 
 var _ OwnersLookup = staticOwners(nil)
-var _ = route.Flake{}
+var _ = nixname.Flake{}
 
 // BenchmarkCheckGRPC is one decision as the gate or Envoy sees it: a
 // CheckRequest over a real gRPC connection (loopback TCP or a unix socket)

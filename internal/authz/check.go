@@ -28,6 +28,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -35,7 +36,7 @@ import (
 // OwnersLookup answers which flakes own a union-view object (narinfo by
 // store hash, NAR by file name). Implemented by OwnersClient.
 type OwnersLookup interface {
-	Owners(ctx context.Context, r route.Request) ([]route.Flake, error)
+	Owners(ctx context.Context, r route.Request) ([]nixname.Flake, error)
 }
 
 // Checker decides CheckRequests. Its fields are set once before use; it is
@@ -60,7 +61,7 @@ type Result struct {
 	Revision string            // policy revision that decided ("" if not evaluated)
 	// UnionOwner is the first owning flake whose evaluation allowed a union
 	// read (Outcome.Readable lists them all).
-	UnionOwner route.Flake
+	UnionOwner nixname.Flake
 	// Err is the internal failure behind a 503 (logged, never sent).
 	Err error
 }
@@ -158,8 +159,8 @@ func (c *Checker) authenticate(ctx context.Context, res *Result) (subject *ident
 
 // paddingFlake is the flake a union read of an object nobody owns is
 // evaluated for, its decision unused: see decideUnion. The name cannot be
-// pushed to (route.ParseFlake refuses "_"), so it is never a real owner.
-var paddingFlake = route.Flake{Org: "_flakegate", Name: "_absent"}
+// pushed to (nixname.ParseFlake refuses "_"), so it is never a real owner.
+var paddingFlake = nixname.Flake{Org: "_flakegate", Name: "_absent"}
 
 // decideUnion evaluates a union read once per owning flake and allows it
 // when at least one allows; Outcome.Readable lists every owner that
@@ -185,7 +186,7 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 		_, _ = c.evaluate(ctx, in) // equal work; the object is absent whatever it says
 		return denyByPolicy(res, "no flake owns this object")
 	}
-	var readable []route.Flake
+	var readable []nixname.Flake
 	denial, grant := "", ""
 	for _, owner := range owners {
 		SetFlake(in, owner)
@@ -241,7 +242,7 @@ func denyByPolicy(res Result, reason string) Result {
 	}
 	switch res.Request.Route.Action {
 	case route.ActionRead, route.ActionInfo:
-		return deny(res, http.StatusNotFound, BodyNotFound, reason)
+		return deny(res, http.StatusNotFound, route.BodyNotFound, reason)
 	}
 	return deny(res, http.StatusForbidden, "forbidden: "+oneLine(reason)+"\n", reason)
 }
@@ -252,7 +253,7 @@ func deny(res Result, status int, message, reason string) Result {
 }
 
 func unavailable(res Result, err error) Result {
-	res = deny(res, http.StatusServiceUnavailable, BodyUnavailable, "internal error")
+	res = deny(res, http.StatusServiceUnavailable, route.BodyUnavailable, "internal error")
 	res.Err = err
 	return res
 }

@@ -13,6 +13,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -48,9 +49,9 @@ func (f *failingEvaluator) Evaluate(context.Context, map[string]any) (policy.Dec
 	return policy.Decision{Revision: "r1", Reason: "not this one"}, nil
 }
 
-type staticOwners []route.Flake
+type staticOwners []nixname.Flake
 
-func (s staticOwners) Owners(context.Context, route.Request) ([]route.Flake, error) { return s, nil }
+func (s staticOwners) Owners(context.Context, route.Request) ([]nixname.Flake, error) { return s, nil }
 
 var ciSubject = &identity.Subject{
 	Authenticated: true, Provider: "github", Kind: "ci", Org: "omnicorp", Repo: "omnicorp/app",
@@ -115,8 +116,8 @@ func TestCheckerFailures(t *testing.T) {
 			if got := int(d.GetStatus().GetCode()); got != tt.wantStatus {
 				t.Errorf("status %d, want %d", got, tt.wantStatus)
 			}
-			if tt.wantStatus == 503 && d.GetBody() != BodyUnavailable {
-				t.Errorf("503 body %q leaks detail; want %q", d.GetBody(), BodyUnavailable)
+			if tt.wantStatus == 503 && d.GetBody() != route.BodyUnavailable {
+				t.Errorf("503 body %q leaks detail; want %q", d.GetBody(), route.BodyUnavailable)
 			}
 			var line map[string]any
 			if err := json.Unmarshal(logs.Bytes(), &line); err != nil {
@@ -152,7 +153,7 @@ func TestRespondFailsClosed(t *testing.T) {
 
 func TestBuildInputDoesNotShareState(t *testing.T) {
 	r := ParseCheckRequest(checkRequest("GET", "/"+testHash+".narinfo", ""))
-	owners := []route.Flake{{Org: "a", Name: "x"}, {Org: "b", Name: "y"}}
+	owners := []nixname.Flake{{Org: "a", Name: "x"}, {Org: "b", Name: "y"}}
 	in1 := BuildInput(r, ciSubject, owners)
 	in2 := BuildInput(r, ciSubject, owners)
 	SetFlake(in1, owners[0])
@@ -178,7 +179,7 @@ func TestSubjectHeaderIsSafe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		resp := Respond(Outcome{Allow: true, Status: 200, SubjectSummary: tt.summary})
-		if got := headerValue(resp.GetOkResponse().GetHeaders(), SubjectHeader); got != tt.want {
+		if got := headerValue(resp.GetOkResponse().GetHeaders(), route.SubjectHeader); got != tt.want {
 			t.Errorf("summary %q sent as %q, want %q", tt.summary, got, tt.want)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -99,7 +100,7 @@ type fixtureOwners struct {
 	calls int
 }
 
-func (o *fixtureOwners) Owners(_ context.Context, r route.Request) ([]route.Flake, error) {
+func (o *fixtureOwners) Owners(_ context.Context, r route.Request) ([]nixname.Flake, error) {
 	o.calls++
 	if !r.Union() {
 		o.t.Errorf("owners lookup for a non-union request %+v", r)
@@ -110,9 +111,9 @@ func (o *fixtureOwners) Owners(_ context.Context, r route.Request) ([]route.Flak
 	if o.fx.Owners == nil {
 		o.t.Fatalf("owners lookup called but the fixture has no owners")
 	}
-	flakes := make([]route.Flake, 0, len(*o.fx.Owners))
+	flakes := make([]nixname.Flake, 0, len(*o.fx.Owners))
 	for _, s := range *o.fx.Owners {
-		f, err := route.ParseFlake(s)
+		f, err := nixname.ParseFlake(s)
 		if err != nil {
 			o.t.Fatalf("fixture owner: %v", err)
 		}
@@ -276,8 +277,8 @@ func checkResponseInvariants(t *testing.T, fx *fixture, resp *authv3.CheckRespon
 	var req authv3.CheckRequest
 	_ = protojson.Unmarshal(fx.Request, &req)
 	method := req.GetAttributes().GetRequest().GetHttp().GetMethod()
-	if status == 404 && fx.Subject != nil && (method == "GET" || method == "HEAD") && d.GetBody() != BodyNotFound {
-		t.Errorf("denied read answers %q, want the absent-object body %q", d.GetBody(), BodyNotFound)
+	if status == 404 && fx.Subject != nil && (method == "GET" || method == "HEAD") && d.GetBody() != route.BodyNotFound {
+		t.Errorf("denied read answers %q, want the absent-object body %q", d.GetBody(), route.BodyNotFound)
 	}
 }
 

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -13,7 +14,7 @@ import (
 //   - "owners" lists the owning flakes ("org/name") of a union read.
 //   - "object" always has "kind" and "hash" ("" when the kind has none); a
 //     NAR also has "file" (the file name below nar/).
-func BuildInput(r Request, subject *identity.Subject, owners []route.Flake) map[string]any {
+func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) map[string]any {
 	object := map[string]any{
 		"kind": string(r.Route.Kind),
 		"hash": r.Route.Hash,
@@ -40,7 +41,7 @@ func BuildInput(r Request, subject *identity.Subject, owners []route.Flake) map[
 }
 
 // SetOwners sets the input's "owners" (a union read's owning flakes).
-func SetOwners(in map[string]any, owners []route.Flake) {
+func SetOwners(in map[string]any, owners []nixname.Flake) {
 	list := make([]any, len(owners))
 	for i, f := range owners {
 		list[i] = f.String()
@@ -49,6 +50,6 @@ func SetOwners(in map[string]any, owners []route.Flake) {
 }
 
 // SetFlake sets the input's "flake" to f.
-func SetFlake(in map[string]any, f route.Flake) {
+func SetFlake(in map[string]any, f nixname.Flake) {
 	in["flake"] = map[string]any{"org": f.Org, "name": f.Name}
 }

@@ -13,6 +13,7 @@ import (
 
 	"golang.org/x/sync/singleflight"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -29,7 +30,8 @@ type OwnersOptions struct {
 }
 
 // OwnersClient asks the blob server's internal listener which flakes own a
-// union-view object:
+// union-view object (the endpoints and their answer are route's:
+// route.OwnersNarInfoPath, route.OwnersNarPath, route.OwnersResponse):
 //
 //	GET {base}/owners/narinfo/{storehash}  → 200 {"flakes":["org/name",…]}
 //	GET {base}/owners/nar/{file}           → 200 {"flakes":[…]}
@@ -49,7 +51,7 @@ type OwnersClient struct {
 }
 
 type ownersEntry struct {
-	flakes  []route.Flake
+	flakes  []nixname.Flake
 	expires time.Time
 }
 
@@ -84,18 +86,19 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 	}
 }
 
+// ownersKey is the path of r's owners endpoint, also its cache key.
 func ownersKey(r route.Request) (string, error) {
 	switch r.Kind {
 	case route.KindNarInfo:
-		return "narinfo/" + r.Hash, nil
+		return route.OwnersNarInfoPath + r.Hash, nil
 	case route.KindNar:
-		return "nar/" + r.File, nil
+		return route.OwnersNarPath + r.File, nil
 	}
 	return "", fmt.Errorf("owners lookup: no owners for a %s", r.Kind)
 }
 
 // Owners returns the flakes owning the narinfo or NAR r is about.
-func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Flake, error) {
+func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]nixname.Flake, error) {
 	key, err := ownersKey(r)
 	if err != nil {
 		return nil, err
@@ -122,10 +125,10 @@ func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]route.Fla
 		return nil, err
 	}
 	c.opts.Metrics.ownersLookup("miss")
-	return v.([]route.Flake), nil
+	return v.([]nixname.Flake), nil
 }
 
-func (c *OwnersClient) cached(key string) ([]route.Flake, bool) {
+func (c *OwnersClient) cached(key string) ([]nixname.Flake, bool) {
 	now := c.now()
 	c.mu.Lock()
 	e, ok := c.entries[key]
@@ -136,7 +139,7 @@ func (c *OwnersClient) cached(key string) ([]route.Flake, bool) {
 	return e.flakes, true
 }
 
-func (c *OwnersClient) store(key string, flakes []route.Flake) {
+func (c *OwnersClient) store(key string, flakes []nixname.Flake) {
 	ttl := c.opts.TTL
 	now := c.now()
 	c.mu.Lock()
@@ -159,16 +162,12 @@ func (c *OwnersClient) store(key string, flakes []route.Flake) {
 	c.entries[key] = ownersEntry{flakes: flakes, expires: now.Add(ttl)}
 }
 
-type ownersResponse struct {
-	Flakes *[]string `json:"flakes"`
-}
-
-func (c *OwnersClient) fetch(ctx context.Context, key string) ([]route.Flake, error) {
+func (c *OwnersClient) fetch(ctx context.Context, key string) ([]nixname.Flake, error) {
 	// The shared lookup must not be cut short by the first caller's
 	// cancellation; it has its own timeout.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.Timeout)
 	defer cancel()
-	url := c.base + "/owners/" + key
+	url := c.base + key
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return nil, fmt.Errorf("owners lookup %s: %w", key, err)
@@ -189,16 +188,16 @@ func (c *OwnersClient) fetch(ctx context.Context, key string) ([]route.Flake, er
 	if len(body) > 1<<20 {
 		return nil, fmt.Errorf("owners lookup %s: answer larger than 1 MiB", key)
 	}
-	var or ownersResponse
+	var or route.OwnersResponse
 	if err := json.Unmarshal(body, &or); err != nil {
 		return nil, fmt.Errorf("owners lookup %s: decode answer: %w", key, err)
 	}
-	if or.Flakes == nil {
+	if or.Flakes == nil { // no "flakes", or null; [] decodes to an empty list
 		return nil, errors.New("owners lookup " + key + `: answer has no "flakes" list`)
 	}
-	flakes := make([]route.Flake, 0, len(*or.Flakes))
-	for _, s := range *or.Flakes {
-		f, err := route.ParseFlake(s)
+	flakes := make([]nixname.Flake, 0, len(or.Flakes))
+	for _, s := range or.Flakes {
+		f, err := nixname.ParseFlake(s)
 		if err != nil {
 			return nil, fmt.Errorf("owners lookup %s: %w", key, err)
 		}

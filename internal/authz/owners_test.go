@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -36,19 +37,19 @@ func TestOwnersClientAnswers(t *testing.T) {
 		status   int
 		body     string
 		wantPath string // what the owners endpoint is asked
-		want     []route.Flake
+		want     []nixname.Flake
 		wantErr  string
 	}{
 		{name: "narinfo two owners", path: "/" + testHash + ".narinfo", status: 200,
 			body:     `{"flakes":["omnicorp/app","Evilcorp/Tool"]}`,
 			wantPath: "/owners/narinfo/" + testHash,
-			want:     []route.Flake{{Org: "omnicorp", Name: "app"}, {Org: "evilcorp", Name: "tool"}}},
+			want:     []nixname.Flake{{Org: "omnicorp", Name: "app"}, {Org: "evilcorp", Name: "tool"}}},
 		{name: "nar by file name", path: "/nar/" + testFile, status: 200,
 			body:     `{"flakes":["omnicorp/app"]}`,
 			wantPath: "/owners/nar/" + testFile,
-			want:     []route.Flake{{Org: "omnicorp", Name: "app"}}},
+			want:     []nixname.Flake{{Org: "omnicorp", Name: "app"}}},
 		{name: "no owner", path: "/" + testHash + ".narinfo", status: 200, body: `{"flakes":[]}`,
-			wantPath: "/owners/narinfo/" + testHash, want: []route.Flake{}},
+			wantPath: "/owners/narinfo/" + testHash, want: []nixname.Flake{}},
 		{name: "server error", path: "/" + testHash + ".narinfo", status: 500, body: "boom",
 			wantPath: "/owners/narinfo/" + testHash, wantErr: "500"},
 		{name: "404 is an error, not no owner", path: "/" + testHash + ".narinfo", status: 404, body: "not found",
@@ -106,7 +107,7 @@ func TestOwnersClientCache(t *testing.T) {
 	c.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	r := mustRoute(t, "GET", "/"+testHash+".narinfo")
-	lookup := func() []route.Flake {
+	lookup := func() []nixname.Flake {
 		t.Helper()
 		got, err := c.Owners(context.Background(), r)
 		if err != nil {
@@ -283,7 +284,7 @@ func TestUnionReadSeesNewOwnerAfterTTL(t *testing.T) {
 	}
 	now = now.Add(2100 * time.Millisecond)
 	res := c.Decide(context.Background(), req)
-	acme := route.Flake{Org: "acme", Name: "tools"}
+	acme := nixname.Flake{Org: "acme", Name: "tools"}
 	if res.Status != http.StatusOK || res.UnionOwner != acme || len(res.Readable) != 1 || res.Readable[0] != acme {
 		t.Fatalf("after the TTL: status %d via %v readable %v (%s), want 200 via acme/tools only", res.Status, res.UnionOwner, res.Readable, res.Reason)
 	}

@@ -9,26 +9,17 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
-// Header names authz sets or removes on the proxied request.
-const (
-	// SubjectHeader carries the subject summary (audit, never a token) to
-	// the blob server on allowed requests.
-	SubjectHeader = "x-flakegate-subject"
-	// WWWAuthenticate is sent with every 401; Nix (netrc) and curl answer
-	// the Basic challenge, token-aware clients the Bearer one.
-	WWWAuthenticate = `Basic realm="flakegate", Bearer realm="flakegate"`
-)
-
-// Bodies of denied responses. A denied read answers exactly like an absent
-// object (internal/cacheserver's 404: same body, same headers) so that a
-// denial does not reveal that the object exists.
-const (
-	BodyNotFound    = "not found\n"
-	BodyUnavailable = "authorization service unavailable, try again later\n"
-)
+// WWWAuthenticate is sent with every 401; Nix (netrc) and curl answer the
+// Basic challenge, token-aware clients the Bearer one. The headers authz
+// sets on the proxied request (route.SubjectHeader, route.ReadableHeader)
+// and the bodies it shares with the blob server and the gate
+// (route.BodyNotFound: a denied read answers exactly like an absent object;
+// route.BodyUnavailable) are route's.
+const WWWAuthenticate = `Basic realm="flakegate", Bearer realm="flakegate"`
 
 // Outcome is a decision on one request: everything Respond needs to answer
 // Envoy and the decision log needs to record it.
@@ -37,18 +28,18 @@ type Outcome struct {
 	// Status is the HTTP status of a denied request (200 when allowed).
 	Status int
 	// Message is the one-line text sent to the client for a denied
-	// request (never a secret; for a denied read it is BodyNotFound).
+	// request (never a secret; for a denied read it is route.BodyNotFound).
 	Message string
 	// Reason explains the decision for the decision log: the policy's
 	// reason, or what failed.
 	Reason string
 	// SubjectSummary is the verified subject's Summary ("anonymous"
-	// without a token), sent upstream in SubjectHeader.
+	// without a token), sent upstream in route.SubjectHeader.
 	SubjectSummary string
 	// Readable lists, for an allowed union read, the owning flakes the
 	// caller may read: sent upstream in route.ReadableHeader, the blob
 	// server serves the object from these flakes' records only.
-	Readable []route.Flake
+	Readable []nixname.Flake
 	// KeepAuthorization leaves the Authorization header on the proxied
 	// request: only for authz's own endpoints (/_flakegate/…), which need
 	// the token. The blob server never sees it.
@@ -60,7 +51,7 @@ func Respond(o Outcome) *authv3.CheckResponse {
 	if o.Allow {
 		ok := &authv3.OkHttpResponse{
 			Headers: []*corev3.HeaderValueOption{
-				setHeader(SubjectHeader, headerSafe(o.SubjectSummary)),
+				setHeader(route.SubjectHeader, headerSafe(o.SubjectSummary)),
 			},
 		}
 		if len(o.Readable) > 0 {

@@ -24,6 +24,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
+	"github.com/flakegate/flakegate/internal/route"
 
 	"github.com/flakegate/flakegate/internal/testutil"
 )
@@ -246,8 +247,8 @@ func TestServiceGRPC(t *testing.T) {
 				if ok == nil || resp.GetStatus().GetCode() != 0 {
 					t.Fatalf("want allowed, got %v", resp)
 				}
-				if got := headerValue(ok.GetHeaders(), SubjectHeader); got != tt.wantSubject {
-					t.Errorf("%s = %q, want %q", SubjectHeader, got, tt.wantSubject)
+				if got := headerValue(ok.GetHeaders(), route.SubjectHeader); got != tt.wantSubject {
+					t.Errorf("%s = %q, want %q", route.SubjectHeader, got, tt.wantSubject)
 				}
 				return
 			}

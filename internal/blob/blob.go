@@ -47,9 +47,10 @@ type Writer interface {
 }
 
 // Store is a blob store. Keys are slash-separated relative paths made of
-// [A-Za-z0-9._+=?-] segments (e.g. "nar/<filehash>.nar.zst"); every method
-// taking a key refuses, with an error wrapping ErrInvalidKey, any key
-// CheckKey refuses, so all stores accept exactly the same keys.
+// segments of the name characters of nixname.IsNameChar ([A-Za-z0-9._+=?-],
+// e.g. "nar/<filehash>.nar.zst"); every method taking a key refuses, with
+// an error wrapping ErrInvalidKey, any key CheckKey refuses, so all stores
+// accept exactly the same keys.
 type Store interface {
 	Create(ctx context.Context) (Writer, error)
 	Open(ctx context.Context, key string) (Reader, error)

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // Key limits. Every key the servers write fits: the longest is a build log,
@@ -49,14 +51,10 @@ func CheckKey(key string) error {
 			return fmt.Errorf("%w %q: segment of %d bytes, longer than %d", ErrInvalidKey, key, len(seg), MaxSegmentLen)
 		}
 		for i := 0; i < len(seg); i++ {
-			if c := seg[i]; !keyByte(c) {
+			if c := seg[i]; !nixname.IsNameChar(c) {
 				return fmt.Errorf("%w %q: character %q not allowed", ErrInvalidKey, key, c)
 			}
 		}
 	}
 	return nil
-}
-
-func keyByte(c byte) bool {
-	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("._+=?-", c) >= 0
 }

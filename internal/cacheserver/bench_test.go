@@ -10,8 +10,9 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flakegate/flakegate/internal/route"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // BenchmarkNarInfoGET measures the handler alone (no network): index
@@ -30,7 +31,7 @@ func BenchmarkNarInfoGET(b *testing.B) {
 			ts := newTestServer(b, "", nil, func(c *Config) {
 				c.AccessLog, c.CacheEntries, c.Logger = bc.accessLog, bc.cacheEntries, discardLogger()
 			})
-			p := makePath(b, "bench", route.CompressionZstd)
+			p := makePath(b, "bench", nixname.CompressionZstd)
 			ts.push(b, "omnicorp/a", p)
 			h := ts.Handler()
 			path := "/omnicorp/a/" + p.Hash + ".narinfo"
@@ -67,7 +68,7 @@ var _ io.Writer = (*discardWriter)(nil)
 // fsyncs included. Paths are 32 KiB of text-like contents, each
 // referencing the one before (the closure shape of bench/run.sh nixcopy).
 func BenchmarkPush(b *testing.B) {
-	for _, c := range []route.Compression{route.CompressionNone, route.CompressionXZ, route.CompressionZstd} {
+	for _, c := range []nixname.Compression{nixname.CompressionNone, nixname.CompressionXZ, nixname.CompressionZstd} {
 		b.Run(string(c), func(b *testing.B) {
 			ts := newTestServer(b, "", nil, func(c *Config) { c.AccessLog, c.Logger = false, discardLogger() })
 			var prev []testPath
@@ -103,7 +104,7 @@ func BenchmarkPush(b *testing.B) {
 
 // makeSizedPath is makePath with n bytes of pseudo-random hex contents
 // (compressible about 2:1, like text and code).
-func makeSizedPath(t testing.TB, name string, n int, c route.Compression, refs ...testPath) testPath {
+func makeSizedPath(t testing.TB, name string, n int, c nixname.Compression, refs ...testPath) testPath {
 	t.Helper()
 	p := testPath{Hash: storeHash(name), Compression: c}
 	p.Base = p.Hash + "-" + name
@@ -122,6 +123,6 @@ func makeSizedPath(t testing.TB, name string, n int, c route.Compression, refs .
 	p.NAR = narOf(sb.String())
 	p.File = compress(t, c, p.NAR)
 	fh := sha256.Sum256(p.File)
-	p.FileName = route.NarFileName(nixbase32.EncodeToString(fh[:]), c)
+	p.FileName = nixname.NarFileName(nixbase32.EncodeToString(fh[:]), c)
 	return p
 }

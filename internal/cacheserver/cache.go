@@ -4,7 +4,7 @@ import (
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/flakegate/flakegate/internal/index"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // DefaultCacheEntries bounds each in-memory lookup cache.
@@ -24,8 +24,8 @@ type hitCache struct {
 }
 
 type cacheKey struct {
-	flake route.Flake // zero for the union view of a NAR on an ungated server
-	key   string      // store hash or NAR file name
+	flake nixname.Flake // zero for the union view of a NAR on an ungated server
+	key   string        // store hash or NAR file name
 }
 
 // newHitCache returns a cache of n entries per kind; n < 0 disables it.
@@ -43,7 +43,7 @@ func newHitCache(n int) *hitCache {
 	return c
 }
 
-func (c *hitCache) getNarInfo(f route.Flake, hash string) (index.Path, bool) {
+func (c *hitCache) getNarInfo(f nixname.Flake, hash string) (index.Path, bool) {
 	if c.narinfo == nil {
 		return index.Path{}, false
 	}
@@ -56,7 +56,7 @@ func (c *hitCache) addNarInfo(p index.Path) {
 	}
 }
 
-func (c *hitCache) hasNar(f route.Flake, file string) bool {
+func (c *hitCache) hasNar(f nixname.Flake, file string) bool {
 	if c.nar == nil {
 		return false
 	}
@@ -64,7 +64,7 @@ func (c *hitCache) hasNar(f route.Flake, file string) bool {
 	return ok
 }
 
-func (c *hitCache) addNar(f route.Flake, file string) {
+func (c *hitCache) addNar(f nixname.Flake, file string) {
 	if c.nar != nil {
 		c.nar.Add(cacheKey{f, file}, struct{}{})
 	}

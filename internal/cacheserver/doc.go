@@ -4,7 +4,9 @@
 //
 // # Public listener (Handler)
 //
-// URLs are parsed by internal/route, the parser authz uses too:
+// URLs are parsed by internal/route, the parser authz uses too; the names
+// in them (flakes, hashes, NAR file names and compressions) are
+// internal/nixname's:
 //
 //	GET  /nix-cache-info, /{org}/{flake}/nix-cache-info
 //	GET|HEAD /{org}/{flake}/{hash}.narinfo    the flake's own narinfo of a path
@@ -15,10 +17,12 @@
 //	PUT  /{org}/{flake}/{hash}.narinfo        upload a narinfo (validated against the NAR)
 //	PUT  /{org}/{flake}/log/{drv}             upload a build log
 //
-// Status codes: absent → 404; bad upload → 400 with a one-line plain-text
-// reason; a narinfo for a store path the same flake already holds with
-// other contents (NarHash or references) → 409; too large → 413; wrong
-// method → 405; storage failure → 500 (generic message, detail in the log).
+// Status codes: absent → 404 (body route.BodyNotFound, which authz's
+// denied read repeats byte for byte); bad upload → 400 with a one-line
+// plain-text reason; a narinfo for a store path the same flake already
+// holds with other contents (NarHash or references) → 409; too large → 413;
+// wrong method → 405; storage failure → 500 (generic message, detail in the
+// log).
 // A new upload is 201, a flake's re-upload of what it has 200: no answer
 // depends on what other flakes hold.
 //
@@ -30,8 +34,9 @@
 //     failed read); a narinfo body must arrive within UploadIdleTimeout;
 //   - a compressed NAR that decompresses to more than MaxExpansion times
 //     the compressed bytes received so far (+1 MiB) → 413;
-//   - more than MaxUploadsPerSubject concurrent PUTs with one SubjectHeader
-//     value → 429 with Retry-After: 1 (no header: not limited).
+//   - more than MaxUploadsPerSubject concurrent PUTs with one
+//     route.SubjectHeader value → 429 with Retry-After: 1 (no header: not
+//     limited).
 //
 // A refused upload leaves nothing behind (the temporary blob is aborted),
 // and its answer goes out at once with Connection: close: the rest of the
@@ -69,5 +74,7 @@
 //	GET /healthz                     200 "ok" when index and blob store answer
 //
 // The owners lists are sorted and empty (never 404) when nobody owns the
-// object; a malformed hash or file name is 400.
+// object; a malformed hash or file name is 400. The paths
+// (route.OwnersNarInfoPath, route.OwnersNarPath) and the answer
+// (route.OwnersResponse) are route's, shared with authz's client.
 package cacheserver

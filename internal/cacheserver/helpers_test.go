@@ -22,7 +22,7 @@ import (
 	blobfs "github.com/flakegate/flakegate/internal/blob/fs"
 	"github.com/flakegate/flakegate/internal/index/sqlite"
 	"github.com/flakegate/flakegate/internal/nixcache"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 
 	"github.com/flakegate/flakegate/internal/testutil"
 )
@@ -33,7 +33,7 @@ type testPath struct {
 	Base        string // "<hash>-<name>"
 	Hash        string
 	Refs        []string // base names
-	Compression route.Compression
+	Compression nixname.Compression
 	NAR         []byte // uncompressed
 	File        []byte // as uploaded
 	FileName    string // below nar/
@@ -75,12 +75,12 @@ func narOf(contents string) []byte {
 	return b.Bytes()
 }
 
-func compress(t testing.TB, c route.Compression, b []byte) []byte {
+func compress(t testing.TB, c nixname.Compression, b []byte) []byte {
 	t.Helper()
 	switch c {
-	case route.CompressionNone:
+	case nixname.CompressionNone:
 		return b
-	case route.CompressionXZ:
+	case nixname.CompressionXZ:
 		var out bytes.Buffer
 		w, err := xz.NewWriter(&out)
 		if err != nil {
@@ -91,7 +91,7 @@ func compress(t testing.TB, c route.Compression, b []byte) []byte {
 			t.Fatal(err)
 		}
 		return out.Bytes()
-	case route.CompressionZstd:
+	case nixname.CompressionZstd:
 		enc, err := zstd.NewWriter(nil)
 		if err != nil {
 			t.Fatal(err)
@@ -105,7 +105,7 @@ func compress(t testing.TB, c route.Compression, b []byte) []byte {
 
 // makePath builds a path named name whose file mentions its references
 // (as a real build output would).
-func makePath(t testing.TB, name string, c route.Compression, refs ...testPath) testPath {
+func makePath(t testing.TB, name string, c nixname.Compression, refs ...testPath) testPath {
 	t.Helper()
 	p := testPath{Hash: storeHash(name), Compression: c}
 	p.Base = p.Hash + "-" + name
@@ -117,7 +117,7 @@ func makePath(t testing.TB, name string, c route.Compression, refs ...testPath) 
 	p.NAR = narOf(contents)
 	p.File = compress(t, c, p.NAR)
 	fh := sha256.Sum256(p.File)
-	p.FileName = route.NarFileName(nixbase32.EncodeToString(fh[:]), c)
+	p.FileName = nixname.NarFileName(nixbase32.EncodeToString(fh[:]), c)
 	return p
 }
 

@@ -11,45 +11,42 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
-
-// OwnersResponse is the internal listener's answer to an owners lookup.
-type OwnersResponse struct {
-	Flakes []string `json:"flakes"`
-}
 
 // InternalHandler serves owners lookups, /metrics and /healthz.
 func (s *Server) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET /owners/narinfo/{hash}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+route.OwnersNarInfoPath+"{hash}", func(w http.ResponseWriter, r *http.Request) {
 		h := r.PathValue("hash")
-		if !route.IsStoreHash(h) {
+		if !nixname.IsStoreHash(h) {
 			s.fail(w, http.StatusBadRequest, "not a store path hash (32 nixbase32 characters)")
 			return
 		}
-		s.owners(w, r, route.KindNarInfo, h)
+		s.owners(w, r, index.KindNarInfo, h)
 	})
-	mux.HandleFunc("GET /owners/nar/{file}", func(w http.ResponseWriter, r *http.Request) {
+	mux.HandleFunc("GET "+route.OwnersNarPath+"{file}", func(w http.ResponseWriter, r *http.Request) {
 		f := r.PathValue("file")
-		if req, err := route.Parse(http.MethodGet, "/nar/"+f); err != nil || req.Kind != route.KindNar {
-			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}.nar[.xz|.zst|.bz2])")
+		if _, _, ok := nixname.ParseNarFile(f); !ok {
+			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}"+nixname.NarExtSyntax()+")")
 			return
 		}
-		s.owners(w, r, route.KindNar, f)
+		s.owners(w, r, index.KindNar, f)
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)
 	return mux
 }
 
-func (s *Server) owners(w http.ResponseWriter, r *http.Request, kind route.Kind, key string) {
+func (s *Server) owners(w http.ResponseWriter, r *http.Request, kind index.Kind, key string) {
 	flakes, err := s.idx.Owners(r.Context(), kind, key)
 	if err != nil {
 		s.internalError(w, r, "looking up owners", err)
 		return
 	}
-	resp := OwnersResponse{Flakes: make([]string, len(flakes))}
+	resp := route.OwnersResponse{Flakes: make([]string, len(flakes))}
 	for i, f := range flakes {
 		resp.Flakes[i] = f.String()
 	}
@@ -62,7 +59,7 @@ func (s *Server) owners(w http.ResponseWriter, r *http.Request, kind route.Kind,
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := s.idx.Owners(ctx, route.KindNarInfo, strings.Repeat("0", 32)); err != nil {
+	if _, err := s.idx.Owners(ctx, index.KindNarInfo, strings.Repeat("0", 32)); err != nil {
 		s.log.ErrorContext(ctx, "health check: index", "err", err)
 		s.fail(w, http.StatusServiceUnavailable, "index unavailable")
 		return

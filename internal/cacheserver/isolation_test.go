@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -91,20 +92,20 @@ func pushAnswers(t *testing.T, ts *testServer, flake string, p testPath) []answe
 // is identical to pushing a path nobody holds.
 func TestPushAnswersIndependentOfOtherFlakes(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	secret := makePath(t, "secret-tool", route.CompressionXZ)
+	secret := makePath(t, "secret-tool", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/super-duper-secure", secret)
 
 	// The attacker predicted the store path and pushes bogus contents for it.
-	bogus := makePath(t, "bogus", route.CompressionXZ)
+	bogus := makePath(t, "bogus", nixname.CompressionXZ)
 	bogus.Hash, bogus.Base = secret.Hash, secret.Hash+"-secret-tool"
-	fresh := makePath(t, "fresh", route.CompressionXZ)
+	fresh := makePath(t, "fresh", nixname.CompressionXZ)
 	fresh.Hash, fresh.Base = storeHash("fresh-path"), storeHash("fresh-path")+"-secret-tool"
-	freshSameName := makePath(t, "fresh2", route.CompressionXZ)
+	freshSameName := makePath(t, "fresh2", nixname.CompressionXZ)
 	freshSameName.Hash, freshSameName.Base = storeHash("fresh-path-2"), storeHash("fresh-path-2")+"-secret-tool"
 
 	// The secret flake's exact bytes (dedup) against bytes nobody has.
 	same := secret
-	sameFresh := makePath(t, "secret-tool-twin", route.CompressionXZ)
+	sameFresh := makePath(t, "secret-tool-twin", nixname.CompressionXZ)
 	sameFresh.Hash, sameFresh.Base = storeHash("twin"), storeHash("twin")+"-secret-tool"
 
 	cases := []struct {
@@ -143,15 +144,15 @@ func TestPushAnswersIndependentOfOtherFlakes(t *testing.T) {
 // contents: it answers as absent, logs and counts the conflict.
 func TestUnionViewRule(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	genuine := makePath(t, "app", route.CompressionXZ)
+	genuine := makePath(t, "app", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/app", genuine)
-	bogus := makePath(t, "bogus-app", route.CompressionXZ)
+	bogus := makePath(t, "bogus-app", nixname.CompressionXZ)
 	bogus.Hash, bogus.Base = genuine.Hash, genuine.Base
 	ts.push(t, "omnicorp/evil", bogus)
 	zstdTwin := genuine
-	zstdTwin.Compression = route.CompressionZstd
-	zstdTwin.File = compress(t, route.CompressionZstd, genuine.NAR)
-	zstdTwin.FileName = fileNameOf(zstdTwin.File, route.CompressionZstd)
+	zstdTwin.Compression = nixname.CompressionZstd
+	zstdTwin.File = compress(t, nixname.CompressionZstd, genuine.NAR)
+	zstdTwin.FileName = fileNameOf(zstdTwin.File, nixname.CompressionZstd)
 	ts.push(t, "omnicorp/mirror", zstdTwin)
 
 	narHash := func(p testPath) string { return "NarHash: " + nixcache.FormatHash(sha256Of(p.NAR)) }

@@ -96,13 +96,13 @@ func (l *subjectLimiter) release(subject string) {
 // the body may take to arrive: NAR and log uploads push that deadline
 // forward as they stream (idleDeadline); a narinfo must arrive whole
 // within the idle timeout (or the total bound, if shorter). Requests
-// without SubjectHeader (an ungated server) are not limited: there is no
+// without route.SubjectHeader (an ungated server) are not limited: there is no
 // subject to tell apart. It returns the request to serve and a release
 // func, or ok false when it has answered.
 func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.Request) (_ *http.Request, release func(), ok bool) {
 	release = func() {}
 	if l := s.limits.perSubject; l != nil {
-		if subject := r.Header.Get(SubjectHeader); subject != "" {
+		if subject := r.Header.Get(route.SubjectHeader); subject != "" {
 			if !l.acquire(subject) {
 				s.log.InfoContext(r.Context(), "upload refused: too many concurrent uploads", "path", r.URL.Path, "subject", subject, "limit", l.max)
 				abandonBody(w)

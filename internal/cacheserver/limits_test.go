@@ -20,6 +20,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -100,7 +101,7 @@ func (p *rawPut) closed() bool {
 // incompressible contents: an upload that takes a while when trickled.
 func bigPath(t *testing.T, name string, n int) testPath {
 	t.Helper()
-	p := testPath{Hash: storeHash(name), Compression: route.CompressionNone}
+	p := testPath{Hash: storeHash(name), Compression: nixname.CompressionNone}
 	p.Base = p.Hash + "-" + name
 	contents := make([]byte, n)
 	for i := range contents {
@@ -109,7 +110,7 @@ func bigPath(t *testing.T, name string, n int) testPath {
 	p.NAR = narOf(string(contents))
 	p.File = p.NAR
 	fh := sha256.Sum256(p.File)
-	p.FileName = route.NarFileName(nixbase32.EncodeToString(fh[:]), p.Compression)
+	p.FileName = nixname.NarFileName(nixbase32.EncodeToString(fh[:]), p.Compression)
 	return p
 }
 
@@ -189,7 +190,7 @@ func TestUploadBelowMinimumRateIsRefused(t *testing.T) {
 		})
 	}
 	// A fast upload under the same limits is fine.
-	p := makePath(t, "fast", route.CompressionXZ)
+	p := makePath(t, "fast", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/a", p)
 }
 
@@ -239,7 +240,7 @@ func TestUploadMaxDuration(t *testing.T) {
 // io.ReadAll waited on a stalled client for ever.
 func TestStalledNarInfoUploadIsDropped(t *testing.T) {
 	ts := newTestServer(t, "", nil, func(c *Config) { c.UploadIdleTimeout = 300 * time.Millisecond })
-	p := makePath(t, "ni", route.CompressionXZ)
+	p := makePath(t, "ni", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/a", p)
 	info := []byte(p.NarInfo())
 	up := startPut(t, ts, "/omnicorp/a/"+p.Hash+".narinfo", len(info), nil)
@@ -267,8 +268,8 @@ func TestUploadsPerSubjectLimit(t *testing.T) {
 		c.UploadMinRate = -1
 	})
 	logPath := func(i int) string { return fmt.Sprintf("/omnicorp/a/log/%s-%d.drv", storeHash(fmt.Sprint(i)), i) }
-	alice := map[string]string{SubjectHeader: "github:omnicorp/a@refs/heads/main"}
-	bob := map[string]string{SubjectHeader: "github:omnicorp/b@refs/heads/main"}
+	alice := map[string]string{route.SubjectHeader: "github:omnicorp/a@refs/heads/main"}
+	bob := map[string]string{route.SubjectHeader: "github:omnicorp/b@refs/heads/main"}
 	body := []byte("a build log\n")
 
 	var running []*rawPut
@@ -338,11 +339,11 @@ func TestUploadsPerSubjectLimit(t *testing.T) {
 // does, and nothing is kept.
 func TestDecompressionBombIsRefused(t *testing.T) {
 	nar := narOf(string(make([]byte, 64<<20)))
-	for _, c := range []route.Compression{route.CompressionZstd, route.CompressionXZ} {
+	for _, c := range []nixname.Compression{nixname.CompressionZstd, nixname.CompressionXZ} {
 		t.Run(string(c), func(t *testing.T) {
 			file := compress(t, c, nar)
 			fh := sha256.Sum256(file)
-			name := route.NarFileName(nixbase32.EncodeToString(fh[:]), c)
+			name := nixname.NarFileName(nixbase32.EncodeToString(fh[:]), c)
 
 			ts := newTestServer(t, "", nil, nil) // default ratio 1000
 			start := time.Now()

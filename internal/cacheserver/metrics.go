@@ -176,7 +176,7 @@ func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 		slog.Float64("duration_ms", float64(d.Microseconds())/1000),
 		slog.String("flake", req.Flake.String()),
 		slog.String("kind", string(req.Kind)),
-		slog.String("subject", r.Header.Get(SubjectHeader)),
+		slog.String("subject", r.Header.Get(route.SubjectHeader)),
 		slog.String("remote", r.RemoteAddr),
 	)
 }

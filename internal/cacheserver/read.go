@@ -12,6 +12,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -50,7 +51,7 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 		p, err = s.flakePath(r, req.Flake, req.Hash)
 	}
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {
@@ -69,7 +70,7 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 
 // flakePath returns flake's record of a path, signed with the current
 // keys, from the hit cache or the index.
-func (s *Server) flakePath(r *http.Request, flake route.Flake, hash string) (index.Path, error) {
+func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (index.Path, error) {
 	if p, ok := s.hits.getNarInfo(flake, hash); ok {
 		return p, nil
 	}
@@ -84,7 +85,7 @@ func (s *Server) flakePath(r *http.Request, flake route.Flake, hash string) (ind
 // authz named in route.ReadableHeader (the owners the caller may read), or
 // nil for every flake when the header is absent (a server without a gate,
 // which authorizes nothing anyway).
-func readableFlakes(r *http.Request) ([]route.Flake, error) {
+func readableFlakes(r *http.Request) ([]nixname.Flake, error) {
 	vals := r.Header.Values(route.ReadableHeader)
 	if len(vals) == 0 {
 		return nil, nil
@@ -113,7 +114,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			return index.Path{}, err
 		}
 	} else {
-		var missing []route.Flake
+		var missing []nixname.Flake
 		for _, f := range flakes {
 			if p, ok := s.hits.getNarInfo(f, hash); ok {
 				recs = append(recs, p)
@@ -141,7 +142,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 				held = append(held, q.Flake.String()+"="+q.NarHash)
 			}
 			s.log.WarnContext(r.Context(), "union view: flakes the caller may read hold different contents for a path; answering 404",
-				"hash", hash, "store_path", recs[0].StorePath, "flakes", held, "subject", r.Header.Get(SubjectHeader))
+				"hash", hash, "store_path", recs[0].StorePath, "flakes", held, "subject", r.Header.Get(route.SubjectHeader))
 			return index.Path{}, fmt.Errorf("path %s in the union view: conflicting contents: %w", hash, index.ErrNotFound)
 		}
 	}
@@ -182,7 +183,7 @@ func fileOf(rd blob.Reader) (*os.File, bool) {
 func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Request) {
 	err := s.hasNar(r, req)
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {
@@ -197,14 +198,14 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Requ
 // readable flakes (any flake on a server without a gate). A NAR file's
 // bytes are the same whoever pushed it.
 func (s *Server) hasNar(r *http.Request, req route.Request) error {
-	flakes := []route.Flake{req.Flake}
+	flakes := []nixname.Flake{req.Flake}
 	if req.Flake.IsZero() {
 		var err error
 		if flakes, err = readableFlakes(r); err != nil {
 			return err
 		}
 		if flakes == nil {
-			flakes = []route.Flake{{}} // GetNar with no flake: any owner
+			flakes = []nixname.Flake{{}} // GetNar with no flake: any owner
 		}
 	}
 	for _, f := range flakes {
@@ -219,7 +220,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 		s.hits.addNar(flakes[0], req.File)
 		return nil
 	}
-	owners, err := s.idx.Owners(r.Context(), route.KindNar, req.File)
+	owners, err := s.idx.Owners(r.Context(), index.KindNar, req.File)
 	if err != nil {
 		return err
 	}
@@ -235,7 +236,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {
 	key, err := s.idx.GetLog(r.Context(), req.Flake, req.Hash)
 	if errors.Is(err, index.ErrNotFound) {
-		s.fail(w, http.StatusNotFound, "not found")
+		s.notFound(w)
 		return
 	}
 	if err != nil {

@@ -12,12 +12,12 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 func TestNamespaceIsolationAndUnion(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	p := makePath(t, "secret-app", route.CompressionXZ)
+	p := makePath(t, "secret-app", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/a", p)
 
 	tests := []struct {
@@ -36,7 +36,7 @@ func TestNamespaceIsolationAndUnion(t *testing.T) {
 		{"GET", "/nar/" + p.FileName, 200},
 		{"HEAD", "/nar/" + p.FileName, 200},
 		{"GET", "/" + storeHash("absent") + ".narinfo", 404},
-		{"GET", "/nar/" + fileNameOf([]byte("absent"), route.CompressionXZ), 404},
+		{"GET", "/nar/" + fileNameOf([]byte("absent"), nixname.CompressionXZ), 404},
 		{"GET", "/nix-cache-info", 200},
 		{"GET", "/omnicorp/b/nix-cache-info", 200},
 		{"GET", "/_flakegate/jwks", 404},
@@ -67,7 +67,7 @@ func TestNamespaceIsolationAndUnion(t *testing.T) {
 
 func TestResponseHeaders(t *testing.T) {
 	ts := newTestServer(t, "", nil, func(c *Config) { c.Priority = 30 })
-	p := makePath(t, "hello", route.CompressionZstd)
+	p := makePath(t, "hello", nixname.CompressionZstd)
 	ts.push(t, "omnicorp/a", p)
 
 	st, body, h := do(t, "GET", ts.URL+"/nix-cache-info", nil)
@@ -147,7 +147,7 @@ func TestResponseHeaders(t *testing.T) {
 func TestKeyRotation(t *testing.T) {
 	dir := t.TempDir()
 	old := newTestServer(t, dir, keySet(t, testKeySecret), nil)
-	p := makePath(t, "rotated", route.CompressionXZ)
+	p := makePath(t, "rotated", nixname.CompressionXZ)
 	old.push(t, "omnicorp/a", p)
 	old.close()
 
@@ -164,7 +164,7 @@ func TestKeyRotation(t *testing.T) {
 			}
 		}
 	}
-	stored, err := ts.idx.GetPath(context.Background(), route.Flake{Org: "omnicorp", Name: "a"}, p.Hash)
+	stored, err := ts.idx.GetPath(context.Background(), nixname.Flake{Org: "omnicorp", Name: "a"}, p.Hash)
 	if err != nil || stored.SignedBy != ts.Keys.ID() {
 		t.Fatalf("re-signed narinfo not stored: %+v %v", stored.SignedBy, err)
 	}
@@ -202,19 +202,19 @@ func TestConcurrentPushers(t *testing.T) {
 		if i > 0 {
 			refs = append(refs, base[i-1])
 		}
-		base = append(base, makePath(t, fmt.Sprintf("base-%d", i), route.CompressionZstd, refs...))
+		base = append(base, makePath(t, fmt.Sprintf("base-%d", i), nixname.CompressionZstd, refs...))
 	}
 	flakes := []string{"omnicorp/a", "omnicorp/b"}
 	perFlake := map[string][]testPath{}
 	for _, f := range flakes {
 		for i := range 4 {
-			perFlake[f] = append(perFlake[f], makePath(t, fmt.Sprintf("%s-shared-%d", strings.ReplaceAll(f, "/", "-"), i), route.CompressionZstd, base[len(base)-1]))
+			perFlake[f] = append(perFlake[f], makePath(t, fmt.Sprintf("%s-shared-%d", strings.ReplaceAll(f, "/", "-"), i), nixname.CompressionZstd, base[len(base)-1]))
 		}
 	}
 	closures := make([][]testPath, 20)
 	for k := range closures {
 		f := flakes[k%2]
-		own := makePath(t, fmt.Sprintf("pusher-%d", k), route.CompressionZstd, perFlake[f]...)
+		own := makePath(t, fmt.Sprintf("pusher-%d", k), nixname.CompressionZstd, perFlake[f]...)
 		closures[k] = append(append(append([]testPath{}, base...), perFlake[f]...), own)
 	}
 
@@ -265,8 +265,8 @@ func TestConcurrentPushers(t *testing.T) {
 			}
 		}
 		for _, p := range base {
-			owners, err := ts.idx.Owners(context.Background(), route.KindNarInfo, p.Hash)
-			if err != nil || !slices.Equal(owners, []route.Flake{{Org: "omnicorp", Name: "a"}, {Org: "omnicorp", Name: "b"}}) {
+			owners, err := ts.idx.Owners(context.Background(), index.KindNarInfo, p.Hash)
+			if err != nil || !slices.Equal(owners, []nixname.Flake{{Org: "omnicorp", Name: "a"}, {Org: "omnicorp", Name: "b"}}) {
 				t.Fatalf("owners of base %s: %v %v", p.Base, owners, err)
 			}
 		}
@@ -282,7 +282,7 @@ type countingIndex struct {
 	getPath atomic.Int64
 }
 
-func (c *countingIndex) GetPath(ctx context.Context, f route.Flake, hash string) (index.Path, error) {
+func (c *countingIndex) GetPath(ctx context.Context, f nixname.Flake, hash string) (index.Path, error) {
 	c.getPath.Add(1)
 	return c.Index.GetPath(ctx, f, hash)
 }
@@ -304,7 +304,7 @@ func TestLookupCacheEntries(t *testing.T) {
 				ci = &countingIndex{Index: c.Index}
 				c.Index, c.CacheEntries = ci, tc.entries
 			})
-			p := makePath(t, "cached", route.CompressionZstd)
+			p := makePath(t, "cached", nixname.CompressionZstd)
 			ts.push(t, "omnicorp/a", p)
 			before := ci.getPath.Load()
 			for range 3 {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/fnv"
+	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
@@ -16,6 +17,7 @@ import (
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -27,10 +29,6 @@ const (
 
 	DefaultUploadIdleTimeout = 2 * time.Minute
 )
-
-// SubjectHeader is set by the gate (or Envoy) on allowed requests; the
-// access log records it.
-const SubjectHeader = "X-Flakegate-Subject"
 
 // Config is what a Server needs.
 type Config struct {
@@ -69,7 +67,7 @@ type Config struct {
 	// no bound.
 	MaxExpansion int64
 	// MaxUploadsPerSubject bounds the concurrent uploads (PUT) of one
-	// SubjectHeader value (429 beyond); requests without the header are not
+	// route.SubjectHeader value (429 beyond); requests without the header are not
 	// limited. 0: DefaultMaxUploadsPerSubject; negative: no limit.
 	MaxUploadsPerSubject int
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
@@ -167,7 +165,7 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		case route.KindLog:
 			s.serveLog(rw, r, req)
 		default:
-			s.fail(rw, http.StatusNotFound, "not found")
+			s.notFound(rw)
 		}
 	case route.ActionPush:
 		r, release, ok := s.admitUpload(rw, r, req)
@@ -199,6 +197,17 @@ func (s *Server) fail(w http.ResponseWriter, status int, msg string) {
 		}
 		return r
 	}, msg)
+	writePlain(w, status, msg+"\n")
+}
+
+// notFound answers 404 for an absent object with route.BodyNotFound, the
+// body authz's denied read repeats byte for byte.
+func (s *Server) notFound(w http.ResponseWriter) {
+	writePlain(w, http.StatusNotFound, route.BodyNotFound)
+}
+
+// writePlain writes a plain-text answer with body.
+func writePlain(w http.ResponseWriter, status int, body string) {
 	h := w.Header()
 	h.Del("Content-Length")
 	h.Del("Cache-Control")
@@ -206,7 +215,7 @@ func (s *Server) fail(w http.ResponseWriter, status int, msg string) {
 	h.Set("Content-Type", "text/plain; charset=utf-8")
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
-	fmt.Fprintln(w, msg)
+	io.WriteString(w, body)
 }
 
 // internalError logs err with what was being done and answers 500 with a
@@ -218,7 +227,7 @@ func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what stri
 
 // lockPath serialises narinfo uploads of one flake's store hash in this
 // process.
-func (s *Server) lockPath(flake route.Flake, hash string) func() {
+func (s *Server) lockPath(flake nixname.Flake, hash string) func() {
 	h := fnv.New32a()
 	h.Write([]byte(flake.String()))
 	h.Write([]byte{'/'})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -306,7 +307,7 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 // non-reproducible rebuild): the flake's first content stays, as silently
 // serving either would break "what a flake pushed is what it gets". Only
 // the flake's own record is named.
-func sameContent(flake route.Flake, have, pushed index.Path) error {
+func sameContent(flake nixname.Flake, have, pushed index.Path) error {
 	if have.SameContent(pushed) {
 		return nil
 	}

@@ -15,6 +15,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -43,7 +44,7 @@ func (ts *testServer) state(t *testing.T, hash string) state {
 // absent), for checks that another flake's push changed nothing.
 func (ts *testServer) flakeState(t *testing.T, flake, hash string) string {
 	t.Helper()
-	f, err := route.ParseFlake(flake)
+	f, err := nixname.ParseFlake(flake)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,11 +59,11 @@ func (ts *testServer) flakeState(t *testing.T, flake, hash string) string {
 }
 
 func TestRejectedUploads(t *testing.T) {
-	dep := makePath(t, "dep", route.CompressionXZ)
-	other := makePath(t, "other-flakes-dep", route.CompressionXZ)
-	p := makePath(t, "app", route.CompressionXZ, dep)
-	withOther := makePath(t, "app2", route.CompressionZstd, dep, other)
-	plain := makePath(t, "plain", route.CompressionNone)
+	dep := makePath(t, "dep", nixname.CompressionXZ)
+	other := makePath(t, "other-flakes-dep", nixname.CompressionXZ)
+	p := makePath(t, "app", nixname.CompressionXZ, dep)
+	withOther := makePath(t, "app2", nixname.CompressionZstd, dep, other)
+	plain := makePath(t, "plain", nixname.CompressionNone)
 
 	// replace edits one narinfo line.
 	replace := func(text, key, line string) string {
@@ -75,15 +76,15 @@ func TestRejectedUploads(t *testing.T) {
 		}
 		return strings.Join(out, "\n")
 	}
-	truncated := makePath(t, "truncated", route.CompressionNone)
+	truncated := makePath(t, "truncated", nixname.CompressionNone)
 	truncated.File = truncated.File[:len(truncated.File)-16]
 	truncatedName := func() string { // the URL names the truncated bytes' hash, as a client would
 		tp := truncated
-		return fileNameOf(tp.File, route.CompressionNone)
+		return fileNameOf(tp.File, nixname.CompressionNone)
 	}()
-	truncatedXZ := makePath(t, "truncated-xz", route.CompressionXZ)
+	truncatedXZ := makePath(t, "truncated-xz", nixname.CompressionXZ)
 	truncatedXZ.File = truncatedXZ.File[:len(truncatedXZ.File)/2]
-	truncatedXZName := fileNameOf(truncatedXZ.File, route.CompressionXZ)
+	truncatedXZName := fileNameOf(truncatedXZ.File, nixname.CompressionXZ)
 
 	const fa = "omnicorp/a"
 	tests := []struct {
@@ -133,7 +134,7 @@ func TestRejectedUploads(t *testing.T) {
 		},
 		{
 			name:   "NAR compression does not match the extension",
-			method: "PUT", path: "/" + fa + "/nar/" + fileNameOf(plain.File, route.CompressionXZ), body: string(plain.File),
+			method: "PUT", path: "/" + fa + "/nar/" + fileNameOf(plain.File, nixname.CompressionXZ), body: string(plain.File),
 			status: 400, want: "invalid NAR: decompress xz",
 		},
 		{
@@ -230,8 +231,8 @@ func TestRejectedUploads(t *testing.T) {
 	}
 }
 
-func fileNameOf(file []byte, c route.Compression) string {
-	return route.NarFileName(strings.TrimPrefix(nixcache.FormatHash(sha256Of(file)), "sha256:"), c)
+func fileNameOf(file []byte, c nixname.Compression) string {
+	return nixname.NarFileName(strings.TrimPrefix(nixcache.FormatHash(sha256Of(file)), "sha256:"), c)
 }
 
 func putNar(t *testing.T, ts *testServer, flake string, p testPath) {
@@ -247,11 +248,11 @@ func putNar(t *testing.T, ts *testServer, flake string, p testPath) {
 // changing a's or b's (issue 12: no pre-empting, no poisoning).
 func TestSamePathOtherCompression(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	xzP := makePath(t, "shared", route.CompressionXZ)
+	xzP := makePath(t, "shared", nixname.CompressionXZ)
 	zstdP := xzP
-	zstdP.Compression = route.CompressionZstd
-	zstdP.File = compress(t, route.CompressionZstd, xzP.NAR)
-	zstdP.FileName = fileNameOf(zstdP.File, route.CompressionZstd)
+	zstdP.Compression = nixname.CompressionZstd
+	zstdP.File = compress(t, nixname.CompressionZstd, xzP.NAR)
+	zstdP.FileName = fileNameOf(zstdP.File, nixname.CompressionZstd)
 
 	ts.push(t, "omnicorp/a", xzP)
 	ts.push(t, "omnicorp/b", zstdP)
@@ -271,7 +272,7 @@ func TestSamePathOtherCompression(t *testing.T) {
 
 	// A non-reproducible rebuild (or a pre-emption) in c: same store path,
 	// different contents. c gets its own record; a and b keep theirs.
-	diff := makePath(t, "shared-rebuilt", route.CompressionXZ)
+	diff := makePath(t, "shared-rebuilt", nixname.CompressionXZ)
 	diff.Hash, diff.Base = xzP.Hash, xzP.Base
 	beforeA, beforeB := ts.flakeState(t, "omnicorp/a", xzP.Hash), ts.flakeState(t, "omnicorp/b", xzP.Hash)
 	putNar(t, ts, "omnicorp/c", diff)
@@ -288,7 +289,7 @@ func TestSamePathOtherCompression(t *testing.T) {
 	}
 	// Within c, other contents for the path are a conflict that names only
 	// c's own record.
-	again := makePath(t, "shared-third", route.CompressionXZ)
+	again := makePath(t, "shared-third", nixname.CompressionXZ)
 	again.Hash, again.Base = xzP.Hash, xzP.Base
 	putNar(t, ts, "omnicorp/c", again)
 	before := ts.flakeState(t, "omnicorp/c", xzP.Hash)
@@ -304,8 +305,8 @@ func TestSamePathOtherCompression(t *testing.T) {
 
 func TestIdempotentRepush(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	dep := makePath(t, "dep", route.CompressionZstd)
-	p := makePath(t, "app", route.CompressionZstd, dep)
+	dep := makePath(t, "dep", nixname.CompressionZstd)
+	p := makePath(t, "app", nixname.CompressionZstd, dep)
 	ts.push(t, "omnicorp/a", dep)
 	ts.push(t, "omnicorp/a", p)
 	before := ts.state(t, p.Hash)
@@ -324,7 +325,7 @@ func TestIdempotentRepush(t *testing.T) {
 
 func TestOwnersEndpoint(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	p := makePath(t, "p", route.CompressionXZ)
+	p := makePath(t, "p", nixname.CompressionXZ)
 	ts.push(t, "omnicorp/b", p)
 	ts.push(t, "omnicorp/a", p)
 	tests := []struct {
@@ -335,7 +336,7 @@ func TestOwnersEndpoint(t *testing.T) {
 		{"/owners/narinfo/" + p.Hash, 200, []string{"omnicorp/a", "omnicorp/b"}},
 		{"/owners/nar/" + p.FileName, 200, []string{"omnicorp/a", "omnicorp/b"}},
 		{"/owners/narinfo/" + storeHash("absent"), 200, []string{}},
-		{"/owners/nar/" + fileNameOf([]byte("absent"), route.CompressionNone), 200, []string{}},
+		{"/owners/nar/" + fileNameOf([]byte("absent"), nixname.CompressionNone), 200, []string{}},
 		{"/owners/narinfo/not-a-hash", 400, nil},
 		{"/owners/nar/x.nar", 400, nil},
 		{"/owners/other/x", 404, nil},
@@ -352,7 +353,7 @@ func TestOwnersEndpoint(t *testing.T) {
 		if h.Get("Content-Type") != "application/json" {
 			t.Errorf("%s: content type %q", tt.path, h.Get("Content-Type"))
 		}
-		var resp OwnersResponse
+		var resp route.OwnersResponse
 		if err := json.Unmarshal([]byte(body), &resp); err != nil || resp.Flakes == nil {
 			t.Errorf("%s: body %q: %v", tt.path, body, err)
 			continue
@@ -396,7 +397,7 @@ func TestLogs(t *testing.T) {
 // the idle timeout; nothing of its upload remains.
 func TestStalledUploadIsDropped(t *testing.T) {
 	ts := newTestServer(t, "", nil, func(c *Config) { c.UploadIdleTimeout = 300 * time.Millisecond })
-	p := makePath(t, "stalled", route.CompressionXZ)
+	p := makePath(t, "stalled", nixname.CompressionXZ)
 	before := ts.state(t, p.Hash)
 	pr, pw := io.Pipe()
 	defer pw.Close()

@@ -12,6 +12,8 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc/codes"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // outcome is what a CheckResponse made of a request.
@@ -40,10 +42,6 @@ const (
 	// statusDenied is Envoy's status for a denial without a status.
 	statusDenied = http.StatusForbidden
 )
-
-// unavailableBody is the body of the gate's own 503 (Envoy's is empty; a
-// line of text tells a Nix user more).
-const unavailableBody = "authorization service unavailable\n"
 
 // apply applies resp to the request the way Envoy's ext_authz HTTP filter
 // does. On outcomeOK it has mutated r (headers, query) and returns the
@@ -78,7 +76,7 @@ func apply(resp *authv3.CheckResponse, w http.ResponseWriter, r *http.Request) (
 	}
 	if er := resp.GetErrorResponse(); er != nil {
 		abandonBody(w, r)
-		writeLocalReply(w, statusOr(int(er.GetStatus().GetCode()), statusOnError), er.GetHeaders(), er.GetBody(), unavailableBody)
+		writeLocalReply(w, statusOr(int(er.GetStatus().GetCode()), statusOnError), er.GetHeaders(), er.GetBody(), route.BodyUnavailable)
 		return nil, outcomeError
 	}
 	d := resp.GetDeniedResponse()
@@ -87,10 +85,12 @@ func apply(resp *authv3.CheckResponse, w http.ResponseWriter, r *http.Request) (
 	return nil, outcomeDenied
 }
 
-// writeUnavailable is the answer when the Check itself failed.
+// writeUnavailable is the answer when the Check itself failed. Its body,
+// also that of an error_response without one, is route.BodyUnavailable, as
+// authz's own 503 (Envoy's is empty; a line of text tells a Nix user more).
 func writeUnavailable(w http.ResponseWriter, r *http.Request) {
 	abandonBody(w, r)
-	writeLocalReply(w, statusOnError, nil, "", unavailableBody)
+	writeLocalReply(w, statusOnError, nil, "", route.BodyUnavailable)
 }
 
 // statusOr is code when it is a final HTTP status Go can write, else def.

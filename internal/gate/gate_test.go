@@ -25,6 +25,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // fakeAuthz is an ext_authz server that records every CheckRequest and
@@ -190,11 +192,11 @@ func TestGateOverGRPC(t *testing.T) {
 		},
 		{
 			name: "service error: 503", decide: grpcErr,
-			wantStatus: 503, wantBody: unavailableBody, result: "error",
+			wantStatus: 503, wantBody: route.BodyUnavailable, result: "error",
 		},
 		{
 			name: "service too slow: 503 after the timeout", decide: slow,
-			wantStatus: 503, wantBody: unavailableBody, result: "error",
+			wantStatus: 503, wantBody: route.BodyUnavailable, result: "error",
 		},
 	}
 	for _, tc := range tests {
@@ -303,7 +305,7 @@ func TestGateAuthzDown(t *testing.T) {
 		}
 		body, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusServiceUnavailable || string(body) != unavailableBody {
+		if resp.StatusCode != http.StatusServiceUnavailable || string(body) != route.BodyUnavailable {
 			t.Fatalf("attempt %d: got %d %q, want 503", i, resp.StatusCode, body)
 		}
 	}

@@ -14,7 +14,7 @@ import (
 	"slices"
 	"time"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // ErrNotFound is returned (wrapped) when the object is absent, or absent for
@@ -23,9 +23,9 @@ var ErrNotFound = errors.New("not found in index")
 
 // Nar is a NAR file the server received and verified while streaming.
 type Nar struct {
-	File        string            // file name below nar/, e.g. "<filehash>.nar.zst"; also the blob key suffix
-	Compression route.Compression // from File's extension
-	FileHash    string            // "sha256:<nixbase32>" of the file's bytes
+	File        string              // file name below nar/, e.g. "<filehash>.nar.zst"; also the blob key suffix
+	Compression nixname.Compression // from File's extension
+	FileHash    string              // "sha256:<nixbase32>" of the file's bytes
 	FileSize    int64
 	NarHash     string // "sha256:<nixbase32>" of the uncompressed NAR
 	NarSize     int64
@@ -40,7 +40,7 @@ type Nar struct {
 type Path struct {
 	// Flake is the flake whose record this is (set by GetPath and PathsOf;
 	// PutPath records under its flake argument and ignores it).
-	Flake      route.Flake
+	Flake      nixname.Flake
 	Hash       string   // 32-char store hash
 	StorePath  string   // /nix/store/<hash>-<name>
 	NarFile    string   // Nar.File it points to (the flake owns it)
@@ -70,36 +70,49 @@ func (p Path) SameContent(q Path) bool {
 type NarInfoUpdater interface {
 	// UpdateNarInfo replaces the narinfo text of a flake's existing path
 	// and records which key set signed it. An absent path is not an error.
-	UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error
+	UpdateNarInfo(ctx context.Context, flake nixname.Flake, hash string, narInfo []byte, signedBy string) error
 }
+
+// Kind is the kind of object whose owners Owners lists.
+type Kind string
+
+const (
+	// KindNarInfo is a store path (its narinfo), by store hash: owned by
+	// the flakes holding a record of it.
+	KindNarInfo Kind = "narinfo"
+	// KindNar is a NAR file, by file name: owned by the flakes that
+	// pushed it.
+	KindNar Kind = "nar"
+)
 
 // Index is the cache's catalogue.
 type Index interface {
 	// PutNar records a verified NAR and that flake owns it. Idempotent.
-	PutNar(ctx context.Context, flake route.Flake, n Nar) error
+	PutNar(ctx context.Context, flake nixname.Flake, n Nar) error
 	// GetNar returns a NAR's record; with a non-zero flake only if that flake owns it.
-	GetNar(ctx context.Context, flake route.Flake, file string) (Nar, error)
+	GetNar(ctx context.Context, flake nixname.Flake, file string) (Nar, error)
 
 	// PutPath records flake's narinfo of p.Hash, unless the flake has one
 	// already: a flake's first content of a path is kept (read it back with
 	// GetPath to tell a re-push of the same content from a conflict). Other
 	// flakes' records of the same path are neither read nor changed.
-	PutPath(ctx context.Context, flake route.Flake, p Path) error
+	PutPath(ctx context.Context, flake nixname.Flake, p Path) error
 	// GetPath returns flake's record of a path. The flake must not be zero.
-	GetPath(ctx context.Context, flake route.Flake, hash string) (Path, error)
+	GetPath(ctx context.Context, flake nixname.Flake, hash string) (Path, error)
 	// PathsOf returns the records of a path held by the given flakes (by
 	// every flake when flakes is nil), sorted by flake; none is not an error.
-	PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]Path, error)
+	PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]Path, error)
 	// MissingPaths returns those of hashes that flake does not own.
-	MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error)
+	MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error)
 
-	// Owners lists the flakes owning an object: kind is route.KindNarInfo
-	// (hash = store hash) or route.KindNar (hash = NAR file name).
-	Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error)
+	// Owners lists the flakes owning an object, sorted: kind is
+	// KindNarInfo (hash = store hash) or KindNar (hash = NAR file name);
+	// other kinds are an error. Nobody owning it is not an error.
+	Owners(ctx context.Context, kind Kind, hash string) ([]nixname.Flake, error)
 
 	// PutLog / GetLog record a build log blob key for a flake's derivation.
-	PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error
-	GetLog(ctx context.Context, flake route.Flake, drv string) (blobKey string, err error)
+	PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error
+	GetLog(ctx context.Context, flake nixname.Flake, drv string) (blobKey string, err error)
 
 	// Stats returns counts for metrics.
 	Stats(ctx context.Context) (Stats, error)

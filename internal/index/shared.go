@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // What follows is shared by the implementations (sqlite, postgres), so that
@@ -13,12 +13,12 @@ import (
 // missing set.
 
 // CheckFlake accepts a flake an implementation may record as an owner: not
-// zero, and in route.ParseFlake's canonical form.
-func CheckFlake(f route.Flake) error {
+// zero, and in nixname.ParseFlake's canonical form.
+func CheckFlake(f nixname.Flake) error {
 	if f.IsZero() {
 		return errors.New("no flake given")
 	}
-	if g, err := route.ParseFlake(f.String()); err != nil || g != f {
+	if g, err := nixname.ParseFlake(f.String()); err != nil || g != f {
 		return fmt.Errorf("invalid flake %q", f.String())
 	}
 	return nil
@@ -26,7 +26,7 @@ func CheckFlake(f route.Flake) error {
 
 // CheckNar accepts the arguments of a PutNar call: a valid flake and a
 // named file.
-func CheckNar(flake route.Flake, n Nar) error {
+func CheckNar(flake nixname.Flake, n Nar) error {
 	if err := CheckFlake(flake); err != nil {
 		return fmt.Errorf("put nar %s: %w", n.File, err)
 	}
@@ -38,11 +38,11 @@ func CheckNar(flake route.Flake, n Nar) error {
 
 // CheckPath accepts the arguments of a PutPath call: a valid flake and a
 // store hash.
-func CheckPath(flake route.Flake, p Path) error {
+func CheckPath(flake nixname.Flake, p Path) error {
 	if err := CheckFlake(flake); err != nil {
 		return fmt.Errorf("put path %s: %w", p.Hash, err)
 	}
-	if !route.IsStoreHash(p.Hash) {
+	if !nixname.IsStoreHash(p.Hash) {
 		return fmt.Errorf("put path: %q is not a store hash", p.Hash)
 	}
 	return nil
@@ -50,7 +50,7 @@ func CheckPath(flake route.Flake, p Path) error {
 
 // CheckGetPath accepts the arguments of a GetPath call: a flake (the
 // union view asks PathsOf) and nothing else.
-func CheckGetPath(flake route.Flake, hash string) error {
+func CheckGetPath(flake nixname.Flake, hash string) error {
 	if flake.IsZero() {
 		return fmt.Errorf("get path %s: no flake given (each flake has its own record; use PathsOf)", hash)
 	}
@@ -59,7 +59,7 @@ func CheckGetPath(flake route.Flake, hash string) error {
 
 // FlakeNames returns the flakes as "org/name" strings, for a query
 // parameter.
-func FlakeNames(flakes []route.Flake) []string {
+func FlakeNames(flakes []nixname.Flake) []string {
 	out := make([]string, len(flakes))
 	for i, f := range flakes {
 		out[i] = f.String()
@@ -78,13 +78,13 @@ func CreatedAt(t time.Time) time.Time {
 
 // OwnersQuery is the query listing the owners of an object of kind, sorted,
 // with placeholder ("?", "$1") standing for the object's key: the store hash
-// for route.KindNarInfo, the NAR file name for route.KindNar. Other kinds
-// have no owners.
-func OwnersQuery(kind route.Kind, placeholder string) (string, error) {
+// for KindNarInfo, the NAR file name for KindNar. Other kinds have no
+// owners.
+func OwnersQuery(kind Kind, placeholder string) (string, error) {
 	switch kind {
-	case route.KindNarInfo:
+	case KindNarInfo:
 		return `SELECT flake FROM flake_paths WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
-	case route.KindNar:
+	case KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
 	default:
 		return "", fmt.Errorf("owners: kind %q has no owners", kind)
@@ -93,10 +93,10 @@ func OwnersQuery(kind route.Kind, placeholder string) (string, error) {
 
 // ParseOwners turns the flake names an owners query returned into flakes,
 // keeping their order. The result is never nil.
-func ParseOwners(names []string) ([]route.Flake, error) {
-	out := make([]route.Flake, 0, len(names))
+func ParseOwners(names []string) ([]nixname.Flake, error) {
+	out := make([]nixname.Flake, 0, len(names))
 	for _, s := range names {
-		f, err := route.ParseFlake(s)
+		f, err := nixname.ParseFlake(s)
 		if err != nil {
 			return nil, fmt.Errorf("stored flake: %w", err)
 		}

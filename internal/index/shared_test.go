@@ -7,20 +7,20 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 func TestCheckFlake(t *testing.T) {
 	for _, c := range []struct {
-		flake route.Flake
+		flake nixname.Flake
 		ok    bool
 	}{
-		{route.Flake{Org: "acme", Name: "web"}, true},
-		{route.Flake{}, false},
-		{route.Flake{Org: "Acme", Name: "web"}, false}, // not canonical: ParseFlake lower-cases
-		{route.Flake{Org: "acme", Name: ""}, false},
-		{route.Flake{Org: "acme/x", Name: "web"}, false},
-		{route.Flake{Org: "_acme", Name: "web"}, false},
+		{nixname.Flake{Org: "acme", Name: "web"}, true},
+		{nixname.Flake{}, false},
+		{nixname.Flake{Org: "Acme", Name: "web"}, false}, // not canonical: ParseFlake lower-cases
+		{nixname.Flake{Org: "acme", Name: ""}, false},
+		{nixname.Flake{Org: "acme/x", Name: "web"}, false},
+		{nixname.Flake{Org: "_acme", Name: "web"}, false},
 	} {
 		if err := CheckFlake(c.flake); (err == nil) != c.ok {
 			t.Errorf("CheckFlake(%+v) = %v, want ok=%v", c.flake, err, c.ok)
@@ -29,7 +29,7 @@ func TestCheckFlake(t *testing.T) {
 }
 
 func TestCheckNarAndPath(t *testing.T) {
-	good, zero := route.Flake{Org: "acme", Name: "web"}, route.Flake{}
+	good, zero := nixname.Flake{Org: "acme", Name: "web"}, nixname.Flake{}
 	const hash = "0c0hl0x2ph4hx4fkr5c4ha7amj7aqf5y"
 	for _, c := range []struct {
 		name string
@@ -39,7 +39,7 @@ func TestCheckNarAndPath(t *testing.T) {
 		{"nar", CheckNar(good, Nar{File: "abc.nar.zst"}), ""},
 		{"nar without file", CheckNar(good, Nar{}), "empty file name"},
 		{"nar of no flake", CheckNar(zero, Nar{File: "abc.nar"}), "put nar abc.nar: no flake given"},
-		{"nar of a non-canonical flake", CheckNar(route.Flake{Org: "ACME", Name: "web"}, Nar{File: "abc.nar"}), "invalid flake"},
+		{"nar of a non-canonical flake", CheckNar(nixname.Flake{Org: "ACME", Name: "web"}, Nar{File: "abc.nar"}), "invalid flake"},
 		{"path", CheckPath(good, Path{Hash: hash}), ""},
 		{"path with a short hash", CheckPath(good, Path{Hash: hash[:31]}), "not a store hash"},
 		{"path with a bad hash", CheckPath(good, Path{Hash: strings.Repeat("e", 32)}), "not a store hash"},
@@ -68,14 +68,14 @@ func TestCreatedAt(t *testing.T) {
 
 func TestOwnersQuery(t *testing.T) {
 	for _, c := range []struct {
-		kind        route.Kind
+		kind        Kind
 		placeholder string
 		want        string
 	}{
-		{route.KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
-		{route.KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
-		{route.KindLog, "?", ""},
-		{route.KindCacheInfo, "?", ""},
+		{KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
+		{KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
+		{"log", "?", ""},
+		{"cache-info", "?", ""},
 		{"", "?", ""},
 	} {
 		got, err := OwnersQuery(c.kind, c.placeholder)
@@ -92,15 +92,15 @@ func TestOwnersQuery(t *testing.T) {
 }
 
 func TestParseOwners(t *testing.T) {
-	a, b := route.Flake{Org: "acme", Name: "a"}, route.Flake{Org: "acme", Name: "b"}
+	a, b := nixname.Flake{Org: "acme", Name: "a"}, nixname.Flake{Org: "acme", Name: "b"}
 	for _, c := range []struct {
 		names   []string
-		want    []route.Flake
+		want    []nixname.Flake
 		wantErr bool
 	}{
-		{nil, []route.Flake{}, false},
-		{[]string{"acme/a", "acme/b"}, []route.Flake{a, b}, false},
-		{[]string{"acme/b", "acme/a"}, []route.Flake{b, a}, false},
+		{nil, []nixname.Flake{}, false},
+		{[]string{"acme/a", "acme/b"}, []nixname.Flake{a, b}, false},
+		{[]string{"acme/b", "acme/a"}, []nixname.Flake{b, a}, false},
 		{[]string{"acme/a", "no-slash"}, nil, true},
 	} {
 		got, err := ParseOwners(c.names)

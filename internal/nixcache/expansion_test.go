@@ -8,11 +8,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // runVerifierOpts is runVerifier with options.
-func runVerifierOpts(t *testing.T, c route.Compression, data []byte, opts ...VerifierOption) (NarResult, error) {
+func runVerifierOpts(t *testing.T, c nixname.Compression, data []byte, opts ...VerifierOption) (NarResult, error) {
 	t.Helper()
 	v, err := NewVerifier(c, 0, opts...)
 	if err != nil {
@@ -36,10 +36,10 @@ func runVerifierOpts(t *testing.T, c route.Compression, data []byte, opts ...Ver
 func TestVerifierMaxExpansion(t *testing.T) {
 	zeros := make([]byte, 64<<20)
 	bomb := regularNAR(string(zeros))
-	for _, c := range []route.Compression{route.CompressionZstd, route.CompressionXZ} {
+	for _, c := range []nixname.Compression{nixname.CompressionZstd, nixname.CompressionXZ} {
 		t.Run(string(c), func(t *testing.T) {
 			var file []byte
-			if c == route.CompressionZstd {
+			if c == nixname.CompressionZstd {
 				file = zstdOf(t, bomb)
 			} else {
 				file = xzOf(t, bomb)
@@ -73,7 +73,7 @@ func TestVerifierMaxExpansion(t *testing.T) {
 				"directory nar": dirNAR([]string{"a", "b", "c"}, "contents"),
 			} {
 				var f []byte
-				if c == route.CompressionZstd {
+				if c == nixname.CompressionZstd {
 					f = zstdOf(t, nar)
 				} else {
 					f = xzOf(t, nar)
@@ -87,7 +87,7 @@ func TestVerifierMaxExpansion(t *testing.T) {
 	}
 	t.Run("none", func(t *testing.T) {
 		nar := regularNAR(string(zeros[:8<<20]))
-		if _, err := runVerifierOpts(t, route.CompressionNone, nar, MaxExpansion(1)); err != nil {
+		if _, err := runVerifierOpts(t, nixname.CompressionNone, nar, MaxExpansion(1)); err != nil {
 			t.Fatalf("uncompressed NAR with MaxExpansion(1): %v", err)
 		}
 	})

@@ -11,6 +11,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -38,7 +39,7 @@ func FuzzParseNarInfo(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if !route.IsStoreHash(n.Hash) || !ValidStorePathBase(n.Base()) {
+		if !nixname.IsStoreHash(n.Hash) || !ValidStorePathBase(n.Base()) {
 			t.Fatalf("accepted bad store path %q", n.StorePath)
 		}
 		if _, err := route.Parse("GET", "/"+n.URL()); err != nil {

@@ -16,7 +16,7 @@ import (
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 	"github.com/nix-community/go-nix/pkg/nixhash"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // NarInfo is a validated narinfo: every field the cache relies on is
@@ -45,7 +45,7 @@ type NarInfo struct {
 	StorePath   string // "/nix/store/<hash>-<name>"
 	Hash        string // the 32-character store path hash
 	File        string // NAR file name below nar/, e.g. "<filehash>.nar.xz"
-	Compression route.Compression
+	Compression nixname.Compression
 	FileHash    []byte
 	FileSize    int64
 	NarHash     []byte
@@ -175,33 +175,33 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 	}
 	n.Hash = base[:32]
 
-	switch c := route.Compression(raw.Compression); c {
-	case route.CompressionNone, route.CompressionXZ, route.CompressionZstd, route.CompressionBzip2:
+	if c := nixname.Compression(raw.Compression); c.Supported() {
 		n.Compression = c
-	default:
-		return nil, fmt.Errorf("Compression %q is not supported (none, xz, zstd, bzip2)", raw.Compression)
+	} else {
+		return nil, fmt.Errorf("Compression %q is not supported (%s)", raw.Compression, compressionNames)
 	}
 
 	file, ok := strings.CutPrefix(raw.URL, "nar/")
 	if !ok {
-		return nil, fmt.Errorf("URL %q: want nar/<filehash>.nar[.xz|.zst|.bz2]", raw.URL)
+		return nil, fmt.Errorf("URL %q: want nar/<filehash>%s", raw.URL, nixname.NarExtSyntax())
 	}
-	req, err := route.Parse("GET", "/nar/"+file)
-	if err != nil || req.Kind != route.KindNar {
-		return nil, fmt.Errorf("URL %q: want nar/<filehash>.nar[.xz|.zst|.bz2]", raw.URL)
+	fileHash, c, ok := nixname.ParseNarFile(file)
+	if !ok {
+		return nil, fmt.Errorf("URL %q: want nar/<filehash>%s", raw.URL, nixname.NarExtSyntax())
 	}
-	if req.Compression != n.Compression {
-		return nil, fmt.Errorf("URL %q does not match Compression %s (want %s)", raw.URL, n.Compression, route.NarFileName("<filehash>", n.Compression))
+	if c != n.Compression {
+		return nil, fmt.Errorf("URL %q does not match Compression %s (want %s)", raw.URL, n.Compression, nixname.NarFileName("<filehash>", n.Compression))
 	}
 	n.File = file
 
+	var err error
 	if n.FileHash, err = sha256Digest("FileHash", raw.FileHash); err != nil {
 		return nil, err
 	}
 	if n.NarHash, err = sha256Digest("NarHash", raw.NarHash); err != nil {
 		return nil, err
 	}
-	if got := nixbase32.EncodeToString(n.FileHash); got != req.Hash {
+	if got := nixbase32.EncodeToString(n.FileHash); got != fileHash {
 		return nil, fmt.Errorf("URL %q does not match FileHash sha256:%s", raw.URL, got)
 	}
 	if raw.FileSize == 0 || raw.FileSize > 1<<62 {
@@ -211,7 +211,7 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 		return nil, fmt.Errorf("NarSize %d is out of range", raw.NarSize)
 	}
 	n.FileSize, n.NarSize = int64(raw.FileSize), int64(raw.NarSize)
-	if n.Compression == route.CompressionNone && (n.FileSize != n.NarSize || !bytes.Equal(n.FileHash, n.NarHash)) {
+	if n.Compression == nixname.CompressionNone && (n.FileSize != n.NarSize || !bytes.Equal(n.FileHash, n.NarHash)) {
 		return nil, errors.New("Compression is none but FileHash/FileSize differ from NarHash/NarSize")
 	}
 
@@ -239,6 +239,16 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 	}
 	return n, nil
 }
+
+// compressionNames lists the supported compressions for messages:
+// "none, xz, zstd, bzip2".
+var compressionNames = func() string {
+	var names []string
+	for _, c := range nixname.Compressions() {
+		names = append(names, string(c))
+	}
+	return strings.Join(names, ", ")
+}()
 
 func sha256Digest(field string, h *nixhash.HashWithEncoding) ([]byte, error) {
 	if h == nil {

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // A narinfo as served by cache.nixos.org, with its real signature.
@@ -60,7 +60,7 @@ func TestParseNarInfoFields(t *testing.T) {
 		t.Fatal(err)
 	}
 	if n.Hash != "syd87l2rxw8cbsxmxl853h0r6pdwhwjr" || n.File != "05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56.nar.xz" ||
-		n.Compression != route.CompressionXZ || n.FileSize != 68852 || n.NarSize != 196040 ||
+		n.Compression != nixname.CompressionXZ || n.FileSize != 68852 || n.NarSize != 196040 ||
 		len(n.References) != 4 || n.Deriver != "5rwxzi7pal3qhpsyfc16gzkh939q1np6-curl-7.82.0.drv" || len(n.Sigs) != 1 {
 		t.Fatalf("parsed %+v", n)
 	}
@@ -68,7 +68,7 @@ func TestParseNarInfoFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(m.References) != 0 || m.Compression != route.CompressionNone {
+	if len(m.References) != 0 || m.Compression != nixname.CompressionNone {
 		t.Fatalf("parsed %+v", m)
 	}
 }

@@ -3,7 +3,7 @@ package nixcache
 import (
 	"strings"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // StoreDir is the only store directory the cache serves.
@@ -13,9 +13,10 @@ const StoreDir = "/nix/store"
 const maxNameLen = 211
 
 // ValidStorePathBase reports whether s is a store path base name,
-// "<32-char nixbase32 hash>-<name>", with a name Nix would accept.
+// "<32-char nixbase32 hash>-<name>", with a name Nix would accept: 1 to
+// 211 of nixname's name characters, not starting with '.'.
 func ValidStorePathBase(s string) bool {
-	if len(s) < 34 || !route.IsStoreHash(s[:32]) || s[32] != '-' {
+	if len(s) < 34 || !nixname.IsStoreHash(s[:32]) || s[32] != '-' {
 		return false
 	}
 	name := s[33:]
@@ -23,8 +24,7 @@ func ValidStorePathBase(s string) bool {
 		return false
 	}
 	for i := 0; i < len(name); i++ {
-		c := name[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+		if !nixname.IsNameChar(name[i]) {
 			return false
 		}
 	}

@@ -15,7 +15,7 @@ import (
 	"github.com/klauspost/compress/zstd"
 	"github.com/therootcompany/xz"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // ErrTooLarge is returned (wrapped) when the decompressed NAR exceeds the
@@ -45,7 +45,7 @@ type NarResult struct {
 // last Write, or Abort to give up; one of them must be called. A Verifier
 // is used by one goroutine.
 type Verifier struct {
-	compression route.Compression
+	compression nixname.Compression
 	chunks      chan *[]byte  // copies of the written bytes, to the goroutine
 	stop        chan struct{} // closed by Abort
 	done        chan struct{} // closed when the goroutine has ended
@@ -77,10 +77,8 @@ func recycle(bp *[]byte) {
 
 // NewVerifier starts a verifier for a NAR file with the given compression.
 // maxNarSize limits the decompressed size (0: no limit).
-func NewVerifier(c route.Compression, maxNarSize int64, opts ...VerifierOption) (*Verifier, error) {
-	switch c {
-	case route.CompressionNone, route.CompressionXZ, route.CompressionZstd, route.CompressionBzip2:
-	default:
+func NewVerifier(c nixname.Compression, maxNarSize int64, opts ...VerifierOption) (*Verifier, error) {
+	if !c.Supported() {
 		return nil, fmt.Errorf("compression %q is not supported", c)
 	}
 	v := &Verifier{
@@ -161,7 +159,7 @@ func (v *Verifier) Finish() (NarResult, error) {
 		return NarResult{}, v.err
 	}
 	res := NarResult{FileHash: v.fileHash.Sum(nil), FileSize: v.fileSize, NarHash: v.narHash, NarSize: v.narSize}
-	if v.compression == route.CompressionNone {
+	if v.compression == nixname.CompressionNone {
 		res.NarHash = res.FileHash
 	}
 	return res, nil
@@ -254,39 +252,39 @@ func (r *chunkReader) release() {
 func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) error {
 	var dec io.Reader
 	switch v.compression {
-	case route.CompressionNone:
+	case nixname.CompressionNone:
 		dec = pr
-	case route.CompressionXZ:
+	case nixname.CompressionXZ:
 		xr, err := newXZReader(pr)
 		if err != nil {
 			return decompressError(v.compression, err)
 		}
 		defer putXZReader(xr)
 		dec = xr
-	case route.CompressionZstd:
+	case nixname.CompressionZstd:
 		zr, err := newZstdReader(pr)
 		if err != nil {
 			return decompressError(v.compression, err)
 		}
 		defer putZstdReader(zr)
 		dec = zr
-	case route.CompressionBzip2:
+	case nixname.CompressionBzip2:
 		dec = bzip2.NewReader(pr)
 	}
 	var h hash.Hash
 	counted := &countingReader{r: dec, limit: maxNarSize}
-	if v.compression != route.CompressionNone && o.maxExpansion > 0 {
+	if v.compression != nixname.CompressionNone && o.maxExpansion > 0 {
 		counted.ratio, counted.compressed = o.maxExpansion, &v.fileSize
 	}
 	var src io.Reader = counted
-	if v.compression != route.CompressionNone {
+	if v.compression != nixname.CompressionNone {
 		h = sha256.New()
 		src = io.TeeReader(counted, h)
 	}
 	// Uncompressed, file contents need not pass through the checker's
 	// buffer: they are hashed as chunks arrive and skipped in place.
 	var under skipper
-	if v.compression == route.CompressionNone {
+	if v.compression == nixname.CompressionNone {
 		under = counted
 	}
 	if err := checkNARSkipping(bufio.NewReaderSize(src, 64<<10), under); err != nil {
@@ -294,7 +292,7 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 			return err
 		}
 		var ne *narError
-		if v.compression != route.CompressionNone && !errors.As(err, &ne) {
+		if v.compression != nixname.CompressionNone && !errors.As(err, &ne) {
 			return decompressError(v.compression, err)
 		}
 		return err
@@ -358,7 +356,7 @@ func putZstdReader(zr *zstd.Decoder) {
 
 // decompressError says which decompression failed, without the library's
 // own "xz: " style prefix.
-func decompressError(c route.Compression, err error) error {
+func decompressError(c nixname.Compression, err error) error {
 	if errors.Is(err, xz.ErrMemlimit) {
 		return fmt.Errorf("decompress %s: the stream needs an LZMA2 dictionary above the %d MiB limit (xz -9 needs 64 MiB)", c, xzDictMax>>20)
 	}

@@ -4,7 +4,7 @@ import (
 	"math/rand/v2"
 	"testing"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // BenchmarkVerifier measures the verification half of a push ingest: hash
@@ -17,15 +17,15 @@ func BenchmarkVerifier(b *testing.B) {
 	nar := regularNAR(string(contents))
 	cases := []struct {
 		name string
-		c    route.Compression
+		c    nixname.Compression
 		data []byte
 	}{
-		{"none_64MiB", route.CompressionNone, nar},
-		{"zstd_64MiB", route.CompressionZstd, zstdOf(b, nar)},
+		{"none_64MiB", nixname.CompressionNone, nar},
+		{"zstd_64MiB", nixname.CompressionZstd, zstdOf(b, nar)},
 		// What `nix copy` sends by default: xz, here of text-like contents
 		// (hex), in the sizes of a typical and of a larger store path.
-		{"xz_64KiB", route.CompressionXZ, xzOf(b, hexNAR(64<<10))},
-		{"xz_8MiB", route.CompressionXZ, xzOf(b, hexNAR(8<<20))},
+		{"xz_64KiB", nixname.CompressionXZ, xzOf(b, hexNAR(64<<10))},
+		{"xz_8MiB", nixname.CompressionXZ, xzOf(b, hexNAR(8<<20))},
 	}
 	const chunk = 256 << 10
 	for _, cs := range cases {

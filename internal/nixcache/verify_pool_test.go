@@ -10,16 +10,16 @@ import (
 
 	"github.com/ulikunitz/xz"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // Decoders are pooled across uploads: a decoder left in any state by a
 // rejected, truncated or aborted upload must verify the next one exactly.
 func TestVerifierPooledDecodersAfterFailures(t *testing.T) {
-	for _, c := range []route.Compression{route.CompressionXZ, route.CompressionZstd} {
+	for _, c := range []nixname.Compression{nixname.CompressionXZ, nixname.CompressionZstd} {
 		t.Run(string(c), func(t *testing.T) {
 			compress := func(b []byte) []byte {
-				if c == route.CompressionXZ {
+				if c == nixname.CompressionXZ {
 					return xzOf(t, b)
 				}
 				return zstdOf(t, b)
@@ -76,7 +76,7 @@ func TestVerifierPooledDecodersAfterFailures(t *testing.T) {
 func TestVerifierConcatenatedXZStreams(t *testing.T) {
 	nar := richNAR()
 	file := append(xzOf(t, nar[:len(nar)/2]), xzOf(t, nar[len(nar)/2:])...)
-	res, err := runVerifier(t, route.CompressionXZ, 0, file, 1000)
+	res, err := runVerifier(t, nixname.CompressionXZ, 0, file, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestVerifierRejectsHugeXZDictionary(t *testing.T) {
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}
-	_, err = runVerifier(t, route.CompressionXZ, 0, out.Bytes(), 4096)
+	_, err = runVerifier(t, nixname.CompressionXZ, 0, out.Bytes(), 4096)
 	if err == nil {
 		t.Fatal("a 128 MiB xz dictionary was accepted")
 	}
@@ -110,9 +110,9 @@ func TestVerifierRejectsHugeXZDictionary(t *testing.T) {
 // as Write, and bad data is reported on a later WriteBuffer or Finish.
 func TestVerifierWriteBuffer(t *testing.T) {
 	nar := richNAR()
-	for _, c := range []route.Compression{route.CompressionNone, route.CompressionZstd} {
+	for _, c := range []nixname.Compression{nixname.CompressionNone, nixname.CompressionZstd} {
 		file := nar
-		if c == route.CompressionZstd {
+		if c == nixname.CompressionZstd {
 			file = zstdOf(t, nar)
 		}
 		v, err := NewVerifier(c, 0)
@@ -136,7 +136,7 @@ func TestVerifierWriteBuffer(t *testing.T) {
 		}
 	}
 
-	v, err := NewVerifier(route.CompressionNone, 0)
+	v, err := NewVerifier(nixname.CompressionNone, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

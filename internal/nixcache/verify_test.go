@@ -8,10 +8,10 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
-func runVerifier(t *testing.T, c route.Compression, max int64, data []byte, chunk int) (NarResult, error) {
+func runVerifier(t *testing.T, c nixname.Compression, max int64, data []byte, chunk int) (NarResult, error) {
 	t.Helper()
 	v, err := NewVerifier(c, max)
 	if err != nil {
@@ -44,17 +44,17 @@ func TestVerifierAccepts(t *testing.T) {
 	}
 	tests := []struct {
 		name string
-		c    route.Compression
+		c    nixname.Compression
 		file []byte
 		nar  []byte
 	}{
-		{"none regular", route.CompressionNone, regularNAR("hello\n"), regularNAR("hello\n")},
-		{"none empty file", route.CompressionNone, regularNAR(""), regularNAR("")},
-		{"none rich", route.CompressionNone, rich, rich},
-		{"xz rich", route.CompressionXZ, xzOf(t, rich), rich},
-		{"zstd rich", route.CompressionZstd, zstdOf(t, rich), rich},
-		{"bzip2 regular", route.CompressionBzip2, bz, plain},
-		{"empty directory", route.CompressionNone, dirNAR(nil, ""), dirNAR(nil, "")},
+		{"none regular", nixname.CompressionNone, regularNAR("hello\n"), regularNAR("hello\n")},
+		{"none empty file", nixname.CompressionNone, regularNAR(""), regularNAR("")},
+		{"none rich", nixname.CompressionNone, rich, rich},
+		{"xz rich", nixname.CompressionXZ, xzOf(t, rich), rich},
+		{"zstd rich", nixname.CompressionZstd, zstdOf(t, rich), rich},
+		{"bzip2 regular", nixname.CompressionBzip2, bz, plain},
+		{"empty directory", nixname.CompressionNone, dirNAR(nil, ""), dirNAR(nil, "")},
 	}
 	for _, tt := range tests {
 		for _, chunk := range []int{1, 7, 1 << 20} {
@@ -92,34 +92,34 @@ func TestVerifierRejects(t *testing.T) {
 
 	tests := []struct {
 		name string
-		c    route.Compression
+		c    nixname.Compression
 		max  int64
 		data []byte
 		want string
 	}{
-		{"empty", route.CompressionNone, 0, nil, "not a NAR"},
-		{"not a nar", route.CompressionNone, 0, []byte("hello world, this is no NAR at all"), "not a NAR"},
-		{"truncated none", route.CompressionNone, 0, rich[:len(rich)-9], "truncated"},
-		{"truncated in contents", route.CompressionNone, 0, rich[:len(rich)/2], "truncated"},
-		{"trailing data none", route.CompressionNone, 0, append(regularNAR("x"), 0), "trailing data"},
-		{"unsorted entries", route.CompressionNone, 0, dirNAR([]string{"b", "a"}, "x"), "not sorted"},
-		{"duplicate entries", route.CompressionNone, 0, dirNAR([]string{"a", "a"}, "x"), "not sorted"},
-		{"dot entry", route.CompressionNone, 0, dirNAR([]string{".."}, "x"), "invalid entry name"},
-		{"slash in name", route.CompressionNone, 0, badName.Bytes(), "invalid entry name"},
-		{"non-zero padding", route.CompressionNone, 0, badPad, "padding"},
-		{"unknown node type", route.CompressionNone, 0, unknownType.Bytes(), "unknown node type"},
-		{"empty symlink target", route.CompressionNone, 0, emptyTarget.Bytes(), "symlink target"},
-		{"huge token", route.CompressionNone, 0, hugeString.Bytes(), "at most"},
-		{"truncated xz", route.CompressionXZ, 0, xzRich[:len(xzRich)-20], ""},
-		{"xz declared, plain sent", route.CompressionXZ, 0, rich, "xz"},
-		{"zstd declared, xz sent", route.CompressionZstd, 0, xzRich, "zstd"},
-		{"truncated zstd", route.CompressionZstd, 0, zstdRich[:len(zstdRich)/2], ""},
-		{"trailing garbage after xz", route.CompressionXZ, 0, append(append([]byte{}, xzRich...), []byte("garbage!")...), ""},
-		{"bzip2 declared, plain sent", route.CompressionBzip2, 0, rich, "bzip2"},
-		{"nar too large", route.CompressionXZ, 1000, xzRich, "exceeds 1000 bytes"},
-		{"uncompressed nar too large", route.CompressionNone, 1000, rich, "exceeds 1000 bytes"},
-		{"uncompressed, truncated in skipped contents", route.CompressionNone, 0, regularNAR(strings.Repeat("y", 300<<10))[:200<<10], "truncated"},
-		{"xz of a non-NAR", route.CompressionXZ, 0, xzOf(t, []byte("just text")), "not a NAR"},
+		{"empty", nixname.CompressionNone, 0, nil, "not a NAR"},
+		{"not a nar", nixname.CompressionNone, 0, []byte("hello world, this is no NAR at all"), "not a NAR"},
+		{"truncated none", nixname.CompressionNone, 0, rich[:len(rich)-9], "truncated"},
+		{"truncated in contents", nixname.CompressionNone, 0, rich[:len(rich)/2], "truncated"},
+		{"trailing data none", nixname.CompressionNone, 0, append(regularNAR("x"), 0), "trailing data"},
+		{"unsorted entries", nixname.CompressionNone, 0, dirNAR([]string{"b", "a"}, "x"), "not sorted"},
+		{"duplicate entries", nixname.CompressionNone, 0, dirNAR([]string{"a", "a"}, "x"), "not sorted"},
+		{"dot entry", nixname.CompressionNone, 0, dirNAR([]string{".."}, "x"), "invalid entry name"},
+		{"slash in name", nixname.CompressionNone, 0, badName.Bytes(), "invalid entry name"},
+		{"non-zero padding", nixname.CompressionNone, 0, badPad, "padding"},
+		{"unknown node type", nixname.CompressionNone, 0, unknownType.Bytes(), "unknown node type"},
+		{"empty symlink target", nixname.CompressionNone, 0, emptyTarget.Bytes(), "symlink target"},
+		{"huge token", nixname.CompressionNone, 0, hugeString.Bytes(), "at most"},
+		{"truncated xz", nixname.CompressionXZ, 0, xzRich[:len(xzRich)-20], ""},
+		{"xz declared, plain sent", nixname.CompressionXZ, 0, rich, "xz"},
+		{"zstd declared, xz sent", nixname.CompressionZstd, 0, xzRich, "zstd"},
+		{"truncated zstd", nixname.CompressionZstd, 0, zstdRich[:len(zstdRich)/2], ""},
+		{"trailing garbage after xz", nixname.CompressionXZ, 0, append(append([]byte{}, xzRich...), []byte("garbage!")...), ""},
+		{"bzip2 declared, plain sent", nixname.CompressionBzip2, 0, rich, "bzip2"},
+		{"nar too large", nixname.CompressionXZ, 1000, xzRich, "exceeds 1000 bytes"},
+		{"uncompressed nar too large", nixname.CompressionNone, 1000, rich, "exceeds 1000 bytes"},
+		{"uncompressed, truncated in skipped contents", nixname.CompressionNone, 0, regularNAR(strings.Repeat("y", 300<<10))[:200<<10], "truncated"},
+		{"xz of a non-NAR", nixname.CompressionXZ, 0, xzOf(t, []byte("just text")), "not a NAR"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -138,7 +138,7 @@ func TestVerifierRejects(t *testing.T) {
 }
 
 func TestVerifierAbort(t *testing.T) {
-	v, err := NewVerifier(route.CompressionXZ, 0)
+	v, err := NewVerifier(nixname.CompressionXZ, 0)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -99,7 +99,7 @@ func lookup(x any, path []string) (any, bool, error) {
 			return lookupValue(m, path[i:])
 		case nil, string, bool, int, int64, float64, []any, []string:
 			return nil, false, nil
-		default: // a struct such as route.Flake: look at it as the policy does
+		default: // a struct such as nixname.Flake: look at it as the policy does
 			v, err := toValue(m)
 			if err != nil {
 				return nil, false, err

@@ -6,8 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/flakegate/flakegate/internal/route"
-
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
@@ -88,7 +87,7 @@ func TestShippedPolicyIsCacheable(t *testing.T) {
 func narinfoInput(hash, user string) map[string]any {
 	return map[string]any{
 		"action":  "read",
-		"flake":   route.Flake{Org: "omnicorp", Name: "app"},
+		"flake":   nixname.Flake{Org: "omnicorp", Name: "app"},
 		"object":  map[string]any{"kind": "narinfo", "hash": hash},
 		"subject": map[string]any{"authenticated": true, "user": user, "claims": map[string]any{"jti": hash}},
 	}

@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/flakegate/flakegate/internal/route"
-
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
@@ -217,7 +216,7 @@ func TestEvaluate(t *testing.T) {
 		{
 			name:       "struct input values are converted",
 			policy:     okPolicy + "\nallow if input.flake.org == \"omnicorp\"\n",
-			input:      map[string]any{"flake": route.Flake{Org: "omnicorp", Name: "app"}},
+			input:      map[string]any{"flake": nixname.Flake{Org: "omnicorp", Name: "app"}},
 			wantAllow:  true,
 			wantReason: "",
 		},

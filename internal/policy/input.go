@@ -33,7 +33,7 @@ const maxInputDepth = 64
 // toValue converts an input document to an OPA value directly. It handles
 // the types the authz service builds inputs from without the reflection and
 // JSON round trip of ast.InterfaceToValue, which it falls back to for
-// anything else (structs such as route.Flake).
+// anything else (structs such as nixname.Flake).
 func toValue(x any) (ast.Value, error) {
 	return toValueDepth(x, 0)
 }
@@ -117,7 +117,7 @@ func toValueDepth(x any, depth int) (ast.Value, error) {
 	case ast.Value:
 		return v, nil
 	}
-	// Anything else (structs such as route.Flake, other slice and map
+	// Anything else (structs such as nixname.Flake, other slice and map
 	// types) goes through OPA's JSON round trip.
 	v, err := ast.InterfaceToValue(x)
 	if err != nil {

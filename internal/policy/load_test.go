@@ -9,7 +9,7 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/ast"
 
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 func TestClassify(t *testing.T) {
@@ -124,7 +124,7 @@ func TestToValue(t *testing.T) {
 		map[string]string{"k": "v"},
 		map[string]any{
 			"action":  "read",
-			"flake":   route.Flake{Org: "omnicorp", Name: "app"},
+			"flake":   nixname.Flake{Org: "omnicorp", Name: "app"},
 			"subject": map[string]any{"authenticated": true, "claims": map[string]any{"aud": []any{"x"}, "exp": float64(1.7e9)}},
 		},
 		struct {

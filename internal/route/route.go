@@ -4,6 +4,12 @@
 // It is the single URL parser of flakegate: the blob server routes with it and
 // the authorization service builds the policy input with it, so the two can
 // never disagree about what a URL means. It is pure (no I/O) and fuzzed.
+// The names it parses (flakes, store and file hashes, compressions, NAR file
+// names) and their rules are internal/nixname's.
+//
+// It also holds what else the two processes must agree on over HTTP (see
+// protocol.go): the headers authz sets for the blob server, the owners
+// endpoints and their answer, and the bodies of the answers both give.
 package route
 
 import (
@@ -11,6 +17,8 @@ import (
 	"fmt"
 	"net/http"
 	"strings"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // Action is what the policy is asked to allow.
@@ -38,87 +46,12 @@ const (
 	KindJWKS      Kind = "jwks"  // GET /_flakegate/jwks
 )
 
-// Compression of a NAR file, as Nix names it in a narinfo.
-type Compression string
-
-const (
-	CompressionNone  Compression = "none"
-	CompressionXZ    Compression = "xz"
-	CompressionZstd  Compression = "zstd"
-	CompressionBzip2 Compression = "bzip2"
-)
-
-// Flake is an {org}/{name} namespace. Both parts are lower-case.
-type Flake struct {
-	Org  string `json:"org"`
-	Name string `json:"name"`
-}
-
-// String renders "org/name", or "" for the zero Flake.
-func (f Flake) String() string {
-	if f.Org == "" && f.Name == "" {
-		return ""
-	}
-	return f.Org + "/" + f.Name
-}
-
-// IsZero reports whether f names no flake.
-func (f Flake) IsZero() bool { return f.Org == "" && f.Name == "" }
-
-// ParseFlake parses "org/name" (case-insensitively; the result is lower-case).
-func ParseFlake(s string) (Flake, error) {
-	org, name, ok := strings.Cut(s, "/")
-	if !ok {
-		return Flake{}, fmt.Errorf("flake %q: want org/name", s)
-	}
-	f := Flake{Org: strings.ToLower(org), Name: strings.ToLower(name)}
-	if !validSegment(f.Org) || !validSegment(f.Name) {
-		return Flake{}, fmt.Errorf("flake %q: org and name may hold only letters, digits, '.', '_' and '-', and must not start with '.' or '_'", s)
-	}
-	return f, nil
-}
-
-// ReadableHeader is set by authz (through the gate or Envoy) on an allowed
-// union-view read: the flakes owning the object that the caller may read,
-// as FormatFlakes writes them. The blob server serves the union view from
-// these flakes' records only. A client's own x-flakegate-* headers are
-// stripped before authz runs, so it cannot name flakes itself.
-const ReadableHeader = "x-flakegate-readable"
-
-// FormatFlakes writes flakes as ReadableHeader carries them: "org/name"
-// separated by single spaces.
-func FormatFlakes(flakes []Flake) string {
-	var b strings.Builder
-	for i, f := range flakes {
-		if i > 0 {
-			b.WriteByte(' ')
-		}
-		b.WriteString(f.String())
-	}
-	return b.String()
-}
-
-// ParseFlakes reads a ReadableHeader value. Every name must be a valid
-// flake; an empty value is an empty (non-nil) list.
-func ParseFlakes(s string) ([]Flake, error) {
-	fields := strings.Fields(s)
-	out := make([]Flake, 0, len(fields))
-	for _, name := range fields {
-		f, err := ParseFlake(name)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, f)
-	}
-	return out, nil
-}
-
 // Request is what a cache URL means.
 type Request struct {
 	Action Action
 	Kind   Kind
 	// Flake is the namespace; zero for the union view and for /_flakegate.
-	Flake Flake
+	Flake nixname.Flake
 	// Hash is the 32-character store path hash for narinfo, the file hash
 	// (nixbase32, 52 characters) for a NAR, and the derivation file name
 	// (e.g. "<hash>-hello.drv") for a build log.
@@ -126,7 +59,7 @@ type Request struct {
 	// File is the NAR file name below nar/ (e.g. "<filehash>.nar.zst").
 	File string
 	// Compression is the NAR compression implied by File's extension.
-	Compression Compression
+	Compression nixname.Compression
 }
 
 // Union reports whether the request reads through the union view.
@@ -197,7 +130,7 @@ func Parse(method, path string) (Request, error) {
 		if len(segs) < 3 {
 			return Request{}, errf(http.StatusNotFound, "no such resource: %q (want /{org}/{flake}/…)", path)
 		}
-		f, err := ParseFlake(segs[0] + "/" + segs[1])
+		f, err := nixname.ParseFlake(segs[0] + "/" + segs[1])
 		if err != nil {
 			return Request{}, errf(http.StatusBadRequest, "%v", err)
 		}
@@ -215,15 +148,15 @@ func Parse(method, path string) (Request, error) {
 
 	case len(rest) == 1 && strings.HasSuffix(rest[0], ".narinfo"):
 		h := strings.TrimSuffix(rest[0], ".narinfo")
-		if !IsStoreHash(h) {
+		if !nixname.IsStoreHash(h) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a store path hash (32 nixbase32 characters)", h)
 		}
 		r.Kind, r.Hash = KindNarInfo, h
 
 	case len(rest) == 2 && rest[0] == "nar":
-		h, c, ok := splitNarFile(rest[1])
+		h, c, ok := nixname.ParseNarFile(rest[1])
 		if !ok {
-			return Request{}, errf(http.StatusBadRequest, "%q is not a NAR file name ({nixbase32 hash}.nar[.xz|.zst|.bz2])", rest[1])
+			return Request{}, errf(http.StatusBadRequest, "%q is not a NAR file name ({nixbase32 hash}%s)", rest[1], nixname.NarExtSyntax())
 		}
 		r.Kind, r.Hash, r.File, r.Compression = KindNar, h, rest[1], c
 
@@ -251,86 +184,15 @@ func Parse(method, path string) (Request, error) {
 	return r, nil
 }
 
-// nixbase32 alphabet: 0-9 a-z without e o u t.
-func isNixBase32(c byte) bool {
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z' && c != 'e' && c != 'o' && c != 'u' && c != 't')
-}
-
-// IsStoreHash reports whether s is a 32-character nixbase32 store path hash.
-func IsStoreHash(s string) bool {
-	if len(s) != 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !isNixBase32(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-var narExts = []struct {
-	ext string
-	c   Compression
-}{
-	{".nar.xz", CompressionXZ},
-	{".nar.zst", CompressionZstd},
-	{".nar.bz2", CompressionBzip2},
-	{".nar", CompressionNone},
-}
-
-// splitNarFile splits "<hash>.nar[.ext]" where hash is nixbase32 (Nix uses
-// the 52-character SHA-256 file hash; shorter hashes are refused).
-func splitNarFile(name string) (hash string, c Compression, ok bool) {
-	for _, e := range narExts {
-		if h, found := strings.CutSuffix(name, e.ext); found {
-			if len(h) != 52 {
-				return "", "", false
-			}
-			for i := 0; i < len(h); i++ {
-				if !isNixBase32(h[i]) {
-					return "", "", false
-				}
-			}
-			return h, e.c, true
-		}
-	}
-	return "", "", false
-}
-
-// NarFileName is the file name Nix uses for a NAR with this file hash
-// (nixbase32) and compression.
-func NarFileName(fileHash string, c Compression) string {
-	for _, e := range narExts {
-		if e.c == c {
-			return fileHash + e.ext
-		}
-	}
-	return fileHash + ".nar"
-}
-
-func validSegment(s string) bool {
-	if s == "" || len(s) > 100 || s[0] == '.' || s[0] == '_' || s[0] == '-' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-') {
-			return false
-		}
-	}
-	return true
-}
-
 // validLogName accepts "<32-char hash>-<name>.drv" (the derivation's file
-// name, as Nix puts it in log/ URLs) and refuses anything path-like.
+// name, as Nix puts it in log/ URLs) and refuses anything path-like: the
+// name is of nixname's name characters, at most 255 bytes in all.
 func validLogName(s string) bool {
-	if len(s) < 34 || len(s) > 255 || !IsStoreHash(s[:32]) || s[32] != '-' {
+	if len(s) < 34 || len(s) > 255 || !nixname.IsStoreHash(s[:32]) || s[32] != '-' {
 		return false
 	}
 	for i := 33; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("+-._?=", c) >= 0) {
+		if !nixname.IsNameChar(s[i]) {
 			return false
 		}
 	}

@@ -4,6 +4,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // canonical rebuilds the path of a parsed request.
@@ -55,7 +57,7 @@ func FuzzParse(f *testing.F) {
 			return
 		}
 		if !r.Flake.IsZero() {
-			if g, err := ParseFlake(r.Flake.String()); err != nil || g != r.Flake {
+			if g, err := nixname.ParseFlake(r.Flake.String()); err != nil || g != r.Flake {
 				t.Fatalf("accepted flake %q that ParseFlake refuses/changes", r.Flake)
 			}
 			if strings.ContainsAny(r.Flake.String()[len(r.Flake.Org)+1:], "/") {
@@ -64,11 +66,11 @@ func FuzzParse(f *testing.F) {
 		}
 		switch r.Kind {
 		case KindNarInfo:
-			if !IsStoreHash(r.Hash) {
+			if !nixname.IsStoreHash(r.Hash) {
 				t.Fatalf("narinfo hash %q", r.Hash)
 			}
 		case KindNar:
-			if NarFileName(r.Hash, r.Compression) != r.File || strings.Contains(r.File, "/") {
+			if nixname.NarFileName(r.Hash, r.Compression) != r.File || strings.Contains(r.File, "/") {
 				t.Fatalf("nar file %q hash %q compression %q", r.File, r.Hash, r.Compression)
 			}
 		case KindLog:

@@ -3,6 +3,8 @@ package route
 import (
 	"net/http"
 	"testing"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 const (
@@ -12,7 +14,7 @@ const (
 )
 
 func TestParse(t *testing.T) {
-	fl := Flake{Org: "omnicorp", Name: "dev-environments"}
+	fl := nixname.Flake{Org: "omnicorp", Name: "dev-environments"}
 	tests := []struct {
 		method, path string
 		want         Request
@@ -35,11 +37,11 @@ func TestParse(t *testing.T) {
 		{"GET", "/" + flkA + "/" + h32[:31] + "e.narinfo", Request{}, 400}, // 'e' is not nixbase32
 		{"GET", "/" + flkA + "/" + "0JQD0RLXZRA1RS38RDXL43YH6RXCHGC6.narinfo", Request{}, 400},
 		// NARs
-		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.xz", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.xz", Compression: CompressionXZ}, 0},
-		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.zst", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.zst", Compression: CompressionZstd}, 0},
-		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.bz2", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.bz2", Compression: CompressionBzip2}, 0},
-		{"PUT", "/" + flkA + "/nar/" + h52 + ".nar", Request{Action: ActionPush, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar", Compression: CompressionNone}, 0},
-		{"HEAD", "/nar/" + h52 + ".nar", Request{Action: ActionRead, Kind: KindNar, Hash: h52, File: h52 + ".nar", Compression: CompressionNone}, 0},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.xz", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.xz", Compression: nixname.CompressionXZ}, 0},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.zst", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.zst", Compression: nixname.CompressionZstd}, 0},
+		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.bz2", Request{Action: ActionRead, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar.bz2", Compression: nixname.CompressionBzip2}, 0},
+		{"PUT", "/" + flkA + "/nar/" + h52 + ".nar", Request{Action: ActionPush, Kind: KindNar, Flake: fl, Hash: h52, File: h52 + ".nar", Compression: nixname.CompressionNone}, 0},
+		{"HEAD", "/nar/" + h52 + ".nar", Request{Action: ActionRead, Kind: KindNar, Hash: h52, File: h52 + ".nar", Compression: nixname.CompressionNone}, 0},
 		{"PUT", "/nar/" + h52 + ".nar", Request{}, 405},
 		{"GET", "/" + flkA + "/nar/" + h52 + ".nar.gz", Request{}, 400},
 		{"GET", "/" + flkA + "/nar/" + h32 + ".nar", Request{}, 400}, // 32-char hashes are refused
@@ -120,42 +122,14 @@ func TestUnion(t *testing.T) {
 	}
 }
 
-func TestParseFlake(t *testing.T) {
-	tests := []struct {
-		in   string
-		want Flake
-		ok   bool
-	}{
-		{"omnicorp/dev", Flake{"omnicorp", "dev"}, true},
-		{"OmniCorp/Dev.env_1", Flake{"omnicorp", "dev.env_1"}, true},
-		{"omnicorp", Flake{}, false},
-		{"/dev", Flake{}, false},
-		{"omnicorp/", Flake{}, false},
-		{"a/b/c", Flake{}, false},
-		{"_a/b", Flake{}, false},
-		{"a/.b", Flake{}, false},
-		{"a/b c", Flake{}, false},
-	}
-	for _, tt := range tests {
-		got, err := ParseFlake(tt.in)
-		if (err == nil) != tt.ok || got != tt.want {
-			t.Errorf("ParseFlake(%q) = %+v, %v; want %+v ok=%v", tt.in, got, err, tt.want, tt.ok)
-		}
-	}
-	if (Flake{}).String() != "" || !(Flake{}).IsZero() || (Flake{"a", "b"}).String() != "a/b" {
-		t.Error("Flake String/IsZero")
-	}
-}
-
-func TestNarFileName(t *testing.T) {
-	for _, c := range []Compression{CompressionNone, CompressionXZ, CompressionZstd, CompressionBzip2} {
-		name := NarFileName(h52, c)
+// Every NAR file name nixname writes parses to its hash, compression and
+// name, so that route accepts exactly nixname's NAR files.
+func TestParseNarFileNames(t *testing.T) {
+	for _, c := range nixname.Compressions() {
+		name := nixname.NarFileName(h52, c)
 		r, err := Parse("GET", "/nar/"+name)
 		if err != nil || r.Compression != c || r.Hash != h52 || r.File != name {
 			t.Errorf("%s: %s parses to %+v, %v", c, name, r, err)
 		}
-	}
-	if NarFileName(h52, "br") != h52+".nar" {
-		t.Error("unknown compression should give .nar")
 	}
 }

@@ -18,8 +18,8 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/nixtest"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 var sigLine = regexp.MustCompile(`(?m)^Sig: .*$`)
@@ -81,7 +81,7 @@ func (s *stack) bogus(t *testing.T, storePath, contentsOf string) bogusUpload {
 	nar := []byte(s.src.Nix(nixtest.Options{}, "store", "dump-path", contentsOf))
 	sum := sha256.Sum256(nar)
 	h := nixbase32.EncodeToString(sum[:])
-	file := route.NarFileName(h, route.CompressionNone)
+	file := nixname.NarFileName(h, nixname.CompressionNone)
 	info := fmt.Sprintf("StorePath: %s\nURL: nar/%s\nCompression: none\nFileHash: sha256:%s\nFileSize: %d\nNarHash: sha256:%s\nNarSize: %d\nReferences: \n",
 		storePath, file, h, len(nar), h, len(nar))
 	return bogusUpload{nar: nar, narFile: file, narInfo: info, narHash: "sha256:" + h, hashPart: strings.TrimPrefix(storePath, "/nix/store/")[:32]}

@@ -14,11 +14,11 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"github.com/flakegate/flakegate/internal/cacheserver"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/internal/route"
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
@@ -229,7 +229,7 @@ func request(t *testing.T, method, url, token, body string) response {
 func (s *stack) owners(t *testing.T, storePath string) []string {
 	t.Helper()
 	r := request(t, http.MethodGet, s.internalURL+"/owners/narinfo/"+nixtest.HashPart(storePath), "", "")
-	var or cacheserver.OwnersResponse
+	var or route.OwnersResponse
 	if r.status != http.StatusOK {
 		t.Fatalf("owners of %s: %d %s", storePath, r.status, r.body)
 	}

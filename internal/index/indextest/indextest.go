@@ -21,21 +21,21 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nix-community/go-nix/pkg/nixbase32"
+
 	"github.com/flakegate/flakegate/internal/index"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 var (
-	flakeA = route.Flake{Org: "omnicorp", Name: "a"}
-	flakeB = route.Flake{Org: "omnicorp", Name: "b"}
-	flakeC = route.Flake{Org: "acme", Name: "tools"}
+	flakeA = nixname.Flake{Org: "omnicorp", Name: "a"}
+	flakeB = nixname.Flake{Org: "omnicorp", Name: "b"}
+	flakeC = nixname.Flake{Org: "acme", Name: "tools"}
 	// "a-b/x" sorts before "a/z" as a string ('-' < '/') but after it by
 	// (org, name): Owners order is by Flake.String(), byte-wise.
-	flakeDash  = route.Flake{Org: "a-b", Name: "x"}
-	flakeShort = route.Flake{Org: "a", Name: "z"}
+	flakeDash  = nixname.Flake{Org: "a-b", Name: "x"}
+	flakeShort = nixname.Flake{Org: "a", Name: "z"}
 )
-
-const nixbase32 = "0123456789abcdfghijklmnpqrsvwxyz"
 
 // Hash returns the i-th of a family of valid, distinct 32-character store
 // path hashes.
@@ -49,7 +49,7 @@ func base32(x uint64, n int) string {
 	for i := range b {
 		x ^= x >> 31
 		x *= 0x94d049bb133111eb
-		b[i] = nixbase32[(x>>59)&31]
+		b[i] = nixbase32.Alphabet[(x>>59)&31]
 	}
 	return string(b)
 }
@@ -59,7 +59,7 @@ var micro = time.Date(2026, 3, 14, 15, 9, 26, 535897000, time.UTC)
 
 func nar(i int) index.Nar {
 	return index.Nar{
-		File: NarFile(i), Compression: route.CompressionXZ,
+		File: NarFile(i), Compression: nixname.CompressionXZ,
 		FileHash: fmt.Sprintf("sha256:file%d", i), FileSize: int64(100 + i),
 		NarHash: fmt.Sprintf("sha256:nar%d", i), NarSize: int64(1000 + i),
 		CreatedAt: micro.Add(time.Duration(i) * time.Second),
@@ -148,7 +148,7 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Inde
 		if ps, err := a.PathsOf(ctx, Hash(1), nil); err != nil || len(ps) != 2 {
 			t.Fatalf("PathsOf via a = %v, %v; want both flakes' records", ps, err)
 		}
-		if got, err := a.Owners(ctx, route.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []route.Flake{flakeA, flakeB}) {
+		if got, err := a.Owners(ctx, index.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("Owners via a = %v, %v; want both flakes", got, err)
 		}
 	})
@@ -165,15 +165,15 @@ func testNarOwnership(t *testing.T, x index.Index) {
 	must(t, x.PutNar(ctx, flakeA, n)) // idempotent
 	cases := []struct {
 		name  string
-		flake route.Flake
+		flake nixname.Flake
 		file  string
 		found bool
 	}{
 		{"owner", flakeA, n.File, true},
-		{"any flake (zero)", route.Flake{}, n.File, true},
+		{"any flake (zero)", nixname.Flake{}, n.File, true},
 		{"other flake", flakeB, n.File, false},
 		{"absent", flakeA, NarFile(2), false},
-		{"absent, any flake", route.Flake{}, NarFile(2), false},
+		{"absent, any flake", nixname.Flake{}, NarFile(2), false},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -208,7 +208,7 @@ func testNarOwnership(t *testing.T, x index.Index) {
 	if got.FileSize != n.FileSize || got.NarHash != n.NarHash {
 		t.Errorf("second PutNar replaced the first content: %+v", got)
 	}
-	if o, err := x.Owners(ctx, route.KindNar, n.File); err != nil || !slices.Equal(o, []route.Flake{flakeA, flakeB}) {
+	if o, err := x.Owners(ctx, index.KindNar, n.File); err != nil || !slices.Equal(o, []nixname.Flake{flakeA, flakeB}) {
 		t.Errorf("Owners = %v, %v; want [%v %v]", o, err, flakeA, flakeB)
 	}
 	// A zero CreatedAt is filled in with about now.
@@ -228,7 +228,7 @@ func testPathOwnership(t *testing.T, x index.Index) {
 	must(t, x.PutPath(ctx, flakeB, path(2)))
 	cases := []struct {
 		name  string
-		flake route.Flake
+		flake nixname.Flake
 		hash  string
 		found bool
 	}{
@@ -255,7 +255,7 @@ func testPathOwnership(t *testing.T, x index.Index) {
 		})
 	}
 	// There is no union record: each flake has its own.
-	if _, err := x.GetPath(ctx, route.Flake{}, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
+	if _, err := x.GetPath(ctx, nixname.Flake{}, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
 		t.Errorf("GetPath without a flake: err = %v, want an error that is not ErrNotFound", err)
 	}
 }
@@ -330,7 +330,7 @@ func testPerFlakeContent(t *testing.T, x index.Index) {
 	must(t, x.PutPath(ctx, flakeC, bogus))
 	must(t, x.PutPath(ctx, flakeA, genuine))
 	for _, c := range []struct {
-		flake route.Flake
+		flake nixname.Flake
 		want  index.Path
 	}{{flakeA, genuine}, {flakeC, bogus}} {
 		got, err := x.GetPath(ctx, c.flake, genuine.Hash)
@@ -368,8 +368,8 @@ func testPathsOf(t *testing.T, x index.Index) {
 	must(t, x.PutPath(ctx, flakeB, pb))
 	must(t, x.PutPath(ctx, flakeC, path(1)))
 	must(t, x.PutPath(ctx, flakeC, path(2)))
-	flakesOf := func(ps []index.Path) []route.Flake {
-		var out []route.Flake
+	flakesOf := func(ps []index.Path) []nixname.Flake {
+		var out []nixname.Flake
 		for _, p := range ps {
 			if p.Hash != Hash(1) {
 				t.Errorf("PathsOf returned a record of %s", p.Hash)
@@ -380,15 +380,15 @@ func testPathsOf(t *testing.T, x index.Index) {
 	}
 	cases := []struct {
 		name   string
-		flakes []route.Flake
-		want   []route.Flake
+		flakes []nixname.Flake
+		want   []nixname.Flake
 	}{
-		{"all (nil)", nil, []route.Flake{flakeC, flakeA, flakeB}},
-		{"none asked", []route.Flake{}, nil},
-		{"some, sorted", []route.Flake{flakeB, flakeC}, []route.Flake{flakeC, flakeB}},
-		{"one", []route.Flake{flakeB}, []route.Flake{flakeB}},
-		{"a flake without it", []route.Flake{flakeDash, flakeA}, []route.Flake{flakeA}},
-		{"only flakes without it", []route.Flake{flakeDash}, nil},
+		{"all (nil)", nil, []nixname.Flake{flakeC, flakeA, flakeB}},
+		{"none asked", []nixname.Flake{}, nil},
+		{"some, sorted", []nixname.Flake{flakeB, flakeC}, []nixname.Flake{flakeC, flakeB}},
+		{"one", []nixname.Flake{flakeB}, []nixname.Flake{flakeB}},
+		{"a flake without it", []nixname.Flake{flakeDash, flakeA}, []nixname.Flake{flakeA}},
+		{"only flakes without it", []nixname.Flake{flakeDash}, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -400,7 +400,7 @@ func testPathsOf(t *testing.T, x index.Index) {
 				t.Fatalf("PathsOf flakes = %v, want %v", f, c.want)
 			}
 			for _, p := range got {
-				if want := map[route.Flake]string{flakeB: "sha256:b"}[p.Flake]; want != "" && p.NarHash != want {
+				if want := map[nixname.Flake]string{flakeB: "sha256:b"}[p.Flake]; want != "" && p.NarHash != want {
 					t.Errorf("PathsOf gave %v the NarHash %s, want its own %s", p.Flake, p.NarHash, want)
 				}
 			}
@@ -427,7 +427,7 @@ func testMissingPaths(t *testing.T, x index.Index) {
 	}
 	cases := []struct {
 		name   string
-		flake  route.Flake
+		flake  nixname.Flake
 		hashes []string
 		want   []string
 	}{
@@ -456,27 +456,27 @@ func head(s []string) []string { return s[:min(len(s), 5)] }
 
 func testOwners(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	for _, f := range []route.Flake{flakeB, flakeShort, flakeA, flakeDash, flakeC, flakeA} {
+	for _, f := range []nixname.Flake{flakeB, flakeShort, flakeA, flakeDash, flakeC, flakeA} {
 		must(t, x.PutNar(ctx, f, nar(1)))
 		must(t, x.PutPath(ctx, f, path(1)))
 	}
 	must(t, x.PutPath(ctx, flakeC, path(2)))
 	must(t, x.PutNar(ctx, flakeB, nar(2)))
-	all := []route.Flake{flakeDash, flakeShort, flakeC, flakeA, flakeB} // by String(): "a-b/x" < "a/z" < "acme/…" < "omnicorp/…"
+	all := []nixname.Flake{flakeDash, flakeShort, flakeC, flakeA, flakeB} // by String(): "a-b/x" < "a/z" < "acme/…" < "omnicorp/…"
 	cases := []struct {
 		name string
-		kind route.Kind
+		kind index.Kind
 		hash string
-		want []route.Flake
+		want []nixname.Flake
 	}{
-		{"path: sorted, deduplicated", route.KindNarInfo, Hash(1), all},
-		{"nar: sorted, deduplicated", route.KindNar, NarFile(1), all},
-		{"path with one owner", route.KindNarInfo, Hash(2), []route.Flake{flakeC}},
-		{"nar with one owner", route.KindNar, NarFile(2), []route.Flake{flakeB}},
-		{"kinds are separate: hash as a nar", route.KindNar, Hash(1), nil},
-		{"kinds are separate: file as a path", route.KindNarInfo, NarFile(1), nil},
-		{"absent path", route.KindNarInfo, Hash(3), nil},
-		{"absent nar", route.KindNar, NarFile(3), nil},
+		{"path: sorted, deduplicated", index.KindNarInfo, Hash(1), all},
+		{"nar: sorted, deduplicated", index.KindNar, NarFile(1), all},
+		{"path with one owner", index.KindNarInfo, Hash(2), []nixname.Flake{flakeC}},
+		{"nar with one owner", index.KindNar, NarFile(2), []nixname.Flake{flakeB}},
+		{"kinds are separate: hash as a nar", index.KindNar, Hash(1), nil},
+		{"kinds are separate: file as a path", index.KindNarInfo, NarFile(1), nil},
+		{"absent path", index.KindNarInfo, Hash(3), nil},
+		{"absent nar", index.KindNar, NarFile(3), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -489,7 +489,7 @@ func testOwners(t *testing.T, x index.Index) {
 			}
 		})
 	}
-	for _, k := range []route.Kind{route.KindLog, route.KindCacheInfo, "bogus"} {
+	for _, k := range []index.Kind{"log", "cache-info", "bogus"} {
 		if _, err := x.Owners(ctx, k, Hash(1)); err == nil {
 			t.Errorf("Owners(%q) succeeded, want an error", k)
 		}
@@ -503,7 +503,7 @@ func testLogs(t *testing.T, x index.Index) {
 	must(t, x.PutLog(ctx, flakeB, drv, "log/b/1"))
 	must(t, x.PutLog(ctx, flakeA, drv, "log/a/2")) // replaces
 	cases := []struct {
-		flake   route.Flake
+		flake   nixname.Flake
 		drv     string
 		want    string
 		missing bool
@@ -549,18 +549,18 @@ func testStats(t *testing.T, x index.Index) {
 
 func testValidation(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	bad := route.Flake{Org: "Omni Corp", Name: "../x"}
+	bad := nixname.Flake{Org: "Omni Corp", Name: "../x"}
 	cases := []struct {
 		name string
 		err  error
 	}{
-		{"PutNar without flake", x.PutNar(ctx, route.Flake{}, nar(1))},
+		{"PutNar without flake", x.PutNar(ctx, nixname.Flake{}, nar(1))},
 		{"PutNar with an invalid flake", x.PutNar(ctx, bad, nar(1))},
 		{"PutNar without file", x.PutNar(ctx, flakeA, index.Nar{})},
-		{"PutPath without flake", x.PutPath(ctx, route.Flake{}, path(1))},
+		{"PutPath without flake", x.PutPath(ctx, nixname.Flake{}, path(1))},
 		{"PutPath with an invalid flake", x.PutPath(ctx, bad, path(1))},
 		{"PutPath with a bad hash", x.PutPath(ctx, flakeA, func() index.Path { p := path(1); p.Hash = "not-a-hash"; return p }())},
-		{"PutLog without flake", x.PutLog(ctx, route.Flake{}, Hash(1)+"-x.drv", "log/x")},
+		{"PutLog without flake", x.PutLog(ctx, nixname.Flake{}, Hash(1)+"-x.drv", "log/x")},
 	}
 	for _, c := range cases {
 		if c.err == nil {
@@ -608,7 +608,7 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		closure  = 40 // paths per push
 		distinct = 60 // paths overall: closures overlap heavily
 	)
-	flakes := []route.Flake{flakeA, flakeB, flakeC}
+	flakes := []nixname.Flake{flakeA, flakeB, flakeC}
 	ctx := ctxFor(t)
 	var wg sync.WaitGroup
 	errs := make(chan error, pushers)
@@ -639,8 +639,8 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		t.Error(err)
 	}
 	// What each flake must own, and who must own each path.
-	owns := map[route.Flake]map[int]bool{}
-	owners := map[int][]route.Flake{}
+	owns := map[nixname.Flake]map[int]bool{}
+	owners := map[int][]nixname.Flake{}
 	for g := range pushers {
 		f := flakes[g%len(flakes)]
 		if owns[f] == nil {
@@ -677,10 +677,10 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		}
 		for i, fs := range owners {
 			want := slices.Clone(fs)
-			slices.SortFunc(want, func(a, b route.Flake) int { return cmp.Compare(a.String(), b.String()) })
-			for _, kind := range []route.Kind{route.KindNarInfo, route.KindNar} {
+			slices.SortFunc(want, func(a, b nixname.Flake) int { return cmp.Compare(a.String(), b.String()) })
+			for _, kind := range []index.Kind{index.KindNarInfo, index.KindNar} {
 				key := Hash(i)
-				if kind == route.KindNar {
+				if kind == index.KindNar {
 					key = NarFile(i)
 				}
 				got, err := x.Owners(ctx, kind, key)
@@ -704,13 +704,13 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 // per-flake narinfos.
 type V1Nar struct {
 	Nar    index.Nar
-	Owners []route.Flake
+	Owners []nixname.Flake
 }
 
 // V1Path is a path row of a version-1 index and the flakes owning it.
 type V1Path struct {
 	Path   index.Path // Flake and NarHash unused: version 1 had neither
-	Owners []route.Flake
+	Owners []nixname.Flake
 }
 
 // V1Fixture is what a backend's migration test writes into a version-1
@@ -721,21 +721,21 @@ type V1Path struct {
 // not own.
 func V1Fixture() ([]V1Nar, []V1Path) {
 	nars := []V1Nar{
-		{nar(1), []route.Flake{flakeA, flakeB}},
-		{nar(2), []route.Flake{flakeA, flakeC}},
-		{nar(3), []route.Flake{flakeC}},
-		{nar(4), []route.Flake{flakeA}},
+		{nar(1), []nixname.Flake{flakeA, flakeB}},
+		{nar(2), []nixname.Flake{flakeA, flakeC}},
+		{nar(3), []nixname.Flake{flakeC}},
+		{nar(4), []nixname.Flake{flakeA}},
 	}
 	paths := []V1Path{
 		// Pushed by A and B, both own the NAR: each keeps a copy.
-		{path(1), []route.Flake{flakeA, flakeB}},
+		{path(1), []nixname.Flake{flakeA, flakeB}},
 		// A's path referencing path 1; C adopted it (owns the NAR) but
 		// does not own path 1: C's copy goes.
-		{path(2, Hash(1)+"-pkg1", Hash(2)+"-pkg2"), []route.Flake{flakeA, flakeC}},
+		{path(2, Hash(1)+"-pkg1", Hash(2)+"-pkg2"), []nixname.Flake{flakeA, flakeC}},
 		// C's own path referencing path 2: goes once C's copy of 2 has gone.
-		{path(3, Hash(2)+"-pkg2"), []route.Flake{flakeC}},
+		{path(3, Hash(2)+"-pkg2"), []nixname.Flake{flakeC}},
 		// B owns path 4 but not its NAR: B's copy goes, A's stays.
-		{path(4), []route.Flake{flakeA, flakeB}},
+		{path(4), []nixname.Flake{flakeA, flakeB}},
 	}
 	return nars, paths
 }
@@ -745,7 +745,7 @@ func V1Fixture() ([]V1Nar, []V1Path) {
 func CheckMigrated(t *testing.T, x index.Index) {
 	t.Helper()
 	ctx := ctxFor(t)
-	want := map[route.Flake][]int{flakeA: {1, 2, 4}, flakeB: {1}, flakeC: nil}
+	want := map[nixname.Flake][]int{flakeA: {1, 2, 4}, flakeB: {1}, flakeC: nil}
 	_, v1 := V1Fixture()
 	for f, keep := range want {
 		for k, vp := range v1 {
@@ -767,10 +767,10 @@ func CheckMigrated(t *testing.T, x index.Index) {
 			}
 		}
 	}
-	if o, err := x.Owners(ctx, route.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []route.Flake{flakeA}) {
+	if o, err := x.Owners(ctx, index.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeA}) {
 		t.Errorf("after migration Owners(path 2) = %v, %v; want [%v]", o, err, flakeA)
 	}
-	if o, err := x.Owners(ctx, route.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []route.Flake{flakeC, flakeA}) {
+	if o, err := x.Owners(ctx, index.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
 		t.Errorf("after migration Owners(nar 2) = %v, %v; NAR ownership must stay", o, err)
 	}
 	// The migrated index takes per-flake pushes.

@@ -46,8 +46,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/redact"
-	"github.com/flakegate/flakegate/internal/route"
 )
 
 // opTimeout bounds each index call that comes with no earlier deadline.
@@ -213,13 +213,13 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 }
 
 // recordFlake records flake in flakes, the table Stats counts.
-func recordFlake(ctx context.Context, tx pgx.Tx, flake route.Flake) error {
+func recordFlake(ctx context.Context, tx pgx.Tx, flake nixname.Flake) error {
 	_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
 	return err
 }
 
 // PutNar records a verified NAR and flake's ownership of it.
-func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
+func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
@@ -237,7 +237,7 @@ func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) erro
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.
-func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (index.Nar, error) {
+func (x *Index) GetNar(ctx context.Context, flake nixname.Flake, file string) (index.Nar, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	const cols = `n.file, n.compression, n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at`
@@ -257,7 +257,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 	if err != nil {
 		return index.Nar{}, fmt.Errorf("get nar %s: %w", file, err)
 	}
-	n.Compression = route.Compression(comp)
+	n.Compression = nixname.Compression(comp)
 	return n, nil
 }
 
@@ -265,7 +265,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 const pathCols = `flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at`
 
 // PutPath records flake's narinfo of a path; a flake's first content is kept.
-func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
+func (x *Index) PutPath(ctx context.Context, flake nixname.Flake, p index.Path) error {
 	if err := index.CheckPath(flake, p); err != nil {
 		return err
 	}
@@ -294,7 +294,7 @@ func scanPath(row pgx.Row) (index.Path, error) {
 	if err := row.Scan(&flake, &p.Hash, &p.StorePath, &p.NarFile, &p.NarHash, &p.References, &p.NarInfo, &p.SignedBy, &p.CreatedAt); err != nil {
 		return index.Path{}, err
 	}
-	f, err := route.ParseFlake(flake)
+	f, err := nixname.ParseFlake(flake)
 	if err != nil {
 		return index.Path{}, fmt.Errorf("stored flake: %w", err)
 	}
@@ -306,7 +306,7 @@ func scanPath(row pgx.Row) (index.Path, error) {
 }
 
 // GetPath returns flake's record of a path.
-func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+func (x *Index) GetPath(ctx context.Context, flake nixname.Flake, hash string) (index.Path, error) {
 	if err := index.CheckGetPath(flake, hash); err != nil {
 		return index.Path{}, err
 	}
@@ -324,7 +324,7 @@ func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (in
 
 // PathsOf returns the records of a path held by flakes (all when nil),
 // sorted by flake.
-func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]index.Path, error) {
+func (x *Index) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
 	if flakes != nil && len(flakes) == 0 {
 		return nil, nil
 	}
@@ -348,7 +348,7 @@ func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) 
 }
 
 // UpdateNarInfo stores a flake's re-signed narinfo. An absent path is not an error.
-func (x *Index) UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error {
+func (x *Index) UpdateNarInfo(ctx context.Context, flake nixname.Flake, hash string, narInfo []byte, signedBy string) error {
 	return x.write(ctx, "update narinfo "+hash, func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `UPDATE flake_paths SET narinfo = $1, signed_by = $2 WHERE hash = $3 AND flake = $4`, narInfo, signedBy, hash, flake.String())
 		return err
@@ -357,7 +357,7 @@ func (x *Index) UpdateNarInfo(ctx context.Context, flake route.Flake, hash strin
 
 // MissingPaths returns those of hashes that flake does not own, in the
 // order given, without duplicates. One query, whatever the number of hashes.
-func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error) {
+func (x *Index) MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error) {
 	if len(hashes) == 0 {
 		return nil, nil
 	}
@@ -380,7 +380,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted by "org/name" byte-wise.
-func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
+func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nixname.Flake, error) {
 	q, err := index.OwnersQuery(kind, "$1")
 	if err != nil {
 		return nil, err
@@ -403,7 +403,7 @@ func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]rou
 }
 
 // PutLog records the blob key of a flake's build log (replacing an older one).
-func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
+func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error {
 	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put log %s: %w", drv, err)
 	}
@@ -416,7 +416,7 @@ func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey stri
 }
 
 // GetLog returns the blob key of a flake's build log.
-func (x *Index) GetLog(ctx context.Context, flake route.Flake, drv string) (string, error) {
+func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (string, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	var key string

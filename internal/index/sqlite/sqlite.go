@@ -21,7 +21,7 @@ import (
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 
 	"github.com/flakegate/flakegate/internal/index"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // busyTimeout is how long a connection waits for another writer's lock.
@@ -244,7 +244,7 @@ func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) erro
 }
 
 // PutNar records a verified NAR and flake's ownership of it.
-func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) error {
+func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
@@ -261,7 +261,7 @@ func (x *Index) PutNar(ctx context.Context, flake route.Flake, n index.Nar) erro
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.
-func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (index.Nar, error) {
+func (x *Index) GetNar(ctx context.Context, flake nixname.Flake, file string) (index.Nar, error) {
 	var row *sql.Row
 	const cols = `n.file, n.compression, n.file_hash, n.file_size, n.nar_hash, n.nar_size, n.created_at`
 	if flake.IsZero() {
@@ -280,7 +280,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 	if err != nil {
 		return index.Nar{}, fmt.Errorf("get nar %s: %w", file, err)
 	}
-	n.Compression = route.Compression(comp)
+	n.Compression = nixname.Compression(comp)
 	n.CreatedAt = time.Unix(0, created)
 	return n, nil
 }
@@ -289,7 +289,7 @@ func (x *Index) GetNar(ctx context.Context, flake route.Flake, file string) (ind
 const pathCols = `flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at`
 
 // PutPath records flake's narinfo of a path; a flake's first content is kept.
-func (x *Index) PutPath(ctx context.Context, flake route.Flake, p index.Path) error {
+func (x *Index) PutPath(ctx context.Context, flake nixname.Flake, p index.Path) error {
 	if err := index.CheckPath(flake, p); err != nil {
 		return err
 	}
@@ -310,7 +310,7 @@ func scanPath(scan func(...any) error) (index.Path, error) {
 	if err := scan(&flake, &p.Hash, &p.StorePath, &p.NarFile, &p.NarHash, &refs, &p.NarInfo, &p.SignedBy, &created); err != nil {
 		return index.Path{}, err
 	}
-	f, err := route.ParseFlake(flake)
+	f, err := nixname.ParseFlake(flake)
 	if err != nil {
 		return index.Path{}, fmt.Errorf("stored flake: %w", err)
 	}
@@ -323,7 +323,7 @@ func scanPath(scan func(...any) error) (index.Path, error) {
 }
 
 // GetPath returns flake's record of a path.
-func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (index.Path, error) {
+func (x *Index) GetPath(ctx context.Context, flake nixname.Flake, hash string) (index.Path, error) {
 	if err := index.CheckGetPath(flake, hash); err != nil {
 		return index.Path{}, err
 	}
@@ -339,7 +339,7 @@ func (x *Index) GetPath(ctx context.Context, flake route.Flake, hash string) (in
 
 // PathsOf returns the records of a path held by flakes (all when nil),
 // sorted by flake.
-func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) ([]index.Path, error) {
+func (x *Index) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
 	if flakes != nil && len(flakes) == 0 {
 		return nil, nil
 	}
@@ -374,7 +374,7 @@ func (x *Index) PathsOf(ctx context.Context, hash string, flakes []route.Flake) 
 }
 
 // UpdateNarInfo stores a flake's re-signed narinfo.
-func (x *Index) UpdateNarInfo(ctx context.Context, flake route.Flake, hash string, narInfo []byte, signedBy string) error {
+func (x *Index) UpdateNarInfo(ctx context.Context, flake nixname.Flake, hash string, narInfo []byte, signedBy string) error {
 	return x.write(ctx, "update narinfo "+hash, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `UPDATE flake_paths SET narinfo = ?, signed_by = ? WHERE hash = ? AND flake = ?`, narInfo, signedBy, hash, flake.String())
 		return err
@@ -387,7 +387,7 @@ const maxParams = 500
 
 // MissingPaths returns those of hashes that flake does not own, in the
 // order given, without duplicates.
-func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []string) ([]string, error) {
+func (x *Index) MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error) {
 	owned := make(map[string]bool, len(hashes))
 	for chunk := range slices.Chunk(hashes, maxParams) {
 		args := make([]any, 0, len(chunk)+1)
@@ -420,7 +420,7 @@ func (x *Index) MissingPaths(ctx context.Context, flake route.Flake, hashes []st
 
 // Owners lists the flakes owning a path (KindNarInfo, by store hash) or a
 // NAR (KindNar, by file name), sorted.
-func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]route.Flake, error) {
+func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nixname.Flake, error) {
 	q, err := index.OwnersQuery(kind, "?")
 	if err != nil {
 		return nil, err
@@ -449,7 +449,7 @@ func (x *Index) Owners(ctx context.Context, kind route.Kind, hash string) ([]rou
 }
 
 // PutLog records the blob key of a flake's build log (replacing an older one).
-func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey string) error {
+func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error {
 	if err := index.CheckFlake(flake); err != nil {
 		return fmt.Errorf("put log %s: %w", drv, err)
 	}
@@ -462,7 +462,7 @@ func (x *Index) PutLog(ctx context.Context, flake route.Flake, drv, blobKey stri
 }
 
 // GetLog returns the blob key of a flake's build log.
-func (x *Index) GetLog(ctx context.Context, flake route.Flake, drv string) (string, error) {
+func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (string, error) {
 	var key string
 	err := x.r.QueryRowContext(ctx, `SELECT blob_key FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&key)
 	if errors.Is(err, sql.ErrNoRows) {

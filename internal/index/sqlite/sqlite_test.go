@@ -14,12 +14,12 @@ import (
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/indextest"
-	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 var (
-	flakeA = route.Flake{Org: "omnicorp", Name: "a"}
-	flakeB = route.Flake{Org: "omnicorp", Name: "b"}
+	flakeA = nixname.Flake{Org: "omnicorp", Name: "a"}
+	flakeB = nixname.Flake{Org: "omnicorp", Name: "b"}
 )
 
 const (
@@ -40,7 +40,7 @@ func open(t *testing.T, path string) *Index {
 
 func nar(i int) index.Nar {
 	return index.Nar{
-		File: fmt.Sprintf("%052d.nar.xz", i), Compression: route.CompressionXZ,
+		File: fmt.Sprintf("%052d.nar.xz", i), Compression: nixname.CompressionXZ,
 		FileHash: fmt.Sprintf("sha256:file%d", i), FileSize: int64(100 + i),
 		NarHash: fmt.Sprintf("sha256:nar%d", i), NarSize: int64(1000 + i),
 	}
@@ -65,15 +65,15 @@ func TestOwnership(t *testing.T) {
 	}
 	tests := []struct {
 		name  string
-		flake route.Flake
+		flake nixname.Flake
 		hash  string
 		found bool
 	}{
 		{"owner", flakeA, h1, true},
-		{"union", route.Flake{}, h1, true},
+		{"union", nixname.Flake{}, h1, true},
 		{"other flake", flakeB, h1, false},
 		{"absent", flakeA, h2, false},
-		{"absent union", route.Flake{}, h2, false},
+		{"absent union", nixname.Flake{}, h2, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,8 +103,8 @@ func TestOwnership(t *testing.T) {
 		})
 	}
 
-	owners, err := x.Owners(ctx, route.KindNarInfo, h1)
-	if err != nil || !slices.Equal(owners, []route.Flake{flakeA}) {
+	owners, err := x.Owners(ctx, index.KindNarInfo, h1)
+	if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA}) {
 		t.Fatalf("owners %v %v", owners, err)
 	}
 	// Second flake: same content, its own ownership.
@@ -115,19 +115,19 @@ func TestOwnership(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, k := range []struct {
-		kind route.Kind
+		kind index.Kind
 		key  string
-	}{{route.KindNarInfo, h1}, {route.KindNar, nar(1).File}} {
+	}{{index.KindNarInfo, h1}, {index.KindNar, nar(1).File}} {
 		owners, err := x.Owners(ctx, k.kind, k.key)
-		if err != nil || !slices.Equal(owners, []route.Flake{flakeA, flakeB}) {
+		if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("owners of %s: %v %v", k.kind, owners, err)
 		}
 	}
-	owners, err = x.Owners(ctx, route.KindNar, "nothing.nar")
+	owners, err = x.Owners(ctx, index.KindNar, "nothing.nar")
 	if err != nil || owners == nil || len(owners) != 0 {
 		t.Fatalf("owners of absent: %#v %v (want empty, non-nil)", owners, err)
 	}
-	if _, err := x.Owners(ctx, route.KindLog, "x"); err == nil {
+	if _, err := x.Owners(ctx, index.Kind("log"), "x"); err == nil {
 		t.Fatal("owners of a log accepted")
 	}
 	st, err := x.Stats(ctx)
@@ -173,7 +173,7 @@ func TestMissingPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 	tests := []struct {
-		flake  route.Flake
+		flake  nixname.Flake
 		hashes []string
 		want   []string
 	}{
@@ -224,7 +224,7 @@ func TestLogs(t *testing.T) {
 func TestInvalidFlakeRefused(t *testing.T) {
 	ctx := context.Background()
 	x := open(t, filepath.Join(t.TempDir(), "index.db"))
-	for _, f := range []route.Flake{{}, {Org: "Up", Name: "x"}, {Org: "a/b", Name: "c"}} {
+	for _, f := range []nixname.Flake{{}, {Org: "Up", Name: "x"}, {Org: "a/b", Name: "c"}} {
 		if err := x.PutNar(ctx, f, nar(1)); err == nil {
 			t.Errorf("PutNar accepted flake %q", f)
 		}
@@ -277,7 +277,7 @@ func TestConcurrentWritersTwoHandles(t *testing.T) {
 	for w := range 8 {
 		wg.Go(func() {
 			x := xs[w%2]
-			f := []route.Flake{flakeA, flakeB}[w%2]
+			f := []nixname.Flake{flakeA, flakeB}[w%2]
 			for i := range per {
 				n := nar(i)
 				if err := x.PutNar(ctx, f, n); err != nil {
