@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/exchange"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
@@ -56,7 +57,7 @@ func cacheServer(t *testing.T, gh *identitytest.Issuer) (*httptest.Server, ident
 	if err := v.AddIssuer(identity.IssuerConfig{Name: "flakegate", Issuer: self, Audience: []string{self}, Claims: identity.ClaimsFlakegate}, keys.PublicSet()); err != nil {
 		t.Fatal(err)
 	}
-	h := &exchange.Handler{Verifier: v, Policy: engine, Minter: minter, Keys: keys, Logger: log}
+	h := &exchange.Handler{Checker: &authz.Checker{Verifier: v, Policy: engine, Logger: log}, Minter: minter, Keys: keys, Logger: log}
 	mux := http.NewServeMux()
 	h.Register(mux)
 	srv.Config.Handler = mux

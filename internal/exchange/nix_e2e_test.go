@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"bufio"
@@ -157,7 +157,7 @@ func TestNixLoginPushPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _ := login.NetrcPassword(string(b), "127.0.0.1")
-	s, err := st.svc.Verifier.Verify(ctx, tok)
+	s, err := st.app.Verifier().Verify(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
 	}
