@@ -37,6 +37,9 @@ func main() {
 	os.Exit(code)
 }
 
+// runApp is authzapp.Run (tests replace it to see the configuration).
+var runApp = authzapp.Run
+
 // run parses args and runs the service or the check until ctx is done; it
 // returns the exit code (0 ok, 1 failure, 2 bad usage).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -92,7 +95,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	log := cfg.NewLogger(stderr)
-	if err := authzapp.Run(ctx, cfg, log); err != nil {
+	if err := runApp(ctx, cfg, log); err != nil {
 		log.Error("authz stopped with an error", "error", err.Error())
 		return 1
 	}

@@ -153,15 +153,17 @@ func TestRun(t *testing.T) {
 			if tt.args != nil && tt.args[0] == "login" && !contains(args, "-h") {
 				args = append(args, "--netrc", netrc)
 			}
-			env := func(k string) string {
+			// The process environment, with only what the case sets of
+			// what login reads (a CI runner's own variables cleared).
+			for _, k := range []string{"ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "FLAKEGATE_ID_TOKEN", "MY_TOKEN"} {
 				v := tt.env[k]
 				if v == "GITLAB" {
-					return gitlabToken()
+					v = gitlabToken()
 				}
-				return v
+				t.Setenv(k, v)
 			}
 			var stdout, stderr strings.Builder
-			code := run(context.Background(), args, env, &stdout, &stderr)
+			code := run(context.Background(), args, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.wantCode, stderr.String())
 			}
