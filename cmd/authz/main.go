@@ -11,7 +11,8 @@
 // token ids and subjects (see internal/revoke).
 //
 // Every flag is also read from FLAKEGATE_<FLAG> (e.g. FLAKEGATE_HTTP_LISTEN)
-// and from the -config file (one "flag value" per line).
+// and from the -config file (one "flag value" per line); defaults come from
+// authzapp.DefaultConfig. What runs is internal/authzapp.
 package main
 
 import (
@@ -20,44 +21,46 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3"
 
-	"github.com/flakegate/flakegate/internal/authz"
-	"github.com/flakegate/flakegate/internal/exchange"
-	"github.com/flakegate/flakegate/internal/tokens"
+	"github.com/flakegate/flakegate/internal/authzapp"
 )
 
 func main() {
-	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// run parses args and runs the service or the check; it returns the exit
-// code (0 ok, 1 failure, 2 bad usage).
-func run(args []string, stdout, stderr io.Writer) int {
-	cfg := authz.DefaultConfig()
+// runApp is authzapp.Run (tests replace it to see the configuration).
+var runApp = authzapp.Run
+
+// run parses args and runs the service or the check until ctx is done; it
+// returns the exit code (0 ok, 1 failure, 2 bad usage).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := authzapp.DefaultConfig()
 	fs := flag.NewFlagSet("authz", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC ext_authz listen address: host:port, or unix:/path (a unix socket, cheapest for a blob server's embedded gate on the same host)")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "HTTP listen address for /metrics, /healthz and /_flakegate/")
-	fs.StringVar(&cfg.Policies, "policies", "", "Rego policy directory (package flakegate.authz), hot-reloaded")
-	fs.StringVar(&cfg.Issuers, "issuers", "", "issuers file (YAML)")
+	fs.StringVar(&cfg.Policies, "policies", cfg.Policies, "Rego policy directory (package flakegate.authz), hot-reloaded")
+	fs.StringVar(&cfg.Issuers, "issuers", cfg.Issuers, "issuers file (YAML)")
 	fs.StringVar(&cfg.OwnersURL, "owners-url", cfg.OwnersURL, "blob server internal listener, for union-read owners lookups")
 	fs.DurationVar(&cfg.OwnersTimeout, "owners-timeout", cfg.OwnersTimeout, "timeout of one owners lookup")
 	fs.DurationVar(&cfg.OwnersTTL, "owners-ttl", cfg.OwnersTTL, "how long an owners answer is cached (empty or not, alike: a push into another flake shows in the union view within it)")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")
 	fs.DurationVar(&cfg.PolicyDebounce, "policy-debounce", cfg.PolicyDebounce, "reload the policy directory once it has been quiet this long after a change")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn or error")
-	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -http-listen")
-	var xcfg exchange.Config
-	fs.StringVar(&xcfg.PublicURL, "public-url", "", "the cache's public base URL; enables the token exchange (POST /_flakegate/token): iss and aud of cache tokens")
-	fs.StringVar(&xcfg.KeyDir, "token-keys", "", "directory of the cache-token signing keys (*.pem; one is created when empty; newest signs)")
-	fs.DurationVar(&xcfg.Lifetime, "token-lifetime", tokens.DefaultLifetime, "lifetime of an exchanged cache token")
-	fs.DurationVar(&xcfg.MaxLifetime, "token-max-lifetime", tokens.DefaultMaxLifetime, "longest cache token lifetime a client may ask for")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -http-listen")
+	fs.StringVar(&cfg.Exchange.PublicURL, "public-url", cfg.Exchange.PublicURL, "the cache's public base URL; enables the token exchange (POST /_flakegate/token): iss and aud of cache tokens")
+	fs.StringVar(&cfg.Exchange.KeyDir, "token-keys", cfg.Exchange.KeyDir, "directory of the cache-token signing keys (*.pem; one is created when empty; newest signs)")
+	fs.DurationVar(&cfg.Exchange.Lifetime, "token-lifetime", cfg.Exchange.Lifetime, "lifetime of an exchanged cache token")
+	fs.DurationVar(&cfg.Exchange.MaxLifetime, "token-max-lifetime", cfg.Exchange.MaxLifetime, "longest cache token lifetime a client may ask for")
 	check := fs.Bool("check", false, "validate the issuers file and policies (compile, run *_test.rego), print the result and exit")
 	fs.String("config", "", "config file: one `flag value` per line")
 
@@ -78,11 +81,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 2
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-
 	if *check {
-		if err := authz.CheckConfig(ctx, cfg, stdout); err != nil {
+		if err := authzapp.CheckConfig(ctx, cfg, stdout); err != nil {
 			fmt.Fprintln(stdout, "authz -check: FAILED")
 			return 1
 		}
@@ -90,24 +90,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 
-	level, err := authz.ParseLogLevel(cfg.LogLevel)
-	if err != nil {
-		fmt.Fprintf(stderr, "authz: %v\n", err)
-		return 2
-	}
-	log := slog.New(slog.NewJSONHandler(stderr, &slog.HandlerOptions{Level: level}))
-	svc, err := authz.New(ctx, cfg, log)
-	if err != nil {
-		log.Error("authz cannot start", "error", err.Error())
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "authz: invalid configuration:\n%v\n", err)
 		return 1
 	}
-	// Token exchange and the revocation list (denylist.yaml in -policies).
-	if _, err := exchange.Install(ctx, svc, xcfg, log); err != nil {
-		log.Error("authz cannot start: token exchange", "error", err.Error())
-		svc.Close()
-		return 1
-	}
-	if err := svc.Run(ctx); err != nil {
+	log := cfg.NewLogger(stderr)
+	if err := runApp(ctx, cfg, log); err != nil {
 		log.Error("authz stopped with an error", "error", err.Error())
 		return 1
 	}

@@ -1,13 +1,17 @@
 package main
 
 import (
+	"context"
+	"log/slog"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/yaml"
 
+	"github.com/flakegate/flakegate/internal/authzapp"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 )
@@ -57,7 +61,7 @@ func TestRunCheck(t *testing.T) {
 				t.Setenv(k, tt.env[k])
 			}
 			var stdout, stderr strings.Builder
-			code := run(tt.args, &stdout, &stderr)
+			code := run(context.Background(), tt.args, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d\nstdout: %s\nstderr: %s", code, tt.wantCode, stdout.String(), stderr.String())
 			}
@@ -65,5 +69,32 @@ func TestRunCheck(t *testing.T) {
 				t.Errorf("stdout lacks %q:\n%s", tt.wantOut, stdout.String())
 			}
 		})
+	}
+}
+
+// With no other flags authz runs authzapp.DefaultConfig: the flags keep
+// no defaults of their own.
+func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
+	dir := t.TempDir()
+	issuers := filepath.Join(dir, "issuers.yaml")
+	if err := os.WriteFile(issuers, []byte("issuers: []\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var got authzapp.Config
+	orig := runApp
+	t.Cleanup(func() { runApp = orig })
+	runApp = func(_ context.Context, cfg authzapp.Config, _ *slog.Logger) error {
+		got = cfg
+		return nil
+	}
+	policies := "../../internal/authz/testdata/policy"
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), []string{"-policies", policies, "-issuers", issuers}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	want := authzapp.DefaultConfig()
+	want.Policies, want.Issuers = policies, issuers
+	if !reflect.DeepEqual(got, want) {
+		t.Fatalf("flags' defaults:\n%+v\nDefaultConfig:\n%+v", got, want)
 	}
 }

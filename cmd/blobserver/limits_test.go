@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -10,7 +12,8 @@ import (
 	"github.com/flakegate/flakegate/internal/blobserverapp"
 )
 
-// configOf runs run with args and returns the configuration it would serve.
+// configOf runs run with args and returns the configuration it would serve
+// (and stderr when it would not).
 func configOf(t *testing.T, args ...string) (blobserverapp.Config, error) {
 	t.Helper()
 	var got blobserverapp.Config
@@ -20,8 +23,11 @@ func configOf(t *testing.T, args ...string) (blobserverapp.Config, error) {
 		got = cfg
 		return nil
 	}
-	err := run(append([]string{"-data-dir", t.TempDir()}, args...))
-	return got, err
+	var stdout, stderr strings.Builder
+	if code := run(context.Background(), append([]string{"-data-dir", t.TempDir()}, args...), &stdout, &stderr); code != 0 {
+		return got, fmt.Errorf("exit %d: %s", code, stderr.String())
+	}
+	return got, nil
 }
 
 func TestUploadLimitFlags(t *testing.T) {
@@ -41,15 +47,16 @@ func TestUploadLimitFlags(t *testing.T) {
 		t.Fatalf("flags: %+v", cfg)
 	}
 
-	// 0 disables (negative in the configuration), also from the environment.
-	for _, k := range []string{"UPLOAD_MIN_RATE", "UPLOAD_MAX_DURATION", "MAX_EXPANSION", "MAX_UPLOADS_PER_SUBJECT"} {
+	// 0 disables (0 in the configuration too, as below it), also from the
+	// environment; so does -lookup-cache 0.
+	for _, k := range []string{"UPLOAD_MIN_RATE", "UPLOAD_MAX_DURATION", "MAX_EXPANSION", "MAX_UPLOADS_PER_SUBJECT", "LOOKUP_CACHE"} {
 		t.Setenv("FLAKEGATE_"+k, "0")
 	}
 	cfg, err = configOf(t)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.UploadMinRate >= 0 || cfg.UploadMaxDuration >= 0 || cfg.MaxExpansion >= 0 || cfg.MaxUploadsPerSubject >= 0 {
+	if cfg.UploadMinRate != 0 || cfg.UploadMaxDuration != 0 || cfg.MaxExpansion != 0 || cfg.MaxUploadsPerSubject != 0 || cfg.LookupCacheEntries != 0 {
 		t.Fatalf("0 from the environment: %+v", cfg)
 	}
 
@@ -59,5 +66,19 @@ func TestUploadLimitFlags(t *testing.T) {
 		if _, err := configOf(t, args...); err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(args[0], "-")) {
 			t.Errorf("%v: %v, want an error naming the flag", args, err)
 		}
+	}
+}
+
+// With no flags the server runs blobserverapp.DefaultConfig: the flags
+// keep no defaults of their own.
+func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
+	cfg, err := configOf(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := blobserverapp.DefaultConfig()
+	want.DataDir = cfg.DataDir
+	if !reflect.DeepEqual(cfg, want) {
+		t.Fatalf("flags' defaults:\n%+v\nDefaultConfig:\n%+v", cfg, want)
 	}
 }

@@ -4,7 +4,8 @@
 // what runs.
 //
 // Every flag can also be set as FLAKEGATE_<FLAG> (e.g. FLAKEGATE_DATA_DIR)
-// or in the file given by -config (lines "flag value").
+// or in the file given by -config (lines "flag value"); defaults come from
+// blobserverapp.DefaultConfig.
 //
 // # Signing keys
 //
@@ -30,139 +31,94 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"os/signal"
-	"strconv"
-	"strings"
 	"syscall"
 
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/flakegate/flakegate/internal/blobserverapp"
-	"github.com/flakegate/flakegate/internal/cacheserver"
 )
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(0)
-		}
-		fmt.Fprintln(os.Stderr, "blobserver:", err)
-		os.Exit(1)
-	}
-}
-
-func run(args []string) error {
-	fs := flag.NewFlagSet("blobserver", flag.ContinueOnError)
-	var cfg blobserverapp.Config
-	var keyFiles, logLevel string
-	var lookupCache int
-	var lim uploadLimitFlags
-	maxNar := size(cacheserver.DefaultMaxNarSize)
-	maxInfo := size(cacheserver.DefaultMaxNarInfoSize)
-	fs.StringVar(&cfg.Listen, "listen", "127.0.0.1:8080", "public cache listener `address`")
-	fs.StringVar(&cfg.InternalListen, "internal-listen", "127.0.0.1:8081", "internal listener (owners lookups for authz, /metrics, /healthz); empty disables")
-	fs.StringVar(&cfg.DataDir, "data-dir", "", "data `directory` (blobs, index, generated signing key)")
-	fs.StringVar(&keyFiles, "signing-key-file", "", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")
-	fs.StringVar(&cfg.ExtAuthz, "ext-authz", "", "ext_authz gRPC `address` for the embedded gate (host:port or unix socket path)")
-	fs.StringVar(&cfg.AuthzHTTP, "authz-http", "", "authz HTTP listener `URL` (http://host:port): /_flakegate/ (token exchange) is forwarded there, as Envoy does")
-	fs.StringVar(&cfg.Storage, "storage", "", "blob store `URL` (default file://<data-dir>/blobs)")
-	fs.StringVar(&cfg.Index, "index", "", "index `URL` (default sqlite://<data-dir>/index.db)")
-	fs.Var(&maxNar, "max-nar-size", "largest NAR (compressed or not) or build log accepted, bytes (suffixes K, M, G, T, KiB, MiB, GiB, TiB)")
-	fs.Var(&maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
-	fs.IntVar(&cfg.Priority, "priority", cacheserver.DefaultPriority, "nix-cache-info Priority")
-	fs.IntVar(&lookupCache, "lookup-cache", cacheserver.DefaultCacheEntries, "narinfo and NAR lookups kept in memory (entries each; 0 disables: every lookup reads the index)")
-	fs.BoolVar(&cfg.AccessLog, "access-log", true, "log every request (JSON)")
-	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cacheserver.DefaultUploadIdleTimeout, "drop an upload whose client sends nothing for this long")
-	lim.register(fs)
-	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", blobserverapp.DefaultShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
-	fs.StringVar(&logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fs.BoolVar(&cfg.Pprof, "pprof", false, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
-	fs.String("config", "", "config `file` (lines \"flag value\")")
-	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
-	if err := ff.Parse(fs, args,
-		ff.WithEnvVarPrefix("FLAKEGATE"),
-		ff.WithConfigFileFlag("config"),
-		ff.WithConfigFileParser(ff.PlainParser),
-	); err != nil {
-		return err
-	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments: %v", fs.Args())
-	}
-	switch {
-	case lookupCache < 0:
-		return fmt.Errorf("-lookup-cache %d: want a number of entries, or 0 to disable", lookupCache)
-	case lookupCache == 0:
-		cfg.LookupCacheEntries = -1
-	default:
-		cfg.LookupCacheEntries = lookupCache
-	}
-	for _, f := range strings.Split(keyFiles, ",") {
-		if f = strings.TrimSpace(f); f != "" {
-			cfg.SigningKeyFiles = append(cfg.SigningKeyFiles, f)
-		}
-	}
-	cfg.MaxNarSize, cfg.MaxNarInfoSize = int64(maxNar), int64(maxInfo)
-	if err := lim.apply(&cfg); err != nil {
-		return err
-	}
-
-	var level slog.Level
-	if err := level.UnmarshalText([]byte(logLevel)); err != nil {
-		return fmt.Errorf("-log-level: %w", err)
-	}
-	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: level}))
-	slog.SetDefault(log)
-
-	if *printKey {
-		if len(cfg.SigningKeyFiles) == 0 && cfg.DataDir == "" {
-			return errors.New("-print-public-key needs -data-dir or -signing-key-file")
-		}
-		keys, err := blobserverapp.LoadKeys(cfg, slog.New(slog.DiscardHandler))
-		if err != nil {
-			return err
-		}
-		for _, k := range keys.PublicKeys() {
-			fmt.Println(k)
-		}
-		return nil
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
-	defer stop()
-	return runApp(ctx, cfg, log)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
 // runApp is blobserverapp.Run (tests replace it to see the configuration).
 var runApp = blobserverapp.Run
 
-// size is a byte count flag with optional decimal or binary suffix.
-type size int64
+// run parses args and serves until ctx is done (or prints the public keys);
+// it returns the exit code (0 ok, 1 failure, 2 bad usage).
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := blobserverapp.DefaultConfig()
+	keyFiles := blobserverapp.ListFlag(&cfg.SigningKeyFiles)
+	maxNar, maxInfo := blobserverapp.SizeFlag(&cfg.MaxNarSize), blobserverapp.SizeFlag(&cfg.MaxNarInfoSize)
+	minRate := blobserverapp.RateFlag(&cfg.UploadMinRate)
+	fs := flag.NewFlagSet("blobserver", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "public cache listener `address`")
+	fs.StringVar(&cfg.InternalListen, "internal-listen", cfg.InternalListen, "internal listener (owners lookups for authz, /metrics, /healthz); empty disables")
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data `directory` (blobs, index, generated signing key)")
+	fs.Var(keyFiles, "signing-key-file", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")
+	fs.StringVar(&cfg.ExtAuthz, "ext-authz", cfg.ExtAuthz, "ext_authz gRPC `address` for the embedded gate (host:port or unix socket path)")
+	fs.StringVar(&cfg.AuthzHTTP, "authz-http", cfg.AuthzHTTP, "authz HTTP listener `URL` (http://host:port): /_flakegate/ (token exchange) is forwarded there, as Envoy does")
+	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
+	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")
+	fs.Var(maxNar, "max-nar-size", "largest NAR (compressed or not) or build log accepted, bytes (suffixes K, M, G, T, KiB, MiB, GiB, TiB)")
+	fs.Var(maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
+	fs.IntVar(&cfg.Priority, "priority", cfg.Priority, "nix-cache-info Priority")
+	fs.IntVar(&cfg.LookupCacheEntries, "lookup-cache", cfg.LookupCacheEntries, "narinfo and NAR lookups kept in memory (entries each; 0 disables: every lookup reads the index)")
+	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log every request (JSON)")
+	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cfg.UploadIdleTimeout, "drop an upload whose client sends nothing for this long")
+	fs.Var(minRate, "upload-min-rate", "refuse (408) an upload slower than this many bytes/second, averaged over the last 30s from 30s into the upload on (suffixes as -max-nar-size; 0 disables)")
+	fs.DurationVar(&cfg.UploadMaxDuration, "upload-max-duration", cfg.UploadMaxDuration, "refuse (408) an upload body that takes longer than this (0 disables)")
+	fs.Int64Var(&cfg.MaxExpansion, "max-expansion", cfg.MaxExpansion, "refuse (413) a compressed NAR that decompresses to more than this many times its size, plus 1 MiB (0 disables)")
+	fs.IntVar(&cfg.MaxUploadsPerSubject, "max-uploads-per-subject", cfg.MaxUploadsPerSubject, "concurrent uploads allowed to one subject (the gate's x-flakegate-subject); more get 429 (0 disables)")
+	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
+	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
+	fs.String("config", "", "config `file` (lines \"flag value\")")
+	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
-func (s *size) String() string { return strconv.FormatInt(int64(*s), 10) }
-
-func (s *size) Set(v string) error {
-	units := []struct {
-		suffix string
-		mult   int64
-	}{
-		{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"TiB", 1 << 40},
-		{"K", 1e3}, {"M", 1e6}, {"G", 1e9}, {"T", 1e12}, {"B", 1},
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix("FLAKEGATE"),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
 	}
-	mult := int64(1)
-	num := strings.TrimSpace(v)
-	for _, u := range units {
-		if n, ok := strings.CutSuffix(num, u.suffix); ok {
-			num, mult = strings.TrimSpace(n), u.mult
-			break
+	if err != nil {
+		fmt.Fprintf(stderr, "blobserver: %v\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "blobserver: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+
+	if *printKey {
+		if err := blobserverapp.PrintPublicKeys(cfg, stdout); err != nil {
+			fmt.Fprintf(stderr, "blobserver: %v\n", err)
+			return 1
 		}
+		return 0
 	}
-	n, err := strconv.ParseInt(num, 10, 64)
-	if err != nil || n <= 0 || n > (1<<62)/mult {
-		return fmt.Errorf("invalid size %q", v)
+
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "blobserver: invalid configuration:\n%v\n", err)
+		return 1
 	}
-	*s = size(n * mult)
-	return nil
+	log := cfg.NewLogger(stderr)
+	slog.SetDefault(log)
+	if err := runApp(ctx, cfg, log); err != nil {
+		log.Error("blobserver stopped with an error", "error", err.Error())
+		return 1
+	}
+	return 0
 }

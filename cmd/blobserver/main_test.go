@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/json"
@@ -22,47 +23,27 @@ import (
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
-func TestSizeFlag(t *testing.T) {
-	tests := []struct {
-		in   string
-		want int64
-		ok   bool
-	}{
-		{"1024", 1024, true},
-		{"64GiB", 64 << 30, true},
-		{"1 MiB", 1 << 20, true},
-		{"5M", 5_000_000, true},
-		{"2K", 2000, true},
-		{"10B", 10, true},
-		{"0", 0, false},
-		{"-1", 0, false},
-		{"lots", 0, false},
-		{"9999999TiB", 0, false},
-	}
-	for _, tt := range tests {
-		var s size
-		err := s.Set(tt.in)
-		if (err == nil) != tt.ok || (tt.ok && int64(s) != tt.want) {
-			t.Errorf("Set(%q) = %d, %v; want %d ok=%v", tt.in, s, err, tt.want, tt.ok)
-		}
-	}
-}
-
 func TestFlagsFromEnvAndConfig(t *testing.T) {
 	dir := t.TempDir()
 	conf := filepath.Join(dir, "blobserver.conf")
 	if err := os.WriteFile(conf, []byte("listen 127.0.0.1:1\nmax-nar-size nonsense\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := run([]string{"-config", conf})
-	if err == nil || !strings.Contains(err.Error(), "nonsense") {
-		t.Fatalf("config file not read: %v", err)
+	if code, stderr := runArgs(t, "-config", conf); code != 2 || !strings.Contains(stderr, "nonsense") {
+		t.Fatalf("config file not read: %d %s", code, stderr)
 	}
 	t.Setenv("FLAKEGATE_LOG_LEVEL", "loud")
-	err = run(nil)
-	if err == nil || !strings.Contains(err.Error(), "-log-level") {
-		t.Fatalf("env not read: %v", err)
+	if code, stderr := runArgs(t); code != 1 || !strings.Contains(stderr, "-log-level") {
+		t.Fatalf("env not read: %d %s", code, stderr)
 	}
+}
+
+// runArgs runs run with args and returns its exit code and stderr.
+func runArgs(t *testing.T, args ...string) (int, string) {
+	t.Helper()
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), args, &stdout, &stderr)
+	return code, stderr.String()
 }
 
 // buildBinary builds cmd/blobserver into a temporary directory.
@@ -262,11 +243,15 @@ func TestKillDuringUpload(t *testing.T) {
 
 func TestPrintPublicKey(t *testing.T) {
 	dir := t.TempDir()
-	out := captureStdout(t, func() {
-		if err := run([]string{"-data-dir", dir, "-print-public-key"}); err != nil {
-			t.Fatal(err)
-		}
-	})
+	printKey := func(args ...string) (int, string) {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), append(args, "-print-public-key"), &stdout, &stderr)
+		return code, stdout.String()
+	}
+	code, out := printKey("-data-dir", dir)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
 	key, err := os.ReadFile(filepath.Join(dir, "signing-key.sec"))
 	if err != nil {
 		t.Fatal(err)
@@ -275,32 +260,17 @@ func TestPrintPublicKey(t *testing.T) {
 	if !strings.HasPrefix(out, name+":") || strings.Count(out, "\n") != 1 || strings.Contains(out, strings.SplitN(string(key), ":", 2)[1]) {
 		t.Fatalf("printed %q", out)
 	}
-	if again := captureStdout(t, func() { run([]string{"-data-dir", dir, "-print-public-key"}) }); again != out {
+	if _, again := printKey("-data-dir", dir); again != out {
 		t.Fatalf("second call printed %q, first %q", again, out)
 	}
-	if err := run([]string{"-print-public-key"}); err == nil {
+	if code, _ := printKey(); code == 0 {
 		t.Fatal("no data dir accepted")
 	}
 }
 
-func captureStdout(t *testing.T, fn func()) string {
-	t.Helper()
-	r, w, err := os.Pipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	old := os.Stdout
-	os.Stdout = w
-	defer func() { os.Stdout = old }()
-	fn()
-	w.Close()
-	b, _ := io.ReadAll(r)
-	return string(b)
-}
-
 func TestLookupCacheFlagRejectsNegative(t *testing.T) {
-	err := run([]string{"-lookup-cache", "-1", "-data-dir", t.TempDir()})
-	if err == nil || !strings.Contains(err.Error(), "-lookup-cache -1") {
-		t.Fatalf("negative -lookup-cache: %v", err)
+	code, stderr := runArgs(t, "-lookup-cache", "-1", "-data-dir", t.TempDir())
+	if code == 0 || !strings.Contains(stderr, "-lookup-cache -1") {
+		t.Fatalf("negative -lookup-cache: %d %s", code, stderr)
 	}
 }

@@ -42,13 +42,13 @@ Run "flakegate login -h" for the flags.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	code := run(ctx, os.Args[1:], os.Getenv, os.Stdout, os.Stderr)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)
 }
 
 // run returns the exit code: 0 ok, 1 failure, 2 bad usage.
-func run(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		fmt.Fprint(stderr, usage)
 		if len(args) == 0 {
@@ -58,13 +58,13 @@ func run(ctx context.Context, args []string, getenv func(string) string, stdout,
 	}
 	switch args[0] {
 	case "login":
-		return runLogin(ctx, args[1:], getenv, stdout, stderr)
+		return runLogin(ctx, args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "flakegate: unknown command %q\n%s", args[0], usage)
 	return 2
 }
 
-func runLogin(ctx context.Context, args []string, getenv func(string) string, stdout, stderr io.Writer) int {
+func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var cfg login.Config
 	var scopes string
 	fs := flag.NewFlagSet("flakegate login", flag.ContinueOnError)
@@ -98,7 +98,7 @@ func runLogin(ctx context.Context, args []string, getenv func(string) string, st
 	}
 	err = login.Run(ctx, cfg, login.Env{
 		HTTPClient: &http.Client{},
-		Getenv:     getenv,
+		Getenv:     os.Getenv,
 		Stdout:     stdout,
 		Stderr:     stderr,
 	})

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/exchange"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
@@ -56,7 +57,7 @@ func cacheServer(t *testing.T, gh *identitytest.Issuer) (*httptest.Server, ident
 	if err := v.AddIssuer(identity.IssuerConfig{Name: "flakegate", Issuer: self, Audience: []string{self}, Claims: identity.ClaimsFlakegate}, keys.PublicSet()); err != nil {
 		t.Fatal(err)
 	}
-	h := &exchange.Handler{Verifier: v, Policy: engine, Minter: minter, Keys: keys, Logger: log}
+	h := &exchange.Handler{Checker: &authz.Checker{Verifier: v, Policy: engine, Logger: log}, Minter: minter, Keys: keys, Logger: log}
 	mux := http.NewServeMux()
 	h.Register(mux)
 	srv.Config.Handler = mux
@@ -152,15 +153,17 @@ func TestRun(t *testing.T) {
 			if tt.args != nil && tt.args[0] == "login" && !contains(args, "-h") {
 				args = append(args, "--netrc", netrc)
 			}
-			env := func(k string) string {
+			// The process environment, with only what the case sets of
+			// what login reads (a CI runner's own variables cleared).
+			for _, k := range []string{"ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "FLAKEGATE_ID_TOKEN", "MY_TOKEN"} {
 				v := tt.env[k]
 				if v == "GITLAB" {
-					return gitlabToken()
+					v = gitlabToken()
 				}
-				return v
+				t.Setenv(k, v)
 			}
 			var stdout, stderr strings.Builder
-			code := run(context.Background(), args, env, &stdout, &stderr)
+			code := run(context.Background(), args, &stdout, &stderr)
 			if code != tt.wantCode {
 				t.Fatalf("exit %d, want %d; stderr:\n%s", code, tt.wantCode, stderr.String())
 			}

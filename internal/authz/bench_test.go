@@ -16,6 +16,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/serve"
 )
 
 // BenchmarkCheck measures one decision on the hot path: a token already in
@@ -136,7 +137,7 @@ func BenchmarkCheckGRPC(b *testing.B) {
 			if network == "unix" {
 				addr = "unix:" + filepath.Join(b.TempDir(), "authz.sock")
 			}
-			ln, err := listenGRPC(addr)
+			ln, err := serve.Listen(addr)
 			if err != nil {
 				b.Fatal(err)
 			}

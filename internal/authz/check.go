@@ -6,8 +6,12 @@
 //
 // The core is pure and tested from JSON fixtures: ParseCheckRequest (what
 // the request is), BuildInput (the policy input) and Respond (the answer).
-// Checker ties them to a Verifier, a policy Evaluator and an OwnersLookup;
-// Server serves it over gRPC; Service runs the whole process (cmd/authz).
+// Checker ties them to a Verifier, a policy Evaluator, an OwnersLookup and
+// the revocation check, and records every decision (decision log line,
+// metrics); it is the one check path: Envoy's and the embedded gate's
+// Checks (Server, over gRPC) and the token exchange (internal/exchange) ask
+// it alike. OwnersClient is the owners lookup over HTTP. The process that
+// serves all this (configuration, listeners, health) is internal/authzapp.
 //
 // Status codes (DESIGN.md): a missing or invalid token where one is needed
 // → 401 with WWW-Authenticate; a denied read → 404 with the same body as an
@@ -39,7 +43,8 @@ type OwnersLookup interface {
 	Owners(ctx context.Context, r route.Request) ([]nixname.Flake, error)
 }
 
-// Checker decides CheckRequests. Its fields are set once before use; it is
+// Checker decides requests. Its fields are set when it is built, before
+// its first use (internal/authzapp builds the process's one Checker); it is
 // safe for concurrent use.
 type Checker struct {
 	Verifier identity.Verifier
@@ -47,7 +52,8 @@ type Checker struct {
 	Owners   OwnersLookup
 	// SubjectCheck, when set, is called with every verified subject before
 	// the policy; an error rejects the request with 401 and its text as the
-	// reason (token revocation). It must not block for long.
+	// reason. authzapp always sets it to the revocation list
+	// (revoke.Checker.Check). It must not block for long.
 	SubjectCheck func(ctx context.Context, s *identity.Subject) error
 	Logger       *slog.Logger // decision log; nil: slog.Default()
 	Metrics      *Metrics     // nil: no metrics
@@ -74,10 +80,17 @@ func (c *Checker) Check(ctx context.Context, req *authv3.CheckRequest) *authv3.C
 
 // CheckRequest is Check for a request already parsed.
 func (c *Checker) CheckRequest(ctx context.Context, r Request) *authv3.CheckResponse {
+	return Respond(c.Authorize(ctx, r).Outcome)
+}
+
+// Authorize decides a parsed request and records the decision (decision
+// log line, metrics): what Check does, for a caller that answers the
+// client itself (the token exchange) and needs the verified subject.
+func (c *Checker) Authorize(ctx context.Context, r Request) Result {
 	start := time.Now()
 	res := c.Decide(ctx, r)
 	c.record(ctx, res, time.Since(start))
-	return Respond(res.Outcome)
+	return res
 }
 
 // Decide decides a parsed request. It does no logging.

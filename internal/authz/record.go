@@ -46,8 +46,9 @@ func (m *Metrics) ownersLookup(result string) {
 	}
 }
 
-// resultLabel classifies a decision for the metrics.
-func resultLabel(res Result) string {
+// ResultLabel classifies a decision for the metrics: allow, invalid (not a
+// path the cache serves), unauthenticated (401), error (5xx) or deny.
+func ResultLabel(res Result) string {
 	switch {
 	case res.Allow:
 		return "allow"
@@ -69,7 +70,7 @@ func (c *Checker) record(ctx context.Context, res Result, latency time.Duration)
 		action = "none"
 	}
 	if c.Metrics != nil {
-		c.Metrics.decisions.WithLabelValues(action, resultLabel(res)).Inc()
+		c.Metrics.decisions.WithLabelValues(action, ResultLabel(res)).Inc()
 		c.Metrics.latency.WithLabelValues(action).Observe(latency.Seconds())
 	}
 	log := c.Logger

@@ -28,12 +28,13 @@ type Request struct {
 // Envoy's encode_raw_headers is on) is read too.
 func ParseCheckRequest(req *authv3.CheckRequest) Request {
 	h := req.GetAttributes().GetRequest().GetHttp()
-	return parseRequest(h.GetMethod(), h.GetPath(), header(h, "authorization"))
+	return NewRequest(h.GetMethod(), h.GetPath(), header(h, "authorization"))
 }
 
-// parseRequest is ParseCheckRequest from the three values it reads (also
-// what the gRPC server decodes from the wire: wireCheckRequest).
-func parseRequest(method, path, authorization string) Request {
+// NewRequest is ParseCheckRequest from the three values it reads: what the
+// gRPC server decodes from the wire (wireCheckRequest), and what the token
+// exchange reads from its HTTP request. It is pure.
+func NewRequest(method, path, authorization string) Request {
 	r := Request{Method: method, Path: path}
 	if i := strings.IndexAny(r.Path, "?#"); i >= 0 {
 		r.Path = r.Path[:i]

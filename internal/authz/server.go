@@ -67,9 +67,9 @@ func NewGRPCServer(checker *Checker, opts ...grpc.ServerOption) (*grpc.Server, *
 	return gs, hs
 }
 
-// setServing sets the health of both the server and the Authorization
+// SetServing sets the health of both the server and the Authorization
 // service.
-func setServing(hs *health.Server, serving bool) {
+func SetServing(hs *health.Server, serving bool) {
 	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if serving {
 		st = healthpb.HealthCheckResponse_SERVING

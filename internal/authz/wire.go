@@ -56,7 +56,7 @@ func (w *wireCheckRequest) request() Request {
 	if w.mapHasAuth {
 		auth = w.mapAuth
 	}
-	return parseRequest(string(w.method), string(w.path), string(auth))
+	return NewRequest(string(w.method), string(w.path), string(auth))
 }
 
 var errWire = errors.New("malformed CheckRequest")

@@ -18,6 +18,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/serve"
 )
 
 // fixtureRequests are the wire bytes of every fixture's CheckRequest.
@@ -192,12 +193,12 @@ func TestWireCheckOverGRPC(t *testing.T) {
 		Policy:   allowAuthenticated{},
 		Logger:   discardLogger(),
 	}
-	ln, err := listenGRPC("unix:" + filepath.Join(t.TempDir(), "authz.sock"))
+	ln, err := serve.Listen("unix:" + filepath.Join(t.TempDir(), "authz.sock"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	gs, hs := NewGRPCServer(c)
-	setServing(hs, true)
+	SetServing(hs, true)
 	go gs.Serve(ln)
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient("unix:"+ln.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))

@@ -1,15 +1,15 @@
-// Package blobserverapp runs the blob server process: it loads the signing
-// keys, opens storage, builds the cache handlers (wrapped by the embedded
-// gate when -ext-authz is set), serves the public and internal listeners,
-// and shuts down gracefully, letting running uploads end.
+// Package blobserverapp runs the blob server process: its configuration
+// (Config, DefaultConfig — the one place its defaults live — and Validate),
+// the flag values cmd/blobserver needs, then Run: it loads the signing keys,
+// opens storage, builds the cache handlers (wrapped by the embedded gate
+// when -ext-authz is set), serves the public and internal listeners and
+// shuts down gracefully (internal/serve), letting running uploads end.
 package blobserverapp
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"path/filepath"
 	"time"
@@ -18,61 +18,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/authzproxy"
+	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/cacheserver"
 	"github.com/flakegate/flakegate/internal/debughttp"
 	"github.com/flakegate/flakegate/internal/gate"
+	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/serve"
 	"github.com/flakegate/flakegate/internal/storage"
 )
-
-// Config is the blob server's configuration (cmd/blobserver's flags).
-type Config struct {
-	Listen         string // public cache listener
-	InternalListen string // owners lookups, /metrics, /healthz; "" disables
-	DataDir        string
-	// SigningKeyFiles are Nix secret key files; every key signs. Empty: use
-	// (creating on first start) <DataDir>/signing-key.sec.
-	SigningKeyFiles []string
-	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
-	// AuthzHTTP is authz's HTTP listener (http://host:port); /_flakegate/…
-	// (token exchange, JWKS) is forwarded there, as Envoy's route does. "" : not served.
-	AuthzHTTP      string
-	Storage        string // blob store URL; default file://<DataDir>/blobs
-	Index          string // index URL; default sqlite://<DataDir>/index.db
-	MaxNarSize     int64
-	MaxNarInfoSize int64
-	Priority       int
-	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
-	// lookups (entries each): 0 means cacheserver.DefaultCacheEntries,
-	// negative disables them.
-	LookupCacheEntries int
-	AccessLog          bool
-	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
-	UploadIdleTimeout time.Duration
-	// Upload limits, as in cacheserver.Config: 0 means the default,
-	// negative disables the limit.
-	UploadMinRate        int64         // bytes/second over a 30 s window (408 below)
-	UploadMaxDuration    time.Duration // per upload body (408 after)
-	MaxExpansion         int64         // decompressed/compressed NAR bytes (413 above)
-	MaxUploadsPerSubject int           // concurrent uploads per gate subject (429 beyond)
-	// RequestBodyTimeout bounds reading the body of any other request than
-	// an upload (PUT): such a body (rare: a token exchange's JSON) must
-	// arrive whole within it (408 otherwise). Default
-	// DefaultRequestBodyTimeout.
-	RequestBodyTimeout time.Duration
-	// ShutdownTimeout bounds how long running requests (uploads) may take
-	// to finish after SIGTERM.
-	ShutdownTimeout time.Duration
-	// Pprof serves Go's runtime profiles under /debug/pprof/ on the
-	// internal listener.
-	Pprof bool
-	// OnListen, if set, is called with the bound addresses ("" for a
-	// disabled internal listener) once both listeners accept connections.
-	OnListen func(public, internal string)
-}
-
-// DefaultShutdownTimeout lets a large upload finish after SIGTERM.
-const DefaultShutdownTimeout = 10 * time.Minute
 
 // Listening is logged with the bound addresses once the server accepts
 // connections (tests and scripts read it when listening on port 0).
@@ -80,29 +34,6 @@ const Listening = "listening"
 
 // KeyFileName is the key created in the data directory when no key file is configured.
 const KeyFileName = "signing-key.sec"
-
-func (c *Config) defaults() error {
-	if c.Listen == "" {
-		return errors.New("no -listen address")
-	}
-	needData := c.Storage == "" || c.Index == "" || len(c.SigningKeyFiles) == 0
-	if needData && c.DataDir == "" {
-		return errors.New("-data-dir is required (or set -storage, -index and -signing-key-file)")
-	}
-	if c.Storage == "" {
-		c.Storage = "file://" + filepath.Join(c.DataDir, "blobs")
-	}
-	if c.Index == "" {
-		c.Index = "sqlite://" + filepath.Join(c.DataDir, "index.db")
-	}
-	if c.ShutdownTimeout <= 0 {
-		c.ShutdownTimeout = DefaultShutdownTimeout
-	}
-	if c.RequestBodyTimeout <= 0 {
-		c.RequestBodyTimeout = DefaultRequestBodyTimeout
-	}
-	return nil
-}
 
 // LoadKeys loads the configured key files, or loads/creates the data
 // directory's key. It logs the public keys clients must trust.
@@ -134,36 +65,30 @@ func LoadKeys(cfg Config, log *slog.Logger) (*nixcache.KeySet, error) {
 	return ks, nil
 }
 
-// Run serves until ctx is done, then shuts down gracefully.
+// Run checks cfg and serves until ctx is done, then shuts down
+// gracefully, letting running uploads finish within ShutdownTimeout.
 func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
-	if err := cfg.defaults(); err != nil {
-		return err
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("invalid configuration:\n%w", err)
 	}
 	keys, err := LoadKeys(cfg, log)
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
 	}
 
-	blobs, err := storage.OpenBlob(ctx, cfg.Storage)
+	blobs, err := storage.OpenBlob(ctx, cfg.storageURL())
 	if err != nil {
 		return fmt.Errorf("open blob store: %w", err)
 	}
 	defer blobs.Close()
-	idx, err := storage.OpenIndex(ctx, cfg.Index)
+	idx, err := storage.OpenIndex(ctx, cfg.indexURL())
 	if err != nil {
 		return fmt.Errorf("open index: %w", err)
 	}
 	defer idx.Close()
 
 	reg := prometheus.NewRegistry()
-	srv, err := cacheserver.New(cacheserver.Config{
-		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog,
-		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
-		CacheEntries:      cfg.LookupCacheEntries,
-		UploadIdleTimeout: cfg.UploadIdleTimeout, Registry: reg,
-		UploadMinRate: cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
-		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,
-	})
+	srv, err := cacheserver.New(cacheConfig(cfg, blobs, idx, keys, log, reg))
 	if err != nil {
 		return err
 	}
@@ -200,13 +125,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
 	}
 
-	servers := []*http.Server{{
+	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, Server: &http.Server{
 		Handler:           public,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}
-	addrs := []string{cfg.Listen}
+	}}}
 	if cfg.InternalListen != "" {
 		internal := srv.InternalHandler()
 		if cfg.Pprof {
@@ -215,55 +139,44 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			debughttp.Mount(mux)
 			internal = mux
 		}
-		servers = append(servers, &http.Server{
+		listeners = append(listeners, serve.Listener{Name: "internal", Addr: cfg.InternalListen, Server: &http.Server{
 			Handler:           internal,
 			ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout:       30 * time.Second,
 			WriteTimeout:      30 * time.Second,
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		})
-		addrs = append(addrs, cfg.InternalListen)
+		}})
 	}
-	lns := make([]net.Listener, len(servers))
-	for i, a := range addrs {
-		ln, err := net.Listen("tcp", a)
-		if err != nil {
-			for _, l := range lns[:i] {
-				l.Close()
+	err = serve.Run(ctx, listeners, serve.Options{
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Logger:          log,
+		Ready: func(addrs []string) {
+			pubAddr, intAddr := addrs[0], ""
+			if len(addrs) > 1 {
+				intAddr = addrs[1]
 			}
-			return fmt.Errorf("listen on %s: %w", a, err)
-		}
-		lns[i] = ln
-	}
-	pubAddr, intAddr := lns[0].Addr().String(), ""
-	if len(lns) > 1 {
-		intAddr = lns[1].Addr().String()
-	}
-	log.Info(Listening, "public", pubAddr, "internal", intAddr)
-	if cfg.OnListen != nil {
-		cfg.OnListen(pubAddr, intAddr)
-	}
-
-	errc := make(chan error, len(servers))
-	for i, s := range servers {
-		go func() { errc <- s.Serve(lns[i]) }()
-	}
-	var serveErr error
-	select {
-	case <-ctx.Done():
-	case serveErr = <-errc:
-	}
-	log.Info("shutting down: waiting for running requests", "timeout", cfg.ShutdownTimeout.String())
-	sctx, cancel := context.WithTimeout(context.Background(), cfg.ShutdownTimeout)
-	defer cancel()
-	for _, s := range servers {
-		if err := s.Shutdown(sctx); err != nil {
-			log.Error("shutdown", "err", err)
-		}
-	}
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return fmt.Errorf("serve: %w", serveErr)
+			log.Info(Listening, "public", pubAddr, "internal", intAddr)
+			if cfg.OnListen != nil {
+				cfg.OnListen(pubAddr, intAddr)
+			}
+		},
+	})
+	if err != nil {
+		return err
 	}
 	log.Info("stopped")
 	return nil
+}
+
+// cacheConfig is the cache handlers' configuration: the limits as they
+// are (0 is off in both), the storage opened.
+func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.KeySet, log *slog.Logger, reg *prometheus.Registry) cacheserver.Config {
+	return cacheserver.Config{
+		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
+		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
+		CacheEntries:      cfg.LookupCacheEntries,
+		UploadIdleTimeout: cfg.UploadIdleTimeout,
+		UploadMinRate:     cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
+		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,
+	}
 }

@@ -22,15 +22,17 @@ type server struct {
 	log              *testutil.LogBuffer
 }
 
+// config is DefaultConfig with the test's settings.
+func config(set func(*Config)) Config {
+	c := DefaultConfig()
+	set(&c)
+	return c
+}
+
 // start runs the server on loopback ports until the test ends (or stop).
 func start(t testing.TB, cfg Config) *server {
 	t.Helper()
-	if cfg.Listen == "" {
-		cfg.Listen = "127.0.0.1:0"
-	}
-	if cfg.InternalListen == "" {
-		cfg.InternalListen = "127.0.0.1:0"
-	}
+	cfg.Listen, cfg.InternalListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.AccessLog = true
 	ready := make(chan [2]string, 1)
 	cfg.OnListen = func(p, i string) { ready <- [2]string{p, i} }
@@ -80,7 +82,7 @@ func get(t testing.TB, url string) (int, string) {
 
 func TestRunCreatesKeyAndServes(t *testing.T) {
 	dir := t.TempDir()
-	s := start(t, Config{DataDir: dir})
+	s := start(t, config(func(c *Config) { c.DataDir = dir }))
 	if st, body := get(t, s.URL+"/nix-cache-info"); st != 200 || !strings.Contains(body, "StoreDir: /nix/store") {
 		t.Fatalf("nix-cache-info: %d %q", st, body)
 	}
@@ -104,7 +106,7 @@ func TestRunCreatesKeyAndServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Second start reuses the key.
-	s2 := start(t, Config{DataDir: dir})
+	s2 := start(t, config(func(c *Config) { c.DataDir = dir }))
 	if strings.Contains(s2.log.String(), "created signing key") {
 		t.Fatal("key created again")
 	}
@@ -121,11 +123,15 @@ func TestRunConfigErrors(t *testing.T) {
 		cfg  Config
 		want string
 	}{
-		{"no data dir", Config{Listen: "127.0.0.1:0"}, "-data-dir is required"},
-		{"bad key file", Config{Listen: "127.0.0.1:0", DataDir: dir, SigningKeyFiles: []string{filepath.Join(dir, "bad.sec")}}, "signing key"},
-		{"missing key file", Config{Listen: "127.0.0.1:0", DataDir: dir, SigningKeyFiles: []string{filepath.Join(dir, "absent.sec")}}, "absent.sec"},
-		{"bad storage", Config{Listen: "127.0.0.1:0", DataDir: dir, Storage: "gopher://x"}, "unsupported scheme"},
-		{"bad listen", Config{Listen: "256.0.0.1:99999", DataDir: dir}, "listen on"},
+		{"no data dir", config(func(c *Config) { c.Listen = "127.0.0.1:0" }), "-data-dir is required"},
+		{"bad key file", config(func(c *Config) {
+			c.Listen, c.DataDir, c.SigningKeyFiles = "127.0.0.1:0", dir, []string{filepath.Join(dir, "bad.sec")}
+		}), "signing key"},
+		{"missing key file", config(func(c *Config) {
+			c.Listen, c.DataDir, c.SigningKeyFiles = "127.0.0.1:0", dir, []string{filepath.Join(dir, "absent.sec")}
+		}), "absent.sec"},
+		{"bad storage", config(func(c *Config) { c.Listen, c.DataDir, c.Storage = "127.0.0.1:0", dir, "gopher://x" }), "unsupported scheme"},
+		{"bad listen", config(func(c *Config) { c.Listen, c.InternalListen, c.DataDir = "256.0.0.1:99999", "", dir }), "listen on"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -141,7 +147,7 @@ func TestRunConfigErrors(t *testing.T) {
 // SIGTERM (context cancel) lets a running upload finish.
 func TestGracefulShutdownLetsUploadFinish(t *testing.T) {
 	dir := t.TempDir()
-	s := start(t, Config{DataDir: dir, ShutdownTimeout: time.Minute})
+	s := start(t, config(func(c *Config) { c.DataDir, c.ShutdownTimeout = dir, time.Minute }))
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("PUT", s.URL+"/omnicorp/a/log/"+strings.Repeat("0", 32)+"-x.drv", pr)
 	type result struct {
@@ -181,7 +187,7 @@ func TestGracefulShutdownLetsUploadFinish(t *testing.T) {
 	if err := <-stopped; err != nil {
 		t.Fatal(err)
 	}
-	s2 := start(t, Config{DataDir: dir})
+	s2 := start(t, config(func(c *Config) { c.DataDir = dir }))
 	if st, body := get(t, s2.URL+"/omnicorp/a/log/"+strings.Repeat("0", 32)+"-x.drv"); st != 200 || body != "first half of the log\nsecond half\n" {
 		t.Fatalf("log after restart: %d %q", st, body)
 	}
@@ -195,5 +201,59 @@ func waitFor(t testing.TB, cond func() bool) {
 			t.Fatal("condition not reached within 20s")
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func TestValidateReportsEveryError(t *testing.T) {
+	c := DefaultConfig()
+	c.Listen, c.InternalListen = "nohost", "127.0.0.1"
+	c.MaxNarSize, c.Priority, c.ShutdownTimeout = 0, -1, 0
+	c.LookupCacheEntries, c.MaxExpansion, c.UploadMaxDuration = -1, -2, -time.Second
+	c.LogLevel = "loud"
+	err := c.Validate()
+	if err == nil {
+		t.Fatal("no error")
+	}
+	for _, want := range []string{`-listen "nohost"`, `-internal-listen "127.0.0.1"`, "-data-dir is required",
+		"-max-nar-size must be positive", "-priority must be positive", "-shutdown-timeout must be positive",
+		"-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-log-level"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
+	}
+
+	c = DefaultConfig()
+	c.DataDir = t.TempDir()
+	if err := c.Validate(); err != nil {
+		t.Fatalf("defaults with a data dir: %v", err)
+	}
+	// Storage, index and key files elsewhere need no data dir.
+	c.DataDir, c.Storage, c.Index, c.SigningKeyFiles = "", "s3://bucket", "postgres://db", []string{"key.sec"}
+	if err := c.Validate(); err != nil {
+		t.Fatalf("no data dir needed: %v", err)
+	}
+}
+
+// -lookup-cache 0 means off at every layer: 0 in Config is 0 in the cache
+// handlers' configuration, where 0 is no cache (cacheserver's
+// TestLookupCacheEntries); before issue 15, 0 below the flag meant "the
+// default".
+func TestLookupCacheZeroIsOff(t *testing.T) {
+	for _, n := range []int{0, 100} {
+		c := DefaultConfig()
+		c.LookupCacheEntries = n
+		if got := cacheConfig(c, nil, nil, nil, nil, nil).CacheEntries; got != n {
+			t.Errorf("LookupCacheEntries %d → cacheserver CacheEntries %d", n, got)
+		}
+	}
+	if DefaultConfig().LookupCacheEntries <= 0 {
+		t.Error("the lookup cache is off by default")
+	}
+	// The upload limits alike: 0 is off in both.
+	c := DefaultConfig()
+	c.UploadMinRate, c.UploadMaxDuration, c.MaxExpansion, c.MaxUploadsPerSubject = 0, 0, 0, 0
+	cc := cacheConfig(c, nil, nil, nil, nil, nil)
+	if cc.UploadMinRate != 0 || cc.UploadMaxDuration != 0 || cc.MaxExpansion != 0 || cc.MaxUploadsPerSubject != 0 {
+		t.Errorf("limits switched off became %+v", cc)
 	}
 }

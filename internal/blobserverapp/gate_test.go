@@ -57,7 +57,7 @@ func TestEmbeddedGate(t *testing.T) {
 	go gs.Serve(ln)
 	defer gs.Stop()
 
-	s := start(t, Config{DataDir: t.TempDir(), ExtAuthz: ln.Addr().String()})
+	s := start(t, config(func(c *Config) { c.DataDir, c.ExtAuthz = t.TempDir(), ln.Addr().String() }))
 	req := func(token, forgedSubject string) int {
 		r, _ := http.NewRequest("GET", s.URL+"/omnicorp/a/nix-cache-info", nil)
 		if token != "" {

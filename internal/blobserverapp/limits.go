@@ -9,10 +9,6 @@ import (
 	"time"
 )
 
-// DefaultRequestBodyTimeout is Config.RequestBodyTimeout's default (the
-// public listener's ReadHeaderTimeout).
-const DefaultRequestBodyTimeout = 30 * time.Second
-
 // maxRequestBody bounds the body of a request other than an upload (the
 // token exchange's JSON is a few dozen bytes).
 const maxRequestBody = 64 << 10

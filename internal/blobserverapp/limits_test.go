@@ -48,7 +48,7 @@ func rawRequest(t *testing.T, baseURL, head, first string) (resp *http.Response,
 // answers). Such a body must arrive within RequestBodyTimeout: 408 at
 // once after it, and the connection is closed.
 func TestSlowBodyOnReadRequest(t *testing.T) {
-	s := start(t, Config{DataDir: t.TempDir(), RequestBodyTimeout: 300 * time.Millisecond})
+	s := start(t, config(func(c *Config) { c.DataDir, c.RequestBodyTimeout = t.TempDir(), 300*time.Millisecond }))
 	for _, head := range []string{
 		"GET /nix-cache-info HTTP/1.1\r\nHost: cache\r\nContent-Length: 100000\r\n\r\n",
 		"HEAD /omnicorp/a/nix-cache-info HTTP/1.1\r\nHost: cache\r\nTransfer-Encoding: chunked\r\n\r\n10000\r\n",
@@ -80,7 +80,7 @@ func TestEmbeddedGateSlowClientsAndAuthzDown(t *testing.T) {
 	authv3.RegisterAuthorizationServer(gs, fakeAuthz{})
 	go gs.Serve(ln)
 	defer gs.Stop()
-	s := start(t, Config{DataDir: t.TempDir(), ExtAuthz: ln.Addr().String()})
+	s := start(t, config(func(c *Config) { c.DataDir, c.ExtAuthz = t.TempDir(), ln.Addr().String() }))
 
 	resp, _, took, closed := rawRequest(t, s.URL,
 		"PUT /omnicorp/a/log/"+strings.Repeat("0", 32)+"-x.drv HTTP/1.1\r\nHost: cache\r\nContent-Length: 200000\r\n\r\n", "abc")

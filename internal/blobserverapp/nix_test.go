@@ -19,7 +19,7 @@ func TestNixPushPull(t *testing.T) {
 		t.Skip("real-Nix push/pull: skipped in -short")
 	}
 	secret, public := nixtest.GenerateKey(t, "flakegate-test-1")
-	s := start(t, Config{DataDir: t.TempDir(), SigningKeyFiles: []string{secret}})
+	s := start(t, config(func(c *Config) { c.DataDir, c.SigningKeyFiles = t.TempDir(), []string{secret} }))
 	for _, comp := range []string{"none", "xz", "zstd"} {
 		t.Run(comp, func(t *testing.T) {
 			src := nixtest.NewStore(t)
@@ -81,7 +81,7 @@ func TestNixConcurrentPushers(t *testing.T) {
 	}
 	secret, public := nixtest.GenerateKey(t, "flakegate-test-1")
 	dataDir := t.TempDir()
-	s := start(t, Config{DataDir: dataDir, SigningKeyFiles: []string{secret}})
+	s := start(t, config(func(c *Config) { c.DataDir, c.SigningKeyFiles = dataDir, []string{secret} }))
 
 	flakes := []string{"omnicorp/a", "omnicorp/b"}
 	// 20 pushers, shared closures of 6 sizes.
@@ -137,5 +137,5 @@ func TestNixConcurrentPushers(t *testing.T) {
 	if err := s.stop(); err != nil {
 		t.Fatal(err)
 	}
-	check(start(t, Config{DataDir: dataDir, SigningKeyFiles: []string{secret}}))
+	check(start(t, config(func(c *Config) { c.DataDir, c.SigningKeyFiles = dataDir, []string{secret} })))
 }

@@ -23,9 +23,9 @@ func BenchmarkNarInfoGET(b *testing.B) {
 		accessLog    bool
 		cacheEntries int
 	}{
-		{"hit-cache", false, 0},
-		{"hit-cache+access-log", true, 0},
-		{"index-only", false, -1},
+		{"hit-cache", false, testConfig().CacheEntries},
+		{"hit-cache+access-log", true, testConfig().CacheEntries},
+		{"index-only", false, 0},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ts := newTestServer(b, "", nil, func(c *Config) {

@@ -7,9 +7,6 @@ import (
 	"github.com/flakegate/flakegate/internal/nixname"
 )
 
-// DefaultCacheEntries bounds each in-memory lookup cache.
-const DefaultCacheEntries = 1 << 16
-
 // hitCache remembers positive index lookups so hot narinfos and NARs are
 // served without a database query. Only hits are cached, never "not
 // found", and that is safe because what the index answers for a hit never
@@ -28,15 +25,13 @@ type cacheKey struct {
 	key   string        // store hash or NAR file name
 }
 
-// newHitCache returns a cache of n entries per kind; n < 0 disables it.
+// newHitCache returns a cache of n entries per kind; n <= 0 disables it
+// (blobserver -lookup-cache 0).
 func newHitCache(n int) *hitCache {
-	if n < 0 {
-		return &hitCache{}
-	}
-	if n == 0 {
-		n = DefaultCacheEntries
-	}
 	c := &hitCache{}
+	if n <= 0 {
+		return c
+	}
 	// lru.New fails only for a size ≤ 0.
 	c.narinfo, _ = lru.New[cacheKey, index.Path](n)
 	c.nar, _ = lru.New[cacheKey, struct{}](n)

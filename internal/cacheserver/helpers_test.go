@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
@@ -159,6 +160,23 @@ func keySet(t testing.TB, secrets ...string) *nixcache.KeySet {
 	return set
 }
 
+// testConfig is the blob server's configuration (the values of
+// blobserverapp.DefaultConfig, which cacheserver cannot import) without
+// storage.
+func testConfig() Config {
+	return Config{
+		MaxNarSize:           64 << 30,
+		MaxNarInfoSize:       1 << 20,
+		Priority:             40,
+		UploadIdleTimeout:    2 * time.Minute,
+		UploadMinRate:        16 << 10,
+		UploadMaxDuration:    2 * time.Hour,
+		MaxExpansion:         nixcache.DefaultMaxExpansion,
+		MaxUploadsPerSubject: 32,
+		CacheEntries:         1 << 16,
+	}
+}
+
 func newTestServer(t testing.TB, dir string, keys *nixcache.KeySet, mod func(*Config)) *testServer {
 	t.Helper()
 	if dir == "" {
@@ -176,8 +194,9 @@ func newTestServer(t testing.TB, dir string, keys *nixcache.KeySet, mod func(*Co
 		t.Fatal(err)
 	}
 	logw := &testutil.LogBuffer{}
-	cfg := Config{Blob: bs, Index: idx, Keys: keys, AccessLog: true,
-		Logger: slog.New(slog.NewJSONHandler(logw, nil))}
+	cfg := testConfig()
+	cfg.Blob, cfg.Index, cfg.Keys, cfg.AccessLog = bs, idx, keys, true
+	cfg.Logger = slog.New(slog.NewJSONHandler(logw, nil))
 	if mod != nil {
 		mod(&cfg)
 	}

@@ -11,22 +11,10 @@ import (
 	"github.com/flakegate/flakegate/internal/route"
 )
 
-// Defaults of the upload limits in Config.
-const (
-	// DefaultUploadMinRate (bytes/second) is far below any working CI
-	// link: it only catches clients that hold a connection open with a
-	// trickle of bytes.
-	DefaultUploadMinRate = 16 << 10
-	// DefaultUploadRateWindow is the window the rate is averaged over;
-	// the first window of an upload is its grace period.
-	DefaultUploadRateWindow = 30 * time.Second
-	// DefaultUploadMaxDuration bounds one upload body: a 64 GiB NAR at
-	// 16 MiB/s takes about 70 minutes.
-	DefaultUploadMaxDuration = 2 * time.Hour
-	// DefaultMaxUploadsPerSubject is above Nix's default http-connections
-	// (25), so one ordinary `nix copy` is never refused.
-	DefaultMaxUploadsPerSubject = 32
-)
+// UploadRateWindow is the window Config.UploadMinRate is averaged over
+// (Config.UploadRateWindow, when not set); the first window of an upload is
+// its grace period.
+const UploadRateWindow = 30 * time.Second
 
 // uploadLimits are the resolved limits (0: disabled).
 type uploadLimits struct {
@@ -37,25 +25,17 @@ type uploadLimits struct {
 	perSubject   *subjectLimiter // nil: no limit
 }
 
-// orDefault is v, or def when v is 0, or 0 (disabled) when v is negative.
-func orDefault[T int | int64 | time.Duration](v, def T) T {
-	switch {
-	case v < 0:
-		return 0
-	case v == 0:
-		return def
-	}
-	return v
-}
-
 func newUploadLimits(cfg Config) uploadLimits {
 	l := uploadLimits{
-		minRate:      orDefault(cfg.UploadMinRate, DefaultUploadMinRate),
-		rateWindow:   orDefault(cfg.UploadRateWindow, DefaultUploadRateWindow),
-		maxDuration:  orDefault(cfg.UploadMaxDuration, DefaultUploadMaxDuration),
-		maxExpansion: orDefault(cfg.MaxExpansion, nixcache.DefaultMaxExpansion),
+		minRate:      cfg.UploadMinRate,
+		rateWindow:   cfg.UploadRateWindow,
+		maxDuration:  cfg.UploadMaxDuration,
+		maxExpansion: cfg.MaxExpansion,
 	}
-	if n := orDefault(cfg.MaxUploadsPerSubject, DefaultMaxUploadsPerSubject); n > 0 {
+	if l.rateWindow <= 0 {
+		l.rateWindow = UploadRateWindow
+	}
+	if n := cfg.MaxUploadsPerSubject; n > 0 {
 		l.perSubject = &subjectLimiter{max: n, running: map[string]int{}}
 	}
 	return l

@@ -200,7 +200,7 @@ func TestUploadBelowMinimumRateIsRefused(t *testing.T) {
 func TestUploadMaxDuration(t *testing.T) {
 	ts := newTestServer(t, "", nil, func(c *Config) {
 		c.UploadMaxDuration = 500 * time.Millisecond
-		c.UploadMinRate = -1
+		c.UploadMinRate = 0
 		c.UploadIdleTimeout = 20 * time.Second
 	})
 	for _, tc := range []struct {
@@ -265,7 +265,7 @@ func TestStalledNarInfoUploadIsDropped(t *testing.T) {
 func TestUploadsPerSubjectLimit(t *testing.T) {
 	ts := newTestServer(t, "", nil, func(c *Config) {
 		c.MaxUploadsPerSubject = 2
-		c.UploadMinRate = -1
+		c.UploadMinRate = 0
 	})
 	logPath := func(i int) string { return fmt.Sprintf("/omnicorp/a/log/%s-%d.drv", storeHash(fmt.Sprint(i)), i) }
 	alice := map[string]string{route.SubjectHeader: "github:omnicorp/a@refs/heads/main"}
@@ -358,7 +358,7 @@ func TestDecompressionBombIsRefused(t *testing.T) {
 			ts.push(t, "omnicorp/a", makePath(t, "normal-"+string(c), c))
 
 			// With the check off the same upload is a valid NAR.
-			off := newTestServer(t, "", nil, func(c *Config) { c.MaxExpansion = -1 })
+			off := newTestServer(t, "", nil, func(c *Config) { c.MaxExpansion = 0 })
 			if st, body, _ := do(t, "PUT", off.URL+"/omnicorp/a/nar/"+name, file); st != http.StatusCreated {
 				t.Fatalf("bomb with MaxExpansion off: %d %q", st, body)
 			}

@@ -295,8 +295,8 @@ func TestLookupCacheEntries(t *testing.T) {
 		entries int
 		want    int64 // index lookups for 3 GETs of one narinfo
 	}{
-		{"default", 0, 1},
-		{"disabled", -1, 3},
+		{"default", testConfig().CacheEntries, 1},
+		{"disabled", 0, 3},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var ci *countingIndex
@@ -316,5 +316,23 @@ func TestLookupCacheEntries(t *testing.T) {
 				t.Fatalf("%d index lookups for 3 GETs, want %d", got, tc.want)
 			}
 		})
+	}
+}
+
+// Config has no defaults of its own: a limit that can be switched off is
+// off at 0 (TestLookupCacheEntries), the others must be set, and every
+// problem is reported at once.
+func TestNewChecksConfig(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	cfg := Config{Blob: ts.blob, Index: ts.idx, Keys: ts.Keys, CacheEntries: -1, MaxExpansion: -5}
+	_, err := New(cfg)
+	if err == nil {
+		t.Fatal("New accepted a configuration without sizes")
+	}
+	for _, want := range []string{"MaxNarSize must be positive", "MaxNarInfoSize", "Priority", "UploadIdleTimeout",
+		"CacheEntries must not be negative", "MaxExpansion must not be negative"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error lacks %q: %v", want, err)
+		}
 	}
 }

@@ -21,16 +21,9 @@ import (
 	"github.com/flakegate/flakegate/internal/route"
 )
 
-// Defaults for Config's limits.
-const (
-	DefaultMaxNarSize     = 64 << 30
-	DefaultMaxNarInfoSize = 1 << 20
-	DefaultPriority       = 40
-
-	DefaultUploadIdleTimeout = 2 * time.Minute
-)
-
-// Config is what a Server needs.
+// Config is what a Server needs. It has no defaults of its own: the blob
+// server's are blobserverapp.DefaultConfig. A limit that can be switched off
+// is off at 0 (as the blobserver flag is); the others must be positive.
 type Config struct {
 	Blob  blob.Store
 	Index index.Index
@@ -40,38 +33,37 @@ type Config struct {
 	// AccessLog enables one log line per request.
 	AccessLog bool
 	// MaxNarSize limits a NAR upload, compressed and decompressed, and a
-	// build log upload. Default DefaultMaxNarSize.
+	// build log upload. Required (> 0).
 	MaxNarSize int64
-	// MaxNarInfoSize limits a narinfo upload. Default DefaultMaxNarInfoSize.
+	// MaxNarInfoSize limits a narinfo upload. Required (> 0).
 	MaxNarInfoSize int64
-	// Priority is nix-cache-info's Priority. Default DefaultPriority.
+	// Priority is nix-cache-info's Priority. Required (> 0).
 	Priority int
 	// UploadIdleTimeout ends an upload whose client sends nothing for this
 	// long (the server has no overall body timeout: large uploads may take
-	// hours). Default DefaultUploadIdleTimeout.
+	// hours). Required (> 0).
 	UploadIdleTimeout time.Duration
 	// UploadMinRate (bytes/second) refuses (408) a NAR or log upload whose
 	// average rate over the last UploadRateWindow falls below it, checked
-	// from the end of its first window on. 0: DefaultUploadMinRate;
-	// negative: no minimum.
+	// from the end of its first window on. 0: no minimum.
 	UploadMinRate int64
 	// UploadRateWindow is the window of UploadMinRate (and its grace
-	// period). Default DefaultUploadRateWindow.
+	// period); not a setting of the blob server (tests shorten it).
+	// 0: UploadRateWindow.
 	UploadRateWindow time.Duration
 	// UploadMaxDuration bounds the time one NAR or log upload body may
-	// take (408 after). 0: DefaultUploadMaxDuration; negative: no bound.
+	// take (408 after). 0: no bound.
 	UploadMaxDuration time.Duration
 	// MaxExpansion refuses (413) a compressed NAR that decompresses to
 	// more than MaxExpansion times the compressed bytes received (plus
-	// nixcache.ExpansionFloor). 0: nixcache.DefaultMaxExpansion; negative:
-	// no bound.
+	// nixcache.ExpansionFloor). 0: no bound.
 	MaxExpansion int64
 	// MaxUploadsPerSubject bounds the concurrent uploads (PUT) of one
 	// route.SubjectHeader value (429 beyond); requests without the header are not
-	// limited. 0: DefaultMaxUploadsPerSubject; negative: no limit.
+	// limited. 0: no limit.
 	MaxUploadsPerSubject int
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
-	// hits (each). Default DefaultCacheEntries; negative disables them.
+	// hits (each). 0: no cache, every lookup reads the index.
 	CacheEntries int
 	// Registry receives the metrics; nil makes a private registry
 	// (served by InternalHandler either way).
@@ -101,32 +93,18 @@ type Server struct {
 
 // New checks cfg and builds a Server.
 func New(cfg Config) (*Server, error) {
-	if cfg.Blob == nil || cfg.Index == nil || cfg.Keys == nil {
-		return nil, errors.New("cacheserver: Blob, Index and Keys are required")
+	if err := cfg.check(); err != nil {
+		return nil, err
 	}
 	s := &Server{
 		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
 		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
+		uploadIdle: cfg.UploadIdleTimeout, limits: newUploadLimits(cfg),
 	}
 	if s.log == nil {
 		s.log = slog.Default()
 	}
-	if s.maxNar <= 0 {
-		s.maxNar = DefaultMaxNarSize
-	}
-	if s.maxInfo <= 0 {
-		s.maxInfo = DefaultMaxNarInfoSize
-	}
-	s.uploadIdle = cfg.UploadIdleTimeout
-	if s.uploadIdle <= 0 {
-		s.uploadIdle = DefaultUploadIdleTimeout
-	}
-	s.limits = newUploadLimits(cfg)
-	prio := cfg.Priority
-	if prio <= 0 {
-		prio = DefaultPriority
-	}
-	s.cacheInfo = []byte("StoreDir: " + nixcache.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(prio) + "\n")
+	s.cacheInfo = []byte("StoreDir: " + nixcache.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(cfg.Priority) + "\n")
 	reg := cfg.Registry
 	if reg == nil {
 		reg = prometheus.NewRegistry()
@@ -137,6 +115,46 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.metrics = m
 	return s, nil
+}
+
+// check reports every problem of cfg at once.
+func (cfg *Config) check() error {
+	var errs []error
+	if cfg.Blob == nil || cfg.Index == nil || cfg.Keys == nil {
+		errs = append(errs, errors.New("Blob, Index and Keys are required"))
+	}
+	for _, v := range []struct {
+		name string
+		v    int64
+	}{
+		{"MaxNarSize", cfg.MaxNarSize},
+		{"MaxNarInfoSize", cfg.MaxNarInfoSize},
+		{"Priority", int64(cfg.Priority)},
+		{"UploadIdleTimeout", int64(cfg.UploadIdleTimeout)},
+	} {
+		if v.v <= 0 {
+			errs = append(errs, fmt.Errorf("%s must be positive, got %d", v.name, v.v))
+		}
+	}
+	for _, v := range []struct {
+		name string
+		v    int64
+	}{
+		{"UploadMinRate", cfg.UploadMinRate},
+		{"UploadRateWindow", int64(cfg.UploadRateWindow)},
+		{"UploadMaxDuration", int64(cfg.UploadMaxDuration)},
+		{"MaxExpansion", cfg.MaxExpansion},
+		{"MaxUploadsPerSubject", int64(cfg.MaxUploadsPerSubject)},
+		{"CacheEntries", int64(cfg.CacheEntries)},
+	} {
+		if v.v < 0 {
+			errs = append(errs, fmt.Errorf("%s must not be negative (0 switches it off), got %d", v.name, v.v))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return fmt.Errorf("cacheserver: %w", err)
+	}
+	return nil
 }
 
 // Handler is the public cache handler.

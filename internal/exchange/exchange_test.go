@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"context"
@@ -6,6 +6,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/exchange"
 
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/login"
@@ -29,7 +31,9 @@ func TestExchangeEndpoint(t *testing.T) {
 		{name: "CI token as netrc Basic password", auth: netrcAuth(ci), wantStatus: 200, wantLife: time.Hour},
 		{name: "shorter lifetime asked", auth: bearer(ci), body: `{"lifetime_seconds": 600}`, wantStatus: 200, wantLife: 10 * time.Minute},
 		{name: "longer than the maximum is capped", auth: bearer(ci), body: `{"lifetime_seconds": 86400}`, wantStatus: 200, wantLife: 2 * time.Hour},
-		{name: "no token", wantStatus: 401, wantError: "missing token"},
+		// The Checker's answer to an anonymous caller, as for any request
+		// (before issue 15 the exchange said "missing token").
+		{name: "no token", wantStatus: 401, wantError: "authentication required"},
 		{name: "garbage token", auth: "Bearer not.a.jwt", wantStatus: 401, wantError: "invalid token"},
 		{name: "expired IdP token", auth: bearer(expired), wantStatus: 401, wantError: "expired"},
 		{name: "cache token cannot be exchanged again", auth: bearer(cacheTok), wantStatus: 403, wantError: "cannot be exchanged again"},
@@ -41,7 +45,7 @@ func TestExchangeEndpoint(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if tt.method != "" {
-				req, _ := http.NewRequest(tt.method, st.httpURL+TokenPath, nil)
+				req, _ := http.NewRequest(tt.method, st.httpURL+exchange.TokenPath, nil)
 				req.Header.Set("Authorization", tt.auth)
 				resp, err := http.DefaultClient.Do(req)
 				if err != nil {
@@ -93,11 +97,11 @@ func TestCacheTokenCarriesTheSameSubject(t *testing.T) {
 	ci := st.ghToken("omnicorp/app", "refs/heads/main")
 	cache := st.mustExchange(t, ci)
 
-	direct, err := st.svc.Verifier.Verify(ctx, ci)
+	direct, err := st.app.Verifier().Verify(ctx, ci)
 	if err != nil {
 		t.Fatal(err)
 	}
-	via, err := st.svc.Verifier.Verify(ctx, cache.Token)
+	via, err := st.app.Verifier().Verify(ctx, cache.Token)
 	if err != nil {
 		t.Fatalf("cache token does not verify: %v", err)
 	}

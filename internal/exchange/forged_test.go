@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"crypto/ed25519"
@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/exchange"
 
 	"github.com/lestrrat-go/jwx/v2/jwa"
 	"github.com/lestrrat-go/jwx/v2/jwk"
@@ -191,7 +193,7 @@ func TestKeyRotationThroughTheService(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var fresh Response
+	var fresh exchange.Response
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		fresh = st.mustExchange(t, ci)
@@ -238,7 +240,7 @@ func kidOf(t *testing.T, tok string) string {
 
 func (st *stack) jwks(t *testing.T) string {
 	t.Helper()
-	resp, err := http.Get(st.httpURL + JWKSPath)
+	resp, err := http.Get(st.httpURL + exchange.JWKSPath)
 	if err != nil {
 		t.Fatal(err)
 	}

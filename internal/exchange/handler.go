@@ -6,13 +6,17 @@
 //	  → 200 {"token": "<cache JWT>", "expires_at": "<RFC 3339>", "token_id": "<jti>"}
 //	GET  /_flakegate/jwks    the public keys of the cache tokens (JWKS)
 //
-// The identity-provider token is verified as usual, checked against the
-// denylist, and the policy is asked (action "exchange"). The cache token
-// carries the verified subject (identity's cache-claims layout); authz
-// trusts its issuer like any other, so the policy sees the same subject
-// either way, with subject.via = "exchange". A cache token can never be
-// exchanged again: its life cannot be extended. Errors are JSON
-// {"error": "…"}; 401 carries WWW-Authenticate.
+// Whether a token may be exchanged is decided by authz's Checker, the same
+// check path as every other request: the request (route action "exchange")
+// is authenticated, checked against the revocation list and the policy is
+// asked, with the same answers (401, 403, 503), messages, metric labels and
+// decision log line as any Check. The exchange keeps only what is its own:
+// a cache token can never be exchanged again (its life cannot be extended),
+// the lifetime asked for, and minting. The cache token carries the verified
+// subject (identity's cache-claims layout); authz trusts its issuer like any
+// other, so the policy sees the same subject either way, with
+// subject.via = "exchange". Errors are JSON {"error": "…"}; 401 carries
+// WWW-Authenticate.
 //
 // The cache token also records the IdP token's jti (fg_subject.parent_jti,
 // logged as idp_token_id), so that revoking that jti in denylist.yaml ends
@@ -26,18 +30,17 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/identity"
-	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/route"
 	"github.com/flakegate/flakegate/internal/tokens"
 )
@@ -51,19 +54,22 @@ const (
 // maxBody bounds the request body (it holds at most a small JSON object).
 const maxBody = 4 << 10
 
-// Handler serves the exchange endpoints. Set the fields before use; it is
-// safe for concurrent use.
+// Handler serves the exchange endpoints. New builds the process's; set the
+// fields before use; it is safe for concurrent use.
 type Handler struct {
-	Verifier identity.Verifier
-	Policy   policy.Evaluator
-	// SubjectCheck rejects revoked subjects (revoke.Checker.Check); nil: none.
-	SubjectCheck func(ctx context.Context, s *identity.Subject) error
-	Minter       *tokens.Minter
-	Keys         *tokens.KeyRing
-	Logger       *slog.Logger
-	Metrics      *Metrics // nil: none
-	// Timeout bounds verification and policy evaluation; default 10s.
+	// Checker decides every exchange (authentication, revocation, policy)
+	// and records the decision.
+	Checker *authz.Checker
+	Minter  *tokens.Minter
+	Keys    *tokens.KeyRing
+	Logger  *slog.Logger
+	Metrics *Metrics // nil: none
+	// Timeout bounds the decision (verification and policy); default 10s.
 	Timeout time.Duration
+
+	// Set by New: the verifier WatchKeys hands reloaded keys to.
+	verifier  *identity.MultiVerifier
+	keysEvery time.Duration
 }
 
 // Register mounts the endpoints on mux.
@@ -91,25 +97,25 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "bad_request", http.StatusMethodNotAllowed, "use POST with the identity provider's token as Bearer")
 		return
 	}
-	rt, err := route.Parse(r.Method, r.URL.Path)
-	if err != nil || rt.Action != route.ActionExchange {
+	req := authz.NewRequest(r.Method, r.URL.Path, r.Header.Get("Authorization"))
+	if req.RouteErr != nil || req.Route.Action != route.ActionExchange {
 		h.fail(w, "bad_request", http.StatusNotFound, "no such endpoint")
 		return
 	}
-	var req request
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var body request
+	raw, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	if err != nil {
 		h.fail(w, "bad_request", http.StatusRequestEntityTooLarge, "request body too large")
 		return
 	}
-	if len(bytes.TrimSpace(body)) > 0 {
-		dec := json.NewDecoder(bytes.NewReader(body))
+	if len(bytes.TrimSpace(raw)) > 0 {
+		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
-		if err := dec.Decode(&req); err != nil {
+		if err := dec.Decode(&body); err != nil {
 			h.fail(w, "bad_request", http.StatusBadRequest, `body: want {"lifetime_seconds": N} or nothing`)
 			return
 		}
-		if req.LifetimeSeconds < 0 {
+		if body.LifetimeSeconds < 0 {
 			h.fail(w, "bad_request", http.StatusBadRequest, "lifetime_seconds must be positive")
 			return
 		}
@@ -121,59 +127,27 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), timeout)
 	defer cancel()
-
-	raw, err := identity.TokenFromAuthorization(r.Header.Get("Authorization"))
-	if errors.Is(err, identity.ErrNoToken) {
-		h.unauthorized(w, "unauthenticated", "missing token: send the identity provider's token as Authorization: Bearer")
+	res := h.Checker.Authorize(ctx, req)
+	subject := res.Subject
+	switch {
+	case !res.Allow && (res.Status == http.StatusUnauthorized || res.Status >= 500):
+		// No usable token (missing, invalid, expired, revoked) or authz
+		// failing: the Checker's answer.
+		h.refuse(w, res)
 		return
-	}
-	if err != nil {
-		h.unauthorized(w, "unauthenticated", err.Error())
-		return
-	}
-	subject, err := h.Verifier.Verify(ctx, raw)
-	if err != nil {
-		if errors.Is(err, identity.ErrInvalidToken) {
-			h.unauthorized(w, "unauthenticated", err.Error())
-			return
-		}
-		log.Error("token exchange: verifier failed", "error", err)
-		h.fail(w, "error", http.StatusServiceUnavailable, "token verification unavailable, try again later")
-		return
-	}
-	if subject == nil || !subject.Authenticated {
-		log.Error("token exchange: verifier returned no authenticated subject")
-		h.fail(w, "error", http.StatusServiceUnavailable, "token verification unavailable, try again later")
-		return
-	}
-	if h.SubjectCheck != nil {
-		if err := h.SubjectCheck(ctx, subject); err != nil {
-			log.Info("token exchange refused: revoked", "subject", subject.Summary(), "reason", err.Error())
-			h.unauthorized(w, "revoked", err.Error())
-			return
-		}
-	}
-	if subject.Via == "exchange" {
+	case subject != nil && subject.Via == "exchange":
+		// Whatever the policy says: a cache token's life cannot be extended.
 		log.Info("token exchange refused: cache token presented", "subject", subject.Summary(), "token_id", subject.TokenID)
 		h.fail(w, "re_exchange", http.StatusForbidden,
 			"a cache token cannot be exchanged again (its life cannot be extended): exchange a fresh identity-provider token")
 		return
-	}
-
-	in := authz.BuildInput(authz.Request{Method: r.Method, Path: r.URL.Path, Route: rt}, subject, nil)
-	d, err := h.Policy.Evaluate(ctx, in)
-	if err != nil {
-		log.Error("token exchange: policy evaluation failed", "subject", subject.Summary(), "error", err)
-		h.fail(w, "error", http.StatusServiceUnavailable, "authorization unavailable, try again later")
+	case !res.Allow:
+		h.refuse(w, res)
 		return
-	}
-	if !d.Allow {
-		log.Info("token exchange denied by policy", "subject", subject.Summary(), "reason", d.Reason, "policy_revision", d.Revision)
-		msg := "token exchange not allowed for " + subject.Summary()
-		if d.Reason != "" {
-			msg += ": " + d.Reason
-		}
-		h.fail(w, "denied", http.StatusForbidden, msg)
+	case subject == nil:
+		// A policy that lets anonymous callers exchange still gets no
+		// token minted without a subject.
+		h.unauthorized(w, "unauthenticated", "authentication required: send the identity provider's token as Bearer")
 		return
 	}
 
@@ -181,7 +155,7 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 	if sub == "" {
 		sub = subject.Summary()
 	}
-	tok, err := h.Minter.Mint(sub, subject.CacheClaims(), time.Duration(req.LifetimeSeconds)*time.Second)
+	tok, err := h.Minter.Mint(sub, subject.CacheClaims(), time.Duration(body.LifetimeSeconds)*time.Second)
 	if err != nil {
 		log.Error("token exchange: mint failed", "subject", subject.Summary(), "error", err)
 		h.fail(w, "error", http.StatusInternalServerError, "could not issue a cache token")
@@ -189,7 +163,7 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 	}
 	log.Info("cache token issued", "subject", subject.Summary(), "provider", subject.Provider,
 		"idp_issuer", subject.Issuer, "idp_token_id", subject.TokenID, "token_id", tok.ID, "kid", tok.KeyID,
-		"expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339), "policy_revision", d.Revision)
+		"expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339), "policy_revision", res.Revision)
 	h.Metrics.result("issued")
 	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, Response{Token: tok.Raw, ExpiresAt: tok.ExpiresAt.UTC(), TokenID: tok.ID})
@@ -214,6 +188,20 @@ func (h *Handler) ServeJWKS(w http.ResponseWriter, r *http.Request) {
 
 type errorBody struct {
 	Error string `json:"error"`
+}
+
+// refuse answers the Checker's denial: its status and message (as the JSON
+// error), counted under the decision's metric label.
+func (h *Handler) refuse(w http.ResponseWriter, res authz.Result) {
+	msg := strings.TrimSpace(res.Message)
+	if msg == "" {
+		msg = http.StatusText(res.Status)
+	}
+	if res.Status == http.StatusUnauthorized {
+		h.unauthorized(w, authz.ResultLabel(res), msg)
+		return
+	}
+	h.fail(w, authz.ResultLabel(res), res.Status, msg)
 }
 
 func (h *Handler) unauthorized(w http.ResponseWriter, result, msg string) {
@@ -253,7 +241,7 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flakegate_token_exchanges_total",
-		Help: "Token exchange requests by result (issued, unauthenticated, revoked, re_exchange, denied, bad_request, error).",
+		Help: "Token exchange requests by result: issued, re_exchange, bad_request, or the decision's label as in flakegate_authz_decisions_total (unauthenticated, deny, error).",
 	}, []string{"result"})}
 	if reg != nil {
 		reg.MustRegister(m.exchanges)

@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"context"
@@ -19,7 +19,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flakegate/flakegate/internal/authz"
+	"github.com/flakegate/flakegate/internal/authzapp"
+	"github.com/flakegate/flakegate/internal/exchange"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/login"
@@ -38,17 +39,17 @@ const (
 	testNar  = "1b2m2y4m3wkkqbmy6fzf7zbyibnbg2wklw7i1xpy4xx3bbxdapgm.nar"
 )
 
-// stack is a real authz service on loopback — identity verifier with real
-// issuers (a GitHub-Actions-like issuer and an OpenID provider with device
-// flow), the shipped policies (a copy, so tests can edit the denylist), the
-// token exchange installed — reached over gRPC (Check) and HTTP (exchange).
+// stack is a real authz process (authzapp) on loopback — identity verifier
+// with real issuers (a GitHub-Actions-like issuer and an OpenID provider
+// with device flow), the shipped policies (a copy, so tests can edit the
+// denylist), the token exchange on — reached over gRPC (Check) and HTTP
+// (exchange).
 type stack struct {
 	github    *identitytest.Issuer
 	idp       *testoidc.Provider
 	policyDir string
 	keyDir    string
-	svc       *authz.Service
-	handler   *Handler
+	app       *authzapp.App
 	httpURL   string
 	grpcAddr  string
 	client    authv3.AuthorizationClient
@@ -90,7 +91,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		t.Fatal(err)
 	}
 
-	cfg := authz.DefaultConfig()
+	cfg := authzapp.DefaultConfig()
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Policies, cfg.Issuers = st.policyDir, issuers
 	cfg.OwnersURL = "http://127.0.0.1:1" // union reads are not used here
@@ -98,24 +99,22 @@ func startStack(t *testing.T, o stackOptions) *stack {
 		cfg.OwnersURL = o.ownersURL
 	}
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.Exchange.PublicURL, cfg.Exchange.KeyDir = publicURL, st.keyDir
+	cfg.Exchange.KeyCheckInterval = o.keyCheck
+	if o.lifetime != 0 {
+		cfg.Exchange.Lifetime = o.lifetime
+	}
+	if o.maxLifetime != 0 {
+		cfg.Exchange.MaxLifetime = o.maxLifetime
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewJSONHandler(st.logs, nil))
-	svc, err := authz.New(ctx, cfg, log)
+	app, err := authzapp.New(ctx, cfg, log)
 	if err != nil {
 		cancel()
-		t.Fatalf("authz.New: %v", err)
+		t.Fatalf("authzapp.New: %v", err)
 	}
-	st.svc = svc
-	h, err := Install(ctx, svc, Config{
-		PublicURL: publicURL, KeyDir: st.keyDir,
-		Lifetime: o.lifetime, MaxLifetime: o.maxLifetime, KeyCheckInterval: o.keyCheck,
-	}, log)
-	if err != nil {
-		cancel()
-		svc.Close()
-		t.Fatalf("Install: %v", err)
-	}
-	st.handler = h
+	st.app = app
 
 	gl, hl := o.grpcLn, o.httpLn
 	if gl == nil {
@@ -123,7 +122,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	st.grpcAddr, st.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
 	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx, gl, hl) }()
+	go func() { done <- app.Serve(ctx, gl, hl) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -216,13 +215,13 @@ type exchangeResult struct {
 	status int
 	body   map[string]any
 	header http.Header
-	resp   Response
+	resp   exchange.Response
 }
 
 // exchange posts to the token endpoint with the given Authorization and body.
 func (st *stack) exchange(t *testing.T, authorization, body string) exchangeResult {
 	t.Helper()
-	req, err := http.NewRequest(http.MethodPost, st.httpURL+TokenPath, strings.NewReader(body))
+	req, err := http.NewRequest(http.MethodPost, st.httpURL+exchange.TokenPath, strings.NewReader(body))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -248,7 +247,7 @@ func (st *stack) exchange(t *testing.T, authorization, body string) exchangeResu
 }
 
 // mustExchange exchanges an IdP token and returns the cache token answer.
-func (st *stack) mustExchange(t *testing.T, idpToken string) Response {
+func (st *stack) mustExchange(t *testing.T, idpToken string) exchange.Response {
 	t.Helper()
 	r := st.exchange(t, bearer(idpToken), "")
 	if r.status != http.StatusOK {

@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"bufio"
@@ -40,12 +40,12 @@ func startBlobServer(t *testing.T, extAuthz, authzHTTP string) *blobServer {
 	logs := &testutil.LogBuffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
+	cfg := blobserverapp.DefaultConfig()
+	cfg.Listen, cfg.InternalListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
+	cfg.SigningKeyFiles, cfg.ExtAuthz, cfg.AuthzHTTP = []string{keyFile}, extAuthz, authzHTTP
+	cfg.ShutdownTimeout = 5 * time.Second
 	go func() {
-		done <- blobserverapp.Run(ctx, blobserverapp.Config{
-			Listen: "127.0.0.1:0", InternalListen: "127.0.0.1:0", DataDir: dir,
-			SigningKeyFiles: []string{keyFile}, ExtAuthz: extAuthz, AuthzHTTP: authzHTTP,
-			ShutdownTimeout: 5 * time.Second,
-		}, slog.New(slog.NewJSONHandler(logs, nil)))
+		done <- blobserverapp.Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))
 	}()
 	t.Cleanup(func() {
 		cancel()
@@ -157,7 +157,7 @@ func TestNixLoginPushPull(t *testing.T) {
 		t.Fatal(err)
 	}
 	tok, _ := login.NetrcPassword(string(b), "127.0.0.1")
-	s, err := st.svc.Verifier.Verify(ctx, tok)
+	s, err := st.app.Verifier().Verify(ctx, tok)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package exchange
+package exchange_test
 
 import (
 	"context"
@@ -24,7 +24,7 @@ func TestRevokingIdPTokenIDEndsItsCacheTokens(t *testing.T) {
 	// Same subject, another IdP token: not revoked by the leaked token's id.
 	other := st.mustExchange(t, st.ghToken("omnicorp/app", "refs/heads/main"))
 
-	v, err := st.svc.Verifier.Verify(context.Background(), first.Token)
+	v, err := st.app.Verifier().Verify(context.Background(), first.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +76,7 @@ func TestParentTokenIDCannotBeForged(t *testing.T) {
 		Org: "omnicorp", Repo: "omnicorp/app", TokenID: "claimed-parent"}).CacheClaims()[identity.CacheSubjectClaim]
 	idpTok := st.github.Mint(claims)
 
-	s, err := st.svc.Verifier.Verify(ctx, idpTok)
+	s, err := st.app.Verifier().Verify(ctx, idpTok)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,7 +84,7 @@ func TestParentTokenIDCannotBeForged(t *testing.T) {
 		t.Fatalf("IdP token: via %q, parent id %q, id %q; want idp, none, own-jti", s.Via, s.ParentTokenID, s.TokenID)
 	}
 	cache := st.mustExchange(t, idpTok)
-	cs, err := st.svc.Verifier.Verify(ctx, cache.Token)
+	cs, err := st.app.Verifier().Verify(ctx, cache.Token)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -121,7 +121,7 @@ func TestExchangeOfIdPTokenWithoutID(t *testing.T) {
 	claims := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
 	claims["jti"] = nil // Mint drops nil claims
 	cache := st.mustExchange(t, st.github.Mint(claims))
-	cs, err := st.svc.Verifier.Verify(context.Background(), cache.Token)
+	cs, err := st.app.Verifier().Verify(context.Background(), cache.Token)
 	if err != nil {
 		t.Fatal(err)
 	}

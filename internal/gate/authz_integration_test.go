@@ -16,12 +16,12 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"sigs.k8s.io/yaml"
 
-	"github.com/flakegate/flakegate/internal/authz"
+	"github.com/flakegate/flakegate/internal/authzapp"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 )
 
-// startRealAuthz runs cmd/authz's service (real JWT verification against a
+// startRealAuthz runs the authz process (authzapp) (real JWT verification against a
 // test issuer's JWKS, the shipped policies in /policies) on loopback and
 // returns its gRPC address and a function that stops it.
 func startRealAuthz(t *testing.T, gh *identitytest.Issuer) (addr string, stop func()) {
@@ -38,15 +38,15 @@ func startRealAuthz(t *testing.T, gh *identitytest.Issuer) (addr string, stop fu
 	owners := httptest.NewServer(http.NotFoundHandler()) // no union reads here
 	t.Cleanup(owners.Close)
 
-	cfg := authz.DefaultConfig()
+	cfg := authzapp.DefaultConfig()
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Policies, cfg.Issuers, cfg.OwnersURL = "../../policies", issuers, owners.URL
 	cfg.ShutdownTimeout = 5 * time.Second
 	ctx, cancel := context.WithCancel(context.Background())
-	svc, err := authz.New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
+	app, err := authzapp.New(ctx, cfg, slog.New(slog.NewJSONHandler(io.Discard, nil)))
 	if err != nil {
 		cancel()
-		t.Fatalf("authz.New: %v", err)
+		t.Fatalf("authzapp.New: %v", err)
 	}
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -57,7 +57,7 @@ func startRealAuthz(t *testing.T, gh *identitytest.Issuer) (addr string, stop fu
 		t.Fatal(err)
 	}
 	done := make(chan error, 1)
-	go func() { done <- svc.Serve(ctx, gl, hl) }()
+	go func() { done <- app.Serve(ctx, gl, hl) }()
 	stopped := false
 	stop = func() {
 		if stopped {

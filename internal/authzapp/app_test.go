@@ -1,4 +1,4 @@
-package authz
+package authzapp
 
 import (
 	"bufio"
@@ -22,6 +22,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"sigs.k8s.io/yaml"
 
+	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/route"
@@ -51,11 +52,11 @@ func newFakeOwners(t *testing.T, answers map[string][]string) *fakeOwners {
 	return f
 }
 
-// testService is a real Service on loopback with real issuers (JWKS over
-// HTTP), the testdata policy and a fake owners endpoint.
+// testService is a real App on loopback with real issuers (JWKS over
+// HTTP), the authz testdata policy and a fake owners endpoint.
 type testService struct {
 	github, idp *identitytest.Issuer
-	svc         *Service
+	app         *App
 	grpcAddr    string
 	httpURL     string
 	client      authv3.AuthorizationClient
@@ -66,7 +67,12 @@ type testService struct {
 }
 
 const (
+	testHash   = "0c6kzph7l0dcbfmjap64f0czdafn3b7x"
+	testFile   = "1w1fff338fvdw53sqgamddn1b2xgds473pv6y13gizdbqjv4i5p3.nar.zst"
 	secondHash = "1c6kzph7l0dcbfmjap64f0czdafn3b7x" // owners endpoint fails for it
+
+	// testPolicies is the authz core's test policy.
+	testPolicies = "../authz/testdata/policy"
 )
 
 func writeIssuersFile(t *testing.T, dir string, entries ...identity.IssuerConfig) string {
@@ -84,7 +90,7 @@ func writeIssuersFile(t *testing.T, dir string, entries ...identity.IssuerConfig
 
 func startService(t *testing.T) *testService {
 	t.Helper()
-	return startServiceWith(t, "testdata/policy")
+	return startServiceWith(t, testPolicies)
 }
 
 func startServiceWith(t *testing.T, policies string) *testService {
@@ -110,12 +116,12 @@ func startServiceWith(t *testing.T, policies string) *testService {
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.stop = cancel
 	log := slog.New(slog.NewJSONHandler(ts.logs, nil))
-	svc, err := New(ctx, cfg, log)
+	app, err := New(ctx, cfg, log)
 	if err != nil {
 		cancel()
 		t.Fatalf("New: %v", err)
 	}
-	ts.svc = svc
+	ts.app = app
 	gl, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		t.Fatal(err)
@@ -125,7 +131,7 @@ func startServiceWith(t *testing.T, policies string) *testService {
 		t.Fatal(err)
 	}
 	ts.grpcAddr, ts.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
-	go func() { ts.done <- svc.Serve(ctx, gl, hl) }()
+	go func() { ts.done <- app.Serve(ctx, gl, hl) }()
 	t.Cleanup(func() {
 		cancel()
 		select {
@@ -151,7 +157,7 @@ func (ts *testService) waitServing(t *testing.T) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
-		resp, err := ts.health.Check(ctx, &healthpb.HealthCheckRequest{Service: AuthorizationService})
+		resp, err := ts.health.Check(ctx, &healthpb.HealthCheckRequest{Service: authz.AuthorizationService})
 		cancel()
 		if err == nil && resp.GetStatus() == healthpb.HealthCheckResponse_SERVING {
 			return
@@ -294,7 +300,7 @@ func TestServiceGRPC(t *testing.T) {
 			t.Fatal("no decision line for the allowed union read")
 		}
 		if union["union_owner"] != "omnicorp/app" || union["subject"] != "oidc:alice" || union["provider"] != "oidc" ||
-			union["policy_revision"] != ts.svc.Policy.Revision() || union["status"] != float64(200) {
+			union["policy_revision"] != ts.app.PolicyRevision() || union["status"] != float64(200) {
 			t.Errorf("union decision line: %v", union)
 		}
 	})
@@ -316,13 +322,13 @@ func TestServiceGRPC(t *testing.T) {
 		if err := json.Unmarshal([]byte(httpGet(t, ts.httpURL+"/healthz", 200)), &h); err != nil {
 			t.Fatal(err)
 		}
-		if h.Status != "serving" || h.PolicyRevision == "" || h.PolicyRevision != ts.svc.Policy.Revision() {
+		if h.Status != "serving" || h.PolicyRevision == "" || h.PolicyRevision != ts.app.PolicyRevision() {
 			t.Errorf("healthz %+v", h)
 		}
 	})
 
 	t.Run("health service", func(t *testing.T) {
-		for _, svc := range []string{"", AuthorizationService} {
+		for _, svc := range []string{"", authz.AuthorizationService} {
 			resp, err := ts.health.Check(context.Background(), &healthpb.HealthCheckRequest{Service: svc})
 			if err != nil || resp.GetStatus() != healthpb.HealthCheckResponse_SERVING {
 				t.Errorf("health %q: %v %v", svc, resp, err)
@@ -428,4 +434,31 @@ func httpGet(t *testing.T, url string, wantStatus int) string {
 		t.Fatalf("GET %s: %d %s, want %d: %s", url, status, http.StatusText(status), wantStatus, body)
 	}
 	return body
+}
+
+// Revocation is wired whatever else is configured: without the token
+// exchange, denylist.yaml in the policy directory still refuses a revoked
+// subject (401), and the exchange's paths answer that it is off.
+func TestRevocationWithoutExchange(t *testing.T) {
+	dir := copyDir(t, testPolicies)
+	if err := os.WriteFile(filepath.Join(dir, "denylist.yaml"), []byte("subjects:\n  - github:omnicorp/app\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ts := startServiceWith(t, dir)
+	revoked := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
+	other := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/web", "refs/heads/main"))
+	narinfo := "/omnicorp/app/" + testHash + ".narinfo"
+
+	d := ts.check(t, "GET", narinfo, "Bearer "+revoked).GetDeniedResponse()
+	if d == nil || d.GetStatus().GetCode() != 401 || !strings.Contains(d.GetBody(), "revoked") {
+		t.Fatalf("revoked subject: %v", d)
+	}
+	if resp := ts.check(t, "GET", "/omnicorp/web/"+testHash+".narinfo", "Bearer "+other); resp.GetOkResponse() == nil {
+		t.Fatalf("another subject: %v", resp)
+	}
+	for _, path := range []string{"/_flakegate/token", "/_flakegate/jwks"} {
+		if body := httpGet(t, ts.httpURL+path, http.StatusNotFound); !strings.Contains(body, "not enabled") {
+			t.Errorf("%s with the exchange off: %s", path, body)
+		}
+	}
 }

@@ -1,4 +1,4 @@
-package authz
+package serve
 
 import (
 	"net"
@@ -17,34 +17,13 @@ func TestSocketPath(t *testing.T) {
 		{"/run/flakegate/authz.sock", "/run/flakegate/authz.sock"},
 		{"unix:relative.sock", "relative.sock"},
 	} {
-		if got := socketPath(tc.addr); got != tc.want {
-			t.Errorf("socketPath(%q) = %q, want %q", tc.addr, got, tc.want)
+		if got := SocketPath(tc.addr); got != tc.want {
+			t.Errorf("SocketPath(%q) = %q, want %q", tc.addr, got, tc.want)
 		}
 	}
 }
 
-func TestValidateListenUnix(t *testing.T) {
-	for _, tc := range []struct {
-		listen string
-		bad    bool
-	}{
-		{"127.0.0.1:9001", false},
-		{"unix:/run/flakegate/authz.sock", false},
-		{"/run/flakegate/authz.sock", false},
-		{"authz.sock", true}, // neither host:port nor a socket path
-		{"", true},
-	} {
-		cfg := DefaultConfig()
-		cfg.Listen = tc.listen
-		err := cfg.Validate()
-		bad := err != nil && strings.Contains(err.Error(), "-listen ")
-		if bad != tc.bad {
-			t.Errorf("Validate with -listen %q: error %v, want a -listen error: %v", tc.listen, err, tc.bad)
-		}
-	}
-}
-
-func TestListenGRPCUnix(t *testing.T) {
+func TestListenUnix(t *testing.T) {
 	dir := t.TempDir()
 	sock := filepath.Join(dir, "authz.sock")
 
@@ -58,7 +37,7 @@ func TestListenGRPCUnix(t *testing.T) {
 	if _, err := os.Stat(sock); err != nil {
 		t.Fatalf("stale socket not left behind: %v", err)
 	}
-	ln, err := listenGRPC("unix:" + sock)
+	ln, err := Listen("unix:" + sock)
 	if err != nil {
 		t.Fatalf("listen over a stale socket: %v", err)
 	}
@@ -88,7 +67,7 @@ func TestListenGRPCUnix(t *testing.T) {
 	if err := os.WriteFile(regular, []byte("keep"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if ln, err := listenGRPC(regular); err == nil {
+	if ln, err := Listen(regular); err == nil {
 		ln.Close()
 		t.Fatal("listening over a regular file succeeded")
 	}
@@ -97,7 +76,7 @@ func TestListenGRPCUnix(t *testing.T) {
 	}
 
 	// host:port still listens on TCP.
-	tl, err := listenGRPC("127.0.0.1:0")
+	tl, err := Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,4 +84,15 @@ func TestListenGRPCUnix(t *testing.T) {
 		t.Errorf("network %q, want tcp", tl.Addr().Network())
 	}
 	tl.Close()
+}
+
+func TestParseLogLevel(t *testing.T) {
+	for _, s := range []string{"debug", "info", "warn", "error", "INFO"} {
+		if _, err := ParseLogLevel(s); err != nil {
+			t.Errorf("ParseLogLevel(%q): %v", s, err)
+		}
+	}
+	if _, err := ParseLogLevel("loud"); err == nil || !strings.Contains(err.Error(), `"loud"`) {
+		t.Errorf("ParseLogLevel(loud): %v", err)
+	}
 }

@@ -1,4 +1,4 @@
-package authz
+package authzapp
 
 import (
 	"context"
@@ -41,16 +41,16 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	brokenRule := copyDir(t, "testdata/policy")
+	brokenRule := copyDir(t, testPolicies)
 	if err := os.WriteFile(filepath.Join(brokenRule, "broken.rego"), []byte("package flakegate.authz\n\nallow if {\n\tinput.action ==\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	failingTest := copyDir(t, "testdata/policy")
+	failingTest := copyDir(t, testPolicies)
 	if err := os.WriteFile(filepath.Join(failingTest, "wrong_test.rego"), []byte("package flakegate.authz_test\n\nimport data.flakegate.authz\n\ntest_anonymous_may_push if {\n\tauthz.allow with input as {\"action\": \"push\", \"subject\": {\"authenticated\": false}}\n}\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 
-	badDenylist := copyDir(t, "testdata/policy")
+	badDenylist := copyDir(t, testPolicies)
 	if err := os.WriteFile(filepath.Join(badDenylist, "denylist.yaml"), []byte("token_id: [abc]\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
@@ -62,17 +62,17 @@ func TestCheckConfig(t *testing.T) {
 		wantErr   bool
 		wantLines []string // substrings of the printed report
 	}{
-		{name: "good", policies: "testdata/policy", issuers: goodIssuers,
+		{name: "good", policies: testPolicies, issuers: goodIssuers,
 			wantLines: []string{"ok   issuers", "1 issuer(s): github", "PASS", "ok   policies"}},
 		{name: "compile error", policies: brokenRule, issuers: goodIssuers, wantErr: true,
 			wantLines: []string{"broken.rego:", "FAIL policies"}},
 		{name: "failing policy test", policies: failingTest, issuers: goodIssuers, wantErr: true,
 			wantLines: []string{"test_anonymous_may_push", "FAIL policies"}},
-		{name: "bad issuers file", policies: "testdata/policy", issuers: badIssuers, wantErr: true,
+		{name: "bad issuers file", policies: testPolicies, issuers: badIssuers, wantErr: true,
 			wantLines: []string{"FAIL issuers", "audience", "jwks_url", "ok   policies"}},
 		{name: "missing policy dir", policies: filepath.Join(t.TempDir(), "nope"), issuers: goodIssuers, wantErr: true,
 			wantLines: []string{"FAIL policies", "no such file", "ok   issuers"}},
-		{name: "missing issuers file still checks policies", policies: "testdata/policy", issuers: filepath.Join(t.TempDir(), "nope.yaml"), wantErr: true,
+		{name: "missing issuers file still checks policies", policies: testPolicies, issuers: filepath.Join(t.TempDir(), "nope.yaml"), wantErr: true,
 			wantLines: []string{"FAIL issuers", "no such file", "ok   policies"}},
 		{name: "malformed denylist", policies: badDenylist, issuers: goodIssuers, wantErr: true,
 			wantLines: []string{"ok   policies", "FAIL denylist", `unknown key "token_id"`}},
@@ -101,7 +101,7 @@ func TestConfigValidate(t *testing.T) {
 	iss := writeIssuersFile(t, t.TempDir(), identitytest.NewIssuer(t).Config("github", identity.ClaimsGitHubActions))
 	valid := func() Config {
 		c := DefaultConfig()
-		c.Policies, c.Issuers = "testdata/policy", iss
+		c.Policies, c.Issuers = testPolicies, iss
 		return c
 	}
 	tests := []struct {
@@ -114,7 +114,9 @@ func TestConfigValidate(t *testing.T) {
 			c.Listen, c.HTTPListen, c.Policies, c.Issuers = "nohost", "", "", ""
 			c.OwnersURL, c.OwnersTimeout, c.LogLevel = "ftp://x", 0, "loud"
 			c.PolicyDebounce = -time.Second
-		}, want: []string{"-listen", "-http-listen", "-policies is required", "-issuers is required", "-owners-url", "owners timeout", "-log-level", "-policy-debounce must be positive"}},
+			c.Exchange.PublicURL, c.Exchange.Lifetime = "ftp://cache", 48*time.Hour
+		}, want: []string{"-listen", "-http-listen", "-policies is required", "-issuers is required", "-owners-url", "owners timeout", "-log-level", "-policy-debounce must be positive",
+			`-public-url "ftp://cache"`, "-token-keys is required", "-token-lifetime 48h0m0s exceeds -token-max-lifetime"}},
 		{name: "same listen address", modify: func(c *Config) { c.HTTPListen = c.Listen },
 			want: []string{"different addresses"}},
 		{name: "policies is a file", modify: func(c *Config) { c.Policies = iss },
@@ -142,5 +144,26 @@ func TestConfigValidate(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+func TestValidateListenUnix(t *testing.T) {
+	for _, tc := range []struct {
+		listen string
+		bad    bool
+	}{
+		{"127.0.0.1:9001", false},
+		{"unix:/run/flakegate/authz.sock", false},
+		{"/run/flakegate/authz.sock", false},
+		{"authz.sock", true}, // neither host:port nor a socket path
+		{"", true},
+	} {
+		cfg := DefaultConfig()
+		cfg.Listen = tc.listen
+		err := cfg.Validate()
+		bad := err != nil && strings.Contains(err.Error(), "-listen ")
+		if bad != tc.bad {
+			t.Errorf("Validate with -listen %q: error %v, want a -listen error: %v", tc.listen, err, tc.bad)
+		}
 	}
 }

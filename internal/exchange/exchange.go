@@ -10,9 +10,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/identity"
-	"github.com/flakegate/flakegate/internal/revoke"
 	"github.com/flakegate/flakegate/internal/tokens"
 )
 
@@ -23,7 +24,7 @@ const IssuerName = "flakegate"
 type Config struct {
 	// PublicURL is the cache's public base URL (https://cache.example.com):
 	// iss and aud of cache tokens, and the audience CI jobs ask their IdP
-	// for. Empty disables the exchange (revocation still applies).
+	// for. Empty disables the exchange (authzapp; revocation still applies).
 	PublicURL string
 	// KeyDir holds the signing keys (*.pem); a key is generated on first
 	// start when it holds none.
@@ -75,30 +76,21 @@ func normalizeURL(raw string) (string, error) {
 	return u.Scheme + "://" + u.Host, nil
 }
 
-// Install wires revocation and the token exchange into an authz service
-// before it serves: the denylist (data.denylist of the policy directory)
-// becomes the Checker's SubjectCheck; with PublicURL set, flakegate's own
-// issuer is added to the verifier (its keys follow KeyDir), and the token
-// and JWKS endpoints are mounted on the HTTP mux. Key reloading stops when
-// ctx is done.
-func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logger) (*Handler, error) {
+// New builds the token exchange for cfg (PublicURL set): the signing keys
+// in KeyDir (one is created on first start), the minter, and flakegate's
+// own issuer, added to verifier so that cache tokens verify like any other
+// token. Every exchange is decided by checker, the process's one Checker
+// (authentication, revocation, policy). reg receives the exchange's
+// metrics. Run WatchKeys while serving, for key rotation.
+func New(cfg Config, checker *authz.Checker, verifier *identity.MultiVerifier, reg prometheus.Registerer, log *slog.Logger) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if cfg.PublicURL == "" {
+		return nil, errors.New("-public-url is required for the token exchange")
+	}
 	if log == nil {
 		log = slog.Default()
-	}
-	checker := revoke.NewChecker(svc.Policy, log)
-	svc.Checker.SubjectCheck = checker.Check
-
-	if cfg.PublicURL == "" {
-		disabled := func(w http.ResponseWriter, _ *http.Request) {
-			writeJSON(w, http.StatusNotFound, errorBody{"token exchange is not enabled on this cache"})
-		}
-		svc.Mux.HandleFunc(TokenPath, disabled)
-		svc.Mux.HandleFunc(JWKSPath, disabled)
-		log.Info("token exchange disabled (no -public-url); revocation list active")
-		return nil, nil
 	}
 	publicURL, _ := normalizeURL(cfg.PublicURL) // validated above
 
@@ -125,7 +117,7 @@ func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logg
 	if err != nil {
 		return nil, err
 	}
-	if err := svc.Verifier.AddIssuer(identity.IssuerConfig{
+	if err := verifier.AddIssuer(identity.IssuerConfig{
 		Name:     IssuerName,
 		Issuer:   publicURL,
 		Audience: []string{publicURL},
@@ -135,19 +127,37 @@ func Install(ctx context.Context, svc *authz.Service, cfg Config, log *slog.Logg
 	}
 
 	h := &Handler{
-		Verifier:     svc.Verifier,
-		Policy:       svc.Policy,
-		SubjectCheck: checker.Check,
-		Minter:       minter,
-		Keys:         keys,
-		Logger:       log.With("component", "exchange"),
-		Metrics:      NewMetrics(svc.Registry),
+		Checker:   checker,
+		Minter:    minter,
+		Keys:      keys,
+		Logger:    log.With("component", "exchange"),
+		Metrics:   NewMetrics(reg),
+		verifier:  verifier,
+		keysEvery: cfg.KeyCheckInterval,
 	}
-	h.Register(svc.Mux)
-	go watchKeys(ctx, keys, minter, svc.Verifier, cfg.KeyCheckInterval, h.Logger)
 	log.Info("token exchange enabled", "issuer", publicURL, "signing_kid", minter.Signer().ID,
 		"keys", len(keys.Keys()), "lifetime", minter.Lifetime().String(), "max_lifetime", minter.MaxLifetime().String())
 	return h, nil
+}
+
+// RegisterDisabled mounts the exchange's paths on mux answering 404 (JSON):
+// what a cache without -public-url serves there.
+func RegisterDisabled(mux *http.ServeMux) {
+	disabled := func(w http.ResponseWriter, _ *http.Request) {
+		writeJSON(w, http.StatusNotFound, errorBody{"token exchange is not enabled on this cache"})
+	}
+	mux.HandleFunc(TokenPath, disabled)
+	mux.HandleFunc(JWKSPath, disabled)
+}
+
+// WatchKeys reloads the key directory every KeyCheckInterval and hands
+// changed keys to the verifier, until ctx is done. It does nothing for a
+// Handler not built by New.
+func (h *Handler) WatchKeys(ctx context.Context) {
+	if h.verifier == nil || h.keysEvery <= 0 {
+		return
+	}
+	watchKeys(ctx, h.Keys, h.Minter, h.verifier, h.keysEvery, h.logger())
 }
 
 // watchKeys reloads the key directory and hands changed keys to the verifier.

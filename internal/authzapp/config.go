@@ -1,0 +1,180 @@
+package authzapp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/exchange"
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/revoke"
+	"github.com/flakegate/flakegate/internal/serve"
+	"github.com/flakegate/flakegate/internal/tokens"
+)
+
+// Config is the authz process configuration (cmd/authz's flags, which take
+// their defaults from DefaultConfig).
+type Config struct {
+	Listen     string // gRPC ext_authz listener: host:port or unix:/path
+	HTTPListen string // /metrics, /healthz and /_flakegate/ (token exchange)
+	Policies   string // policy directory
+	Issuers    string // issuers file
+	OwnersURL  string // blob server internal listener (owners lookup)
+	// OwnersTimeout bounds one owners lookup.
+	OwnersTimeout time.Duration
+	// OwnersTTL is how long an owners answer is cached, empty or not
+	// (alike, so that timing does not tell present from absent objects).
+	OwnersTTL time.Duration
+	// ShutdownTimeout bounds the graceful stop on SIGTERM; after it,
+	// remaining calls are cut.
+	ShutdownTimeout time.Duration
+	// PolicyDebounce is how long the policy directory must stay quiet
+	// after a change before it is reloaded.
+	PolicyDebounce time.Duration
+	LogLevel       string // debug, info, warn, error
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the HTTP
+	// listener (profiling under load; keep that listener private).
+	Pprof bool
+	// Exchange is the token exchange (POST /_flakegate/token): on when
+	// Exchange.PublicURL is set. Revocation (denylist.yaml in Policies)
+	// applies either way.
+	Exchange exchange.Config
+}
+
+// DefaultConfig is the configuration with every default filled in.
+func DefaultConfig() Config {
+	return Config{
+		Listen:          "127.0.0.1:9001",
+		HTTPListen:      "127.0.0.1:9002",
+		OwnersURL:       "http://127.0.0.1:8081",
+		OwnersTimeout:   2 * time.Second,
+		OwnersTTL:       2 * time.Second,
+		ShutdownTimeout: 15 * time.Second,
+		PolicyDebounce:  100 * time.Millisecond,
+		LogLevel:        "info",
+		Exchange: exchange.Config{
+			Lifetime:    tokens.DefaultLifetime,
+			MaxLifetime: tokens.DefaultMaxLifetime,
+		},
+	}
+}
+
+// Validate reports every problem of a serving configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if serve.SocketPath(c.Listen) == "" {
+		if err := serve.CheckHostPort(c.Listen); err != nil {
+			add("-listen %q: %v (want host:port, or unix:/path for a unix socket)", c.Listen, err)
+		}
+	}
+	if err := serve.CheckHostPort(c.HTTPListen); err != nil {
+		add("-http-listen %q: %v", c.HTTPListen, err)
+	}
+	if c.Listen != "" && c.Listen == c.HTTPListen && !strings.HasSuffix(c.Listen, ":0") {
+		add("-listen and -http-listen are both %q: they need different addresses", c.Listen)
+	}
+	errs = append(errs, c.validateFiles()...)
+	if u, err := url.Parse(c.OwnersURL); c.OwnersURL == "" {
+		add("-owners-url is required (the blob server's internal listener, e.g. http://127.0.0.1:8081)")
+	} else if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		add("-owners-url %q: want http(s)://host:port", c.OwnersURL)
+	}
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{
+		{"owners timeout", c.OwnersTimeout},
+		{"owners TTL", c.OwnersTTL},
+		{"shutdown timeout", c.ShutdownTimeout},
+		{"-policy-debounce", c.PolicyDebounce},
+	} {
+		if d.v <= 0 {
+			add("%s must be positive, got %s", d.name, d.v)
+		}
+	}
+	if _, err := serve.ParseLogLevel(c.LogLevel); err != nil {
+		add("-log-level: %v", err)
+	}
+	if err := c.Exchange.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// validateFiles checks the policy directory and issuers file exist (their
+// content is checked by loading, or by CheckConfig).
+func (c *Config) validateFiles() []error {
+	var errs []error
+	if c.Policies == "" {
+		errs = append(errs, errors.New("-policies is required (the Rego policy directory)"))
+	} else if fi, err := os.Stat(c.Policies); err != nil {
+		errs = append(errs, fmt.Errorf("-policies: %w", err))
+	} else if !fi.IsDir() {
+		errs = append(errs, fmt.Errorf("-policies %s: not a directory", c.Policies))
+	}
+	if c.Issuers == "" {
+		errs = append(errs, errors.New("-issuers is required (the issuers YAML file)"))
+	} else if _, err := os.Stat(c.Issuers); err != nil {
+		errs = append(errs, fmt.Errorf("-issuers: %w", err))
+	}
+	return errs
+}
+
+// NewLogger is the process's logger: JSON lines to w at LogLevel.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger { return serve.NewLogger(w, c.LogLevel) }
+
+// CheckConfig is `authz -check`: it validates the issuers file and the
+// policy directory (compile, then run its *_test.rego, then the denylist),
+// printing what it finds to w. It returns an error when anything is wrong.
+// It makes no network calls.
+func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
+	var errs []error
+	fail := func(what string, err error) {
+		fmt.Fprintf(w, "FAIL %s:\n%s\n", what, indent(err.Error()))
+		errs = append(errs, fmt.Errorf("%s: %w", what, err))
+	}
+
+	if cfg.Issuers == "" {
+		fail("issuers", errors.New("-issuers is required (the issuers YAML file)"))
+	} else if issuers, err := identity.LoadIssuersFile(cfg.Issuers); err != nil {
+		fail("issuers "+cfg.Issuers, err)
+	} else {
+		names := make([]string, len(issuers.Issuers))
+		for i, ic := range issuers.Issuers {
+			names[i] = ic.Name
+		}
+		fmt.Fprintf(w, "ok   issuers %s: %d issuer(s): %s\n", cfg.Issuers, len(names), strings.Join(names, ", "))
+	}
+
+	switch fi, err := os.Stat(cfg.Policies); {
+	case cfg.Policies == "":
+		fail("policies", errors.New("-policies is required (the Rego policy directory)"))
+	case err != nil:
+		fail("policies", err)
+	case !fi.IsDir():
+		fail("policies", fmt.Errorf("%s is not a directory", cfg.Policies))
+	default:
+		fmt.Fprintf(w, "--- policies %s\n", cfg.Policies)
+		if err := policy.Check(ctx, cfg.Policies, w); err != nil {
+			fail("policies "+cfg.Policies, err)
+		} else {
+			fmt.Fprintf(w, "ok   policies %s\n", cfg.Policies)
+		}
+		if err := revoke.CheckDir(cfg.Policies); err != nil {
+			fail("denylist", err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func indent(s string) string {
+	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}

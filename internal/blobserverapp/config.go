@@ -1,0 +1,166 @@
+package blobserverapp
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/serve"
+)
+
+// Config is the blob server's configuration (cmd/blobserver's flags, which
+// take their defaults from DefaultConfig). A limit that can be switched off
+// is off at 0, here as at the flag.
+type Config struct {
+	Listen         string // public cache listener
+	InternalListen string // owners lookups, /metrics, /healthz; "" disables
+	DataDir        string
+	// SigningKeyFiles are Nix secret key files; every key signs. Empty: use
+	// (creating on first start) <DataDir>/signing-key.sec.
+	SigningKeyFiles []string
+	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
+	// AuthzHTTP is authz's HTTP listener (http://host:port); /_flakegate/…
+	// (token exchange, JWKS) is forwarded there, as Envoy's route does. "" : not served.
+	AuthzHTTP      string
+	Storage        string // blob store URL; "": file://<DataDir>/blobs
+	Index          string // index URL; "": sqlite://<DataDir>/index.db
+	MaxNarSize     int64  // largest NAR (compressed or not) or build log
+	MaxNarInfoSize int64
+	Priority       int // nix-cache-info Priority
+	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
+	// lookups (entries each); 0 disables them: every lookup reads the index.
+	LookupCacheEntries int
+	AccessLog          bool
+	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
+	UploadIdleTimeout time.Duration
+	// Upload limits (cacheserver.Config); 0 disables each.
+	UploadMinRate        int64         // bytes/second over a 30 s window (408 below)
+	UploadMaxDuration    time.Duration // per upload body (408 after)
+	MaxExpansion         int64         // decompressed/compressed NAR bytes (413 above)
+	MaxUploadsPerSubject int           // concurrent uploads per gate subject (429 beyond)
+	// RequestBodyTimeout bounds reading the body of any other request than
+	// an upload (PUT): such a body (rare: a token exchange's JSON) must
+	// arrive whole within it (408 otherwise).
+	RequestBodyTimeout time.Duration
+	// ShutdownTimeout bounds how long running requests (uploads) may take
+	// to finish after SIGTERM.
+	ShutdownTimeout time.Duration
+	LogLevel        string // debug, info, warn, error
+	// Pprof serves Go's runtime profiles under /debug/pprof/ on the
+	// internal listener.
+	Pprof bool
+	// OnListen, if set, is called with the bound addresses ("" for a
+	// disabled internal listener) once both listeners accept connections.
+	OnListen func(public, internal string)
+}
+
+// DefaultConfig is the configuration with every default filled in: the
+// one place the blob server's defaults live (cmd/blobserver's flags start
+// from it; cacheserver has none of its own).
+func DefaultConfig() Config {
+	return Config{
+		Listen:             "127.0.0.1:8080",
+		InternalListen:     "127.0.0.1:8081",
+		MaxNarSize:         64 << 30,
+		MaxNarInfoSize:     1 << 20,
+		Priority:           40,
+		LookupCacheEntries: 1 << 16,
+		AccessLog:          true,
+		UploadIdleTimeout:  2 * time.Minute,
+		// Far below any working CI link: it only catches clients that hold
+		// a connection open with a trickle of bytes.
+		UploadMinRate: 16 << 10,
+		// A 64 GiB NAR at 16 MiB/s takes about 70 minutes.
+		UploadMaxDuration: 2 * time.Hour,
+		MaxExpansion:      nixcache.DefaultMaxExpansion,
+		// Above Nix's default http-connections (25), so one ordinary `nix
+		// copy` is never refused.
+		MaxUploadsPerSubject: 32,
+		// The public listener's ReadHeaderTimeout.
+		RequestBodyTimeout: 30 * time.Second,
+		// Lets a large upload finish after SIGTERM.
+		ShutdownTimeout: 10 * time.Minute,
+		LogLevel:        "info",
+	}
+}
+
+// Validate reports every problem of a serving configuration at once.
+func (c *Config) Validate() error {
+	var errs []error
+	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if err := serve.CheckHostPort(c.Listen); err != nil {
+		add("-listen %q: %v", c.Listen, err)
+	}
+	if c.InternalListen != "" {
+		if err := serve.CheckHostPort(c.InternalListen); err != nil {
+			add("-internal-listen %q: %v (or empty to disable it)", c.InternalListen, err)
+		} else if c.InternalListen == c.Listen && !strings.HasSuffix(c.Listen, ":0") {
+			add("-listen and -internal-listen are both %q: they need different addresses", c.Listen)
+		}
+	}
+	if c.needsDataDir() && c.DataDir == "" {
+		add("-data-dir is required (or set -storage, -index and -signing-key-file)")
+	}
+	for _, p := range []struct {
+		name string
+		v    int64
+	}{
+		{"-max-nar-size", c.MaxNarSize},
+		{"-max-narinfo-size", c.MaxNarInfoSize},
+		{"-priority", int64(c.Priority)},
+		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},
+		{"-shutdown-timeout", int64(c.ShutdownTimeout)},
+		{"request body timeout", int64(c.RequestBodyTimeout)},
+	} {
+		if p.v <= 0 {
+			add("%s must be positive, got %d", p.name, p.v)
+		}
+	}
+	if c.LookupCacheEntries < 0 {
+		add("-lookup-cache %d: want a number of entries, or 0 to disable", c.LookupCacheEntries)
+	}
+	if c.UploadMinRate < 0 {
+		add("-upload-min-rate %d: want bytes/second, or 0 to disable", c.UploadMinRate)
+	}
+	if c.UploadMaxDuration < 0 {
+		add("-upload-max-duration %v: want a duration, or 0 to disable", c.UploadMaxDuration)
+	}
+	if c.MaxExpansion < 0 {
+		add("-max-expansion %d: want a ratio, or 0 to disable", c.MaxExpansion)
+	}
+	if c.MaxUploadsPerSubject < 0 {
+		add("-max-uploads-per-subject %d: want a number, or 0 to disable", c.MaxUploadsPerSubject)
+	}
+	if _, err := serve.ParseLogLevel(c.LogLevel); err != nil {
+		add("-log-level: %v", err)
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Config) needsDataDir() bool {
+	return c.Storage == "" || c.Index == "" || len(c.SigningKeyFiles) == 0
+}
+
+// storageURL is Storage, or the blob store in the data directory.
+func (c *Config) storageURL() string {
+	if c.Storage != "" {
+		return c.Storage
+	}
+	return "file://" + filepath.Join(c.DataDir, "blobs")
+}
+
+// indexURL is Index, or the SQLite index in the data directory.
+func (c *Config) indexURL() string {
+	if c.Index != "" {
+		return c.Index
+	}
+	return "sqlite://" + filepath.Join(c.DataDir, "index.db")
+}
+
+// NewLogger is the process's logger: JSON lines to w at LogLevel.
+func (c *Config) NewLogger(w io.Writer) *slog.Logger { return serve.NewLogger(w, c.LogLevel) }

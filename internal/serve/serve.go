@@ -1,0 +1,181 @@
+// Package serve is how both flakegate processes (internal/blobserverapp,
+// internal/authzapp) run their listeners: Run binds every listener, serves
+// each with its server until the context ends or one server fails, then
+// shuts them all down gracefully within a timeout. It also holds what else
+// the two share: listen addresses (TCP or a unix socket) and the log level.
+package serve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"time"
+
+	"google.golang.org/grpc"
+)
+
+// Server is what Run serves on a listener. *http.Server is one; GRPC adapts
+// a *grpc.Server.
+type Server interface {
+	// Serve accepts connections on l until Shutdown or Close.
+	Serve(l net.Listener) error
+	// Shutdown stops accepting and waits for in-flight requests to end, or
+	// for ctx to be done (then it returns ctx's error).
+	Shutdown(ctx context.Context) error
+	// Close ends every connection at once.
+	Close() error
+}
+
+// Listener is one listener of a process and the server that serves it.
+type Listener struct {
+	// Name says which listener this is in logs and errors ("public",
+	// "internal", "gRPC", "HTTP").
+	Name string
+	// Addr is where to listen: host:port, or unix:/path (see Listen).
+	// Ignored when Ln is set.
+	Addr string
+	// Ln is a listener bound beforehand (tests that need an address before
+	// the process starts); nil: Run listens on Addr.
+	Ln     net.Listener
+	Server Server
+}
+
+// Options tune Run.
+type Options struct {
+	// ShutdownTimeout bounds the graceful stop: in-flight requests that
+	// have not ended by then are cut. Zero: DefaultShutdownTimeout.
+	ShutdownTimeout time.Duration
+	// Logger receives the shutdown lines; nil: slog.Default().
+	Logger *slog.Logger
+	// Ready, if set, is called with the bound addresses, in the order of
+	// the listeners, once every listener is bound and being served.
+	Ready func(addrs []string)
+	// Stopping, if set, is called once the servers are about to be shut
+	// down (the context ended or a server failed), before Shutdown.
+	Stopping func()
+}
+
+// DefaultShutdownTimeout is Options.ShutdownTimeout's default.
+const DefaultShutdownTimeout = 15 * time.Second
+
+// Run binds every listener (when one cannot be bound, none is served and
+// the error names it), serves each with its server until ctx is done or a
+// server fails, then shuts every server down at once: each gets
+// ShutdownTimeout to let its in-flight requests end, after which it is
+// closed. Run owns the listeners (also those passed in Ln): they are closed
+// when it returns. It returns the first serve error, nil after a stop
+// because ctx ended.
+func Run(ctx context.Context, ls []Listener, o Options) error {
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
+	timeout := o.ShutdownTimeout
+	if timeout <= 0 {
+		timeout = DefaultShutdownTimeout
+	}
+
+	lns := make([]net.Listener, len(ls))
+	closeAll := func() {
+		for i, l := range ls {
+			switch {
+			case lns[i] != nil:
+				lns[i].Close()
+			case l.Ln != nil:
+				l.Ln.Close()
+			}
+		}
+	}
+	for i, l := range ls {
+		if l.Ln != nil {
+			lns[i] = l.Ln
+			continue
+		}
+		ln, err := Listen(l.Addr)
+		if err != nil {
+			closeAll()
+			return fmt.Errorf("%s listener: listen on %s: %w", l.Name, l.Addr, err)
+		}
+		lns[i] = ln
+	}
+
+	errc := make(chan error, len(ls))
+	var serving sync.WaitGroup
+	for i, l := range ls {
+		serving.Add(1)
+		go func() {
+			defer serving.Done()
+			if err := l.Server.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errc <- fmt.Errorf("serve %s on %s: %w", l.Name, lns[i].Addr(), err)
+			}
+		}()
+	}
+	if o.Ready != nil {
+		addrs := make([]string, len(lns))
+		for i, ln := range lns {
+			addrs[i] = ln.Addr().String()
+		}
+		o.Ready(addrs)
+	}
+
+	var serveErr error
+	select {
+	case <-ctx.Done():
+	case serveErr = <-errc:
+		log.Error("a listener failed: shutting down", "error", serveErr.Error())
+	}
+	if o.Stopping != nil {
+		o.Stopping()
+	}
+	log.Info("shutting down: waiting for running requests", "timeout", timeout.String())
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+	defer cancel()
+	var stopping sync.WaitGroup
+	for _, l := range ls {
+		stopping.Add(1)
+		go func() {
+			defer stopping.Done()
+			if err := l.Server.Shutdown(sctx); err != nil {
+				log.Warn("graceful stop timed out: closing the remaining connections", "listener", l.Name, "error", err.Error())
+				l.Server.Close()
+			}
+		}()
+	}
+	stopping.Wait()
+	serving.Wait()
+	closeAll() // a server that failed may have left its listener open
+	return serveErr
+}
+
+// GRPC adapts a gRPC server to Server: Shutdown is GracefulStop (Stop once
+// ctx is done), Close is Stop.
+func GRPC(s *grpc.Server) Server { return grpcServer{s} }
+
+type grpcServer struct{ s *grpc.Server }
+
+func (g grpcServer) Serve(l net.Listener) error { return g.s.Serve(l) }
+
+func (g grpcServer) Shutdown(ctx context.Context) error {
+	done := make(chan struct{})
+	go func() {
+		g.s.GracefulStop()
+		close(done)
+	}()
+	select {
+	case <-done:
+		return nil
+	case <-ctx.Done():
+		g.s.Stop()
+		<-done
+		return ctx.Err()
+	}
+}
+
+func (g grpcServer) Close() error {
+	g.s.Stop()
+	return nil
+}
