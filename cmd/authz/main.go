@@ -17,15 +17,12 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/peterbourgon/ff/v3"
 
 	"github.com/flakegate/flakegate/internal/authzapp"
 )
@@ -62,23 +59,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Exchange.Lifetime, "token-lifetime", cfg.Exchange.Lifetime, "lifetime of an exchanged cache token")
 	fs.DurationVar(&cfg.Exchange.MaxLifetime, "token-max-lifetime", cfg.Exchange.MaxLifetime, "longest cache token lifetime a client may ask for")
 	check := fs.Bool("check", false, "validate the issuers file and policies (compile, run *_test.rego), print the result and exit")
-	fs.String("config", "", "config file: one `flag value` per line")
 
-	err := ff.Parse(fs, args,
-		ff.WithEnvVarPrefix("FLAKEGATE"),
-		ff.WithConfigFileFlag("config"),
-		ff.WithConfigFileParser(ff.PlainParser),
-	)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "authz: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "authz: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, done := authzapp.ParseFlags(fs, args, stderr); done {
+		return code
 	}
 
 	if *check {

@@ -28,7 +28,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -36,8 +35,6 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
-
-	"github.com/peterbourgon/ff/v3"
 
 	"github.com/flakegate/flakegate/internal/blobserverapp"
 )
@@ -82,24 +79,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
-	fs.String("config", "", "config `file` (lines \"flag value\")")
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
-	err := ff.Parse(fs, args,
-		ff.WithEnvVarPrefix("FLAKEGATE"),
-		ff.WithConfigFileFlag("config"),
-		ff.WithConfigFileParser(ff.PlainParser),
-	)
-	if errors.Is(err, flag.ErrHelp) {
-		return 0
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "blobserver: %v\n", err)
-		return 2
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "blobserver: unexpected arguments %q\n", fs.Args())
-		return 2
+	if code, done := blobserverapp.ParseFlags(fs, args, stderr); done {
+		return code
 	}
 
 	if *printKey {

@@ -13,16 +13,16 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/flakegate/flakegate/internal/authz/authztest"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
-	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/serve"
 )
 
-// BenchmarkCheck measures one decision on the hot path: a token already in
-// the verifier's cache, a prepared policy, the decision log line written
-// (JSON, discarded) and metrics updated.
-func BenchmarkCheck(b *testing.B) {
+// benchChecker is a Checker with a real verifier (one GitHub Actions
+// issuer), the test policy and owners, the decision log written (JSON,
+// discarded), and a token of omnicorp/app's CI on main.
+func benchChecker(b *testing.B, owners staticOwners) (*Checker, string) {
 	iss := identitytest.NewIssuer(b)
 	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
 	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
@@ -31,13 +31,20 @@ func BenchmarkCheck(b *testing.B) {
 	}
 	b.Cleanup(v.Close)
 	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
-	c := &Checker{
+	return &Checker{
 		Verifier: v,
 		Policy:   newTestEngine(b),
-		Owners:   staticOwners{{Org: "evilcorp", Name: "tool"}, {Org: "omnicorp", Name: "app"}},
+		Owners:   owners,
 		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
 		Metrics:  NewMetrics(nil),
-	}
+	}, tok
+}
+
+// BenchmarkCheck measures one decision on the hot path: a token already in
+// the verifier's cache, a prepared policy, the decision log line written
+// (JSON, discarded) and metrics updated.
+func BenchmarkCheck(b *testing.B) {
+	c, tok := benchChecker(b, staticOwners{{Org: "evilcorp", Name: "tool"}, {Org: "omnicorp", Name: "app"}})
 	cases := []struct {
 		name, method, path, auth string
 	}{
@@ -47,7 +54,7 @@ func BenchmarkCheck(b *testing.B) {
 		{"anonymous_denied", "GET", "/omnicorp/app/" + testHash + ".narinfo", ""},
 	}
 	for _, cs := range cases {
-		req := checkRequest(cs.method, cs.path, cs.auth)
+		req := authztest.CheckRequest(cs.method, cs.path, cs.auth)
 		if resp := c.Check(context.Background(), req); resp.GetStatus() == nil {
 			b.Fatal("no status")
 		}
@@ -105,28 +112,13 @@ func envoyCheckRequest(method, path, authorization string, raw bool) *authv3.Che
 }
 
 var _ OwnersLookup = staticOwners(nil)
-var _ = nixname.Flake{}
 
 // BenchmarkCheckGRPC is one decision as the gate or Envoy sees it: a
 // CheckRequest over a real gRPC connection (loopback TCP or a unix socket)
 // to the server NewGRPCServer builds, the decision log written (discarded).
 // Client and server share the machine, so ns/op is the cost of both sides.
 func BenchmarkCheckGRPC(b *testing.B) {
-	iss := identitytest.NewIssuer(b)
-	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
-	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(v.Close)
-	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
-	c := &Checker{
-		Verifier: v,
-		Policy:   newTestEngine(b),
-		Owners:   staticOwners{{Org: "omnicorp", Name: "app"}},
-		Logger:   slog.New(slog.NewJSONHandler(io.Discard, nil)),
-		Metrics:  NewMetrics(nil),
-	}
+	c, tok := benchChecker(b, staticOwners{{Org: "omnicorp", Name: "app"}})
 	for _, bc := range []struct{ network, shape string }{
 		{"tcp", "headers"}, {"unix", "headers"}, {"unix", "header_map"},
 	} {

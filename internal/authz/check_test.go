@@ -12,6 +12,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/flakegate/flakegate/internal/authz/authztest"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/policy"
@@ -71,28 +72,28 @@ func TestCheckerFailures(t *testing.T) {
 		wantStatus int
 		wantReason string // substring of the decision's reason or error
 	}{
-		{name: "policy evaluation error", req: checkRequest("GET", narinfo, "Bearer "+secretToken),
+		{name: "policy evaluation error", req: authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken),
 			checker:    Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject}, Policy: &failingEvaluator{}},
 			wantStatus: 503, wantReason: "eval_conflict_error"},
-		{name: "policy error on the second owner of a union read", req: checkRequest("GET", union, "Bearer "+secretToken),
+		{name: "policy error on the second owner of a union read", req: authztest.CheckRequest("GET", union, "Bearer "+secretToken),
 			checker:    Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject}, Policy: &failingEvaluator{after: 1}, Owners: twoOwners},
 			wantStatus: 503, wantReason: "via omnicorp/b"},
-		{name: "union read without an owners lookup", req: checkRequest("GET", union, "Bearer "+secretToken),
+		{name: "union read without an owners lookup", req: authztest.CheckRequest("GET", union, "Bearer "+secretToken),
 			checker:    Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject}, Policy: &failingEvaluator{after: 9}},
 			wantStatus: 503, wantReason: "no owners lookup"},
-		{name: "no policy configured", req: checkRequest("GET", narinfo, ""),
+		{name: "no policy configured", req: authztest.CheckRequest("GET", narinfo, ""),
 			checker:    Checker{},
 			wantStatus: 503, wantReason: "no policy configured"},
-		{name: "no verifier configured", req: checkRequest("GET", narinfo, "Bearer "+secretToken),
+		{name: "no verifier configured", req: authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken),
 			checker:    Checker{Policy: &failingEvaluator{after: 9}},
 			wantStatus: 503, wantReason: "no token verifier"},
-		{name: "verifier yields no subject", req: checkRequest("GET", narinfo, "Bearer "+secretToken),
+		{name: "verifier yields no subject", req: authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken),
 			checker:    Checker{Verifier: tokenVerifier{token: secretToken}, Policy: &failingEvaluator{after: 9}},
 			wantStatus: 503, wantReason: "no authenticated subject"},
-		{name: "verifier deadline", req: checkRequest("GET", narinfo, "Bearer "+secretToken),
+		{name: "verifier deadline", req: authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken),
 			checker:    Checker{Verifier: tokenVerifier{err: context.DeadlineExceeded}, Policy: &failingEvaluator{after: 9}},
 			wantStatus: 503, wantReason: "deadline"},
-		{name: "revoked subject", req: checkRequest("GET", narinfo, "Bearer "+secretToken),
+		{name: "revoked subject", req: authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken),
 			checker: Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject}, Policy: &failingEvaluator{after: 9},
 				SubjectCheck: func(context.Context, *identity.Subject) error { return errors.New("token revoked") }},
 			wantStatus: 401, wantReason: "token revoked"},
@@ -152,7 +153,7 @@ func TestRespondFailsClosed(t *testing.T) {
 }
 
 func TestBuildInputDoesNotShareState(t *testing.T) {
-	r := ParseCheckRequest(checkRequest("GET", "/"+testHash+".narinfo", ""))
+	r := ParseCheckRequest(authztest.CheckRequest("GET", "/"+testHash+".narinfo", ""))
 	owners := []nixname.Flake{{Org: "a", Name: "x"}, {Org: "b", Name: "y"}}
 	in1 := BuildInput(r, ciSubject, owners)
 	in2 := BuildInput(r, ciSubject, owners)
@@ -179,7 +180,7 @@ func TestSubjectHeaderIsSafe(t *testing.T) {
 	}
 	for _, tt := range tests {
 		resp := Respond(Outcome{Allow: true, Status: 200, SubjectSummary: tt.summary})
-		if got := headerValue(resp.GetOkResponse().GetHeaders(), route.SubjectHeader); got != tt.want {
+		if got := authztest.HeaderValue(resp.GetOkResponse().GetHeaders(), route.SubjectHeader); got != tt.want {
 			t.Errorf("summary %q sent as %q, want %q", tt.summary, got, tt.want)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/authz/authztest"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
@@ -262,7 +263,7 @@ func TestOwnersClientBounded(t *testing.T) {
 // owner is evaluated and listed as readable.
 func TestUnionReadSeesNewOwnerAfterTTL(t *testing.T) {
 	key := "/owners/narinfo/" + testHash
-	owners := newFakeOwners(t, map[string][]string{key: {"omnicorp/app"}})
+	owners := authztest.NewFakeOwners(t, map[string][]string{key: {"omnicorp/app"}})
 	client := NewOwnersClient(owners.URL, OwnersOptions{TTL: 2 * time.Second})
 	now := time.Unix(1_700_000_000, 0)
 	client.now = func() time.Time { return now }
@@ -273,12 +274,12 @@ func TestUnionReadSeesNewOwnerAfterTTL(t *testing.T) {
 		Owners:   client,
 		Logger:   discardLogger(),
 	}
-	req := ParseCheckRequest(checkRequest("GET", "/"+testHash+".narinfo", "Bearer "+secretToken))
+	req := ParseCheckRequest(authztest.CheckRequest("GET", "/"+testHash+".narinfo", "Bearer "+secretToken))
 
 	if res := c.Decide(context.Background(), req); res.Status != http.StatusNotFound {
 		t.Fatalf("before the acme push: status %d, want 404", res.Status)
 	}
-	owners.answers[key] = []string{"acme/tools", "omnicorp/app"} // pushed into acme/tools
+	owners.Answers[key] = []string{"acme/tools", "omnicorp/app"} // pushed into acme/tools
 	if res := c.Decide(context.Background(), req); res.Status != http.StatusNotFound {
 		t.Fatalf("within the TTL: status %d, want 404 from the cached owners", res.Status)
 	}

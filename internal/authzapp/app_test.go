@@ -8,14 +8,12 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -23,34 +21,13 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/flakegate/flakegate/internal/authz"
+	"github.com/flakegate/flakegate/internal/authz/authztest"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/route"
 
 	"github.com/flakegate/flakegate/internal/testutil"
 )
-
-// fakeOwners is the blob server's internal owners endpoint: fixed answers
-// by path; paths not listed answer 500.
-type fakeOwners struct {
-	*httptest.Server
-	answers map[string][]string
-}
-
-func newFakeOwners(t *testing.T, answers map[string][]string) *fakeOwners {
-	f := &fakeOwners{answers: answers}
-	f.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		flakes, ok := f.answers[r.URL.Path]
-		if !ok {
-			http.Error(w, "index unavailable", http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		_ = json.NewEncoder(w).Encode(map[string][]string{"flakes": flakes})
-	}))
-	t.Cleanup(f.Close)
-	return f
-}
 
 // testService is a real App on loopback with real issuers (JWKS over
 // HTTP), the authz testdata policy and a fake owners endpoint.
@@ -104,7 +81,7 @@ func startServiceWith(t *testing.T, policies string) *testService {
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
 	idpCfg.OrgClaim = "org"
 	issuers := writeIssuersFile(t, t.TempDir(), ts.github.Config("github", identity.ClaimsGitHubActions), idpCfg)
-	owners := newFakeOwners(t, map[string][]string{
+	owners := authztest.NewFakeOwners(t, map[string][]string{
 		"/owners/narinfo/" + testHash: {"evilcorp/tool", "omnicorp/app"},
 		"/owners/nar/" + testFile:     {},
 	})
@@ -175,30 +152,11 @@ func (ts *testService) check(t *testing.T, method, path, authorization string) *
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	resp, err := ts.client.Check(ctx, checkRequest(method, path, authorization))
+	resp, err := ts.client.Check(ctx, authztest.CheckRequest(method, path, authorization))
 	if err != nil {
 		t.Fatalf("Check %s %s: %v", method, path, err)
 	}
 	return resp
-}
-
-func checkRequest(method, path, authorization string) *authv3.CheckRequest {
-	headers := map[string]string{":authority": "cache.example.com"}
-	if authorization != "" {
-		headers["authorization"] = authorization
-	}
-	return &authv3.CheckRequest{Attributes: &authv3.AttributeContext{Request: &authv3.AttributeContext_Request{
-		Http: &authv3.AttributeContext_HttpRequest{Method: method, Path: path, Headers: headers},
-	}}}
-}
-
-func headerValue(hs []*corev3.HeaderValueOption, key string) string {
-	for _, h := range hs {
-		if h.GetHeader().GetKey() == key {
-			return h.GetHeader().GetValue()
-		}
-	}
-	return ""
 }
 
 func TestServiceGRPC(t *testing.T) {
@@ -253,7 +211,7 @@ func TestServiceGRPC(t *testing.T) {
 				if ok == nil || resp.GetStatus().GetCode() != 0 {
 					t.Fatalf("want allowed, got %v", resp)
 				}
-				if got := headerValue(ok.GetHeaders(), route.SubjectHeader); got != tt.wantSubject {
+				if got := authztest.HeaderValue(ok.GetHeaders(), route.SubjectHeader); got != tt.wantSubject {
 					t.Errorf("%s = %q, want %q", route.SubjectHeader, got, tt.wantSubject)
 				}
 				return
@@ -268,7 +226,7 @@ func TestServiceGRPC(t *testing.T) {
 			if !strings.Contains(d.GetBody(), tt.wantBody) {
 				t.Errorf("body %q, want it to contain %q", d.GetBody(), tt.wantBody)
 			}
-			if challenge := headerValue(d.GetHeaders(), "www-authenticate"); (challenge != "") != (tt.wantStatus == 401) {
+			if challenge := authztest.HeaderValue(d.GetHeaders(), "www-authenticate"); (challenge != "") != (tt.wantStatus == 401) {
 				t.Errorf("www-authenticate %q on a %d", challenge, tt.wantStatus)
 			}
 		})

@@ -3,6 +3,7 @@ package authzapp
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -177,4 +178,10 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 
 func indent(s string) string {
 	return "  " + strings.ReplaceAll(s, "\n", "\n  ")
+}
+
+// ParseFlags parses the command's flags as every flakegate service does
+// (serve.ParseFlags: flags, FLAKEGATE_<FLAG>, -config file).
+func ParseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	return serve.ParseFlags(fs, args, stderr)
 }

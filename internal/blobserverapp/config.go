@@ -2,6 +2,7 @@ package blobserverapp
 
 import (
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -164,3 +165,9 @@ func (c *Config) indexURL() string {
 
 // NewLogger is the process's logger: JSON lines to w at LogLevel.
 func (c *Config) NewLogger(w io.Writer) *slog.Logger { return serve.NewLogger(w, c.LogLevel) }
+
+// ParseFlags parses the command's flags as every flakegate service does
+// (serve.ParseFlags: flags, FLAKEGATE_<FLAG>, -config file).
+func ParseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	return serve.ParseFlags(fs, args, stderr)
+}

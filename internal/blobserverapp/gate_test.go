@@ -45,19 +45,27 @@ func (fakeAuthz) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	}, nil
 }
 
-// With -ext-authz every public request is checked first; the internal
-// listener is not gated.
-func TestEmbeddedGate(t *testing.T) {
+// startFakeAuthz serves fakeAuthz over gRPC on a loopback port until the
+// test ends (or gs.Stop).
+func startFakeAuthz(t *testing.T) (gs *grpc.Server, addr string) {
+	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	gs := grpc.NewServer()
+	gs = grpc.NewServer()
 	authv3.RegisterAuthorizationServer(gs, fakeAuthz{})
 	go gs.Serve(ln)
-	defer gs.Stop()
+	t.Cleanup(gs.Stop)
+	return gs, ln.Addr().String()
+}
 
-	s := start(t, config(func(c *Config) { c.DataDir, c.ExtAuthz = t.TempDir(), ln.Addr().String() }))
+// With -ext-authz every public request is checked first; the internal
+// listener is not gated.
+func TestEmbeddedGate(t *testing.T) {
+	gs, addr := startFakeAuthz(t)
+
+	s := start(t, config(func(c *Config) { c.DataDir, c.ExtAuthz = t.TempDir(), addr }))
 	req := func(token, forgedSubject string) int {
 		r, _ := http.NewRequest("GET", s.URL+"/omnicorp/a/nix-cache-info", nil)
 		if token != "" {

@@ -515,14 +515,7 @@ func TestGateRecoversWhenAuthzStartsLate(t *testing.T) {
 	// Let the channel fall into its reconnect backoff.
 	time.Sleep(500 * time.Millisecond)
 
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("port %s taken again before the test could reuse it: %v", addr, err)
-	}
-	srv := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(srv, &fakeAuthz{decide: allowWithSubject("github:omnicorp/app")})
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(srv.Stop)
+	restartAuthz(t, addr)
 
 	// The first request after authz is back may wait for the reconnect, but
 	// within its Check timeout it must get through (bounded retries: the

@@ -1,7 +1,6 @@
 package gate
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -19,6 +18,8 @@ import (
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 func denyWith(code typev3.StatusCode) func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) {
@@ -32,49 +33,6 @@ func denyWith(code typev3.StatusCode) func(context.Context, *authv3.CheckRequest
 			}},
 		}, nil
 	}
-}
-
-// connClosed reports whether a read error means the server closed the
-// connection: EOF, or a reset when the server closed with unread bytes of
-// ours; a deadline is not.
-func connClosed(err error) bool {
-	var ne net.Error
-	return err != nil && !(errors.As(err, &ne) && ne.Timeout())
-}
-
-// slowBodyRequest opens a raw connection to addr, sends head (a request
-// head announcing a body) and the first bytes of the body, then nothing.
-// It returns the status line and how long it took to come, and whether the
-// server closed the connection within closeWithin after the response.
-func slowBodyRequest(t *testing.T, addr, head, firstBytes string, closeWithin time.Duration) (status string, took time.Duration, closed bool) {
-	t.Helper()
-	c, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
-	start := time.Now()
-	if _, err := io.WriteString(c, head+firstBytes); err != nil {
-		t.Fatal(err)
-	}
-	// The bound is generous; before the fix the answer came only after
-	// the body (never, here).
-	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
-	br := bufio.NewReader(c)
-	resp, err := http.ReadResponse(br, nil)
-	if err != nil {
-		t.Fatalf("no response %v after sending a partial body: %v", time.Since(start), err)
-	}
-	took = time.Since(start)
-	_, _ = io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
-	_ = c.SetReadDeadline(time.Now().Add(closeWithin))
-	_, err = br.ReadByte()
-	closed = connClosed(err)
-	if err == nil {
-		t.Errorf("unexpected bytes after the response")
-	}
-	return resp.Status, took, closed
 }
 
 // Red-team finding: a request the gate denies, with a body that trickles
@@ -109,9 +67,9 @@ func TestDeniedSlowBodyIsAnsweredAtOnce(t *testing.T) {
 			if strings.Contains(tc.head, "chunked") {
 				first = "186a0\r\nabc" // a 100000-byte chunk, barely begun
 			}
-			status, took, closed := slowBodyRequest(t, srv.Listener.Addr().String(), tc.head, first, 3*time.Second)
-			if !strings.HasPrefix(status, tc.want) {
-				t.Fatalf("status %q, want %s", status, tc.want)
+			resp, _, took, closed := testutil.RawRequest(t, srv.Listener.Addr().String(), tc.head, first, 3*time.Second)
+			if !strings.HasPrefix(resp.Status, tc.want) {
+				t.Fatalf("status %q, want %s", resp.Status, tc.want)
 			}
 			if took > 2*time.Second {
 				t.Errorf("answer took %v with the body pending, want it at once", took)
@@ -197,14 +155,7 @@ func TestGateFailsFastWhileAuthzDown(t *testing.T) {
 
 	// authz comes up at that address: served again (the reconnect
 	// backoff is at most 2 s).
-	ln, err = net.Listen("tcp", addr)
-	if err != nil {
-		t.Skipf("port %s taken again before the test could reuse it: %v", addr, err)
-	}
-	gs := grpc.NewServer()
-	authv3.RegisterAuthorizationServer(gs, &fakeAuthz{decide: allowWithSubject("github:omnicorp/app")})
-	go func() { _ = gs.Serve(ln) }()
-	t.Cleanup(gs.Stop)
+	restartAuthz(t, addr)
 	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 		rec, _ := get()
 		if rec.Code == http.StatusOK {
@@ -214,4 +165,18 @@ func TestGateFailsFastWhileAuthzDown(t *testing.T) {
 			t.Fatalf("authz back for 15s: still %d (channel state %v)", rec.Code, conn.GetState())
 		}
 	}
+}
+
+// restartAuthz brings an allowing fakeAuthz up at addr, where an earlier
+// one was stopped (skipping the test if another process took the port).
+func restartAuthz(t *testing.T, addr string) {
+	t.Helper()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Skipf("port %s taken again before the test could reuse it: %v", addr, err)
+	}
+	gs := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(gs, &fakeAuthz{decide: allowWithSubject("github:omnicorp/app")})
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
 }

@@ -31,23 +31,8 @@ const cacheClaimsVersion = 1
 // reverses it. The Claims map is shared, not copied. s is the IdP token's
 // subject: its TokenID becomes parent_jti.
 func (s *Subject) CacheClaims() map[string]any {
-	claims := s.Claims
-	if claims == nil {
-		claims = map[string]any{}
-	}
-	fg := map[string]any{
-		"v":             cacheClaimsVersion,
-		"issuer":        s.Issuer,
-		"provider":      s.Provider,
-		"kind":          s.Kind,
-		"org":           s.Org,
-		"repo":          s.Repo,
-		"user":          s.User,
-		"ref":           s.Ref,
-		"ref_protected": s.RefProtected,
-		"environment":   s.Environment,
-		"claims":        claims,
-	}
+	fg := s.fields()
+	fg["v"] = cacheClaimsVersion
 	if s.TokenID != "" {
 		fg["parent_jti"] = s.TokenID
 	}

@@ -44,12 +44,20 @@ func (s *Subject) Input() map[string]any {
 	if s == nil || !s.Authenticated {
 		return map[string]any{"authenticated": false}
 	}
+	m := s.fields()
+	m["authenticated"], m["via"] = true, s.Via
+	return m
+}
+
+// fields are the subject's identity as both the policy input and a cache
+// token's fg_subject carry it (each adds its own keys); the Claims map is
+// shared, not copied.
+func (s *Subject) fields() map[string]any {
 	claims := s.Claims
 	if claims == nil {
 		claims = map[string]any{}
 	}
 	return map[string]any{
-		"authenticated": true,
 		"issuer":        s.Issuer,
 		"provider":      s.Provider,
 		"kind":          s.Kind,
@@ -59,7 +67,6 @@ func (s *Subject) Input() map[string]any {
 		"ref":           s.Ref,
 		"ref_protected": s.RefProtected,
 		"environment":   s.Environment,
-		"via":           s.Via,
 		"claims":        claims,
 	}
 }

@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"flag"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -94,5 +96,49 @@ func TestParseLogLevel(t *testing.T) {
 	}
 	if _, err := ParseLogLevel("loud"); err == nil || !strings.Contains(err.Error(), `"loud"`) {
 		t.Errorf("ParseLogLevel(loud): %v", err)
+	}
+}
+
+func TestParseFlags(t *testing.T) {
+	newFS := func() (*flag.FlagSet, *string) {
+		fs := flag.NewFlagSet("svc", flag.ContinueOnError)
+		fs.SetOutput(io.Discard)
+		return fs, fs.String("data-dir", "default", "")
+	}
+	cfgFile := filepath.Join(t.TempDir(), "svc.conf")
+	if err := os.WriteFile(cfgFile, []byte("data-dir /from/file\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct {
+		name     string
+		args     []string
+		env      string
+		want     string
+		code     int
+		done     bool
+		inStderr string
+	}{
+		{"default", nil, "", "default", 0, false, ""},
+		{"flag", []string{"-data-dir", "/x"}, "", "/x", 0, false, ""},
+		{"environment", nil, "/from/env", "/from/env", 0, false, ""},
+		{"flag over environment", []string{"-data-dir", "/x"}, "/from/env", "/x", 0, false, ""},
+		{"config file", []string{"-config", cfgFile}, "", "/from/file", 0, false, ""},
+		{"help", []string{"-h"}, "", "default", 0, true, ""},
+		{"unknown flag", []string{"-nope"}, "", "default", 2, true, "svc: "},
+		{"positional argument", []string{"extra"}, "", "default", 2, true, `svc: unexpected arguments ["extra"]`},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			t.Setenv("FLAKEGATE_DATA_DIR", c.env)
+			if c.env == "" {
+				os.Unsetenv("FLAKEGATE_DATA_DIR")
+			}
+			fs, dir := newFS()
+			var stderr strings.Builder
+			code, done := ParseFlags(fs, c.args, &stderr)
+			if code != c.code || done != c.done || (!done && *dir != c.want) || !strings.Contains(stderr.String(), c.inStderr) {
+				t.Fatalf("code %d done %v dir %q stderr %q; want %d %v %q %q", code, done, *dir, stderr.String(), c.code, c.done, c.want, c.inStderr)
+			}
+		})
 	}
 }

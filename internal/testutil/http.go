@@ -1,8 +1,11 @@
 package testutil
 
 import (
+	"bufio"
 	"context"
+	"errors"
 	"io"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -36,4 +39,37 @@ func Do(t testing.TB, req *http.Request) (resp *http.Response, body string) {
 		t.Fatalf("%s %s: read body: %v", req.Method, req.URL, err)
 	}
 	return resp, string(b)
+}
+
+// RawRequest opens a TCP connection to addr (host:port), sends head (a
+// request head, e.g. one announcing a body) and first (the first bytes of
+// that body, or ""), then sends nothing more: a client whose body stalls.
+// It returns the response with its body, how long the response took to
+// come, and whether the server then closed the connection within
+// closeWithin (EOF, or a reset when the server closed with unread bytes of
+// ours; a deadline is not a close). No response within 10 s fails the test.
+func RawRequest(t testing.TB, addr, head, first string, closeWithin time.Duration) (resp *http.Response, body string, took time.Duration, closed bool) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	start := time.Now()
+	if _, err := io.WriteString(c, head+first); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	resp, err = http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("no response %v after sending %q: %v", time.Since(start), head, err)
+	}
+	took = time.Since(start)
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_ = c.SetReadDeadline(time.Now().Add(closeWithin))
+	_, err = br.ReadByte()
+	var ne net.Error
+	return resp, string(b), took, err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }

@@ -83,6 +83,22 @@ func ctxFor(t *testing.T) context.Context {
 	return ctx
 }
 
+// found checks a lookup's error against want (found, or absent:
+// ErrNotFound) and reports whether it found something to check further.
+func found(t *testing.T, what string, err error, want bool) bool {
+	t.Helper()
+	if !want {
+		if !errors.Is(err, index.ErrNotFound) {
+			t.Fatalf("%s: err = %v, want ErrNotFound", what, err)
+		}
+		return false
+	}
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	return true
+}
+
 func must(t *testing.T, err error) {
 	t.Helper()
 	if err != nil {
@@ -178,14 +194,8 @@ func testNarOwnership(t *testing.T, x index.Index) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			got, err := x.GetNar(ctx, c.flake, c.file)
-			if !c.found {
-				if !errors.Is(err, index.ErrNotFound) {
-					t.Fatalf("GetNar: err = %v, want ErrNotFound", err)
-				}
+			if !found(t, "GetNar", err, c.found) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if !got.CreatedAt.Equal(n.CreatedAt) {
 				t.Errorf("CreatedAt = %v, want %v", got.CreatedAt, n.CreatedAt)
@@ -240,14 +250,8 @@ func testPathOwnership(t *testing.T, x index.Index) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			p, err := x.GetPath(ctx, c.flake, c.hash)
-			if !c.found {
-				if !errors.Is(err, index.ErrNotFound) {
-					t.Fatalf("GetPath: err = %v, want ErrNotFound", err)
-				}
+			if !found(t, "GetPath", err, c.found) {
 				return
-			}
-			if err != nil {
-				t.Fatal(err)
 			}
 			if p.Hash != c.hash || p.Flake != c.flake {
 				t.Fatalf("GetPath returned %s of %v", p.Hash, p.Flake)
@@ -294,16 +298,21 @@ func testPathRoundTrip(t *testing.T, x index.Index) {
 	}
 }
 
+// otherContents is p with other contents for the same store path: another
+// narinfo text, NAR file (number file), NarHash and signer, all named by tag.
+func otherContents(p index.Path, tag string, file int) index.Path {
+	p.NarInfo = []byte("StorePath: " + tag + "\n")
+	p.NarFile = NarFile(file)
+	p.NarHash = "sha256:" + tag
+	p.SignedBy = "keyset-" + tag
+	return p
+}
+
 // testFirstContentKept: a flake's re-push of a path with other content
 // keeps its first record.
 func testFirstContentKept(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	first := path(1, Hash(5)+"-dep")
-	second := path(1)
-	second.NarInfo = []byte("StorePath: changed\n")
-	second.NarFile = NarFile(77)
-	second.NarHash = "sha256:changed"
-	second.SignedBy = "keyset-2"
+	first, second := path(1, Hash(5)+"-dep"), otherContents(path(1), "changed", 77)
 	must(t, x.PutPath(ctx, flakeA, first))
 	must(t, x.PutPath(ctx, flakeA, second))
 	got, err := x.GetPath(ctx, flakeA, first.Hash)
@@ -320,12 +329,7 @@ func testFirstContentKept(t *testing.T, x index.Index) {
 // path each keep their own; neither push changes or blocks the other's.
 func testPerFlakeContent(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	genuine := path(1, Hash(5)+"-dep")
-	bogus := path(1)
-	bogus.NarInfo = []byte("StorePath: bogus\n")
-	bogus.NarFile = NarFile(66)
-	bogus.NarHash = "sha256:bogus"
-	bogus.SignedBy = "keyset-bogus"
+	genuine, bogus := path(1, Hash(5)+"-dep"), otherContents(path(1), "bogus", 66)
 	// The attacker's flake pushes first.
 	must(t, x.PutPath(ctx, flakeC, bogus))
 	must(t, x.PutPath(ctx, flakeA, genuine))

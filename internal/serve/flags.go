@@ -1,0 +1,40 @@
+package serve
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+
+	"github.com/peterbourgon/ff/v3"
+)
+
+// EnvPrefix is the prefix of the environment variable of every flag:
+// -data-dir is also FLAKEGATE_DATA_DIR.
+const EnvPrefix = "FLAKEGATE"
+
+// ParseFlags is how every flakegate service command reads its settings:
+// it defines -config on fs, then parses args, the FLAKEGATE_<FLAG>
+// environment variables and the -config file (lines "flag value"), in
+// that order of precedence (peterbourgon/ff). Positional arguments are
+// refused. done reports that the command must exit now with code: 0 after
+// -h, 2 for bad usage (the reason written to stderr as "<name>: …").
+func ParseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
+	fs.String("config", "", "config `file`: one \"flag value\" per line")
+	err := ff.Parse(fs, args,
+		ff.WithEnvVarPrefix(EnvPrefix),
+		ff.WithConfigFileFlag("config"),
+		ff.WithConfigFileParser(ff.PlainParser),
+	)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		return 0, true
+	case err != nil:
+		fmt.Fprintf(stderr, "%s: %v\n", fs.Name(), err)
+		return 2, true
+	case fs.NArg() > 0:
+		fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+		return 2, true
+	}
+	return 0, false
+}
