@@ -265,6 +265,9 @@ func TestBootstrapSettings(t *testing.T) {
 	if err := filters[2].GetTypedConfig().UnmarshalTo(&router); err != nil {
 		t.Fatal(err)
 	}
+	if !router.GetSuppressEnvoyHeaders() {
+		t.Error("router suppress_envoy_headers is off: x-envoy-upstream-service-time on the blob server's 404 would tell a denied read from an absent one")
+	}
 
 	// Routes: /_flakegate/ → authz_http, everything else → blobserver with
 	// no route timeout. ext_authz is never disabled on any route.

@@ -154,6 +154,11 @@ func TestUnionViewRule(t *testing.T) {
 	zstdTwin.File = compress(t, nixname.CompressionZstd, genuine.NAR)
 	zstdTwin.FileName = fileNameOf(zstdTwin.File, nixname.CompressionZstd)
 	ts.push(t, "omnicorp/mirror", zstdTwin)
+	// The same hash and NAR under another store path name, in a flake whose
+	// name sorts first: agreeing on the NAR is not agreeing on the path.
+	renamed := genuine
+	renamed.Base = genuine.Hash + "-evil"
+	ts.push(t, "omnicorp/aaa", renamed)
 
 	narHash := func(p testPath) string { return "NarHash: " + nixcache.FormatHash(sha256Of(p.NAR)) }
 	readable := func(flakes ...string) http.Header {
@@ -170,6 +175,7 @@ func TestUnionViewRule(t *testing.T) {
 		{"reader of both agreeing flakes", readable("omnicorp/app", "omnicorp/mirror"), 200, narHash(genuine)},
 		{"reader of disagreeing flakes", readable("omnicorp/app", "omnicorp/evil"), 404, "not found"},
 		{"reader of all three", readable("omnicorp/app", "omnicorp/evil", "omnicorp/mirror"), 404, "not found"},
+		{"reader of a flake with the same NAR under another name", readable("omnicorp/aaa", "omnicorp/app"), 404, "not found"},
 		{"reader of flakes without the path", readable("omnicorp/other"), 404, "not found"},
 		{"empty list", readable(), 404, "not found"},
 		{"no gate: every owner, and they disagree", nil, 404, "not found"},
@@ -188,8 +194,8 @@ func TestUnionViewRule(t *testing.T) {
 		t.Errorf("conflict not logged:\n%s", ts.Log.String())
 	}
 	_, metrics, _ := do(t, "GET", ts.InternalURL+"/metrics", nil)
-	if !strings.Contains(metrics, "flakegate_blobserver_union_conflicts_total 12") {
-		t.Errorf("conflicts not counted (want 12: 3 cases × GET+HEAD × 2 passes):\n%s", grepLines(metrics, "union_conflicts"))
+	if !strings.Contains(metrics, "flakegate_blobserver_union_conflicts_total 16") {
+		t.Errorf("conflicts not counted (want 16: 4 cases × GET+HEAD × 2 passes):\n%s", grepLines(metrics, "union_conflicts"))
 	}
 	// Through a flake's own URL each reader gets that flake's contents.
 	for f, p := range map[string]testPath{"omnicorp/app": genuine, "omnicorp/evil": bogus} {

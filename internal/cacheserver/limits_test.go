@@ -418,3 +418,31 @@ func TestUploadRateCountsOnlyClientTime(t *testing.T) {
 		t.Fatalf("slow client: %v, want 408", err)
 	}
 }
+
+// Red-team finding: a narinfo over the size limit was answered 413 only
+// after net/http had read up to 256 KiB more of its body (or the idle
+// timeout passed on a stalled client); the answer must go out at once and
+// close the connection.
+func TestOversizedNarInfoIsRefusedAtOnce(t *testing.T) {
+	ts := newTestServer(t, "", nil, func(c *Config) {
+		c.MaxNarInfoSize = 1 << 10
+		c.UploadIdleTimeout = 20 * time.Second
+	})
+	for _, length := range []int{2 << 10, 200 << 10} { // over the limit, below and near the 256 KiB drain
+		up := startPut(t, ts, "/omnicorp/a/"+storeHash("big")+".narinfo", length, nil)
+		if err := up.send(bytes.Repeat([]byte("x"), 1500)); err != nil { // past the limit, then stall
+			t.Fatal(err)
+		}
+		start := time.Now()
+		st, body, _ := up.response(t, 8*time.Second)
+		if st != http.StatusRequestEntityTooLarge {
+			t.Fatalf("Content-Length %d: %d %q, want 413", length, st, body)
+		}
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("Content-Length %d: 413 after %v, want it at once", length, took)
+		}
+		if !up.closed() {
+			t.Errorf("Content-Length %d: connection kept after the refusal", length)
+		}
+	}
+}

@@ -22,6 +22,9 @@ var copyBufs = sync.Pool{New: func() any { b := make([]byte, 256<<10); return &b
 type uploadError struct {
 	status int
 	msg    string
+	// unread: the rest of the request body was not read; the answer must
+	// go out at once and close the connection (abandonBody).
+	unread bool
 }
 
 func (e *uploadError) Error() string { return e.msg }
@@ -31,7 +34,7 @@ func badRequest(format string, args ...any) error {
 }
 
 func tooLarge(limit int64, what string) error {
-	return &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("%s exceeds the limit of %d bytes", what, limit)}
+	return &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("%s exceeds the limit of %d bytes", what, limit), unread: true}
 }
 
 // answer writes the response for an upload error: the client's message for
@@ -41,6 +44,9 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 	if errors.As(err, &ue) {
 		s.metrics.rejected.WithLabelValues(strings.Fields(what)[0]).Inc()
 		s.log.InfoContext(r.Context(), "upload rejected", "path", r.URL.Path, "status", ue.status, "reason", ue.msg)
+		if ue.unread {
+			abandonBody(w)
+		}
 		s.fail(w, ue.status, ue.msg)
 		return
 	}
@@ -224,7 +230,7 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 		if errors.As(err, &mbe) {
 			return false, tooLarge(s.maxInfo, "narinfo")
 		}
-		return false, badRequest("reading the narinfo upload failed: %v", err)
+		return false, &uploadError{status: http.StatusBadRequest, msg: "reading the narinfo upload failed: " + err.Error(), unread: true}
 	}
 	ni, err := nixcache.ParseNarInfo(data)
 	if err != nil {

@@ -57,10 +57,11 @@ type Path struct {
 }
 
 // SameContent reports whether p and q describe the same store path
-// contents: the same NAR (by NarHash) with the same references. The NAR
-// file (compression), deriver and signatures may differ.
+// contents: the same store path (hash and name), the same NAR (by NarHash)
+// and the same references. The NAR file (compression), deriver and
+// signatures may differ.
 func (p Path) SameContent(q Path) bool {
-	return p.Hash == q.Hash && p.NarHash == q.NarHash && slices.Equal(p.References, q.References)
+	return p.StorePath == q.StorePath && p.Hash == q.Hash && p.NarHash == q.NarHash && slices.Equal(p.References, q.References)
 }
 
 // NarInfoUpdater is implemented by indexes that can store a re-signed

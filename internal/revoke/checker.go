@@ -36,7 +36,9 @@ type state struct {
 
 // NewChecker reads the denylist from src. A malformed denylist is logged;
 // the last good one stays in force, and with none every token is refused
-// (fail closed) until it is fixed.
+// (fail closed) until it is fixed. A denylist that disappears or turns
+// empty (null) after one with entries was in force is treated as malformed:
+// only an explicit empty list (`token_ids: []`) lifts revocations.
 func NewChecker(src Source, log *slog.Logger) *Checker {
 	if log == nil {
 		log = slog.Default()
@@ -59,7 +61,16 @@ func (c *Checker) current() *state {
 	}
 	// Revision first, data second: if a swap happens in between, the next
 	// call sees a newer revision and parses again.
-	list, err := Parse(c.src.Data()[DataKey])
+	doc := c.src.Data()[DataKey]
+	list, err := Parse(doc)
+	if err == nil && doc == nil && prev != nil && prev.list != nil {
+		// A deleted, blank or comment-only denylist.yaml (caught between a
+		// truncate and a write, say) must not lift every revocation: the
+		// running list stays. Clearing it takes an explicit empty list.
+		if ids, subjects := prev.list.Len(); ids+subjects > 0 {
+			err = fmt.Errorf("denylist.yaml is missing or empty: the %d token ids and %d subjects revoked so far stay revoked (write `token_ids: []` to clear them)", ids, subjects)
+		}
+	}
 	st := &state{revision: rev, list: list, err: err}
 	if err != nil {
 		if prev != nil {

@@ -225,3 +225,48 @@ func TestCheckDir(t *testing.T) {
 		})
 	}
 }
+
+// Red-team finding: deleting denylist.yaml, or catching it blank or
+// comment-only mid-edit, lifted every revocation. Once a list with entries
+// is in force, only an explicit empty list lifts it.
+func TestVanishedDenylistKeepsRevocations(t *testing.T) {
+	ctx := context.Background()
+	alice := &identity.Subject{Authenticated: true, Provider: "oidc", User: "alice", TokenID: "t1"}
+	src := &dataSource{}
+	src.set("r1", "token_ids: [t1]")
+	c := NewChecker(src, slog.New(slog.DiscardHandler))
+	for _, step := range []struct {
+		rev, doc string
+		deleted  bool
+	}{
+		{"r2", "", true},                 // file deleted: no data.denylist at all
+		{"r3", "", false},                // blank file: null
+		{"r4", "# editing…\n", false},    // comments only: null
+		{"r5", "token_ids: [t1]", false}, // restored
+		{"r6", "", true},                 // deleted again
+	} {
+		if step.deleted {
+			src.mu.Lock()
+			src.rev, src.data = step.rev, map[string]any{}
+			src.mu.Unlock()
+		} else {
+			src.set(step.rev, step.doc)
+		}
+		if err := c.Check(ctx, alice); !errors.Is(err, ErrRevoked) {
+			t.Fatalf("%s: t1 no longer revoked: %v", step.rev, err)
+		}
+		if step.rev != "r5" && (c.Err() == nil || !strings.Contains(c.Err().Error(), "missing or empty")) {
+			t.Errorf("%s: Err() = %v, want the vanished denylist reported", step.rev, c.Err())
+		}
+	}
+	src.set("r7", "token_ids: []")
+	if err := c.Check(ctx, alice); err != nil || c.Err() != nil {
+		t.Fatalf("an explicit empty list must lift the revocations: %v, Err %v", err, c.Err())
+	}
+	// Without any list ever in force, no denylist is simply none.
+	fresh := &dataSource{}
+	fresh.set("s1", "")
+	if err := NewChecker(fresh, slog.New(slog.DiscardHandler)).Check(ctx, alice); err != nil {
+		t.Fatalf("no denylist ever: %v", err)
+	}
+}

@@ -357,10 +357,27 @@ func testPerFlakeContent(t *testing.T, x index.Index) {
 	if !genuine.SameContent(other) {
 		t.Errorf("SameContent: another NAR file of the same NAR and references must agree")
 	}
+	renamed := other
+	renamed.StorePath = "/nix/store/" + Hash(1) + "-evil"
+	if genuine.SameContent(renamed) {
+		t.Errorf("SameContent: the same hash and NAR under another store path name must not agree")
+	}
 	other.References = []string{Hash(6) + "-other"}
 	if genuine.SameContent(other) {
 		t.Errorf("SameContent: other references must not agree")
 	}
+}
+
+// manyFlakes is n made-up flakes with the given ones among them.
+func manyFlakes(n int, with ...nixname.Flake) []nixname.Flake {
+	out := make([]nixname.Flake, 0, n+len(with))
+	for i := range n {
+		out = append(out, nixname.Flake{Org: "many", Name: fmt.Sprint("f", i)})
+		if i == n/2 {
+			out = append(out, with...)
+		}
+	}
+	return out
 }
 
 // testPathsOf: the records of a path by flake, for the union view.
@@ -393,6 +410,7 @@ func testPathsOf(t *testing.T, x index.Index) {
 		{"one", []nixname.Flake{flakeB}, []nixname.Flake{flakeB}},
 		{"a flake without it", []nixname.Flake{flakeDash, flakeA}, []nixname.Flake{flakeA}},
 		{"only flakes without it", []nixname.Flake{flakeDash}, nil},
+		{"more flakes than one query takes", manyFlakes(1200, flakeB, flakeA), []nixname.Flake{flakeA, flakeB}},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {

@@ -338,17 +338,28 @@ func (x *Index) GetPath(ctx context.Context, flake nixname.Flake, hash string) (
 }
 
 // PathsOf returns the records of a path held by flakes (all when nil),
-// sorted by flake.
+// sorted by flake. Long flake lists are asked in chunks of maxParams.
 func (x *Index) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
-	if flakes != nil && len(flakes) == 0 {
-		return nil, nil
+	if flakes == nil {
+		return x.pathsOf(ctx, hash, nil)
 	}
+	var out []index.Path
+	for chunk := range slices.Chunk(flakes, maxParams) {
+		ps, err := x.pathsOf(ctx, hash, chunk)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, ps...)
+	}
+	slices.SortFunc(out, func(a, b index.Path) int { return strings.Compare(a.Flake.String(), b.Flake.String()) })
+	return out, nil
+}
+
+// pathsOf is one query of PathsOf: every flake's record when flakes is nil.
+func (x *Index) pathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
 	q := `SELECT ` + pathCols + ` FROM flake_paths WHERE hash = ?`
 	args := []any{hash}
 	if flakes != nil {
-		if len(flakes) > maxParams {
-			return nil, fmt.Errorf("paths of %s: %d flakes asked, at most %d", hash, len(flakes), maxParams)
-		}
 		q += ` AND flake IN (?` + strings.Repeat(",?", len(flakes)-1) + `)`
 		for _, f := range flakes {
 			args = append(args, f.String())
