@@ -112,9 +112,11 @@ Push a store path as the CI job of omnicorp/app:
   path=\$(echo "hello from flakegate \$(date)" > $data/hello.txt && nix-store --add $data/hello.txt)
   nix copy $nixflags --option netrc-file $data/netrc-ci-omnicorp-app --to '$cache/omnicorp/app?compression=zstd' \$path
 
-Pull it back as alice into a fresh store (built paths need the cache's key; this one is content-addressed):
+Pull it back as alice into a fresh store (built paths need the cache's key; this one is content-addressed).
+narinfo-cache-negative-ttl 0: Nix otherwise remembers a "not found" for an hour, so after a policy
+change a pull it already tried would not even ask the cache again:
   nix copy $nixflags --option netrc-file $data/netrc-alice --option trusted-public-keys '$pubkey' \\
-    --from '$cache/omnicorp/app' --to $data/pulled-store \$path
+    --option narinfo-cache-negative-ttl 0 --from '$cache/omnicorp/app' --to $data/pulled-store \$path
   cat $data/pulled-store\$path
 
 Or use the union view as a substituter (nix.conf):

@@ -109,8 +109,21 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 	}
 
 	subject, failed := c.authenticate(ctx, &res)
+	ignored := ""
 	if failed {
-		return res
+		if r.Route.Action != route.ActionInfo {
+			return res
+		}
+		// nix-cache-info holds no secret, and Nix fetches it before anything
+		// else: refused, Nix gives up on the whole cache ("does not appear to
+		// be a binary cache") and never shows why. So a token that cannot be
+		// used (expired, revoked, malformed, its issuer down) is ignored here
+		// and the request decided as anonymous; the first narinfo, NAR or
+		// upload request answers 401 or 503 with the reason, which Nix prints.
+		ignored = res.Reason
+		res = Result{Request: r}
+		res.SubjectSummary = (*identity.Subject)(nil).Summary()
+		subject = nil
 	}
 	res.Subject = subject
 	res.SubjectSummary = subject.Summary()
@@ -124,6 +137,9 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 		return unavailable(res, fmt.Errorf("evaluate policy for %s %s: %w", r.Route.Action, r.Route.Flake, err))
 	}
 	res.Revision = d.Revision
+	if ignored != "" {
+		d.Reason = strings.TrimSpace(d.Reason + " (token ignored for cache info: " + ignored + ")")
+	}
 	if d.Allow {
 		return allow(res, d.Reason)
 	}

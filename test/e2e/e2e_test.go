@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/nixtest"
 )
 
 // notACache is what Nix says when the cache refuses its nix-cache-info.
@@ -53,10 +55,10 @@ func TestEndToEnd(t *testing.T) {
 			{"GitLab CI cannot push to another project", glApp, "omnicorp/app", refused, http.StatusForbidden, "HTTP error 403"},
 			{"a user token cannot push", alice, "omnicorp/app", refused, http.StatusForbidden, "HTTP error 403"},
 			{"no token cannot push", "", "omnicorp/app", refused, http.StatusUnauthorized, "HTTP error 401"},
-			// A token that is not valid is refused even for nix-cache-info,
-			// the first thing Nix fetches: it gives up on the cache at once.
-			{"an expired token cannot push", s.expired(), "omnicorp/app", refused, http.StatusUnauthorized, notACache},
-			{"a token signed by an unknown key cannot push", s.forged(t), "omnicorp/app", refused, http.StatusUnauthorized, notACache},
+			// nix-cache-info answers 200 whatever the token (issue 13): Nix
+			// keeps the cache, and the upload's 401 shows the server's reason.
+			{"an expired token cannot push, and Nix says why", s.expired(), "omnicorp/app", refused, http.StatusUnauthorized, "token expired"},
+			{"a token signed by an unknown key cannot push, and Nix says why", s.forged(t), "omnicorp/app", refused, http.StatusUnauthorized, "invalid token"},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
 				err := s.push(t, tc.token, tc.flake, tc.path)
@@ -74,6 +76,9 @@ func TestEndToEnd(t *testing.T) {
 				}
 				if err == nil || !strings.Contains(err.Error(), tc.nixSays) {
 					t.Fatalf("nix copy: %v; want a failure saying %q", err, tc.nixSays)
+				}
+				if strings.Contains(err.Error(), notACache) {
+					t.Errorf("Nix gave up on the whole cache instead of showing the server's reason: %v", err)
 				}
 				// The same status for a direct upload, a challenge with 401.
 				r := s.do(t, "PUT", narinfoPath(tc.flake, tc.path), tc.token, "StorePath: "+tc.path+"\n")
@@ -116,7 +121,8 @@ func TestEndToEnd(t *testing.T) {
 			{"a user of another org cannot pull dev-environments", eve, union, devenv, false, ""},
 			{"no token cannot pull through the union URL", "", union, devenv, false, ""},
 			{"no token cannot pull through a flake URL", "", flakeURL("omnicorp/dev-environments"), devenv, false, ""},
-			{"an expired token cannot pull", s.expired(), flakeURL("omnicorp/app"), app, false, notACache},
+			// Nix 2.8 takes a narinfo's 401 for a miss (2.35 stops on it).
+			{"an expired token cannot pull", s.expired(), flakeURL("omnicorp/app"), app, false, ""},
 			{"an untrusted user cannot pull super-duper-secure through its flake URL", mallory, flakeURL("omnicorp/super-duper-secure"), secure, false, ""},
 			{"an untrusted user cannot pull super-duper-secure through the union URL", mallory, union, secure, false, ""},
 			{"a trusted user pulls super-duper-secure through its flake URL", alice, flakeURL("omnicorp/super-duper-secure"), secure, true, ""},
@@ -147,6 +153,24 @@ func TestEndToEnd(t *testing.T) {
 	// server's own 404, every header, GET and HEAD, narinfo and NAR, flake
 	// URL and union — is in TestIsolationBetweenFlakes.
 
+	t.Run("an expired token in the netrc: Nix shows the reason, and a fresh token in the same netrc pushes", func(t *testing.T) {
+		path := s.src.MakeClosure(2, "relogin")
+		host, _, _ := strings.Cut(s.host, ":")
+		netrc := nixtest.WriteNetrc(t, host, "flakegate", s.expired())
+		opts := nixtest.Options{TrustedKeys: []string{s.publicKey}, Netrc: netrc}
+		err := s.src.CopyTo(opts, s.url+"/omnicorp/app?compression=zstd", path)
+		if err == nil || !strings.Contains(err.Error(), "token expired") || strings.Contains(err.Error(), notACache) {
+			t.Fatalf("nix copy with an expired token: %v; want the server's reason (token expired)", err)
+		}
+		// What `flakegate login --ci` does to the netrc: a new token in place of the old one.
+		if err := os.WriteFile(netrc, []byte("machine "+host+" login flakegate password "+ciApp+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.src.CopyTo(opts, s.url+"/omnicorp/app?compression=zstd", path); err != nil {
+			t.Fatalf("nix copy after a fresh token: %v", err)
+		}
+	})
+
 	t.Run("status codes", func(t *testing.T) {
 		s.mustPush(t, ciApp, "omnicorp/app", app)
 		for _, tc := range []struct {
@@ -157,7 +181,10 @@ func TestEndToEnd(t *testing.T) {
 			{"no token on the union view is 401", "GET", narinfoPath("", app), "", http.StatusUnauthorized},
 			{"no token on a NAR is 401", "HEAD", "/nar/" + strings.Repeat("0", 52) + ".nar.zst", "", http.StatusUnauthorized},
 			{"an expired token is 401", "GET", narinfoPath("omnicorp/app", app), s.expired(), http.StatusUnauthorized},
-			{"an expired token is 401 even for nix-cache-info", "GET", "/omnicorp/app/nix-cache-info", s.expired(), http.StatusUnauthorized},
+			{"an expired token is 401 on a narinfo", "GET", narinfoPath("omnicorp/app", app), s.expired(), http.StatusUnauthorized},
+			{"nix-cache-info is 200 whatever the token: expired", "GET", "/omnicorp/app/nix-cache-info", s.expired(), http.StatusOK},
+			{"nix-cache-info is 200 whatever the token: garbage", "GET", "/nix-cache-info", "not-a-jwt", http.StatusOK},
+			{"nix-cache-info is 200 whatever the token: forged", "GET", "/omnicorp/app/nix-cache-info", s.forged(t), http.StatusOK},
 			{"a forged token is 401", "GET", narinfoPath("", app), s.forged(t), http.StatusUnauthorized},
 			{"a garbage token is 401", "GET", narinfoPath("", app), "not-a-jwt", http.StatusUnauthorized},
 			{"nix-cache-info needs no token", "GET", "/nix-cache-info", "", http.StatusOK},
