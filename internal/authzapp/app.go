@@ -64,8 +64,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 // New checks cfg, loads the issuers file and the policies and builds the
 // process. The policy directory must load; JWKS are fetched in the
 // background by the verifier (tokens of an issuer without keys get 503
-// with Retry-After until they load, and /healthz lists it as degraded). With cfg.Exchange.PublicURL set it also loads (or
-// creates) the cache-token signing keys and trusts its own issuer.
+// with Retry-After until they load, and /healthz lists it as degraded).
+// With cfg.Exchange.PublicURL set it also loads (or creates) the
+// cache-token signing keys and trusts its own issuer.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
