@@ -13,11 +13,13 @@
 // it alike. OwnersClient is the owners lookup over HTTP. The process that
 // serves all this (configuration, listeners, health) is internal/authzapp.
 //
-// Status codes (DESIGN.md): a missing or invalid token where one is needed
-// → 401 with WWW-Authenticate; a denied read → 404 with the same body as an
-// absent object; a denied push or exchange → 403; owners lookup, verifier
-// or policy failure → 503 (fail closed). An invalid token is never treated
-// as anonymous.
+// Status codes (DESIGN.md): a missing, invalid, expired or revoked token
+// where one is needed → 401 with WWW-Authenticate and a one-line body that
+// says what to do; a denied read → 404 with the same body as an absent
+// object; a denied push or exchange → 403; owners lookup, verifier or
+// policy failure, or an identity provider whose keys cannot be fetched →
+// 503 with Retry-After (fail closed). An invalid token is never treated as
+// anonymous.
 package authz
 
 import (
@@ -28,6 +30,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
@@ -163,8 +166,14 @@ func (c *Checker) authenticate(ctx context.Context, res *Result) (subject *ident
 	}
 	subject, err = c.Verifier.Verify(ctx, raw)
 	if err != nil {
-		// Every refused token matches ErrInvalidToken (401); anything else
-		// is the verifier failing (503, fail closed).
+		// Every refused token matches ErrInvalidToken (401); keys that
+		// cannot be fetched are the identity provider's outage (503, with
+		// its own body); anything else is the verifier failing (503, fail
+		// closed).
+		if errors.Is(err, identity.ErrKeysUnavailable) {
+			*res = keysUnavailable(*res, err)
+			return nil, true
+		}
 		if !errors.Is(err, identity.ErrInvalidToken) {
 			*res = unavailable(*res, fmt.Errorf("verify token: %w", err))
 			return nil, true
@@ -281,32 +290,98 @@ func deny(res Result, status int, message, reason string) Result {
 	return res
 }
 
+// unavailable answers 503 (Retry-After: RetryAfterUnavailable) for a
+// failure of authz or of what it asks; err is logged, never sent.
 func unavailable(res Result, err error) Result {
 	res = deny(res, http.StatusServiceUnavailable, route.BodyUnavailable, "internal error")
+	res.RetryAfter = RetryAfterUnavailable
 	res.Err = err
 	return res
 }
 
-// tokenMessage is the 401 body for a refused token: the reason, which
-// never contains the token.
+// keysUnavailable answers 503 (Retry-After: RetryAfterKeysUnavailable) for
+// a token whose issuer's keys cannot be fetched: the identity provider's
+// outage, not a bad token, so the client should retry rather than log in
+// again.
+func keysUnavailable(res Result, err error) Result {
+	msg := "identity provider keys unavailable"
+	var te *identity.TokenError
+	if errors.As(err, &te) && te.Issuer != "" {
+		msg += " (issuer " + te.Issuer + ")"
+	}
+	msg += ": the token cannot be verified right now, try again later"
+	res = deny(res, http.StatusServiceUnavailable, oneLine(msg)+"\n", "identity provider keys unavailable")
+	res.RetryAfter = RetryAfterKeysUnavailable
+	res.Err = err
+	return res
+}
+
+// Hints of the 401 bodies: what the client should do.
+const (
+	hintLogin    = "run flakegate login (or, in CI, exchange a fresh job token: flakegate login --ci)"
+	hintNewToken = "get a fresh token: flakegate login (in CI: flakegate login --ci)"
+	hintSend     = "send the token as Bearer or as the netrc password (flakegate login writes the netrc)"
+)
+
+// tokenHints are the 401 hints by refusal reason.
+var tokenHints = map[identity.Reason]string{
+	identity.ReasonMalformedHeader: hintSend,
+	identity.ReasonEmpty:           hintSend,
+	identity.ReasonTooLarge:        hintSend,
+	identity.ReasonMalformed:       hintSend,
+	identity.ReasonAlgorithm:       "the token must be signed by its identity provider; " + hintNewToken,
+	identity.ReasonForbiddenHeader: "the token must be signed by its identity provider; " + hintNewToken,
+	identity.ReasonUnknownIssuer:   "this cache does not trust that issuer; log in with an identity provider it trusts (flakegate login)",
+	identity.ReasonUnknownKeyID:    "its key is not among the issuer's published keys; " + hintNewToken,
+	identity.ReasonAmbiguousKey:    "the token names no key id; " + hintNewToken,
+	identity.ReasonKeyMismatch:     "its key does not match its algorithm; " + hintNewToken,
+	identity.ReasonBadSignature:    "it was not signed by its issuer's published keys; " + hintNewToken,
+	identity.ReasonExpired:         hintLogin,
+	identity.ReasonNotYetValid:     "check the clocks of this machine and of the identity provider, or " + hintNewToken,
+	identity.ReasonIssuedInFuture:  "check the clocks of this machine and of the identity provider, or " + hintNewToken,
+	identity.ReasonAudience:        "request the token for that audience (flakegate login does)",
+	identity.ReasonClaims:          "the token lacks claims this cache needs; " + hintNewToken,
+}
+
+// tokenMessage is the 401 body for a refused token: the reason (which
+// never contains the token; a claim it quotes, the unknown iss or the aud,
+// is sanitized by identity) and what to do about it. A refusal that is no
+// TokenError is the subject check's: a revoked token.
 func tokenMessage(err error) string {
 	msg := err.Error()
 	if !strings.HasPrefix(msg, "invalid token") {
 		msg = "invalid token: " + msg
 	}
-	return oneLine(msg) + "\n"
+	hint := "do not retry with this token; ask the cache's administrators"
+	var te *identity.TokenError
+	if errors.As(err, &te) {
+		hint = tokenHints[te.Reason]
+	}
+	if hint != "" {
+		msg += ": " + hint
+	}
+	return oneLineMax(msg, maxTokenMessage) + "\n"
 }
 
+// maxTokenMessage bounds a 401 body: room for a quoted iss (identity cuts
+// it at 200 bytes) and the hint.
+const maxTokenMessage = 512
+
 // oneLine keeps a client message on one line and short.
-func oneLine(s string) string {
-	const max = 200
-	b := make([]byte, 0, len(s))
-	for i := 0; i < len(s) && len(b) < max; i++ {
-		c := s[i]
-		if c == '\n' || c == '\r' || c == '\t' {
-			c = ' '
+func oneLine(s string) string { return oneLineMax(s, 200) }
+
+// oneLineMax keeps s on one line and at most max bytes, never cutting a
+// UTF-8 sequence.
+func oneLineMax(s string, max int) string {
+	b := make([]byte, 0, min(len(s), max))
+	for _, r := range s {
+		if r == '\n' || r == '\r' || r == '\t' {
+			r = ' '
 		}
-		b = append(b, c)
+		if len(b)+utf8.RuneLen(r) > max {
+			break
+		}
+		b = utf8.AppendRune(b, r)
 	}
 	return string(b)
 }

@@ -5,10 +5,12 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
@@ -183,5 +185,64 @@ func TestSubjectHeaderIsSafe(t *testing.T) {
 		if got := authztest.HeaderValue(resp.GetOkResponse().GetHeaders(), route.SubjectHeader); got != tt.want {
 			t.Errorf("summary %q sent as %q, want %q", tt.summary, got, tt.want)
 		}
+	}
+}
+
+// TestTokenStatusMessages: a refused token answers 401 with a one-line
+// body that says what to do; an issuer whose keys cannot be fetched
+// answers 503 with Retry-After, not 401.
+func TestTokenStatusMessages(t *testing.T) {
+	narinfo := "/omnicorp/app/" + testHash + ".narinfo"
+	longIss := identity.ClaimText("https://idp.example/" + strings.Repeat("\u00e9", 300) + "\r\n")
+	tests := []struct {
+		name       string
+		err        error
+		check      func(context.Context, *identity.Subject) error
+		wantStatus int
+		wantBody   []string // substrings
+		wantRetry  string
+	}{
+		{name: "expired", err: &identity.TokenError{Reason: identity.ReasonExpired, Issuer: "github"}, wantStatus: 401,
+			wantBody: []string{"invalid token: token expired (issuer github): run flakegate login (or, in CI, exchange a fresh job token"}},
+		{name: "unknown issuer, long iss", err: &identity.TokenError{Reason: identity.ReasonUnknownIssuer, Detail: longIss}, wantStatus: 401,
+			wantBody: []string{`unknown issuer: "https://idp.example/`, "…\": this cache does not trust that issuer"}},
+		{name: "bad signature", err: &identity.TokenError{Reason: identity.ReasonBadSignature, Issuer: "github"}, wantStatus: 401,
+			wantBody: []string{"signature invalid (issuer github): it was not signed by its issuer's published keys; get a fresh token"}},
+		{name: "revoked", check: func(context.Context, *identity.Subject) error {
+			return errors.New("token revoked: subject oidc:eve is revoked")
+		},
+			wantStatus: 401, wantBody: []string{"invalid token: token revoked: subject oidc:eve is revoked: do not retry with this token; ask the cache's administrators"}},
+		{name: "issuer keys unavailable", err: fmt.Errorf("wrapped: %w", &identity.TokenError{Reason: identity.ReasonNoKeys, Issuer: "github"}),
+			wantStatus: 503, wantRetry: "30", wantBody: []string{"identity provider keys unavailable (issuer github): the token cannot be verified right now, try again later"}},
+		{name: "verifier failing", err: context.DeadlineExceeded, wantStatus: 503, wantRetry: "5", wantBody: []string{route.BodyUnavailable}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			c := Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject, err: tt.err}, Policy: &failingEvaluator{after: 9},
+				SubjectCheck: tt.check, Logger: slog.New(slog.NewJSONHandler(&logs, nil))}
+			d := c.Check(context.Background(), authztest.CheckRequest("GET", narinfo, "Bearer "+secretToken)).GetDeniedResponse()
+			if got := int(d.GetStatus().GetCode()); got != tt.wantStatus {
+				t.Fatalf("status %d, want %d (body %q)", got, tt.wantStatus, d.GetBody())
+			}
+			body := d.GetBody()
+			for _, want := range tt.wantBody {
+				if !strings.Contains(body, want) {
+					t.Errorf("body %q does not contain %q", body, want)
+				}
+			}
+			if !strings.HasSuffix(body, "\n") || strings.Count(body, "\n") != 1 || strings.Contains(body, "\r") || !utf8.ValidString(body) || len(body) > 513 {
+				t.Errorf("body %q (%d bytes) is not one short valid line", body, len(body))
+			}
+			if got := authztest.HeaderValue(d.GetHeaders(), "retry-after"); got != tt.wantRetry {
+				t.Errorf("retry-after %q, want %q", got, tt.wantRetry)
+			}
+			if got := authztest.HeaderValue(d.GetHeaders(), "www-authenticate"); (got != "") != (tt.wantStatus == 401) {
+				t.Errorf("www-authenticate %q with status %d", got, tt.wantStatus)
+			}
+			if tt.wantStatus == 503 && !strings.Contains(logs.String(), `"level":"ERROR"`) {
+				t.Errorf("a 503 is not logged as an error: %s", logs.String())
+			}
+		})
 	}
 }

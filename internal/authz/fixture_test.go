@@ -38,6 +38,9 @@ type fixture struct {
 	// VerifyError makes the verifier refuse the token: an identity Reason
 	// (401), or "internal" for a failure that is not the token's (503).
 	VerifyError string `json:"verify_error,omitempty"`
+	// VerifyDetail and VerifyIssuer fill the refusal's Detail and Issuer.
+	VerifyDetail string `json:"verify_detail,omitempty"`
+	VerifyIssuer string `json:"verify_issuer,omitempty"`
 	// Owners is what the owners lookup answers for a union read; nil means
 	// the lookup must not be called.
 	Owners      *[]string `json:"owners,omitempty"`
@@ -87,7 +90,7 @@ func (v *fixtureVerifier) Verify(_ context.Context, raw string) (*identity.Subje
 	case v.fx.VerifyError == "internal":
 		return nil, errors.New("issuer cache: internal failure")
 	case v.fx.VerifyError != "":
-		return nil, &identity.TokenError{Reason: identity.Reason(v.fx.VerifyError)}
+		return nil, &identity.TokenError{Reason: identity.Reason(v.fx.VerifyError), Detail: v.fx.VerifyDetail, Issuer: v.fx.VerifyIssuer}
 	case v.fx.Subject == nil:
 		v.t.Fatalf("verifier called but the fixture has no subject")
 	}
@@ -262,14 +265,20 @@ func checkResponseInvariants(t *testing.T, fx *fixture, resp *authv3.CheckRespon
 		t.Error("denied response with gRPC status OK")
 	}
 	status := int(d.GetStatus().GetCode())
-	hasChallenge := false
+	hasChallenge, hasRetryAfter := false, false
 	for _, h := range d.GetHeaders() {
-		if h.GetHeader().GetKey() == "www-authenticate" {
+		switch h.GetHeader().GetKey() {
+		case "www-authenticate":
 			hasChallenge = true
+		case "retry-after":
+			hasRetryAfter = true
 		}
 	}
 	if hasChallenge != (status == 401) {
 		t.Errorf("status %d with www-authenticate=%v", status, hasChallenge)
+	}
+	if hasRetryAfter != (status == 503) {
+		t.Errorf("status %d with retry-after=%v", status, hasRetryAfter)
 	}
 	if !strings.HasSuffix(d.GetBody(), "\n") || strings.Count(d.GetBody(), "\n") != 1 {
 		t.Errorf("body %q is not one line", d.GetBody())

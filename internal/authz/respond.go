@@ -2,6 +2,8 @@ package authz
 
 import (
 	"net/http"
+	"strconv"
+	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -20,6 +22,20 @@ import (
 // (route.BodyNotFound: a denied read answers exactly like an absent object;
 // route.BodyUnavailable) are route's.
 const WWWAuthenticate = `Basic realm="flakegate", Bearer realm="flakegate"`
+
+// Retry-After of authz's 503s: a 503 is temporary, and says when to come
+// back. The gate keeps the value (it adds its own "1" only to the 503s it
+// makes itself, when authz cannot be asked).
+const (
+	// RetryAfterUnavailable is the default: authz or what it asks (the
+	// policy, the owners lookup) failing.
+	RetryAfterUnavailable = 5 * time.Second
+	// RetryAfterKeysUnavailable: an identity provider's keys cannot be
+	// fetched. The verifier retries the fetch in the background and at
+	// most every 30 s for a token that needs it (identity's
+	// EarlyRefreshGap), so asking sooner cannot help.
+	RetryAfterKeysUnavailable = 30 * time.Second
+)
 
 // Outcome is a decision on one request: everything Respond needs to answer
 // Envoy and the decision log needs to record it.
@@ -44,6 +60,22 @@ type Outcome struct {
 	// request: only for authz's own endpoints (/_flakegate/…), which need
 	// the token. The blob server never sees it.
 	KeepAuthorization bool
+	// RetryAfter is the Retry-After of a 503 (0: RetryAfterUnavailable);
+	// ignored for any other status.
+	RetryAfter time.Duration
+}
+
+// RetryAfterHeader is the Retry-After value (whole seconds) of a denied
+// Outcome: "" unless its status is 503.
+func (o Outcome) RetryAfterHeader() string {
+	if o.Allow || o.Status != http.StatusServiceUnavailable {
+		return ""
+	}
+	d := o.RetryAfter
+	if d <= 0 {
+		d = RetryAfterUnavailable
+	}
+	return strconv.Itoa(int((d + time.Second - 1) / time.Second))
 }
 
 // Respond renders an Outcome as the CheckResponse Envoy applies. It is pure.
@@ -81,8 +113,12 @@ func Respond(o Outcome) *authv3.CheckResponse {
 		setHeader("content-type", "text/plain; charset=utf-8"),
 		setHeader("x-content-type-options", "nosniff"),
 	}
-	if status == http.StatusUnauthorized {
+	switch status {
+	case http.StatusUnauthorized:
 		headers = append(headers, setHeader("www-authenticate", WWWAuthenticate))
+	case http.StatusServiceUnavailable:
+		o.Status = status // an invalid status became 503: it gets a Retry-After too
+		headers = append(headers, setHeader("retry-after", o.RetryAfterHeader()))
 	}
 	return &authv3.CheckResponse{
 		Status: &rpcstatus.Status{Code: int32(grpcCode(status)), Message: http.StatusText(status)},

@@ -63,9 +63,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 
 // New checks cfg, loads the issuers file and the policies and builds the
 // process. The policy directory must load; JWKS are fetched in the
-// background by the verifier (tokens of an issuer without keys get 401
-// until they load). With cfg.Exchange.PublicURL set it also loads (or
-// creates) the cache-token signing keys and trusts its own issuer.
+// background by the verifier (tokens of an issuer without keys get 503
+// with Retry-After until they load, and /healthz lists it as degraded).
+// With cfg.Exchange.PublicURL set it also loads (or creates) the
+// cache-token signing keys and trusts its own issuer.
 func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, fmt.Errorf("invalid configuration:\n%w", err)
@@ -76,6 +77,9 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	issuers, err := identity.LoadIssuersFile(cfg.Issuers)
 	if err != nil {
 		return nil, err
+	}
+	for _, w := range issuers.Warnings() {
+		log.Warn("issuers file: "+w, "file", cfg.Issuers)
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -218,13 +222,18 @@ type healthAnswer struct {
 	Status         string `json:"status"`
 	PolicyRevision string `json:"policy_revision"`
 	PolicyError    string `json:"policy_error,omitempty"`
+	// DegradedIssuers lists the issuers whose keys cannot be fetched
+	// (absent when none): their tokens get 503 unless their key is
+	// already loaded. authz keeps serving the other issuers.
+	DegradedIssuers []identity.IssuerStatus `json:"degraded_issuers,omitempty"`
 }
 
 // serveHealthz answers 200 while serving (the last good policy set serves
-// even when a reload failed: the failure is reported, not fatal) and 503
-// before start and while shutting down.
+// even when a reload failed, and the other issuers' tokens verify while an
+// identity provider is down: such failures are reported, not fatal) and
+// 503 before start and while shutting down.
 func (a *App) serveHealthz(w http.ResponseWriter, _ *http.Request) {
-	h := healthAnswer{Status: "serving", PolicyRevision: a.policy.Revision()}
+	h := healthAnswer{Status: "serving", PolicyRevision: a.policy.Revision(), DegradedIssuers: a.verifier.DegradedIssuers()}
 	if err := a.policy.LastError(); err != nil {
 		h.PolicyError = err.Error()
 	}

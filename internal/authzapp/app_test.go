@@ -70,13 +70,18 @@ func startService(t *testing.T) *testService {
 	return startServiceWith(t, testPolicies)
 }
 
-func startServiceWith(t *testing.T, policies string) *testService {
+// startServiceWith starts the service with the policies; setup, if
+// given, runs before it starts (with the test issuers made).
+func startServiceWith(t *testing.T, policies string, setup ...func(*testService)) *testService {
 	t.Helper()
 	ts := &testService{
 		github: identitytest.NewIssuer(t),
 		idp:    identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
 		logs:   &testutil.LogBuffer{},
 		done:   make(chan error, 1),
+	}
+	for _, f := range setup {
+		f(ts)
 	}
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
 	idpCfg.OrgClaim = "org"
@@ -192,7 +197,7 @@ func TestServiceGRPC(t *testing.T) {
 		{"push from an unprotected ref", "PUT", narinfo, "Bearer " + ciFeature, 403, "", "push requires a protected ref"},
 		{"read by another org", "GET", narinfo, "Bearer " + mallory, 404, "", "not found"},
 		{"read without a token", "HEAD", narinfo, "", 401, "", "authentication required"},
-		{"expired token", "GET", narinfo, "Bearer " + expired, 401, "", "token expired"},
+		{"expired token", "GET", narinfo, "Bearer " + expired, 401, "", "token expired (issuer github): run flakegate login (or, in CI, exchange a fresh job token"},
 		{"token signed by a foreign key", "GET", narinfo, "Bearer " + foreignKey, 401, "", "invalid token"},
 		{"garbage token", "GET", narinfo, "Bearer not.a.jwt", 401, "", "invalid token"},
 		{"user of a second issuer reads a readers-only flake", "GET", "/omnicorp/super-duper-secure/" + testHash + ".narinfo", netrc(alice), 200, "oidc:alice", ""},
@@ -418,5 +423,60 @@ func TestRevocationWithoutExchange(t *testing.T) {
 		if body := httpGet(t, ts.httpURL+path, http.StatusNotFound); !strings.Contains(body, "not enabled") {
 			t.Errorf("%s with the exchange off: %s", path, body)
 		}
+	}
+}
+
+// TestIdentityProviderOutage: while an IdP's JWKS endpoint is down, a
+// valid token of that IdP gets 503 with Retry-After 30 (not 401: it is an
+// outage, not a bad token), /healthz (still 200) names the issuer as
+// degraded and flakegate_identity_issuer_keys_ok is 0; once the endpoint
+// answers again (the background retry), the same token is decided
+// normally and the issuer is healthy again.
+func TestIdentityProviderOutage(t *testing.T) {
+	ts := startServiceWith(t, testPolicies, func(ts *testService) { ts.github.FailJWKS(http.StatusServiceUnavailable) })
+	tok := ts.github.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
+	narinfo := "/omnicorp/app/" + testHash + ".narinfo"
+
+	d := ts.check(t, "PUT", narinfo, "Bearer "+tok).GetDeniedResponse()
+	if d.GetStatus().GetCode() != 503 || authztest.HeaderValue(d.GetHeaders(), "retry-after") != "30" ||
+		authztest.HeaderValue(d.GetHeaders(), "www-authenticate") != "" ||
+		d.GetBody() != "identity provider keys unavailable (issuer github): the token cannot be verified right now, try again later\n" {
+		t.Fatalf("token of an IdP whose JWKS is down: %v", d)
+	}
+	health := func() healthAnswer {
+		var h healthAnswer
+		if err := json.Unmarshal([]byte(httpGet(t, ts.httpURL+"/healthz", 200)), &h); err != nil {
+			t.Fatal(err)
+		}
+		return h
+	}
+	h := health()
+	if h.Status != "serving" || len(h.DegradedIssuers) != 1 || h.DegradedIssuers[0].Name != "github" ||
+		h.DegradedIssuers[0].Issuer != ts.github.Issuer() || h.DegradedIssuers[0].KeysOK || !strings.Contains(h.DegradedIssuers[0].Error, "503") {
+		t.Errorf("healthz during the outage: %+v", h)
+	}
+	metrics := httpGet(t, ts.httpURL+"/metrics", 200)
+	for _, want := range []string{`flakegate_identity_issuer_keys_ok{issuer="github"} 0`, `flakegate_identity_issuer_keys_ok{issuer="idp"} 1`} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
+
+	ts.github.FailJWKS(0)
+	deadline := time.Now().Add(15 * time.Second)
+	for len(health().DegradedIssuers) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("issuer still degraded after the JWKS endpoint recovered: %+v", health())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if resp := ts.check(t, "PUT", narinfo, "Bearer "+tok); resp.GetOkResponse() == nil {
+		t.Errorf("after the recovery: %v", resp)
+	}
+	if raw := httpGet(t, ts.httpURL+"/healthz", 200); strings.Contains(raw, "degraded_issuers") {
+		t.Errorf("healthz names degraded issuers after the recovery: %s", raw)
+	}
+	if metrics := httpGet(t, ts.httpURL+"/metrics", 200); !strings.Contains(metrics, `flakegate_identity_issuer_keys_ok{issuer="github"} 1`) {
+		t.Error("flakegate_identity_issuer_keys_ok of github is not 1 after the recovery")
 	}
 }

@@ -134,8 +134,9 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger { return serve.NewLogger(w,
 
 // CheckConfig is `authz -check`: it validates the issuers file and the
 // policy directory (compile, then run its *_test.rego, then the denylist),
-// printing what it finds to w. It returns an error when anything is wrong.
-// It makes no network calls.
+// printing what it finds to w. It returns an error when anything is wrong;
+// doubts (identity.Config.Warnings: an issuer with a trailing slash) are
+// printed as WARN lines and do not fail it. It makes no network calls.
 func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 	var errs []error
 	fail := func(what string, err error) {
@@ -153,6 +154,9 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 			names[i] = ic.Name
 		}
 		fmt.Fprintf(w, "ok   issuers %s: %d issuer(s): %s\n", cfg.Issuers, len(names), strings.Join(names, ", "))
+		for _, warning := range issuers.Warnings() {
+			fmt.Fprintf(w, "WARN issuers %s: %s\n", cfg.Issuers, warning)
+		}
 	}
 
 	switch fi, err := os.Stat(cfg.Policies); {

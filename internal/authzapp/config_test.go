@@ -35,6 +35,21 @@ func copyDir(t *testing.T, src string) string {
 func TestCheckConfig(t *testing.T) {
 	iss := identitytest.NewIssuer(t)
 	goodIssuers := writeIssuersFile(t, t.TempDir(), iss.Config("github", identity.ClaimsGitHubActions))
+	slashCfg := iss.Config("github", identity.ClaimsGitHubActions)
+	slashCfg.Issuer += "/"
+	slashIssuers := writeIssuersFile(t, t.TempDir(), slashCfg)
+	twinCfg := iss.Config("github-twin", identity.ClaimsGitHubActions)
+	twinIssuers := writeIssuersFile(t, t.TempDir(), iss.Config("github", identity.ClaimsGitHubActions), twinCfg)
+	twin, err := os.ReadFile(twinIssuers)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The second entry's issuer gets a trailing slash.
+	twinText := strings.Replace(string(twin), "issuer: "+iss.Issuer()+"\n", "issuer: "+iss.Issuer()+"/\n", 2)
+	twinText = strings.Replace(twinText, "issuer: "+iss.Issuer()+"/\n", "issuer: "+iss.Issuer()+"\n", 1)
+	if err := os.WriteFile(twinIssuers, []byte(twinText), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	badIssuersDir := t.TempDir()
 	badIssuers := filepath.Join(badIssuersDir, "issuers.yaml")
 	if err := os.WriteFile(badIssuers, []byte("issuers:\n  - name: github\n    issuer: https://token.actions.githubusercontent.com\n    jwks_url: http://example.com/jwks\n    claims: github-actions\n"), 0o644); err != nil {
@@ -64,6 +79,10 @@ func TestCheckConfig(t *testing.T) {
 	}{
 		{name: "good", policies: testPolicies, issuers: goodIssuers,
 			wantLines: []string{"ok   issuers", "1 issuer(s): github", "PASS", "ok   policies"}},
+		{name: "issuer with a trailing slash: a warning, not a failure", policies: testPolicies, issuers: slashIssuers,
+			wantLines: []string{"ok   issuers", "WARN issuers", `issuer "` + iss.Issuer() + `/" ends with a slash; tokens usually say "` + iss.Issuer() + `"`, "ok   policies"}},
+		{name: "two issuers that differ only by a trailing slash", policies: testPolicies, issuers: twinIssuers,
+			wantLines: []string{"ok   issuers", "2 issuer(s)", "issuers[0] (github) and issuers[1] (github-twin)", "differ only by a trailing slash", "(github-twin): issuer"}},
 		{name: "compile error", policies: brokenRule, issuers: goodIssuers, wantErr: true,
 			wantLines: []string{"broken.rego:", "FAIL policies"}},
 		{name: "failing policy test", policies: failingTest, issuers: goodIssuers, wantErr: true,
@@ -87,6 +106,9 @@ func TestCheckConfig(t *testing.T) {
 			err := CheckConfig(context.Background(), cfg, &out)
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error %v, want error: %v\n%s", err, tt.wantErr, out.String())
+			}
+			if tt.issuers == goodIssuers && strings.Contains(out.String(), "WARN") {
+				t.Errorf("warnings for a good issuers file:\n%s", out.String())
 			}
 			for _, l := range tt.wantLines {
 				if !strings.Contains(out.String(), l) {

@@ -31,6 +31,9 @@ func (u users) Verify(_ context.Context, raw string) (*identity.Subject, error) 
 	if raw == "outage" {
 		return nil, errors.New("fetch JWKS of https://idp.example.com: connection refused")
 	}
+	if raw == "jwks-down" {
+		return nil, &identity.TokenError{Reason: identity.ReasonNoKeys, Issuer: "idp"}
+	}
 	if s, ok := u[raw]; ok {
 		return s, nil
 	}
@@ -107,9 +110,12 @@ func TestExchangeDecidedByChecker(t *testing.T) {
 		wantResult string // the metric label
 	}{
 		{"allowed", "alice", 200, "", "authenticated identity-provider token", "issued"},
-		{"revoked", "eve", 401, "invalid token: token revoked: subject oidc:eve is revoked", "token revoked", "unauthenticated"},
+		{"revoked", "eve", 401, "invalid token: token revoked: subject oidc:eve is revoked: do not retry with this token; ask the cache's administrators", "token revoked", "unauthenticated"},
 		{"denied by policy", "mallory", 403, "forbidden: mallory may not hold cache tokens", "mallory may not hold", "deny"},
 		{"identity provider down", "outage", 503, "authorization service unavailable, try again later", "internal error", "error"},
+		{"identity provider keys unavailable", "jwks-down", 503,
+			"identity provider keys unavailable (issuer idp): the token cannot be verified right now, try again later",
+			"identity provider keys unavailable", "error"},
 		{"cache token, although the policy allows", "cache-token", 403,
 			"a cache token cannot be exchanged again (its life cannot be extended): exchange a fresh identity-provider token",
 			"authenticated identity-provider token", "re_exchange"},
@@ -138,6 +144,9 @@ func TestExchangeDecidedByChecker(t *testing.T) {
 			if got := w.Header().Get("WWW-Authenticate"); (got != "") != (tt.wantStatus == 401) {
 				t.Errorf("WWW-Authenticate %q on a %d", got, tt.wantStatus)
 			}
+			if got := w.Header().Get("Retry-After"); (got != "") != (tt.wantStatus == 503) {
+				t.Errorf("Retry-After %q on a %d", got, tt.wantStatus)
+			}
 
 			// One decision line, as every Check writes.
 			var decisions []map[string]any
@@ -161,7 +170,7 @@ func TestExchangeDecidedByChecker(t *testing.T) {
 				!strings.Contains(d["reason"].(string), tt.wantReason) {
 				t.Errorf("decision line %v", d)
 			}
-			if tt.wantStatus == 503 && (d["level"] != "ERROR" || !strings.Contains(d["error"].(string), "connection refused")) {
+			if tt.wantStatus == 503 && (d["level"] != "ERROR" || !strings.Contains(d["error"].(string), "connection refused") && !strings.Contains(d["error"].(string), "keys unavailable")) {
 				t.Errorf("the outage is not logged with its cause: %v", d)
 			}
 			if strings.Contains(logs.String(), "Bearer") {
@@ -176,11 +185,11 @@ func TestExchangeDecidedByChecker(t *testing.T) {
 		`flakegate_authz_decisions_total{action="exchange",result="allow"}`:           2,
 		`flakegate_authz_decisions_total{action="exchange",result="unauthenticated"}`: 1,
 		`flakegate_authz_decisions_total{action="exchange",result="deny"}`:            1,
-		`flakegate_authz_decisions_total{action="exchange",result="error"}`:           1,
+		`flakegate_authz_decisions_total{action="exchange",result="error"}`:           2,
 		`flakegate_token_exchanges_total{result="issued"}`:                            1,
 		`flakegate_token_exchanges_total{result="unauthenticated"}`:                   1,
 		`flakegate_token_exchanges_total{result="deny"}`:                              1,
-		`flakegate_token_exchanges_total{result="error"}`:                             1,
+		`flakegate_token_exchanges_total{result="error"}`:                             2,
 		`flakegate_token_exchanges_total{result="re_exchange"}`:                       1,
 	}
 	got := counters(t, reg)

@@ -201,6 +201,9 @@ func (h *Handler) refuse(w http.ResponseWriter, res authz.Result) {
 		h.unauthorized(w, authz.ResultLabel(res), msg)
 		return
 	}
+	if ra := res.RetryAfterHeader(); ra != "" {
+		w.Header().Set("Retry-After", ra)
+	}
 	h.fail(w, authz.ResultLabel(res), res.Status, msg)
 }
 

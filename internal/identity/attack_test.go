@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/base64"
+	"maps"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,3 +181,37 @@ func mustDecode(t *testing.T, s string) string {
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
+
+// The details of a refusal the client can act on: an unknown issuer is
+// named (sanitized and cut: iss is the caller's own public claim), a wrong
+// audience says which audiences the issuer accepts.
+func TestRefusalDetails(t *testing.T) {
+	clock := newClock()
+	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	e := newEnv(t, clock, identity.Options{}, gh.Config("github", identity.ClaimsGitHubActions, "https://cache.example.com"))
+	claims := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
+	with := func(extra map[string]any) map[string]any {
+		c := maps.Clone(claims)
+		c["aud"] = "https://cache.example.com"
+		maps.Copy(c, extra)
+		return c
+	}
+
+	err := e.mustRefuse(gh.Mint(with(map[string]any{"iss": "https://idp.example.net"})), identity.ReasonUnknownIssuer)
+	if want := `invalid token: unknown issuer: "https://idp.example.net"`; err.Error() != want {
+		t.Errorf("unknown issuer: %q, want %q", err, want)
+	}
+	err = e.mustRefuse(gh.Mint(with(map[string]any{"iss": "https://evil.example\r\nX-Injected: 1\x00" + strings.Repeat("a", 500)})), identity.ReasonUnknownIssuer)
+	if msg := err.Error(); strings.ContainsAny(msg, "\r\n\x00") || !strings.Contains(msg, `"https://evil.exampleX-Injected: 1aaa`) || len(msg) > 260 || !strings.Contains(msg, `…"`) {
+		t.Errorf("unknown issuer with control characters, too long: %q (%d bytes)", msg, len(msg))
+	}
+	err = e.mustRefuse(gh.Mint(with(map[string]any{"iss": gh.Issuer() + "/"})), identity.ReasonUnknownIssuer)
+	if !strings.Contains(err.Error(), strconv.Quote(gh.Issuer()+"/")) || !strings.Contains(err.Error(), "only by a trailing slash") {
+		t.Errorf("iss with a trailing slash: %q", err)
+	}
+
+	err = e.mustRefuse(gh.Mint(with(map[string]any{"aud": "sigstore"})), identity.ReasonAudience)
+	if want := `invalid token: audience not accepted: want aud "https://cache.example.com", token has "sigstore" (issuer github)`; err.Error() != want {
+		t.Errorf("wrong audience: %q, want %q", err, want)
+	}
+}

@@ -115,6 +115,33 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// Warnings are doubts about a valid configuration that do not stop it
+// (authz -check prints them, authz logs them at start): an issuer that
+// ends with a slash (tokens usually spell it without: IdPs publish
+// "https://idp.example.com", and a token's iss must match the issuers file
+// exactly, so "https://idp.example.com/" would refuse every token of that
+// IdP as an unknown issuer), and two issuers that differ only by a
+// trailing slash.
+func (c *Config) Warnings() []string {
+	var ws []string
+	where := func(i int) string { return fmt.Sprintf("issuers[%d] (%s)", i, c.Issuers[i].Name) }
+	for i, ic := range c.Issuers {
+		iss := ic.Issuer
+		if strings.HasSuffix(iss, "/") && strings.Contains(iss, "://") {
+			ws = append(ws, fmt.Sprintf("%s: issuer %q ends with a slash; tokens usually say %q, and the spelling must match a token's iss exactly (a token with %q is refused as an unknown issuer): check the iss of a real token",
+				where(i), iss, strings.TrimSuffix(iss, "/"), strings.TrimSuffix(iss, "/")))
+		}
+		for j := i + 1; j < len(c.Issuers); j++ {
+			other := c.Issuers[j].Issuer
+			if iss != other && strings.TrimSuffix(iss, "/") == strings.TrimSuffix(other, "/") {
+				ws = append(ws, fmt.Sprintf("%s and %s: issuers %q and %q differ only by a trailing slash: probably one IdP configured twice; keep the spelling its tokens use",
+					where(i), where(j), iss, other))
+			}
+		}
+	}
+	return ws
+}
+
 type problem struct{ field, msg string }
 
 // problems checks one entry on its own (no cross-entry rules). With

@@ -124,6 +124,55 @@ func (e *env) mustRefuse(tok string, reason identity.Reason) error {
 	return err
 }
 
+// mustBeUnavailable verifies tok and expects ErrKeysUnavailable (the
+// issuer's keys cannot be fetched: 503, not 401).
+func (e *env) mustBeUnavailable(tok string) {
+	e.t.Helper()
+	s, err := e.v.Verify(context.Background(), tok)
+	if err == nil {
+		e.t.Fatalf("Verify accepted the token (subject %s); want ErrKeysUnavailable", s.Summary())
+	}
+	if !errors.Is(err, identity.ErrKeysUnavailable) || errors.Is(err, identity.ErrInvalidToken) {
+		e.t.Fatalf("error %v: want ErrKeysUnavailable and not ErrInvalidToken", err)
+	}
+	if got := identity.ReasonOf(err); got != identity.ReasonNoKeys {
+		e.t.Errorf("reason = %q, want %q", got, identity.ReasonNoKeys)
+	}
+	assertNoSecret(e.t, "error text", err.Error(), tok)
+}
+
+// wantDegraded checks IssuerStatus and flakegate_identity_issuer_keys_ok of
+// the issuer name.
+func (e *env) wantDegraded(name string, degraded bool) {
+	e.t.Helper()
+	var st *identity.IssuerStatus
+	for _, s := range e.v.Issuers() {
+		if s.Name == name {
+			st = &s
+		}
+	}
+	if st == nil {
+		e.t.Fatalf("issuer %s not in Issuers()", name)
+	}
+	if st.KeysOK == degraded || (st.Error != "") != degraded || st.Since.IsZero() {
+		e.t.Errorf("issuer %s status %+v, want degraded=%v", name, *st, degraded)
+	}
+	inDegraded := false
+	for _, s := range e.v.DegradedIssuers() {
+		inDegraded = inDegraded || s.Name == name
+	}
+	if inDegraded != degraded {
+		e.t.Errorf("issuer %s in DegradedIssuers() = %v, want %v", name, inDegraded, degraded)
+	}
+	want := 1.0
+	if degraded {
+		want = 0
+	}
+	if got := e.metric("flakegate_identity_issuer_keys_ok", "issuer", name); got != want {
+		e.t.Errorf("flakegate_identity_issuer_keys_ok{issuer=%q} = %v, want %v", name, got, want)
+	}
+}
+
 func assertRefusal(t *testing.T, err error, tok string, reason identity.Reason) {
 	t.Helper()
 	if !errors.Is(err, identity.ErrInvalidToken) {

@@ -16,6 +16,7 @@ type metrics struct {
 	refreshFailures *prometheus.CounterVec // {issuer}
 	keys            *prometheus.GaugeVec   // {issuer}
 	lastRefresh     *prometheus.GaugeVec   // {issuer}
+	keysOK          *prometheus.GaugeVec   // {issuer}
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -40,6 +41,10 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "flakegate_jwks_last_success_timestamp_seconds",
 			Help: "When the issuer's keys were last loaded successfully (unix seconds).",
 		}, []string{"issuer"}),
+		keysOK: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "flakegate_identity_issuer_keys_ok",
+			Help: "1 when the last fetch of the issuer's keys succeeded, 0 while it fails (degraded: tokens whose key is not loaded get 503), by issuer name.",
+		}, []string{"issuer"}),
 	}
 	if reg != nil {
 		m.verifications = promutil.Register(reg, m.verifications)
@@ -47,6 +52,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.refreshFailures = promutil.Register(reg, m.refreshFailures)
 		m.keys = promutil.Register(reg, m.keys)
 		m.lastRefresh = promutil.Register(reg, m.lastRefresh)
+		m.keysOK = promutil.Register(reg, m.keysOK)
 	}
 	m.results = map[Reason]prometheus.Counter{reasonOK: m.verifications.WithLabelValues(string(reasonOK))}
 	m.ok = m.results[reasonOK]

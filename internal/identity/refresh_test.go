@@ -131,13 +131,50 @@ func TestIdPDownAtStartFailsClosedThenRecovers(t *testing.T) {
 		t.Fatalf("refresh failures = %v, want 1", got)
 	}
 	tok := iss.Mint(ghClaims)
-	e.mustRefuse(tok, identity.ReasonNoKeys)
+	// A valid token of an issuer whose keys cannot be fetched: an outage
+	// (503 in authz), not an invalid token (401).
+	e.mustBeUnavailable(tok)
+	e.wantDegraded("github", true)
 
 	// The IdP comes back: the background retry (1 s backoff) loads the keys
 	// without any token having to ask for it.
 	iss.FailJWKS(0)
 	waitFor(t, "background JWKS retry", func() bool { return e.metric("flakegate_jwks_keys", "issuer", "github") == 1 })
 	e.mustVerify(tok)
+	e.wantDegraded("github", false)
+}
+
+// TestJWKSDownAfterRotation: the IdP rotates its key and its JWKS endpoint
+// goes down. A token with the new kid cannot be verified: 503-class
+// (ErrKeysUnavailable), the issuer is degraded, tokens with the loaded key
+// still verify. Once the endpoint answers, the same token verifies; a kid
+// missing from a freshly fetched set is an invalid token again.
+func TestJWKSDownAfterRotation(t *testing.T) {
+	clock := newClock()
+	iss := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	e := newEnv(t, clock, identity.Options{}, iss.Config("github", identity.ClaimsGitHubActions))
+	e.wantDegraded("github", false)
+	oldKey := iss.Current()
+
+	iss.Rotate()
+	iss.FailJWKS(http.StatusBadGateway)
+	newTok := iss.Mint(ghClaims)
+	e.mustBeUnavailable(newTok) // the early refresh fails
+	e.wantDegraded("github", true)
+	e.mustBeUnavailable(newTok) // early refresh rate-limited: the issuer is still degraded
+	e.mustVerify(iss.Mint(ghClaims, identitytest.SignWith(oldKey)))
+	if !strings.Contains(e.logs.String(), `"msg":"issuer degraded`) {
+		t.Errorf("degradation not logged:\n%s", e.logs)
+	}
+
+	iss.FailJWKS(0)
+	clock.Advance(31 * time.Second)
+	e.mustVerify(newTok)
+	e.wantDegraded("github", false)
+
+	// A kid nobody published, after a successful fetch: 401.
+	clock.Advance(31 * time.Second)
+	e.mustRefuse(iss.Mint(ghClaims, identitytest.Header("kid", "no-such-key")), identity.ReasonUnknownKeyID)
 }
 
 func TestNoKeysYetTriggersEarlyRefresh(t *testing.T) {

@@ -6,6 +6,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"slices"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -92,11 +95,21 @@ func (o *Options) fill() {
 type issuer struct {
 	cfg    IssuerConfig
 	mapper mapper
-	keys   atomic.Pointer[keySet] // nil until first loaded: tokens get 401
+	keys   atomic.Pointer[keySet] // nil until first loaded: tokens get 503
 	src    keySource              // nil for static keys
+	// health is the outcome of the last load of src (nil: none yet, the
+	// issuer is degraded). See IssuerStatus.
+	health atomic.Pointer[keysHealth]
 
 	refreshMu sync.Mutex // serializes loads of src
 	lastEarly time.Time  // guarded by refreshMu
+}
+
+// keysHealth is the outcome of an issuer's last key load.
+type keysHealth struct {
+	ok    bool
+	err   string    // the failure (no secrets: a URL or path and a status)
+	since time.Time // when ok last changed
 }
 
 // MultiVerifier verifies tokens of several issuers. It implements Verifier
@@ -120,8 +133,10 @@ var _ Verifier = (*MultiVerifier)(nil)
 
 // NewVerifier validates cfg, loads every issuer's keys and starts their
 // refresh. A jwks_file that cannot be loaded is an error. A jwks_url that
-// cannot be fetched is not: it is logged and counted, retried in the
-// background, and its tokens are refused until keys arrive (fail closed).
+// cannot be fetched is not: it is logged and counted, the issuer is
+// degraded (IssuerStatus, flakegate_identity_issuer_keys_ok 0), retried in
+// the background, and its tokens fail with ErrKeysUnavailable until keys
+// arrive (fail closed, 503).
 // ctx bounds the initial fetches and the background refresh; Close stops
 // the latter too.
 func NewVerifier(ctx context.Context, cfg *Config, opts Options) (*MultiVerifier, error) {
@@ -320,7 +335,7 @@ func (v *MultiVerifier) refresh(ctx context.Context, is *issuer, why string) err
 func (v *MultiVerifier) refreshLocked(ctx context.Context, is *issuer, why string) error {
 	data, err := is.src.load(ctx)
 	if errors.Is(err, errUnchanged) {
-		return nil
+		return nil // the health of the last load stands
 	}
 	if err == nil {
 		var ks *keySet
@@ -337,6 +352,7 @@ func (v *MultiVerifier) refreshLocked(ctx context.Context, is *issuer, why strin
 	if ctx.Err() != nil && v.ctx.Err() != nil {
 		return err // shutting down: not a refresh failure
 	}
+	v.setHealth(is, err)
 	v.metrics.refreshFailures.WithLabelValues(is.cfg.Name).Inc()
 	kept := 0
 	if ks := is.keys.Load(); ks != nil {
@@ -366,6 +382,7 @@ func (v *MultiVerifier) setKeys(is *issuer, set jwk.Set, why string) error {
 // the issuer go with the old set.
 func (v *MultiVerifier) swapKeys(is *issuer, ks *keySet, why string) {
 	v.metrics.lastRefresh.WithLabelValues(is.cfg.Name).SetToCurrentTime()
+	v.setHealth(is, nil)
 	if cur := is.keys.Load(); cur != nil && cur.digest == ks.digest {
 		return
 	}
@@ -373,6 +390,86 @@ func (v *MultiVerifier) swapKeys(is *issuer, ks *keySet, why string) {
 	v.cache.dropIssuer(is)
 	v.metrics.keys.WithLabelValues(is.cfg.Name).Set(float64(len(ks.all)))
 	v.log.Info("jwks loaded", "issuer", is.cfg.Name, "trigger", why, "kids", ks.kids())
+}
+
+// setHealth records the outcome of a key load of is (err nil: loaded) for
+// IssuerStatus and flakegate_identity_issuer_keys_ok, and logs the change
+// between degraded and healthy.
+func (v *MultiVerifier) setHealth(is *issuer, err error) {
+	now := v.opts.Now()
+	h := &keysHealth{ok: err == nil, since: now}
+	if err != nil {
+		h.err = err.Error()
+	}
+	old := is.health.Load()
+	if old != nil && old.ok == h.ok {
+		h.since = old.since
+	}
+	is.health.Store(h)
+	ok := 0.0
+	if h.ok {
+		ok = 1
+	}
+	v.metrics.keysOK.WithLabelValues(is.cfg.Name).Set(ok)
+	switch {
+	case h.ok && old != nil && !old.ok:
+		v.log.Info("issuer keys available again", "issuer", is.cfg.Name)
+	case !h.ok && (old == nil || old.ok):
+		v.log.Warn("issuer degraded: keys cannot be fetched; its tokens get 503 unless their key is already loaded",
+			"issuer", is.cfg.Name, "source", describeSource(is.cfg), "error", err)
+	}
+}
+
+// keysOK says whether the last load of is's keys succeeded.
+func (is *issuer) keysOK() bool {
+	h := is.health.Load()
+	return h != nil && h.ok
+}
+
+// IssuerStatus is the health of one issuer's keys (authz's /healthz lists
+// the degraded ones).
+type IssuerStatus struct {
+	Name   string `json:"name"`
+	Issuer string `json:"issuer"`
+	// KeysOK: the last fetch (or load) of the issuer's keys succeeded.
+	// False while its JWKS cannot be fetched (the old keys, if any, stay in
+	// use) and before the first successful fetch.
+	KeysOK bool `json:"keys_ok"`
+	// Keys is the number of usable keys loaded.
+	Keys int `json:"keys"`
+	// Error is why the last fetch failed (no secrets: URL and status).
+	Error string `json:"error,omitempty"`
+	// Since is when KeysOK last changed (zero: never loaded nor failed).
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Issuers reports the health of every issuer's keys, sorted by name.
+func (v *MultiVerifier) Issuers() []IssuerStatus {
+	all := *v.issuers.Load()
+	out := make([]IssuerStatus, 0, len(all))
+	for _, is := range all {
+		st := IssuerStatus{Name: is.cfg.Name, Issuer: is.cfg.Issuer}
+		if ks := is.keys.Load(); ks != nil {
+			st.Keys = len(ks.all)
+		}
+		if h := is.health.Load(); h != nil {
+			st.KeysOK, st.Error, st.Since = h.ok, h.err, h.since.UTC()
+		}
+		out = append(out, st)
+	}
+	slices.SortFunc(out, func(a, b IssuerStatus) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// DegradedIssuers is Issuers less the healthy ones.
+func (v *MultiVerifier) DegradedIssuers() []IssuerStatus {
+	var out []IssuerStatus
+	for _, st := range v.Issuers() {
+		if !st.KeysOK {
+			out = append(out, st)
+		}
+	}
+	return out
 }
 
 // earlyRefresh reloads is's keys for a token whose kid is unknown, unless
@@ -456,9 +553,18 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 	if !ok || iss == "" {
 		return nil, nil, nil, invalid(ReasonUnknownIssuer, "iss missing or not a string")
 	}
-	is := (*v.issuers.Load())[iss]
+	issuers := *v.issuers.Load()
+	is := issuers[iss]
 	if is == nil {
-		return nil, nil, nil, invalid(ReasonUnknownIssuer, "")
+		// iss is a public claim: naming it (sanitized) tells the caller
+		// which token it sent. Issuers must match exactly (OIDC): a
+		// spelling that differs only by a trailing slash is refused too,
+		// but said so (authz -check warns about such configurations).
+		detail := ClaimText(iss)
+		if issuers[toggleTrailingSlash(iss)] != nil {
+			detail += " (a configured issuer differs only by a trailing slash; issuers must match exactly)"
+		}
+		return nil, nil, nil, invalid(ReasonUnknownIssuer, detail)
 	}
 	ks, key, err := v.selectKey(ctx, is, t)
 	if err != nil {
@@ -472,7 +578,8 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 		return nil, is, nil, err
 	}
 	if !audienceAccepted(t.claims["aud"], is.cfg.Audience) {
-		return nil, is, nil, invalid(ReasonAudience, "")
+		// Only for a token the issuer signed: what it should have asked for.
+		return nil, is, nil, invalid(ReasonAudience, audienceDetail(t.claims["aud"], is.cfg.Audience))
 	}
 	s := &Subject{
 		Authenticated: true,
@@ -522,11 +629,53 @@ func (v *MultiVerifier) selectKey(ctx context.Context, is *issuer, t *jws) (*key
 			return ks, key, nil
 		}
 		if attempt > 0 || !v.earlyRefresh(ctx, is, ks) {
-			if ks == nil {
-				return nil, nil, invalid(ReasonNoKeys, "")
+			// No keys, or a kid not in the keys we have while the last
+			// fetch failed (the IdP may have rotated to a key we cannot
+			// fetch): an outage, not the token's fault. A kid missing from
+			// a freshly fetched set is.
+			switch {
+			case ks == nil:
+				return nil, nil, invalid(ReasonNoKeys, "none loaded yet")
+			case !is.keysOK():
+				return nil, nil, invalid(ReasonNoKeys, "key id not in the last keys fetched, and fetching them again fails")
 			}
 			return nil, nil, invalid(ReasonUnknownKeyID, "")
 		}
 		ks = is.keys.Load()
 	}
+}
+
+// toggleTrailingSlash is iss with its trailing slash removed, or with one
+// added when it has none.
+func toggleTrailingSlash(iss string) string {
+	if strings.HasSuffix(iss, "/") {
+		return strings.TrimSuffix(iss, "/")
+	}
+	return iss + "/"
+}
+
+// audienceDetail says which audiences the issuer accepts (configuration,
+// not a secret: clients must ask their IdP for one of them) and what the
+// token has (sanitized).
+func audienceDetail(aud any, accepted []string) string {
+	want := make([]string, len(accepted))
+	for i, a := range accepted {
+		want[i] = strconv.Quote(a)
+	}
+	got := "none"
+	switch v := aud.(type) {
+	case string:
+		got = ClaimText(v)
+	case []any:
+		var parts []string
+		for _, a := range v {
+			if s, ok := a.(string); ok && len(parts) < 3 {
+				parts = append(parts, ClaimText(s))
+			}
+		}
+		if len(parts) > 0 {
+			got = strings.Join(parts, ", ")
+		}
+	}
+	return "want aud " + strings.Join(want, " or ") + ", token has " + got
 }
