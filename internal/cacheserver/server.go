@@ -175,37 +175,46 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	case route.ActionInfo:
 		s.serveCacheInfo(rw, r)
 	case route.ActionRead:
-		switch req.Kind {
-		case route.KindNarInfo:
-			s.serveNarInfo(rw, r, req)
-		case route.KindNar:
-			s.serveNar(rw, r, req)
-		case route.KindLog:
-			s.serveLog(rw, r, req)
-		default:
+		if h, ok := readers[req.Kind]; ok {
+			h(s, rw, r, req)
+		} else {
 			s.notFound(rw)
 		}
 	case route.ActionPush:
-		r, release, ok := s.admitUpload(rw, r, req)
+		h, ok := uploaders[req.Kind]
 		if !ok {
+			s.fail(rw, http.StatusMethodNotAllowed, "PUT not allowed here")
+			return
+		}
+		r, release, admitted := s.admitUpload(rw, r, req)
+		if !admitted {
 			return
 		}
 		defer release()
-		switch req.Kind {
-		case route.KindNarInfo:
-			s.putNarInfo(rw, r, req)
-		case route.KindNar:
-			s.putNar(rw, r, req)
-		case route.KindLog:
-			s.putLog(rw, r, req)
-		default:
-			s.fail(rw, http.StatusMethodNotAllowed, "PUT not allowed here")
-		}
+		h(s, rw, r, req)
 	default:
 		// /_flakegate/… is served by the authorization service.
 		s.fail(rw, http.StatusNotFound, "not found: "+r.URL.Path+" is served by the authorization service")
 	}
 }
+
+// kindHandler serves one kind of object of a parsed request.
+type kindHandler func(*Server, http.ResponseWriter, *http.Request, route.Request)
+
+// readers and uploaders are the handlers of each object kind for reads
+// (GET, HEAD) and uploads (PUT).
+var (
+	readers = map[route.Kind]kindHandler{
+		route.KindNarInfo: (*Server).serveNarInfo,
+		route.KindNar:     (*Server).serveNar,
+		route.KindLog:     (*Server).serveLog,
+	}
+	uploaders = map[route.Kind]kindHandler{
+		route.KindNarInfo: (*Server).putNarInfo,
+		route.KindNar:     (*Server).putNar,
+		route.KindLog:     (*Server).putLog,
+	}
+)
 
 // fail answers with a one-line plain-text reason.
 func (s *Server) fail(w http.ResponseWriter, status int, msg string) {
