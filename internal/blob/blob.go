@@ -58,3 +58,14 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	Close() error
 }
+
+// Holder is implemented by stores where replacing a blob costs freeing the
+// old one's space at once (a filesystem: a rename over a file frees its
+// blocks when its last reference goes). Hold keeps the blob now under key
+// alive until the returned Closer is closed (nil when the key has none), so
+// that a Commit over it returns without that cost, which the caller then
+// pays when it closes — after answering its client, so that the answer's
+// time does not tell whether the blob existed.
+type Holder interface {
+	Hold(key string) (io.Closer, error)
+}

@@ -5,11 +5,13 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -122,7 +124,19 @@ func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, wh
 }
 
 func (s *Server) putNar(w http.ResponseWriter, r *http.Request, req route.Request) {
-	created, err := s.receiveNar(r, req, s.idleDeadline(w))
+	var held io.Closer
+	defer func() {
+		if held == nil {
+			return
+		}
+		// The blob a commit replaced is freed only now, once the answer is
+		// out (see receiveNar).
+		_ = http.NewResponseController(w).Flush()
+		if err := held.Close(); err != nil {
+			s.log.WarnContext(r.Context(), "release replaced blob", "file", req.File, "err", err)
+		}
+	}()
+	created, err := s.receiveNar(r, req, s.idleDeadline(w), &held)
 	if err != nil {
 		s.answer(w, r, "NAR upload", err)
 		return
@@ -130,18 +144,26 @@ func (s *Server) putNar(w http.ResponseWriter, r *http.Request, req route.Reques
 	s.ok(w, created)
 }
 
+// okBody is the body of an accepted upload.
+const okBody = "ok\n"
+
+// ok answers an accepted upload. Content-Length is set so that the answer
+// is the same whether or not putNar flushes it before its handler returns
+// (a flushed answer without it goes out chunked).
 func (s *Server) ok(w http.ResponseWriter, created bool) {
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(okBody)))
 	if created {
 		w.WriteHeader(http.StatusCreated)
 	}
-	io.WriteString(w, "ok\n")
+	io.WriteString(w, okBody)
 }
 
 // receiveNar streams a NAR upload to storage while verifying it, then
 // records the flake's ownership. It reports whether the flake did not own
-// the file before.
-func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline) (bool, error) {
+// the file before. When the commit replaced a file another upload stored,
+// *held keeps it until the caller has answered (blob.Holder).
+func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline, held *io.Closer) (bool, error) {
 	ctx := r.Context()
 	if r.ContentLength > s.maxNar {
 		return false, tooLarge(s.maxNar, "NAR file")
@@ -192,6 +214,18 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	if got := nixbase32.EncodeToString(res.FileHash); got != req.Hash {
 		abort()
 		return false, badRequest("NAR file hash mismatch: the URL names %s but the %d uploaded bytes hash to sha256:%s", req.File, res.FileSize, got)
+	}
+	// Committing over a file another flake stored frees the old one's
+	// blocks (+120-220 ms for 256 MiB on ext4): held open, it is freed
+	// after the answer instead, whose time then does not tell whether the
+	// file existed.
+	if h, ok := s.blob.(blob.Holder); ok {
+		c, err := h.Hold(key)
+		if err != nil {
+			abort()
+			return false, err
+		}
+		*held = c
 	}
 	if err := bw.Commit(ctx, key); err != nil {
 		return false, fmt.Errorf("commit blob %s: %w", key, err)

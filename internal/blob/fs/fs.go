@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	iofs "io/fs"
 	"os"
 	"path/filepath"
@@ -31,7 +32,10 @@ type Store struct {
 	tmp  string
 }
 
-var _ blob.Store = (*Store)(nil)
+var (
+	_ blob.Store  = (*Store)(nil)
+	_ blob.Holder = (*Store)(nil)
+)
 
 // Open opens (creating if needed) the store rooted at dir and removes
 // leftover temporary files of interrupted writes.
@@ -107,6 +111,23 @@ func (r *Reader) Info() blob.Info { return r.info }
 // File is the underlying file: hand it to http.ServeContent so the kernel
 // copies the bytes (sendfile). Closing the Reader closes it.
 func (r *Reader) File() *os.File { return r.f }
+
+// Hold opens the file under key, if any (blob.Holder): a Commit over it
+// then only unlinks it, and its blocks are freed when the Closer closes.
+func (s *Store) Hold(key string) (io.Closer, error) {
+	p, err := s.path(key)
+	if err != nil {
+		return nil, err
+	}
+	f, err := os.Open(p)
+	if errors.Is(err, iofs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("hold blob %s: %w", key, err)
+	}
+	return f, nil
+}
 
 // Open opens the blob under key.
 func (s *Store) Open(ctx context.Context, key string) (blob.Reader, error) {
