@@ -152,3 +152,54 @@ func TestWriterAfterCommit(t *testing.T) {
 		t.Fatalf("abort after commit removed the blob: %v", err)
 	}
 }
+
+// Hold keeps a blob's file alive across a commit over its key (its blocks
+// are freed at the Closer's close, after the caller answered): the new
+// blob is visible at once, the held one still reads whole.
+func TestHoldAcrossCommit(t *testing.T) {
+	s, err := Open(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const key = "nar/held.nar"
+	if c, err := s.Hold(key); err != nil || c != nil {
+		t.Fatalf("Hold of an absent key = %v, %v; want nil, nil", c, err)
+	}
+	if _, err := s.Hold("../x"); !errors.Is(err, blob.ErrInvalidKey) {
+		t.Fatalf("Hold of an invalid key: %v", err)
+	}
+	commit := func(b string) {
+		w, err := s.Create(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(w, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.Commit(ctx, key); err != nil {
+			t.Fatal(err)
+		}
+	}
+	commit("first bytes")
+	c, err := s.Hold(key)
+	if err != nil || c == nil {
+		t.Fatalf("Hold = %v, %v", c, err)
+	}
+	commit("other bytes")
+	old, err := io.ReadAll(c.(io.Reader))
+	if err != nil || string(old) != "first bytes" {
+		t.Fatalf("held file reads %q, %v", old, err)
+	}
+	if err := c.Close(); err != nil {
+		t.Fatal(err)
+	}
+	rd, err := s.Open(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rd.Close()
+	if b, _ := io.ReadAll(rd); string(b) != "other bytes" {
+		t.Fatalf("key reads %q after the commit, want the new blob", b)
+	}
+}
