@@ -63,7 +63,6 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data `directory` (blobs, index, generated signing key)")
 	fs.Var(keyFiles, "signing-key-file", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")
 	fs.StringVar(&cfg.ExtAuthz, "ext-authz", cfg.ExtAuthz, "ext_authz gRPC `address` for the embedded gate (host:port or unix socket path)")
-	fs.IntVar(&cfg.ExtAuthzConns, "ext-authz-conns", cfg.ExtAuthzConns, "connections the embedded gate keeps to ext_authz, used in turn (default: one per CPU)")
 	fs.StringVar(&cfg.AuthzHTTP, "authz-http", cfg.AuthzHTTP, "authz HTTP listener `URL` (http://host:port): /_flakegate/ (token exchange) is forwarded there, as Envoy does")
 	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
 	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")

@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/authzproxy"
@@ -108,18 +109,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// ---- Embedded gate: with -ext-authz every public request is checked by
 	// the ext_authz service first, exactly as Envoy would (internal/gate).
 	if cfg.ExtAuthz != "" {
-		pool, err := gate.DialPool(ctx, cfg.ExtAuthz, cfg.ExtAuthzConns)
+		conn, err := gate.Dial(ctx, cfg.ExtAuthz)
 		if err != nil {
 			return fmt.Errorf("embedded gate: %w", err)
 		}
-		defer pool.Close()
-		g := gate.New(pool, gate.Options{
+		defer conn.Close()
+		g := gate.New(authv3.NewAuthorizationClient(conn), gate.Options{
 			Logger: log, Registerer: reg,
 			// 503 at once while authz connections fail, not after the timeout.
-			Unavailable: pool.Down,
+			Unavailable: gate.ChannelDown(conn),
 		})
 		public = g.Wrap(public)
-		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz, "connections", pool.Len())
+		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz)
 	} else {
 		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
 	}

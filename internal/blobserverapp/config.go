@@ -7,7 +7,6 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
@@ -26,10 +25,6 @@ type Config struct {
 	// (creating on first start) <DataDir>/signing-key.sec.
 	SigningKeyFiles []string
 	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
-	// ExtAuthzConns is how many connections the embedded gate keeps to
-	// ext_authz, used in turn (gate.Pool): one connection serializes the
-	// Checks of all cores. Default: one per CPU (GOMAXPROCS).
-	ExtAuthzConns int
 	// AuthzHTTP is authz's HTTP listener (http://host:port); /_flakegate/…
 	// (token exchange, JWKS) is forwarded there, as Envoy's route does. "" : not served.
 	AuthzHTTP      string
@@ -89,7 +84,6 @@ func DefaultConfig() Config {
 		MaxUploadsPerSubject: 32,
 		// The public listener's ReadHeaderTimeout.
 		RequestBodyTimeout: 30 * time.Second,
-		ExtAuthzConns:      runtime.GOMAXPROCS(0),
 		// Lets a large upload finish after SIGTERM.
 		ShutdownTimeout: 10 * time.Minute,
 		LogLevel:        "info",
@@ -123,7 +117,6 @@ func (c *Config) Validate() error {
 		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},
 		{"-shutdown-timeout", int64(c.ShutdownTimeout)},
 		{"request body timeout", int64(c.RequestBodyTimeout)},
-		{"-ext-authz-conns", int64(c.ExtAuthzConns)},
 	} {
 		if p.v <= 0 {
 			add("%s must be positive, got %d", p.name, p.v)
