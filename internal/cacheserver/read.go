@@ -127,7 +127,14 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			if err != nil {
 				return index.Path{}, err
 			}
-			recs = append(recs, more...)
+			// Each flake's record read from the index is signed and cached
+			// once; hits are served as they are.
+			for _, p := range more {
+				if p, err = s.signed(r, p); err != nil {
+					return index.Path{}, err
+				}
+				recs = append(recs, p)
+			}
 		}
 	}
 	if len(recs) == 0 {
@@ -146,7 +153,10 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			return index.Path{}, fmt.Errorf("path %s in the union view: conflicting contents: %w", hash, index.ErrNotFound)
 		}
 	}
-	return s.signed(r, recs[0])
+	if flakes == nil {
+		return s.signed(r, recs[0]) // ungated: nothing cached above
+	}
+	return recs[0], nil
 }
 
 // signed returns p with a narinfo text carrying the current key set's
