@@ -19,6 +19,17 @@
 //
 // Clients add them to trusted-public-keys in nix.conf.
 //
+// # Single host
+//
+// With -policies and -issuers (authz's flags of the same names, with
+// -public-url, -token-keys, … for the token exchange) the blob server runs
+// the authorization core in its own process (internal/hostapp): one
+// process, no -ext-authz, no -authz-http, the same decisions.
+//
+//	blobserver -data-dir /var/lib/flakegate -policies /etc/flakegate/policies \
+//	           -issuers /etc/flakegate/issuers.yaml -public-url https://cache.example.com \
+//	           -token-keys /var/lib/flakegate/token-keys
+//
 // To rotate: create a key (nix-store --generate-binary-cache-key NAME
 // new.sec new.pub), restart with -signing-key-file new.sec,old.sec (every
 // key signs, so clients trusting either verify; stored narinfos are
@@ -36,7 +47,9 @@ import (
 	"os/signal"
 	"syscall"
 
+	"github.com/flakegate/flakegate/internal/authzapp"
 	"github.com/flakegate/flakegate/internal/blobserverapp"
+	"github.com/flakegate/flakegate/internal/hostapp"
 )
 
 func main() {
@@ -46,13 +59,18 @@ func main() {
 	os.Exit(code)
 }
 
-// runApp is blobserverapp.Run (tests replace it to see the configuration).
-var runApp = blobserverapp.Run
+// runApp is blobserverapp.Run and runHost hostapp.Run (tests replace them
+// to see the configuration).
+var (
+	runApp  = blobserverapp.Run
+	runHost = hostapp.Run
+)
 
 // run parses args and serves until ctx is done (or prints the public keys);
 // it returns the exit code (0 ok, 1 failure, 2 bad usage).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	cfg := blobserverapp.DefaultConfig()
+	host := hostapp.DefaultConfig()
+	cfg := &host.Blob
 	keyFiles := blobserverapp.ListFlag(&cfg.SigningKeyFiles)
 	maxNar, maxInfo := blobserverapp.SizeFlag(&cfg.MaxNarSize), blobserverapp.SizeFlag(&cfg.MaxNarInfoSize)
 	minRate := blobserverapp.RateFlag(&cfg.UploadMinRate)
@@ -79,6 +97,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "how long running uploads may take to finish after SIGTERM")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
+	authzapp.CoreFlags(fs, &host.Authz)
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
 	if code, done := blobserverapp.ParseFlags(fs, args, stderr); done {
@@ -86,22 +105,54 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 
 	if *printKey {
-		if err := blobserverapp.PrintPublicKeys(cfg, stdout); err != nil {
+		if err := blobserverapp.PrintPublicKeys(*cfg, stdout); err != nil {
 			fmt.Fprintf(stderr, "blobserver: %v\n", err)
 			return 1
 		}
 		return 0
 	}
 
-	if err := cfg.Validate(); err != nil {
+	// Any of authz's flags (-policies, -issuers, …): the authorization core
+	// runs in this process (single host), and its Validate says what is
+	// missing.
+	single := setAny(fs, coreFlagNames())
+	validate := cfg.Validate
+	if single {
+		validate = host.Validate
+	}
+	if err := validate(); err != nil {
 		fmt.Fprintf(stderr, "blobserver: invalid configuration:\n%v\n", err)
 		return 1
 	}
 	log := cfg.NewLogger(stderr)
 	slog.SetDefault(log)
-	if err := runApp(ctx, cfg, log); err != nil {
+	var err error
+	if single {
+		err = runHost(ctx, host, log)
+	} else {
+		err = runApp(ctx, *cfg, log)
+	}
+	if err != nil {
 		log.Error("blobserver stopped with an error", "error", err.Error())
 		return 1
 	}
 	return 0
+}
+
+// coreFlagNames are the names authzapp.CoreFlags registers.
+func coreFlagNames() map[string]bool {
+	fs := flag.NewFlagSet("", flag.ContinueOnError)
+	cfg := authzapp.DefaultConfig()
+	authzapp.CoreFlags(fs, &cfg)
+	names := map[string]bool{}
+	fs.VisitAll(func(f *flag.Flag) { names[f.Name] = true })
+	return names
+}
+
+// setAny reports whether any of names was set (on the command line, in
+// the environment or in the -config file).
+func setAny(fs *flag.FlagSet, names map[string]bool) bool {
+	found := false
+	fs.Visit(func(f *flag.Flag) { found = found || names[f.Name] })
+	return found
 }

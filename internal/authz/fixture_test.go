@@ -178,34 +178,18 @@ func newTestEngine(t testing.TB) *policy.Engine {
 }
 
 func TestFixtures(t *testing.T) {
-	files, err := filepath.Glob("testdata/fixtures/*.json")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no fixtures: %v", err)
-	}
+	files := fixtureFiles(t)
 	engine := newTestEngine(t)
 	for _, file := range files {
 		name := strings.TrimSuffix(filepath.Base(file), ".json")
 		t.Run(name, func(t *testing.T) {
-			raw, err := os.ReadFile(file)
-			if err != nil {
-				t.Fatal(err)
-			}
-			var fx fixture
-			dec := json.NewDecoder(bytes.NewReader(raw))
-			dec.DisallowUnknownFields()
-			if err := dec.Decode(&fx); err != nil {
-				t.Fatalf("decode fixture: %v", err)
-			}
-			var req authv3.CheckRequest
-			if err := protojson.Unmarshal(fx.Request, &req); err != nil {
-				t.Fatalf("fixture request: %v", err)
-			}
+			fx, req := readFixture(t, file)
 
 			verifier := &fixtureVerifier{t: t, fx: &fx}
 			owners := &fixtureOwners{t: t, fx: &fx}
 			eval := &recordingEvaluator{Evaluator: engine, t: t}
 			c := &Checker{Verifier: verifier, Policy: eval, Owners: owners, Logger: discardLogger()}
-			got := c.Check(context.Background(), &req)
+			got := c.Check(context.Background(), req)
 
 			if (fx.Owners != nil || fx.OwnersError != "") != (owners.calls > 0) {
 				t.Errorf("owners lookups: %d; fixture owners %v / error %q", owners.calls, fx.Owners, fx.OwnersError)
@@ -241,6 +225,36 @@ func TestFixtures(t *testing.T) {
 			checkResponseInvariants(t, &fx, got)
 		})
 	}
+}
+
+// fixtureFiles are the fixtures' paths.
+func fixtureFiles(t *testing.T) []string {
+	t.Helper()
+	files, err := filepath.Glob("testdata/fixtures/*.json")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("no fixtures: %v", err)
+	}
+	return files
+}
+
+// readFixture reads one fixture and its CheckRequest.
+func readFixture(t *testing.T, file string) (fixture, *authv3.CheckRequest) {
+	t.Helper()
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var fx fixture
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fx); err != nil {
+		t.Fatalf("decode fixture: %v", err)
+	}
+	var req authv3.CheckRequest
+	if err := protojson.Unmarshal(fx.Request, &req); err != nil {
+		t.Fatalf("fixture request: %v", err)
+	}
+	return fx, &req
 }
 
 // checkResponseInvariants asserts the rules every response follows,

@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -43,6 +44,7 @@ type App struct {
 	log      *slog.Logger
 	verifier *identity.MultiVerifier
 	policy   *policy.Engine
+	checker  *authz.Checker
 	exchange *exchange.Handler // nil: the token exchange is off
 	grpc     *grpc.Server
 	health   *health.Server
@@ -81,8 +83,18 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	for _, w := range issuers.Warnings() {
 		log.Warn("issuers file: "+w, "file", cfg.Issuers)
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := cfg.Registry
+	if reg == nil {
+		reg = prometheus.NewRegistry()
+		reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	}
+	var ownersHTTP *http.Client
+	if cfg.OwnersTransport != nil {
+		ownersHTTP = &http.Client{
+			Transport:     cfg.OwnersTransport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
 
 	verifier, err := identity.NewVerifier(ctx, issuers, identity.Options{Logger: log, Registerer: reg})
 	if err != nil {
@@ -98,7 +110,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Verifier: verifier,
 		Policy:   engine,
 		Owners: authz.NewOwnersClient(cfg.OwnersURL, authz.OwnersOptions{
-			Timeout: cfg.OwnersTimeout,
+			HTTPClient: ownersHTTP,
+			Timeout:    cfg.OwnersTimeout,
 			TTL:     cfg.OwnersTTL,
 			Metrics: metrics,
 		}),
@@ -113,6 +126,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		log:      log,
 		verifier: verifier,
 		policy:   engine,
+		checker:  checker,
 		mux:      http.NewServeMux(),
 	}
 	a.grpc, a.health = authz.NewGRPCServer(checker)
@@ -157,17 +171,10 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 	defer cancel()
 
 	failed := make(chan error, 1)
-	var background sync.WaitGroup
-	background.Go(func() {
-		if err := a.policy.Run(ctx); err != nil && ctx.Err() == nil {
-			a.log.Error("authz failing, shutting down", "error", "policy watcher: "+err.Error())
-			failed <- fmt.Errorf("policy watcher: %w", err)
-			cancel()
-		}
-	})
-	if a.exchange != nil {
-		background.Go(func() { a.exchange.WatchKeys(ctx) })
-	}
+	go func() {
+		failed <- a.Background(ctx)
+		cancel()
+	}()
 
 	hs := &http.Server{
 		Handler:           a.mux,
@@ -184,21 +191,16 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 		ShutdownTimeout: a.cfg.ShutdownTimeout,
 		Logger:          a.log,
 		Ready: func(addrs []string) {
-			a.setServing(true)
+			a.SetServing(true)
 			a.log.Info("authz serving", "grpc", addrs[0], "http", addrs[1],
 				"policy_revision", a.policy.Revision(), "owners_url", a.cfg.OwnersURL,
 				"token_exchange", a.exchange != nil)
 		},
-		Stopping: func() { a.setServing(false) },
+		Stopping: func() { a.SetServing(false) },
 	})
 	cancel()
-	background.Wait()
-	select {
-	case werr := <-failed:
-		if err == nil {
-			err = werr
-		}
-	default:
+	if werr := <-failed; err == nil {
+		err = werr
 	}
 	a.log.Info("authz stopped")
 	return err
@@ -213,7 +215,48 @@ func (a *App) Close() {
 	})
 }
 
-func (a *App) setServing(v bool) {
+// Background runs what the process does besides answering requests until
+// ctx is done: the policy directory's watcher and, with the exchange on,
+// the token keys' watcher. It returns nil when ctx ends, or the policy
+// watcher's failure, after which the process must stop (Serve does; the
+// single-host process, internal/hostapp, too).
+func (a *App) Background(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var keys sync.WaitGroup
+	if a.exchange != nil {
+		keys.Go(func() { a.exchange.WatchKeys(ctx) })
+	}
+	err := a.policy.Run(ctx)
+	if err != nil && ctx.Err() == nil {
+		a.log.Error("authz failing, shutting down", "error", "policy watcher: "+err.Error())
+		err = fmt.Errorf("policy watcher: %w", err)
+	} else {
+		err = nil
+	}
+	cancel()
+	keys.Wait()
+	return err
+}
+
+// AuthorizationServer is the ext_authz service over the process's one
+// Checker: what the gRPC listener serves, for a caller in the same process
+// (the single-host blob server's gate, through gate.InProcess).
+func (a *App) AuthorizationServer() authv3.AuthorizationServer {
+	return &authz.Server{Checker: a.checker}
+}
+
+// Handler is the HTTP listener's handler: /_flakegate/ (token exchange,
+// JWKS), /healthz, /metrics and, with -pprof, /debug/pprof/.
+func (a *App) Handler() http.Handler { return a.mux }
+
+// Serving reports whether the process is serving (what /healthz tells).
+func (a *App) Serving() bool { return a.serving.Load() }
+
+// SetServing sets what /healthz and the gRPC health service report. Serve
+// sets it when its listeners are up and clears it when stopping; the
+// single-host process does the same with the blob server's listeners.
+func (a *App) SetServing(v bool) {
 	a.serving.Store(v)
 	authz.SetServing(a.health, v)
 }

@@ -7,10 +7,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"net/url"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/exchange"
 	"github.com/flakegate/flakegate/internal/identity"
@@ -47,6 +50,30 @@ type Config struct {
 	// Exchange.PublicURL is set. Revocation (denylist.yaml in Policies)
 	// applies either way.
 	Exchange exchange.Config
+
+	// Set by the single-host process (internal/hostapp), never by a flag:
+
+	// Registry receives the metrics; nil: a registry of the process's own,
+	// with the Go runtime and process collectors.
+	Registry *prometheus.Registry
+	// OwnersTransport carries the owners lookups; nil: the network, to
+	// OwnersURL.
+	OwnersTransport http.RoundTripper
+}
+
+// CoreFlags registers on fs the flags of the authorization core: what
+// decides (policies, issuers, owners cache) and the token exchange. cmd/authz
+// adds its listeners to them; the single-host blob server
+// (cmd/blobserver -policies) takes exactly these, so both spell them alike.
+func CoreFlags(fs *flag.FlagSet, c *Config) {
+	fs.StringVar(&c.Policies, "policies", c.Policies, "Rego policy `directory` (package flakegate.authz), hot-reloaded")
+	fs.StringVar(&c.Issuers, "issuers", c.Issuers, "issuers `file` (YAML)")
+	fs.DurationVar(&c.OwnersTTL, "owners-ttl", c.OwnersTTL, "how long an owners answer is cached (empty or not, alike: a push into another flake shows in the union view within it)")
+	fs.DurationVar(&c.PolicyDebounce, "policy-debounce", c.PolicyDebounce, "reload the policy directory once it has been quiet this long after a change")
+	fs.StringVar(&c.Exchange.PublicURL, "public-url", c.Exchange.PublicURL, "the cache's public base `URL`; enables the token exchange (POST /_flakegate/token): iss and aud of cache tokens")
+	fs.StringVar(&c.Exchange.KeyDir, "token-keys", c.Exchange.KeyDir, "`directory` of the cache-token signing keys (*.pem; one is created when empty; newest signs)")
+	fs.DurationVar(&c.Exchange.Lifetime, "token-lifetime", c.Exchange.Lifetime, "lifetime of an exchanged cache token")
+	fs.DurationVar(&c.Exchange.MaxLifetime, "token-max-lifetime", c.Exchange.MaxLifetime, "longest cache token lifetime a client may ask for")
 }
 
 // DefaultConfig is the configuration with every default filled in.

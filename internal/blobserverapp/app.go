@@ -88,13 +88,18 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	defer idx.Close()
 
 	reg := prometheus.NewRegistry()
+	if cfg.Authz != nil && cfg.Authz.Registry != nil {
+		reg = cfg.Authz.Registry
+	}
 	srv, err := cacheserver.New(cacheConfig(cfg, blobs, idx, keys, log, reg))
 	if err != nil {
 		return err
 	}
 
 	public := srv.Handler()
-	if cfg.AuthzHTTP != "" {
+	if cfg.Authz != nil {
+		public = authzproxy.Route(cfg.Authz.Public, public)
+	} else if cfg.AuthzHTTP != "" {
 		p, err := authzproxy.New(cfg.AuthzHTTP, authzproxy.Options{Logger: log})
 		if err != nil {
 			return err
@@ -108,7 +113,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	public = guardBodies(public, cfg.RequestBodyTimeout)
 	// ---- Embedded gate: with -ext-authz every public request is checked by
 	// the ext_authz service first, exactly as Envoy would (internal/gate).
-	if cfg.ExtAuthz != "" {
+	switch {
+	case cfg.Authz != nil:
+		g := gate.New(cfg.Authz.Authorizer, gate.Options{Logger: log, Registerer: reg})
+		public = g.Wrap(public)
+		log.Info("embedded gate enabled, authorization in this process (single host)")
+	case cfg.ExtAuthz != "":
 		conn, err := gate.Dial(ctx, cfg.ExtAuthz)
 		if err != nil {
 			return fmt.Errorf("embedded gate: %w", err)
@@ -121,7 +131,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		})
 		public = g.Wrap(public)
 		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz)
-	} else {
+	default:
 		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
 	}
 
@@ -131,8 +141,13 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}}}
+	internal := srv.InternalHandler()
+	if cfg.Authz != nil {
+		// Always: in-process authorization looks owners up through it,
+		// listened on or not.
+		internal = cfg.Authz.Internal(internal)
+	}
 	if cfg.InternalListen != "" {
-		internal := srv.InternalHandler()
 		if cfg.Pprof {
 			mux := http.NewServeMux()
 			mux.Handle("/", internal)
@@ -147,13 +162,21 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 			ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 		}})
 	}
+	stopping := func() {}
+	if cfg.Authz != nil {
+		stopping = func() { cfg.Authz.Serving(false) }
+	}
 	err = serve.Run(ctx, listeners, serve.Options{
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log,
+		Stopping:        stopping,
 		Ready: func(addrs []string) {
 			pubAddr, intAddr := addrs[0], ""
 			if len(addrs) > 1 {
 				intAddr = addrs[1]
+			}
+			if cfg.Authz != nil {
+				cfg.Authz.Serving(true)
 			}
 			log.Info(Listening, "public", pubAddr, "internal", intAddr)
 			if cfg.OnListen != nil {

@@ -6,9 +6,13 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"strings"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/serve"
@@ -58,6 +62,30 @@ type Config struct {
 	// OnListen, if set, is called with the bound addresses ("" for a
 	// disabled internal listener) once both listeners accept connections.
 	OnListen func(public, internal string)
+	// Authz is the authorization core running in this process: set by the
+	// single-host process (internal/hostapp), never by a flag; nil
+	// otherwise. Exclusive with ExtAuthz and AuthzHTTP.
+	Authz *InProcessAuthz
+}
+
+// InProcessAuthz is how the single-host process plugs its authorization
+// core into the blob server: the embedded gate asks Authorizer instead of
+// a gRPC connection, and /_flakegate/ is served by Public instead of being
+// forwarded to authz's HTTP listener. Everything else (the handlers, the
+// gate, the listeners, shutdown) is the blob server's as always.
+type InProcessAuthz struct {
+	Authorizer authv3.AuthorizationClient // gate.InProcess(the Checker's server)
+	Public     http.Handler               // /_flakegate/ (token exchange, JWKS)
+	// Registry is the process's one registry: the blob server's metrics
+	// go there too, and its internal listener's /metrics serves it.
+	Registry *prometheus.Registry
+	// Internal is given the blob server's internal handler (owners
+	// lookups, /healthz, /metrics) and returns the handler the internal
+	// listener serves.
+	Internal func(http.Handler) http.Handler
+	// Serving is called with true once the listeners accept connections
+	// and with false when shutdown begins.
+	Serving func(bool)
 }
 
 // DefaultConfig is the configuration with every default filled in: the
@@ -139,6 +167,9 @@ func (c *Config) Validate() error {
 	}
 	if _, err := serve.ParseLogLevel(c.LogLevel); err != nil {
 		add("-log-level: %v", err)
+	}
+	if c.Authz != nil && (c.ExtAuthz != "" || c.AuthzHTTP != "") {
+		add("-policies runs authorization in this process: drop -ext-authz and -authz-http (they name a separate authz)")
 	}
 	return errors.Join(errs...)
 }

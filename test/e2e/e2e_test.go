@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -26,8 +27,16 @@ const notACache = "does not appear to be a binary cache"
 //
 // Users: alice (omnicorp, trusted), mallory (omnicorp, not trusted), carol
 // (acme), eve (initech: reads nothing here).
+//
+// Every scenario runs in both modes (modes: the single-host process and
+// authz + blobserver), which must decide alike.
 func TestEndToEnd(t *testing.T) {
-	s := startStack(t)
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) { endToEnd(t, startStack(t, m)) })
+	}
+}
+
+func endToEnd(t *testing.T, s *stack) {
 	// Built, input-addressed paths: Nix substitutes them only with a
 	// signature it trusts, so a pull proves the cache's signature too.
 	app := s.src.MakeClosure(6, "app")        // omnicorp/app, and acme/tools too
@@ -259,6 +268,68 @@ func TestEndToEnd(t *testing.T) {
 			t.Error("a process was restarted or died during the policy edits")
 		}
 	})
+
+	t.Run("a token exchanged at /_flakegate/token pushes until its id is revoked", func(t *testing.T) {
+		ex := s.do(t, "POST", "/_flakegate/token", s.ci("omnicorp/app", "refs/heads/main"), "")
+		if ex.status != http.StatusOK {
+			t.Fatalf("token exchange: %d %q", ex.status, ex.body)
+		}
+		var minted struct {
+			Token   string `json:"token"`
+			TokenID string `json:"token_id"`
+		}
+		if err := json.Unmarshal([]byte(ex.body), &minted); err != nil || minted.Token == "" || minted.TokenID == "" {
+			t.Fatalf("token exchange answer %q: %v", ex.body, err)
+		}
+		exchanged := s.src.MakeClosure(2, "exchanged")
+		if err := s.push(t, minted.Token, "omnicorp/app", exchanged); err != nil {
+			t.Fatalf("nix copy with the exchanged cache token: %v", err)
+		}
+		if err := s.pull(t, alice, s.url, exchanged); err != nil {
+			t.Fatalf("alice pulls what the exchanged token pushed: %v", err)
+		}
+
+		denylist := filepath.Join(s.policyDir, "denylist.yaml")
+		writeFile(t, denylist, "token_ids: ["+minted.TokenID+"]\n")
+		t.Cleanup(func() { writeFile(t, denylist, "token_ids: []\n") })
+		revoked := func() bool {
+			r := s.do(t, "GET", narinfoPath("omnicorp/app", exchanged), minted.Token, "")
+			return r.status == http.StatusUnauthorized && strings.Contains(r.body, "revoked")
+		}
+		if !waitFor(10*time.Second, revoked) {
+			r := s.do(t, "GET", narinfoPath("omnicorp/app", exchanged), minted.Token, "")
+			t.Fatalf("10 s after revoking its id the cache token gets %d %q, want 401 saying revoked", r.status, r.body)
+		}
+		if r := s.do(t, "POST", "/_flakegate/token", minted.Token, ""); r.status != http.StatusUnauthorized {
+			t.Errorf("a revoked cache token exchanged again: %d %q, want 401", r.status, r.body)
+		}
+	})
+
+	t.Run("metrics and the decision log cover the gate, authz and the blob server", func(t *testing.T) {
+		s.do(t, "GET", narinfoPath("omnicorp/app", app), mallory, "")
+		r := request(t, "GET", s.internalURL+"/metrics", "", "")
+		if s.mode == twoProcess {
+			// authz's metrics are on its own listener; the blob server has the gate's.
+			r.body += request(t, "GET", strings.TrimSuffix(s.authzHTTP, "/")+"/metrics", "", "").body
+		}
+		for _, metric := range []string{"flakegate_authz_decisions_total", "flakegate_gate_checks_total", "flakegate_blobserver_requests_total", "go_goroutines"} {
+			if !strings.Contains(r.body, metric) {
+				t.Errorf("%s missing from the metrics (%s)", metric, s.mode)
+			}
+		}
+		if !strings.Contains(s.authz.Log.String(), `"path":"/omnicorp/app/`+nixtest.HashPart(app)+`.narinfo"`) {
+			t.Error("no decision log line for the narinfo read")
+		}
+	})
+
+	if s.mode == singleHost {
+		t.Run("one process: authz's health is under /authz/", func(t *testing.T) {
+			if r := request(t, "GET", s.internalURL+"/authz/healthz", "", ""); r.status != http.StatusOK || !strings.Contains(r.body, `"policy_revision"`) {
+				t.Errorf("/authz/healthz: %d %q", r.status, r.body)
+			}
+		})
+		return
+	}
 
 	// Last: it stops authz.
 	t.Run("authz down: the gate fails closed with 503", func(t *testing.T) {

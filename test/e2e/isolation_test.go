@@ -110,7 +110,7 @@ func narHashOf(narinfo string) string {
 // against a running stack (real authz, the embedded gate, the shipped
 // policies, real Nix).
 func TestIsolationBetweenFlakes(t *testing.T) {
-	s := startStack(t)
+	s := startStack(t, singleHost)
 	secure := s.src.MakeClosure(3, "iso-secure") // omnicorp/super-duper-secure
 	victim := s.src.MakeClosure(4, "iso-victim") // omnicorp/app, pre-empted by evilcorp
 	other := s.src.MakeClosure(1, "iso-other")   // its contents make the bogus NARs

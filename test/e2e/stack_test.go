@@ -25,16 +25,35 @@ import (
 // keyName names the blob server's narinfo signing key.
 const keyName = "cache.e2e.test-1"
 
-// stack is one running flakegate: authz and blobserver processes, the
-// embedded gate in front, and the identity providers whose tokens it trusts.
+// mode is how the stack runs flakegate.
+type mode string
+
+const (
+	// singleHost is one blobserver process running the authorization core
+	// in-process (blobserver -policies …): the default on one host.
+	singleHost mode = "single-host"
+	// twoProcess is authz and blobserver processes, the blob server's
+	// embedded gate asking authz over gRPC.
+	twoProcess mode = "two-process"
+)
+
+// modes are both, for the scenarios run in each.
+var modes = []mode{singleHost, twoProcess}
+
+// stack is one running flakegate (in either mode), the embedded gate in
+// front, and the identity providers whose tokens it trusts.
 type stack struct {
+	mode        mode
 	url         string // public URL (through the embedded gate)
 	host        string // host:port of the public listener
 	internalURL string // the blob server's internal listener (owners, healthz)
+	authzHTTP   string // two-process: authz's HTTP listener
 	publicKey   string // the blob server's narinfo signing key
 	policyDir   string // the policies authz watches (a copy the test may edit)
-	authz       *testutil.Process
-	blob        *testutil.Process
+	// authz is the process deciding (in single-host mode blob itself),
+	// blob the one serving the cache.
+	authz *testutil.Process
+	blob  *testutil.Process
 
 	github *identitytest.Issuer // GitHub Actions
 	gitlab *identitytest.Issuer // GitLab CI (ES256 keys)
@@ -43,10 +62,11 @@ type stack struct {
 	src *nixtest.Store // where the pushed paths are built
 }
 
-// startStack starts authz and blobserver (built by TestMain) on free
-// loopback ports and waits until both are healthy. They are stopped with
-// SIGTERM when the test ends, and the test fails unless they exit cleanly.
-func startStack(t *testing.T) *stack {
+// startStack starts flakegate in mode m from the binaries TestMain built,
+// on free loopback ports, with the token exchange on, and waits until it is
+// healthy. Its processes are stopped with SIGTERM when the test ends, and
+// the test fails unless they exit cleanly.
+func startStack(t *testing.T, m mode) *stack {
 	t.Helper()
 	nixtest.Require(t)
 	if buildErr != nil {
@@ -54,6 +74,7 @@ func startStack(t *testing.T) *stack {
 	}
 	dir := t.TempDir()
 	s := &stack{
+		mode:   m,
 		github: identitytest.NewIssuer(t),
 		gitlab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
 		users:  identitytest.NewIssuer(t),
@@ -85,17 +106,29 @@ func startStack(t *testing.T) *stack {
 	writeFile(t, keyFile, secret)
 	s.publicKey = public
 
-	publicAddr, internal, grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t), testutil.FreeAddr(t)
+	publicAddr, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
 	s.url, s.host, s.internalURL = "http://"+publicAddr, publicAddr, "http://"+internal
-	s.authz = testutil.StartProcess(t, "authz", filepath.Join(binDir, "authz"), nil,
-		"-listen", grpcAddr, "-http-listen", authzHTTP,
-		"-policies", s.policyDir, "-issuers", issuersFile,
-		"-owners-url", s.internalURL)
-	s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
-		"-listen", publicAddr, "-internal-listen", internal,
-		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile,
-		"-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)
-	s.authz.WaitHealthy(t, "http://"+authzHTTP+"/healthz", 30*time.Second)
+	authzFlags := []string{"-policies", s.policyDir, "-issuers", issuersFile,
+		"-public-url", s.url, "-token-keys", filepath.Join(dir, "token-keys")}
+	blobFlags := []string{"-listen", publicAddr, "-internal-listen", internal,
+		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile}
+	switch m {
+	case singleHost:
+		s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
+			append(blobFlags, authzFlags...)...)
+		s.authz = s.blob
+	case twoProcess:
+		grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t)
+		s.authz = testutil.StartProcess(t, "authz", filepath.Join(binDir, "authz"), nil,
+			append(authzFlags, "-listen", grpcAddr, "-http-listen", authzHTTP, "-owners-url", s.internalURL)...)
+		s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
+			append(blobFlags, "-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)...)
+		s.authzHTTP = "http://" + authzHTTP
+		s.authz.WaitHealthy(t, s.authzHTTP+"/healthz", 30*time.Second)
+	default:
+		t.Fatalf("unknown mode %q", m)
+	}
+	// Single host: 200 only once the authorization core serves too.
 	s.blob.WaitHealthy(t, s.internalURL+"/healthz", 30*time.Second)
 	return s
 }

@@ -1,0 +1,174 @@
+package authz
+
+import (
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/flakegate/flakegate/internal/gate"
+)
+
+// TestInProcessMatchesGRPC runs every fixture's request through the
+// embedded gate twice — asking the Checker over gRPC (the two-process
+// embedded gate: NewGRPCServer, wire decoding, gate.Dial) and in-process
+// (gate.InProcess, the single-host blob server) — and requires the same
+// CheckResponse, the same answer to the client (status, headers, body)
+// and, when allowed, the same request reaching the handler behind the gate
+// (headers the Checker added or removed included).
+func TestInProcessMatchesGRPC(t *testing.T) {
+	engine := newTestEngine(t)
+	statuses := map[int]int{}
+	for _, file := range fixtureFiles(t) {
+		fx, req := readFixture(t, file)
+		hreq := httpRequestOf(req)
+		if hreq == nil {
+			continue // not expressible as an HTTP request (no method or path)
+		}
+		name := strings.TrimSuffix(file[strings.LastIndex(file, "/")+1:], ".json")
+		t.Run(name, func(t *testing.T) {
+			checker := func() *Checker {
+				return &Checker{
+					Verifier: &fixtureVerifier{t: t, fx: &fx},
+					Policy:   engine,
+					Owners:   &fixtureOwners{t: t, fx: &fx},
+					Logger:   discardLogger(),
+				}
+			}
+			viaGRPC := throughGate(t, grpcClient(t, checker()), hreq)
+			inProcess := throughGate(t, gate.InProcess(&Server{Checker: checker()}), hreq)
+
+			if !proto.Equal(viaGRPC.response, inProcess.response) {
+				t.Errorf("CheckResponse differs:\n gRPC       %v\n in-process %v", viaGRPC.response, inProcess.response)
+			}
+			if viaGRPC.status != inProcess.status || viaGRPC.body != inProcess.body {
+				t.Errorf("answer differs: gRPC %d %q, in-process %d %q", viaGRPC.status, viaGRPC.body, inProcess.status, inProcess.body)
+			}
+			if !equalHeaders(viaGRPC.header, inProcess.header) {
+				t.Errorf("answer headers differ:\n gRPC       %v\n in-process %v", viaGRPC.header, inProcess.header)
+			}
+			if !equalHeaders(viaGRPC.upstream, inProcess.upstream) {
+				t.Errorf("request behind the gate differs:\n gRPC       %v\n in-process %v", viaGRPC.upstream, inProcess.upstream)
+			}
+			statuses[viaGRPC.status]++
+		})
+	}
+	// The comparison means something only if the table decides every way.
+	for _, want := range []int{200, 401, 403, 404, 503} {
+		if statuses[want] == 0 {
+			t.Errorf("no fixture answered %d through the gate (answers: %v): the comparison does not cover it", want, statuses)
+		}
+	}
+}
+
+// gateResult is what one request through the gate gave.
+type gateResult struct {
+	response *authv3.CheckResponse // what the Checker answered
+	status   int
+	header   http.Header // the answer's headers, Date dropped
+	body     string
+	upstream http.Header // the request's headers behind the gate; nil when not reached
+}
+
+// throughGate sends r through a gate asking client, with a handler behind
+// it that records the request and answers 200.
+func throughGate(t *testing.T, client authv3.AuthorizationClient, r *http.Request) gateResult {
+	t.Helper()
+	var res gateResult
+	rec := &recordingClient{AuthorizationClient: client}
+	g := gate.New(rec, gate.Options{Logger: discardLogger(), Timeout: 5 * time.Second})
+	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		res.upstream = r.Header.Clone()
+		res.upstream.Del("X-Request-Id") // random per request
+		_, _ = io.WriteString(w, "upstream\n")
+	}))
+	w := httptest.NewRecorder()
+	h.ServeHTTP(w, r.Clone(context.Background()))
+	res.response, res.status, res.body = rec.last, w.Code, w.Body.String()
+	res.header = w.Header().Clone()
+	res.header.Del("Date")
+	return res
+}
+
+// recordingClient keeps the last CheckResponse.
+type recordingClient struct {
+	authv3.AuthorizationClient
+	mu   sync.Mutex
+	last *authv3.CheckResponse
+}
+
+func (c *recordingClient) Check(ctx context.Context, req *authv3.CheckRequest, opts ...grpc.CallOption) (*authv3.CheckResponse, error) {
+	resp, err := c.AuthorizationClient.Check(ctx, req, opts...)
+	c.mu.Lock()
+	c.last = resp
+	c.mu.Unlock()
+	return resp, err
+}
+
+// grpcClient serves checker over gRPC on loopback, as cmd/authz does, and
+// returns a client connected as the gate connects (gate.Dial).
+func grpcClient(t *testing.T, checker *Checker) authv3.AuthorizationClient {
+	t.Helper()
+	gs, hs := NewGRPCServer(checker)
+	SetServing(hs, true)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = gs.Serve(ln) }()
+	t.Cleanup(gs.Stop)
+	conn, err := gate.Dial(context.Background(), ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { conn.Close() })
+	return authv3.NewAuthorizationClient(conn)
+}
+
+// httpRequestOf is the HTTP request a fixture's CheckRequest describes
+// (method, path, headers; pseudo-headers dropped), or nil when it has no
+// method or path.
+func httpRequestOf(req *authv3.CheckRequest) *http.Request {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	if h.GetMethod() == "" || h.GetPath() == "" || !strings.HasPrefix(h.GetPath(), "/") {
+		return nil
+	}
+	r := httptest.NewRequest(h.GetMethod(), "http://cache.example.com"+h.GetPath(), nil)
+	for k, v := range h.GetHeaders() {
+		if !strings.HasPrefix(k, ":") {
+			r.Header.Add(k, v)
+		}
+	}
+	for _, kv := range h.GetHeaderMap().GetHeaders() {
+		v := kv.GetValue()
+		if v == "" {
+			v = string(kv.GetRawValue())
+		}
+		if !strings.HasPrefix(kv.GetKey(), ":") {
+			r.Header.Add(kv.GetKey(), v)
+		}
+	}
+	return r
+}
+
+func equalHeaders(a, b http.Header) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for k, v := range a {
+		if !slices.Equal(v, b[k]) {
+			return false
+		}
+	}
+	return true
+}
