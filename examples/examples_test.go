@@ -387,6 +387,7 @@ func TestSystemdUnits(t *testing.T) {
 	units := map[string]string{
 		"systemd/flakegate-authz.service":      "/usr/local/bin/authz",
 		"systemd/flakegate-blobserver.service": "/usr/local/bin/blobserver",
+		"systemd/flakegate.service":            "/usr/local/bin/blobserver",
 	}
 	for path, bin := range units {
 		text := testutil.ReadFile(t, path)

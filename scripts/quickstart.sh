@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts a complete flakegate on this machine, for trying it out:
-#   blob server (filesystem + SQLite) with the embedded gate, the authz service with the
-#   shipped policies (policies/, hot-reloaded: edit them while it runs), and a LOCAL
+#   one single-host process (blobserver -policies: filesystem + SQLite, the embedded gate and
+#   the authorization core with the shipped policies — policies/, hot-reloaded: edit them
+#   while it runs — in one process), and a LOCAL
 #   DEVELOPMENT token issuer (devissuer: NOT FOR PRODUCTION, anyone who can read .data/
 #   can mint any identity). Then prints what to paste to push and pull with Nix.
 # Stop with Ctrl-C. State lives in .data/ (delete it to start over).
@@ -16,8 +17,6 @@ data=${FLAKEGATE_QUICKSTART_DIR:-$root/.data}
 case "$data" in /*) ;; *) data=$root/$data ;; esac
 port=${FLAKEGATE_PORT:-8080}
 internal_port=$((port + 1))
-grpc_port=$((port + 2))
-authz_http_port=$((port + 3))
 cache="http://127.0.0.1:$port"
 mkdir -p "$data/bin" "$data/blobserver"
 
@@ -27,7 +26,7 @@ if ! command -v nix >/dev/null 2>&1; then
 fi
 
 echo "quickstart: building binaries into $data/bin" >&2
-go build -o "$data/bin/" ./cmd/authz ./cmd/blobserver ./cmd/devissuer
+go build -o "$data/bin/" ./cmd/blobserver ./cmd/devissuer
 
 "$data/bin/devissuer" init -dir "$data/dev-issuer" >/dev/null
 dev=https://dev-issuer.flakegate.invalid
@@ -63,14 +62,10 @@ stop() {
 # got as far as printing the instructions leaves them running.
 trap stop EXIT
 
-"$data/bin/authz" -listen "127.0.0.1:$grpc_port" -http-listen "127.0.0.1:$authz_http_port" \
-  -policies "$root/policies" -issuers "$data/issuers.yaml" \
-  -owners-url "http://127.0.0.1:$internal_port" \
-  -public-url "$cache" -token-keys "$data/token-keys" >"$data/authz.log" 2>&1 &
-pids+=($!)
 "$data/bin/blobserver" -listen "127.0.0.1:$port" -internal-listen "127.0.0.1:$internal_port" \
-  -data-dir "$data/blobserver" -ext-authz "127.0.0.1:$grpc_port" \
-  -authz-http "http://127.0.0.1:$authz_http_port" >"$data/blobserver.log" 2>&1 &
+  -data-dir "$data/blobserver" \
+  -policies "$root/policies" -issuers "$data/issuers.yaml" \
+  -public-url "$cache" -token-keys "$data/token-keys" >"$data/blobserver.log" 2>&1 &
 pids+=($!)
 printf '%s\n' "${pids[@]}" >"$data/pids"
 detach=${FLAKEGATE_QUICKSTART_DETACH:-}
@@ -78,8 +73,7 @@ if [ "$detach" != 1 ]; then trap 'stop; exit 0' INT TERM; fi
 
 ready=""
 for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$internal_port/healthz" >/dev/null 2>&1 &&
-     curl -fsS "http://127.0.0.1:$authz_http_port/healthz" >/dev/null 2>&1; then ready=1; break; fi
+  if curl -fsS "http://127.0.0.1:$internal_port/healthz" >/dev/null 2>&1; then ready=1; break; fi
   for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "quickstart: a server exited; see $data/*.log:" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }; done
   sleep 0.1
 done
@@ -99,7 +93,7 @@ nixflags="--extra-experimental-features nix-command --option substituters ''"
 if [ "$detach" = 1 ]; then stophow="kill \$(cat $data/pids)"; else stophow="Ctrl-C"; fi
 cat <<TXT
 
-flakegate is running (logs: $data/authz.log, $data/blobserver.log)
+flakegate is running (log: $data/blobserver.log)
   cache:          $cache   (union view; flake namespaces at $cache/{org}/{flake})
   public key:     $pubkey
   policies:       $root/policies   (edit them: changes apply within a second)

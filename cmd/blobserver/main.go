@@ -98,6 +98,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
 	authzapp.CoreFlags(fs, &host.Authz)
+	check := fs.Bool("check", false, "single host: validate -issuers and -policies as `authz -check` does (compile, run *_test.rego, the denylist), print the result and exit")
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
 	if code, done := blobserverapp.ParseFlags(fs, args, stderr); done {
@@ -116,6 +117,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	// runs in this process (single host), and its Validate says what is
 	// missing.
 	single := setAny(fs, coreFlagNames())
+	if *check {
+		if err := authzapp.CheckConfig(ctx, host.Authz, stdout); err != nil {
+			fmt.Fprintln(stdout, "blobserver -check: FAILED")
+			return 1
+		}
+		fmt.Fprintln(stdout, "blobserver -check: OK")
+		return 0
+	}
 	validate := cfg.Validate
 	if single {
 		validate = host.Validate

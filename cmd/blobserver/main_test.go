@@ -38,6 +38,45 @@ func TestFlagsFromEnvAndConfig(t *testing.T) {
 	}
 }
 
+// The single-host flags: -check validates the policies and issuers as authz
+// -check does; a half-given or contradictory single-host configuration is
+// refused with every problem named.
+func TestSingleHostFlags(t *testing.T) {
+	var stdout, stderr strings.Builder
+	code := run(context.Background(), []string{"-check", "-policies", "../../policies", "-issuers", "../../examples/issuers.yaml"}, &stdout, &stderr)
+	if code != 0 || !strings.Contains(stdout.String(), "blobserver -check: OK") || !strings.Contains(stdout.String(), "ok   policies") {
+		t.Fatalf("-check of the shipped policies: %d\n%s%s", code, stdout.String(), stderr.String())
+	}
+	stdout.Reset()
+	if code := run(context.Background(), []string{"-check", "-policies", t.TempDir() + "/none", "-issuers", "../../examples/issuers.yaml"}, &stdout, &stderr); code != 1 || !strings.Contains(stdout.String(), "FAILED") {
+		t.Fatalf("-check of a missing policy directory: %d\n%s", code, stdout.String())
+	}
+
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want []string
+	}{
+		// -issuers alone means single host: -policies is missing.
+		{[]string{"-issuers", "../../examples/issuers.yaml"}, []string{"-policies is required"}},
+		{[]string{"-public-url", "https://cache.example.com"}, []string{"-policies is required", "-issuers is required"}},
+		{[]string{"-policies", "../../policies", "-issuers", "../../examples/issuers.yaml", "-ext-authz", "127.0.0.1:9001"},
+			[]string{"drop -ext-authz and -authz-http"}},
+		{[]string{"-policies", "../../policies", "-issuers", "../../examples/issuers.yaml", "-max-uploads-per-subject", "-1"},
+			[]string{"-max-uploads-per-subject"}},
+	} {
+		code, stderr := runArgs(t, append([]string{"-data-dir", dir}, tc.args...)...)
+		if code != 1 {
+			t.Errorf("%v: exit %d, want 1\n%s", tc.args, code, stderr)
+		}
+		for _, w := range tc.want {
+			if !strings.Contains(stderr, w) {
+				t.Errorf("%v: %q not in\n%s", tc.args, w, stderr)
+			}
+		}
+	}
+}
+
 // runArgs runs run with args and returns its exit code and stderr.
 func runArgs(t *testing.T, args ...string) (int, string) {
 	t.Helper()

@@ -124,14 +124,14 @@ func TestQuickstart(t *testing.T) {
 	}
 
 	// The decisions were made for the identities the quickstart names.
-	log, _ := os.ReadFile(filepath.Join(dir, "authz.log"))
+	log, _ := os.ReadFile(filepath.Join(dir, "blobserver.log"))
 	for _, subject := range []string{`"subject":"oidc:alice"`, `"subject":"github:omnicorp/app@refs/heads/main"`} {
 		if !strings.Contains(string(log), subject) {
-			t.Errorf("authz.log has no decision for %s", subject)
+			t.Errorf("blobserver.log has no decision for %s", subject)
 		}
 	}
 
-	// Stop, as printed; both servers exit cleanly.
+	// Stop, as printed; the server exits cleanly.
 	bash(t, q.stop)
 	for _, pid := range pids {
 		status, err := reap(pid, 30*time.Second)
