@@ -9,8 +9,10 @@
 #
 # Measures (default: all, in this order):
 #   narinfo  narinfo GET, blob server alone vs nginx static files (wrk)
-#   gate     narinfo GET through the embedded gate + authz, valid JWT vs nginx;
-#            and through the gate with a do-nothing ext_authz (the bound)
+#   gate     narinfo GET with a valid JWT vs nginx: the single-host process
+#            (blobserver -policies: gate + authorization in one process), the
+#            two-process embedded gate + authz, and that gate with a
+#            do-nothing ext_authz (the round trip's bound)
 #   nar      NAR GET of a 256 MiB file vs nginx sendfile (wrk)
 #   ingest   PUT of a 1 GiB uncompressed NAR vs `openssl dgst -sha256` of it
 #   index    narinfo p99 with 1M indexed paths vs 10k (-quick: 100k)
@@ -248,6 +250,7 @@ head -1000 "$DATA/idx10k/hashes.txt" | sed "s|^|/$FLAKE/|; s|\$|.narinfo|" >"$DA
 P_NGINX=127.0.0.1:18080 P_BLOB=127.0.0.1:18081 P_BLOB_INT=127.0.0.1:18082
 P_GATE=127.0.0.1:18083 P_GATE_INT=127.0.0.1:18084 P_AUTHZ=127.0.0.1:18090
 P_AUTHZ_HTTP=127.0.0.1:18091 P_OPA=127.0.0.1:18095 P_OPA_HTTP=127.0.0.1:18096
+P_SINGLE=127.0.0.1:18088 P_SINGLE_INT=127.0.0.1:18089
 
 NGINX_PID=
 start_nginx() {
@@ -317,6 +320,19 @@ start_gate() { # a blob server with the embedded gate, on a copy of the 10k inde
 	wait_http "http://$P_GATE/nix-cache-info"
 }
 
+SINGLE_PID=
+start_single() { # the single-host process (blobserver -policies) on a copy of the 10k index
+	[[ -n $SINGLE_PID ]] && return
+	gen_authz
+	rm -rf "$WORK/run/single-policies" && cp -r "$ROOT/policies" "$WORK/run/single-policies"
+	rm -rf "$WORK/run/single-data" && cp -r "$DATA/idx10k" "$WORK/run/single-data"
+	start blobserver-single blobserver -listen "$P_SINGLE" -internal-listen "$P_SINGLE_INT" \
+		-data-dir "$WORK/run/single-data" -policies "$WORK/run/single-policies" \
+		-issuers "$DATA/authz/issuers.yaml" -access-log=false -log-level warn
+	SINGLE_PID=$LAST_PID
+	wait_http "http://$P_SINGLE_INT/healthz"
+}
+
 # put_nar URL FILE: uploads an uncompressed NAR; prints seconds taken.
 put_nar() {
 	local out
@@ -354,9 +370,20 @@ m_narinfo() {
 }
 
 m_gate() {
+	log "narinfo GET through the single-host process (gate + authorization in one process, RS256 JWT, shipped policy) vs nginx, interleaved"
+	start_single
+	local ref ours r code
+	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$P_SINGLE$(head -1 "$DATA/narinfo-paths.txt")")
+	[[ $code == 200 ]] || die "single-host narinfo GET answers $code, want 200 (see $LOGS/blobserver-single.log)"
+	start_nginx
+	read -r ours ref r < <(vs_nginx single-narinfo "http://$P_SINGLE" -H "Authorization: Bearer $TOKEN")
+	[[ -n $r ]] || die "single-host row: a wrk run failed (see $LOGS/wrk-*.txt)"
+	result 2-single "narinfo GET, single-host process (gate + authz in-process), JWT + policy (req/s)" "$ours" "$ref (nginx)" "$r" "≥ 0.5" "$(ge "$r" 0.5)"
+	stop "$SINGLE_PID"
+	SINGLE_PID=
+
 	log "narinfo GET through the embedded gate + authz (valid RS256 JWT, shipped policy) vs nginx, interleaved"
 	start_gate
-	local ref ours r code
 	code=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $TOKEN" "http://$P_GATE$(head -1 "$DATA/narinfo-paths.txt")")
 	[[ $code == 200 ]] || die "gated narinfo GET answers $code, want 200 (see $LOGS/authz-gate.log)"
 	start_nginx

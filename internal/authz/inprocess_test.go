@@ -172,3 +172,50 @@ func equalHeaders(a, b http.Header) bool {
 	}
 	return true
 }
+
+// BenchmarkGateCheck is one narinfo GET through the embedded gate (a
+// handler behind it that answers 204), the Checker with a real verifier
+// (token cached), the shipped-shape test policy and the decision log: asked
+// in-process (single host) and over gRPC on a unix socket (two processes,
+// both sides on this machine). The difference is what the single-host
+// process saves per request.
+func BenchmarkGateCheck(b *testing.B) {
+	c, tok := benchChecker(b, staticOwners{{Org: "omnicorp", Name: "app"}})
+	sock := "unix:" + b.TempDir() + "/authz.sock"
+	ln, err := net.Listen("unix", strings.TrimPrefix(sock, "unix:"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	gs, _ := NewGRPCServer(c)
+	go func() { _ = gs.Serve(ln) }()
+	b.Cleanup(gs.Stop)
+	conn, err := gate.Dial(context.Background(), sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { conn.Close() })
+
+	for _, bc := range []struct {
+		name   string
+		client authv3.AuthorizationClient
+	}{
+		{"in-process", gate.InProcess(&Server{Checker: c})},
+		{"grpc-unix", authv3.NewAuthorizationClient(conn)},
+	} {
+		g := gate.New(bc.client, gate.Options{Logger: discardLogger()})
+		h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusNoContent) }))
+		req := httptest.NewRequest("GET", "/omnicorp/app/"+testHash+".narinfo", nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		req.Header.Set("User-Agent", "curl/8.5.0 Nix/2.24.10")
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				w := httptest.NewRecorder()
+				h.ServeHTTP(w, req.Clone(context.Background()))
+				if w.Code != http.StatusNoContent {
+					b.Fatalf("status %d", w.Code)
+				}
+			}
+		})
+	}
+}
