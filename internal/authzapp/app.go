@@ -112,8 +112,8 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		Owners: authz.NewOwnersClient(cfg.OwnersURL, authz.OwnersOptions{
 			HTTPClient: ownersHTTP,
 			Timeout:    cfg.OwnersTimeout,
-			TTL:     cfg.OwnersTTL,
-			Metrics: metrics,
+			TTL:        cfg.OwnersTTL,
+			Metrics:    metrics,
 		}),
 		// The denylist (data.denylist of the policy directory, reloaded
 		// with it) is checked for every verified subject.
