@@ -11,12 +11,16 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/flakegate/flakegate/internal/gate"
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // TestInProcessMatchesGRPC runs every fixture's request through the
@@ -45,21 +49,7 @@ func TestInProcessMatchesGRPC(t *testing.T) {
 					Logger:   discardLogger(),
 				}
 			}
-			viaGRPC := throughGate(t, grpcClient(t, checker()), hreq)
-			inProcess := throughGate(t, gate.InProcess(&Server{Checker: checker()}), hreq)
-
-			if !proto.Equal(viaGRPC.response, inProcess.response) {
-				t.Errorf("CheckResponse differs:\n gRPC       %v\n in-process %v", viaGRPC.response, inProcess.response)
-			}
-			if viaGRPC.status != inProcess.status || viaGRPC.body != inProcess.body {
-				t.Errorf("answer differs: gRPC %d %q, in-process %d %q", viaGRPC.status, viaGRPC.body, inProcess.status, inProcess.body)
-			}
-			if !equalHeaders(viaGRPC.header, inProcess.header) {
-				t.Errorf("answer headers differ:\n gRPC       %v\n in-process %v", viaGRPC.header, inProcess.header)
-			}
-			if !equalHeaders(viaGRPC.upstream, inProcess.upstream) {
-				t.Errorf("request behind the gate differs:\n gRPC       %v\n in-process %v", viaGRPC.upstream, inProcess.upstream)
-			}
+			viaGRPC, _ := bothWays(t, checker, hreq, 5*time.Second)
 			statuses[viaGRPC.status]++
 		})
 	}
@@ -67,6 +57,114 @@ func TestInProcessMatchesGRPC(t *testing.T) {
 	for _, want := range []int{200, 401, 403, 404, 503} {
 		if statuses[want] == 0 {
 			t.Errorf("no fixture answered %d through the gate (answers: %v): the comparison does not cover it", want, statuses)
+		}
+	}
+}
+
+// bothWays sends r through the gate over gRPC and in-process, each with a
+// Checker of its own from checker, and requires the same outcome.
+func bothWays(t *testing.T, checker func() *Checker, hreq *http.Request, timeout time.Duration) (viaGRPC, inProcess gateResult) {
+	t.Helper()
+	viaGRPC = throughGate(t, grpcClient(t, checker()), hreq, timeout)
+	inProcess = throughGate(t, gate.InProcess(&Server{Checker: checker()}), hreq, timeout)
+	if !proto.Equal(viaGRPC.response, inProcess.response) {
+		t.Errorf("CheckResponse differs:\n gRPC       %v\n in-process %v", viaGRPC.response, inProcess.response)
+	}
+	if viaGRPC.status != inProcess.status || viaGRPC.body != inProcess.body {
+		t.Errorf("answer differs: gRPC %d %q, in-process %d %q", viaGRPC.status, viaGRPC.body, inProcess.status, inProcess.body)
+	}
+	if !equalHeaders(viaGRPC.header, inProcess.header) {
+		t.Errorf("answer headers differ:\n gRPC       %v\n in-process %v", viaGRPC.header, inProcess.header)
+	}
+	if !equalHeaders(viaGRPC.upstream, inProcess.upstream) {
+		t.Errorf("request behind the gate differs:\n gRPC       %v\n in-process %v", viaGRPC.upstream, inProcess.upstream)
+	}
+	return viaGRPC, inProcess
+}
+
+// slowEvaluator allows after sleeping, ignoring the context (as a policy
+// evaluation or a JWKS fetch may).
+type slowEvaluator struct{ sleep time.Duration }
+
+func (e slowEvaluator) Evaluate(context.Context, map[string]any) (policy.Decision, error) {
+	time.Sleep(e.sleep)
+	return policy.Decision{Allow: true, Reason: "slow", Revision: "r"}, nil
+}
+
+// panickingEvaluator panics: a bug in the decision path.
+type panickingEvaluator struct{}
+
+func (panickingEvaluator) Evaluate(context.Context, map[string]any) (policy.Decision, error) {
+	panic("evaluator bug")
+}
+
+// Requests that once went different ways in-process and over gRPC (the
+// single-host review): each must now be answered alike, and as stated.
+func TestInProcessMatchesGRPCEdgeCases(t *testing.T) {
+	base := "/omnicorp/app/" + testHash + ".narinfo"
+	longRef := *ciSubject
+	longRef.Ref = "refs/heads/" + strings.Repeat("é", 200)
+	for _, tc := range []struct {
+		name    string
+		subject *identity.Subject
+		eval    policy.Evaluator
+		timeout time.Duration
+		edit    func(*http.Request)
+		want    int
+	}{
+		{name: "invalid UTF-8 in the query", edit: func(r *http.Request) {
+			r.URL.RawQuery, r.RequestURI = "\xff", base+"?\xff"
+		}, want: http.StatusBadRequest},
+		{name: "1 MiB of headers", edit: func(r *http.Request) {
+			r.Header.Set("X-Junk", strings.Repeat("a", 1<<20-100))
+		}, want: http.StatusRequestHeaderFieldsTooLarge},
+		{name: "headers just under the bound", edit: func(r *http.Request) {
+			r.Header.Set("X-Junk", strings.Repeat("a", gate.MaxHeaderBytes-1000))
+		}, want: http.StatusOK},
+		{name: "a subject summary longer than a header may carry, not ASCII", subject: &longRef, want: http.StatusOK},
+		{name: "a Checker slower than the gate's timeout", eval: slowEvaluator{300 * time.Millisecond}, timeout: 50 * time.Millisecond,
+			want: http.StatusServiceUnavailable},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			subject, eval, timeout := ciSubject, tc.eval, tc.timeout
+			if tc.subject != nil {
+				subject = tc.subject
+			}
+			if eval == nil {
+				eval = slowEvaluator{}
+			}
+			if timeout == 0 {
+				timeout = 5 * time.Second
+			}
+			checker := func() *Checker {
+				return &Checker{Verifier: tokenVerifier{token: secretToken, subject: subject}, Policy: eval, Owners: staticOwners{}, Logger: discardLogger()}
+			}
+			r := httptest.NewRequest("GET", base, nil)
+			r.Header.Set("Authorization", "Bearer "+secretToken)
+			if tc.edit != nil {
+				tc.edit(r)
+			}
+			viaGRPC, _ := bothWays(t, checker, r, timeout)
+			if viaGRPC.status != tc.want {
+				t.Errorf("answered %d %q, want %d", viaGRPC.status, viaGRPC.body, tc.want)
+			}
+			if sub := viaGRPC.upstream.Get(route.SubjectHeader); viaGRPC.status == http.StatusOK && (!utf8.ValidString(sub) || len(sub) > 256 || sub == "") {
+				t.Errorf("subject header %q: want valid UTF-8, at most 256 bytes", sub)
+			}
+		})
+	}
+}
+
+// A panic in the decision path is a 503 in-process, as a crashed authz
+// process is for the two-process gate; the process keeps serving.
+func TestInProcessPanicIsUnavailable(t *testing.T) {
+	c := &Checker{Verifier: tokenVerifier{token: secretToken, subject: ciSubject}, Policy: panickingEvaluator{}, Owners: staticOwners{}, Logger: discardLogger()}
+	r := httptest.NewRequest("GET", "/omnicorp/app/"+testHash+".narinfo", nil)
+	r.Header.Set("Authorization", "Bearer "+secretToken)
+	for range 2 {
+		res := throughGate(t, gate.InProcess(&Server{Checker: c}), r, time.Second)
+		if res.status != http.StatusServiceUnavailable || res.upstream != nil || strings.Contains(res.body, "goroutine") {
+			t.Fatalf("panicking Checker: %d %q (upstream reached: %v), want 503 with a plain body", res.status, res.body, res.upstream != nil)
 		}
 	}
 }
@@ -80,13 +178,13 @@ type gateResult struct {
 	upstream http.Header // the request's headers behind the gate; nil when not reached
 }
 
-// throughGate sends r through a gate asking client, with a handler behind
-// it that records the request and answers 200.
-func throughGate(t *testing.T, client authv3.AuthorizationClient, r *http.Request) gateResult {
+// throughGate sends r through a gate asking client within timeout, with a
+// handler behind it that records the request and answers 200.
+func throughGate(t *testing.T, client authv3.AuthorizationClient, r *http.Request, timeout time.Duration) gateResult {
 	t.Helper()
 	var res gateResult
 	rec := &recordingClient{AuthorizationClient: client}
-	g := gate.New(rec, gate.Options{Logger: discardLogger(), Timeout: 5 * time.Second})
+	g := gate.New(rec, gate.Options{Logger: discardLogger(), Timeout: timeout})
 	h := g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		res.upstream = r.Header.Clone()
 		res.upstream.Del("X-Request-Id") // random per request

@@ -3,7 +3,9 @@ package authz
 import (
 	"net/http"
 	"strconv"
+	"strings"
 	"time"
+	"unicode/utf8"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -153,12 +155,19 @@ func grpcCode(status int) codes.Code {
 }
 
 // headerSafe makes an audit value (built from token claims) safe as an
-// HTTP header value: control characters become '?', and it is capped at
-// 256 bytes.
+// HTTP header value and as a protobuf string: control characters and
+// invalid UTF-8 become '?', and it is capped at 256 bytes without cutting
+// a character in two (a cut character would be invalid UTF-8, which a
+// CheckResponse cannot carry over gRPC).
 func headerSafe(s string) string {
 	const max = 256
+	s = strings.ToValidUTF8(s, "?")
 	if len(s) > max {
-		s = s[:max]
+		cut := max
+		for cut > 0 && !utf8.RuneStart(s[cut]) {
+			cut--
+		}
+		s = s[:cut]
 	}
 	for i := 0; i < len(s); i++ {
 		if s[i] < 0x20 || s[i] == 0x7f {

@@ -48,6 +48,24 @@ import (
 // envoy/envoy.yaml is the same).
 const DefaultTimeout = 2 * time.Second
 
+// MaxHeaderBytes is the most request header bytes (names and values) the
+// gate checks: Envoy's default max_request_headers_kb (60 KiB), which it
+// answers with 431 too. Every header travels in the CheckRequest, and gRPC
+// caps a message at 1 MiB: without this bound a request with more headers
+// could not be checked over gRPC but could in-process.
+const MaxHeaderBytes = 60 << 10
+
+// headerBytes is the size of h's names and values.
+func headerBytes(h http.Header) int {
+	n := 0
+	for k, vs := range h {
+		for _, v := range vs {
+			n += len(k) + len(v)
+		}
+	}
+	return n
+}
+
 // Options configure a Gate. The zero value is usable.
 type Options struct {
 	// Logger receives check failures (warn) and denials (debug). Default slog.Default().
@@ -123,6 +141,11 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
+		if headerBytes(r.Header) > MaxHeaderBytes {
+			abandonBody(w, r)
+			http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
+			return
+		}
 		if r.Header.Get("X-Request-Id") == "" {
 			r.Header.Set("X-Request-Id", newRequestID())
 		}
@@ -142,8 +165,13 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		resp, err := g.client.Check(ctx, &b.req)
 		elapsed := time.Since(start)
 		cancel()
-		b.reset()
-		g.pool.Put(b)
+		if err == nil {
+			// Only an answered request goes back to the pool: after an
+			// error (a time-out) an in-process server (InProcess) may still
+			// be reading it.
+			b.reset()
+			g.pool.Put(b)
+		}
 
 		if err != nil {
 			g.observe(outcomeError, elapsed)

@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"unicode/utf8"
 )
 
 // errEscapedSlash is Envoy's path_with_escaped_slashes_action: REJECT_REQUEST.
@@ -99,10 +100,16 @@ func removeDotSegments(p string) string {
 
 // canonicalizeRequest rewrites r's path to its canonical form (see
 // canonicalPath) so the Check and the handler behind the gate see the same
-// path. It fails only for escaped slashes.
+// path. It fails for escaped slashes, and for a URL that is not valid
+// UTF-8 (Go's server accepts raw bytes ≥ 0x80; a CheckRequest, a protobuf
+// message, cannot carry them as a string, so over gRPC such a request could
+// not be checked at all: refused alike in every mode).
 func canonicalizeRequest(r *http.Request) error {
 	if r.URL == nil {
 		return nil
+	}
+	if !utf8.ValidString(r.RequestURI) || !utf8.ValidString(r.URL.RawQuery) || !utf8.ValidString(r.URL.Path) {
+		return errors.New("the URL is not valid UTF-8")
 	}
 	esc := r.URL.EscapedPath()
 	c, err := canonicalPath(esc)
