@@ -21,10 +21,15 @@ import (
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
-// flagsOf lists the flags a command defines, from its main.go.
+// flagsOf lists the flags a command defines, from its main.go and, when it
+// registers them, authzapp.CoreFlags (authz's and the single-host blob
+// server's policy and exchange flags).
 func flagsOf(t *testing.T, cmd string) map[string]bool {
 	t.Helper()
 	src := testutil.ReadFile(t, "../../cmd/"+cmd+"/main.go")
+	if strings.Contains(src, "authzapp.CoreFlags(") {
+		src += testutil.ReadFile(t, "../../internal/authzapp/config.go")
+	}
 	re := regexp.MustCompile(`\bfs\.[A-Z][A-Za-z0-9]*\((?:&?[A-Za-z0-9_.]+,\s*)?"([a-z0-9-]+)"`)
 	flags := map[string]bool{}
 	for _, m := range re.FindAllStringSubmatch(src, -1) {

@@ -719,9 +719,16 @@ func secureRead(user string) map[string]any {
 // as a valid-YAML prefix that lacks the read restriction. No evaluation may
 // ever allow the read.
 func TestHotReloadNeverWidensUnderChurn(t *testing.T) {
+	// The settle rule activates a file left unchanged for the debounce
+	// period: a writer pausing longer than that mid-write is, by the rule,
+	// done. The pauses below (10 ms between lines, debounce/2 between the
+	// prefix and the rest) must stay well under the debounce even when the
+	// scheduler stretches a sleep on a loaded 2-core machine (a 40 ms
+	// debounce failed there at load average 20: sleeps of 10–20 ms took
+	// over 40 ms).
 	const (
-		debounce = 40 * time.Millisecond
-		churn    = 2500 * time.Millisecond
+		debounce = 250 * time.Millisecond
+		churn    = 3 * time.Second
 	)
 	dir := t.TempDir()
 	testutil.CopyDir(t, "../../policies", dir)
