@@ -12,7 +12,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
-		"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // InternalHandler serves owners lookups, /metrics and /healthz.
@@ -21,7 +21,7 @@ func (s *Server) InternalHandler() http.Handler {
 	mux.HandleFunc("GET "+route.OwnersPrefix+"{kind}/{key...}", func(w http.ResponseWriter, r *http.Request) {
 		req, err := route.ParseOwnersPath(r.PathValue("kind"), r.PathValue("key"))
 		if err != nil {
-			s.fail(w, http.StatusBadRequest, err.Error())
+			s.fail(w, route.StatusOf(err), err.Error())
 			return
 		}
 		s.owners(w, r, index.Kind(req.Kind), route.OwnersKey(req))

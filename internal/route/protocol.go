@@ -58,8 +58,9 @@ func ParseFlakes(s string) ([]nixname.Flake, error) {
 // file name>, /owners/listing/<store hash>, /owners/log/<drv>,
 // /owners/debuginfo/<build id>, /owners/realisation/<id>,
 // /owners/build-trace/<drv>/<output>. Each answers 200 with an
-// OwnersResponse (an empty list when nobody owns the object, never 404) and
-// 400 for a malformed kind or key (ParseOwnersPath).
+// OwnersResponse (an empty list when nobody owns the object, never 404),
+// 404 for a kind without owners and 400 for a malformed key
+// (ParseOwnersPath).
 const (
 	OwnersPrefix      = "/owners/"
 	OwnersNarInfoPath = OwnersPrefix + string(KindNarInfo) + "/"
@@ -103,7 +104,7 @@ func OwnersPath(r Request) (string, bool) {
 func ParseOwnersPath(kind, key string) (Request, error) {
 	mk, ok := ownedKinds[Kind(kind)]
 	if !ok {
-		return Request{}, errf(http.StatusBadRequest, "no owners for objects of kind %q", kind)
+		return Request{}, errf(http.StatusNotFound, "no owners endpoint for objects of kind %q", kind)
 	}
 	r, err := Parse(http.MethodGet, mk(key))
 	if err != nil {

@@ -209,21 +209,21 @@ func Parse(method, path string) (Request, error) {
 		r.Kind, r.Hash = KindLog, rest[1]
 
 	case len(rest) == 2 && rest[0] == "debuginfo":
-		if !IsBuildID(rest[1]) {
+		if !nixname.IsBuildID(rest[1]) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a build id (40 lower-case hex digits)", rest[1])
 		}
 		r.Kind, r.Hash = KindDebugInfo, rest[1]
 
 	case len(rest) == 2 && rest[0] == "realisations":
 		id, ok := strings.CutSuffix(rest[1], ".doi")
-		if !ok || !IsDrvOutputID(id) {
+		if !ok || !nixname.IsDrvOutputID(id) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a realisation file name (sha256:<64 hex digits>!<output>.doi)", rest[1])
 		}
 		r.Kind, r.Hash = KindRealisation, id
 
 	case len(rest) == 3 && rest[0] == buildTracePrefix:
 		out, ok := strings.CutSuffix(rest[2], ".doi")
-		if !ok || !validLogName(rest[1]) || !strings.HasSuffix(rest[1], ".drv") || !IsOutputName(out) {
+		if !ok || !validLogName(rest[1]) || !strings.HasSuffix(rest[1], ".drv") || !nixname.IsOutputName(out) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a build trace file name (%s/<hash>-<name>.drv/<output>.doi)", strings.Join(rest, "/"), buildTracePrefix)
 		}
 		r.Kind, r.Hash = KindBuildTrace, rest[1]+"/"+out
@@ -244,54 +244,6 @@ func Parse(method, path string) (Request, error) {
 		return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s", method, path)
 	}
 	return r, nil
-}
-
-// IsBuildID reports whether s is an ELF build id as Nix names debug info
-// links: 40 lower-case hex digits (debuginfo/<2 digits><38 digits>, from
-// lib/debug/.build-id/<2>/<38>.debug).
-func IsBuildID(s string) bool {
-	if len(s) != 40 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !(s[i] >= '0' && s[i] <= '9' || s[i] >= 'a' && s[i] <= 'f') {
-			return false
-		}
-	}
-	return true
-}
-
-// IsOutputName reports whether s may name a derivation output: 1 to 255
-// store path name characters, not starting with '.'.
-func IsOutputName(s string) bool {
-	if s == "" || len(s) > 255 || s[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if !nixname.IsNameChar(s[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// IsDrvOutputID reports whether s is a derivation output id as Nix ≤ 2.33
-// writes it (DrvOutput::to_string): "sha256:<64 lower-case hex digits>!<output>".
-func IsDrvOutputID(s string) bool {
-	h, out, ok := strings.Cut(s, "!")
-	if !ok || !IsOutputName(out) {
-		return false
-	}
-	hex, ok := strings.CutPrefix(h, "sha256:")
-	if !ok || len(hex) != 64 {
-		return false
-	}
-	for i := 0; i < len(hex); i++ {
-		if !(hex[i] >= '0' && hex[i] <= '9' || hex[i] >= 'a' && hex[i] <= 'f') {
-			return false
-		}
-	}
-	return true
 }
 
 // validLogName accepts "<32-char hash>-<name>.drv" (the derivation's file
