@@ -240,36 +240,66 @@ func (s *Server) unionOwners(r *http.Request, kind index.Kind, key string) ([]ni
 }
 
 // unionFile returns what the union view serves for a file: the first
-// readable owner's (by flake name). For a realisation or build trace
-// entry every readable owner's must name the same output path, or the
-// file is answered as absent and the conflict logged and counted, as for
-// narinfos.
+// readable owner's (by flake name), when every readable owner's says the
+// same (fileContent); otherwise the file is answered as absent and the
+// conflict logged and counted, as for narinfos: a pusher of one flake
+// cannot make a reader of several get its listing or output instead of
+// another flake's.
 func (s *Server) unionFile(r *http.Request, kind index.Kind, key string) (index.File, error) {
 	owners, err := s.unionOwners(r, kind, key)
 	if err != nil {
 		return index.File{}, err
 	}
-	first, err := s.idx.GetFile(r.Context(), owners[0], kind, key)
-	if err != nil || !kind.KeepsFirst() {
-		return first, err
-	}
-	for _, o := range owners[1:] {
+	var first index.File
+	var firstContent string
+	for i, o := range owners {
 		f, err := s.idx.GetFile(r.Context(), o, kind, key)
-		if errors.Is(err, index.ErrNotFound) {
-			continue
+		if errors.Is(err, index.ErrNotFound) && i > 0 {
+			continue // gone since Owners
 		}
 		if err != nil {
 			return index.File{}, err
 		}
-		if f.Needs != first.Needs {
+		content, err := s.fileContent(r, f)
+		if err != nil {
+			return index.File{}, err
+		}
+		if i == 0 {
+			first, firstContent = f, content
+			continue
+		}
+		if content != firstContent {
 			s.metrics.unionConflicts.Inc()
-			s.log.WarnContext(r.Context(), "union view: flakes the caller may read hold different outputs; answering 404",
-				"kind", string(kind), "key", key, "flakes", []string{first.Flake.String() + "=" + first.Needs, o.String() + "=" + f.Needs},
+			s.log.WarnContext(r.Context(), "union view: flakes the caller may read hold different files; answering 404",
+				"kind", string(kind), "key", key, "flakes", []string{first.Flake.String(), o.String()},
 				"subject", r.Header.Get(route.SubjectHeader))
-			return index.File{}, fmt.Errorf("%s %s in the union view: conflicting outputs: %w", kind, key, index.ErrNotFound)
+			return index.File{}, fmt.Errorf("%s %s in the union view: conflicting contents: %w", kind, key, index.ErrNotFound)
 		}
 	}
 	return first, nil
+}
+
+// fileContent is what two flakes' files of one key must share to agree in
+// the union view: the output path's hash for a realisation or build trace
+// entry (signatures may differ), the NarHash of the NAR a debug info link
+// names (the NAR file and its compression may differ), the decoded
+// listing (its encoding may differ).
+func (s *Server) fileContent(r *http.Request, f index.File) (string, error) {
+	switch f.Kind {
+	case index.KindDebugInfo:
+		n, err := s.idx.GetNar(r.Context(), f.Flake, f.Needs)
+		if err != nil {
+			return "", fmt.Errorf("NAR %s of debug info %s of %s: %w", f.Needs, f.Key, f.Flake, err)
+		}
+		return n.NarHash, nil
+	case index.KindListing:
+		plain, err := nixcache.Decode(f.Encoding, f.Data, nixcache.MaxListingSize)
+		if err != nil {
+			return "", fmt.Errorf("decode listing %s of %s: %w", f.Key, f.Flake, err)
+		}
+		return string(plain), nil
+	}
+	return f.Needs, nil
 }
 
 // serveEncoded serves data stored with Content-Encoding enc: as stored
