@@ -100,7 +100,7 @@ func filesOf(p testPath) []nixFile {
 	id := "sha256:" + fmt.Sprintf("%x", sha256Of([]byte(p.Base))) + "!out"
 	return []nixFile{
 		{route.KindListing, p.Hash + ".ls", []byte(`{"version":1,"root":{"type":"directory","entries":{"bin":{"type":"directory","entries":{"hello":{"type":"regular","size":5,"executable":true,"narOffset":400}}},"lib":{"type":"symlink","target":"bin"}}}}`)},
-		{route.KindDebugInfo, "debuginfo/" + buildID, []byte(`{"archive":"../nar/` + p.FileName + `","member":"lib/debug/.build-id/01/23456789abcdef0123456789abcdef01234567.debug"}`)},
+		{route.KindDebugInfo, "debuginfo/" + buildID + ".debug", []byte(`{"archive":"../nar/` + p.FileName + `","member":"lib/debug/.build-id/01/23456789abcdef0123456789abcdef01234567.debug"}`)},
 		{route.KindRealisation, "realisations/" + id + ".doi", []byte(`{"dependentRealisations":{},"id":"` + id + `","outPath":"` + p.Base + `","signatures":["k-1:c2ln"]}`)},
 		{route.KindBuildTrace, "build-trace-v2/" + drv + "/out.doi", []byte(`{"outPath":"` + p.Base + `","signatures":[{"keyName":"k-1","sig":"c2ln"}]}`)},
 	}

@@ -118,13 +118,14 @@ func checkNode(n *listingNode, at string, depth int) error {
 	return nil
 }
 
-// DebugInfoMember is the NAR member a debug info link of buildID names:
+// DebugInfoMember is the NAR member a debug info link of buildID (40 hex
+// digits, possibly followed by ".debug") names:
 // lib/debug/.build-id/<2 hex digits>/<38 hex digits>.debug.
 func DebugInfoMember(buildID string) string {
-	return "lib/debug/.build-id/" + buildID[:2] + "/" + buildID[2:] + ".debug"
+	return "lib/debug/.build-id/" + buildID[:2] + "/" + buildID[2:40] + ".debug"
 }
 
-// CheckDebugInfo validates a debug info link, debuginfo/<build-id>
+// CheckDebugInfo validates a debug info link, debuginfo/<build-id>.debug
 // (BinaryCacheStore::uploadData with index-debug-info):
 // {"archive":"../nar/<NAR file>","member":"lib/debug/.build-id/xx/….debug"},
 // the member being the one of buildID, and returns the NAR file it names.

@@ -45,7 +45,7 @@ const (
 	// KindListing is a NAR listing, <storehash>.ls (Nix's
 	// write-nar-listing): JSON naming the files of a store path's NAR.
 	KindListing Kind = "listing"
-	// KindDebugInfo is a debug info link, debuginfo/<build-id> (Nix's
+	// KindDebugInfo is a debug info link, debuginfo/<build-id>.debug (Nix's
 	// index-debug-info): JSON naming the NAR and member holding the
 	// DWARF file of an ELF build id.
 	KindDebugInfo Kind = "debuginfo"
@@ -69,7 +69,7 @@ type Request struct {
 	// Hash is the 32-character store path hash for narinfo and listing,
 	// the file hash (nixbase32, 52 characters) for a NAR, the derivation
 	// file name (e.g. "<hash>-hello.drv") for a build log, the build id
-	// (40 hex digits) for debug info, the derivation output id
+	// (40 hex digits, then ".debug" as Nix writes it) for debug info, the derivation output id
 	// ("sha256:<64 hex>!out") for a realisation and "<drv file name>/<output>"
 	// for a build trace entry: the object's key, also what the owners
 	// endpoint is asked about (see OwnersKey).
@@ -209,8 +209,11 @@ func Parse(method, path string) (Request, error) {
 		r.Kind, r.Hash = KindLog, rest[1]
 
 	case len(rest) == 2 && rest[0] == "debuginfo":
-		if !nixname.IsBuildID(rest[1]) {
-			return Request{}, errf(http.StatusBadRequest, "%q is not a build id (40 lower-case hex digits)", rest[1])
+		// Nix names the link after the debug file: <build id>.debug
+		// (BinaryCacheStore::uploadData: "debuginfo/" + s1 + s2, s2 being
+		// "<38 hex>.debug"); the bare build id is accepted too.
+		if !nixname.IsBuildID(strings.TrimSuffix(rest[1], ".debug")) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a build id (40 lower-case hex digits, then .debug)", rest[1])
 		}
 		r.Kind, r.Hash = KindDebugInfo, rest[1]
 

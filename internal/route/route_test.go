@@ -66,6 +66,8 @@ func TestParse(t *testing.T) {
 		{"PUT", "/" + flkA + "/debuginfo/" + bid, Request{Action: ActionPush, Kind: KindDebugInfo, Flake: fl, Hash: bid}, 0},
 		{"HEAD", "/debuginfo/" + bid, Request{Action: ActionRead, Kind: KindDebugInfo, Hash: bid}, 0},
 		{"GET", "/debuginfo/" + bid[:39], Request{}, 400},
+		{"PUT", "/" + flkA + "/debuginfo/" + bid + ".debug", Request{Action: ActionPush, Kind: KindDebugInfo, Flake: fl, Hash: bid + ".debug"}, 0},
+		{"GET", "/debuginfo/" + bid + ".debu", Request{}, 400},
 		{"GET", "/debuginfo/" + bid[:39] + "A", Request{}, 400},
 		{"GET", "/" + flkA + "/debuginfo/" + bid + "/x", Request{}, 404},
 		{"GET", "/debuginfo/..", Request{}, 404},
