@@ -67,7 +67,7 @@ func TestNixFileSet(t *testing.T) {
 		name, path, absent string
 		check              func(body string) error
 	}{
-		{"listing", hash + ".ls", nixtest.HashPart("/nix/store/" + strings.Repeat("1", 32) + "-x") + ".ls", func(b string) error {
+		{"listing", hash + ".ls", nixtest.HashPart("/nix/store/"+strings.Repeat("1", 32)+"-x") + ".ls", func(b string) error {
 			if !strings.Contains(b, `"hello"`) {
 				return fmt.Errorf("no hello in the listing")
 			}
