@@ -39,7 +39,12 @@ func caExpr(seed string) string {
 // flake; a reader who may not read it gets the answer an absent file gets,
 // byte for byte.
 func TestNixFileSet(t *testing.T) {
-	s := startStack(t)
+	for _, m := range modes {
+		t.Run(string(m), func(t *testing.T) { testNixFileSet(t, startStack(t, m)) })
+	}
+}
+
+func testNixFileSet(t *testing.T, s *stack) {
 	const flake = "omnicorp/super-duper-secure"
 	ci := s.ci(flake, "refs/heads/main")
 	alice, mallory := s.user("alice", "omnicorp"), s.user("mallory", "omnicorp")

@@ -16,6 +16,7 @@ import (
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/testutil"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // binDir holds cmd/authz and cmd/blobserver, built once by TestMain.
@@ -41,8 +42,7 @@ func run(m *testing.M) int {
 		if err != nil {
 			buildErr = fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
 		} else {
-			buildErr = testutil.GoBuild(goTool, binDir,
-				"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
+			buildErr = testutil.GoBuild(goTool, binDir, teststack.Packages...)
 		}
 	}
 	return m.Run()
