@@ -7,7 +7,9 @@
 package teststack
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"testing"
@@ -24,9 +26,18 @@ import (
 // KeyName names the blob server's narinfo signing key.
 const KeyName = "cache.e2e.test-1"
 
-// Packages are the binaries Start runs; build them into a directory with
-// testutil.GoBuild (once per test binary) and pass it to Start.
+// Packages are the binaries Start runs (Build builds them).
 var Packages = []string{"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver"}
+
+// Build builds Packages into dir with the go tool, once per test binary
+// (TestMain), for Start.
+func Build(dir string) error {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
+	}
+	return testutil.GoBuild(goTool, dir, Packages...)
+}
 
 // Mode is how a Stack runs flakegate.
 type Mode string
