@@ -9,6 +9,7 @@ import (
 	"io"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -152,11 +153,44 @@ type reply struct {
 	body   []byte
 }
 
+// transient reports the statuses TransferItem::finish classes as
+// Transient (filetransfer.cc): 408, 429 and 5xx but 501, 505 and 511.
+// maybeRetry retries them up to `tries` (default 5) attempts, after
+// Retry-After when the answer has one.
+func transient(status int) bool {
+	switch {
+	case status == 408 || status == 429:
+		return true
+	case status == 501 || status == 505 || status == 511:
+		return false
+	}
+	return status >= 500 && status < 600
+}
+
+// tries is the default of Nix's `tries` setting (FileTransferSettings).
+const tries = 5
+
 // do sends one request as TransferItem would: netrc credentials as Basic
 // (CURLOPT_NETRC), Nix's User-Agent, Content-Type from the upload's mime
 // type and the extra headers (HttpBinaryCacheStore::upload), and
-// Accept-Encoding on downloads only.
+// Accept-Encoding on downloads only; a transient answer is retried
+// (maybeRetry), the body sent again.
 func (c *client) do(method, path string, body []byte, header ...string) reply {
+	c.t.Helper()
+	for attempt := 1; ; attempt++ {
+		r := c.once(method, path, body, header...)
+		if !transient(r.status) || attempt >= tries {
+			return r
+		}
+		delay := time.Duration(250<<attempt) * time.Millisecond
+		if secs, err := strconv.Atoi(r.header.Get("Retry-After")); err == nil {
+			delay = time.Duration(secs) * time.Second
+		}
+		time.Sleep(delay)
+	}
+}
+
+func (c *client) once(method, path string, body []byte, header ...string) reply {
 	c.t.Helper()
 	var rd io.Reader
 	if body != nil {
