@@ -106,13 +106,15 @@ func testNixFileSet(t *testing.T, s *stack) {
 				if err := f.check(a.body); err != nil {
 					t.Fatalf("GET %s: %v\n%s", prefix+f.path, err, a.body)
 				}
-				absent := s.raw(t, "GET", prefix+f.absent, alice, nil)
-				if absent.status != http.StatusNotFound {
-					t.Fatalf("absent %s: %+v", prefix+f.absent, absent)
-				}
-				for _, got := range []answer{s.raw(t, "GET", prefix+f.path, mallory, nil), s.raw(t, "GET", prefix+f.absent, mallory, nil)} {
-					if got != absent {
-						t.Fatalf("mallory (who may not read %s), GET %s: %+v\nwant the answer to an absent file %+v", flake, prefix+f.path, got, absent)
+				for _, method := range []string{"GET", "HEAD"} {
+					absent := s.raw(t, method, prefix+f.absent, alice, nil)
+					if absent.status != http.StatusNotFound {
+						t.Fatalf("absent %s: %+v", prefix+f.absent, absent)
+					}
+					for _, got := range []answer{s.raw(t, method, prefix+f.path, mallory, nil), s.raw(t, method, prefix+f.absent, mallory, nil)} {
+						if got != absent {
+							t.Fatalf("mallory (who may not read %s), %s %s: %+v\nwant the answer to an absent file %+v", flake, method, prefix+f.path, got, absent)
+						}
 					}
 				}
 			}
