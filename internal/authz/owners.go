@@ -31,10 +31,12 @@ type OwnersOptions struct {
 
 // OwnersClient asks the blob server's internal listener which flakes own a
 // union-view object (the endpoints and their answer are route's:
-// route.OwnersNarInfoPath, route.OwnersNarPath, route.OwnersResponse):
+// route.OwnersPath, route.OwnersResponse):
 //
 //	GET {base}/owners/narinfo/{storehash}  → 200 {"flakes":["org/name",…]}
 //	GET {base}/owners/nar/{file}           → 200 {"flakes":[…]}
+//	GET {base}/owners/{kind}/{key}         → likewise for listings, logs,
+//	                                         debug info, realisations
 //
 // Answers are cached briefly, empty or not (a push into another flake
 // becomes visible in the union view within TTL); concurrent lookups of one
@@ -86,18 +88,16 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 	}
 }
 
-// ownersKey is the path of r's owners endpoint, also its cache key.
+// ownersKey is the path of r's owners endpoint (route.OwnersPath), also
+// its cache key.
 func ownersKey(r route.Request) (string, error) {
-	switch r.Kind {
-	case route.KindNarInfo:
-		return route.OwnersNarInfoPath + r.Hash, nil
-	case route.KindNar:
-		return route.OwnersNarPath + r.File, nil
+	if p, ok := route.OwnersPath(r); ok {
+		return p, nil
 	}
 	return "", fmt.Errorf("owners lookup: no owners for a %s", r.Kind)
 }
 
-// Owners returns the flakes owning the narinfo or NAR r is about.
+// Owners returns the flakes owning the union-view object r is about.
 func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]nixname.Flake, error) {
 	key, err := ownersKey(r)
 	if err != nil {

@@ -12,10 +12,16 @@
 //	GET|HEAD /{org}/{flake}/{hash}.narinfo    the flake's own narinfo of a path
 //	GET|HEAD /{org}/{flake}/nar/{file}        NAR file the flake owns (Range supported)
 //	GET|HEAD /{hash}.narinfo, /nar/{file}     union view, from the readable flakes (below)
-//	GET|HEAD /{org}/{flake}/log/{drv}         build log
+//	GET|HEAD /{org}/{flake}/log/{drv}         build log (/log/{drv}: union)
+//	GET|HEAD /{org}/{flake}/{hash}.ls, …/debuginfo/{id}.debug, …/realisations/{id}.doi,
+//	         …/build-trace-v2/{drv}/{out}.doi  the flake's listing, debug info link,
+//	                                          realisation, build trace entry (files.go;
+//	                                          without /{org}/{flake}: union)
 //	PUT  /{org}/{flake}/nar/{file}            upload a NAR (streamed and verified)
 //	PUT  /{org}/{flake}/{hash}.narinfo        upload a narinfo (validated against the NAR)
 //	PUT  /{org}/{flake}/log/{drv}             upload a build log
+//	PUT  the files above                      validated JSON (files.go), stored with the
+//	                                          upload's Content-Encoding
 //
 // Status codes: absent → 404 (body route.BodyNotFound, which authz's
 // denied read repeats byte for byte); bad upload → 400 with a one-line
@@ -70,11 +76,13 @@
 //
 //	GET /owners/narinfo/{storehash}  → 200 {"flakes":["org/name",...]}
 //	GET /owners/nar/{file}           → 200 {"flakes":["org/name",...]}
+//	GET /owners/{kind}/{key}         → the same for listing, log, debuginfo,
+//	                                   realisation, build-trace (route.OwnersPath)
 //	GET /metrics                     Prometheus metrics
 //	GET /healthz                     200 "ok" when index and blob store answer
 //
 // The owners lists are sorted and empty (never 404) when nobody owns the
 // object; a malformed hash or file name is 400. The paths
-// (route.OwnersNarInfoPath, route.OwnersNarPath) and the answer
+// (route.OwnersPath) and the answer
 // (route.OwnersResponse) are route's, shared with authz's client.
 package cacheserver

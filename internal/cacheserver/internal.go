@@ -12,28 +12,19 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
-	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
 // InternalHandler serves owners lookups, /metrics and /healthz.
 func (s *Server) InternalHandler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("GET "+route.OwnersNarInfoPath+"{hash}", func(w http.ResponseWriter, r *http.Request) {
-		h := r.PathValue("hash")
-		if !nixname.IsStoreHash(h) {
-			s.fail(w, http.StatusBadRequest, "not a store path hash (32 nixbase32 characters)")
+	mux.HandleFunc("GET "+route.OwnersPrefix+"{kind}/{key...}", func(w http.ResponseWriter, r *http.Request) {
+		req, err := route.ParseOwnersPath(r.PathValue("kind"), r.PathValue("key"))
+		if err != nil {
+			s.fail(w, route.StatusOf(err), err.Error())
 			return
 		}
-		s.owners(w, r, index.KindNarInfo, h)
-	})
-	mux.HandleFunc("GET "+route.OwnersNarPath+"{file}", func(w http.ResponseWriter, r *http.Request) {
-		f := r.PathValue("file")
-		if _, _, ok := nixname.ParseNarFile(f); !ok {
-			s.fail(w, http.StatusBadRequest, "not a NAR file name ({nixbase32 hash}"+nixname.NarExtSyntax()+")")
-			return
-		}
-		s.owners(w, r, index.KindNar, f)
+		s.owners(w, r, index.Kind(req.Kind), route.OwnersKey(req))
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))
 	mux.HandleFunc("GET /healthz", s.healthz)

@@ -102,7 +102,7 @@ func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.R
 		bound = d
 	}
 	rc := http.NewResponseController(w)
-	if rc.SetReadDeadline(time.Now().Add(bound)) == nil && req.Kind == route.KindNarInfo {
+	if rc.SetReadDeadline(time.Now().Add(bound)) == nil && req.Kind != route.KindNar && req.Kind != route.KindLog {
 		// Clear the deadline once the body is read: net/http then starts a
 		// background read that would otherwise cancel the request's context
 		// when the deadline passes.

@@ -40,15 +40,15 @@ func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
 		}, []string{"kind", "method"}),
 		uploadBytes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flakegate_blobserver_upload_bytes_total",
-			Help: "Bytes received in NAR and build log uploads.",
+			Help: "Bytes received in uploads, by kind (nar, log, listing, debuginfo, realisation, build-trace).",
 		}, []string{"kind"}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "flakegate_blobserver_uploads_rejected_total",
-			Help: "Uploads refused with a 4xx answer, by kind (NAR, narinfo, log).",
+			Help: "Uploads refused with a 4xx answer, by kind (NAR, narinfo, log, listing, debuginfo, realisation, build-trace).",
 		}, []string{"kind"}),
 		unionConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flakegate_blobserver_union_conflicts_total",
-			Help: "Union-view narinfo reads answered as absent because flakes the caller may read hold different contents for the path.",
+			Help: "Union-view reads (narinfos, listings, debug info, realisations) answered as absent because flakes the caller may read hold different contents.",
 		}),
 	}
 	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, m.unionConflicts, &indexCollector{idx: idx}}

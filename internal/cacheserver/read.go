@@ -3,6 +3,7 @@ package cacheserver
 import (
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"slices"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -244,7 +246,17 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 }
 
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {
-	key, err := s.idx.GetLog(r.Context(), req.Flake, req.Hash)
+	var l index.Log
+	var err error
+	if req.Flake.IsZero() {
+		// The union view serves the first readable flake's log.
+		var owners []nixname.Flake
+		if owners, err = s.unionOwners(r, index.KindLog, req.Hash); err == nil {
+			l, err = s.idx.GetLog(r.Context(), owners[0], req.Hash)
+		}
+	} else {
+		l, err = s.idx.GetLog(r.Context(), req.Flake, req.Hash)
+	}
 	if errors.Is(err, index.ErrNotFound) {
 		s.notFound(w)
 		return
@@ -253,7 +265,41 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 		s.internalError(w, r, "looking up the build log", err)
 		return
 	}
-	s.serveBlob(w, r, key, contentTypeLog, cacheLog, "")
+	if l.Encoding == "" {
+		s.serveBlob(w, r, l.BlobKey, contentTypeLog, cacheLog, "")
+		return
+	}
+	// Stored with its upload's Content-Encoding: as stored when the client
+	// accepts it (see serveEncoded), decoded on the fly otherwise.
+	w.Header().Set("Vary", "Accept-Encoding")
+	ae, present := r.Header["Accept-Encoding"]
+	if nixcache.Accepts(strings.Join(ae, ","), present, l.Encoding) {
+		w.Header().Set("Content-Encoding", l.Encoding)
+		s.serveBlob(w, r, l.BlobKey, contentTypeLog, cacheLog, "")
+		return
+	}
+	rd, err := s.blob.Open(r.Context(), l.BlobKey)
+	if err != nil {
+		w.Header().Del("Vary")
+		s.internalError(w, r, "opening "+l.BlobKey, err)
+		return
+	}
+	defer rd.Close()
+	dec, err := nixcache.NewDecoder(l.Encoding, rd)
+	if err != nil {
+		w.Header().Del("Vary")
+		s.internalError(w, r, "decoding "+l.BlobKey, err)
+		return
+	}
+	defer dec.Close()
+	w.Header().Set("Content-Type", contentTypeLog)
+	w.Header().Set("Cache-Control", cacheLog)
+	if r.Method == http.MethodHead {
+		return
+	}
+	if _, err := io.Copy(w, dec); err != nil {
+		s.log.WarnContext(r.Context(), "serving a decoded build log", "key", l.BlobKey, "err", err)
+	}
 }
 
 // serveBlob serves a blob with Range, HEAD and conditional requests; a

@@ -208,11 +208,21 @@ var (
 		route.KindNarInfo: (*Server).serveNarInfo,
 		route.KindNar:     (*Server).serveNar,
 		route.KindLog:     (*Server).serveLog,
+
+		route.KindListing:     (*Server).serveFile,
+		route.KindDebugInfo:   (*Server).serveFile,
+		route.KindRealisation: (*Server).serveFile,
+		route.KindBuildTrace:  (*Server).serveFile,
 	}
 	uploaders = map[route.Kind]kindHandler{
 		route.KindNarInfo: (*Server).putNarInfo,
 		route.KindNar:     (*Server).putNar,
 		route.KindLog:     (*Server).putLog,
+
+		route.KindListing:     (*Server).putFile,
+		route.KindDebugInfo:   (*Server).putFile,
+		route.KindRealisation: (*Server).putFile,
+		route.KindBuildTrace:  (*Server).putFile,
 	}
 )
 

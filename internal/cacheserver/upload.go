@@ -255,16 +255,19 @@ const maxListed = 5
 
 func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error) {
 	ctx := r.Context()
-	if r.ContentLength > s.maxInfo {
-		return false, tooLarge(s.maxInfo, "narinfo")
-	}
-	data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, s.maxInfo))
+	// Nix's narinfo-compression uploads it with Content-Encoding; the
+	// server renders and signs the narinfo it serves, so it keeps the
+	// decoded text.
+	enc, err := uploadEncoding(r)
 	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			return false, tooLarge(s.maxInfo, "narinfo")
-		}
-		return false, &uploadError{status: http.StatusBadRequest, msg: "reading the narinfo upload failed: " + err.Error(), unread: true}
+		return false, err
+	}
+	data, err := readSmallBody(r, s.maxInfo, "narinfo")
+	if err != nil {
+		return false, err
+	}
+	if data, err = decodeUpload(data, enc, s.maxInfo, "narinfo"); err != nil {
+		return false, err
 	}
 	ni, err := nixcache.ParseNarInfo(data)
 	if err != nil {
@@ -390,6 +393,10 @@ func (s *Server) putLog(w http.ResponseWriter, r *http.Request, req route.Reques
 
 func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline) error {
 	ctx := r.Context()
+	enc, err := uploadEncoding(r)
+	if err != nil {
+		return err
+	}
 	if r.ContentLength > s.maxNar {
 		return tooLarge(s.maxNar, "build log")
 	}
@@ -398,8 +405,27 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	if err != nil {
 		return fmt.Errorf("create blob: %w", err)
 	}
-	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxNar), bw, nil, s.maxNar, "build log", dl)
+	// A log uploaded with Content-Encoding (log-compression) is stored as
+	// uploaded; it must decode, to at most MaxNarSize bytes.
+	var dst io.Writer = bw
+	var check *decodeChecker
+	if enc != "" {
+		check = newDecodeChecker(enc, s.maxNar)
+		dst = io.MultiWriter(bw, check)
+	}
+	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxNar), dst, nil, s.maxNar, "build log", dl)
 	s.metrics.uploadBytes.WithLabelValues("log").Add(float64(n))
+	if check != nil {
+		if cerr := check.finish(); cerr != nil {
+			bw.Abort()
+			if err == nil || errors.As(err, new(*decodeFailure)) {
+				if dl != nil && err == nil {
+					dl.abandon()
+				}
+				return decodeError(cerr, "build log", s.maxNar)
+			}
+		}
+	}
 	if err != nil {
 		bw.Abort()
 		return err
@@ -407,7 +433,7 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	if err := bw.Commit(ctx, key); err != nil {
 		return fmt.Errorf("commit blob %s: %w", key, err)
 	}
-	if err := s.idx.PutLog(ctx, req.Flake, req.Hash, key); err != nil {
+	if err := s.idx.PutLog(ctx, req.Flake, index.Log{Drv: req.Hash, BlobKey: key, Encoding: enc}); err != nil {
 		return fmt.Errorf("record log %s: %w", req.Hash, err)
 	}
 	return nil

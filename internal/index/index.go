@@ -84,7 +84,70 @@ const (
 	// KindNar is a NAR file, by file name: owned by the flakes that
 	// pushed it.
 	KindNar Kind = "nar"
+	// KindLog is a build log, by derivation file name: owned by the
+	// flakes holding one (PutLog).
+	KindLog Kind = "log"
+	// The kinds of File, each owned by the flakes holding a File of it
+	// whose Needs they own (File.Servable):
+	//
+	// KindListing is a NAR listing, by store hash; it needs the flake's
+	// narinfo of that path.
+	KindListing Kind = "listing"
+	// KindDebugInfo is a debug info link, by build id; it needs the NAR
+	// file it names.
+	KindDebugInfo Kind = "debuginfo"
+	// KindRealisation is a realisation (Nix ≤ 2.33), by derivation output
+	// id; it needs the flake's narinfo of the output path.
+	KindRealisation Kind = "realisation"
+	// KindBuildTrace is a build trace entry (Nix ≥ 2.34), by
+	// "<drv>/<output>"; it needs the flake's narinfo of the output path.
+	KindBuildTrace Kind = "build-trace"
 )
+
+// IsFile reports whether k is a kind of File.
+func (k Kind) IsFile() bool {
+	switch k {
+	case KindListing, KindDebugInfo, KindRealisation, KindBuildTrace:
+		return true
+	}
+	return false
+}
+
+// KeepsFirst reports whether a flake's first File of kind k is kept (a
+// realisation or build trace entry: what an output is, first come first
+// served, as narinfos) rather than replaced by a later upload (a listing
+// or debug info link, which Nix rewrites as it likes).
+func (k Kind) KeepsFirst() bool { return k == KindRealisation || k == KindBuildTrace }
+
+// File is one flake's copy of a small JSON file Nix keeps beside narinfos:
+// a NAR listing, a debug info link, a realisation or a build trace entry.
+// Each flake has its own, as it has its own narinfos, and a file is
+// served (GetFile, Owners) only while its flake owns what it Needs, so
+// that it never names what the flake does not hold.
+type File struct {
+	// Flake is the flake whose file this is (set by GetFile; PutFile
+	// records under its flake argument).
+	Flake nixname.Flake
+	Kind  Kind   // one of the File kinds (Kind.IsFile)
+	Key   string // as route names it: store hash, build id, output id, "<drv>/<output>"
+	// Needs is what the flake must own for the file to be served: a store
+	// hash (its narinfo) for listings, realisations and build traces, a
+	// NAR file name for a debug info link.
+	Needs string
+	// Encoding is the Content-Encoding Data was uploaded with ("" for
+	// none); Data is stored as uploaded and served with it.
+	Encoding  string
+	Data      []byte
+	CreatedAt time.Time
+}
+
+// Log is a flake's build log: the blob holding it and the
+// Content-Encoding it was uploaded with ("" for none).
+type Log struct {
+	Drv      string
+	BlobKey  string
+	Encoding string
+}
 
 // Index is the cache's catalogue.
 type Index interface {
@@ -107,13 +170,27 @@ type Index interface {
 	MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error)
 
 	// Owners lists the flakes owning an object, sorted: kind is
-	// KindNarInfo (hash = store hash) or KindNar (hash = NAR file name);
-	// other kinds are an error. Nobody owning it is not an error.
+	// KindNarInfo (hash = store hash), KindNar (hash = NAR file name),
+	// KindLog (derivation file name) or a File kind (its key; only flakes
+	// that own what the file needs); other kinds are an error. Nobody
+	// owning it is not an error.
 	Owners(ctx context.Context, kind Kind, hash string) ([]nixname.Flake, error)
 
-	// PutLog / GetLog record a build log blob key for a flake's derivation.
-	PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error
-	GetLog(ctx context.Context, flake nixname.Flake, drv string) (blobKey string, err error)
+	// PutLog records a flake's build log (replacing an older one); GetLog
+	// returns it.
+	PutLog(ctx context.Context, flake nixname.Flake, l Log) error
+	GetLog(ctx context.Context, flake nixname.Flake, drv string) (Log, error)
+
+	// PutFile records flake's file f: it replaces the flake's earlier file
+	// of that kind and key, unless f.Kind.KeepsFirst, when the first is
+	// kept (read it back with GetFile to tell a re-push of the same
+	// content from a conflict). Other flakes' files are neither read nor
+	// changed.
+	PutFile(ctx context.Context, flake nixname.Flake, f File) error
+	// GetFile returns flake's file of kind and key, ErrNotFound when the
+	// flake holds none or does not own what it needs. The flake must not
+	// be zero.
+	GetFile(ctx context.Context, flake nixname.Flake, kind Kind, key string) (File, error)
 
 	// Stats returns counts for metrics.
 	Stats(ctx context.Context) (Stats, error)

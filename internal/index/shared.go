@@ -81,14 +81,65 @@ func CreatedAt(t time.Time) time.Time {
 // for KindNarInfo, the NAR file name for KindNar. Other kinds have no
 // owners.
 func OwnersQuery(kind Kind, placeholder string) (string, error) {
-	switch kind {
-	case KindNarInfo:
+	switch {
+	case kind == KindNarInfo:
 		return `SELECT flake FROM flake_paths WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
-	case KindNar:
+	case kind == KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
+	case kind == KindLog:
+		return `SELECT flake FROM logs WHERE drv = ` + placeholder + ` ORDER BY flake`, nil
+	case kind.IsFile():
+		return `SELECT f.flake FROM flake_files f WHERE f.kind = '` + string(kind) + `' AND f.key = ` + placeholder +
+			` AND ` + FileServable + ` ORDER BY f.flake`, nil
 	default:
 		return "", fmt.Errorf("owners: kind %q has no owners", kind)
 	}
+}
+
+// FileServable is the SQL condition, on a row f of flake_files, that f's
+// flake owns what the file needs (File.Needs): the NAR file for a debug
+// info link, the store path's narinfo for the other kinds. GetFile and
+// Owners of both implementations use it, so a file is served exactly when
+// it is listed as owned.
+const FileServable = `(CASE WHEN f.kind = '` + string(KindDebugInfo) + `'
+	THEN EXISTS (SELECT 1 FROM nar_owners o WHERE o.file = f.needs AND o.flake = f.flake)
+	ELSE EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = f.needs AND p.flake = f.flake) END)`
+
+// CheckFile accepts the arguments of a PutFile call: a valid flake, a File
+// kind, a key and what the file needs.
+func CheckFile(flake nixname.Flake, f File) error {
+	if err := CheckFlake(flake); err != nil {
+		return fmt.Errorf("put %s %s: %w", f.Kind, f.Key, err)
+	}
+	if !f.Kind.IsFile() {
+		return fmt.Errorf("put file: %q is not a file kind", f.Kind)
+	}
+	if f.Key == "" || f.Needs == "" {
+		return fmt.Errorf("put %s: empty key or needs", f.Kind)
+	}
+	return nil
+}
+
+// CheckGetFile accepts the arguments of a GetFile call.
+func CheckGetFile(flake nixname.Flake, kind Kind) error {
+	if flake.IsZero() {
+		return fmt.Errorf("get %s: no flake given (each flake has its own)", kind)
+	}
+	if !kind.IsFile() {
+		return fmt.Errorf("get file: %q is not a file kind", kind)
+	}
+	return nil
+}
+
+// CheckLog accepts the arguments of a PutLog call.
+func CheckLog(flake nixname.Flake, l Log) error {
+	if err := CheckFlake(flake); err != nil {
+		return fmt.Errorf("put log %s: %w", l.Drv, err)
+	}
+	if l.Drv == "" || l.BlobKey == "" {
+		return errors.New("put log: empty derivation or blob key")
+	}
+	return nil
 }
 
 // ParseOwners turns the flake names an owners query returned into flakes,

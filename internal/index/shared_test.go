@@ -74,11 +74,15 @@ func TestOwnersQuery(t *testing.T) {
 	}{
 		{KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
 		{KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
-		{"log", "?", ""},
+		{KindLog, "?", `SELECT flake FROM logs WHERE drv = ? ORDER BY flake`},
 		{"cache-info", "?", ""},
+		{"token", "?", ""},
 		{"", "?", ""},
 	} {
 		got, err := OwnersQuery(c.kind, c.placeholder)
+		if c.kind.IsFile() {
+			t.Fatalf("%q is not a file kind", c.kind)
+		}
 		if c.want == "" {
 			if err == nil {
 				t.Errorf("OwnersQuery(%q) = %q, want an error", c.kind, got)
@@ -87,6 +91,17 @@ func TestOwnersQuery(t *testing.T) {
 		}
 		if err != nil || got != c.want {
 			t.Errorf("OwnersQuery(%q, %q) = %q, %v; want %q", c.kind, c.placeholder, got, err, c.want)
+		}
+	}
+}
+
+// A file kind's owners are the flakes holding a file of it whose needs
+// they own: the one condition of both backends (FileServable).
+func TestOwnersQueryOfFiles(t *testing.T) {
+	for _, k := range []Kind{KindListing, KindDebugInfo, KindRealisation, KindBuildTrace} {
+		got, err := OwnersQuery(k, "$1")
+		if err != nil || !strings.Contains(got, "f.kind = '"+string(k)+"' AND f.key = $1") || !strings.Contains(got, FileServable) {
+			t.Errorf("OwnersQuery(%q) = %q, %v", k, got, err)
 		}
 	}
 }

@@ -168,12 +168,35 @@ func (s *Store) MakeClosure(n int, seed string) string {
     args = [ "-c" "echo \"$refs\" > $out" ];
     refs = ps;
   }`)
-	res, err := Run(s.t, Options{Settings: map[string]string{"extra-sandbox-paths": hostShellPaths(), "max-jobs": "2"}},
-		"nix-build", "--store", s.Root, "--no-out-link", "-E", expr)
+	return topPath(s.t, s.Build(expr))
+}
+
+// Build builds a Nix expression's derivations in s in the Nix sandbox (the
+// host's /bin/sh and coreutils exposed, as MakeClosure does; a builder
+// sets PATH=/bin:/usr/bin itself) with the experimental features named
+// (e.g. "ca-derivations") enabled, and returns nix-build's output.
+func (s *Store) Build(expr string, features ...string) string {
+	s.t.Helper()
+	res, err := Run(s.t, Options{Settings: map[string]string{
+		"extra-sandbox-paths": hostShellPaths(), "max-jobs": "2",
+		"experimental-features": strings.Join(append([]string{"nix-command"}, features...), " "),
+	}}, "nix-build", "--store", s.Root, "--no-out-link", "-E", expr)
 	if err != nil {
 		s.t.Fatal(err)
 	}
-	return topPath(s.t, res.Stdout)
+	return res.Stdout
+}
+
+// Derivation returns the derivation path of a Nix expression in s.
+func (s *Store) Derivation(expr string, features ...string) string {
+	s.t.Helper()
+	res, err := Run(s.t, Options{Settings: map[string]string{
+		"experimental-features": strings.Join(append([]string{"nix-command"}, features...), " "),
+	}}, "nix-instantiate", "--store", s.Root, "-E", expr)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return topPathOf(s.t, res.Stdout, ".drv")
 }
 
 // MakeTextClosure is MakeClosure without building: the paths are
@@ -216,12 +239,18 @@ in %s
 
 func topPath(t testing.TB, out string) string {
 	t.Helper()
+	return topPathOf(t, out, "")
+}
+
+// topPathOf returns the last store path of out, which must end with suffix.
+func topPathOf(t testing.TB, out, suffix string) string {
+	t.Helper()
 	lines := strings.Fields(out)
 	if len(lines) == 0 {
 		t.Fatalf("closure: no output path")
 	}
 	top := strings.Trim(lines[len(lines)-1], `"`)
-	if !strings.HasPrefix(top, "/nix/store/") {
+	if !strings.HasPrefix(top, "/nix/store/") || !strings.HasSuffix(top, suffix) {
 		t.Fatalf("closure: unexpected output %q", out)
 	}
 	return top

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"net/http"
 	"strings"
 
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -52,14 +53,68 @@ func ParseFlakes(s string) ([]nixname.Flake, error) {
 }
 
 // The owners endpoints of the blob server's internal listener, which authz
-// asks for the owners of a union-view object: GET OwnersNarInfoPath +
-// store hash, GET OwnersNarPath + NAR file name. Both answer 200 with an
-// OwnersResponse (an empty list when nobody owns the object, never 404)
-// and 400 for a malformed hash or file name.
+// asks for the owners of a union-view object: GET OwnersPrefix + kind + "/"
+// + key (OwnersPath), e.g. /owners/narinfo/<store hash>, /owners/nar/<NAR
+// file name>, /owners/listing/<store hash>, /owners/log/<drv>,
+// /owners/debuginfo/<build id>, /owners/realisation/<id>,
+// /owners/build-trace/<drv>/<output>. Each answers 200 with an
+// OwnersResponse (an empty list when nobody owns the object, never 404),
+// 404 for a kind without owners and 400 for a malformed key
+// (ParseOwnersPath).
 const (
-	OwnersNarInfoPath = "/owners/narinfo/"
-	OwnersNarPath     = "/owners/nar/"
+	OwnersPrefix      = "/owners/"
+	OwnersNarInfoPath = OwnersPrefix + string(KindNarInfo) + "/"
+	OwnersNarPath     = OwnersPrefix + string(KindNar) + "/"
 )
+
+// ownedKinds are the kinds of union-view objects, with the union URL path
+// of the object of a key (how Parse would see it).
+var ownedKinds = map[Kind]func(key string) string{
+	KindNarInfo:     func(k string) string { return "/" + k + ".narinfo" },
+	KindNar:         func(k string) string { return "/nar/" + k },
+	KindListing:     func(k string) string { return "/" + k + ".ls" },
+	KindLog:         func(k string) string { return "/log/" + k },
+	KindDebugInfo:   func(k string) string { return "/debuginfo/" + k },
+	KindRealisation: func(k string) string { return "/realisations/" + k + ".doi" },
+	KindBuildTrace:  func(k string) string { return "/" + buildTracePrefix + "/" + k + ".doi" },
+}
+
+// OwnersKey is the key the owners endpoint of r's kind is asked about:
+// the NAR file name for a NAR, Hash for every other kind.
+func OwnersKey(r Request) string {
+	if r.Kind == KindNar {
+		return r.File
+	}
+	return r.Hash
+}
+
+// OwnersPath is the path of the owners endpoint for the object r (a
+// union-view read) is about; false for a kind that has no owners.
+func OwnersPath(r Request) (string, bool) {
+	if _, ok := ownedKinds[r.Kind]; !ok {
+		return "", false
+	}
+	return OwnersPrefix + string(r.Kind) + "/" + OwnersKey(r), true
+}
+
+// ParseOwnersPath reads the kind and key of an owners endpoint request
+// (the path after OwnersPrefix, split at the first "/"): the key must name
+// an object of that kind exactly as a union-view URL would (the rules are
+// Parse's). It returns that object's request.
+func ParseOwnersPath(kind, key string) (Request, error) {
+	mk, ok := ownedKinds[Kind(kind)]
+	if !ok {
+		return Request{}, errf(http.StatusNotFound, "no owners endpoint for objects of kind %q", kind)
+	}
+	r, err := Parse(http.MethodGet, mk(key))
+	if err != nil {
+		return Request{}, errf(http.StatusBadRequest, "%s key %q: %v", kind, key, err)
+	}
+	if r.Kind != Kind(kind) || OwnersKey(r) != key {
+		return Request{}, errf(http.StatusBadRequest, "%q is not a %s key", key, kind)
+	}
+	return r, nil
+}
 
 // OwnersResponse is the JSON answer of the owners endpoints:
 // {"flakes":["org/name",…]}, sorted. Flakes is never nil in an answer; a

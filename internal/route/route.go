@@ -42,8 +42,22 @@ const (
 	KindNarInfo   Kind = "narinfo"
 	KindNar       Kind = "nar"
 	KindLog       Kind = "log"
-	KindToken     Kind = "token" // POST /_flakegate/token
-	KindJWKS      Kind = "jwks"  // GET /_flakegate/jwks
+	// KindListing is a NAR listing, <storehash>.ls (Nix's
+	// write-nar-listing): JSON naming the files of a store path's NAR.
+	KindListing Kind = "listing"
+	// KindDebugInfo is a debug info link, debuginfo/<build-id>.debug (Nix's
+	// index-debug-info): JSON naming the NAR and member holding the
+	// DWARF file of an ELF build id.
+	KindDebugInfo Kind = "debuginfo"
+	// KindRealisation is a content-addressed derivation output's
+	// realisation as Nix ≤ 2.33 stores it:
+	// realisations/sha256:<hex>!<output>.doi.
+	KindRealisation Kind = "realisation"
+	// KindBuildTrace is the same as Nix ≥ 2.34 stores it:
+	// build-trace-v2/<drv file name>/<output>.doi.
+	KindBuildTrace Kind = "build-trace"
+	KindToken      Kind = "token" // POST /_flakegate/token
+	KindJWKS       Kind = "jwks"  // GET /_flakegate/jwks
 )
 
 // Request is what a cache URL means.
@@ -52,9 +66,13 @@ type Request struct {
 	Kind   Kind
 	// Flake is the namespace; zero for the union view and for /_flakegate.
 	Flake nixname.Flake
-	// Hash is the 32-character store path hash for narinfo, the file hash
-	// (nixbase32, 52 characters) for a NAR, and the derivation file name
-	// (e.g. "<hash>-hello.drv") for a build log.
+	// Hash is the 32-character store path hash for narinfo and listing,
+	// the file hash (nixbase32, 52 characters) for a NAR, the derivation
+	// file name (e.g. "<hash>-hello.drv") for a build log, the build id
+	// (40 hex digits, then ".debug" as Nix writes it) for debug info, the derivation output id
+	// ("sha256:<64 hex>!out") for a realisation and "<drv file name>/<output>"
+	// for a build trace entry: the object's key, also what the owners
+	// endpoint is asked about (see OwnersKey).
 	Hash string
 	// File is the NAR file name below nar/ (e.g. "<filehash>.nar.zst").
 	File string
@@ -64,8 +82,21 @@ type Request struct {
 
 // Union reports whether the request reads through the union view.
 func (r Request) Union() bool {
-	return r.Flake.IsZero() && (r.Kind == KindNarInfo || r.Kind == KindNar || r.Kind == KindCacheInfo)
+	switch r.Kind {
+	case KindToken, KindJWKS, "":
+		return false
+	}
+	return r.Flake.IsZero()
 }
+
+// unionPrefixes are the first path segments of union-view objects below a
+// directory (/nar/…, /log/…): a path starting with one is never read as
+// /{org}/{flake}/….
+var unionPrefixes = map[string]bool{"nar": true, "log": true, "debuginfo": true, "realisations": true}
+
+// buildTracePrefix is the directory of Nix ≥ 2.34's realisations
+// (BinaryCacheStore::realisationsPrefix): build-trace-v2/<drv>/<output>.doi.
+const buildTracePrefix = "build-trace-v2"
 
 // Error is a request the cache does not serve. Status is the HTTP status
 // to answer with (400, 404 or 405).
@@ -124,8 +155,12 @@ func Parse(method, path string) (Request, error) {
 
 	var r Request
 	rest := segs
-	// Union view: /nix-cache-info, /{hash}.narinfo, /nar/{file}.
-	unionShape := (len(segs) == 1) || (len(segs) == 2 && segs[0] == "nar")
+	// Union view: /nix-cache-info, /{hash}.narinfo, /{hash}.ls, /nar/{file},
+	// /log/{drv}, /debuginfo/{id}, /realisations/{id}.doi and
+	// /build-trace-v2/{drv}/{output}.doi. The last has three segments, as
+	// /{org}/{flake}/{x} has, but no flake object is named "{output}.doi".
+	unionShape := len(segs) == 1 || (len(segs) == 2 && unionPrefixes[segs[0]]) ||
+		(len(segs) == 3 && segs[0] == buildTracePrefix && strings.HasSuffix(segs[2], ".doi"))
 	if !unionShape {
 		if len(segs) < 3 {
 			return Request{}, errf(http.StatusNotFound, "no such resource: %q (want /{org}/{flake}/…)", path)
@@ -160,11 +195,41 @@ func Parse(method, path string) (Request, error) {
 		}
 		r.Kind, r.Hash, r.File, r.Compression = KindNar, h, rest[1], c
 
-	case len(rest) == 2 && rest[0] == "log" && !r.Flake.IsZero():
+	case len(rest) == 1 && strings.HasSuffix(rest[0], ".ls"):
+		h := strings.TrimSuffix(rest[0], ".ls")
+		if !nixname.IsStoreHash(h) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a store path hash (32 nixbase32 characters)", h)
+		}
+		r.Kind, r.Hash = KindListing, h
+
+	case len(rest) == 2 && rest[0] == "log":
 		if !validLogName(rest[1]) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a derivation file name", rest[1])
 		}
 		r.Kind, r.Hash = KindLog, rest[1]
+
+	case len(rest) == 2 && rest[0] == "debuginfo":
+		// Nix names the link after the debug file: <build id>.debug
+		// (BinaryCacheStore::uploadData: "debuginfo/" + s1 + s2, s2 being
+		// "<38 hex>.debug"); the bare build id is accepted too.
+		if !nixname.IsBuildID(strings.TrimSuffix(rest[1], ".debug")) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a build id (40 lower-case hex digits, then .debug)", rest[1])
+		}
+		r.Kind, r.Hash = KindDebugInfo, rest[1]
+
+	case len(rest) == 2 && rest[0] == "realisations":
+		id, ok := strings.CutSuffix(rest[1], ".doi")
+		if !ok || !nixname.IsDrvOutputID(id) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a realisation file name (sha256:<64 hex digits>!<output>.doi)", rest[1])
+		}
+		r.Kind, r.Hash = KindRealisation, id
+
+	case len(rest) == 3 && rest[0] == buildTracePrefix:
+		out, ok := strings.CutSuffix(rest[2], ".doi")
+		if !ok || !validLogName(rest[1]) || !strings.HasSuffix(rest[1], ".drv") || !nixname.IsOutputName(out) {
+			return Request{}, errf(http.StatusBadRequest, "%q is not a build trace file name (%s/<hash>-<name>.drv/<output>.doi)", strings.Join(rest, "/"), buildTracePrefix)
+		}
+		r.Kind, r.Hash = KindBuildTrace, rest[1]+"/"+out
 
 	default:
 		return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)

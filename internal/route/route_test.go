@@ -2,15 +2,19 @@ package route
 
 import (
 	"net/http"
+	"strings"
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 const (
-	h32  = "0jqd0rlxzra1rs38rdxl43yh6rxchgc6"
-	h52  = "05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56"
-	flkA = "omnicorp/dev-environments"
+	h32   = "0jqd0rlxzra1rs38rdxl43yh6rxchgc6"
+	h52   = "05ra3y72i3qjri7xskf9qj8kb29r6naqy1sqpbs3azi3xcigmj56"
+	flkA  = "omnicorp/dev-environments"
+	bid   = "0123456789abcdef0123456789abcdef01234567"
+	hex64 = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+	rid   = "sha256:" + hex64 + "!out"
 )
 
 func TestParse(t *testing.T) {
@@ -50,7 +54,37 @@ func TestParse(t *testing.T) {
 		// logs
 		{"GET", "/" + flkA + "/log/" + h32 + "-hello-2.12.drv", Request{Action: ActionRead, Kind: KindLog, Flake: fl, Hash: h32 + "-hello-2.12.drv"}, 0},
 		{"PUT", "/" + flkA + "/log/" + h32 + "-hello.drv", Request{Action: ActionPush, Kind: KindLog, Flake: fl, Hash: h32 + "-hello.drv"}, 0},
-		{"GET", "/log/" + h32 + "-hello.drv", Request{}, 404},
+		{"GET", "/log/" + h32 + "-hello.drv", Request{Action: ActionRead, Kind: KindLog, Hash: h32 + "-hello.drv"}, 0},
+		{"PUT", "/log/" + h32 + "-hello.drv", Request{}, 405},
+		// listings, debug info, realisations, build traces (issue 13)
+		{"GET", "/" + flkA + "/" + h32 + ".ls", Request{Action: ActionRead, Kind: KindListing, Flake: fl, Hash: h32}, 0},
+		{"PUT", "/" + flkA + "/" + h32 + ".ls", Request{Action: ActionPush, Kind: KindListing, Flake: fl, Hash: h32}, 0},
+		{"GET", "/" + h32 + ".ls", Request{Action: ActionRead, Kind: KindListing, Hash: h32}, 0},
+		{"PUT", "/" + h32 + ".ls", Request{}, 405},
+		{"GET", "/" + flkA + "/" + h32[:31] + ".ls", Request{}, 400},
+		{"GET", "/" + flkA + "/debuginfo/" + bid, Request{Action: ActionRead, Kind: KindDebugInfo, Flake: fl, Hash: bid}, 0},
+		{"PUT", "/" + flkA + "/debuginfo/" + bid, Request{Action: ActionPush, Kind: KindDebugInfo, Flake: fl, Hash: bid}, 0},
+		{"HEAD", "/debuginfo/" + bid, Request{Action: ActionRead, Kind: KindDebugInfo, Hash: bid}, 0},
+		{"GET", "/debuginfo/" + bid[:39], Request{}, 400},
+		{"PUT", "/" + flkA + "/debuginfo/" + bid + ".debug", Request{Action: ActionPush, Kind: KindDebugInfo, Flake: fl, Hash: bid + ".debug"}, 0},
+		{"GET", "/debuginfo/" + bid + ".debu", Request{}, 400},
+		{"GET", "/debuginfo/" + bid[:39] + "A", Request{}, 400},
+		{"GET", "/" + flkA + "/debuginfo/" + bid + "/x", Request{}, 404},
+		{"GET", "/debuginfo/..", Request{}, 404},
+		{"GET", "/" + flkA + "/realisations/" + rid + ".doi", Request{Action: ActionRead, Kind: KindRealisation, Flake: fl, Hash: rid}, 0},
+		{"PUT", "/" + flkA + "/realisations/" + rid + ".doi", Request{Action: ActionPush, Kind: KindRealisation, Flake: fl, Hash: rid}, 0},
+		{"GET", "/realisations/" + rid + ".doi", Request{Action: ActionRead, Kind: KindRealisation, Hash: rid}, 0},
+		{"GET", "/realisations/" + rid, Request{}, 400},
+		{"GET", "/realisations/sha256:" + h32 + "!out.doi", Request{}, 400},
+		{"GET", "/realisations/sha256:" + hex64 + "!.doi", Request{}, 400},
+		{"GET", "/realisations/sha256:" + hex64 + "!a%2fb.doi", Request{}, 400},
+		{"GET", "/" + flkA + "/build-trace-v2/" + h32 + "-hello.drv/out.doi", Request{Action: ActionRead, Kind: KindBuildTrace, Flake: fl, Hash: h32 + "-hello.drv/out"}, 0},
+		{"PUT", "/" + flkA + "/build-trace-v2/" + h32 + "-hello.drv/dev.doi", Request{Action: ActionPush, Kind: KindBuildTrace, Flake: fl, Hash: h32 + "-hello.drv/dev"}, 0},
+		{"GET", "/build-trace-v2/" + h32 + "-hello.drv/out.doi", Request{Action: ActionRead, Kind: KindBuildTrace, Hash: h32 + "-hello.drv/out"}, 0},
+		{"PUT", "/build-trace-v2/" + h32 + "-hello.drv/out.doi", Request{}, 405},
+		{"GET", "/build-trace-v2/" + h32 + "-hello/out.doi", Request{}, 400},
+		{"GET", "/build-trace-v2/" + h32 + "-hello.drv/.out.doi", Request{}, 400},
+		{"GET", "/build-trace-v2/" + h32 + "-hello.drv/../out.doi", Request{}, 404},
 		{"GET", "/" + flkA + "/log/hello.drv", Request{}, 400},
 		{"GET", "/" + flkA + "/log/" + h32 + "-a b.drv", Request{}, 400},
 		// flakes
@@ -107,6 +141,12 @@ func TestUnion(t *testing.T) {
 		{"/nix-cache-info", true},
 		{"/" + flkA + "/" + h32 + ".narinfo", false},
 		{"/" + flkA + "/log/" + h32 + "-x.drv", false},
+		{"/log/" + h32 + "-x.drv", true},
+		{"/" + h32 + ".ls", true},
+		{"/debuginfo/" + bid, true},
+		{"/realisations/" + rid + ".doi", true},
+		{"/build-trace-v2/" + h32 + "-x.drv/out.doi", true},
+		{"/" + flkA + "/build-trace-v2/" + h32 + "-x.drv/out.doi", false},
 	}
 	for _, tt := range tests {
 		r, err := Parse(http.MethodGet, tt.path)
@@ -130,6 +170,42 @@ func TestParseNarFileNames(t *testing.T) {
 		r, err := Parse("GET", "/nar/"+name)
 		if err != nil || r.Compression != c || r.Hash != h52 || r.File != name {
 			t.Errorf("%s: %s parses to %+v, %v", c, name, r, err)
+		}
+	}
+}
+
+// Every owned kind's owners path parses back to the object it was made
+// from, and keys of another kind or shape are refused.
+func TestOwnersPath(t *testing.T) {
+	for _, p := range []string{
+		"/" + h32 + ".narinfo", "/nar/" + h52 + ".nar.zst", "/" + h32 + ".ls", "/log/" + h32 + "-x.drv",
+		"/debuginfo/" + bid, "/realisations/" + rid + ".doi", "/build-trace-v2/" + h32 + "-x.drv/out.doi",
+	} {
+		r, err := Parse(http.MethodGet, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		op, ok := OwnersPath(r)
+		if !ok {
+			t.Fatalf("%s: no owners path", p)
+		}
+		kind, key, _ := strings.Cut(strings.TrimPrefix(op, OwnersPrefix), "/")
+		back, err := ParseOwnersPath(kind, key)
+		if err != nil || back != r {
+			t.Errorf("%s: owners path %s parses to %+v, %v", p, op, back, err)
+		}
+	}
+	for _, c := range [][2]string{
+		{"narinfo", h32 + ".narinfo"}, {"narinfo", "../" + h32}, {"listing", h52}, {"nar", h52},
+		{"debuginfo", bid + "/x"}, {"realisation", "sha256:" + h32 + "!out"}, {"build-trace", h32 + "-x.drv"},
+		{"cache-info", ""}, {"token", ""}, {"narinfo", h32 + ".narinfo?x=" + h32},
+	} {
+		want := 400
+		if c[0] == "cache-info" || c[0] == "token" {
+			want = 404
+		}
+		if r, err := ParseOwnersPath(c[0], c[1]); err == nil || StatusOf(err) != want {
+			t.Errorf("ParseOwnersPath(%q, %q) = %+v, %v; want %d", c[0], c[1], r, err, want)
 		}
 	}
 }

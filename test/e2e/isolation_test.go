@@ -35,6 +35,14 @@ type answer struct {
 // and returns the whole answer.
 func (s *stack) raw(t *testing.T, method, path, token string, body []byte) answer {
 	t.Helper()
+	return s.send(t, method, path, token, body)
+}
+
+// send is raw with request headers (name, value, …). A request that names
+// Accept-Encoding gets the body as sent (Go's transport decodes only the
+// gzip it asked for itself).
+func (s *stack) send(t *testing.T, method, path, token string, body []byte, header ...string) answer {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	var rd io.Reader
@@ -47,6 +55,9 @@ func (s *stack) raw(t *testing.T, method, path, token string, body []byte) answe
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Add(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

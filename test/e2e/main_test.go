@@ -15,7 +15,7 @@ import (
 	"os/exec"
 	"testing"
 
-	"github.com/flakegate/flakegate/internal/testutil"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // binDir holds cmd/authz and cmd/blobserver, built once by TestMain.
@@ -37,13 +37,7 @@ func run(m *testing.M) int {
 	binDir = dir
 	// Without Nix every test skips: do not spend a build on them.
 	if _, err := exec.LookPath("nix"); err == nil {
-		goTool, err := exec.LookPath("go")
-		if err != nil {
-			buildErr = fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
-		} else {
-			buildErr = testutil.GoBuild(goTool, binDir,
-				"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
-		}
+		buildErr = teststack.Build(binDir)
 	}
 	return m.Run()
 }

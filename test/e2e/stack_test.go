@@ -6,39 +6,31 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"sigs.k8s.io/yaml"
-
-	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
-	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixtest"
 	"github.com/flakegate/flakegate/internal/route"
 	"github.com/flakegate/flakegate/internal/testutil"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // keyName names the blob server's narinfo signing key.
-const keyName = "cache.e2e.test-1"
+const keyName = teststack.KeyName
 
-// mode is how the stack runs flakegate.
-type mode string
+// mode is how the stack runs flakegate (teststack.Mode).
+type mode = teststack.Mode
 
 const (
-	// singleHost is one blobserver process running the authorization core
-	// in-process (blobserver -policies …): the default on one host.
-	singleHost mode = "single-host"
-	// twoProcess is authz and blobserver processes, the blob server's
-	// embedded gate asking authz over gRPC.
-	twoProcess mode = "two-process"
+	singleHost = teststack.SingleHost
+	twoProcess = teststack.TwoProcess
 )
 
 // modes are both, for the scenarios run in each.
-var modes = []mode{singleHost, twoProcess}
+var modes = teststack.Modes
 
 // stack is one running flakegate (in either mode), the embedded gate in
 // front, and the identity providers whose tokens it trusts.
@@ -72,72 +64,23 @@ func startStack(t *testing.T, m mode) *stack {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	dir := t.TempDir()
-	s := &stack{
-		mode:   m,
-		github: identitytest.NewIssuer(t),
-		gitlab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
-		users:  identitytest.NewIssuer(t),
-		src:    nixtest.NewStore(t),
+	ts := teststack.Start(t, binDir, m)
+	return &stack{
+		mode: ts.Mode, url: ts.URL, host: ts.Host, internalURL: ts.InternalURL, authzHTTP: ts.AuthzHTTP,
+		publicKey: ts.PublicKey, policyDir: ts.PolicyDir, authz: ts.Authz, blob: ts.Blob,
+		github: ts.GitHub, gitlab: ts.GitLab, users: ts.Users,
+		src: nixtest.NewStore(t),
 	}
-
-	// Every issuer by JWKS URL (each its own httptest server), as in production.
-	users := s.users.Config("corp-sso", identity.ClaimsOIDC)
-	users.OrgClaim = "org"
-	issuers, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
-		s.github.Config("github", identity.ClaimsGitHubActions),
-		s.gitlab.Config("gitlab", identity.ClaimsGitLabCI),
-		users,
-	}})
-	if err != nil {
-		t.Fatalf("issuers file: %v", err)
-	}
-	issuersFile := filepath.Join(dir, "issuers.yaml")
-	writeFile(t, issuersFile, string(issuers))
-
-	s.policyDir = filepath.Join(dir, "policies")
-	testutil.CopyDir(t, "../../policies", s.policyDir)
-
-	secret, public, err := nixcache.GenerateKey(keyName)
-	if err != nil {
-		t.Fatalf("signing key: %v", err)
-	}
-	keyFile := filepath.Join(dir, "signing-key.sec")
-	writeFile(t, keyFile, secret)
-	s.publicKey = public
-
-	publicAddr, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	s.url, s.host, s.internalURL = "http://"+publicAddr, publicAddr, "http://"+internal
-	authzFlags := []string{"-policies", s.policyDir, "-issuers", issuersFile,
-		"-public-url", s.url, "-token-keys", filepath.Join(dir, "token-keys")}
-	blobFlags := []string{"-listen", publicAddr, "-internal-listen", internal,
-		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile}
-	switch m {
-	case singleHost:
-		s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
-			append(blobFlags, authzFlags...)...)
-		s.authz = s.blob
-	case twoProcess:
-		grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t)
-		s.authz = testutil.StartProcess(t, "authz", filepath.Join(binDir, "authz"), nil,
-			append(authzFlags, "-listen", grpcAddr, "-http-listen", authzHTTP, "-owners-url", s.internalURL)...)
-		s.blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
-			append(blobFlags, "-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)...)
-		s.authzHTTP = "http://" + authzHTTP
-		s.authz.WaitHealthy(t, s.authzHTTP+"/healthz", 30*time.Second)
-	default:
-		t.Fatalf("unknown mode %q", m)
-	}
-	// Single host: 200 only once the authorization core serves too.
-	s.blob.WaitHealthy(t, s.internalURL+"/healthz", 30*time.Second)
-	return s
 }
 
 // Tokens of the cast. Each call mints a fresh token (5 minutes, as GitHub's).
 
 // ci is a GitHub Actions job of repo at ref (refs/heads/main is protected).
-func (s *stack) ci(repo, ref string) string {
-	return s.github.Mint(identitytest.GitHubActionsClaims(repo, ref))
+func (s *stack) ci(repo, ref string) string { return s.ts().CI(repo, ref) }
+
+// ts is s as a teststack.Stack, for its token helpers.
+func (s *stack) ts() *teststack.Stack {
+	return &teststack.Stack{GitHub: s.github, GitLab: s.gitlab, Users: s.users}
 }
 
 // gitlabCI is a GitLab CI job of project on branch (main is protected).
@@ -146,11 +89,7 @@ func (s *stack) gitlabCI(project, branch string) string {
 }
 
 // user is a person of org signed in with the users' OpenID provider.
-func (s *stack) user(name, org string) string {
-	c := identitytest.OIDCUserClaims(name)
-	c["org"] = org
-	return s.users.Mint(c)
-}
+func (s *stack) user(name, org string) string { return s.ts().User(name, org) }
 
 // expired is a GitHub Actions token of omnicorp/app that expired ten minutes ago.
 func (s *stack) expired() string {

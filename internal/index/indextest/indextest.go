@@ -127,6 +127,7 @@ func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
 	t.Run("MissingPaths", func(t *testing.T) { testMissingPaths(t, open(t)) })
 	t.Run("Owners", func(t *testing.T) { testOwners(t, open(t)) })
 	t.Run("Logs", func(t *testing.T) { testLogs(t, open(t)) })
+	t.Run("Files", func(t *testing.T) { testFiles(t, open(t)) })
 	t.Run("Stats", func(t *testing.T) { testStats(t, open(t)) })
 	t.Run("Validation", func(t *testing.T) { testValidation(t, open(t)) })
 	t.Run("NarInfoUpdater", func(t *testing.T) { testUpdater(t, open(t)) })
@@ -511,7 +512,7 @@ func testOwners(t *testing.T, x index.Index) {
 			}
 		})
 	}
-	for _, k := range []index.Kind{"log", "cache-info", "bogus"} {
+	for _, k := range []index.Kind{"cache-info", "bogus"} {
 		if _, err := x.Owners(ctx, k, Hash(1)); err == nil {
 			t.Errorf("Owners(%q) succeeded, want an error", k)
 		}
@@ -521,19 +522,19 @@ func testOwners(t *testing.T, x index.Index) {
 func testLogs(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
 	drv := Hash(1) + "-hello-2.12.drv"
-	must(t, x.PutLog(ctx, flakeA, drv, "log/a/1"))
-	must(t, x.PutLog(ctx, flakeB, drv, "log/b/1"))
-	must(t, x.PutLog(ctx, flakeA, drv, "log/a/2")) // replaces
+	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}))
+	must(t, x.PutLog(ctx, flakeB, index.Log{Drv: drv, BlobKey: "log/b/1", Encoding: "br"}))
+	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/2", Encoding: "zstd"})) // replaces
 	cases := []struct {
 		flake   nixname.Flake
 		drv     string
-		want    string
+		want    index.Log
 		missing bool
 	}{
-		{flakeA, drv, "log/a/2", false},
-		{flakeB, drv, "log/b/1", false},
-		{flakeC, drv, "", true},
-		{flakeA, Hash(2) + "-other.drv", "", true},
+		{flakeA, drv, index.Log{Drv: drv, BlobKey: "log/a/2", Encoding: "zstd"}, false},
+		{flakeB, drv, index.Log{Drv: drv, BlobKey: "log/b/1", Encoding: "br"}, false},
+		{flakeC, drv, index.Log{}, true},
+		{flakeA, Hash(2) + "-other.drv", index.Log{}, true},
 	}
 	for _, c := range cases {
 		got, err := x.GetLog(ctx, c.flake, c.drv)
@@ -544,8 +545,103 @@ func testLogs(t *testing.T, x index.Index) {
 			continue
 		}
 		if err != nil || got != c.want {
-			t.Errorf("GetLog(%v, %s) = %q, %v; want %q", c.flake, c.drv, got, err, c.want)
+			t.Errorf("GetLog(%v, %s) = %+v, %v; want %+v", c.flake, c.drv, got, err, c.want)
 		}
+	}
+	if got, err := x.Owners(ctx, index.KindLog, drv); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
+		t.Errorf("Owners(log) = %v, %v; want both flakes", got, err)
+	}
+}
+
+// file is a File of kind for key i that needs what i's narinfo or NAR is.
+func file(kind index.Kind, i int, data string) index.File {
+	f := index.File{Kind: kind, Key: Hash(i), Needs: Hash(i), Data: []byte(data), Encoding: "zstd"}
+	switch kind {
+	case index.KindDebugInfo:
+		f.Key, f.Needs = fmt.Sprintf("%040x", i), NarFile(i)
+	case index.KindRealisation:
+		f.Key = fmt.Sprintf("sha256:%064x!out", i)
+	case index.KindBuildTrace:
+		f.Key = Hash(i+100) + "-x.drv/out"
+	}
+	return f
+}
+
+// A flake's files are its own, served (GetFile, Owners) only while it owns
+// what they need, replaced or kept first by kind.
+func testFiles(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	for i, kind := range []index.Kind{index.KindListing, index.KindDebugInfo, index.KindRealisation, index.KindBuildTrace} {
+		i := 10 * (i + 1) // each kind its own objects
+		t.Run(string(kind), func(t *testing.T) {
+			f := file(kind, i, `{"a":1}`)
+			must(t, x.PutFile(ctx, flakeA, f))
+			get := func(flake nixname.Flake) (index.File, error) { return x.GetFile(ctx, flake, kind, f.Key) }
+			if _, err := get(flakeA); !errors.Is(err, index.ErrNotFound) {
+				t.Fatalf("GetFile before the flake owns %s: %v; want ErrNotFound", f.Needs, err)
+			}
+			if got, err := x.Owners(ctx, kind, f.Key); err != nil || len(got) != 0 {
+				t.Fatalf("Owners before the flake owns %s = %v, %v; want none", f.Needs, got, err)
+			}
+			// Another flake owning what the file needs does not make A's file servable.
+			must(t, x.PutNar(ctx, flakeB, nar(i)))
+			must(t, x.PutPath(ctx, flakeB, path(i)))
+			if _, err := get(flakeA); !errors.Is(err, index.ErrNotFound) {
+				t.Fatalf("GetFile when only another flake owns %s: %v; want ErrNotFound", f.Needs, err)
+			}
+			must(t, x.PutNar(ctx, flakeA, nar(i)))
+			must(t, x.PutPath(ctx, flakeA, path(i)))
+			got, err := get(flakeA)
+			if err != nil || got.Flake != flakeA || string(got.Data) != `{"a":1}` || got.Encoding != "zstd" || got.Needs != f.Needs || got.Key != f.Key || got.Kind != kind {
+				t.Fatalf("GetFile = %+v, %v", got, err)
+			}
+			if _, err := get(flakeB); !errors.Is(err, index.ErrNotFound) {
+				t.Fatalf("flake B sees A's file: %v", err)
+			}
+			if owners, err := x.Owners(ctx, kind, f.Key); err != nil || !slices.Equal(owners, []nixname.Flake{flakeA}) {
+				t.Fatalf("Owners = %v, %v; want A only", owners, err)
+			}
+			// B's own file of the same key is B's; A's is unchanged.
+			must(t, x.PutFile(ctx, flakeB, file(kind, i, `{"b":2}`)))
+			if got, err := get(flakeB); err != nil || string(got.Data) != `{"b":2}` {
+				t.Fatalf("B's file = %+v, %v", got, err)
+			}
+			if got, err := get(flakeA); err != nil || string(got.Data) != `{"a":1}` {
+				t.Fatalf("A's file after B's push = %+v, %v", got, err)
+			}
+			if owners, err := x.Owners(ctx, kind, f.Key); err != nil || !slices.Equal(owners, []nixname.Flake{flakeA, flakeB}) {
+				t.Fatalf("Owners = %v, %v; want A and B", owners, err)
+			}
+			// A re-push: replaced or the first kept, by kind.
+			again := file(kind, i, `{"a":3}`)
+			again.Encoding = ""
+			must(t, x.PutFile(ctx, flakeA, again))
+			got, err = get(flakeA)
+			want := `{"a":3}`
+			if kind.KeepsFirst() {
+				want = `{"a":1}`
+			}
+			if err != nil || string(got.Data) != want {
+				t.Fatalf("after a re-push: %+v, %v; want data %s", got, err, want)
+			}
+		})
+	}
+	bad := []struct {
+		name string
+		err  error
+	}{
+		{"PutFile without flake", x.PutFile(ctx, nixname.Flake{}, file(index.KindListing, 9, "{}"))},
+		{"PutFile of a narinfo", x.PutFile(ctx, flakeA, index.File{Kind: index.KindNarInfo, Key: Hash(9), Needs: Hash(9), Data: []byte("x")})},
+		{"PutFile without needs", x.PutFile(ctx, flakeA, index.File{Kind: index.KindListing, Key: Hash(9), Data: []byte("x")})},
+		{"PutLog without blob key", x.PutLog(ctx, flakeA, index.Log{Drv: Hash(9) + "-x.drv"})},
+	}
+	for _, c := range bad {
+		if c.err == nil {
+			t.Errorf("%s: accepted", c.name)
+		}
+	}
+	if _, err := x.GetFile(ctx, nixname.Flake{}, index.KindListing, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
+		t.Errorf("GetFile without flake: %v; want an error other than ErrNotFound", err)
 	}
 }
 
@@ -562,7 +658,7 @@ func testStats(t *testing.T, x index.Index) {
 	must(t, x.PutPath(ctx, flakeB, path(2)))
 	must(t, x.PutPath(ctx, flakeB, path(3)))
 	must(t, x.PutNar(ctx, flakeC, nar(3))) // a flake owning only a NAR counts
-	must(t, x.PutLog(ctx, flakeDash, Hash(1)+"-x.drv", "log/k"))
+	must(t, x.PutLog(ctx, flakeDash, index.Log{Drv: Hash(1) + "-x.drv", BlobKey: "log/k"}))
 	want := index.Stats{Paths: 3, Nars: 3, Flakes: 3}
 	if s, err := x.Stats(ctx); err != nil || s != want {
 		t.Fatalf("Stats = %+v, %v; want %+v", s, err, want)
@@ -582,7 +678,7 @@ func testValidation(t *testing.T, x index.Index) {
 		{"PutPath without flake", x.PutPath(ctx, nixname.Flake{}, path(1))},
 		{"PutPath with an invalid flake", x.PutPath(ctx, bad, path(1))},
 		{"PutPath with a bad hash", x.PutPath(ctx, flakeA, func() index.Path { p := path(1); p.Hash = "not-a-hash"; return p }())},
-		{"PutLog without flake", x.PutLog(ctx, nixname.Flake{}, Hash(1)+"-x.drv", "log/x")},
+		{"PutLog without flake", x.PutLog(ctx, nixname.Flake{}, index.Log{Drv: Hash(1) + "-x.drv", BlobKey: "log/x"})},
 	}
 	for _, c := range cases {
 		if c.err == nil {

@@ -402,32 +402,71 @@ func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nix
 	return out, nil
 }
 
-// PutLog records the blob key of a flake's build log (replacing an older one).
-func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put log %s: %w", drv, err)
+// PutLog records a flake's build log (replacing an older one).
+func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) error {
+	if err := index.CheckLog(flake, l); err != nil {
+		return err
 	}
-	return x.write(ctx, "put log "+drv, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO logs (flake, drv, blob_key, created_at) VALUES ($1, $2, $3, now())
-			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, created_at = excluded.created_at`,
-			flake.String(), drv, blobKey)
+	return x.write(ctx, "put log "+l.Drv, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES ($1, $2, $3, $4, now())
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at`,
+			flake.String(), l.Drv, l.BlobKey, l.Encoding)
 		return err
 	})
 }
 
-// GetLog returns the blob key of a flake's build log.
-func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (string, error) {
+// GetLog returns a flake's build log.
+func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (index.Log, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	var key string
-	err := x.pool.QueryRow(ctx, `SELECT blob_key FROM logs WHERE flake = $1 AND drv = $2`, flake.String(), drv).Scan(&key)
+	l := index.Log{Drv: drv}
+	err := x.pool.QueryRow(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = $1 AND drv = $2`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return "", fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
+		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("get log %s of %s: %w", drv, flake, err)
+		return index.Log{}, fmt.Errorf("get log %s of %s: %w", drv, flake, err)
 	}
-	return key, nil
+	return l, nil
+}
+
+// PutFile records a flake's file: replacing its earlier one, or keeping
+// the first for kinds that keep it.
+func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) error {
+	if err := index.CheckFile(flake, f); err != nil {
+		return err
+	}
+	conflict := `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
+	if f.Kind.KeepsFirst() {
+		conflict = `DO NOTHING`
+	}
+	created := index.CreatedAt(f.CreatedAt)
+	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, key, flake) `+conflict,
+			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, created)
+		return err
+	})
+}
+
+// GetFile returns a flake's file while the flake owns what it needs.
+func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kind, key string) (index.File, error) {
+	if err := index.CheckGetFile(flake, kind); err != nil {
+		return index.File{}, err
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	f := index.File{Flake: flake, Kind: kind, Key: key}
+	err := x.pool.QueryRow(ctx, `SELECT f.needs, f.encoding, f.data, f.created_at FROM flake_files f
+		WHERE f.kind = $1 AND f.key = $2 AND f.flake = $3 AND `+index.FileServable, string(kind), key, flake.String()).
+		Scan(&f.Needs, &f.Encoding, &f.Data, &f.CreatedAt)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return index.File{}, fmt.Errorf("%s %s of %s: %w", kind, key, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.File{}, fmt.Errorf("get %s %s of %s: %w", kind, key, flake, err)
+	}
+	return f, nil
 }
 
 // Stats counts paths, NARs and flakes owning a path or a NAR. The path and

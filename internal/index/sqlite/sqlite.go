@@ -151,6 +151,20 @@ var migrations = []migration{
 	DROP TABLE path_owners;
 	DROP TABLE paths;
 	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash);`, after: pruneForeign},
+	// 3: the rest of Nix's binary-cache files (issue 13): per-flake NAR
+	// listings, debug info links, realisations and build trace entries,
+	// and the Content-Encoding of build logs.
+	{sql: `CREATE TABLE flake_files (
+		kind       TEXT NOT NULL,
+		key        TEXT NOT NULL,
+		flake      TEXT NOT NULL,
+		needs      TEXT NOT NULL,
+		encoding   TEXT NOT NULL DEFAULT '',
+		data       BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (kind, key, flake)
+	) WITHOUT ROWID;
+	ALTER TABLE logs ADD COLUMN encoding TEXT NOT NULL DEFAULT '';`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
@@ -459,30 +473,69 @@ func (x *Index) Owners(ctx context.Context, kind index.Kind, hash string) ([]nix
 	return out, nil
 }
 
-// PutLog records the blob key of a flake's build log (replacing an older one).
-func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, drv, blobKey string) error {
-	if err := index.CheckFlake(flake); err != nil {
-		return fmt.Errorf("put log %s: %w", drv, err)
+// PutLog records a flake's build log (replacing an older one).
+func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) error {
+	if err := index.CheckLog(flake, l); err != nil {
+		return err
 	}
-	return x.write(ctx, "put log "+drv, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO logs (flake, drv, blob_key, created_at) VALUES (?, ?, ?, ?)
-			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, created_at = excluded.created_at`,
-			flake.String(), drv, blobKey, time.Now().UnixNano())
+	return x.write(ctx, "put log "+l.Drv, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at`,
+			flake.String(), l.Drv, l.BlobKey, l.Encoding, time.Now().UnixNano())
 		return err
 	})
 }
 
-// GetLog returns the blob key of a flake's build log.
-func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (string, error) {
-	var key string
-	err := x.r.QueryRowContext(ctx, `SELECT blob_key FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&key)
+// GetLog returns a flake's build log.
+func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (index.Log, error) {
+	l := index.Log{Drv: drv}
+	err := x.r.QueryRowContext(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
 	if errors.Is(err, sql.ErrNoRows) {
-		return "", fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
+		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("get log %s of %s: %w", drv, flake, err)
+		return index.Log{}, fmt.Errorf("get log %s of %s: %w", drv, flake, err)
 	}
-	return key, nil
+	return l, nil
+}
+
+// PutFile records a flake's file: replacing its earlier one, or keeping
+// the first for kinds that keep it.
+func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) error {
+	if err := index.CheckFile(flake, f); err != nil {
+		return err
+	}
+	conflict := `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
+	if f.Kind.KeepsFirst() {
+		conflict = `DO NOTHING`
+	}
+	created := index.CreatedAt(f.CreatedAt)
+	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, flake) `+conflict,
+			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, created.UnixNano())
+		return err
+	})
+}
+
+// GetFile returns a flake's file while the flake owns what it needs.
+func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kind, key string) (index.File, error) {
+	if err := index.CheckGetFile(flake, kind); err != nil {
+		return index.File{}, err
+	}
+	f := index.File{Flake: flake, Kind: kind, Key: key}
+	var created int64
+	err := x.r.QueryRowContext(ctx, `SELECT f.needs, f.encoding, f.data, f.created_at FROM flake_files f
+		WHERE f.kind = ? AND f.key = ? AND f.flake = ? AND `+index.FileServable, string(kind), key, flake.String()).
+		Scan(&f.Needs, &f.Encoding, &f.Data, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return index.File{}, fmt.Errorf("%s %s of %s: %w", kind, key, flake, index.ErrNotFound)
+	}
+	if err != nil {
+		return index.File{}, fmt.Errorf("get %s %s of %s: %w", kind, key, flake, err)
+	}
+	f.CreatedAt = time.Unix(0, created)
+	return f, nil
 }
 
 // Stats counts distinct store paths, NARs and flakes owning anything.

@@ -127,8 +127,8 @@ func TestOwnership(t *testing.T) {
 	if err != nil || owners == nil || len(owners) != 0 {
 		t.Fatalf("owners of absent: %#v %v (want empty, non-nil)", owners, err)
 	}
-	if _, err := x.Owners(ctx, index.Kind("log"), "x"); err == nil {
-		t.Fatal("owners of a log accepted")
+	if _, err := x.Owners(ctx, index.Kind("cache-info"), "x"); err == nil {
+		t.Fatal("owners of cache info accepted")
 	}
 	st, err := x.Stats(ctx)
 	if err != nil || st != (index.Stats{Paths: 1, Nars: 1, Flakes: 2}) {
@@ -209,11 +209,11 @@ func TestLogs(t *testing.T) {
 		t.Fatalf("err %v", err)
 	}
 	for _, key := range []string{"log/omnicorp/a/1", "log/omnicorp/a/2"} {
-		if err := x.PutLog(ctx, flakeA, drv, key); err != nil {
+		if err := x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: key}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if k, err := x.GetLog(ctx, flakeA, drv); err != nil || k != "log/omnicorp/a/2" {
+	if k, err := x.GetLog(ctx, flakeA, drv); err != nil || k.BlobKey != "log/omnicorp/a/2" {
 		t.Fatalf("GetLog = %q, %v", k, err)
 	}
 	if _, err := x.GetLog(ctx, flakeB, drv); !errors.Is(err, index.ErrNotFound) {

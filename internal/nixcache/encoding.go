@@ -1,0 +1,134 @@
+package nixcache
+
+import (
+	"compress/bzip2"
+	"compress/gzip"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/andybalholm/brotli"
+)
+
+// Content encodings of uploads. Nix (HttpBinaryCacheStore::upsertFile,
+// 2.35) compresses a narinfo, a .ls listing or a log/ file with the
+// store's narinfo-compression, ls-compression or log-compression and
+// sends "Content-Encoding: " + showCompressionAlgo(method): one of none,
+// br, bzip2, compress, grzip, gzip, lrzip, lz4, lzip, lzma, lzop, xz, zstd.
+// The cache accepts those it can decode (to validate the file and to
+// serve it to a client that does not accept the encoding): gzip, xz,
+// zstd, bzip2 and br; "none", "identity" and no header mean none.
+
+// Encodings returns the Content-Encoding values uploads may carry besides
+// none, for messages.
+func Encodings() []string { return []string{"gzip", "xz", "zstd", "bzip2", "br"} }
+
+// NormalizeEncoding returns the canonical name of a Content-Encoding value
+// ("" for none) and whether the cache can decode it.
+func NormalizeEncoding(v string) (string, bool) {
+	v = strings.ToLower(strings.TrimSpace(v))
+	switch v {
+	case "", "none", "identity":
+		return "", true
+	case "x-gzip":
+		return "gzip", true
+	}
+	for _, e := range Encodings() {
+		if v == e {
+			return v, true
+		}
+	}
+	return v, false
+}
+
+// ErrEncoding is returned (wrapped) by Decode for data that does not decode.
+var ErrEncoding = errors.New("content encoding")
+
+// Decode returns the bytes of data encoded with enc (a NormalizeEncoding
+// name), refusing with ErrTooLarge more than max decoded bytes and with
+// ErrEncoding data that does not decode.
+func Decode(enc string, data []byte, max int64) ([]byte, error) {
+	rc, err := NewDecoder(enc, strings.NewReader(string(data)))
+	if err != nil {
+		return nil, err
+	}
+	defer rc.Close()
+	out, err := io.ReadAll(io.LimitReader(rc, max+1))
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrEncoding, enc, err)
+	}
+	if int64(len(out)) > max {
+		return nil, fmt.Errorf("%w: decodes to more than %d bytes", ErrTooLarge, max)
+	}
+	return out, nil
+}
+
+// NewDecoder returns a reader of r's bytes decoded from enc (a
+// NormalizeEncoding name; "" reads r as it is).
+func NewDecoder(enc string, r io.Reader) (io.ReadCloser, error) {
+	switch enc {
+	case "":
+		return io.NopCloser(r), nil
+	case "gzip":
+		zr, err := gzip.NewReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: gzip: %v", ErrEncoding, err)
+		}
+		return zr, nil
+	case "xz":
+		xr, err := newXZReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: xz: %v", ErrEncoding, err)
+		}
+		return readCloser{xr, func() { putXZReader(xr) }}, nil
+	case "zstd":
+		zr, err := newZstdReader(r)
+		if err != nil {
+			return nil, fmt.Errorf("%w: zstd: %v", ErrEncoding, err)
+		}
+		return readCloser{zr, func() { putZstdReader(zr) }}, nil
+	case "bzip2":
+		return io.NopCloser(bzip2.NewReader(r)), nil
+	case "br":
+		return io.NopCloser(brotli.NewReader(r)), nil
+	}
+	return nil, fmt.Errorf("%w: %q is not supported (use one of %s, or none)", ErrEncoding, enc, strings.Join(Encodings(), ", "))
+}
+
+type readCloser struct {
+	io.Reader
+	done func()
+}
+
+func (r readCloser) Close() error { r.done(); return nil }
+
+// Accepts reports whether an Accept-Encoding header value (values joined
+// with ",") admits enc: no header admits every encoding (RFC 9110 12.5.3;
+// Nix 2.8 sends none and decodes what it gets), otherwise enc or "*" must
+// be listed without q=0.
+func Accepts(acceptEncoding string, present bool, enc string) bool {
+	if enc == "" || !present {
+		return true
+	}
+	star := false
+	for _, part := range strings.Split(acceptEncoding, ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		name = strings.ToLower(strings.TrimSpace(name))
+		zero := false
+		for _, p := range strings.Split(params, ";") {
+			k, v, _ := strings.Cut(strings.TrimSpace(p), "=")
+			if strings.EqualFold(strings.TrimSpace(k), "q") {
+				v = strings.TrimRight(strings.TrimSpace(v), "0")
+				zero = v == "" || v == "." || v == "0" || v == "0."
+			}
+		}
+		switch {
+		case name == enc || (enc == "gzip" && name == "x-gzip"):
+			return !zero
+		case name == "*":
+			star = !zero
+		}
+	}
+	return star
+}

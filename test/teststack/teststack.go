@@ -1,0 +1,166 @@
+// Package teststack starts flakegate as users run it on one machine, for
+// the end-to-end and protocol tests (test/…): the authz and blobserver
+// binaries as real processes, the blob server's embedded gate in front, a
+// copy of the shipped policies, and three test identity providers
+// (GitHub-Actions-shaped, GitLab-CI-shaped and user tokens, each with its
+// own keys and JWKS endpoint).
+package teststack
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"sigs.k8s.io/yaml"
+
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/identity/identitytest"
+	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/testutil"
+)
+
+// KeyName names the blob server's narinfo signing key.
+const KeyName = "cache.e2e.test-1"
+
+// Packages are the binaries Start runs (Build builds them).
+var Packages = []string{"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver"}
+
+// Build builds Packages into dir with the go tool, once per test binary
+// (TestMain), for Start.
+func Build(dir string) error {
+	goTool, err := exec.LookPath("go")
+	if err != nil {
+		return fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
+	}
+	return testutil.GoBuild(goTool, dir, Packages...)
+}
+
+// Mode is how a Stack runs flakegate.
+type Mode string
+
+const (
+	// SingleHost is one blobserver process running the authorization core
+	// in-process (blobserver -policies …): the default on one host.
+	SingleHost Mode = "single-host"
+	// TwoProcess is authz and blobserver processes, the blob server's
+	// embedded gate asking authz over gRPC.
+	TwoProcess Mode = "two-process"
+)
+
+// Modes are both, for the scenarios run in each.
+var Modes = []Mode{SingleHost, TwoProcess}
+
+// Stack is one running flakegate (in either mode), the embedded gate in
+// front, and the identity providers whose tokens it trusts.
+type Stack struct {
+	Mode        Mode
+	URL         string // public URL (through the embedded gate)
+	Host        string // host:port of the public listener
+	InternalURL string // the blob server's internal listener (owners, healthz)
+	AuthzHTTP   string // two-process: authz's HTTP listener
+	PublicKey   string // the blob server's narinfo signing key
+	PolicyDir   string // the policies authz watches (a copy the test may edit)
+	// Authz is the process deciding (in single-host mode Blob itself),
+	// Blob the one serving the cache.
+	Authz, Blob *testutil.Process
+
+	GitHub *identitytest.Issuer // GitHub Actions
+	GitLab *identitytest.Issuer // GitLab CI (ES256 keys)
+	Users  *identitytest.Issuer // the users' OpenID provider (org claim "org")
+}
+
+// policiesDir is the repository's shipped policies directory.
+func policiesDir() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..", "policies")
+}
+
+// Start starts flakegate in mode m from the binaries in binDir (Build),
+// on free loopback ports, with the token exchange on, and waits until it is
+// healthy. Its processes are stopped with SIGTERM when the test ends, and
+// the test fails unless they exit cleanly.
+func Start(t *testing.T, binDir string, m Mode) *Stack {
+	t.Helper()
+	dir := t.TempDir()
+	s := &Stack{
+		Mode:   m,
+		GitHub: identitytest.NewIssuer(t),
+		GitLab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
+		Users:  identitytest.NewIssuer(t),
+	}
+	// Every issuer by JWKS URL (each its own httptest server), as in production.
+	users := s.Users.Config("corp-sso", identity.ClaimsOIDC)
+	users.OrgClaim = "org"
+	issuers, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
+		s.GitHub.Config("github", identity.ClaimsGitHubActions),
+		s.GitLab.Config("gitlab", identity.ClaimsGitLabCI),
+		users,
+	}})
+	if err != nil {
+		t.Fatalf("issuers file: %v", err)
+	}
+	issuersFile := filepath.Join(dir, "issuers.yaml")
+	write(t, issuersFile, string(issuers))
+
+	s.PolicyDir = filepath.Join(dir, "policies")
+	testutil.CopyDir(t, policiesDir(), s.PolicyDir)
+
+	secret, public, err := nixcache.GenerateKey(KeyName)
+	if err != nil {
+		t.Fatalf("signing key: %v", err)
+	}
+	keyFile := filepath.Join(dir, "signing-key.sec")
+	write(t, keyFile, secret)
+	s.PublicKey = public
+
+	publicAddr, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	s.URL, s.Host, s.InternalURL = "http://"+publicAddr, publicAddr, "http://"+internal
+	authzFlags := []string{"-policies", s.PolicyDir, "-issuers", issuersFile,
+		"-public-url", s.URL, "-token-keys", filepath.Join(dir, "token-keys")}
+	blobFlags := []string{"-listen", publicAddr, "-internal-listen", internal,
+		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile}
+	switch m {
+	case SingleHost:
+		s.Blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
+			append(blobFlags, authzFlags...)...)
+		s.Authz = s.Blob
+	case TwoProcess:
+		grpcAddr, authzHTTP := testutil.FreeAddr(t), testutil.FreeAddr(t)
+		s.Authz = testutil.StartProcess(t, "authz", filepath.Join(binDir, "authz"), nil,
+			append(authzFlags, "-listen", grpcAddr, "-http-listen", authzHTTP, "-owners-url", s.InternalURL)...)
+		s.Blob = testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), nil,
+			append(blobFlags, "-ext-authz", grpcAddr, "-authz-http", "http://"+authzHTTP)...)
+		s.AuthzHTTP = "http://" + authzHTTP
+		s.Authz.WaitHealthy(t, s.AuthzHTTP+"/healthz", 30*time.Second)
+	default:
+		t.Fatalf("unknown mode %q", m)
+	}
+	// Single host: 200 only once the authorization core serves too.
+	s.Blob.WaitHealthy(t, s.InternalURL+"/healthz", 30*time.Second)
+	return s
+}
+
+func write(t *testing.T, path, content string) {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// CI is a token of a GitHub Actions job of repo at ref (refs/heads/main is
+// protected). Each call mints a fresh token (5 minutes, as GitHub's).
+func (s *Stack) CI(repo, ref string) string {
+	return s.GitHub.Mint(identitytest.GitHubActionsClaims(repo, ref))
+}
+
+// User is a token of a person of org signed in with the users' OpenID
+// provider.
+func (s *Stack) User(name, org string) string {
+	c := identitytest.OIDCUserClaims(name)
+	c["org"] = org
+	return s.Users.Mint(c)
+}
