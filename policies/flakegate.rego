@@ -19,6 +19,12 @@
 #             from unprotected refs), and so can repositories allowed to push.
 #   exchange  every authenticated identity with an identity-provider token;
 #             an exchanged token cannot be exchanged again (no endless renewal).
+#             A scoped (deploy) token (input.scope: one flake, closure roots)
+#             may be minted by whoever may push that flake (its CI job) and
+#             by the users listed under scoped_tokens.users in flakes.yaml.
+#   scoped    a scoped token (input.subject.scope) reads its flake only; authz
+#             already refused everything outside the closure of its roots
+#             (404) and every push (403) before asking this policy.
 #
 # Per-flake settings come from flakes.yaml (data.flakes), keyed "org/name":
 #   read:  {users, groups, repos, orgs}   REPLACES the org-wide read default
@@ -46,6 +52,7 @@ allow if input.action == "info"
 allow if {
 	input.action == "read"
 	read_grant
+	not scope_elsewhere
 }
 
 allow if {
@@ -57,6 +64,15 @@ allow if {
 	input.action == "exchange"
 	authenticated
 	not exchanged
+	not input.scope.flake
+}
+
+allow if {
+	input.action == "exchange"
+	authenticated
+	not exchanged
+	input.scope.flake == flake_id
+	scoped_mint_grant
 }
 
 # reason explains the decision: what granted it, or why it was denied.
@@ -95,6 +111,14 @@ user if {
 
 exchanged if input.subject.via == "exchange"
 
+# scoped: the subject's token is a scoped (deploy) token.
+scoped if input.subject.scope.flake
+
+scope_elsewhere if {
+	scoped
+	input.subject.scope.flake != flake_id
+}
+
 same_org if {
 	input.subject.org != ""
 	input.subject.org == flake_org
@@ -130,6 +154,8 @@ in_read_group contains g if {
 	lower(u) == subject_user
 }
 
+scoped_token_users contains lower(u) if some u in settings.scoped_tokens.users
+
 pusher_repos contains flake_id
 
 pusher_repos contains lower(r) if some r in settings.push.repos
@@ -137,7 +163,11 @@ pusher_repos contains lower(r) if some r in settings.push.repos
 # --- read --------------------------------------------------------------------
 
 # read_grant is what lets the subject read this flake (first match wins).
-read_grant := "CI job of the flake's own repository" if {
+read_grant := sprintf("scoped token of %s (authz checked the closure)", [flake_id]) if {
+	valid_flake
+	scoped
+	input.subject.scope.flake == flake_id
+} else := "CI job of the flake's own repository" if {
 	valid_flake
 	ci
 	input.subject.repo == flake_id
@@ -175,6 +205,7 @@ read_grant := "CI job of the flake's own repository" if {
 
 push_ok if {
 	valid_flake
+	not scoped
 	ci
 	input.subject.repo in pusher_repos
 	push_ref_allowed
@@ -192,6 +223,17 @@ push_ref_allowed if {
 	input.subject.environment in settings.push.environments
 }
 
+# --- scoped (deploy) tokens ----------------------------------------------------
+
+scoped_mint_grant := sprintf("%s may push %s", [input.subject.repo, flake_id]) if {
+	push_ok
+} else := sprintf("user %s of org %s, listed in scoped_tokens.users", [input.subject.user, flake_org]) if {
+	valid_flake
+	user
+	same_org
+	subject_user in scoped_token_users
+}
+
 # --- reasons -----------------------------------------------------------------
 
 grant := "cache info is public" if {
@@ -200,6 +242,9 @@ grant := "cache info is public" if {
 	input.action == "read"
 } else := sprintf("CI job of %s on %s", [input.subject.repo, input.subject.ref]) if {
 	input.action == "push"
+} else := sprintf("scoped token for %s: %s", [flake_id, scoped_mint_grant]) if {
+	input.action == "exchange"
+	input.scope.flake
 } else := "authenticated identity-provider token" if {
 	input.action == "exchange"
 }
@@ -211,6 +256,9 @@ denial := sprintf("unknown action %q", [action]) if {
 	not valid_flake
 } else := sprintf("%s requires a valid token", [action]) if {
 	not authenticated
+} else := sprintf("a scoped token of %s reads only that flake", [input.subject.scope.flake]) if {
+	action == "read"
+	scope_elsewhere
 } else := push_denial if {
 	action == "push"
 } else := read_denial if {
@@ -218,6 +266,9 @@ denial := sprintf("unknown action %q", [action]) if {
 } else := "an exchanged token cannot be exchanged again" if {
 	action == "exchange"
 	exchanged
+} else := sprintf("a scoped token for %s may be minted by CI jobs that may push it or by users listed in its scoped_tokens.users", [flake_id]) if {
+	action == "exchange"
+	input.scope.flake
 } else := "denied by policy"
 
 push_denial := "push requires a CI job token (GitHub Actions or GitLab CI); users cannot push" if {
@@ -272,6 +323,7 @@ known_keys := {
 	"description": set(),
 	"read": {"users", "groups", "repos", "orgs"},
 	"push": {"repos", "refs", "environments"},
+	"scoped_tokens": {"users"},
 }
 
 string_list(l) if {
@@ -309,7 +361,7 @@ config_errors contains sprintf("flakes.yaml: %s: unknown key %q", [flake, k]) if
 config_errors contains sprintf("flakes.yaml: %s: %s must be a mapping", [flake, section]) if {
 	is_object(flakes)
 	some flake, s in flakes
-	some section in {"read", "push"}
+	some section in {"read", "push", "scoped_tokens"}
 	value := s[section]
 	not is_object(value)
 }
@@ -317,7 +369,7 @@ config_errors contains sprintf("flakes.yaml: %s: %s must be a mapping", [flake, 
 config_errors contains sprintf("flakes.yaml: %s: unknown key %q under %s", [flake, k, section]) if {
 	is_object(flakes)
 	some flake, s in flakes
-	some section in {"read", "push"}
+	some section in {"read", "push", "scoped_tokens"}
 	is_object(s[section])
 	some k, _ in s[section]
 	not k in known_keys[section]
@@ -326,7 +378,7 @@ config_errors contains sprintf("flakes.yaml: %s: unknown key %q under %s", [flak
 config_errors contains sprintf("flakes.yaml: %s: %s.%s must be a list of non-empty strings", [flake, section, k]) if {
 	is_object(flakes)
 	some flake, s in flakes
-	some section in {"read", "push"}
+	some section in {"read", "push", "scoped_tokens"}
 	is_object(s[section])
 	some k, value in s[section]
 	k in known_keys[section]

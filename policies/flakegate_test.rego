@@ -46,6 +46,13 @@ anonymous := {"authenticated": false}
 
 exchanged(subject) := object.union(subject, {"via": "exchange"})
 
+# scoped(subject, flake): the subject of a scoped (deploy) token of flake.
+scoped(subject, flake) := object.union(exchanged(subject), {"scope": {"flake": flake, "roots": ["/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-system"]}})
+
+# mint(flake, subject): an exchange asking for a scoped token of flake
+# (authz sets the input's flake to the scope's).
+mint(flake, subject) := object.union(req("exchange", flake, subject), {"scope": {"flake": flake, "roots": ["/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-system"]}})
+
 with_env(subject, env) := object.union(subject, {"environment": env})
 
 # --- requests -----------------------------------------------------------------
@@ -73,6 +80,7 @@ settings := {
 		"refs": ["refs/tags/**"],
 		"environments": ["release"],
 	}},
+	"acme/fleet": {"scoped_tokens": {"users": ["Olivia"]}},
 }
 
 groups := {"ops": ["Dave"]}
@@ -139,6 +147,27 @@ exchange_cases := [
 	{"note": "exchange/already exchanged", "input": req("exchange", "acme/app", exchanged(person("acme", "carol"))), "allow": false, "reason": "cannot be exchanged again"},
 ]
 
+# scoped (deploy) tokens: minting, and what the policy still decides
+# after authz checked the closure
+scoped_cases := [
+	{"note": "scoped/mint by CI that may push", "input": mint("acme/app", github_ci("acme/app", "refs/heads/main", true)), "allow": true, "reason": "scoped token for acme/app: acme/app may push acme/app"},
+	{"note": "scoped/mint by extra pusher repo", "input": mint("acme/lib", github_ci("acme/monorepo", "refs/heads/main", true)), "allow": true, "reason": "acme/monorepo may push acme/lib"},
+	{"note": "scoped/mint by CI on unprotected ref", "input": mint("acme/app", github_ci("acme/app", "refs/heads/feature", false)), "allow": false, "reason": "may be minted by CI jobs that may push it"},
+	{"note": "scoped/mint by CI of another repo", "input": mint("acme/app", github_ci("acme/other", "refs/heads/main", true)), "allow": false, "reason": "may be minted by"},
+	{"note": "scoped/mint by listed user", "input": mint("acme/fleet", person("acme", "olivia")), "allow": true, "reason": "listed in scoped_tokens.users"},
+	{"note": "scoped/mint by listed name of another org", "input": mint("acme/fleet", person("evil", "olivia")), "allow": false, "reason": "may be minted by"},
+	{"note": "scoped/mint by org user who may read", "input": mint("acme/app", person("acme", "carol")), "allow": false, "reason": "may be minted by"},
+	{"note": "scoped/mint by a listed user of another flake", "input": mint("acme/app", person("acme", "olivia")), "allow": false, "reason": "may be minted by"},
+	{"note": "scoped/mint with an exchanged token", "input": mint("acme/app", exchanged(github_ci("acme/app", "refs/heads/main", true))), "allow": false, "reason": "cannot be exchanged again"},
+	{"note": "scoped/mint with a scoped token", "input": mint("acme/app", scoped(github_ci("acme/app", "refs/heads/main", true), "acme/app")), "allow": false, "reason": "cannot be exchanged again"},
+	{"note": "scoped/mint anonymous", "input": mint("acme/app", anonymous), "allow": false, "reason": "requires a valid token"},
+	{"note": "scoped/read its flake", "input": req("read", "acme/fleet", scoped(person("acme", "olivia"), "acme/fleet")), "allow": true, "reason": "scoped token of acme/fleet"},
+	{"note": "scoped/read its restricted flake, minted by its CI", "input": req("read", "acme/secret", scoped(github_ci("acme/secret", "refs/heads/main", true), "acme/secret")), "allow": true, "reason": "scoped token of acme/secret"},
+	{"note": "scoped/read another flake its minter may read", "input": req("read", "acme/app", scoped(person("acme", "olivia"), "acme/fleet")), "allow": false, "reason": "a scoped token of acme/fleet reads only that flake"},
+	{"note": "scoped/push its own flake", "input": req("push", "acme/app", scoped(github_ci("acme/app", "refs/heads/main", true), "acme/app")), "allow": false, "reason": "push"},
+	{"note": "scoped/info", "input": req("info", "acme/app", scoped(person("acme", "olivia"), "acme/fleet")), "allow": true, "reason": "public"},
+]
+
 # malformed requests
 malformed_cases := [
 	{"note": "unknown action", "input": req("delete", "acme/app", person("acme", "carol")), "allow": false, "reason": "unknown action \"delete\""},
@@ -171,12 +200,17 @@ test_exchange[c.note] if {
 	decided_as_expected(c)
 }
 
+test_scoped[c.note] if {
+	some c in scoped_cases
+	decided_as_expected(c)
+}
+
 test_malformed[c.note] if {
 	some c in malformed_cases
 	decided_as_expected(c)
 }
 
-all_cases := array.flatten([info_cases, read_cases, read_list_cases, push_cases, exchange_cases, malformed_cases])
+all_cases := array.flatten([info_cases, read_cases, read_list_cases, push_cases, exchange_cases, scoped_cases, malformed_cases])
 
 decided_as_expected(c) if {
 	allow := authz.allow with input as c.input with data.flakes as settings with data.groups as groups

@@ -53,6 +53,9 @@ type Checker struct {
 	Verifier identity.Verifier
 	Policy   policy.Evaluator
 	Owners   OwnersLookup
+	// Closures answers what a scoped token may read; without it every
+	// read with a scoped token is 503 (fail closed).
+	Closures ClosureLookup
 	// SubjectCheck, when set, is called with every verified subject before
 	// the policy; an error rejects the request with 401 and its text as the
 	// reason. authzapp always sets it to the revocation list
@@ -131,6 +134,9 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 	res.Subject = subject
 	res.SubjectSummary = subject.Summary()
 
+	if subject != nil && subject.Scope != nil && r.Route.Action != route.ActionInfo {
+		return c.decideScoped(ctx, res)
+	}
 	if r.Route.Union() && r.Route.Kind != route.KindCacheInfo {
 		return c.decideUnion(ctx, res)
 	}
@@ -193,6 +199,58 @@ func (c *Checker) authenticate(ctx context.Context, res *Result) (subject *ident
 		}
 	}
 	return subject, false
+}
+
+// decideScoped decides a request with a scoped (deploy) token, before and
+// besides the policy: such a token only reads, and only objects of the
+// closure of its roots within its flake (Closure.Allows); anything else
+// answers what a denial answers for its action (a read: the 404 of an
+// absent object, whether or not the object exists elsewhere; a push or an
+// exchange: 403). Within the closure the policy is asked as for any read,
+// for the scope's flake (a union read names it as the only readable
+// owner), and sees the scope in subject.scope.
+func (c *Checker) decideScoped(ctx context.Context, res Result) Result {
+	scope, rt := res.Subject.Scope, res.Request.Route
+	switch rt.Action {
+	case route.ActionRead:
+	case route.ActionPush:
+		return denyByPolicy(res, "a scoped token is read-only")
+	case route.ActionExchange:
+		return denyByPolicy(res, "a scoped token cannot mint tokens")
+	default:
+		return denyByPolicy(res, "a scoped token may only read")
+	}
+	if !rt.Flake.IsZero() && rt.Flake != scope.Flake {
+		return denyByPolicy(res, "outside the token's scope: another flake")
+	}
+	if c.Closures == nil {
+		return unavailable(res, errors.New("scoped token: no closure lookup configured"))
+	}
+	closure, err := c.Closures.Closure(ctx, scope)
+	if err != nil {
+		return unavailable(res, fmt.Errorf("scoped token: %w", err))
+	}
+	if !closure.Allows(rt) {
+		return denyByPolicy(res, "outside the token's scope: not in the closure of its roots")
+	}
+	var owners []nixname.Flake
+	if rt.Union() {
+		owners = []nixname.Flake{scope.Flake}
+	}
+	in := BuildInput(res.Request, res.Subject, owners)
+	SetFlake(in, scope.Flake)
+	d, err := c.evaluate(ctx, in)
+	if err != nil {
+		return unavailable(res, fmt.Errorf("evaluate policy for scoped read of %s: %w", scope.Flake, err))
+	}
+	res.Revision = d.Revision
+	if !d.Allow {
+		return denyByPolicy(res, d.Reason)
+	}
+	if rt.Union() {
+		res.UnionOwner, res.Readable = scope.Flake, owners
+	}
+	return allow(res, d.Reason)
 }
 
 // paddingFlake is the flake a union read of an object nobody owns is

@@ -12,6 +12,8 @@ import (
 //   - "flake" is present only when the request names a flake; a union read is
 //     evaluated once per owning flake with SetFlake.
 //   - "owners" lists the owning flakes ("org/name") of a union read.
+//   - "scope" is the scope a token exchange asks for (Request.Scope); its
+//     flake is then the input's "flake".
 //   - "object" always has "kind" and "hash" ("" when the kind has none); a
 //     NAR also has "file" (the file name below nar/).
 func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) map[string]any {
@@ -36,6 +38,10 @@ func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) ma
 	}
 	if owners != nil {
 		SetOwners(in, owners)
+	}
+	if r.Scope != nil {
+		in["scope"] = r.Scope.Input()
+		SetFlake(in, r.Scope.Flake)
 	}
 	return in
 }

@@ -8,10 +8,7 @@ import (
 	"io"
 	"net/http"
 	"strings"
-	"sync"
 	"time"
-
-	"golang.org/x/sync/singleflight"
 
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
@@ -43,18 +40,10 @@ type OwnersOptions struct {
 // object share one request. Any failure is an error: the caller fails
 // closed.
 type OwnersClient struct {
-	base    string
-	client  *http.Client
-	opts    OwnersOptions
-	group   singleflight.Group
-	mu      sync.Mutex
-	entries map[string]ownersEntry
-	now     func() time.Time
-}
-
-type ownersEntry struct {
-	flakes  []nixname.Flake
-	expires time.Time
+	base   string
+	client *http.Client
+	opts   OwnersOptions
+	cache  *lookupCache[[]nixname.Flake]
 }
 
 // NewOwnersClient returns a client for the owners endpoint at baseURL
@@ -80,11 +69,10 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 		}
 	}
 	return &OwnersClient{
-		base:    strings.TrimRight(baseURL, "/"),
-		client:  client,
-		opts:    opts,
-		entries: make(map[string]ownersEntry),
-		now:     time.Now,
+		base:   strings.TrimRight(baseURL, "/"),
+		client: client,
+		opts:   opts,
+		cache:  newLookupCache[[]nixname.Flake](opts.TTL, opts.MaxEntries),
 	}
 }
 
@@ -103,94 +91,25 @@ func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]nixname.F
 	if err != nil {
 		return nil, err
 	}
-	if flakes, ok := c.cached(key); ok {
-		c.opts.Metrics.ownersLookup("hit")
-		return flakes, nil
-	}
-	v, err, _ := c.group.Do(key, func() (any, error) {
-		// A lookup that just finished may have filled the cache between
-		// our check and this flight.
-		if flakes, ok := c.cached(key); ok {
-			return flakes, nil
-		}
-		flakes, err := c.fetch(ctx, key)
-		if err != nil {
-			return nil, err
-		}
-		c.store(key, flakes)
-		return flakes, nil
+	flakes, hit, err := c.cache.get(ctx, key, func(ctx context.Context) ([]nixname.Flake, error) {
+		return c.fetch(ctx, key)
 	})
-	if err != nil {
+	switch {
+	case err != nil:
 		c.opts.Metrics.ownersLookup("error")
 		return nil, err
+	case hit:
+		c.opts.Metrics.ownersLookup("hit")
+	default:
+		c.opts.Metrics.ownersLookup("miss")
 	}
-	c.opts.Metrics.ownersLookup("miss")
-	return v.([]nixname.Flake), nil
-}
-
-func (c *OwnersClient) cached(key string) ([]nixname.Flake, bool) {
-	now := c.now()
-	c.mu.Lock()
-	e, ok := c.entries[key]
-	c.mu.Unlock()
-	if !ok || !now.Before(e.expires) {
-		return nil, false
-	}
-	return e.flakes, true
-}
-
-func (c *OwnersClient) store(key string, flakes []nixname.Flake) {
-	ttl := c.opts.TTL
-	now := c.now()
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if len(c.entries) >= c.opts.MaxEntries {
-		for k, e := range c.entries {
-			if !now.Before(e.expires) {
-				delete(c.entries, k)
-			}
-		}
-		// Still full of live entries: drop arbitrary ones (map order)
-		// until there is room; they are refetched when needed.
-		for k := range c.entries {
-			if len(c.entries) < c.opts.MaxEntries {
-				break
-			}
-			delete(c.entries, k)
-		}
-	}
-	c.entries[key] = ownersEntry{flakes: flakes, expires: now.Add(ttl)}
+	return flakes, nil
 }
 
 func (c *OwnersClient) fetch(ctx context.Context, key string) ([]nixname.Flake, error) {
-	// The shared lookup must not be cut short by the first caller's
-	// cancellation; it has its own timeout.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.opts.Timeout)
-	defer cancel()
-	url := c.base + key
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("owners lookup %s: %w", key, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("owners lookup %s: %w", key, err)
-	}
-	defer resp.Body.Close()
-	body, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20+1))
-	if err != nil {
-		return nil, fmt.Errorf("owners lookup %s: read answer: %w", key, err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("owners lookup %s: %s answered %s", key, c.base, resp.Status)
-	}
-	if len(body) > 1<<20 {
-		return nil, fmt.Errorf("owners lookup %s: answer larger than 1 MiB", key)
-	}
 	var or route.OwnersResponse
-	if err := json.Unmarshal(body, &or); err != nil {
-		return nil, fmt.Errorf("owners lookup %s: decode answer: %w", key, err)
+	if err := getJSON(ctx, c.client, c.base, key, c.opts.Timeout, 1<<20, &or); err != nil {
+		return nil, fmt.Errorf("owners lookup %s: %w", key, err)
 	}
 	if or.Flakes == nil { // no "flakes", or null; [] decodes to an empty list
 		return nil, errors.New("owners lookup " + key + `: answer has no "flakes" list`)
@@ -204,4 +123,37 @@ func (c *OwnersClient) fetch(ctx context.Context, key string) ([]nixname.Flake, 
 		flakes = append(flakes, f)
 	}
 	return flakes, nil
+}
+
+// getJSON asks the blob server's internal listener at base for pathAndQuery
+// and decodes its 200 answer (at most limit bytes) into v, within timeout.
+// The shared lookups that call it are not cut short by the first caller's
+// cancellation (lookupCache detaches ctx); the timeout bounds them.
+func getJSON(ctx context.Context, client *http.Client, base, pathAndQuery string, timeout time.Duration, limit int64, v any) error {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+pathAndQuery, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Accept", "application/json")
+	resp, err := client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(io.LimitReader(resp.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("read answer: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s answered %s", base, resp.Status)
+	}
+	if int64(len(body)) > limit {
+		return fmt.Errorf("answer larger than %d bytes", limit)
+	}
+	if err := json.Unmarshal(body, v); err != nil {
+		return fmt.Errorf("decode answer: %w", err)
+	}
+	return nil
 }

@@ -105,7 +105,7 @@ func TestOwnersClientCache(t *testing.T) {
 	now := time.Unix(1_700_000_000, 0)
 	var mu sync.Mutex
 	c := NewOwnersClient(srv.URL, OwnersOptions{TTL: 2 * time.Second})
-	c.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	c.cache.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
 	r := mustRoute(t, "GET", "/"+testHash+".narinfo")
 	lookup := func() []nixname.Flake {
@@ -247,9 +247,7 @@ func TestOwnersClientBounded(t *testing.T) {
 		if _, err := c.Owners(context.Background(), mustRoute(t, "GET", "/"+h+".narinfo")); err != nil {
 			t.Fatal(err)
 		}
-		c.mu.Lock()
-		n := len(c.entries)
-		c.mu.Unlock()
+		n := c.cache.len()
 		if n > 3 {
 			t.Fatalf("cache holds %d entries, bound is 3", n)
 		}
@@ -266,7 +264,7 @@ func TestUnionReadSeesNewOwnerAfterTTL(t *testing.T) {
 	owners := authztest.NewFakeOwners(t, map[string][]string{key: {"omnicorp/app"}})
 	client := NewOwnersClient(owners.URL, OwnersOptions{TTL: 2 * time.Second})
 	now := time.Unix(1_700_000_000, 0)
-	client.now = func() time.Time { return now }
+	client.cache.now = func() time.Time { return now }
 	acmeUser := &identity.Subject{Authenticated: true, Provider: "oidc", Kind: "user", Org: "acme", User: "carol", Via: "idp"}
 	c := &Checker{
 		Verifier: tokenVerifier{token: secretToken, subject: acmeUser},

@@ -14,6 +14,7 @@ type Metrics struct {
 	decisions *prometheus.CounterVec
 	latency   *prometheus.HistogramVec
 	owners    *prometheus.CounterVec
+	closures  *prometheus.CounterVec
 }
 
 // NewMetrics registers the authz metrics with reg (nil: not registered,
@@ -33,9 +34,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flakegate_authz_owners_lookups_total",
 			Help: "Union-read owners lookups by result (hit = cache, miss = fetched, error).",
 		}, []string{"result"}),
+		closures: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_authz_closure_lookups_total",
+			Help: "Scoped-token closure lookups by result (hit = cache, miss = fetched, error).",
+		}, []string{"result"}),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.latency, m.owners)
+		reg.MustRegister(m.decisions, m.latency, m.owners, m.closures)
 	}
 	return m
 }
@@ -43,6 +48,12 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 func (m *Metrics) ownersLookup(result string) {
 	if m != nil {
 		m.owners.WithLabelValues(result).Inc()
+	}
+}
+
+func (m *Metrics) closureLookup(result string) {
+	if m != nil {
+		m.closures.WithLabelValues(result).Inc()
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 
+	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -21,6 +22,10 @@ type Request struct {
 	RouteErr error
 	// Authorization is the raw Authorization header ("" when absent).
 	Authorization string
+	// Scope is the scope a token exchange asks for (nil: an unscoped
+	// token); the policy input shows it as "scope", with its flake as
+	// "flake". Set by the exchange, never read from a Check.
+	Scope *identity.Scope
 }
 
 // ParseCheckRequest extracts the request authz decides on. It is pure.

@@ -115,6 +115,12 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 			TTL:        cfg.OwnersTTL,
 			Metrics:    metrics,
 		}),
+		Closures: authz.NewClosureClient(cfg.OwnersURL, authz.ClosureOptions{
+			HTTPClient: ownersHTTP,
+			Timeout:    cfg.ClosureTimeout,
+			TTL:        cfg.ClosureTTL,
+			Metrics:    metrics,
+		}),
 		// The denylist (data.denylist of the policy directory, reloaded
 		// with it) is checked for every verified subject.
 		SubjectCheck: revoke.NewChecker(engine, log).Check,

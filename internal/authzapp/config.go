@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flakegate/flakegate/internal/authz"
 	"github.com/flakegate/flakegate/internal/exchange"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
@@ -36,6 +37,10 @@ type Config struct {
 	// OwnersTTL is how long an owners answer is cached, empty or not
 	// (alike, so that timing does not tell present from absent objects).
 	OwnersTTL time.Duration
+	// ClosureTTL is how long the closure of a scoped token's roots is
+	// cached (per flake and roots); ClosureTimeout bounds one lookup.
+	ClosureTTL     time.Duration
+	ClosureTimeout time.Duration
 	// ShutdownTimeout bounds the graceful stop on SIGTERM; after it,
 	// remaining calls are cut.
 	ShutdownTimeout time.Duration
@@ -56,8 +61,8 @@ type Config struct {
 	// Registry receives the metrics; nil: a registry of the process's own,
 	// with the Go runtime and process collectors.
 	Registry *prometheus.Registry
-	// OwnersTransport carries the owners lookups; nil: the network, to
-	// OwnersURL.
+	// OwnersTransport carries the owners and closure lookups; nil: the
+	// network, to OwnersURL.
 	OwnersTransport http.RoundTripper
 }
 
@@ -74,6 +79,9 @@ func CoreFlags(fs *flag.FlagSet, c *Config) {
 	fs.StringVar(&c.Exchange.KeyDir, "token-keys", c.Exchange.KeyDir, "`directory` of the cache-token signing keys (*.pem; one is created when empty; newest signs)")
 	fs.DurationVar(&c.Exchange.Lifetime, "token-lifetime", c.Exchange.Lifetime, "lifetime of an exchanged cache token")
 	fs.DurationVar(&c.Exchange.MaxLifetime, "token-max-lifetime", c.Exchange.MaxLifetime, "longest cache token lifetime a client may ask for")
+	fs.DurationVar(&c.Exchange.ScopedMaxLifetime, "scoped-token-max-lifetime", c.Exchange.ScopedMaxLifetime, "longest lifetime of a scoped (deploy) token, read-only for one closure; also its lifetime when none is asked for")
+	fs.DurationVar(&c.ClosureTTL, "closure-ttl", c.ClosureTTL, "how long the closure of a scoped token's roots is cached before it is refreshed (paths pushed later show within it)")
+	fs.DurationVar(&c.ClosureTimeout, "closure-timeout", c.ClosureTimeout, "timeout of one closure lookup (one index query per level of the closure)")
 }
 
 // DefaultConfig is the configuration with every default filled in.
@@ -84,12 +92,15 @@ func DefaultConfig() Config {
 		OwnersURL:       "http://127.0.0.1:8081",
 		OwnersTimeout:   2 * time.Second,
 		OwnersTTL:       2 * time.Second,
+		ClosureTTL:      authz.DefaultClosureTTL,
+		ClosureTimeout:  authz.DefaultClosureTimeout,
 		ShutdownTimeout: 15 * time.Second,
 		PolicyDebounce:  100 * time.Millisecond,
 		LogLevel:        "info",
 		Exchange: exchange.Config{
-			Lifetime:    tokens.DefaultLifetime,
-			MaxLifetime: tokens.DefaultMaxLifetime,
+			Lifetime:          tokens.DefaultLifetime,
+			MaxLifetime:       tokens.DefaultMaxLifetime,
+			ScopedMaxLifetime: tokens.DefaultScopedMaxLifetime,
 		},
 	}
 }
@@ -121,6 +132,8 @@ func (c *Config) Validate() error {
 	}{
 		{"owners timeout", c.OwnersTimeout},
 		{"owners TTL", c.OwnersTTL},
+		{"-closure-ttl", c.ClosureTTL},
+		{"-closure-timeout", c.ClosureTimeout},
 		{"shutdown timeout", c.ShutdownTimeout},
 		{"-policy-debounce", c.PolicyDebounce},
 	} {

@@ -32,6 +32,9 @@ type Config struct {
 	// Lifetime of a cache token (default 1h) and the cap on any request (default 12h).
 	Lifetime    time.Duration
 	MaxLifetime time.Duration
+	// ScopedMaxLifetime caps a scoped (deploy) token and is its lifetime
+	// when none is asked for (default 90 days).
+	ScopedMaxLifetime time.Duration
 	// KeyCheckInterval is how often KeyDir is re-read for rotation (default 10s).
 	KeyCheckInterval time.Duration
 	// KeyActivationDelay is how old a new key must be before it signs, so
@@ -53,6 +56,9 @@ func (c *Config) Validate() error {
 	}
 	if c.KeyDir == "" {
 		errs = append(errs, errors.New("-token-keys is required with -public-url (the signing key directory)"))
+	}
+	if c.ScopedMaxLifetime < 0 {
+		errs = append(errs, fmt.Errorf("-scoped-token-max-lifetime must be positive, got %s", c.ScopedMaxLifetime))
 	}
 	if c.Lifetime < 0 || c.MaxLifetime < 0 {
 		errs = append(errs, errors.New("token lifetimes must be positive"))
@@ -112,7 +118,7 @@ func New(cfg Config, checker *authz.Checker, verifier *identity.MultiVerifier, r
 		cfg.KeyActivationDelay = 2 * cfg.KeyCheckInterval
 	}
 	minter, err := tokens.NewMinter(keys, tokens.Config{
-		Issuer: publicURL, Lifetime: cfg.Lifetime, MaxLifetime: cfg.MaxLifetime, ActivationDelay: cfg.KeyActivationDelay,
+		Issuer: publicURL, Lifetime: cfg.Lifetime, MaxLifetime: cfg.MaxLifetime, ScopedMaxLifetime: cfg.ScopedMaxLifetime, ActivationDelay: cfg.KeyActivationDelay,
 	})
 	if err != nil {
 		return nil, err
@@ -136,7 +142,8 @@ func New(cfg Config, checker *authz.Checker, verifier *identity.MultiVerifier, r
 		keysEvery: cfg.KeyCheckInterval,
 	}
 	log.Info("token exchange enabled", "issuer", publicURL, "signing_kid", minter.Signer().ID,
-		"keys", len(keys.Keys()), "lifetime", minter.Lifetime().String(), "max_lifetime", minter.MaxLifetime().String())
+		"keys", len(keys.Keys()), "lifetime", minter.Lifetime().String(), "max_lifetime", minter.MaxLifetime().String(),
+		"scoped_max_lifetime", minter.ScopedMaxLifetime().String())
 	return h, nil
 }
 

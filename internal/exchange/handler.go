@@ -2,7 +2,9 @@
 // over HTTP (reachable through Envoy and the blob server's embedded gate):
 //
 //	POST /_flakegate/token   Authorization: Bearer <IdP JWT>   (or Basic, netrc style)
-//	     optional JSON body {"lifetime_seconds": N} asks for a shorter token
+//	     optional JSON body {"lifetime_seconds": N} asks for a shorter token,
+//	     and {"scope": {"flake": "org/name", "closure": "/nix/store/…",
+//	     "roots": ["/nix/store/…", …]}} for a scoped (deploy) token
 //	  → 200 {"token": "<cache JWT>", "expires_at": "<RFC 3339>", "token_id": "<jti>"}
 //	GET  /_flakegate/jwks    the public keys of the cache tokens (JWKS)
 //
@@ -18,6 +20,14 @@
 // subject.via = "exchange". Errors are JSON {"error": "…"}; 401 carries
 // WWW-Authenticate.
 //
+// A scoped token (identity.ScopeClaim) is read-only and reads only the
+// closure of its roots (closure and roots together, at most
+// identity.MaxScopeRoots) within its flake; authz enforces that on every
+// request. The policy decides whether one may be minted: the exchange's
+// input has "scope" (the requested one) and "flake" (its flake). Its
+// lifetime is capped by the minter's ScopedMaxLifetime (default 90 days),
+// also its lifetime when none is asked for.
+//
 // The cache token also records the IdP token's jti (fg_subject.parent_jti,
 // logged as idp_token_id), so that revoking that jti in denylist.yaml ends
 // the cache tokens exchanged from it too. An IdP token without a jti is still
@@ -32,6 +42,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"strconv"
 	"strings"
@@ -83,10 +94,20 @@ type Response struct {
 	Token     string    `json:"token"`
 	ExpiresAt time.Time `json:"expires_at"`
 	TokenID   string    `json:"token_id"`
+	// Scope is the scope of a scoped token (absent for an unscoped one).
+	Scope map[string]any `json:"scope,omitempty"`
 }
 
 type request struct {
-	LifetimeSeconds int64 `json:"lifetime_seconds"`
+	LifetimeSeconds int64         `json:"lifetime_seconds"`
+	Scope           *requestScope `json:"scope"`
+}
+
+// requestScope is a requested scope: closure and roots are both roots.
+type requestScope struct {
+	Flake   string   `json:"flake"`
+	Closure string   `json:"closure"`
+	Roots   []string `json:"roots"`
 }
 
 // ServeToken exchanges an identity-provider token for a cache token.
@@ -112,7 +133,7 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		dec := json.NewDecoder(bytes.NewReader(raw))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil {
-			h.fail(w, "bad_request", http.StatusBadRequest, `body: want {"lifetime_seconds": N} or nothing`)
+			h.fail(w, "bad_request", http.StatusBadRequest, `body: want {"lifetime_seconds": N, "scope": {"flake": "org/name", "closure": "/nix/store/…"}} (each optional) or nothing`)
 			return
 		}
 		if body.LifetimeSeconds < 0 {
@@ -121,6 +142,18 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	if body.Scope != nil {
+		roots := body.Scope.Roots
+		if body.Scope.Closure != "" {
+			roots = append([]string{body.Scope.Closure}, roots...)
+		}
+		scope, err := identity.NewScope(body.Scope.Flake, roots)
+		if err != nil {
+			h.fail(w, "bad_request", http.StatusBadRequest, err.Error())
+			return
+		}
+		req.Scope = scope
+	}
 	timeout := h.Timeout
 	if timeout <= 0 {
 		timeout = 10 * time.Second
@@ -155,18 +188,27 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 	if sub == "" {
 		sub = subject.Summary()
 	}
-	tok, err := h.Minter.Mint(sub, subject.CacheClaims(), time.Duration(body.LifetimeSeconds)*time.Second)
+	claims, mint := subject.CacheClaims(), h.Minter.Mint
+	if req.Scope != nil {
+		maps.Copy(claims, req.Scope.Claims())
+		mint = h.Minter.MintScoped
+	}
+	tok, err := mint(sub, claims, time.Duration(body.LifetimeSeconds)*time.Second)
 	if err != nil {
 		log.Error("token exchange: mint failed", "subject", subject.Summary(), "error", err)
 		h.fail(w, "error", http.StatusInternalServerError, "could not issue a cache token")
 		return
 	}
-	log.Info("cache token issued", "subject", subject.Summary(), "provider", subject.Provider,
+	var scope map[string]any
+	if req.Scope != nil {
+		scope = req.Scope.Input()
+	}
+	log.Info("cache token issued", "subject", subject.Summary(), "provider", subject.Provider, "scope", scope,
 		"idp_issuer", subject.Issuer, "idp_token_id", subject.TokenID, "token_id", tok.ID, "kid", tok.KeyID,
 		"expires_at", tok.ExpiresAt.UTC().Format(time.RFC3339), "policy_revision", res.Revision)
 	h.Metrics.result("issued")
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, Response{Token: tok.Raw, ExpiresAt: tok.ExpiresAt.UTC(), TokenID: tok.ID})
+	writeJSON(w, http.StatusOK, Response{Token: tok.Raw, ExpiresAt: tok.ExpiresAt.UTC(), TokenID: tok.ID, Scope: scope})
 }
 
 // ServeJWKS publishes the cache tokens' public keys.

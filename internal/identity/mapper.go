@@ -141,6 +141,11 @@ func mapFlakegate(c map[string]any, _ *IssuerConfig, s *Subject) error {
 	s.Via = fs.Via
 	s.Claims = fs.Claims
 	s.ParentTokenID = fs.ParentTokenID
+	scope, err := ScopeFromClaims(c)
+	if err != nil {
+		return err
+	}
+	s.Scope = scope
 	return nil
 }
 

@@ -27,6 +27,11 @@ type Subject struct {
 	// identity provider, "exchange" for a flakegate cache token.
 	Via    string
 	Claims map[string]any // every verified claim, raw
+	// Scope, when set, restricts a flakegate cache token to reading the
+	// closure of its roots within one flake (a deploy token; ScopeClaim).
+	// authz enforces it before the policy; the policy sees it as
+	// subject.scope.
+	Scope *Scope
 
 	// Not part of the policy input:
 	TokenID string // jti, if any (revocation)
@@ -46,6 +51,9 @@ func (s *Subject) Input() map[string]any {
 	}
 	m := s.fields()
 	m["authenticated"], m["via"] = true, s.Via
+	if s.Scope != nil {
+		m["scope"] = s.Scope.Input()
+	}
 	return m
 }
 
@@ -82,6 +90,9 @@ func (s *Subject) Summary() string {
 	}
 	if s.Ref != "" {
 		who += "@" + s.Ref
+	}
+	if s.Scope != nil {
+		who += " (scoped to " + s.Scope.Flake.String() + ")"
 	}
 	return s.Provider + ":" + who
 }

@@ -1,8 +1,11 @@
 package index
 
 import (
+	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -168,4 +171,61 @@ func Missing(hashes []string, owned map[string]bool) []string {
 		}
 	}
 	return missing
+}
+
+// ErrClosureTooLarge is returned (wrapped) by Closure when the closure holds
+// more paths than the limit.
+var ErrClosureTooLarge = errors.New("closure too large")
+
+// Closure returns flake's records of the closure of roots (store hashes):
+// the roots and, recursively, their references, each through the flake's
+// own record. A root or reference the flake holds no record of is left out
+// (a flake holds every reference of a path it holds, since a narinfo upload
+// is refused while one is missing). More than max paths is
+// ErrClosureTooLarge (max ≤ 0: no limit). It works on any Index with one
+// GetPath per path of the closure: authz caches the answer per (flake,
+// roots), so it runs once per token and cache lifetime, never per request.
+func Closure(ctx context.Context, idx Index, flake nixname.Flake, roots []string, max int) ([]Path, error) {
+	if err := CheckFlake(flake); err != nil {
+		return nil, fmt.Errorf("closure: %w", err)
+	}
+	seen := make(map[string]bool, len(roots))
+	queue := make([]string, 0, len(roots))
+	for _, r := range roots {
+		if !nixname.IsStoreHash(r) {
+			return nil, fmt.Errorf("closure: %q is not a store hash", r)
+		}
+		if !seen[r] {
+			seen[r] = true
+			queue = append(queue, r)
+		}
+	}
+	var out []Path
+	for len(queue) > 0 {
+		h := queue[0]
+		queue = queue[1:]
+		p, err := idx.GetPath(ctx, flake, h)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("closure of %s in %s: %w", h, flake, err)
+		}
+		out = append(out, p)
+		if max > 0 && len(out) > max {
+			return nil, fmt.Errorf("closure in %s: %w: more than %d paths", flake, ErrClosureTooLarge, max)
+		}
+		for _, ref := range p.References {
+			if len(ref) < nixname.StoreHashLen {
+				continue
+			}
+			rh := ref[:nixname.StoreHashLen]
+			if nixname.IsStoreHash(rh) && !seen[rh] {
+				seen[rh] = true
+				queue = append(queue, rh)
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Path) int { return strings.Compare(a.Hash, b.Hash) })
+	return out, nil
 }

@@ -438,3 +438,26 @@ func fixedOutputPathNAR(name string, narHash []byte, refs []string) string {
 	sum := sha256.Sum256([]byte(b.String()))
 	return StoreDir + "/" + nixbase32.EncodeToString(nixhash.CompressHash(sum[:], 20)) + "-" + name
 }
+
+// DeriverOf returns the Deriver (the .drv's base name) of a narinfo the
+// server rendered, or "" when it has none or it is not a valid one. It
+// scans the lines instead of parsing the whole narinfo: the closure
+// endpoint reads it from thousands of stored records at once.
+func DeriverOf(narInfo []byte) string {
+	for len(narInfo) > 0 {
+		line := narInfo
+		if i := bytes.IndexByte(narInfo, '\n'); i >= 0 {
+			line, narInfo = narInfo[:i], narInfo[i+1:]
+		} else {
+			narInfo = nil
+		}
+		if v, ok := bytes.CutPrefix(line, []byte("Deriver: ")); ok {
+			d := string(v)
+			if ValidStorePathBase(d) && strings.HasSuffix(d, ".drv") {
+				return d
+			}
+			return ""
+		}
+	}
+	return ""
+}

@@ -1,42 +1,12 @@
 package nixcache
 
-import (
-	"strings"
+import "github.com/flakegate/flakegate/internal/nixname"
 
-	"github.com/flakegate/flakegate/internal/nixname"
-)
+// StoreDir is the only store directory the cache serves (nixname's).
+const StoreDir = nixname.StoreDir
 
-// StoreDir is the only store directory the cache serves.
-const StoreDir = "/nix/store"
+// ValidStorePathBase is nixname.ValidStorePathBase.
+func ValidStorePathBase(s string) bool { return nixname.ValidStorePathBase(s) }
 
-// maxNameLen is the longest store path name Nix accepts.
-const maxNameLen = 211
-
-// ValidStorePathBase reports whether s is a store path base name,
-// "<32-char nixbase32 hash>-<name>", with a name Nix would accept: 1 to
-// 211 of nixname's name characters, not starting with '.'.
-func ValidStorePathBase(s string) bool {
-	if len(s) < 34 || !nixname.IsStoreHash(s[:32]) || s[32] != '-' {
-		return false
-	}
-	name := s[33:]
-	if len(name) > maxNameLen || name[0] == '.' {
-		return false
-	}
-	for i := 0; i < len(name); i++ {
-		if !nixname.IsNameChar(name[i]) {
-			return false
-		}
-	}
-	return true
-}
-
-// StorePathBase returns the base name of an absolute store path
-// ("/nix/store/<hash>-<name>" → "<hash>-<name>") and whether it is valid.
-func StorePathBase(p string) (string, bool) {
-	base, ok := strings.CutPrefix(p, StoreDir+"/")
-	if !ok || !ValidStorePathBase(base) {
-		return "", false
-	}
-	return base, true
-}
+// StorePathBase is nixname.StorePathBase.
+func StorePathBase(p string) (string, bool) { return nixname.StorePathBase(p) }

@@ -20,6 +20,9 @@
 //     names, derivation file names in log URLs and blob key segments are
 //     made of it; the length and first-character rules of each stay with
 //     its user.
+//   - A store path is "/nix/store/<hash>-<name>" (StorePathBase); its
+//     name is 1 to 211 name characters, not starting with '.'
+//     (ValidStorePathBase).
 //   - Compression is a NAR file's compression as Nix names it in a
 //     narinfo. The cache supports exactly Compressions(): none, xz, zstd
 //     and bzip2, whose NAR files end in ".nar", ".nar.xz", ".nar.zst" and

@@ -134,3 +134,24 @@ const (
 	// decided (authz failing, or the gate unable to reach it): fail closed.
 	BodyUnavailable = "authorization service unavailable, try again later\n"
 )
+
+// The closure endpoint of the blob server's internal listener, which authz
+// asks for what a scoped (deploy) token may read: GET ClosurePath +
+// "{org}/{name}?root=<storehash>&root=…" answers 200 with a
+// ClosureResponse: the closure of the roots within that flake, walked
+// through the flake's own records' references (a root or reference the
+// flake holds no record of is left out, never an error), and 400 for a
+// malformed flake or root.
+const ClosurePath = "/closure/"
+
+// ClosureResponse is the closure endpoint's JSON answer. Every list is
+// sorted and never nil in an answer.
+type ClosureResponse struct {
+	// Paths are the store hashes of the closure.
+	Paths []string `json:"paths"`
+	// Nars are the NAR file names the flake's records of those paths name.
+	Nars []string `json:"nars"`
+	// Derivers are the store hashes of the derivations (Deriver) of those
+	// paths: their build logs are part of what the closure exposes.
+	Derivers []string `json:"derivers"`
+}

@@ -16,6 +16,9 @@ import (
 const (
 	DefaultLifetime    = time.Hour
 	DefaultMaxLifetime = 12 * time.Hour
+	// DefaultScopedMaxLifetime caps a scoped (deploy) token: a deployed
+	// machine pulls its closure for as long as it runs.
+	DefaultScopedMaxLifetime = 90 * 24 * time.Hour
 )
 
 // Config configures a Minter.
@@ -27,6 +30,10 @@ type Config struct {
 	Lifetime time.Duration
 	// MaxLifetime caps every token, whatever is asked or configured; default 12h.
 	MaxLifetime time.Duration
+	// ScopedMaxLifetime caps a scoped token (MintScoped), which is also its
+	// lifetime when the caller asks for none; default 90 days. It may exceed
+	// MaxLifetime: a scoped token can only read one closure.
+	ScopedMaxLifetime time.Duration
 	// ActivationDelay is how old a key must be before it signs (see
 	// KeyRing.SignerAt); set it above the key reload interval when several
 	// authz replicas share the key directory. Default 0: the newest signs.
@@ -61,7 +68,10 @@ func NewMinter(keys *KeyRing, cfg Config) (*Minter, error) {
 	if cfg.MaxLifetime == 0 {
 		cfg.MaxLifetime = DefaultMaxLifetime
 	}
-	if cfg.Lifetime < 0 || cfg.MaxLifetime < 0 || cfg.ActivationDelay < 0 {
+	if cfg.ScopedMaxLifetime == 0 {
+		cfg.ScopedMaxLifetime = DefaultScopedMaxLifetime
+	}
+	if cfg.Lifetime < 0 || cfg.MaxLifetime < 0 || cfg.ScopedMaxLifetime < 0 || cfg.ActivationDelay < 0 {
 		return nil, errors.New("token minter: lifetimes and the activation delay must be positive")
 	}
 	if cfg.Lifetime > cfg.MaxLifetime {
@@ -78,6 +88,9 @@ func (m *Minter) Lifetime() time.Duration { return m.cfg.Lifetime }
 
 // MaxLifetime is the cap on every token's lifetime.
 func (m *Minter) MaxLifetime() time.Duration { return m.cfg.MaxLifetime }
+
+// ScopedMaxLifetime is the cap on a scoped token's lifetime.
+func (m *Minter) ScopedMaxLifetime() time.Duration { return m.cfg.ScopedMaxLifetime }
 
 // Issuer is the iss (and aud) of minted tokens.
 func (m *Minter) Issuer() string { return m.cfg.Issuer }
@@ -101,14 +114,23 @@ var reserved = map[string]bool{"iss": true, "aud": true, "sub": true, "jti": tru
 // cache-claims layout). requested ≤ 0 means the configured Lifetime; the
 // result never outlives MaxLifetime.
 func (m *Minter) Mint(subject string, claims map[string]any, requested time.Duration) (Token, error) {
+	return m.mint(subject, claims, requested, m.cfg.Lifetime, m.cfg.MaxLifetime)
+}
+
+// MintScoped is Mint for a scoped token (claims hold the scope):
+// requested ≤ 0 means ScopedMaxLifetime, which caps the result.
+func (m *Minter) MintScoped(subject string, claims map[string]any, requested time.Duration) (Token, error) {
+	return m.mint(subject, claims, requested, m.cfg.ScopedMaxLifetime, m.cfg.ScopedMaxLifetime)
+}
+
+func (m *Minter) mint(subject string, claims map[string]any, requested, life, maxLife time.Duration) (Token, error) {
 	if subject == "" {
 		return Token{}, errors.New("mint token: empty subject")
 	}
-	life := m.cfg.Lifetime
 	if requested > 0 {
 		life = requested
 	}
-	life = min(life, m.cfg.MaxLifetime)
+	life = min(life, maxLife)
 
 	now := m.cfg.Now().Truncate(time.Second)
 	exp := now.Add(life)

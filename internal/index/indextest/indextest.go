@@ -128,6 +128,7 @@ func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
 	t.Run("Owners", func(t *testing.T) { testOwners(t, open(t)) })
 	t.Run("Logs", func(t *testing.T) { testLogs(t, open(t)) })
 	t.Run("Files", func(t *testing.T) { testFiles(t, open(t)) })
+	t.Run("Closure", func(t *testing.T) { testClosure(t, open(t)) })
 	t.Run("Stats", func(t *testing.T) { testStats(t, open(t)) })
 	t.Run("Validation", func(t *testing.T) { testValidation(t, open(t)) })
 	t.Run("NarInfoUpdater", func(t *testing.T) { testUpdater(t, open(t)) })
@@ -366,6 +367,54 @@ func testPerFlakeContent(t *testing.T, x index.Index) {
 	other.References = []string{Hash(6) + "-other"}
 	if genuine.SameContent(other) {
 		t.Errorf("SameContent: other references must not agree")
+	}
+}
+
+// testClosure: index.Closure walks one flake's own records only: another
+// flake's record of the same path (with other references) never widens it,
+// a missing reference is left out, a cycle ends, and the limit holds.
+func testClosure(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	ref := func(i int) string { return Hash(i) + "-pkg" + fmt.Sprint(i) }
+	// flakeA: 1 → 2 → 3, 2 → 4 (absent in A), 3 → 1 (a cycle); 5 unrelated.
+	must(t, x.PutPath(ctx, flakeA, path(1, ref(2))))
+	must(t, x.PutPath(ctx, flakeA, path(2, ref(3), ref(4))))
+	must(t, x.PutPath(ctx, flakeA, path(3, ref(1))))
+	must(t, x.PutPath(ctx, flakeA, path(5)))
+	// flakeC holds 1 with a reference to 5 and holds 4: neither may appear.
+	must(t, x.PutPath(ctx, flakeC, path(1, ref(5))))
+	must(t, x.PutPath(ctx, flakeC, path(4)))
+	hashes := func(ps []index.Path) []string {
+		var out []string
+		for _, p := range ps {
+			if p.Flake != flakeA && !p.Flake.IsZero() {
+				t.Errorf("closure holds %v's record of %s", p.Flake, p.Hash)
+			}
+			out = append(out, p.Hash)
+		}
+		return out
+	}
+	sorted := func(s ...string) []string { slices.Sort(s); return s }
+	got, err := index.Closure(ctx, x, flakeA, []string{Hash(1)}, 0)
+	must(t, err)
+	if want := sorted(Hash(1), Hash(2), Hash(3)); !slices.Equal(hashes(got), want) {
+		t.Errorf("closure of 1 in A = %v, want %v", hashes(got), want)
+	}
+	got, err = index.Closure(ctx, x, flakeA, []string{Hash(3), Hash(5), Hash(9)}, 0)
+	must(t, err)
+	if want := sorted(Hash(1), Hash(2), Hash(3), Hash(5)); !slices.Equal(hashes(got), want) {
+		t.Errorf("closure of 3, 5, 9 in A = %v, want %v", hashes(got), want)
+	}
+	got, err = index.Closure(ctx, x, flakeB, []string{Hash(1)}, 0)
+	must(t, err)
+	if len(got) != 0 {
+		t.Errorf("closure of 1 in B (which holds nothing) = %v, want none", hashes(got))
+	}
+	if _, err := index.Closure(ctx, x, flakeA, []string{Hash(1)}, 2); !errors.Is(err, index.ErrClosureTooLarge) {
+		t.Errorf("closure of 3 paths with limit 2: err = %v, want ErrClosureTooLarge", err)
+	}
+	if _, err := index.Closure(ctx, x, flakeA, []string{"not-a-hash"}, 0); err == nil {
+		t.Errorf("closure of a malformed root: no error")
 	}
 }
 
