@@ -1,6 +1,7 @@
 package login
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -50,6 +51,29 @@ func CacheBase(raw string) (*url.URL, error) {
 // cache's exchange endpoint. lifetime > 0 asks for that lifetime (the cache
 // caps it at its maximum); 0 takes the cache's default.
 func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, lifetime, timeout time.Duration) (*CacheToken, error) {
+	return exchange(ctx, hc, cache, idpToken, exchangeRequest{}, lifetime, timeout)
+}
+
+// Scope is the scope of a scoped (deploy) token: read-only, for the
+// closure of Roots (store paths) within Flake.
+type Scope struct {
+	Flake string   `json:"flake"`
+	Roots []string `json:"roots"`
+}
+
+// ExchangeScoped is Exchange for a scoped token (the cache caps its
+// lifetime at its -scoped-token-max-lifetime; 0 takes that maximum).
+func ExchangeScoped(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, scope Scope, lifetime, timeout time.Duration) (*CacheToken, error) {
+	return exchange(ctx, hc, cache, idpToken, exchangeRequest{Scope: &scope}, lifetime, timeout)
+}
+
+// exchangeRequest is the exchange's JSON body.
+type exchangeRequest struct {
+	LifetimeSeconds int64  `json:"lifetime_seconds,omitempty"`
+	Scope           *Scope `json:"scope,omitempty"`
+}
+
+func exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken string, er exchangeRequest, lifetime, timeout time.Duration) (*CacheToken, error) {
 	if hc == nil {
 		hc = http.DefaultClient
 	}
@@ -57,10 +81,16 @@ func Exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken str
 		timeout = 30 * time.Second
 	}
 	endpoint := cache.JoinPath(TokenPath).String()
-	var body io.Reader
 	if lifetime > 0 {
-		secs := int64((lifetime + time.Second - 1) / time.Second)
-		body = strings.NewReader(fmt.Sprintf(`{"lifetime_seconds":%d}`, secs))
+		er.LifetimeSeconds = int64((lifetime + time.Second - 1) / time.Second)
+	}
+	var body io.Reader
+	if er != (exchangeRequest{}) {
+		b, err := json.Marshal(er)
+		if err != nil {
+			return nil, fmt.Errorf("exchange token: encode request: %w", err)
+		}
+		body = bytes.NewReader(b)
 	}
 	req, err := http.NewRequest(http.MethodPost, endpoint, body)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
@@ -51,6 +52,19 @@ type Env struct {
 	Stderr     io.Writer // progress and the device prompt
 	// Prompt overrides how the device prompt is shown (tests visit the URL).
 	Prompt func(DevicePrompt) error
+}
+
+func (env Env) withDefaults() Env {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	if env.Stdout == nil {
+		env.Stdout = io.Discard
+	}
+	if env.Stderr == nil {
+		env.Stderr = io.Discard
+	}
+	return env
 }
 
 // DefaultNetrcPath is where Nix users usually keep their netrc.
@@ -100,15 +114,7 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 	if err := cfg.Validate(); err != nil {
 		return err
 	}
-	if env.Getenv == nil {
-		env.Getenv = os.Getenv
-	}
-	if env.Stdout == nil {
-		env.Stdout = io.Discard
-	}
-	if env.Stderr == nil {
-		env.Stderr = io.Discard
-	}
+	env = env.withDefaults()
 	cache, _ := CacheBase(cfg.Cache) // validated above
 	netrcPath := cfg.Netrc
 	if netrcPath == "" {
@@ -119,12 +125,32 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 		netrcPath = p
 	}
 
+	idpToken, err := cfg.idpToken(ctx, env, cache)
+	if err != nil {
+		return err
+	}
+	tok, err := Exchange(ctx, env.HTTPClient, cache, idpToken, cfg.Lifetime, cfg.Timeout)
+	if err != nil {
+		return err
+	}
+	if err := WriteNetrcEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s; token id %s)\n",
+		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339), tok.TokenID)
+	_, err = io.WriteString(env.Stdout, NixConfLines(cache.String(), netrcPath, cfg.PublicKey))
+	return err
+}
+
+// idpToken gets the identity-provider token: the CI job's (--ci) or by the
+// device flow.
+func (cfg *Config) idpToken(ctx context.Context, env Env, cache *url.URL) (string, error) {
 	var idpToken string
 	if cfg.CI {
 		src := CISource{TokenEnv: cfg.TokenEnv, Audience: cache.String(), Getenv: env.Getenv, HTTPClient: env.HTTPClient, Timeout: cfg.Timeout}
 		t, from, err := src.Token(ctx)
 		if err != nil {
-			return err
+			return "", err
 		}
 		fmt.Fprintf(env.Stderr, "flakegate: using the CI job's OIDC token (%s)\n", from)
 		idpToken = t
@@ -146,22 +172,11 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 		}
 		t, err := flow.Run(ctx)
 		if err != nil {
-			return fmt.Errorf("sign in at %s: %w", cfg.Issuer, err)
+			return "", fmt.Errorf("sign in at %s: %w", cfg.Issuer, err)
 		}
 		idpToken = t
 	}
-
-	tok, err := Exchange(ctx, env.HTTPClient, cache, idpToken, cfg.Lifetime, cfg.Timeout)
-	if err != nil {
-		return err
-	}
-	if err := WriteNetrcEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
-		return err
-	}
-	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s; token id %s)\n",
-		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339), tok.TokenID)
-	_, err = io.WriteString(env.Stdout, NixConfLines(cache.String(), netrcPath, cfg.PublicKey))
-	return err
+	return idpToken, nil
 }
 
 // NixConfLines are the nix.conf settings that make Nix use the cache with
