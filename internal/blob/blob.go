@@ -14,6 +14,7 @@ import (
 	"context"
 	"errors"
 	"io"
+	"net/url"
 	"time"
 )
 
@@ -68,4 +69,15 @@ type Store interface {
 // time does not tell whether the blob existed.
 type Holder interface {
 	Hold(key string) (io.Closer, error)
+}
+
+// Presigner is implemented by stores whose blobs a client can read
+// directly, without the server, through a URL that grants exactly one
+// method on one blob for a limited time (S3 presigned URLs). Presign must
+// cost no request to the storage: it only signs, locally.
+type Presigner interface {
+	// Presign returns a URL that lets whoever holds it send method (GET
+	// or HEAD) for key until expiry has passed. It does not check that
+	// the blob exists.
+	Presign(ctx context.Context, method, key string, expiry time.Duration) (*url.URL, error)
 }

@@ -191,6 +191,15 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	return nil
 }
 
+// narRedirect is cacheserver.Config.NarRedirect: the expiry when NAR
+// redirects are on, else 0.
+func narRedirect(cfg Config) time.Duration {
+	if !cfg.RedirectNars {
+		return 0
+	}
+	return cfg.RedirectExpiry
+}
+
 // cacheConfig is the cache handlers' configuration: the limits as they
 // are (0 is off in both), the storage opened.
 func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.KeySet, log *slog.Logger, reg *prometheus.Registry) cacheserver.Config {
@@ -198,6 +207,7 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
 		CacheEntries:      cfg.LookupCacheEntries,
+		NarRedirect:       narRedirect(cfg),
 		UploadIdleTimeout: cfg.UploadIdleTimeout,
 		UploadMinRate:     cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
 		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,

@@ -14,6 +14,7 @@ import (
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flakegate/flakegate/internal/blob/s3"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/serve"
 )
@@ -41,6 +42,11 @@ type Config struct {
 	// lookups (entries each); 0 disables them: every lookup reads the index.
 	LookupCacheEntries int
 	AccessLog          bool
+	// RedirectNars answers an allowed NAR GET/HEAD with 307 to a presigned
+	// URL of the S3 store, valid RedirectExpiry (needs an s3:// Storage
+	// with region=, so that presigning makes no request).
+	RedirectNars   bool
+	RedirectExpiry time.Duration
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
 	// Upload limits (cacheserver.Config); 0 disables each.
@@ -100,6 +106,7 @@ func DefaultConfig() Config {
 		Priority:           40,
 		LookupCacheEntries: 1 << 16,
 		AccessLog:          true,
+		RedirectExpiry:     60 * time.Second,
 		UploadIdleTimeout:  2 * time.Minute,
 		// Far below any working CI link: it only catches clients that hold
 		// a connection open with a trickle of bytes.
@@ -148,6 +155,16 @@ func (c *Config) Validate() error {
 	} {
 		if p.v <= 0 {
 			add("%s must be positive, got %d", p.name, p.v)
+		}
+	}
+	if c.RedirectNars {
+		if !strings.HasPrefix(c.Storage, "s3://") {
+			add("-redirect-nars needs S3 storage (-storage s3://…): NARs are redirected to presigned S3 URLs")
+		} else if sc, err := s3.ParseURL(c.Storage); err == nil && sc.Region == "" {
+			add("-redirect-nars needs region= in the -storage URL: presigning then makes no request to S3")
+		}
+		if c.RedirectExpiry < time.Second || c.RedirectExpiry > s3.MaxPresignExpiry {
+			add("-redirect-expiry %s: want 1s to %s", c.RedirectExpiry, s3.MaxPresignExpiry)
 		}
 	}
 	if c.LookupCacheEntries < 0 {

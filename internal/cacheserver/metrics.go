@@ -24,6 +24,8 @@ type metrics struct {
 	// unionConflicts counts union-view narinfo reads answered 404 because
 	// flakes the caller may read hold different contents for the path.
 	unionConflicts prometheus.Counter
+	// narRedirects counts NAR reads answered 307 to a presigned URL.
+	narRedirects prometheus.Counter
 }
 
 func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
@@ -46,12 +48,16 @@ func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
 			Name: "flakegate_blobserver_uploads_rejected_total",
 			Help: "Uploads refused with a 4xx answer, by kind (NAR, narinfo, log, listing, debuginfo, realisation, build-trace).",
 		}, []string{"kind"}),
+		narRedirects: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flakegate_blobserver_nar_redirects_total",
+			Help: "NAR reads answered 307 to a presigned object-storage URL (-redirect-nars).",
+		}),
 		unionConflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "flakegate_blobserver_union_conflicts_total",
 			Help: "Union-view reads (narinfos, listings, debug info, realisations) answered as absent because flakes the caller may read hold different contents.",
 		}),
 	}
-	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, m.unionConflicts, &indexCollector{idx: idx}}
+	cs := []prometheus.Collector{m.requests, m.duration, m.uploadBytes, m.rejected, m.unionConflicts, m.narRedirects, &indexCollector{idx: idx}}
 	for _, c := range cs {
 		if err := reg.Register(c); err != nil {
 			return nil, err

@@ -202,6 +202,10 @@ func (s *Server) serveNar(w http.ResponseWriter, r *http.Request, req route.Requ
 		s.internalError(w, r, "looking up the NAR", err)
 		return
 	}
+	if s.presign != nil {
+		s.redirectNar(w, r, req)
+		return
+	}
 	s.serveBlob(w, r, "nar/"+req.File, contentTypeNar, cacheNar, `"`+req.Hash+`"`)
 }
 
@@ -327,4 +331,24 @@ func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentT
 		return
 	}
 	http.ServeContent(w, r, "", modTime, rd)
+}
+
+// redirectNar answers an allowed NAR GET or HEAD (authorized by the gate,
+// owned by a flake the request may read: hasNar) with 307 to a presigned
+// URL of the blob, valid for NarRedirect: the client fetches the bytes
+// from the object storage, with the same method. The URL is signed
+// locally (no request to the storage); it is not checked that the blob
+// exists (the index says it does). The answer must not be stored by a
+// shared cache nor outlive the URL: Cache-Control private, no-store.
+func (s *Server) redirectNar(w http.ResponseWriter, r *http.Request, req route.Request) {
+	u, err := s.presign.Presign(r.Context(), r.Method, "nar/"+req.File, s.narRedirect)
+	if err != nil {
+		s.internalError(w, r, "presigning the NAR's URL", err)
+		return
+	}
+	s.metrics.narRedirects.Inc()
+	h := w.Header()
+	h.Set("Location", u.String())
+	h.Set("Cache-Control", "private, no-store")
+	w.WriteHeader(http.StatusTemporaryRedirect)
 }

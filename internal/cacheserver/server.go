@@ -65,6 +65,12 @@ type Config struct {
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
 	// hits (each). 0: no cache, every lookup reads the index.
 	CacheEntries int
+	// NarRedirect, when positive, answers an allowed NAR GET or HEAD with
+	// 307 to a URL of the blob store valid this long (Blob must implement
+	// blob.Presigner: S3) instead of the bytes; the same lookups decide
+	// first, so a NAR the request may not have is the same 404. 0: serve
+	// the bytes.
+	NarRedirect time.Duration
 	// Registry receives the metrics; nil makes a private registry
 	// (served by InternalHandler either way).
 	Registry *prometheus.Registry
@@ -83,6 +89,9 @@ type Server struct {
 	metrics   *metrics
 
 	hits *hitCache
+
+	presign     blob.Presigner // NAR redirects; nil: off
+	narRedirect time.Duration
 
 	uploadIdle time.Duration
 	limits     uploadLimits
@@ -104,6 +113,9 @@ func New(cfg Config) (*Server, error) {
 	if s.log == nil {
 		s.log = slog.Default()
 	}
+	if cfg.NarRedirect > 0 {
+		s.presign, s.narRedirect = cfg.Blob.(blob.Presigner), cfg.NarRedirect
+	}
 	s.cacheInfo = []byte("StoreDir: " + nixcache.StoreDir + "\nWantMassQuery: 1\nPriority: " + strconv.Itoa(cfg.Priority) + "\n")
 	reg := cfg.Registry
 	if reg == nil {
@@ -122,6 +134,12 @@ func (cfg *Config) check() error {
 	var errs []error
 	if cfg.Blob == nil || cfg.Index == nil || cfg.Keys == nil {
 		errs = append(errs, errors.New("Blob, Index and Keys are required"))
+	}
+	if _, ok := cfg.Blob.(blob.Presigner); cfg.NarRedirect > 0 && !ok {
+		errs = append(errs, fmt.Errorf("NarRedirect needs a blob store that presigns URLs (S3), not %T", cfg.Blob))
+	}
+	if cfg.NarRedirect < 0 {
+		errs = append(errs, fmt.Errorf("NarRedirect must not be negative, got %s", cfg.NarRedirect))
 	}
 	for _, v := range []struct {
 		name string

@@ -266,6 +266,34 @@ func newClient(cfg Config) (*minio.Client, error) {
 	return client, nil
 }
 
+var _ blob.Presigner = (*Store)(nil)
+
+// MaxPresignExpiry is S3's limit on a presigned URL's lifetime (SigV4).
+const MaxPresignExpiry = 7 * 24 * time.Hour
+
+// Presign returns a presigned URL for GET or HEAD of key, valid for expiry
+// (1 s to 7 days). It is computed locally (SigV4 query signing) and makes
+// no request to S3 when the store's region is configured (the URL's
+// region=; without it minio-go asks the bucket's location once and caches
+// it). The URL grants that method on that one object to whoever holds it
+// until it expires; it is not tied to the client.
+func (s *Store) Presign(ctx context.Context, method, key string, expiry time.Duration) (*url.URL, error) {
+	if err := blob.CheckKey(key); err != nil {
+		return nil, err
+	}
+	if method != http.MethodGet && method != http.MethodHead {
+		return nil, fmt.Errorf("s3 presign %s: method %s: only GET and HEAD", key, method)
+	}
+	if expiry < time.Second || expiry > MaxPresignExpiry {
+		return nil, fmt.Errorf("s3 presign %s: expiry %s: want 1s to %s", key, expiry, MaxPresignExpiry)
+	}
+	u, err := s.client.Presign(ctx, method, s.cfg.Bucket, s.object(key), expiry, nil)
+	if err != nil {
+		return nil, fmt.Errorf("s3 presign %s: %w", key, err)
+	}
+	return u, nil
+}
+
 // Config returns the store's configuration.
 func (s *Store) Config() Config { return s.cfg }
 
