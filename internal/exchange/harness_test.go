@@ -58,6 +58,7 @@ type stack struct {
 
 type stackOptions struct {
 	lifetime, maxLifetime time.Duration
+	scopedMaxLifetime     time.Duration
 	keyCheck              time.Duration
 	idpTokenLifetime      time.Duration
 	// Listeners made beforehand (the blob server must know authz's
@@ -106,6 +107,9 @@ func startStack(t *testing.T, o stackOptions) *stack {
 	}
 	if o.maxLifetime != 0 {
 		cfg.Exchange.MaxLifetime = o.maxLifetime
+	}
+	if o.scopedMaxLifetime != 0 {
+		cfg.Exchange.ScopedMaxLifetime = o.scopedMaxLifetime
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	log := slog.New(slog.NewJSONHandler(st.logs, nil))
