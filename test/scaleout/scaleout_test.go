@@ -41,7 +41,7 @@ type env struct {
 	mc           *minio.Client
 }
 
-func setup(t *testing.T) env {
+func setup(t testing.TB) env {
 	t.Helper()
 	s3URL, pgURL := os.Getenv("FLAKEGATE_TEST_S3_URL"), os.Getenv("FLAKEGATE_TEST_POSTGRES_URL")
 	if s3URL == "" || pgURL == "" {
@@ -116,7 +116,7 @@ func setup(t *testing.T) env {
 }
 
 // objects lists the object keys below the test's prefix and dir.
-func (e env) objects(t *testing.T, dir string) []string {
+func (e env) objects(t testing.TB, dir string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -157,22 +157,24 @@ func run(m *testing.M) int {
 
 type server struct {
 	URL, InternalURL string
+	Log              *testutil.LogBuffer
+	Pid              int
 }
 
 // start runs a blobserver process on the shared storage and waits until it
 // is healthy; it is stopped (and must exit cleanly) when the test ends.
-func start(t *testing.T, e env, keyFile string) *server {
+func start(t testing.TB, e env, keyFile string, extra ...string) *server {
 	t.Helper()
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
 	public, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	p := testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), []string{"HOME=" + t.TempDir()},
-		"-listen", public, "-internal-listen", internal,
+	args := append([]string{"-listen", public, "-internal-listen", internal,
 		"-storage", e.s3URL, "-index", e.pgURL, "-signing-key-file", keyFile,
-		"-access-log=false")
+		"-access-log=false"}, extra...)
+	p := testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), []string{"HOME=" + t.TempDir()}, args...)
 	p.WaitHealthy(t, "http://"+internal+"/healthz", 60*time.Second)
-	return &server{URL: "http://" + public, InternalURL: "http://" + internal}
+	return &server{URL: "http://" + public, InternalURL: "http://" + internal, Log: p.Log, Pid: p.Pid()}
 }
 
 func get(t *testing.T, u string) (int, string) {
