@@ -67,7 +67,7 @@ type stackOptions struct {
 	ownersURL      string // default: nothing listens (union reads fail)
 }
 
-func startStack(t *testing.T, o stackOptions) *stack {
+func startStack(t testing.TB, o stackOptions) *stack {
 	t.Helper()
 	st := &stack{
 		github: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
@@ -149,7 +149,7 @@ func startStack(t *testing.T, o stackOptions) *stack {
 }
 
 // loopbackListeners opens authz's gRPC and HTTP listeners.
-func loopbackListeners(t *testing.T) (grpcLn, httpLn net.Listener) {
+func loopbackListeners(t testing.TB) (grpcLn, httpLn net.Listener) {
 	t.Helper()
 	gl, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -163,7 +163,7 @@ func loopbackListeners(t *testing.T) (grpcLn, httpLn net.Listener) {
 	return gl, hl
 }
 
-func (st *stack) waitHTTP(t *testing.T) {
+func (st *stack) waitHTTP(t testing.TB) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -223,7 +223,7 @@ type exchangeResult struct {
 }
 
 // exchange posts to the token endpoint with the given Authorization and body.
-func (st *stack) exchange(t *testing.T, authorization, body string) exchangeResult {
+func (st *stack) exchange(t testing.TB, authorization, body string) exchangeResult {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, st.httpURL+exchange.TokenPath, strings.NewReader(body))
 	if err != nil {
@@ -251,7 +251,7 @@ func (st *stack) exchange(t *testing.T, authorization, body string) exchangeResu
 }
 
 // mustExchange exchanges an IdP token and returns the cache token answer.
-func (st *stack) mustExchange(t *testing.T, idpToken string) exchange.Response {
+func (st *stack) mustExchange(t testing.TB, idpToken string) exchange.Response {
 	t.Helper()
 	r := st.exchange(t, bearer(idpToken), "")
 	if r.status != http.StatusOK {

@@ -24,9 +24,10 @@ import (
 type blobServer struct {
 	url, internalURL string
 	publicKey        string
+	dir, secret      string
 }
 
-func startBlobServer(t *testing.T, extAuthz, authzHTTP string) *blobServer {
+func startBlobServer(t testing.TB, extAuthz, authzHTTP string) *blobServer {
 	t.Helper()
 	dir := t.TempDir()
 	secret, public, err := nixcache.GenerateKey("cache.flakegate.test-1")
@@ -64,7 +65,7 @@ func startBlobServer(t *testing.T, extAuthz, authzHTTP string) *blobServer {
 		for sc.Scan() {
 			var rec struct{ Msg, Public, Internal string }
 			if json.Unmarshal(sc.Bytes(), &rec) == nil && rec.Msg == blobserverapp.Listening {
-				return &blobServer{url: "http://" + rec.Public, internalURL: "http://" + rec.Internal, publicKey: public}
+				return &blobServer{url: "http://" + rec.Public, internalURL: "http://" + rec.Internal, publicKey: public, dir: dir, secret: secret}
 			}
 		}
 		select {

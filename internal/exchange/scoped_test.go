@@ -23,7 +23,7 @@ func scopeBody(flake string, roots ...string) string {
 }
 
 // mintScoped mints a scoped token as the CI job of flake.
-func (st *stack) mintScoped(t *testing.T, flake string, roots ...string) exchangeResult {
+func (st *stack) mintScoped(t testing.TB, flake string, roots ...string) exchangeResult {
 	t.Helper()
 	r := st.exchange(t, bearer(st.ghToken(flake, "refs/heads/main")), scopeBody(flake, roots...))
 	if r.status != http.StatusOK {
