@@ -111,7 +111,7 @@ func NewClosureClient(baseURL string, opts ClosureOptions) *ClosureClient {
 	}
 	return &ClosureClient{
 		base: strings.TrimRight(baseURL, "/"), client: client, opts: opts,
-		cache: newLookupCache[*Closure](opts.TTL, opts.MaxEntries),
+		cache: newLookupCache[*Closure](opts.TTL, opts.MaxEntries, opts.Metrics.closureLookup),
 	}
 }
 
@@ -127,19 +127,9 @@ func (c *ClosureClient) Closure(ctx context.Context, scope *identity.Scope) (*Cl
 		return nil, errors.New("closure lookup: empty scope")
 	}
 	key := closureKey(scope)
-	cl, hit, err := c.cache.get(ctx, key, func(ctx context.Context) (*Closure, error) {
+	return c.cache.get(ctx, key, func(ctx context.Context) (*Closure, error) {
 		return c.fetch(ctx, key)
 	})
-	switch {
-	case err != nil:
-		c.opts.Metrics.closureLookup("error")
-		return nil, err
-	case hit:
-		c.opts.Metrics.closureLookup("hit")
-	default:
-		c.opts.Metrics.closureLookup("miss")
-	}
-	return cl, nil
 }
 
 func (c *ClosureClient) fetch(ctx context.Context, key string) (*Closure, error) {

@@ -72,7 +72,7 @@ func NewOwnersClient(baseURL string, opts OwnersOptions) *OwnersClient {
 		base:   strings.TrimRight(baseURL, "/"),
 		client: client,
 		opts:   opts,
-		cache:  newLookupCache[[]nixname.Flake](opts.TTL, opts.MaxEntries),
+		cache:  newLookupCache[[]nixname.Flake](opts.TTL, opts.MaxEntries, opts.Metrics.ownersLookup),
 	}
 }
 
@@ -91,19 +91,9 @@ func (c *OwnersClient) Owners(ctx context.Context, r route.Request) ([]nixname.F
 	if err != nil {
 		return nil, err
 	}
-	flakes, hit, err := c.cache.get(ctx, key, func(ctx context.Context) ([]nixname.Flake, error) {
+	return c.cache.get(ctx, key, func(ctx context.Context) ([]nixname.Flake, error) {
 		return c.fetch(ctx, key)
 	})
-	switch {
-	case err != nil:
-		c.opts.Metrics.ownersLookup("error")
-		return nil, err
-	case hit:
-		c.opts.Metrics.ownersLookup("hit")
-	default:
-		c.opts.Metrics.ownersLookup("miss")
-	}
-	return flakes, nil
 }
 
 func (c *OwnersClient) fetch(ctx context.Context, key string) ([]nixname.Flake, error) {

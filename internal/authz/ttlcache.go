@@ -13,10 +13,13 @@ import (
 // lookup (OwnersClient) and the closure lookup (ClosureClient) use it.
 // Failures are not remembered (the caller fails closed and asks again).
 type lookupCache[V any] struct {
-	ttl   time.Duration
-	max   int
-	now   func() time.Time
-	group singleflight.Group
+	ttl time.Duration
+	max int
+	now func() time.Time
+	// observe, when set, is told each lookup's result: "hit" (cache),
+	// "miss" (fetched) or "error".
+	observe func(result string)
+	group   singleflight.Group
 
 	mu      sync.Mutex
 	entries map[string]lookupEntry[V]
@@ -27,14 +30,29 @@ type lookupEntry[V any] struct {
 	expires time.Time
 }
 
-func newLookupCache[V any](ttl time.Duration, max int) *lookupCache[V] {
-	return &lookupCache[V]{ttl: ttl, max: max, now: time.Now, entries: make(map[string]lookupEntry[V])}
+func newLookupCache[V any](ttl time.Duration, max int, observe func(string)) *lookupCache[V] {
+	return &lookupCache[V]{ttl: ttl, max: max, now: time.Now, observe: observe, entries: make(map[string]lookupEntry[V])}
 }
 
-// get returns key's answer, from the cache or from fetch; hit says which.
-// fetch runs with ctx detached from the caller's cancellation (it is
-// shared); it must bound itself.
-func (c *lookupCache[V]) get(ctx context.Context, key string, fetch func(context.Context) (V, error)) (v V, hit bool, err error) {
+// get returns key's answer, from the cache or from fetch. fetch runs with
+// ctx detached from the caller's cancellation (it is shared); it must
+// bound itself.
+func (c *lookupCache[V]) get(ctx context.Context, key string, fetch func(context.Context) (V, error)) (V, error) {
+	v, hit, err := c.lookup(ctx, key, fetch)
+	if c.observe != nil {
+		switch {
+		case err != nil:
+			c.observe("error")
+		case hit:
+			c.observe("hit")
+		default:
+			c.observe("miss")
+		}
+	}
+	return v, err
+}
+
+func (c *lookupCache[V]) lookup(ctx context.Context, key string, fetch func(context.Context) (V, error)) (v V, hit bool, err error) {
 	if v, ok := c.cached(key); ok {
 		return v, true, nil
 	}

@@ -80,6 +80,16 @@ func startBlobServer(t testing.TB, extAuthz, authzHTTP string) *blobServer {
 	}
 }
 
+// startGated runs authz and the blob server with its embedded gate pointed
+// at it (owners and closures asked from the blob server), as one host runs
+// them.
+func startGated(t testing.TB) (*stack, *blobServer) {
+	t.Helper()
+	grpcLn, httpLn := loopbackListeners(t)
+	blob := startBlobServer(t, grpcLn.Addr().String(), "http://"+httpLn.Addr().String())
+	return startStack(t, stackOptions{grpcLn: grpcLn, httpLn: httpLn, ownersURL: blob.internalURL}), blob
+}
+
 // The whole client story with real Nix: a CI job exchanges its OIDC token
 // once (flakegate login --ci, through the blob server's gate) and pushes a
 // built closure with `nix copy`; a user signs in with the device flow
@@ -91,9 +101,7 @@ func TestNixLoginPushPull(t *testing.T) {
 		t.Skip("real-Nix scenario skipped in -short mode")
 	}
 	nixtest.Require(t)
-	grpcLn, httpLn := loopbackListeners(t)
-	blob := startBlobServer(t, grpcLn.Addr().String(), "http://"+httpLn.Addr().String())
-	st := startStack(t, stackOptions{grpcLn: grpcLn, httpLn: httpLn, ownersURL: blob.internalURL})
+	st, blob := startGated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const flake = "omnicorp/dev-environments"

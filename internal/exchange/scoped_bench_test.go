@@ -88,9 +88,7 @@ func fillClosure(b *testing.B, bs *blobServer, flake string, n int) (hashes []st
 // closure (one index read per path), is timed on its own.
 func BenchmarkScopedNarInfo(b *testing.B) {
 	const n = 10000
-	grpcLn, httpLn := loopbackListeners(b)
-	bs := startBlobServer(b, grpcLn.Addr().String(), "http://"+httpLn.Addr().String())
-	st := startStack(b, stackOptions{grpcLn: grpcLn, httpLn: httpLn, ownersURL: bs.internalURL})
+	st, bs := startGated(b)
 	start := time.Now()
 	hashes, root := fillClosure(b, bs, "omnicorp/app", n)
 	b.Logf("indexed %d paths in %s", n, time.Since(start).Round(time.Millisecond))

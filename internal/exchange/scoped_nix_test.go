@@ -78,9 +78,7 @@ func TestNixScopedTokenPullsItsClosureOnly(t *testing.T) {
 		t.Skip("real-Nix scenario skipped in -short mode")
 	}
 	nixtest.Require(t)
-	grpcLn, httpLn := loopbackListeners(t)
-	blob := startBlobServer(t, grpcLn.Addr().String(), "http://"+httpLn.Addr().String())
-	st := startStack(t, stackOptions{grpcLn: grpcLn, httpLn: httpLn, ownersURL: blob.internalURL})
+	st, blob := startGated(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	const flake, other = "omnicorp/app", "omnicorp/other"

@@ -74,6 +74,15 @@ type NarInfoUpdater interface {
 	UpdateNarInfo(ctx context.Context, flake nixname.Flake, hash string, narInfo []byte, signedBy string) error
 }
 
+// PathsGetter is implemented by indexes that read many of a flake's
+// records in one query; Closure uses it to read a closure one level at a
+// time instead of one path at a time. Optional.
+type PathsGetter interface {
+	// GetPaths returns flake's records of those of hashes it holds, in no
+	// particular order; absent ones are left out (not an error).
+	GetPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]Path, error)
+}
+
 // Kind is the kind of object whose owners Owners lists.
 type Kind string
 

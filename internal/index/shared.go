@@ -183,49 +183,69 @@ var ErrClosureTooLarge = errors.New("closure too large")
 // (a flake holds every reference of a path it holds, since a narinfo upload
 // is refused while one is missing). More than max paths is
 // ErrClosureTooLarge (max ≤ 0: no limit). It works on any Index with one
-// GetPath per path of the closure: authz caches the answer per (flake,
-// roots), so it runs once per token and cache lifetime, never per request.
+// query per level of the closure on an index that implements PathsGetter
+// (sqlite, postgres), else one GetPath per path; authz caches the answer
+// per (flake, roots), so it runs once per token and cache lifetime, never
+// per request.
 func Closure(ctx context.Context, idx Index, flake nixname.Flake, roots []string, max int) ([]Path, error) {
 	if err := CheckFlake(flake); err != nil {
 		return nil, fmt.Errorf("closure: %w", err)
 	}
 	seen := make(map[string]bool, len(roots))
-	queue := make([]string, 0, len(roots))
+	level := make([]string, 0, len(roots))
 	for _, r := range roots {
 		if !nixname.IsStoreHash(r) {
 			return nil, fmt.Errorf("closure: %q is not a store hash", r)
 		}
 		if !seen[r] {
 			seen[r] = true
-			queue = append(queue, r)
+			level = append(level, r)
 		}
 	}
 	var out []Path
-	for len(queue) > 0 {
-		h := queue[0]
-		queue = queue[1:]
+	for len(level) > 0 {
+		got, err := getPaths(ctx, idx, flake, level)
+		if err != nil {
+			return nil, fmt.Errorf("closure in %s: %w", flake, err)
+		}
+		out = append(out, got...)
+		if max > 0 && len(out) > max {
+			return nil, fmt.Errorf("closure in %s: %w: more than %d paths", flake, ErrClosureTooLarge, max)
+		}
+		level = level[:0:0]
+		for _, p := range got {
+			for _, ref := range p.References {
+				if len(ref) < nixname.StoreHashLen {
+					continue
+				}
+				rh := ref[:nixname.StoreHashLen]
+				if nixname.IsStoreHash(rh) && !seen[rh] {
+					seen[rh] = true
+					level = append(level, rh)
+				}
+			}
+		}
+	}
+	slices.SortFunc(out, func(a, b Path) int { return strings.Compare(a.Hash, b.Hash) })
+	return out, nil
+}
+
+// getPaths is PathsGetter.GetPaths, or one GetPath per hash for an index
+// without it.
+func getPaths(ctx context.Context, idx Index, flake nixname.Flake, hashes []string) ([]Path, error) {
+	if pg, ok := idx.(PathsGetter); ok {
+		return pg.GetPaths(ctx, flake, hashes)
+	}
+	out := make([]Path, 0, len(hashes))
+	for _, h := range hashes {
 		p, err := idx.GetPath(ctx, flake, h)
 		if errors.Is(err, ErrNotFound) {
 			continue
 		}
 		if err != nil {
-			return nil, fmt.Errorf("closure of %s in %s: %w", h, flake, err)
+			return nil, err
 		}
 		out = append(out, p)
-		if max > 0 && len(out) > max {
-			return nil, fmt.Errorf("closure in %s: %w: more than %d paths", flake, ErrClosureTooLarge, max)
-		}
-		for _, ref := range p.References {
-			if len(ref) < nixname.StoreHashLen {
-				continue
-			}
-			rh := ref[:nixname.StoreHashLen]
-			if nixname.IsStoreHash(rh) && !seen[rh] {
-				seen[rh] = true
-				queue = append(queue, rh)
-			}
-		}
 	}
-	slices.SortFunc(out, func(a, b Path) int { return strings.Compare(a.Hash, b.Hash) })
 	return out, nil
 }

@@ -416,6 +416,30 @@ func testClosure(t *testing.T, x index.Index) {
 	if _, err := index.Closure(ctx, x, flakeA, []string{"not-a-hash"}, 0); err == nil {
 		t.Errorf("closure of a malformed root: no error")
 	}
+	// One path at a time (an index without PathsGetter) gives the same.
+	got, err = index.Closure(ctx, struct{ index.Index }{x}, flakeA, []string{Hash(3), Hash(5), Hash(9)}, 0)
+	must(t, err)
+	if want := sorted(Hash(1), Hash(2), Hash(3), Hash(5)); !slices.Equal(hashes(got), want) {
+		t.Errorf("closure without PathsGetter = %v, want %v", hashes(got), want)
+	}
+	pg, ok := x.(index.PathsGetter)
+	if !ok {
+		return
+	}
+	// GetPaths: only the flake's own records, absent ones left out, in
+	// chunks beyond any bound on query parameters.
+	many := []string{Hash(1), Hash(4), Hash(9)}
+	for i := 1000; i < 3000; i++ {
+		many = append(many, Hash(i))
+	}
+	ps, err := pg.GetPaths(ctx, flakeA, many)
+	must(t, err)
+	if h := hashes(ps); !slices.Equal(h, []string{Hash(1)}) || string(ps[0].NarInfo) != string(path(1, ref(2)).NarInfo) {
+		t.Errorf("GetPaths(A, 1 4 9 + 2000 absent) = %v, want A's record of 1", h)
+	}
+	if ps, err := pg.GetPaths(ctx, flakeA, nil); err != nil || len(ps) != 0 {
+		t.Errorf("GetPaths of none = %v, %v", ps, err)
+	}
 }
 
 // manyFlakes is n made-up flakes with the given ones among them.

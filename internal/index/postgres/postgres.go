@@ -322,6 +322,37 @@ func (x *Index) GetPath(ctx context.Context, flake nixname.Flake, hash string) (
 	return p, nil
 }
 
+var _ index.PathsGetter = (*Index)(nil)
+
+// GetPaths returns flake's records of those of hashes it holds, in one query.
+func (x *Index) GetPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]index.Path, error) {
+	if err := index.CheckGetPath(flake, ""); err != nil {
+		return nil, err
+	}
+	if len(hashes) == 0 {
+		return nil, nil
+	}
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := x.pool.Query(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
+	if err != nil {
+		return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+	}
+	defer rows.Close()
+	var out []index.Path
+	for rows.Next() {
+		p, err := scanPath(rows)
+		if err != nil {
+			return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+		}
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+	}
+	return out, nil
+}
+
 // PathsOf returns the records of a path held by flakes (all when nil),
 // sorted by flake.
 func (x *Index) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {

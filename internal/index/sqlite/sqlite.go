@@ -351,6 +351,40 @@ func (x *Index) GetPath(ctx context.Context, flake nixname.Flake, hash string) (
 	return p, nil
 }
 
+var _ index.PathsGetter = (*Index)(nil)
+
+// GetPaths returns flake's records of those of hashes it holds, asked in
+// chunks of maxParams.
+func (x *Index) GetPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]index.Path, error) {
+	if err := index.CheckGetPath(flake, ""); err != nil {
+		return nil, err
+	}
+	var out []index.Path
+	for chunk := range slices.Chunk(hashes, maxParams-1) {
+		args := make([]any, 0, len(chunk)+1)
+		args = append(args, flake.String())
+		for _, h := range chunk {
+			args = append(args, h)
+		}
+		rows, err := x.r.QueryContext(ctx, `SELECT `+pathCols+` FROM flake_paths WHERE flake = ? AND hash IN (?`+strings.Repeat(",?", len(chunk)-1)+`)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+		}
+		for rows.Next() {
+			p, err := scanPath(rows.Scan)
+			if err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+			}
+			out = append(out, p)
+		}
+		if err := errors.Join(rows.Close(), rows.Err()); err != nil {
+			return nil, fmt.Errorf("get paths of %s: %w", flake, err)
+		}
+	}
+	return out, nil
+}
+
 // PathsOf returns the records of a path held by flakes (all when nil),
 // sorted by flake. Long flake lists are asked in chunks of maxParams.
 func (x *Index) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
