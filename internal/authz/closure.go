@@ -64,7 +64,13 @@ type ClosureOptions struct {
 	// TTL is the cache lifetime of a closure, default 60s. A flake's record
 	// of a path never changes once pushed, so a closure only grows when a
 	// root or reference that was missing is pushed: it shows within TTL.
-	TTL        time.Duration
+	TTL time.Duration
+	// Stale is how long past TTL a cached closure is still used while one
+	// lookup refreshes it in the background, default 1h (a closure only
+	// grows: an older one allows less, never more), so that only the first
+	// request of a scope waits for its closure, not one per TTL. Negative:
+	// never.
+	Stale      time.Duration
 	MaxEntries int // cache bound (scopes), default 1000
 	Metrics    *Metrics
 }
@@ -73,6 +79,7 @@ type ClosureOptions struct {
 const (
 	DefaultClosureTTL     = 60 * time.Second
 	DefaultClosureTimeout = 10 * time.Second
+	DefaultClosureStale   = time.Hour
 )
 
 // maxClosureAnswer bounds a closure answer (about 100 bytes a path).
@@ -80,7 +87,7 @@ const maxClosureAnswer = 64 << 20
 
 // ClosureClient asks the blob server's internal listener for the closure
 // of a scope (route.ClosurePath, route.ClosureResponse) and caches it by
-// (flake, roots) for TTL, so that a scoped token's requests cost a map
+// (flake, roots) for TTL (then refreshed in the background for Stale), so that a scoped token's requests cost a map
 // lookup, never a walk of the graph; concurrent lookups of one scope share
 // one request. Any failure is an error: the caller fails closed (503).
 type ClosureClient struct {
@@ -102,6 +109,12 @@ func NewClosureClient(baseURL string, opts ClosureOptions) *ClosureClient {
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = 1000
 	}
+	switch {
+	case opts.Stale == 0:
+		opts.Stale = DefaultClosureStale
+	case opts.Stale < 0:
+		opts.Stale = 0
+	}
 	client := opts.HTTPClient
 	if client == nil {
 		client = &http.Client{
@@ -109,10 +122,12 @@ func NewClosureClient(baseURL string, opts ClosureOptions) *ClosureClient {
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
-	return &ClosureClient{
+	c := &ClosureClient{
 		base: strings.TrimRight(baseURL, "/"), client: client, opts: opts,
 		cache: newLookupCache[*Closure](opts.TTL, opts.MaxEntries, opts.Metrics.closureLookup),
 	}
+	c.cache.stale = opts.Stale
+	return c
 }
 
 // closureKey is the endpoint path and query of a scope, also its cache key.

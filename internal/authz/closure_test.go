@@ -72,7 +72,7 @@ func TestClosureClient(t *testing.T) {
 	defer srv.Close()
 	now := time.Unix(1_700_000_000, 0)
 	var mu sync.Mutex
-	c := NewClosureClient(srv.URL, ClosureOptions{TTL: time.Minute})
+	c := NewClosureClient(srv.URL, ClosureOptions{TTL: time.Minute, Stale: -1})
 	c.cache.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
 	ab := mustScope(t, "omnicorp/app", "/nix/store/"+testHash+"-a", "/nix/store/"+otherHash+"-b")
 	ba := mustScope(t, "omnicorp/app", "/nix/store/"+otherHash+"-b", "/nix/store/"+testHash+"-a")
@@ -121,5 +121,61 @@ func TestClosureClient(t *testing.T) {
 		if _, err := c.Closure(context.Background(), ab); err == nil {
 			t.Errorf("answer %s: no error", bad)
 		}
+	}
+}
+
+// Past its TTL a closure is still used, at once, while one background
+// lookup refreshes it; past TTL + Stale the caller waits for a fresh one.
+func TestClosureClientStaleWhileRevalidate(t *testing.T) {
+	var hits atomic.Int64
+	var answer atomic.Value
+	answer.Store(`{"paths":["` + testHash + `"],"nars":[],"derivers":[]}`)
+	release := make(chan struct{}, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hits.Add(1) > 1 {
+			<-release // refreshes wait until the test lets them answer
+		}
+		_, _ = w.Write([]byte(answer.Load().(string)))
+	}))
+	defer srv.Close()
+	now := time.Unix(1_700_000_000, 0)
+	var mu sync.Mutex
+	c := NewClosureClient(srv.URL, ClosureOptions{TTL: time.Minute, Stale: time.Hour})
+	c.cache.now = func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	advance := func(d time.Duration) { mu.Lock(); now = now.Add(d); mu.Unlock() }
+	scope := mustScope(t, "omnicorp/app", "/nix/store/"+testHash+"-a")
+	allows := func(h string) bool {
+		t.Helper()
+		cl, err := c.Closure(context.Background(), scope)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cl.Allows(mustRoute(t, "GET", "/"+h+".narinfo"))
+	}
+	if !allows(testHash) || allows(otherHash) {
+		t.Fatal("first closure")
+	}
+	answer.Store(`{"paths":["` + testHash + `","` + otherHash + `"],"nars":[],"derivers":[]}`)
+	advance(2 * time.Minute)
+	// Stale: answered at once (the refresh is held), from the old closure.
+	if allows(otherHash) {
+		t.Error("stale closure already has the new path")
+	}
+	release <- struct{}{}
+	deadline := time.Now().Add(5 * time.Second)
+	for !allows(otherHash) {
+		if time.Now().After(deadline) {
+			t.Fatal("the background refresh never landed")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Errorf("%d lookups, want 2 (first, one refresh)", n)
+	}
+	// Past TTL + Stale: the caller waits for the fetch.
+	advance(2 * time.Hour)
+	release <- struct{}{}
+	if !allows(otherHash) || hits.Load() != 3 {
+		t.Errorf("after TTL+Stale: %d lookups, want 3", hits.Load())
 	}
 }
