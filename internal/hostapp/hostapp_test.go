@@ -2,6 +2,7 @@ package hostapp
 
 import (
 	"context"
+	"encoding/json"
 	"log/slog"
 	"net/http"
 	"os"
@@ -130,5 +131,84 @@ func TestInternalListenerServesBothParts(t *testing.T) {
 		if st, body := get(t, public+path, token); st == http.StatusOK {
 			t.Errorf("public listener serves %s: %d %q", path, st, body)
 		}
+	}
+}
+
+// A scoped (deploy) token on the single host: its closure is asked from the
+// blob server's handler in memory (internal listener off), so a read in its
+// flake is decided (404 for a path outside the closure, not the 503 of a
+// failed lookup), another flake is the same 404, and a push is 403.
+func TestScopedTokenInProcess(t *testing.T) {
+	dir := t.TempDir()
+	gh := identitytest.NewIssuer(t)
+	b, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{gh.Config("github", identity.ClaimsGitHubActions)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	issuers := filepath.Join(dir, "issuers.yaml")
+	if err := os.WriteFile(issuers, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg := DefaultConfig()
+	cfg.Blob.DataDir = filepath.Join(dir, "data")
+	cfg.Blob.Listen, cfg.Blob.InternalListen = "127.0.0.1:0", ""
+	cfg.Authz.Policies, cfg.Authz.Issuers = "../../policies", issuers
+	cfg.Authz.Exchange.PublicURL, cfg.Authz.Exchange.KeyDir = identitytest.DefaultAudience, filepath.Join(dir, "keys")
+	ready := make(chan string, 1)
+	cfg.Blob.OnListen = func(p, _ string) { ready <- "http://" + p }
+	logs := &testutil.LogBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("stopped with %v", err)
+		}
+		if t.Failed() {
+			t.Logf("logs:\n%s", logs.String())
+		}
+	})
+	var public string
+	select {
+	case public = <-ready:
+	case err := <-done:
+		t.Fatalf("did not start: %v\n%s", err, logs.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("did not start within 30s")
+	}
+	const root, outside = "0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1", "1a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1"
+	req, err := http.NewRequest(http.MethodPost, public+"/_flakegate/token",
+		strings.NewReader(`{"scope": {"flake": "omnicorp/app", "closure": "/nix/store/`+root+`-system"}}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+gh.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")))
+	resp, body := testutil.Do(t, req)
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("mint a scoped token: %d %s", resp.StatusCode, body)
+	}
+	var tok struct{ Token string }
+	if err := json.Unmarshal([]byte(body), &tok); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"GET", "/omnicorp/app/" + root + ".narinfo", 404}, // in scope, not pushed
+		{"GET", "/" + outside + ".narinfo", 404},
+		{"GET", "/omnicorp/other/" + root + ".narinfo", 404},
+		{"PUT", "/omnicorp/app/" + root + ".narinfo", 403},
+	} {
+		req, _ := http.NewRequest(c.method, public+c.path, strings.NewReader("x"))
+		req.Header.Set("Authorization", "Bearer "+tok.Token)
+		resp, body := testutil.Do(t, req)
+		if resp.StatusCode != c.want || (c.want == 404 && body != route.BodyNotFound) {
+			t.Errorf("%s %s with the scoped token: %d %q, want %d", c.method, c.path, resp.StatusCode, body, c.want)
+		}
+	}
+	if !strings.Contains(logs.String(), `"reason":"outside the token's scope: not in the closure of its roots"`) {
+		t.Errorf("no decision made on the closure:\n%s", logs.String())
 	}
 }
