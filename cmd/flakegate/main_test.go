@@ -213,3 +213,22 @@ func contains(list []string, s string) bool {
 	}
 	return false
 }
+
+// flakegate token create: its argument errors, before any request.
+func TestTokenCreateUsage(t *testing.T) {
+	for _, c := range []struct {
+		args       []string
+		wantStderr string
+	}{
+		{[]string{"token"}, `want "token create"`},
+		{[]string{"token", "create", "--ci", "--cache", "https://c.example", "--closure", "/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-x"}, "--flake"},
+		{[]string{"token", "create", "--ci", "--cache", "https://c.example", "--flake", "omnicorp/app"}, "--closure is required"},
+		{[]string{"token", "create", "--ci", "--cache", "https://c.example", "--flake", "omnicorp/app", "--closure", "/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-x", "--lifetime", "90 days"}, `lifetime "90 days"`},
+		{[]string{"token", "create", "--ci", "--flake", "omnicorp/app", "--closure", "/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-x"}, "--cache is required"},
+	} {
+		var stdout, stderr strings.Builder
+		if code := run(context.Background(), c.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), c.wantStderr) || stdout.Len() != 0 {
+			t.Errorf("%v: exit %d, stderr %q, stdout %q; want 2 and %q", c.args, code, stderr.String(), stdout.String(), c.wantStderr)
+		}
+	}
+}
