@@ -8,8 +8,8 @@
 // names) and their rules are internal/nixname's.
 //
 // It also holds what else the two processes must agree on over HTTP (see
-// protocol.go): the headers authz sets for the blob server, the owners
-// endpoints and their answer, and the bodies of the answers both give.
+// protocol.go): the headers authz sets for the blob server, the owners and
+// closure endpoints and their answers, and the bodies of the answers both give.
 package route
 
 import (
