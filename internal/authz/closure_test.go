@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -45,6 +46,16 @@ func TestClosureAllows(t *testing.T) {
 		{"/nar/1b2m2y4m3wkkqbmy6fzf7zbyibnbg2wklw7i1xpy4xx3bbxdapgm.nar.zst", false},
 		{"/omnicorp/app/log/" + drvHash + "-app.drv", true},
 		{"/omnicorp/app/log/" + testHash + "-app.drv", false}, // a path's hash is not its deriver's
+		// Kinds keyed by the store hash (the listing) follow the paths.
+		{"/" + testHash + ".ls", true},
+		{"/omnicorp/app/" + testHash + ".ls", true},
+		{"/" + otherHash + ".ls", false},
+		// Kinds keyed otherwise are not covered (fail closed), even when the
+		// key names a closure path or deriver.
+		{"/omnicorp/app/debuginfo/0123456789abcdef0123456789abcdef01234567", false},
+		{"/omnicorp/app/realisations/sha256:" + strings.Repeat("ab", 32) + "!out.doi", false},
+		{"/omnicorp/app/build-trace-v2/" + drvHash + "-hello.drv/out.doi", false},
+		{"/build-trace-v2/" + testHash + "-hello.drv/out.doi", false},
 	} {
 		if got := c.Allows(mustRoute(t, "GET", tc.path)); got != tc.want {
 			t.Errorf("Allows(%s) = %v, want %v", tc.path, got, tc.want)
