@@ -28,21 +28,38 @@ func start(t *testing.T, internal bool) (public, internalURL, token string, logs
 	users := identitytest.NewIssuer(t)
 	ic := users.Config("sso", identity.ClaimsOIDC)
 	ic.OrgClaim = "org"
-	b, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{ic}})
+	cfg := testConfig(t, dir, ic)
+	if internal {
+		cfg.Blob.InternalListen = "127.0.0.1:0"
+	}
+	public, internalURL, logs = run(t, cfg)
+	c := identitytest.OIDCUserClaims("alice")
+	c["org"] = "omnicorp"
+	return public, internalURL, users.Mint(c), logs
+}
+
+// testConfig is the single host on a data directory in dir, internal
+// listener off, the shipped policies and these issuers.
+func testConfig(t *testing.T, dir string, issuers ...identity.IssuerConfig) Config {
+	t.Helper()
+	b, err := yaml.Marshal(identity.Config{Issuers: issuers})
 	if err != nil {
 		t.Fatal(err)
 	}
-	issuers := filepath.Join(dir, "issuers.yaml")
-	if err := os.WriteFile(issuers, b, 0o600); err != nil {
+	file := filepath.Join(dir, "issuers.yaml")
+	if err := os.WriteFile(file, b, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	cfg := DefaultConfig()
 	cfg.Blob.DataDir = filepath.Join(dir, "data")
 	cfg.Blob.Listen, cfg.Blob.InternalListen = "127.0.0.1:0", ""
-	if internal {
-		cfg.Blob.InternalListen = "127.0.0.1:0"
-	}
-	cfg.Authz.Policies, cfg.Authz.Issuers = "../../policies", issuers
+	cfg.Authz.Policies, cfg.Authz.Issuers = "../../policies", file
+	return cfg
+}
+
+// run runs the single host until the test ends and returns its URLs.
+func run(t *testing.T, cfg Config) (public, internalURL string, logs *testutil.LogBuffer) {
+	t.Helper()
 	ready := make(chan [2]string, 1)
 	cfg.Blob.OnListen = func(p, i string) { ready <- [2]string{p, i} }
 	logs = &testutil.LogBuffer{}
@@ -66,9 +83,7 @@ func start(t *testing.T, internal bool) (public, internalURL, token string, logs
 	case <-time.After(30 * time.Second):
 		t.Fatal("did not start within 30s")
 	}
-	c := identitytest.OIDCUserClaims("alice")
-	c["org"] = "omnicorp"
-	return public, internalURL, users.Mint(c), logs
+	return public, internalURL, logs
 }
 
 func get(t *testing.T, url, token string) (int, string) {
@@ -141,42 +156,9 @@ func TestInternalListenerServesBothParts(t *testing.T) {
 func TestScopedTokenInProcess(t *testing.T) {
 	dir := t.TempDir()
 	gh := identitytest.NewIssuer(t)
-	b, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{gh.Config("github", identity.ClaimsGitHubActions)}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issuers := filepath.Join(dir, "issuers.yaml")
-	if err := os.WriteFile(issuers, b, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg := DefaultConfig()
-	cfg.Blob.DataDir = filepath.Join(dir, "data")
-	cfg.Blob.Listen, cfg.Blob.InternalListen = "127.0.0.1:0", ""
-	cfg.Authz.Policies, cfg.Authz.Issuers = "../../policies", issuers
+	cfg := testConfig(t, dir, gh.Config("github", identity.ClaimsGitHubActions))
 	cfg.Authz.Exchange.PublicURL, cfg.Authz.Exchange.KeyDir = identitytest.DefaultAudience, filepath.Join(dir, "keys")
-	ready := make(chan string, 1)
-	cfg.Blob.OnListen = func(p, _ string) { ready <- "http://" + p }
-	logs := &testutil.LogBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("stopped with %v", err)
-		}
-		if t.Failed() {
-			t.Logf("logs:\n%s", logs.String())
-		}
-	})
-	var public string
-	select {
-	case public = <-ready:
-	case err := <-done:
-		t.Fatalf("did not start: %v\n%s", err, logs.String())
-	case <-time.After(30 * time.Second):
-		t.Fatal("did not start within 30s")
-	}
+	public, _, logs := run(t, cfg)
 	const root, outside = "0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1", "1a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1"
 	req, err := http.NewRequest(http.MethodPost, public+"/_flakegate/token",
 		strings.NewReader(`{"scope": {"flake": "omnicorp/app", "closure": "/nix/store/`+root+`-system"}}`))
