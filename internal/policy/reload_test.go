@@ -642,9 +642,11 @@ func TestFreshFileIsActivatedOnlyDebounceLater(t *testing.T) {
 // give up with ErrUnsettled, without recording a policy error, and the
 // active revision keeps serving.
 func TestUnsettledDirectoryIsNotActivated(t *testing.T) {
-	// The writer rewrites a file every 2 ms; a debounce of 100 ms leaves a
-	// busy machine a lot of room to stall it without the directory settling.
-	const d = 100 * time.Millisecond
+	// The writer rewrites a file every 2 ms; a debounce of 300 ms leaves a
+	// busy machine a lot of room to stall it without the directory settling
+	// (100 ms was not enough at load average 20 on 2 cores: the writer
+	// stalled that long, the directory settled by the rule, and loaded).
+	const d = 300 * time.Millisecond
 	dir := policyDir(t, map[string]string{"flakegate.rego": userPolicy("v1"), "users.yaml": usersYAML})
 	e, err := NewEngine(dir, Options{Logger: testLogger(&testutil.LogBuffer{}), Registerer: prometheus.NewRegistry(), Debounce: d, Rescan: -1})
 	if err != nil {
