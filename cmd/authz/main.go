@@ -53,7 +53,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -http-listen")
 	check := fs.Bool("check", false, "validate the issuers file and policies (compile, run *_test.rego), print the result and exit")
 
-	if code, done := authzapp.ParseFlags(fs, args, stderr); done {
+	if code, done := authzapp.ParseFlags(fs, args, stdout, stderr); done {
 		return code
 	}
 

@@ -103,7 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	check := fs.Bool("check", false, "single host: validate -issuers and -policies as `authz -check` does (compile, run *_test.rego, the denylist), print the result and exit")
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
-	if code, done := blobserverapp.ParseFlags(fs, args, stderr); done {
+	if code, done := blobserverapp.ParseFlags(fs, args, stdout, stderr); done {
 		return code
 	}
 

@@ -24,6 +24,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -31,19 +32,25 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mattn/go-isatty"
 	"github.com/peterbourgon/ff/v3"
 
+	"github.com/flakegate/flakegate/internal/bytesize"
 	"github.com/flakegate/flakegate/internal/login"
+	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/push"
+	"github.com/flakegate/flakegate/internal/version"
 )
 
-const usage = `usage: flakegate login [flags]
-       flakegate token create --flake ORG/NAME --closure PATH [flags]
+const usage = `usage: flakegate <command> [flags]
 
 Commands:
   login          get a cache token (device sign-in, or the CI job's token with --ci),
                  store it in the netrc file and print the nix.conf lines
   token create   mint a scoped (deploy) token: read-only, for the closure of PATH
                  within one flake; prints a netrc line for the deployed machine
+  push           push the closures of store paths (or ./result links) to a flake
+  version        print the client's version
 
 Run "flakegate login -h" or "flakegate token create -h" for the flags.
 `
@@ -73,6 +80,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "flakegate token: want \"token create\"\n%s", usage)
 		return 2
+	case "push":
+		return runPush(ctx, args[1:], stdout, stderr)
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, version.String())
+		return 0
 	}
 	fmt.Fprintf(stderr, "flakegate: unknown command %q\n%s", args[0], usage)
 	return 2
@@ -133,6 +145,78 @@ func runTokenCreate(ctx context.Context, args []string, stdout, stderr io.Writer
 	return 0
 }
 
+func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := push.DefaultConfig()
+	var netrc, compression string
+	var interval time.Duration
+	var verbose bool
+	fs := flag.NewFlagSet("flakegate push", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprintln(stderr, "usage: flakegate push --cache URL --flake ORG/NAME [flags] PATH...\n\nPushes the closures of the store paths (or ./result links) to the flake.\nThe cache token is the netrc entry of the cache's host (flakegate login).")
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.Cache, "cache", "", "the cache's base URL, e.g. https://cache.example.com")
+	fs.StringVar(&cfg.Flake, "flake", "", "the flake to push to: org/name")
+	fs.StringVar(&cfg.Store, "store", "", "the Nix store to read from (nix --store; default: the default store)")
+	fs.IntVar(&cfg.Jobs, "jobs", cfg.Jobs, "paths uploaded in parallel")
+	fs.StringVar(&compression, "compression", string(cfg.Compression), "NAR compression: zstd or none")
+	fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "retries of a request after a transient failure (with exponential backoff)")
+	fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "timeout of one request")
+	fs.StringVar(&netrc, "netrc", "", "netrc file holding the cache token (default $XDG_CONFIG_HOME/nix/netrc or ~/.config/nix/netrc)")
+	fs.DurationVar(&interval, "progress-interval", 10*time.Second, "when stderr is not a terminal: how often a progress line is printed")
+	fs.BoolVar(&verbose, "v", false, "log every retry and failure")
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("FLAKEGATE"))
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	cfg.Paths = fs.Args()
+	cfg.Compression = nixname.Compression(compression)
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "flakegate push: %v\n", err)
+		return 2
+	}
+	cache, err := login.CacheBase(cfg.Cache)
+	if err != nil {
+		fmt.Fprintf(stderr, "flakegate push: %v\n", err)
+		return 2
+	}
+	if netrc == "" {
+		if netrc, err = login.DefaultNetrcPath(os.Getenv); err != nil {
+			fmt.Fprintf(stderr, "flakegate push: %v\n", err)
+			return 1
+		}
+	}
+	level := slog.LevelError
+	if verbose {
+		level = slog.LevelDebug
+	}
+	env := push.Env{
+		HTTPClient: &http.Client{},
+		// Read at every request: a login or a CI token refresh during a
+		// long push takes effect at once.
+		Token:    func(context.Context) (string, error) { return login.ReadNetrcToken(netrc, cache.Hostname()) },
+		Progress: push.NewProgress(stderr, isTerminal(stderr), interval),
+		Log:      slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: level})),
+	}
+	res, err := push.Run(ctx, cfg, env)
+	if err != nil {
+		fmt.Fprintf(stderr, "flakegate push: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "pushed %d paths (%s), %d already in %s, %d failed\n", res.Pushed, bytesize.Format(res.Bytes), res.Skipped, cfg.Flake, len(res.Failed))
+	if err := res.Err(); err != nil {
+		for _, f := range res.Failed {
+			fmt.Fprintf(stderr, "flakegate push: %v\n", f)
+		}
+		return 1
+	}
+	return 0
+}
+
 // stringList is a repeatable string flag.
 type stringList []string
 
@@ -169,4 +253,9 @@ func signInFlags(fs *flag.FlagSet, cfg *login.Config, scopes *string) {
 	fs.BoolVar(&cfg.CI, "ci", false, "use the CI job's OIDC token (GitHub Actions or GitLab CI) instead of signing in")
 	fs.StringVar(&cfg.TokenEnv, "token-env", "", "with --ci: the variable holding the job's OIDC token (default: GitHub Actions' token service, else $"+login.DefaultTokenEnv+")")
 	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout of each HTTP request")
+}
+
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	return ok && isatty.IsTerminal(f.Fd())
 }

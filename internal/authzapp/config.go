@@ -226,6 +226,6 @@ func indent(s string) string {
 
 // ParseFlags parses the command's flags as every flakegate service does
 // (serve.ParseFlags: flags, FLAKEGATE_<FLAG>, -config file).
-func ParseFlags(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bool) {
-	return serve.ParseFlags(fs, args, stderr)
+func ParseFlags(fs *flag.FlagSet, args []string, stdout, stderr io.Writer) (code int, done bool) {
+	return serve.ParseFlags(fs, args, stdout, stderr)
 }

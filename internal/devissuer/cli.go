@@ -1,6 +1,8 @@
 package devissuer
 
 import (
+	"github.com/flakegate/flakegate/internal/version"
+
 	"errors"
 	"flag"
 	"fmt"
@@ -34,6 +36,9 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = runMint(args[1:], stdout, stderr)
 	case "-h", "-help", "--help", "help":
 		fmt.Fprint(stdout, usage)
+		return 0
+	case "-version", "--version", "version":
+		fmt.Fprintln(stdout, version.String())
 		return 0
 	default:
 		err = fmt.Errorf("unknown command %q (want init or mint)", args[0])

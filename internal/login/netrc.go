@@ -236,3 +236,17 @@ func WriteNetrcEntry(path, machine, login, password string) error {
 	}
 	return nil
 }
+
+// ReadNetrcToken returns the cache token stored for machine in the netrc
+// file at path; an error says to log in when there is none.
+func ReadNetrcToken(path, machine string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the cache token from %s (run flakegate login first): %w", path, err)
+	}
+	p, ok := NetrcPassword(string(b), machine)
+	if !ok || p == "" {
+		return "", fmt.Errorf("no cache token for %s in %s: run flakegate login", machine, path)
+	}
+	return p, nil
+}

@@ -125,6 +125,7 @@ func TestParseFlags(t *testing.T) {
 		{"config file", []string{"-config", cfgFile}, "", "/from/file", 0, false, ""},
 		{"help", []string{"-h"}, "", "default", 0, true, ""},
 		{"unknown flag", []string{"-nope"}, "", "default", 2, true, "svc: "},
+		{"version", []string{"-version"}, "", "default", 0, true, ""},
 		{"positional argument", []string{"extra"}, "", "default", 2, true, `svc: unexpected arguments ["extra"]`},
 	}
 	for _, c := range cases {
@@ -134,8 +135,11 @@ func TestParseFlags(t *testing.T) {
 				os.Unsetenv("FLAKEGATE_DATA_DIR")
 			}
 			fs, dir := newFS()
-			var stderr strings.Builder
-			code, done := ParseFlags(fs, c.args, &stderr)
+			var stdout, stderr strings.Builder
+			code, done := ParseFlags(fs, c.args, &stdout, &stderr)
+			if gotVersion := strings.HasPrefix(stdout.String(), "flakegate "); gotVersion != (c.name == "version") {
+				t.Fatalf("stdout %q after %v", stdout.String(), c.args)
+			}
 			if code != c.code || done != c.done || (!done && *dir != c.want) || !strings.Contains(stderr.String(), c.inStderr) {
 				t.Fatalf("code %d done %v dir %q stderr %q; want %d %v %q %q", code, done, *dir, stderr.String(), c.code, c.done, c.want, c.inStderr)
 			}
