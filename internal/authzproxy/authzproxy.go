@@ -15,6 +15,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // Prefix is the path prefix forwarded to authz.
@@ -67,10 +69,11 @@ func New(target string, opts Options) (http.Handler, error) {
 	}, nil
 }
 
-// Route sends /_flakegate/… to authz and everything else to next.
+// Route sends /_flakegate/… to authz and everything else (with
+// route.PublicKeysPath, the blob server's) to next.
 func Route(authz, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.Path, Prefix) {
+		if strings.HasPrefix(r.URL.Path, Prefix) && r.URL.Path != route.PublicKeysPath {
 			authz.ServeHTTP(w, r)
 			return
 		}

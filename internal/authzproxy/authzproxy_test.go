@@ -37,6 +37,8 @@ func TestRoute(t *testing.T) {
 		{"token exchange forwarded with body and auth", "POST", "/_flakegate/token", `{"lifetime_seconds":60}`, 201, `{"from":"authz"}`, true},
 		{"jwks forwarded", "GET", "/_flakegate/jwks", "", 201, `{"from":"authz"}`, true},
 		{"cache path stays", "GET", "/omnicorp/app/nix-cache-info", "", 200, "cache", false},
+		{"public keys are the blob server's", "GET", "/_flakegate/public-keys", "", 200, "cache", false},
+		{"public keys lookalike forwarded", "GET", "/_flakegate/public-keys/x", "", 201, `{"from":"authz"}`, true},
 		{"lookalike prefix stays", "GET", "/_flakegatex/token", "", 200, "cache", false},
 	}
 	for _, tt := range tests {

@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/fnv"
@@ -210,6 +211,12 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		}
 		defer release()
 		h(s, rw, r, req)
+	case route.ActionPublic:
+		if req.Kind == route.KindPublicKeys {
+			s.servePublicKeys(rw)
+			return
+		}
+		s.fail(rw, http.StatusNotFound, "not found: "+r.URL.Path+" is served by the authorization service")
 	default:
 		// /_flakegate/… is served by the authorization service.
 		s.fail(rw, http.StatusNotFound, "not found: "+r.URL.Path+" is served by the authorization service")
@@ -290,4 +297,18 @@ func (s *Server) lockPath(flake nixname.Flake, hash string) func() {
 	m := &s.pathLocks[h.Sum32()%uint32(len(s.pathLocks))]
 	m.Lock()
 	return m.Unlock
+}
+
+// servePublicKeys answers route.PublicKeysPath: the keys that sign the
+// narinfos, for clients to trust (public, like nix-cache-info).
+func (s *Server) servePublicKeys(w http.ResponseWriter) {
+	b, err := json.Marshal(route.PublicKeysResponse{PublicKeys: s.keys.PublicKeys()})
+	if err != nil {
+		s.fail(w, http.StatusInternalServerError, "encode public keys: "+err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "public, max-age=300")
+	w.WriteHeader(http.StatusOK)
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -155,3 +155,16 @@ type ClosureResponse struct {
 	// paths: their build logs are part of what the closure exposes.
 	Derivers []string `json:"derivers"`
 }
+
+// PublicKeysPath is the blob server's list of narinfo signing keys
+// (GET, no authentication): a PublicKeysResponse. Every other /_flakegate/
+// path is the authorization service's; the embedded gate's proxy and
+// Envoy's route send this one to the blob server.
+const PublicKeysPath = "/_flakegate/public-keys"
+
+// PublicKeysResponse is the JSON answer of PublicKeysPath:
+// {"public_keys":["name:base64",…]}, the keys Nix's trusted-public-keys
+// takes, newest (signing) key first.
+type PublicKeysResponse struct {
+	PublicKeys []string `json:"public_keys"`
+}

@@ -29,7 +29,8 @@ const (
 	ActionRead     Action = "read"
 	ActionPush     Action = "push"
 	ActionExchange Action = "exchange"
-	// ActionPublic is for endpoints anyone may call (the token issuer's JWKS).
+	// ActionPublic is for endpoints anyone may call (the token issuer's
+	// JWKS, the narinfo signing keys).
 	// The policy is not consulted for it.
 	ActionPublic Action = "public"
 )
@@ -58,6 +59,10 @@ const (
 	KindBuildTrace Kind = "build-trace"
 	KindToken      Kind = "token" // POST /_flakegate/token
 	KindJWKS       Kind = "jwks"  // GET /_flakegate/jwks
+	// KindPublicKeys is GET /_flakegate/public-keys: the narinfo signing
+	// keys, served by the blob server (every other /_flakegate/ path is
+	// authz's), so that a client configures Nix from the cache itself.
+	KindPublicKeys Kind = "public-keys"
 )
 
 // Request is what a cache URL means.
@@ -149,6 +154,11 @@ func Parse(method, path string) (Request, error) {
 				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)
 			}
 			return Request{Action: ActionPublic, Kind: KindJWKS}, nil
+		case len(segs) == 2 && segs[1] == "public-keys":
+			if !read {
+				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)
+			}
+			return Request{Action: ActionPublic, Kind: KindPublicKeys}, nil
 		}
 		return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)
 	}

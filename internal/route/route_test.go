@@ -98,6 +98,10 @@ func TestParse(t *testing.T) {
 		{"GET", "/_flakegate/token", Request{}, 405},
 		{"GET", "/_flakegate/jwks", Request{Action: ActionPublic, Kind: KindJWKS}, 0},
 		{"POST", "/_flakegate/jwks", Request{}, 405},
+		{"GET", "/_flakegate/public-keys", Request{Action: ActionPublic, Kind: KindPublicKeys}, 0},
+		{"HEAD", "/_flakegate/public-keys", Request{Action: ActionPublic, Kind: KindPublicKeys}, 0},
+		{"PUT", "/_flakegate/public-keys", Request{}, 405},
+		{"GET", "/_flakegate/public-keys/x", Request{}, 404},
 		{"GET", "/_flakegate/other", Request{}, 404},
 		// shapes that are not cache URLs
 		{"GET", "/", Request{}, 404},
