@@ -36,6 +36,7 @@ import (
 	"github.com/peterbourgon/ff/v3"
 
 	"github.com/flakegate/flakegate/internal/bytesize"
+	"github.com/flakegate/flakegate/internal/ciaction"
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/push"
@@ -50,6 +51,8 @@ Commands:
   token create   mint a scoped (deploy) token: read-only, for the closure of PATH
                  within one flake; prints a netrc line for the deployed machine
   push           push the closures of store paths (or ./result links) to a flake
+  ci             in a CI job: push every path the job builds (setup, hook, pusher,
+                 flush; what the GitHub Action and the GitLab component run)
   version        print the client's version
 
 Run "flakegate login -h" or "flakegate token create -h" for the flags.
@@ -82,6 +85,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return 2
 	case "push":
 		return runPush(ctx, args[1:], stdout, stderr)
+	case "ci":
+		return runCI(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return 0
@@ -258,4 +263,88 @@ func signInFlags(fs *flag.FlagSet, cfg *login.Config, scopes *string) {
 func isTerminal(w io.Writer) bool {
 	f, ok := w.(*os.File)
 	return ok && isatty.IsTerminal(f.Fd())
+}
+
+const ciUsage = `usage: flakegate ci <setup|hook|pusher|flush> [flags]
+
+  setup   log in with the job's OIDC token, configure Nix (substituter, the
+          cache's public key, netrc, post-build hook) and start the pusher
+  hook    Nix's post-build-hook: queue $OUT_PATHS (installed by setup)
+  pusher  push queued paths in the background (started by setup)
+  flush   wait for the queue, report what was pushed (job summary)
+
+None of them fails the job because of the cache: problems are warnings.
+`
+
+func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+		fmt.Fprint(stderr, ciUsage)
+		if len(args) == 0 {
+			return 2
+		}
+		return 0
+	}
+	env := ciaction.Env{HTTPClient: &http.Client{}, Getenv: os.Getenv, Stdout: stdout, Stderr: stderr}
+	fs := flag.NewFlagSet("flakegate ci "+args[0], flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	stateDir := fs.String("state-dir", ciaction.DefaultStateDir(os.Getenv), "the state directory shared by setup, hook, pusher and flush")
+	parse := func() int {
+		err := ff.Parse(fs, args[1:], ff.WithEnvVarPrefix("FLAKEGATE"))
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		if err != nil {
+			return 2
+		}
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "%s: unexpected arguments %q\n", fs.Name(), fs.Args())
+			return 2
+		}
+		return -1
+	}
+	switch args[0] {
+	case "setup":
+		cfg := ciaction.DefaultSetupConfig()
+		fs.StringVar(&cfg.Cache, "cache", "", "the cache's base URL, e.g. https://cache.example.com")
+		fs.StringVar(&cfg.Flake, "flake", "", "the flake to push to (default: the job's repository, $GITHUB_REPOSITORY or $CI_PROJECT_PATH)")
+		fs.StringVar(&cfg.TokenEnv, "token-env", "", "the variable holding the job's OIDC token (default: GitHub Actions' token service, else $"+login.DefaultTokenEnv+")")
+		fs.DurationVar(&cfg.Lifetime, "lifetime", 0, "cache token lifetime to ask for (refreshed before it ends on GitHub; on GitLab ask for the job's length)")
+		fs.StringVar(&cfg.NixConf, "nix-conf", cfg.NixConf, "how Nix is configured: auto, env (NIX_CONFIG), system (/etc/nix/nix.conf + daemon restart) or none")
+		fs.StringVar(&cfg.Store, "store", "", "nix --store of the built paths (default: the default store)")
+		fs.BoolVar(&cfg.Push, "push", cfg.Push, "push what the job builds (false: only use the cache)")
+		fs.IntVar(&cfg.Retries, "retries", cfg.Retries, "retries of a failed request by the pusher")
+		fs.DurationVar(&cfg.Timeout, "timeout", cfg.Timeout, "timeout of the login requests")
+		if code := parse(); code >= 0 {
+			return code
+		}
+		cfg.StateDir = *stateDir
+		if err := ciaction.Setup(ctx, cfg, env); err != nil {
+			fmt.Fprintf(stderr, "flakegate ci setup: %v\n", err)
+			return 2
+		}
+		return 0
+	case "hook":
+		if code := parse(); code >= 0 {
+			return code
+		}
+		ciaction.Hook(ciaction.Dir(*stateDir), env)
+		return 0
+	case "pusher":
+		if code := parse(); code >= 0 {
+			return code
+		}
+		if err := ciaction.Pusher(ctx, ciaction.Dir(*stateDir), env); err != nil {
+			fmt.Fprintf(stderr, "flakegate ci pusher: %v\n", err)
+		}
+		return 0
+	case "flush":
+		timeout := fs.Duration("timeout", 15*time.Minute, "how long to wait for the queue to be pushed")
+		if code := parse(); code >= 0 {
+			return code
+		}
+		ciaction.Flush(ctx, ciaction.Dir(*stateDir), *timeout, env)
+		return 0
+	}
+	fmt.Fprintf(stderr, "flakegate ci: unknown command %q\n%s", args[0], ciUsage)
+	return 2
 }

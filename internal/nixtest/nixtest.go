@@ -54,6 +54,9 @@ type Options struct {
 	Timeout time.Duration
 	// Stdin is the command's input.
 	Stdin []byte
+	// Env is extra environment ("NAME=value"), after the standard one
+	// (so NIX_CONFIG here replaces the empty default).
+	Env []string
 }
 
 // Result is a finished command.
@@ -97,6 +100,7 @@ func Run(t testing.TB, opts Options, tool string, args ...string) (Result, error
 	}
 	cmd := exec.CommandContext(ctx, tool, full...)
 	cmd.Env = append(os.Environ(), "XDG_CACHE_HOME="+cacheHome, "NIX_CONFIG=", "HOME="+cacheHome)
+	cmd.Env = append(cmd.Env, opts.Env...)
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if opts.Stdin != nil {
@@ -154,6 +158,18 @@ func (s *Store) Nix(opts Options, args ...string) string {
 // the host's /bin/sh, exposed with extra-sandbox-paths.
 func (s *Store) MakeClosure(n int, seed string) string {
 	s.t.Helper()
+	top, err := s.BuildClosure(Options{}, n, seed)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	return top
+}
+
+// BuildClosure is MakeClosure with opts (e.g. a post-build-hook in
+// opts.Env's NIX_CONFIG) that returns the build's error instead of failing
+// the test.
+func (s *Store) BuildClosure(opts Options, n int, seed string) (string, error) {
+	s.t.Helper()
 	expr := closureExpr(s.t, n, seed, `derivation {
     name = "${seed}-p${toString i}";
     system = builtins.currentSystem;
@@ -168,7 +184,16 @@ func (s *Store) MakeClosure(n int, seed string) string {
     args = [ "-c" "echo \"$refs\" > $out" ];
     refs = ps;
   }`)
-	return topPath(s.t, s.Build(expr))
+	settings := map[string]string{"extra-sandbox-paths": hostShellPaths(), "max-jobs": "2"}
+	for k, v := range opts.Settings {
+		settings[k] = v
+	}
+	opts.Settings = settings
+	res, err := Run(s.t, opts, "nix-build", "--store", s.Root, "--no-out-link", "-E", expr)
+	if err != nil {
+		return "", err
+	}
+	return topPath(s.t, res.Stdout), nil
 }
 
 // Build builds a Nix expression's derivations in s in the Nix sandbox (the

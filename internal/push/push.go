@@ -94,6 +94,9 @@ type Result struct {
 	// Failed are the paths not pushed, each with why (a path whose
 	// reference failed fails too).
 	Failed []PathError
+	// Uploaded are the paths uploaded now, in upload order of their
+	// narinfos' dependencies (references first).
+	Uploaded []string
 }
 
 // PathError is a path that could not be pushed.
@@ -157,6 +160,8 @@ type task struct {
 	info  PathInfo
 	ready chan struct{} // closed when the path is in the flake (or failed)
 	err   error         // set before ready is closed
+	// uploaded: the path was pushed now (not skipped); set before ready.
+	uploaded bool
 }
 
 func (p *pusher) run(ctx context.Context, infos []PathInfo) (*Result, error) {
@@ -207,8 +212,11 @@ func (p *pusher) run(ctx context.Context, infos []PathInfo) (*Result, error) {
 		default:
 			t.err = ctx.Err()
 		}
-		if t.err != nil {
+		switch {
+		case t.err != nil:
 			res.Failed = append(res.Failed, PathError{Path: pi.Path, Err: t.err})
+		case t.uploaded:
+			res.Uploaded = append(res.Uploaded, pi.Path)
 		}
 	}
 	res.Pushed = total - res.Skipped - len(res.Failed)
@@ -274,6 +282,7 @@ func (p *pusher) pushOne(ctx context.Context, t *task, tasks map[string]*task) e
 		return fmt.Errorf("upload narinfo: %w", err)
 	}
 	p.env.Log.Debug("pushed", "path", pi.Path, "nar", nar.file, "bytes", nar.size)
+	t.uploaded = true
 	return nil
 }
 

@@ -91,7 +91,7 @@ func TestPushThenPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Err() != nil || res.Total != 13 || res.Pushed != 13 || res.Skipped != 0 || res.Bytes == 0 {
+	if res.Err() != nil || res.Total != 13 || res.Pushed != 13 || res.Skipped != 0 || res.Bytes == 0 || len(res.Uploaded) != 13 {
 		t.Fatalf("first push: %+v (%v)", res, res.Err())
 	}
 
@@ -110,7 +110,7 @@ func TestPushThenPull(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if res.Err() != nil || res.Skipped != 13 || res.Pushed != 0 || res.Bytes != 0 {
+	if res.Err() != nil || res.Skipped != 13 || res.Pushed != 0 || res.Bytes != 0 || len(res.Uploaded) != 0 {
 		t.Fatalf("second push must skip everything: %+v", res)
 	}
 }

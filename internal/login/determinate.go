@@ -1,0 +1,50 @@
+package login
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+)
+
+// DeterminateConfig is Determinate Nix's daemon configuration. Its daemon
+// ignores netrc-file and reads /nix/var/determinate/netrc plus the files
+// listed in authentication.additionalNetrcSources.
+const DeterminateConfig = "/etc/determinate/config.json"
+
+// AddNetrcSource returns Determinate's config.json content with netrc
+// listed in authentication.additionalNetrcSources (every other setting
+// kept); changed is false when it was listed already. An empty content is
+// an empty configuration.
+func AddNetrcSource(content []byte, netrc string) (updated []byte, changed bool, err error) {
+	cfg := map[string]any{}
+	if len(content) > 0 {
+		if err := json.Unmarshal(content, &cfg); err != nil {
+			return nil, false, fmt.Errorf("parse %s: %w", DeterminateConfig, err)
+		}
+	}
+	auth, _ := cfg["authentication"].(map[string]any)
+	if auth == nil {
+		if cfg["authentication"] != nil {
+			return nil, false, fmt.Errorf("%s: authentication is not an object", DeterminateConfig)
+		}
+		auth = map[string]any{}
+	}
+	var sources []any
+	switch v := auth["additionalNetrcSources"].(type) {
+	case nil:
+	case []any:
+		sources = v
+	default:
+		return nil, false, fmt.Errorf("%s: authentication.additionalNetrcSources is not a list", DeterminateConfig)
+	}
+	if slices.Contains(sources, any(netrc)) {
+		return content, false, nil
+	}
+	auth["additionalNetrcSources"] = append(sources, netrc)
+	cfg["authentication"] = auth
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, false, err
+	}
+	return append(out, '\n'), true, nil
+}
