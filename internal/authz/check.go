@@ -108,13 +108,25 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 		return deny(res, status, r.RouteErr.Error()+"\n", r.RouteErr.Error())
 	}
 	// authz's own endpoints need the caller's Authorization header.
-	res.KeepAuthorization = r.Route.Action == route.ActionExchange || r.Route.Action == route.ActionPublic
+	res.KeepAuthorization = r.Route.Action == route.ActionExchange || r.Route.Action == route.ActionPublic || r.Route.Action == route.ActionWhoami
 	if r.Route.Action == route.ActionPublic {
 		res.Allow, res.Status, res.Reason = true, http.StatusOK, "public endpoint"
 		return res
 	}
 
 	subject, failed := c.authenticate(ctx, &res)
+	if r.Route.Action == route.ActionWhoami {
+		// Who the token says the caller is: authentication only, the
+		// policy is not asked (it decides on flakes, and this names none).
+		switch {
+		case failed:
+			return res
+		case subject == nil:
+			return deny(res, http.StatusUnauthorized, "authentication required: send a token\n", "whoami without a token")
+		}
+		res.Subject, res.SubjectSummary = subject, subject.Summary()
+		return allow(res, "whoami: authenticated")
+	}
 	ignored := ""
 	if failed {
 		if r.Route.Action != route.ActionInfo {

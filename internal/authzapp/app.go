@@ -35,6 +35,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/revoke"
+	"github.com/flakegate/flakegate/internal/route"
 	"github.com/flakegate/flakegate/internal/serve"
 )
 
@@ -141,6 +142,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if cfg.Pprof {
 		debughttp.Mount(a.mux)
 	}
+	a.mux.Handle(route.WhoamiPath, exchange.Whoami(checker, log))
 
 	if cfg.Exchange.PublicURL == "" {
 		exchange.RegisterDisabled(a.mux)

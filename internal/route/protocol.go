@@ -3,6 +3,7 @@ package route
 import (
 	"net/http"
 	"strings"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/nixname"
 )
@@ -167,4 +168,25 @@ const PublicKeysPath = "/_flakegate/public-keys"
 // takes, newest (signing) key first.
 type PublicKeysResponse struct {
 	PublicKeys []string `json:"public_keys"`
+}
+
+// WhoamiPath is authz's answer to "who does the cache think I am" (GET,
+// the token as for any request): a WhoamiResponse, 401 without a valid
+// token. `flakegate status` asks it.
+const WhoamiPath = "/_flakegate/whoami"
+
+// WhoamiResponse is the JSON answer of WhoamiPath: the verified subject as
+// the policy sees it, and the token's expiry and id.
+type WhoamiResponse struct {
+	Subject   string    `json:"subject"`  // the summary logged with every decision
+	Provider  string    `json:"provider"` // github | gitlab | oidc (the original provider for a cache token)
+	Kind      string    `json:"kind"`     // ci | user
+	Org       string    `json:"org,omitempty"`
+	Repo      string    `json:"repo,omitempty"`
+	User      string    `json:"user,omitempty"`
+	Ref       string    `json:"ref,omitempty"`
+	Via       string    `json:"via"` // idp | exchange
+	Issuer    string    `json:"issuer"`
+	ExpiresAt time.Time `json:"expires_at"`
+	TokenID   string    `json:"token_id,omitempty"`
 }

@@ -29,6 +29,9 @@ const (
 	ActionRead     Action = "read"
 	ActionPush     Action = "push"
 	ActionExchange Action = "exchange"
+	// ActionWhoami is GET /_flakegate/whoami: who the caller's token says
+	// it is. Authenticated (401 without a valid token), no policy decision.
+	ActionWhoami Action = "whoami"
 	// ActionPublic is for endpoints anyone may call (the token issuer's
 	// JWKS, the narinfo signing keys).
 	// The policy is not consulted for it.
@@ -63,6 +66,7 @@ const (
 	// keys, served by the blob server (every other /_flakegate/ path is
 	// authz's), so that a client configures Nix from the cache itself.
 	KindPublicKeys Kind = "public-keys"
+	KindWhoami     Kind = "whoami" // GET /_flakegate/whoami
 )
 
 // Request is what a cache URL means.
@@ -154,6 +158,11 @@ func Parse(method, path string) (Request, error) {
 				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)
 			}
 			return Request{Action: ActionPublic, Kind: KindJWKS}, nil
+		case len(segs) == 2 && segs[1] == "whoami":
+			if !read {
+				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)
+			}
+			return Request{Action: ActionWhoami, Kind: KindWhoami}, nil
 		case len(segs) == 2 && segs[1] == "public-keys":
 			if !read {
 				return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: use GET", method, path)

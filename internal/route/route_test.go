@@ -101,6 +101,8 @@ func TestParse(t *testing.T) {
 		{"GET", "/_flakegate/public-keys", Request{Action: ActionPublic, Kind: KindPublicKeys}, 0},
 		{"HEAD", "/_flakegate/public-keys", Request{Action: ActionPublic, Kind: KindPublicKeys}, 0},
 		{"PUT", "/_flakegate/public-keys", Request{}, 405},
+		{"GET", "/_flakegate/whoami", Request{Action: ActionWhoami, Kind: KindWhoami}, 0},
+		{"POST", "/_flakegate/whoami", Request{}, 405},
 		{"GET", "/_flakegate/public-keys/x", Request{}, 404},
 		{"GET", "/_flakegate/other", Request{}, 404},
 		// shapes that are not cache URLs
