@@ -20,6 +20,7 @@
 #   authz    ext_authz Check decisions/s and p99 (ghz) vs opa-envoy-plugin
 #   reload   authz p99 while policies reload 10×/s vs without
 #   nixcopy  nix copy push + pull of a 200-path closure vs a file:// cache
+#   push     flakegate push of a 200-path closure vs nix copy (zstd), both via gate+authz
 #
 # Everything listens on 127.0.0.1 only; every run is bounded in time. Tools
 # missing are installed (apt: wrk nginx hey; ghz and the reference are built
@@ -32,7 +33,7 @@ WORK=${BENCH_WORK:-$ROOT/.bench}
 CACHE_BIN=${FLAKEGATE_BIN_CACHE:-$HOME/.cache/flakegate/bin}
 GHZ_VERSION=v0.93.0
 QUICK=0
-ALL=(narinfo gate nar ingest index memory authz reload nixcopy)
+ALL=(narinfo gate nar ingest index memory authz reload nixcopy push)
 MEASURES=()
 for a in "$@"; do
 	case $a in
@@ -145,7 +146,7 @@ ensure_opa_envoy() {
 }
 
 log "building flakegate (authz, blobserver, bench/benchdata)"
-(cd "$ROOT" && go build -o "$WORK/bin/" ./cmd/authz ./cmd/blobserver ./bench/benchdata)
+(cd "$ROOT" && go build -o "$WORK/bin/" ./cmd/authz ./cmd/blobserver ./cmd/flakegate ./bench/benchdata)
 
 # ---- results --------------------------------------------------------------
 # result KEY MEASURE OURS REF RATIO TARGET MET : one table row, kept in
@@ -750,6 +751,34 @@ m_nixcopy() {
 	result 13-nixcopy-null "nix copy push (zstd) to a do-nothing HTTP cache: Nix's HTTP cost (s; ratio = file:// / it)" "$t_null" "$t_file (file://)" "$r" "—" "recorded"
 	unset XDG_CACHE_HOME
 	rm -rf "$src" "$pull" "$pull-ref" "$fc"
+}
+
+m_push() {
+	log "flakegate push vs nix copy (zstd) of a 200-path closure, both through gate+authz"
+	command -v nix >/dev/null || {
+		result 14-push "flakegate push of 200 paths (s)" "—" "—" "—" "≥ 1" "not run: nix not found (install nix-bin)"
+		return
+	}
+	start_gate
+	local src=$WORK/run/nix-src netrc=$WORK/run/netrc
+	local nixopts=(--extra-experimental-features nix-command --option substituters "" --option netrc-file "$netrc")
+	rm -rf "$src" "$WORK/run/xdg-nix" && mkdir -p "$src"
+	export XDG_CACHE_HOME=$WORK/run/xdg-nix
+	printf 'machine %s\nlogin bench\npassword %s\n' "${P_GATE%:*}" "$TOKEN" >"$netrc"
+	timed() { local s e; s=$(date +%s.%N); "$@" >>"$LOGS/push.log" 2>&1 || die "$* failed (see $LOGS/push.log)"; e=$(date +%s.%N); awk -v s="$s" -v e="$e" 'BEGIN {printf "%.2f", e - s}'; }
+	local seed top_a top_b n t_push t_copy r
+	seed=benchpush$(date +%s)
+	# Two closures of the same shape (different seeds): each tool pushes
+	# paths the cache has never seen.
+	top_a=$(make_closure "$src" "$seed-a")
+	top_b=$(make_closure "$src" "$seed-b")
+	n=$(nix "${nixopts[@]}" path-info --store "$src" -r "$top_a" | wc -l)
+	t_push=$(timed flakegate push --cache "http://$P_GATE" --flake "$FLAKE" --store "$src" --netrc "$netrc" "$top_a")
+	t_copy=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$P_GATE/$FLAKE?compression=zstd" "$top_b")
+	r=$(ratio "$t_copy" "$t_push")
+	result 14-push "flakegate push (8 parallel uploads, zstd) of $n paths via gate+authz (s; ratio = nix copy / ours)" "$t_push" "$t_copy (nix copy ?compression=zstd)" "$r" "≥ 1" "$(ge "$r" 1)"
+	unset XDG_CACHE_HOME
+	rm -rf "$src"
 }
 
 for m in "${MEASURES[@]}"; do "m_$m"; done
