@@ -3,7 +3,11 @@
 //
 //	flakegate login --cache https://cache.example.com \
 //	    --issuer https://idp.example.com --client-id flakegate-cli
-//	    # a user: OAuth 2.0 device authorization (RFC 8628), then token exchange
+//	    # a user: OAuth 2.0 device authorization (RFC 8628) when the provider
+//	    # offers it, else authorization code + PKCE in the browser (loopback
+//	    # redirect); then token exchange
+//	flakegate login --cache https://cache.example.com --token-file id.jwt
+//	    # a person who already has an ID token
 //	flakegate login --ci --cache https://cache.example.com
 //	    # a CI job: GitHub Actions OIDC token (permissions: id-token: write) or
 //	    # GitLab id_tokens in $FLAKEGATE_ID_TOKEN (or --token-env NAME)
@@ -46,8 +50,11 @@ import (
 const usage = `usage: flakegate <command> [flags]
 
 Commands:
-  login          get a cache token (device sign-in, or the CI job's token with --ci),
-                 store it in the netrc file and print the nix.conf lines
+  login          get a cache token (device or browser sign-in, --token-file, or the
+                 CI job's token with --ci), store it in the netrc file and print the
+                 nix.conf lines
+  logout         remove the cache's token from the netrc file
+  status         who the cache thinks you are, and when your token expires
   token create   mint a scoped (deploy) token: read-only, for the closure of PATH
                  within one flake; prints a netrc line for the deployed machine
   push           push the closures of store paths (or ./result links) to a flake
@@ -83,6 +90,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintf(stderr, "flakegate token: want \"token create\"\n%s", usage)
 		return 2
+	case "logout", "status":
+		return runSession(ctx, args[0], args[1:], stdout, stderr)
 	case "push":
 		return runPush(ctx, args[1:], stdout, stderr)
 	case "ci":
@@ -101,6 +110,9 @@ func runLogin(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 	fs := flag.NewFlagSet("flakegate login", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	signInFlags(fs, &cfg, &scopes)
+	fs.StringVar(&cfg.Flow, "flow", login.FlowAuto, "sign-in flow: auto (device when the provider offers it, else browser), device or browser")
+	fs.IntVar(&cfg.RedirectPort, "redirect-port", 0, "browser flow: port of the loopback redirect http://127.0.0.1:PORT/callback (default: any free port)")
+	fs.StringVar(&cfg.TokenFile, "token-file", "", "exchange this ID token (a file, or - for stdin) instead of signing in")
 	fs.DurationVar(&cfg.Lifetime, "lifetime", 0, "ask for a cache token of this lifetime, e.g. 3h for a long CI build (the cache caps it; default: the cache's, 1h)")
 	fs.StringVar(&cfg.Netrc, "netrc", "", "netrc file to update (default $XDG_CONFIG_HOME/nix/netrc or ~/.config/nix/netrc)")
 	fs.StringVar(&cfg.PublicKey, "public-key", "", "the cache's narinfo signing public key (name:base64), for the printed nix.conf lines")
@@ -251,9 +263,9 @@ func parse(fs *flag.FlagSet, args []string, stderr io.Writer) (code int, done bo
 // signInFlags are the flags of how the caller signs in (login and token create).
 func signInFlags(fs *flag.FlagSet, cfg *login.Config, scopes *string) {
 	fs.StringVar(&cfg.Cache, "cache", "", "the cache's base URL, e.g. https://cache.example.com")
-	fs.StringVar(&cfg.Issuer, "issuer", "", "OpenID provider to sign in at (device flow)")
-	fs.StringVar(&cfg.ClientID, "client-id", "", "OAuth client id registered for the device flow")
-	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret, only for providers that require one for the device flow")
+	fs.StringVar(&cfg.Issuer, "issuer", "", "OpenID provider to sign in at")
+	fs.StringVar(&cfg.ClientID, "client-id", "", "OAuth client id of the flakegate client at the provider (a public client)")
+	fs.StringVar(&cfg.ClientSecret, "client-secret", "", "client secret, only for providers that require one")
 	fs.StringVar(scopes, "scopes", "openid profile email", "scopes to ask for (space-separated)")
 	fs.BoolVar(&cfg.CI, "ci", false, "use the CI job's OIDC token (GitHub Actions or GitLab CI) instead of signing in")
 	fs.StringVar(&cfg.TokenEnv, "token-env", "", "with --ci: the variable holding the job's OIDC token (default: GitHub Actions' token service, else $"+login.DefaultTokenEnv+")")
@@ -347,4 +359,58 @@ func runCI(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "flakegate ci: unknown command %q\n%s", args[0], ciUsage)
 	return 2
+}
+
+func runSession(ctx context.Context, cmd string, args []string, stdout, stderr io.Writer) int {
+	var cache, netrc string
+	var timeout time.Duration
+	fs := flag.NewFlagSet("flakegate "+cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cache, "cache", "", "the cache's base URL, e.g. https://cache.example.com")
+	fs.StringVar(&netrc, "netrc", "", "netrc file (default $XDG_CONFIG_HOME/nix/netrc or ~/.config/nix/netrc)")
+	fs.DurationVar(&timeout, "timeout", 30*time.Second, "timeout of the request")
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("FLAKEGATE"))
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	if _, err := login.CacheBase(cache); err != nil || fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "flakegate %s: --cache is required (the cache's base URL), and no arguments: %v\n", cmd, err)
+		return 2
+	}
+	if netrc == "" {
+		if netrc, err = login.DefaultNetrcPath(os.Getenv); err != nil {
+			fmt.Fprintf(stderr, "flakegate %s: %v\n", cmd, err)
+			return 1
+		}
+	}
+	if cmd == "logout" {
+		removed, err := login.Logout(netrc, cache)
+		if err != nil {
+			fmt.Fprintf(stderr, "flakegate logout: %v\n", err)
+			return 1
+		}
+		if removed {
+			fmt.Fprintf(stdout, "removed the token for %s from %s (it stays valid until it expires; an administrator revokes it by its token id)\n", cache, netrc)
+		} else {
+			fmt.Fprintf(stdout, "no token for %s in %s\n", cache, netrc)
+		}
+		return 0
+	}
+	who, err := login.Status(ctx, &http.Client{}, cache, netrc, timeout)
+	if err != nil {
+		fmt.Fprintf(stderr, "flakegate status: %v\n", err)
+		return 1
+	}
+	fmt.Fprintf(stdout, "signed in to %s as %s\n", cache, who.Subject)
+	fmt.Fprintf(stdout, "  provider %s (%s), token from %s, issuer %s\n", who.Provider, who.Kind, who.Via, who.Issuer)
+	left := time.Until(who.ExpiresAt).Round(time.Second)
+	fmt.Fprintf(stdout, "  token expires %s (in %s)", who.ExpiresAt.Local().Format(time.RFC3339), left)
+	if who.TokenID != "" {
+		fmt.Fprintf(stdout, ", token id %s", who.TokenID)
+	}
+	fmt.Fprintln(stdout)
+	return 0
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/policy"
+	"github.com/flakegate/flakegate/internal/route"
 	"github.com/flakegate/flakegate/internal/tokens"
 )
 
@@ -57,9 +58,11 @@ func cacheServer(t *testing.T, gh *identitytest.Issuer) (*httptest.Server, ident
 	if err := v.AddIssuer(identity.IssuerConfig{Name: "flakegate", Issuer: self, Audience: []string{self}, Claims: identity.ClaimsFlakegate}, keys.PublicSet()); err != nil {
 		t.Fatal(err)
 	}
-	h := &exchange.Handler{Checker: &authz.Checker{Verifier: v, Policy: engine, Logger: log}, Minter: minter, Keys: keys, Logger: log}
+	checker := &authz.Checker{Verifier: v, Policy: engine, Logger: log}
+	h := &exchange.Handler{Checker: checker, Minter: minter, Keys: keys, Logger: log}
 	mux := http.NewServeMux()
 	h.Register(mux)
+	mux.Handle(route.WhoamiPath, exchange.Whoami(checker, log))
 	srv.Config.Handler = mux
 	srv.Start()
 	t.Cleanup(srv.Close)
@@ -101,7 +104,7 @@ func TestRun(t *testing.T) {
 		wantLife   time.Duration // cache token lifetime; default 1h
 	}{
 		{name: "no command", args: nil, wantCode: 2, wantStderr: "usage"},
-		{name: "unknown command", args: []string{"logout"}, wantCode: 2, wantStderr: `unknown command "logout"`},
+		{name: "unknown command", args: []string{"frobnicate"}, wantCode: 2, wantStderr: `unknown command "frobnicate"`},
 		{name: "help", args: []string{"login", "-h"}, wantCode: 0},
 		{name: "no cache", args: []string{"login", "--ci"}, wantCode: 2, wantStderr: "--cache is required"},
 		{name: "interactive without issuer", args: []string{"login", "--cache", "https://c.example"}, wantCode: 2, wantStderr: "--issuer is required"},
@@ -230,5 +233,56 @@ func TestTokenCreateUsage(t *testing.T) {
 		if code := run(context.Background(), c.args, &stdout, &stderr); code != 2 || !strings.Contains(stderr.String(), c.wantStderr) || stdout.Len() != 0 {
 			t.Errorf("%v: exit %d, stderr %q, stdout %q; want 2 and %q", c.args, code, stderr.String(), stdout.String(), c.wantStderr)
 		}
+	}
+}
+
+// TestTokenFileStatusLogout: a person with an ID token logs in with
+// --token-file, status names the subject the cache sees, logout removes
+// the token (other netrc entries kept) and status then fails.
+func TestTokenFileStatusLogout(t *testing.T) {
+	gh := identitytest.NewIssuer(t)
+	cache, _ := cacheServer(t, gh)
+	dir := t.TempDir()
+	netrc := filepath.Join(dir, "netrc")
+	if err := os.WriteFile(netrc, []byte("machine other.example login me password keep\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	claims := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
+	claims["aud"] = cache.URL
+	idFile := filepath.Join(dir, "id.jwt")
+	if err := os.WriteFile(idFile, []byte(gh.Mint(claims)+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	garbage := filepath.Join(dir, "garbage")
+	if err := os.WriteFile(garbage, []byte("not a token"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	do := func(args ...string) (int, string, string) {
+		var stdout, stderr strings.Builder
+		code := run(context.Background(), append(args, "--cache", cache.URL, "--netrc", netrc), &stdout, &stderr)
+		return code, stdout.String(), stderr.String()
+	}
+	if code, _, stderr := do("login", "--token-file", garbage); code != 1 || !strings.Contains(stderr, "does not hold one ID token") {
+		t.Fatalf("garbage token file: %d %s", code, stderr)
+	}
+	if code, _, stderr := do("login", "--token-file", idFile); code != 0 {
+		t.Fatalf("login --token-file: %d %s", code, stderr)
+	}
+	code, stdout, stderr := do("status")
+	if code != 0 || !strings.Contains(stdout, "as github:omnicorp/app@refs/heads/main") || !strings.Contains(stdout, "token from exchange") || !strings.Contains(stdout, "token id ") {
+		t.Fatalf("status: %d\n%s%s", code, stdout, stderr)
+	}
+	if code, stdout, _ := do("logout"); code != 0 || !strings.Contains(stdout, "removed the token") {
+		t.Fatalf("logout: %d %s", code, stdout)
+	}
+	b, _ := os.ReadFile(netrc)
+	if string(b) != "machine other.example login me password keep\n" {
+		t.Fatalf("netrc after logout: %q", b)
+	}
+	if code, _, stderr := do("status"); code != 1 || !strings.Contains(stderr, "run flakegate login") {
+		t.Fatalf("status after logout: %d %s", code, stderr)
+	}
+	if code, stdout, _ := do("logout"); code != 0 || !strings.Contains(stdout, "no token for") {
+		t.Fatalf("second logout: %d %s", code, stdout)
 	}
 }

@@ -42,15 +42,30 @@ type DevicePrompt struct {
 	ExpiresAt               time.Time
 }
 
-// Discovery is the part of the provider metadata the device flow needs.
+// Discovery is the part of the provider metadata the sign-in flows need.
 type Discovery struct {
 	Issuer                      string `json:"issuer"`
 	DeviceAuthorizationEndpoint string `json:"device_authorization_endpoint"`
+	AuthorizationEndpoint       string `json:"authorization_endpoint"`
 	TokenEndpoint               string `json:"token_endpoint"`
 }
 
-// Discover fetches the provider's OpenID configuration.
+// Discover fetches the provider's OpenID configuration and requires the
+// device authorization grant.
 func Discover(ctx context.Context, hc *http.Client, issuer string, timeout time.Duration) (*Discovery, error) {
+	d, err := DiscoverProvider(ctx, hc, issuer, timeout)
+	if err != nil {
+		return nil, err
+	}
+	if d.DeviceAuthorizationEndpoint == "" {
+		return nil, fmt.Errorf("discover %s: the provider does not offer the device authorization grant (no device_authorization_endpoint)", issuer)
+	}
+	return d, nil
+}
+
+// DiscoverProvider fetches the provider's OpenID configuration (issuer and
+// token endpoint checked; the grant endpoints may be absent).
+func DiscoverProvider(ctx context.Context, hc *http.Client, issuer string, timeout time.Duration) (*Discovery, error) {
 	u := strings.TrimSuffix(issuer, "/") + "/.well-known/openid-configuration"
 	req, err := http.NewRequest(http.MethodGet, u, nil)
 	if err != nil {
@@ -67,9 +82,6 @@ func Discover(ctx context.Context, hc *http.Client, issuer string, timeout time.
 	}
 	if strings.TrimSuffix(d.Issuer, "/") != strings.TrimSuffix(issuer, "/") {
 		return nil, fmt.Errorf("discover %s: provider calls itself %q", issuer, d.Issuer)
-	}
-	if d.DeviceAuthorizationEndpoint == "" {
-		return nil, fmt.Errorf("discover %s: the provider does not offer the device authorization grant (no device_authorization_endpoint)", issuer)
 	}
 	if d.TokenEndpoint == "" {
 		return nil, fmt.Errorf("discover %s: no token_endpoint in the provider metadata", issuer)

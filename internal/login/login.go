@@ -1,8 +1,11 @@
 // Package login is the client side of flakegate's token exchange: it gets
 // an identity-provider token (a user's, by the OAuth 2.0 device
-// authorization grant of RFC 8628, or a CI job's OIDC token), trades it at
-// the cache for a longer-lived cache token, and stores that token in a netrc
-// file for Nix.
+// authorization grant of RFC 8628 when the provider offers it, else by the
+// authorization code grant with PKCE through the browser and a loopback
+// redirect; a token file; or a CI job's OIDC token), trades it at the cache
+// for a longer-lived cache token, and stores that token in a netrc file for
+// Nix (registered with Determinate Nix's daemon when that is installed).
+// Logout removes the netrc entry; Status asks the cache who the token is.
 package login
 
 import (
@@ -24,11 +27,19 @@ const NetrcLogin = "flakegate"
 type Config struct {
 	Cache string // cache base URL
 
-	// Interactive (device flow) sign-in.
+	// Interactive sign-in.
 	Issuer       string
 	ClientID     string
 	ClientSecret string
 	Scopes       []string
+	// Flow is FlowAuto (device when offered, else browser), FlowDevice or
+	// FlowBrowser.
+	Flow string
+	// RedirectPort is the browser flow's loopback port (0: any free one).
+	RedirectPort int
+
+	// TokenFile holds an ID token the user already has ("-": stdin).
+	TokenFile string
 
 	// CI sign-in.
 	CI       bool
@@ -44,6 +55,13 @@ type Config struct {
 	Timeout time.Duration // per HTTP call; default 30s
 }
 
+// Sign-in flows.
+const (
+	FlowAuto    = "auto"
+	FlowDevice  = "device"
+	FlowBrowser = "browser"
+)
+
 // Env is the outside world of a login run.
 type Env struct {
 	HTTPClient *http.Client
@@ -52,6 +70,14 @@ type Env struct {
 	Stderr     io.Writer // progress and the device prompt
 	// Prompt overrides how the device prompt is shown (tests visit the URL).
 	Prompt func(DevicePrompt) error
+	// OpenBrowser overrides how the browser flow's URL is shown (tests
+	// drive it with an HTTP client).
+	OpenBrowser func(url string) error
+	// Stdin is read for --token-file -.
+	Stdin io.Reader
+	// DeterminateConfig is Determinate Nix's config.json path; default
+	// DeterminateConfig.
+	DeterminateConfig string
 }
 
 func (env Env) withDefaults() Env {
@@ -94,7 +120,15 @@ func (c *Config) Validate() error {
 	if c.Lifetime < 0 {
 		errs = append(errs, errors.New("--lifetime must be positive"))
 	}
-	if !c.CI {
+	switch c.Flow {
+	case "", FlowAuto, FlowDevice, FlowBrowser:
+	default:
+		errs = append(errs, fmt.Errorf("--flow %q: want auto, device or browser", c.Flow))
+	}
+	if c.TokenFile != "" && c.CI {
+		errs = append(errs, errors.New("--token-file and --ci exclude each other"))
+	}
+	if !c.CI && c.TokenFile == "" {
 		if c.Issuer == "" {
 			errs = append(errs, errors.New("--issuer is required for an interactive login (or use --ci in a CI job)"))
 		}
@@ -138,6 +172,7 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 	}
 	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s; token id %s)\n",
 		cache.Host, netrcPath, tok.ExpiresAt.Local().Format(time.RFC3339), tok.TokenID)
+	registerDeterminate(env, netrcPath)
 	_, err = io.WriteString(env.Stdout, NixConfLines(cache.String(), netrcPath, cfg.PublicKey))
 	return err
 }
@@ -146,7 +181,13 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 // device flow.
 func (cfg *Config) idpToken(ctx context.Context, env Env, cache *url.URL) (string, error) {
 	var idpToken string
-	if cfg.CI {
+	if cfg.TokenFile != "" {
+		t, err := readTokenFile(cfg.TokenFile, env.Stdin)
+		if err != nil {
+			return "", err
+		}
+		idpToken = t
+	} else if cfg.CI {
 		src := CISource{TokenEnv: cfg.TokenEnv, Audience: cache.String(), Getenv: env.Getenv, HTTPClient: env.HTTPClient, Timeout: cfg.Timeout}
 		t, from, err := src.Token(ctx)
 		if err != nil {
@@ -155,6 +196,39 @@ func (cfg *Config) idpToken(ctx context.Context, env Env, cache *url.URL) (strin
 		fmt.Fprintf(env.Stderr, "flakegate: using the CI job's OIDC token (%s)\n", from)
 		idpToken = t
 	} else {
+		t, err := signIn(ctx, *cfg, env)
+		if err != nil {
+			return "", fmt.Errorf("sign in at %s: %w", cfg.Issuer, err)
+		}
+		idpToken = t
+	}
+	return idpToken, nil
+}
+
+// signIn gets the user's ID token from the provider: the device flow
+// when asked or offered, else the browser flow.
+func signIn(ctx context.Context, cfg Config, env Env) (string, error) {
+	flow := cfg.Flow
+	if flow == "" || flow == FlowAuto {
+		d, err := DiscoverProvider(ctx, env.HTTPClient, cfg.Issuer, cfg.Timeout)
+		if err != nil {
+			return "", err
+		}
+		flow = FlowBrowser
+		if d.DeviceAuthorizationEndpoint != "" {
+			flow = FlowDevice
+		}
+	}
+	if flow == FlowBrowser {
+		fmt.Fprintf(env.Stderr, "flakegate: signing in through the browser (authorization code with PKCE)\n")
+		bf := BrowserFlow{
+			Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Scopes: cfg.Scopes,
+			HTTPClient: env.HTTPClient, Open: env.OpenBrowser, Stderr: env.Stderr, Port: cfg.RedirectPort,
+			RequestTimeout: cfg.Timeout,
+		}
+		return bf.Run(ctx)
+	}
+	{
 		prompt := env.Prompt
 		if prompt == nil {
 			prompt = func(p DevicePrompt) error {
@@ -166,17 +240,12 @@ func (cfg *Config) idpToken(ctx context.Context, env Env, cache *url.URL) (strin
 				return err
 			}
 		}
-		flow := DeviceFlow{
+		df := DeviceFlow{
 			Issuer: cfg.Issuer, ClientID: cfg.ClientID, ClientSecret: cfg.ClientSecret, Scopes: cfg.Scopes,
 			HTTPClient: env.HTTPClient, Prompt: prompt, RequestTimeout: cfg.Timeout,
 		}
-		t, err := flow.Run(ctx)
-		if err != nil {
-			return "", fmt.Errorf("sign in at %s: %w", cfg.Issuer, err)
-		}
-		idpToken = t
+		return df.Run(ctx)
 	}
-	return idpToken, nil
 }
 
 // NixConfLines are the nix.conf settings that make Nix use the cache with

@@ -2,7 +2,9 @@ package login
 
 import (
 	"context"
+	"encoding/json"
 	"io"
+	"os"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -137,5 +139,39 @@ func TestNixConfLines(t *testing.T) {
 	}
 	if without := NixConfLines("https://c.example", "/n", ""); !strings.Contains(without, "<cache-public-key>") || !strings.Contains(without, "--public-key") {
 		t.Errorf("placeholder missing:\n%s", without)
+	}
+}
+
+// TestRunRegistersWithDeterminate: on a machine with Determinate Nix, the
+// netrc login writes is added to the daemon's additionalNetrcSources
+// (other settings kept), once.
+func TestRunRegistersWithDeterminate(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte(`{"token":"cache-token","expires_at":"2030-01-01T00:00:00Z","token_id":"t1"}`))
+	}))
+	defer srv.Close()
+	dir := t.TempDir()
+	idFile, netrc, det := dir+"/id.jwt", dir+"/netrc", dir+"/config.json"
+	for p, c := range map[string]string{idFile: "a.b.c\n", det: `{"garbageCollector":{"strategy":"automatic"}}`} {
+		if err := os.WriteFile(p, []byte(c), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var stderr strings.Builder
+	env := Env{HTTPClient: srv.Client(), Getenv: func(string) string { return "" }, Stderr: &stderr, DeterminateConfig: det}
+	for range 2 {
+		if err := Run(context.Background(), Config{Cache: srv.URL, TokenFile: idFile, Netrc: netrc}, env); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b, _ := os.ReadFile(det)
+	var cfg map[string]any
+	if err := json.Unmarshal(b, &cfg); err != nil {
+		t.Fatal(err)
+	}
+	sources := cfg["authentication"].(map[string]any)["additionalNetrcSources"].([]any)
+	if len(sources) != 1 || sources[0] != netrc || cfg["garbageCollector"] == nil {
+		t.Fatalf("config.json after two logins: %s\n%s", b, stderr.String())
 	}
 }

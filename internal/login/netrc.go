@@ -250,3 +250,33 @@ func ReadNetrcToken(path, machine string) (string, error) {
 	}
 	return p, nil
 }
+
+// RemoveNetrcEntry returns content without the entries for machine (every
+// other byte kept; a line left blank by the removal is dropped) and
+// whether there was one.
+func RemoveNetrcEntry(content, machine string) (string, bool) {
+	removed := false
+	for {
+		lines := strings.Split(content, "\n")
+		toks := tokenizeNetrc(lines)
+		var found *netrcEntry
+		for _, e := range parseNetrc(toks) {
+			if !e.isDefault && strings.EqualFold(e.machine, machine) {
+				found = &e
+				break
+			}
+		}
+		if found == nil {
+			return content, removed
+		}
+		removed = true
+		first, last := toks[found.start], toks[found.end-1]
+		rest := lines[first.line][:first.start] + lines[last.line][last.end:]
+		out := append([]string{}, lines[:first.line]...)
+		if strings.TrimSpace(rest) != "" {
+			out = append(out, rest)
+		}
+		out = append(out, lines[last.line+1:]...)
+		content = strings.Join(out, "\n")
+	}
+}

@@ -178,3 +178,26 @@ func assertContent(t *testing.T, p, want string) {
 		t.Errorf("%s =\n%s\nwant\n%s", p, b, want)
 	}
 }
+
+func TestRemoveNetrcEntry(t *testing.T) {
+	cases := []struct{ name, in, want string }{
+		{"only entry", "machine cache.example.com login flakegate password tok\n", ""},
+		{"others kept", "# mine\nmachine a.example login x password y\nmachine cache.example.com\n  login flakegate\n  password tok\nmachine b.example login u password v\n",
+			"# mine\nmachine a.example login x password y\nmachine b.example login u password v\n"},
+		{"same line as another", "machine a login x password y machine cache.example.com login f password t\n", "machine a login x password y \n"},
+		{"every entry for the host", "machine cache.example.com password a\nmachine CACHE.example.com password b\n", ""},
+		{"absent", "machine a login x password y\n", "machine a login x password y\n"},
+		{"default kept", "machine cache.example.com password a\ndefault login anonymous\n", "default login anonymous\n"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			got, removed := RemoveNetrcEntry(c.in, "cache.example.com")
+			if got != c.want || removed != (c.name != "absent") {
+				t.Fatalf("got %q (removed %v), want %q", got, removed, c.want)
+			}
+			if _, ok := NetrcPassword(got, "cache.example.com"); ok {
+				t.Fatalf("the entry is still there: %q", got)
+			}
+		})
+	}
+}
