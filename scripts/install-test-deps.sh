@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # Installs what the test suite needs on a Debian/Ubuntu machine: Nix (nix-bin, used by the
-# tests that push and pull with a real Nix client) and PostgreSQL (scale-out tests).
+# tests that push and pull with a real Nix client), PostgreSQL (scale-out tests) and Node.js
+# (the GitHub Action's steps, run by test/e2e).
 # MinIO (scale-out tests) is built by scripts/test-services.sh. Idempotent and quick when
 # everything is present. Needs root (or sudo) for apt-get; without it, prints what is missing.
 set -euo pipefail
 
 need=()
 command -v nix >/dev/null 2>&1 || need+=(nix-bin)
+command -v node >/dev/null 2>&1 || need+=(nodejs)
 command -v pg_ctlcluster >/dev/null 2>&1 || [ -x /usr/lib/postgresql/15/bin/initdb ] || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 
 # Nix as root builds as the users of the group nixbld (build-users-group). Debian's
