@@ -42,120 +42,178 @@ func readYAML(t *testing.T, path string, v any) {
 
 type ghWorkflow struct {
 	Permissions map[string]string `json:"permissions"`
-	Env         map[string]string `json:"env"`
 	Jobs        map[string]struct {
 		Steps []struct {
 			Name string            `json:"name"`
 			Uses string            `json:"uses"`
 			Run  string            `json:"run"`
-			If   string            `json:"if"`
 			With map[string]string `json:"with"`
 		} `json:"steps"`
 	} `json:"jobs"`
 }
 
+// pinned is a release tag or a commit: what examples pin instead of a
+// moving branch or @latest.
+var pinned = regexp.MustCompile(`^(v[0-9]+\.[0-9]+\.[0-9]+|[0-9a-f]{40})$`)
+
+// TestGitHubActionsWorkflow: the workflow uses this repository's action
+// (pinned, with inputs action.yml declares) after installing Nix and before
+// building; no step names paths to push or runs the client @latest.
 func TestGitHubActionsWorkflow(t *testing.T) {
 	var wf ghWorkflow
 	readYAML(t, "github-actions.yml", &wf)
 	if !strings.Contains(testutil.ReadFile(t, "github-actions.yml"), "Token exchange:") {
-		t.Error("the token step lost its comment on the token exchange")
+		t.Error("the action step lost its comment on the token exchange")
 	}
 	if wf.Permissions["id-token"] != "write" || wf.Permissions["contents"] != "read" {
 		t.Errorf("permissions = %v, want id-token: write and contents: read", wf.Permissions)
 	}
-	if wf.Env["FLAKEGATE_CACHE"] != cacheURL {
-		t.Errorf("env = %v", wf.Env)
+	var action struct {
+		Inputs map[string]struct {
+			Required bool `json:"required"`
+		} `json:"inputs"`
 	}
+	readYAML(t, "../action.yml", &action)
 	job, ok := wf.Jobs["build"]
 	if !ok {
 		t.Fatal("no build job")
 	}
-	var tokenAt, nixAt, buildAt, copyAt = -1, -1, -1, -1
-	var nixConf, copyRun string
+	var nixAt, actionAt, buildAt = -1, -1, -1
 	for i, s := range job.Steps {
 		switch {
-		case strings.Contains(s.Run, "flakegate login --ci") || strings.Contains(s.Run, "/cmd/flakegate@latest login --ci"):
-			tokenAt = i
-			// flakegate login --ci gets the job's OIDC token (audience: the
-			// cache), exchanges it and writes the netrc (0600, atomically).
-			if !strings.Contains(s.Run, `--cache "$FLAKEGATE_CACHE"`) || !strings.Contains(s.Run, `--netrc "$RUNNER_TEMP/netrc"`) {
-				t.Error("the token step does not write the netrc Nix reads for the cache")
-			}
 		case strings.HasPrefix(s.Uses, "cachix/install-nix-action@"):
-			nixAt, nixConf = i, s.With["extra_nix_config"]
+			nixAt = i
+		case strings.HasPrefix(s.Uses, "flakegate/flakegate@"):
+			actionAt = i
+			if ref := strings.TrimPrefix(s.Uses, "flakegate/flakegate@"); !pinned.MatchString(ref) {
+				t.Errorf("the action is used at %q: pin a release tag or a commit", ref)
+			}
+			for k := range s.With {
+				if _, ok := action.Inputs[k]; !ok {
+					t.Errorf("input %q is not declared in action.yml", k)
+				}
+			}
+			for k, in := range action.Inputs {
+				if _, ok := s.With[k]; in.Required && !ok {
+					t.Errorf("required input %q missing", k)
+				}
+			}
+			if s.With["cache"] != cacheURL {
+				t.Errorf("cache input %q", s.With["cache"])
+			}
 		case strings.Contains(s.Run, "nix build"):
 			buildAt = i
-		case strings.Contains(s.Run, "nix copy --to"):
-			copyAt, copyRun = i, s.Run
-			if s.If != "github.event_name == 'push'" {
-				t.Errorf("push step runs when %q: pull requests cannot push (unprotected ref)", s.If)
-			}
 		}
-	}
-	for _, s := range job.Steps {
+		if strings.Contains(s.Run, "nix copy") || strings.Contains(s.Run, "@latest") {
+			t.Errorf("step %q names paths to push or an unpinned client: %s", s.Name, s.Run)
+		}
 		if s.Run != "" {
 			bashSyntax(t, s.Name, s.Run)
 		}
-		if m := regexp.MustCompile(`(?s)<<'SCRIPT'\n(.*?)\nSCRIPT\n`).FindStringSubmatch(s.Run); m != nil {
-			bashSyntax(t, s.Name+" (token script)", m[1])
-		}
 	}
-	if tokenAt < 0 || nixAt < 0 || buildAt < 0 || copyAt < 0 {
-		t.Fatalf("steps: token %d, install nix %d, build %d, copy %d: one is missing", tokenAt, nixAt, buildAt, copyAt)
-	}
-	if tokenAt >= nixAt || nixAt >= buildAt || buildAt >= copyAt {
-		t.Error("steps out of order: token, install nix, build, push")
-	}
-	if !strings.Contains(copyRun, `--to "$FLAKEGATE_CACHE/$GITHUB_REPOSITORY?compression=zstd"`) {
-		t.Errorf("nix copy does not push to the repository's flake namespace:\n%s", copyRun)
-	}
-	settings := checkNixConf(t, strings.ReplaceAll(nixConf, "${{ runner.temp }}", "/tmp"))
-	if settings["extra-substituters"] != cacheURL || !strings.HasPrefix(settings["extra-trusted-public-keys"], cacheHost+"-1:") ||
-		settings["netrc-file"] != "/tmp/netrc" {
-		t.Errorf("extra_nix_config settings = %v", settings)
+	if nixAt < 0 || actionAt < 0 || buildAt < 0 || !(nixAt < actionAt && actionAt < buildAt) {
+		t.Fatalf("steps: install nix %d, flakegate action %d, build %d: want all, in that order", nixAt, actionAt, buildAt)
 	}
 }
 
+// gitlabJob is a GitLab CI job as the examples and the component write it.
+type gitlabJob struct {
+	Extends  string `json:"extends"`
+	Image    string `json:"image"`
+	IDTokens map[string]struct {
+		Aud any `json:"aud"`
+	} `json:"id_tokens"`
+	Variables    map[string]string `json:"variables"`
+	BeforeScript []string          `json:"before_script"`
+	Script       []string          `json:"script"`
+	AfterScript  []string          `json:"after_script"`
+}
+
+// TestGitLabCIJob: the job includes the component at a pinned version and
+// extends its hidden job; the component (templates/flakegate.yml: a spec
+// document, then the jobs) asks for an ID token for the cache, runs
+// flakegate ci setup before the script and flush after it.
 func TestGitLabCIJob(t *testing.T) {
-	var jobs map[string]struct {
-		Image    string `json:"image"`
-		IDTokens map[string]struct {
-			Aud any `json:"aud"`
-		} `json:"id_tokens"`
-		Variables    map[string]string `json:"variables"`
-		BeforeScript []string          `json:"before_script"`
-		Script       []string          `json:"script"`
+	raw := testutil.ReadFile(t, "gitlab-ci.yml")
+	var ci struct {
+		Include []struct {
+			Remote string            `json:"remote"`
+			Inputs map[string]string `json:"inputs"`
+		} `json:"include"`
+		Nix gitlabJob `json:"nix"`
 	}
-	readYAML(t, "gitlab-ci.yml", &jobs)
-	job, ok := jobs["nix"]
+	readYAML(t, "gitlab-ci.yml", &ci)
+	if !strings.Contains(raw, "Token exchange:") {
+		t.Error("no comment where the token exchange goes")
+	}
+	if len(ci.Include) != 1 {
+		t.Fatalf("include = %+v", ci.Include)
+	}
+	inc := ci.Include[0]
+	version := inc.Inputs["version"]
+	if !pinned.MatchString(version) || !strings.HasSuffix(inc.Remote, "/flakegate/"+version+"/templates/flakegate.yml") {
+		t.Errorf("include %q with version %q: pin the same release of the template and the client", inc.Remote, version)
+	}
+	if inc.Inputs["cache"] != cacheURL || ci.Nix.Extends != ".flakegate" {
+		t.Errorf("inputs %v, extends %q", inc.Inputs, ci.Nix.Extends)
+	}
+	script := strings.Join(ci.Nix.Script, "\n")
+	bashSyntax(t, "script", script)
+	if strings.Contains(script, "nix copy") || strings.Contains(raw, "@latest") {
+		t.Errorf("the job names paths to push or an unpinned client:\n%s", script)
+	}
+
+	docs := strings.SplitN(testutil.ReadFile(t, "../templates/flakegate.yml"), "\n---\n", 2)
+	if len(docs) != 2 {
+		t.Fatal("templates/flakegate.yml: want a spec document, ---, then the jobs")
+	}
+	var spec struct {
+		Spec struct {
+			Inputs map[string]struct {
+				Default *string `json:"default"`
+			} `json:"inputs"`
+		} `json:"spec"`
+	}
+	if err := yaml.Unmarshal([]byte(docs[0]), &spec); err != nil {
+		t.Fatal(err)
+	}
+	for k := range inc.Inputs {
+		if _, ok := spec.Spec.Inputs[k]; !ok {
+			t.Errorf("input %q is not in the component's spec", k)
+		}
+	}
+	// Interpolate the inputs as GitLab does ($[[ inputs.name ]]).
+	body := regexp.MustCompile(`\$\[\[ inputs\.([a-z-]+) \]\]`).ReplaceAllStringFunc(docs[1], func(m string) string {
+		name := regexp.MustCompile(`inputs\.([a-z-]+)`).FindStringSubmatch(m)[1]
+		if v, ok := inc.Inputs[name]; ok {
+			return v
+		}
+		in, ok := spec.Spec.Inputs[name]
+		if !ok || in.Default == nil {
+			t.Errorf("input %q used but not declared (or required and not given)", name)
+			return ""
+		}
+		return *in.Default
+	})
+	var jobs map[string]gitlabJob
+	if err := yaml.Unmarshal([]byte(body), &jobs); err != nil {
+		t.Fatal(err)
+	}
+	job, ok := jobs[".flakegate"]
 	if !ok {
-		t.Fatal("no nix job")
+		t.Fatal("the component has no .flakegate job")
 	}
 	if aud := fmt.Sprint(job.IDTokens["FLAKEGATE_ID_TOKEN"].Aud); aud != cacheURL {
 		t.Errorf("id_tokens FLAKEGATE_ID_TOKEN aud = %q, want %s", aud, cacheURL)
 	}
-	before := strings.Join(job.BeforeScript, "\n")
-	if !strings.Contains(before, "login --ci") || !strings.Contains(before, `--cache "$FLAKEGATE_CACHE" --netrc /etc/nix/netrc`) {
-		t.Error("before_script does not exchange the ID token into the netrc (flakegate login --ci)")
-	}
-	if !strings.Contains(testutil.ReadFile(t, "gitlab-ci.yml"), "Token exchange:") {
-		t.Error("no comment where the token exchange goes")
-	}
-	// The nix.conf lines the job appends, with the variables expanded.
-	m := regexp.MustCompile(`(?s)<<EOF\n(.*?)\nEOF`).FindStringSubmatch(before)
-	if m == nil {
-		t.Fatal("no nix.conf heredoc in before_script")
-	}
-	conf := strings.ReplaceAll(m[1], "$FLAKEGATE_CACHE", job.Variables["FLAKEGATE_CACHE"])
-	settings := checkNixConf(t, conf)
-	if settings["extra-substituters"] != cacheURL || settings["netrc-file"] != "/etc/nix/netrc" {
-		t.Errorf("nix.conf settings = %v", settings)
-	}
+	before, after := strings.Join(job.BeforeScript, "\n"), strings.Join(job.AfterScript, "\n")
 	bashSyntax(t, "before_script", before)
-	script := strings.Join(job.Script, "\n")
-	bashSyntax(t, "script", script)
-	if !strings.Contains(script, `nix copy --to "$FLAKEGATE_CACHE/$CI_PROJECT_PATH?compression=zstd"`) {
-		t.Errorf("script does not push to the project's flake:\n%s", script)
+	bashSyntax(t, "after_script", after)
+	if !strings.Contains(before, "flakegate ci setup") || !strings.Contains(after, "flakegate ci flush") {
+		t.Errorf("before_script must run flakegate ci setup and after_script flakegate ci flush:\n%s\n%s", before, after)
+	}
+	if job.Variables["FLAKEGATE_VERSION"] != version || job.Variables["FLAKEGATE_CACHE"] != cacheURL {
+		t.Errorf("variables %v", job.Variables)
 	}
 }
 

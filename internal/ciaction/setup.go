@@ -217,7 +217,20 @@ func refresh(ctx context.Context, dir Dir, st *State, env Env, timeout time.Dura
 	if err != nil {
 		return err
 	}
-	tok, err := login.Exchange(ctx, env.HTTPClient, cache, idToken, st.Lifetime, timeout)
+	// A cache restarting, or its gate still connecting to authz, answers
+	// 503 for a moment: retried (3 times, 1 s apart, doubling).
+	var tok *login.CacheToken
+	for wait := time.Second; ; wait *= 2 {
+		tok, err = login.Exchange(ctx, env.HTTPClient, cache, idToken, st.Lifetime, timeout)
+		if err == nil || !login.Transient(err) || wait > 4*time.Second {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 	if err != nil {
 		return err
 	}

@@ -116,10 +116,32 @@ func exchange(ctx context.Context, hc *http.Client, cache *url.URL, idpToken str
 		if msg == "" {
 			msg = http.StatusText(status)
 		}
-		return nil, fmt.Errorf("exchange token at %s: the cache answered %d: %s", cache.Host, status, msg)
+		return nil, &ExchangeError{Host: cache.Host, Status: status, Msg: msg}
 	}
 	if tok.Token == "" || tok.ExpiresAt.IsZero() {
 		return nil, errors.New("exchange token: the cache's answer lacks token or expires_at")
 	}
 	return &tok, nil
+}
+
+// ExchangeError is the cache's refusal of an exchange.
+type ExchangeError struct {
+	Host   string
+	Status int
+	Msg    string
+}
+
+func (e *ExchangeError) Error() string {
+	return fmt.Sprintf("exchange token at %s: the cache answered %d: %s", e.Host, e.Status, e.Msg)
+}
+
+// Transient reports whether err is worth retrying: the cache unreachable
+// or answering 5xx or 429 (a refusal of the token is not).
+func Transient(err error) bool {
+	var ee *ExchangeError
+	if errors.As(err, &ee) {
+		return ee.Status >= 500 || ee.Status == http.StatusTooManyRequests
+	}
+	var ue *url.Error
+	return errors.As(err, &ue)
 }

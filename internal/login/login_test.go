@@ -175,3 +175,19 @@ func TestRunRegistersWithDeterminate(t *testing.T) {
 		t.Fatalf("config.json after two logins: %s\n%s", b, stderr.String())
 	}
 }
+
+func TestTransient(t *testing.T) {
+	for status, want := range map[int]bool{503: true, 502: true, 429: true, 401: false, 403: false, 400: false} {
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(status) }))
+		base, _ := CacheBase(srv.URL)
+		_, err := Exchange(context.Background(), srv.Client(), base, "t", 0, 5*time.Second)
+		srv.Close()
+		if Transient(err) != want {
+			t.Errorf("%d: Transient(%v) = %v, want %v", status, err, !want, want)
+		}
+	}
+	base, _ := CacheBase("http://127.0.0.1:1")
+	if _, err := Exchange(context.Background(), http.DefaultClient, base, "t", 0, time.Second); !Transient(err) {
+		t.Errorf("connection refused is transient: %v", err)
+	}
+}
