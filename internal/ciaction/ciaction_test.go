@@ -21,7 +21,7 @@ func TestHookQueues(t *testing.T) {
 	var stderr strings.Builder
 	Hook(dir, envOf(map[string]string{"OUT_PATHS": "/nix/store/a-x /nix/store/b-x", "DRV_PATH": "/nix/store/c-x.drv"}, &stderr))
 	Hook(dir, envOf(map[string]string{"OUT_PATHS": "", "DRV_PATH": "/nix/store/d-y.drv"}, &stderr)) // Nix 2.8.0
-	Hook(dir, envOf(map[string]string{}, &stderr))                                                   // nothing built: nothing queued
+	Hook(dir, envOf(map[string]string{}, &stderr))                                                  // nothing built: nothing queued
 	p := &pusherLoop{dir: dir}
 	q := p.queue()
 	if len(q) != 2 {
