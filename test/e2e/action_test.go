@@ -17,6 +17,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // actionYAML is the part of action.yml the runner reads.
@@ -192,7 +193,7 @@ func (r *runner) stopPusher() {
 // (a new GitHub ID token, exchanged again) to push a second build made
 // after the first token expired.
 func TestActionPushesEveryBuiltPath(t *testing.T) {
-	s := startStack(t, stackOptions{tokenLifetime: 10 * time.Second})
+	s := startStackWith(t, singleHost, teststack.Options{TokenLifetime: 10 * time.Second, JobAudience: true})
 	r := newRunner(t, s)
 	st := nixtest.NewStore(t)
 
@@ -248,7 +249,7 @@ func TestActionPushesEveryBuiltPath(t *testing.T) {
 // build stays green, the post step succeeds, and the job gets a warning
 // annotation and a summary saying what was not pushed.
 func TestActionCacheOutage(t *testing.T) {
-	s := startStack(t, stackOptions{tokenLifetime: time.Hour})
+	s := startStackWith(t, singleHost, teststack.Options{JobAudience: true})
 	r := newRunner(t, s)
 	st := nixtest.NewStore(t)
 	r.with = map[string]string{"cache": s.url, "nix-conf": "env", "store": st.URL(), "retries": "1"}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // componentScripts returns the GitLab component's before_script and
@@ -63,7 +64,7 @@ func componentScripts(t *testing.T, inputs map[string]string) (before, after []s
 // after_script in another, with a GitLab-shaped ID token in
 // $FLAKEGATE_ID_TOKEN: every built path ends up in the project's flake.
 func TestGitLabComponent(t *testing.T) {
-	s := startStack(t, stackOptions{tokenLifetime: time.Hour})
+	s := startStackWith(t, singleHost, teststack.Options{JobAudience: true})
 	st := nixtest.NewStore(t)
 	before, after := componentScripts(t, map[string]string{"cache": s.url})
 	tmp := t.TempDir()

@@ -22,6 +22,7 @@ import (
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/nixtest"
 	"github.com/flakegate/flakegate/internal/testutil"
+	"github.com/flakegate/flakegate/test/teststack"
 )
 
 // hydraVersion is the Ory Hydra the browser-login test runs against: a
@@ -229,7 +230,7 @@ func browser(t *testing.T) func(string) error {
 func TestLoginWithHydraBrowserFlow(t *testing.T) {
 	nixtest.Require(t)
 	h := startHydra(t, "alice", "omnicorp")
-	s := startStack(t, stackOptions{tokenLifetime: time.Hour, issuers: []identity.IssuerConfig{{
+	s := startStackWith(t, singleHost, teststack.Options{Issuers: []identity.IssuerConfig{{
 		Name: "hydra", Issuer: h.issuer, JWKSURL: h.public + "/.well-known/jwks.json",
 		Audience: []string{h.clientID}, Claims: identity.ClaimsOIDC, OrgClaim: "org",
 	}}})

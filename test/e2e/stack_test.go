@@ -60,11 +60,18 @@ type stack struct {
 // the test fails unless they exit cleanly.
 func startStack(t *testing.T, m mode) *stack {
 	t.Helper()
+	return startStackWith(t, m, teststack.Options{})
+}
+
+// startStackWith is startStack with options (token lifetime, CI jobs'
+// audience, more issuers).
+func startStackWith(t *testing.T, m mode, o teststack.Options) *stack {
+	t.Helper()
 	nixtest.Require(t)
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	ts := teststack.Start(t, binDir, m)
+	ts := teststack.StartWith(t, binDir, m, o)
 	return &stack{
 		mode: ts.Mode, url: ts.URL, host: ts.Host, internalURL: ts.InternalURL, authzHTTP: ts.AuthzHTTP,
 		publicKey: ts.PublicKey, policyDir: ts.PolicyDir, authz: ts.Authz, blob: ts.Blob,

@@ -27,7 +27,8 @@ import (
 const KeyName = "cache.e2e.test-1"
 
 // Packages are the binaries Start runs (Build builds them).
-var Packages = []string{"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver"}
+var Packages = []string{"github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver",
+	"github.com/flakegate/flakegate/cmd/flakegate"}
 
 // Build builds Packages into dir with the go tool, once per test binary
 // (TestMain), for Start.
@@ -79,11 +80,29 @@ func policiesDir() string {
 	return filepath.Join(filepath.Dir(file), "..", "..", "policies")
 }
 
+// Options tune StartWith.
+type Options struct {
+	// TokenLifetime > 0 sets the lifetime and maximum lifetime of cache
+	// tokens (-token-lifetime, -token-max-lifetime).
+	TokenLifetime time.Duration
+	// JobAudience: the GitHub and GitLab issuers also accept ID tokens
+	// whose audience is the cache's URL, as CI jobs ask for them.
+	JobAudience bool
+	// Issuers are trusted besides the three test issuers (a real IdP).
+	Issuers []identity.IssuerConfig
+}
+
 // Start starts flakegate in mode m from the binaries in binDir (Build),
 // on free loopback ports, with the token exchange on, and waits until it is
 // healthy. Its processes are stopped with SIGTERM when the test ends, and
 // the test fails unless they exit cleanly.
 func Start(t *testing.T, binDir string, m Mode) *Stack {
+	t.Helper()
+	return StartWith(t, binDir, m, Options{})
+}
+
+// StartWith is Start with options.
+func StartWith(t *testing.T, binDir string, m Mode, o Options) *Stack {
 	t.Helper()
 	dir := t.TempDir()
 	s := &Stack{
@@ -92,14 +111,21 @@ func Start(t *testing.T, binDir string, m Mode) *Stack {
 		GitLab: identitytest.NewIssuer(t, identitytest.WithAlg("ES256")),
 		Users:  identitytest.NewIssuer(t),
 	}
+	publicAddr, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
+	s.URL, s.Host, s.InternalURL = "http://"+publicAddr, publicAddr, "http://"+internal
+
 	// Every issuer by JWKS URL (each its own httptest server), as in production.
 	users := s.Users.Config("corp-sso", identity.ClaimsOIDC)
 	users.OrgClaim = "org"
-	issuers, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
-		s.GitHub.Config("github", identity.ClaimsGitHubActions),
-		s.GitLab.Config("gitlab", identity.ClaimsGitLabCI),
+	jobAud := []string{identitytest.DefaultAudience}
+	if o.JobAudience {
+		jobAud = append(jobAud, s.URL)
+	}
+	issuers, err := yaml.Marshal(identity.Config{Issuers: append([]identity.IssuerConfig{
+		s.GitHub.Config("github", identity.ClaimsGitHubActions, jobAud...),
+		s.GitLab.Config("gitlab", identity.ClaimsGitLabCI, jobAud...),
 		users,
-	}})
+	}, o.Issuers...)})
 	if err != nil {
 		t.Fatalf("issuers file: %v", err)
 	}
@@ -117,10 +143,11 @@ func Start(t *testing.T, binDir string, m Mode) *Stack {
 	write(t, keyFile, secret)
 	s.PublicKey = public
 
-	publicAddr, internal := testutil.FreeAddr(t), testutil.FreeAddr(t)
-	s.URL, s.Host, s.InternalURL = "http://"+publicAddr, publicAddr, "http://"+internal
 	authzFlags := []string{"-policies", s.PolicyDir, "-issuers", issuersFile,
 		"-public-url", s.URL, "-token-keys", filepath.Join(dir, "token-keys")}
+	if o.TokenLifetime > 0 {
+		authzFlags = append(authzFlags, "-token-lifetime", o.TokenLifetime.String(), "-token-max-lifetime", o.TokenLifetime.String())
+	}
 	blobFlags := []string{"-listen", publicAddr, "-internal-listen", internal,
 		"-data-dir", filepath.Join(dir, "data"), "-signing-key-file", keyFile}
 	switch m {
