@@ -90,6 +90,9 @@ func (env Env) withDefaults() Env {
 	if env.Stderr == nil {
 		env.Stderr = io.Discard
 	}
+	if env.HTTPClient == nil {
+		env.HTTPClient = http.DefaultClient
+	}
 	return env
 }
 
@@ -149,6 +152,9 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 		return err
 	}
 	env = env.withDefaults()
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
 	cache, _ := CacheBase(cfg.Cache) // validated above
 	netrcPath := cfg.Netrc
 	if netrcPath == "" {
