@@ -89,3 +89,31 @@ func TestSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestQueueIgnoresOtherUsersEntries: an entry another local user drops in
+// the (world-writable) queue is not pushed; a symlink neither.
+func TestQueueIgnoresOtherUsersEntries(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root to create a file owned by another user")
+	}
+	dir := Dir(t.TempDir())
+	if err := os.MkdirAll(dir.path(queueDir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	Hook(dir, envOf(map[string]string{"OUT_PATHS": "/nix/store/a-x"}, &stderr))
+	evil := filepath.Join(dir.path(queueDir), "00000000000000000001-evil.paths")
+	if err := os.WriteFile(evil, []byte("/nix/store/evil-x\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(evil, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(evil, filepath.Join(dir.path(queueDir), "00000000000000000002-link.paths")); err != nil {
+		t.Fatal(err)
+	}
+	q := (&pusherLoop{dir: dir}).queue()
+	if len(q) != 1 || strings.Contains(q[0], "evil") || strings.Contains(q[0], "link") {
+		t.Fatalf("queue %v: want only the hook's entry", q)
+	}
+}

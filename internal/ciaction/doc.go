@@ -22,7 +22,10 @@
 //     exits non-zero.
 //   - The hook only writes a queue file (atomically: temporary name, then
 //     rename) and always exits 0: a failing post-build-hook would fail the
-//     build.
+//     build. The queue directory is writable by others (the daemon's hook
+//     runs as root) but not listable (1733); the pusher takes only regular
+//     files owned by root or by its own user, so another local user cannot
+//     get paths pushed to the flake.
 //   - The cache token is refreshed before it expires: when a third of its
 //     lifetime is left, the pusher asks the CI for a fresh ID token
 //     (GitHub Actions allows it at any time) and exchanges it again; Nix

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/fsutil"
@@ -135,12 +136,30 @@ func (p *pusherLoop) queue() []string {
 	}
 	var out []string
 	for _, e := range entries {
-		if !e.IsDir() && strings.HasSuffix(e.Name(), ".paths") && !strings.HasPrefix(e.Name(), ".") {
-			out = append(out, e.Name())
+		if e.IsDir() || !strings.HasSuffix(e.Name(), ".paths") || strings.HasPrefix(e.Name(), ".") {
+			continue
 		}
+		// The queue is writable by others (the daemon's hook runs as
+		// root): only entries of root (the hook) or of this user count, so
+		// another local user cannot have paths pushed to the flake.
+		info, err := os.Lstat(filepath.Join(p.dir.path(queueDir), e.Name()))
+		if err != nil || !info.Mode().IsRegular() || !trustedOwner(info) {
+			continue
+		}
+		out = append(out, e.Name())
 	}
 	slices.Sort(out)
 	return out
+}
+
+// trustedOwner reports whether a queue file belongs to root or to this
+// process's user.
+func trustedOwner(info os.FileInfo) bool {
+	st, ok := info.Sys().(*syscall.Stat_t)
+	if !ok {
+		return false
+	}
+	return st.Uid == 0 || int(st.Uid) == os.Getuid()
 }
 
 // maybeRefresh renews the cache token when a third of its lifetime is left.

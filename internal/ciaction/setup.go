@@ -148,9 +148,10 @@ func setup(ctx context.Context, cfg SetupConfig, env Env, w warner) error {
 	if err := os.MkdirAll(dir.path(queueDir), 0o755); err != nil {
 		return fmt.Errorf("create the state directory: %w", err)
 	}
-	// The post-build hook runs as the Nix daemon's user (root): the queue
-	// is writable by all, sticky like /tmp.
-	if err := os.Chmod(dir.path(queueDir), os.ModeSticky|0o777); err != nil {
+	// The post-build hook runs as the Nix daemon's user (root) or as this
+	// user: the queue is writable by others but not listable (1733, sticky
+	// like /tmp), and the pusher takes only root's and its own entries.
+	if err := os.Chmod(dir.path(queueDir), os.ModeSticky|0o733); err != nil {
 		return fmt.Errorf("create the queue directory: %w", err)
 	}
 	cache, _ := login.CacheBase(cfg.Cache)
