@@ -1,0 +1,128 @@
+package nixos
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/flakegate/flakegate/internal/testutil"
+)
+
+// notCompared are the [Service] settings in which examples/systemd and the
+// module differ on purpose.
+var notCompared = map[string]string{
+	"ExecStart":              "the module runs the package's binary with flags; the examples /usr/local/bin with an EnvironmentFile",
+	"ExecStartPre":           "idem (both run authz -check first: TestModuleEmbeddedGate)",
+	"EnvironmentFile":        "the examples' settings file; the module's optional file of S3/PostgreSQL credentials",
+	"ConfigurationDirectory": "NixOS manages /etc/flakegate with environment.etc",
+	"ReadOnlyPaths":          "idem; /etc is read-only under ProtectSystem=strict anyway",
+	"LoadCredential":         "the module passes given keys as credentials; the examples keep keys in the state directory",
+}
+
+// unitSettings reads the settings of one section of a unit file: key ->
+// values, with repeated keys and space-separated words accumulated (as
+// systemd does for list settings) and yes/no read as true/false.
+func unitSettings(t *testing.T, text, section string) map[string][]string {
+	t.Helper()
+	out := map[string][]string{}
+	in := false
+	for _, line := range strings.Split(text, "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#"):
+		case strings.HasPrefix(line, "["):
+			in = line == "["+section+"]"
+		case in:
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Fatalf("unit line %q", line)
+			}
+			out[k] = append(out[k], words(v)...)
+		}
+	}
+	return out
+}
+
+func words(v string) []string {
+	switch v {
+	case "yes":
+		return []string{"true"}
+	case "no":
+		return []string{"false"}
+	}
+	return strings.Fields(v) // "" gives none: CapabilityBoundingSet= (empty)
+}
+
+// moduleSettings turns a generated serviceConfig into the same shape.
+func moduleSettings(s service) map[string][]string {
+	out := map[string][]string{}
+	for k, v := range s.ServiceConfig {
+		var ws []string
+		switch v := v.(type) {
+		case []any:
+			for _, x := range v {
+				ws = append(ws, words(fmt.Sprint(x))...)
+			}
+			if len(v) == 0 {
+				continue // NixOS writes nothing for an empty list
+			}
+		case bool:
+			ws = []string{fmt.Sprint(v)}
+		default:
+			ws = words(fmt.Sprint(v))
+		}
+		out[k] = ws
+	}
+	return out
+}
+
+// TestHardeningMatchesExamples: the module's units and examples/systemd's
+// carry the same sandbox, restart and limit settings, so a hardening change
+// made on one side only fails here; the settings that differ on purpose are
+// listed in notCompared with the reason.
+func TestHardeningMatchesExamples(t *testing.T) {
+	r := mustEvalModule(t, exampleConfig(t, "embedded-gate"))
+	for _, unit := range []string{authzUnit, blobUnit} {
+		text := testutil.ReadFile(t, root+"/examples/systemd/"+unit+".service")
+		ex := unitSettings(t, text, "Service")
+		mod := moduleSettings(r.unit(t, unit))
+		for _, k := range sortedKeys(ex, mod) {
+			if _, skip := notCompared[k]; skip {
+				continue
+			}
+			e, inEx := ex[k]
+			m, inMod := mod[k]
+			switch {
+			case !inMod:
+				t.Errorf("%s: examples/systemd sets %s=%s, the module does not", unit, k, strings.Join(e, " "))
+			case !inEx:
+				t.Errorf("%s: the module sets %s=%s, examples/systemd does not", unit, k, strings.Join(m, " "))
+			case !slices.Equal(e, m):
+				t.Errorf("%s: %s is %q in examples/systemd, %q in the module", unit, k, e, m)
+			}
+		}
+		// The [Unit] section: what it is and what it starts after.
+		exUnit := unitSettings(t, text, "Unit")
+		s := r.unit(t, unit)
+		if got := strings.Join(exUnit["Description"], " "); got != s.Description {
+			t.Errorf("%s: Description %q in examples/systemd, %q in the module", unit, got, s.Description)
+		}
+		if !slices.Equal(exUnit["After"], s.After) {
+			t.Errorf("%s: After %v in examples/systemd, %v in the module", unit, exUnit["After"], s.After)
+		}
+	}
+}
+
+func sortedKeys(ms ...map[string][]string) []string {
+	var out []string
+	for _, m := range ms {
+		for k := range m {
+			if !slices.Contains(out, k) {
+				out = append(out, k)
+			}
+		}
+	}
+	slices.Sort(out)
+	return out
+}
