@@ -12,6 +12,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/testutil"
+	"github.com/flakegate/flakegate/internal/tokens"
 )
 
 // host is a stand-in for the machine the units run on: the module's fixed
@@ -115,11 +116,30 @@ func TestModuleRunsBinaries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	secrets := map[string]string{"/run/secrets/flakegate-signing-key": secret}
+	keyPath, kid, err := tokens.GenerateKey(t.TempDir(), tokens.AlgEdDSA, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	secrets := map[string]string{
+		"/run/secrets/flakegate-signing-key":   secret,
+		"/run/secrets/flakegate-token-key.pem": testutil.ReadFile(t, keyPath),
+	}
 
-	for mode, wantAnonymous := range map[string]int{"embedded-gate": http.StatusUnauthorized, "behind-envoy": http.StatusNotFound} {
+	cases := []struct {
+		mode          string
+		extra         string // more settings
+		wantAnonymous int    // an anonymous narinfo GET on the public listener
+		wantKid       string // the token signing key authz uses; "" a created one
+	}{
+		// Token keys given as files (credentials, -token-keys=%d).
+		{"embedded-gate", `{ authz.tokenKeyFiles = [ "/run/secrets/flakegate-token-key.pem" ]; }`, http.StatusUnauthorized, kid},
+		// Token keys created in the state directory.
+		{"behind-envoy", `{ }`, http.StatusNotFound, ""},
+	}
+	for _, c := range cases {
+		mode, wantAnonymous := c.mode, c.wantAnonymous
 		t.Run(mode, func(t *testing.T) {
-			r := mustEvalModule(t, exampleConfig(t, mode))
+			r := mustEvalModule(t, withExample(t, mode, c.extra))
 			h := newHost(t, r, bin)
 
 			prog, args := h.command(authzUnit, "ExecStartPre", secrets)
@@ -155,9 +175,18 @@ func TestModuleRunsBinaries(t *testing.T) {
 			if _, err := os.Stat(filepath.Join(h.dir, "var-lib", "flakegate-blobserver", "signing-key.sec")); err == nil {
 				t.Error("the blob server generated a key in its data directory although one was given")
 			}
-			// authz created its token key in its state directory.
-			if m, _ := filepath.Glob(filepath.Join(h.dir, "var-lib", "flakegate-authz", "token-keys", "*.pem")); len(m) != 1 {
-				t.Errorf("token keys in the state directory: %v, want one created", m)
+			created, _ := filepath.Glob(filepath.Join(h.dir, "var-lib", "flakegate-authz", "token-keys", "*.pem"))
+			if c.wantKid == "" {
+				if len(created) != 1 {
+					t.Errorf("token keys in the state directory: %v, want one created", created)
+				}
+			} else {
+				if len(created) != 0 {
+					t.Errorf("authz created token keys %v although one was given", created)
+				}
+				if !strings.Contains(authz.Log.String(), `"signing_kid":"`+c.wantKid+`"`) {
+					t.Errorf("authz does not sign with the given token key %s", c.wantKid)
+				}
 			}
 		})
 	}
