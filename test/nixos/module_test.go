@@ -68,13 +68,21 @@ func checkCommon(t *testing.T, r moduleResult, s service, unit string) {
 	}
 }
 
+// exampleUnits evaluates the example configuration of mode and returns the
+// result and its two units, checked for what every unit shares.
+func exampleUnits(t *testing.T, mode string) (r moduleResult, blob, authz service) {
+	t.Helper()
+	r = mustEvalModule(t, exampleConfig(t, mode))
+	blob, authz = r.unit(t, blobUnit), r.unit(t, authzUnit)
+	checkCommon(t, r, blob, blobUnit)
+	checkCommon(t, r, authz, authzUnit)
+	return r, blob, authz
+}
+
 // TestModuleEmbeddedGate: one host, the blob server asks authz before every
 // request and forwards the token exchange; secrets arrive as credentials.
 func TestModuleEmbeddedGate(t *testing.T) {
-	r := mustEvalModule(t, exampleConfig(t, "embedded-gate"))
-	blob, authz := r.unit(t, blobUnit), r.unit(t, authzUnit)
-	checkCommon(t, r, blob, blobUnit)
-	checkCommon(t, r, authz, authzUnit)
+	r, blob, authz := exampleUnits(t, "embedded-gate")
 
 	_, bf := execFlags(t, blob, "ExecStart")
 	wantFlags(t, blobUnit, bf, map[string]string{
@@ -156,10 +164,7 @@ func TestModuleEmbeddedGate(t *testing.T) {
 // TestModuleBehindEnvoy: Envoy asks authz; the blob server listens on
 // loopback without the embedded gate.
 func TestModuleBehindEnvoy(t *testing.T) {
-	r := mustEvalModule(t, exampleConfig(t, "behind-envoy"))
-	blob, authz := r.unit(t, blobUnit), r.unit(t, authzUnit)
-	checkCommon(t, r, blob, blobUnit)
-	checkCommon(t, r, authz, authzUnit)
+	r, blob, authz := exampleUnits(t, "behind-envoy")
 	_, bf := execFlags(t, blob, "ExecStart")
 	wantFlags(t, blobUnit, bf, map[string]string{
 		"listen":           "127.0.0.1:8080",
