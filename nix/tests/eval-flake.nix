@@ -20,6 +20,7 @@ let
   self = flake.outputs { inherit self nixpkgs; } // { outPath = toString ../..; };
   describe = drv: {
     inherit (drv) name type;
+    storePath = drv.outPath; # (an attribute named outPath would turn this set into a string)
     args = builtins.removeAttrs drv.drvArgs [ "src" ];
     src = toString drv.drvArgs.src or "";
   };

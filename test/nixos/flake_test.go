@@ -3,7 +3,9 @@ package nixos
 import (
 	"context"
 	"encoding/json"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -17,10 +19,11 @@ import (
 var flakeSystems = []string{"x86_64-linux", "aarch64-linux", "x86_64-darwin", "aarch64-darwin"}
 
 type flakePackage struct {
-	Name string `json:"name"`
-	Type string `json:"type"`
-	Src  string `json:"src"`
-	Args struct {
+	Name    string `json:"name"`
+	Type    string `json:"type"`
+	OutPath string `json:"storePath"`
+	Src     string `json:"src"`
+	Args    struct {
 		Pname       string   `json:"pname"`
 		VendorHash  string   `json:"vendorHash"`
 		SubPackages []string `json:"subPackages"`
@@ -49,7 +52,7 @@ func TestFlakeOutputs(t *testing.T) {
 		Checks       map[string]map[string]string       `json:"checks"`
 	}
 	if err := json.Unmarshal(out, &f); err != nil {
-		t.Fatalf("%v\n%s", err, out)
+		t.Fatalf("eval-flake.nix output: %v\n%.2000s", err, out)
 	}
 	if !slices.Equal(f.Inputs, []string{"nixpkgs"}) {
 		t.Errorf("inputs %v, want nixpkgs only", f.Inputs)
@@ -114,7 +117,7 @@ func TestFlakeOutputs(t *testing.T) {
 		}
 		for _, r := range evals {
 			// The flake's module sets the flake's own package.
-			if r.Package != "/nix/store/00000000000000000000000000000000-flakegate-0.1.0" || len(r.Services) != 2 {
+			if r.Package != f.Packages[system]["default"].OutPath || len(r.Services) != 2 {
 				t.Errorf("%s: checks.module: package %s, services %v", system, r.Package, keys(r.Services))
 			}
 		}
@@ -182,5 +185,71 @@ func TestVendorHash(t *testing.T) {
 	got := strings.TrimSpace(res.Stdout)
 	if want := packageVendorHash(t); got != want {
 		t.Errorf("nix/package.nix vendorHash = %s, but go.mod/go.sum vendor to %s: update it", want, got)
+	}
+}
+
+// flakeCheck runs a real `nix flake check --no-build` (Nix's own checks of
+// every output: packages and checks instantiate, the overlay and the
+// modules have the right shape) on a copy of the flake (flake.nix and nix/,
+// all that its evaluation reads), with the nixpkgs input replaced by the
+// stub of nix/tests/stub-nixpkgs and a chroot store. edit may change the
+// copy first.
+func flakeCheck(t *testing.T, edit func(dir string)) (string, error) {
+	t.Helper()
+	requireNix(t)
+	tmp := t.TempDir()
+	repo, stub := filepath.Join(tmp, "repo"), filepath.Join(tmp, "stub-nixpkgs")
+	copyTree(t, abs(t, "nix"), filepath.Join(repo, "nix"))
+	copyTree(t, abs(t, "nix/vendor/nixpkgs-lib/lib"), filepath.Join(stub, "lib"))
+	for from, to := range map[string]string{
+		"flake.nix":                        filepath.Join(repo, "flake.nix"),
+		"nix/tests/stub-nixpkgs/flake.nix": filepath.Join(stub, "flake.nix"),
+		"nix/tests/stub-pkgs.nix":          filepath.Join(stub, "stub-pkgs.nix"),
+	} {
+		if err := os.WriteFile(to, []byte(testutil.ReadFile(t, abs(t, from))), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if edit != nil {
+		edit(repo)
+	}
+	store := nixtest.NewStore(t)
+	res, err := nixtest.Run(t, nixtest.Options{Timeout: 5 * time.Minute}, "nix",
+		"--extra-experimental-features", "flakes", "--store", store.URL(),
+		"flake", "check", "--no-build", "--no-write-lock-file", "path:"+repo,
+		"--override-input", "nixpkgs", "path:"+stub)
+	return res.Stdout + res.Stderr, err
+}
+
+func copyTree(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.CopyFS(to, os.DirFS(from)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestFlakeCheck: `nix flake check --no-build` passes on the flake, and
+// fails, naming the assertion, when the configuration its module check
+// evaluates is invalid.
+func TestFlakeCheck(t *testing.T) {
+	if out, err := flakeCheck(t, nil); err != nil {
+		t.Fatalf("nix flake check --no-build: %v\n%s", err, out)
+	}
+	_, err := flakeCheck(t, func(repo string) {
+		p := filepath.Join(repo, "nix", "tests", "example-config.nix")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		bad := strings.Replace(string(b), "inherit mode;", `inherit mode; blobserver.listen = "0.0.0.0:8080";`, 1)
+		if bad == string(b) {
+			t.Fatal("example-config.nix has no `inherit mode;` to edit")
+		}
+		if err := os.WriteFile(p, []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if err == nil || !strings.Contains(err.Error(), "must be a loopback address") {
+		t.Errorf("nix flake check on a module check with a failing assertion: %v", err)
 	}
 }
