@@ -445,7 +445,8 @@ in
         message = "services.flakegate: set the signing keys with blobserver.signingKeyFiles and authz.tokenKeyFiles, not extraFlags (they are passed as systemd credentials, never through the store).";
       }
       {
-        assertion = builtins.all (u: builtins.match "[a-z0-9+.-]+://[^/@]*:[^/@]*@.*" u == null) (
+        # user:password@ or a password= parameter (PostgreSQL connection URLs take both).
+        assertion = builtins.all (u: builtins.match "([a-z0-9+.-]+://[^/@]*:[^/@]*@.*|.*[?&]password=.*)" u == null) (
           lib.filter (u: u != null) [
             cfg.blobserver.storage
             cfg.blobserver.index
@@ -455,7 +456,9 @@ in
       }
     ];
 
-    warnings = lib.optional (embedded && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen) "services.flakegate: the blob server listens on ${cfg.blobserver.listen} without TLS: tokens cross the network in clear unless a TLS proxy is in front.";
+    warnings =
+      lib.optional (embedded && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen) "services.flakegate: the blob server listens on ${cfg.blobserver.listen} without TLS: tokens cross the network in clear unless a TLS proxy is in front."
+      ++ lib.optional (cfg.blobserver.enable && !isLoopback cfg.blobserver.internalListen) "services.flakegate: blobserver.internalListen (${cfg.blobserver.internalListen}) is not a loopback address: its owners lookups and metrics are unauthenticated; let only authz reach it.";
 
     environment.etc =
       lib.optionalAttrs (cfg.authz.enable && cfg.authz.issuersFile == null) {

@@ -193,9 +193,13 @@ func TestModuleFirewall(t *testing.T) {
 	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "without TLS") {
 		t.Errorf("warnings %v: want one about clear-text tokens on 0.0.0.0:8443", r.Warnings)
 	}
-	r = mustEvalModule(t, withExample(t, "embedded-gate", `{ blobserver.listen = "0.0.0.0:8443"; openFirewall = true; }`))
+	// The internal listener is never opened, even when it faces the network.
+	r = mustEvalModule(t, withExample(t, "embedded-gate", `{ blobserver.listen = "0.0.0.0:8443"; blobserver.internalListen = "10.0.0.5:8081"; openFirewall = true; }`))
 	if !slices.Equal(r.Firewall, []int{8443}) {
 		t.Errorf("openFirewall opened %v, want [8443]", r.Firewall)
+	}
+	if !slices.ContainsFunc(r.Warnings, func(w string) bool { return strings.Contains(w, "internalListen (10.0.0.5:8081) is not a loopback") }) {
+		t.Errorf("warnings %v: want one about the internal listener off loopback", r.Warnings)
 	}
 }
 
@@ -216,6 +220,7 @@ func TestModuleInvalidCombinations(t *testing.T) {
 		{"policy dir and flakes", "embedded-gate", `{ authz.policyDir = "/srv/policies"; }`, "authz.policyDir replaces the default policy"},
 		{"key through extraFlags", "embedded-gate", `{ blobserver.extraFlags."signing-key-file" = "/run/k"; }`, "not extraFlags"},
 		{"password in index URL", "embedded-gate", `{ blobserver.index = "postgres://fg:hunter2@db/fg"; }`, "must not contain a password"},
+		{"password parameter in index URL", "embedded-gate", `{ blobserver.index = "postgres://fg@db/fg?sslmode=require&password=hunter2"; }`, "must not contain a password"},
 		{"data dir outside /var/lib", "embedded-gate", `{ blobserver.dataDir = "/srv/cache"; }`, "must be under /var/lib"},
 	}
 	for _, c := range cases {
