@@ -50,7 +50,7 @@
       checks = forAllSystems (
         system: pkgs:
         let
-          # The module in both modes, through the NixOS module system with
+          # The module in every mode, through the NixOS module system with
           # stub options (nix/tests): evaluating this check fails on any
           # failed assertion.
           moduleEval =
@@ -71,6 +71,7 @@
           inherit (self.packages.${system}) default;
           module = pkgs.runCommand "flakegate-module-eval" {
             units = builtins.toJSON (map moduleEval [
+              "single-host"
               "embedded-gate"
               "behind-envoy"
             ]);
@@ -86,7 +87,7 @@
               inherit system;
               modules = [
                 self.nixosModules.flakegate
-                (import ./nix/tests/example-config.nix { mode = "embedded-gate"; })
+                (import ./nix/tests/example-config.nix { mode = "single-host"; })
                 {
                   boot.isContainer = true;
                   system.stateVersion = "25.11";

@@ -1,11 +1,17 @@
-# NixOS module: services.flakegate runs the blob server and authz as two
-# hardened systemd services, in one of two modes:
+# NixOS module: services.flakegate runs flakegate as hardened systemd
+# services, in one of three modes:
 #
-#   embedded-gate  (default, one host) the blob server serves clients itself
-#                  and asks authz before every request (-ext-authz), forwarding
-#                  /_flakegate/ (token exchange) to authz's HTTP listener.
-#   behind-envoy   Envoy (envoy/envoy.yaml, not managed here) faces clients and
-#                  asks authz; the blob server serves UNGATED on loopback.
+#   single-host    (default) one process, one unit `flakegate`: the blob
+#                  server with its embedded gate and the authorization core
+#                  (policies, tokens, token exchange) in process
+#                  (blobserver -policies …).
+#   embedded-gate  two units, `flakegate-blobserver` and `flakegate-authz`: the
+#                  blob server serves clients and asks authz over gRPC before
+#                  every request (-ext-authz), forwarding /_flakegate/ (token
+#                  exchange) to authz's HTTP listener.
+#   behind-envoy   the same two units; Envoy (envoy/envoy.yaml, not managed
+#                  here) faces clients and asks authz; the blob server serves
+#                  UNGATED on loopback.
 #
 # Secrets (the narinfo signing keys, the cache-token signing keys) are given
 # as paths outside the Nix store and reach the services with systemd's
@@ -13,8 +19,8 @@
 # written into a unit. Without them, the services create their keys on first
 # start in their state directories.
 #
-# Flag names are written once, in blobserverFlags and authzFlags below;
-# renderFlags turns them into ExecStart arguments.
+# Flag names are written once, in the *Flags sets below; renderFlags turns
+# them into ExecStart arguments.
 #
 # test/nixos evaluates this module with the vendored nixpkgs lib and stub
 # options for what it sets outside itself, and runs the real binaries with the
@@ -99,8 +105,12 @@ let
   stateDirOf =
     dir: if lib.hasPrefix "/var/lib/" dir then lib.removePrefix "/var/lib/" dir else null;
 
+  single = cfg.mode == "single-host";
   embedded = cfg.mode == "embedded-gate";
-  localAuthz = cfg.authz.enable;
+  envoy = cfg.mode == "behind-envoy";
+  # The blob server faces clients itself (its public port is gated).
+  servesClients = single || embedded;
+  localAuthz = cfg.authz.enable && !single;
 
   extAuthz =
     if cfg.blobserver.extAuthz != null then
@@ -120,28 +130,30 @@ let
   signingKeyIds = lib.imap0 (i: _: "signing-key-${toString i}") cfg.blobserver.signingKeyFiles;
   tokenKeyIds = lib.imap0 (i: _: "token-key-${toString i}.pem") cfg.authz.tokenKeyFiles;
 
-  blobserverFlags = {
+  # The blob server's own flags, in every mode.
+  blobFlags = {
     listen = cfg.blobserver.listen;
     "internal-listen" = cfg.blobserver.internalListen;
     "data-dir" = cfg.blobserver.dataDir;
     "signing-key-file" = if signingKeyIds == [ ] then null else map credential signingKeyIds;
-    "ext-authz" = if embedded then extAuthz else null;
-    "authz-http" = if embedded then authzHTTP else null;
     storage = cfg.blobserver.storage;
     index = cfg.blobserver.index;
-  }
-  // cfg.blobserver.extraFlags;
+  };
+  # The embedded gate asking a separate authz.
+  gateFlags = {
+    "ext-authz" = extAuthz;
+    "authz-http" = authzHTTP;
+  };
 
   etcDir = "/etc/flakegate";
   issuersPath = if cfg.authz.issuersFile != null then cfg.authz.issuersFile else "${etcDir}/issuers.yaml";
   policiesPath = "${etcDir}/policies";
 
-  authzFlags = {
-    listen = cfg.authz.listen;
-    "http-listen" = cfg.authz.httpListen;
+  # The authorization core's flags: authz's, and the single-host blob
+  # server's (authzapp.CoreFlags).
+  coreFlags = {
     policies = policiesPath;
     issuers = issuersPath;
-    "owners-url" = if cfg.blobserver.enable then "http://${cfg.blobserver.internalListen}" else null;
     "public-url" = cfg.publicURL;
     "token-keys" =
       if cfg.authz.tokenKeyFiles != [ ] then
@@ -149,9 +161,18 @@ let
         # and only the token keys are named so.
         credential ""
       else
-        "/var/lib/flakegate-authz/token-keys";
-  }
-  // cfg.authz.extraFlags;
+        "${if single then cfg.blobserver.dataDir else "/var/lib/flakegate-authz"}/token-keys";
+  };
+  # authz's listeners and where it finds the blob server's owners lookups.
+  authzOnlyFlags = {
+    listen = cfg.authz.listen;
+    "http-listen" = cfg.authz.httpListen;
+    "owners-url" = if cfg.blobserver.enable then "http://${cfg.blobserver.internalListen}" else null;
+  };
+
+  singleFlags = blobFlags // coreFlags // cfg.blobserver.extraFlags // cfg.authz.extraFlags;
+  blobserverFlags = blobFlags // lib.optionalAttrs embedded gateFlags // cfg.blobserver.extraFlags;
+  authzFlags = authzOnlyFlags // coreFlags // cfg.authz.extraFlags;
 
   # The policy directory: the shipped default policy and its tests, with the
   # per-flake settings, groups and denylist from Nix values; or a whole
@@ -218,6 +239,32 @@ let
 
   loadCredentials = ids: files: lib.zipListsWith (id: f: "${id}:${f}") ids files;
 
+  issuersTrigger = config.environment.etc."flakegate/issuers.yaml".text or issuersPath;
+
+  # A unit running the blob server (single-host or not): what both share.
+  blobUnit =
+    unit:
+    unit
+    // {
+      documentation = [ "https://github.com/flakegate/flakegate" ];
+      wantedBy = [ "multi-user.target" ];
+      serviceConfig =
+        commonServiceConfig
+        // {
+          Type = "simple";
+          # Running uploads get time to finish on stop (-shutdown-timeout).
+          TimeoutStopSec = "90s";
+          # Multi-GB uploads and many clients: plenty of file descriptors.
+          LimitNOFILE = 65536;
+          EnvironmentFile = lib.optional (cfg.blobserver.environmentFile != null) cfg.blobserver.environmentFile;
+        }
+        # (An assertion refuses a dataDir outside /var/lib.)
+        // lib.optionalAttrs (stateDirOf cfg.blobserver.dataDir != null) {
+          StateDirectory = stateDirOf cfg.blobserver.dataDir;
+        }
+        // unit.serviceConfig;
+    };
+
 in
 {
   options.services.flakegate = {
@@ -232,15 +279,19 @@ in
 
     mode = mkOption {
       type = types.enum [
+        "single-host"
         "embedded-gate"
         "behind-envoy"
       ];
-      default = "embedded-gate";
+      default = "single-host";
       description = ''
-        embedded-gate: one host, the blob server faces clients and asks authz
-        before every request. behind-envoy: Envoy faces clients (configure it
-        yourself from share/flakegate/envoy.yaml) and the blob server listens
-        on loopback, ungated.
+        single-host: one process (unit flakegate) serves clients and
+        authorizes every request in process. embedded-gate: the blob server
+        faces clients and asks a separate authz (units flakegate-blobserver
+        and flakegate-authz) over gRPC before every request. behind-envoy:
+        Envoy faces clients (configure it yourself from
+        share/flakegate/envoy.yaml) and asks authz; the blob server listens on
+        loopback, ungated.
       '';
     };
 
@@ -254,7 +305,7 @@ in
     openFirewall = mkOption {
       type = types.bool;
       default = false;
-      description = "Open the blob server's public port (embedded-gate mode only).";
+      description = "Open the blob server's public port (single-host and embedded-gate modes).";
     };
 
     blobserver = {
@@ -278,8 +329,9 @@ in
       };
       dataDir = mkOption {
         type = types.str;
-        default = "/var/lib/flakegate-blobserver";
-        description = "Blobs, index and the generated signing key; must be under /var/lib (a systemd StateDirectory).";
+        default = if cfg.mode == "single-host" then "/var/lib/flakegate" else "/var/lib/flakegate-blobserver";
+        defaultText = literalExpression ''if mode == "single-host" then "/var/lib/flakegate" else "/var/lib/flakegate-blobserver"'';
+        description = "Blobs, index, the generated signing key (and, single-host, the token keys); must be under /var/lib (a systemd StateDirectory).";
       };
       storage = mkOption {
         type = types.nullOr types.str;
@@ -332,7 +384,7 @@ in
       enable = mkOption {
         type = types.bool;
         default = true;
-        description = "Run authz on this host.";
+        description = "Run authz on this host (single-host: the authorization core in the one process, which cannot be turned off).";
       };
       listen = mkOption {
         type = types.str;
@@ -387,7 +439,8 @@ in
         default = [ ];
         description = ''
           Cache-token signing keys (PEM, see internal/tokens); the newest signs.
-          Empty: authz creates one in /var/lib/flakegate-authz/token-keys.
+          Empty: authz creates one in /var/lib/flakegate-authz/token-keys
+          (single-host: <dataDir>/token-keys).
         '';
       };
       extraFlags = mkOption {
@@ -396,7 +449,7 @@ in
         example = {
           "token-lifetime" = "2h";
         };
-        description = "More authz flags, name (without -) to value.";
+        description = "More authz flags, name (without -) to value (single-host: only the core's, e.g. token-lifetime, owners-ttl).";
       };
     };
   };
@@ -404,20 +457,32 @@ in
   config = mkIf cfg.enable {
     assertions = [
       {
+        assertion = !(single && !cfg.authz.enable);
+        message = "services.flakegate: mode \"single-host\" authorizes every request in the one process: authz.enable = false would leave nothing to authorize; pick mode \"embedded-gate\" with blobserver.extAuthz for a remote authz.";
+      }
+      {
+        assertion = !(single && !cfg.blobserver.enable);
+        message = "services.flakegate: mode \"single-host\" is the blob server's process: blobserver.enable cannot be false.";
+      }
+      {
+        assertion = !(single && (cfg.blobserver.extAuthz != null || cfg.blobserver.authzHTTP != null));
+        message = "services.flakegate: blobserver.extAuthz and blobserver.authzHTTP name a separate authz, which mode \"single-host\" does not use (it authorizes in process).";
+      }
+      {
         assertion = !(embedded && extAuthz == null);
         message = "services.flakegate: mode \"embedded-gate\" needs authz: enable services.flakegate.authz or set blobserver.extAuthz (the blob server must never serve ungated on its public port).";
       }
       {
-        assertion = !(cfg.mode == "behind-envoy" && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen);
+        assertion = !(envoy && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen);
         message = "services.flakegate: mode \"behind-envoy\" serves ungated and trusts the x-flakegate-subject header: blobserver.listen (${cfg.blobserver.listen}) must be a loopback address that only Envoy reaches.";
       }
       {
-        assertion = !(cfg.mode == "behind-envoy" && (cfg.blobserver.extAuthz != null || cfg.blobserver.authzHTTP != null));
+        assertion = !(envoy && (cfg.blobserver.extAuthz != null || cfg.blobserver.authzHTTP != null));
         message = "services.flakegate: blobserver.extAuthz and blobserver.authzHTTP are for mode \"embedded-gate\"; behind Envoy, Envoy asks authz.";
       }
       {
-        assertion = !(cfg.openFirewall && !embedded);
-        message = "services.flakegate: openFirewall opens the blob server's public port, which only mode \"embedded-gate\" has; behind Envoy, open Envoy's port.";
+        assertion = !(cfg.openFirewall && envoy);
+        message = "services.flakegate: openFirewall opens the blob server's public port, which mode \"behind-envoy\" does not have (the blob server is ungated there); open Envoy's port.";
       }
       {
         assertion = !(cfg.openFirewall && isLoopback cfg.blobserver.listen);
@@ -428,7 +493,7 @@ in
         message = "services.flakegate: blobserver.dataDir (${cfg.blobserver.dataDir}) must be under /var/lib (a systemd StateDirectory of the service's dynamic user).";
       }
       {
-        assertion = !cfg.authz.enable || (cfg.authz.issuers != [ ]) != (cfg.authz.issuersFile != null);
+        assertion = !(localAuthz || single) || (cfg.authz.issuers != [ ]) != (cfg.authz.issuersFile != null);
         message = "services.flakegate: set exactly one of authz.issuers and authz.issuersFile.";
       }
       {
@@ -457,8 +522,8 @@ in
     ];
 
     warnings =
-      lib.optional (embedded && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen) "services.flakegate: the blob server listens on ${cfg.blobserver.listen} without TLS: tokens cross the network in clear unless a TLS proxy is in front."
-      ++ lib.optional (cfg.blobserver.enable && !isLoopback cfg.blobserver.internalListen) "services.flakegate: blobserver.internalListen (${cfg.blobserver.internalListen}) is not a loopback address: its owners lookups and metrics are unauthenticated; let only authz reach it.";
+      lib.optional (servesClients && cfg.blobserver.enable && !isLoopback cfg.blobserver.listen) "services.flakegate: the blob server listens on ${cfg.blobserver.listen} without TLS: tokens cross the network in clear unless a TLS proxy is in front."
+      ++ lib.optional (cfg.blobserver.enable && !isLoopback cfg.blobserver.internalListen) "services.flakegate: blobserver.internalListen (${cfg.blobserver.internalListen}) is not a loopback address: its owners lookups and metrics are unauthenticated; let only authz (or nothing) reach it.";
 
     environment.etc =
       lib.optionalAttrs (cfg.authz.enable && cfg.authz.issuersFile == null) {
@@ -471,19 +536,34 @@ in
           lib.mapAttrs' (name: v: lib.nameValuePair "flakegate/policies/${name}" v) policyFiles
       );
 
-    networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && embedded) (
+    networking.firewall.allowedTCPPorts = lib.optional (cfg.openFirewall && servesClients) (
       portOf cfg.blobserver.listen
     );
 
-    systemd.services.flakegate-authz = mkIf cfg.authz.enable {
+    systemd.services.flakegate = mkIf single (blobUnit {
+      description = "flakegate on one host (Nix binary cache, embedded gate and authorization in one process)";
+      after = [ "network-online.target" ];
+      wants = [ "network-online.target" ];
+      # The policies are hot-reloaded from /etc/flakegate/policies; the
+      # issuers file is read at start.
+      restartTriggers = [ issuersTrigger ];
+      serviceConfig = {
+        # Refuse to start on a broken issuers file or policy (compile + *_test.rego).
+        ExecStartPre = "${cfg.package}/bin/blobserver -check ${renderFlags singleFlags}";
+        ExecStart = "${cfg.package}/bin/blobserver ${renderFlags singleFlags}";
+        LoadCredential =
+          loadCredentials signingKeyIds cfg.blobserver.signingKeyFiles
+          ++ loadCredentials tokenKeyIds cfg.authz.tokenKeyFiles;
+      };
+    });
+
+    systemd.services.flakegate-authz = mkIf localAuthz {
       description = "flakegate authz (ext_authz gRPC service and token exchange)";
       documentation = [ "https://github.com/flakegate/flakegate" ];
       after = [ "network-online.target" ];
       wants = [ "network-online.target" ];
       wantedBy = [ "multi-user.target" ];
-      # The policies are hot-reloaded from /etc/flakegate/policies; the
-      # issuers file is read at start.
-      restartTriggers = [ (config.environment.etc."flakegate/issuers.yaml".text or issuersPath) ];
+      restartTriggers = [ issuersTrigger ];
       serviceConfig = commonServiceConfig // {
         Type = "simple";
         # Refuse to start on a broken issuers file or policy (compile + *_test.rego).
@@ -495,26 +575,15 @@ in
       };
     };
 
-    systemd.services.flakegate-blobserver = mkIf cfg.blobserver.enable {
+    systemd.services.flakegate-blobserver = mkIf (cfg.blobserver.enable && !single) (blobUnit {
       description = "flakegate blob server (Nix binary cache storage)";
-      documentation = [ "https://github.com/flakegate/flakegate" ];
       after = [ "network-online.target" ] ++ lib.optional localAuthz "flakegate-authz.service";
       wants = [ "network-online.target" ] ++ lib.optional (embedded && localAuthz) "flakegate-authz.service";
-      wantedBy = [ "multi-user.target" ];
-      serviceConfig = commonServiceConfig // {
-        Type = "simple";
+      restartTriggers = [ ];
+      serviceConfig = {
         ExecStart = "${cfg.package}/bin/blobserver ${renderFlags blobserverFlags}";
-        # Running uploads get time to finish on stop (-shutdown-timeout).
-        TimeoutStopSec = "90s";
-        # Multi-GB uploads and many clients: plenty of file descriptors.
-        LimitNOFILE = 65536;
         LoadCredential = loadCredentials signingKeyIds cfg.blobserver.signingKeyFiles;
-        EnvironmentFile = lib.optional (cfg.blobserver.environmentFile != null) cfg.blobserver.environmentFile;
-      }
-      # (An assertion refuses a dataDir outside /var/lib.)
-      // lib.optionalAttrs (stateDirOf cfg.blobserver.dataDir != null) {
-        StateDirectory = stateDirOf cfg.blobserver.dataDir;
       };
-    };
+    });
   };
 }

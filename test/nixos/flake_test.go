@@ -37,7 +37,7 @@ type flakePackage struct {
 // nixpkgs' lib alone allows: every output is there for every system, each
 // package builds the right commands from the right source with the pinned
 // vendorHash, the overlay adds flakegate, and the `module` check evaluates
-// the NixOS module in both modes without a failed assertion.
+// the NixOS module in every mode without a failed assertion.
 func TestFlakeOutputs(t *testing.T) {
 	out, err := nixEval(t, nil, "import "+abs(t, "nix/tests/eval-flake.nix"))
 	if err != nil {
@@ -112,13 +112,14 @@ func TestFlakeOutputs(t *testing.T) {
 		if err := json.Unmarshal([]byte(c["module"]), &evals); err != nil {
 			t.Fatalf("%s: checks.module: %v\n%s", system, err, c["module"])
 		}
-		if len(evals) != 2 {
-			t.Fatalf("%s: checks.module evaluated %d modes, want 2", system, len(evals))
+		// single-host, embedded-gate, behind-envoy: one unit, then two.
+		if len(evals) != 3 {
+			t.Fatalf("%s: checks.module evaluated %d modes, want 3", system, len(evals))
 		}
-		for _, r := range evals {
+		for i, r := range evals {
 			// The flake's module sets the flake's own package.
-			if r.Package != f.Packages[system]["default"].OutPath || len(r.Services) != 2 {
-				t.Errorf("%s: checks.module: package %s, services %v", system, r.Package, keys(r.Services))
+			if r.Package != f.Packages[system]["default"].OutPath || len(r.Services) != min(i+1, 2) {
+				t.Errorf("%s: checks.module mode %d: package %s, services %v", system, i, r.Package, keys(r.Services))
 			}
 		}
 		if _, ok := c["nixos-system"]; ok {

@@ -18,7 +18,7 @@ import (
 // module differ on purpose.
 var notCompared = map[string]string{
 	"ExecStart":              "the module runs the package's binary with flags; the examples /usr/local/bin with an EnvironmentFile",
-	"ExecStartPre":           "idem (both run authz -check first: TestModuleEmbeddedGate)",
+	"ExecStartPre":           "idem (both run the check first: authz -check or blobserver -check, TestModuleEmbeddedGate, TestModuleSingleHost)",
 	"EnvironmentFile":        "the examples' settings file; the module's optional file of S3/PostgreSQL credentials",
 	"ConfigurationDirectory": "NixOS manages /etc/flakegate with environment.etc",
 	"ReadOnlyPaths":          "idem; /etc is read-only under ProtectSystem=strict anyway",
@@ -87,8 +87,9 @@ func moduleSettings(s service) map[string][]string {
 // made on one side only fails here; the settings that differ on purpose are
 // listed in notCompared with the reason.
 func TestHardeningMatchesExamples(t *testing.T) {
-	r := mustEvalModule(t, exampleConfig(t, "embedded-gate"))
-	for _, unit := range []string{authzUnit, blobUnit} {
+	single := mustEvalModule(t, exampleConfig(t, "single-host"))
+	two := mustEvalModule(t, exampleConfig(t, "embedded-gate"))
+	for unit, r := range map[string]moduleResult{singleUnit: single, authzUnit: two, blobUnit: two} {
 		text := testutil.ReadFile(t, root+"/examples/systemd/"+unit+".service")
 		ex := unitSettings(t, text, "Service")
 		mod := moduleSettings(r.unit(t, unit))
@@ -169,8 +170,8 @@ func renderUnit(r moduleResult, s service, prog string) string {
 }
 
 // TestModuleUnitsVerify: systemd accepts the generated units — every key,
-// the quoting of ExecStart and its %d specifier, LoadCredential — in both
-// modes (systemd-analyze verify; logged and skipped where it is missing).
+// the quoting of ExecStart and its %d specifier, LoadCredential — in every
+// mode (systemd-analyze verify; logged and skipped where it is missing).
 func TestModuleUnitsVerify(t *testing.T) {
 	sa, err := exec.LookPath("systemd-analyze")
 	if err != nil {
@@ -180,9 +181,9 @@ func TestModuleUnitsVerify(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, mode := range []string{"embedded-gate", "behind-envoy"} {
+	for _, mode := range []string{"single-host", "embedded-gate", "behind-envoy"} {
 		r := mustEvalModule(t, withExample(t, mode, `{ authz.tokenKeyFiles = [ "/run/secrets/token.pem" ]; blobserver.environmentFile = "/run/secrets/blob.env"; blobserver.extraFlags."log-level" = "50% of $HOME \"q\""; }`))
-		for _, unit := range []string{authzUnit, blobUnit} {
+		for _, unit := range keys(r.Services) {
 			path := filepath.Join(t.TempDir(), unit+".service")
 			text := renderUnit(r, r.unit(t, unit), self)
 			if err := os.WriteFile(path, []byte(text), 0o644); err != nil {

@@ -14,8 +14,9 @@ import (
 )
 
 const (
-	authzUnit = "flakegate-authz"
-	blobUnit  = "flakegate-blobserver"
+	singleUnit = "flakegate" // single-host: the one process
+	authzUnit  = "flakegate-authz"
+	blobUnit   = "flakegate-blobserver"
 )
 
 // execFlags returns the program and the flags of a unit's ExecStart (or
@@ -63,7 +64,11 @@ func checkCommon(t *testing.T, r moduleResult, s service, unit string) {
 		t.Errorf("%s: wantedBy %v", unit, s.WantedBy)
 	}
 	prog, _ := execFlags(t, s, "ExecStart")
-	if want := r.Package + "/bin/" + strings.TrimPrefix(unit, "flakegate-"); prog != want {
+	bin := strings.TrimPrefix(unit, "flakegate-")
+	if unit == singleUnit {
+		bin = "blobserver"
+	}
+	if want := r.Package + "/bin/" + bin; prog != want {
 		t.Errorf("%s: runs %s, want %s", unit, prog, want)
 	}
 }
@@ -77,6 +82,53 @@ func exampleUnits(t *testing.T, mode string) (r moduleResult, blob, authz servic
 	checkCommon(t, r, blob, blobUnit)
 	checkCommon(t, r, authz, authzUnit)
 	return r, blob, authz
+}
+
+// TestModuleSingleHost: the default mode, one unit running the blob server
+// with the authorization core in process; every key in its credentials.
+func TestModuleSingleHost(t *testing.T) {
+	r := mustEvalModule(t, withExample(t, "single-host", `{ authz.tokenKeyFiles = [ "/run/secrets/token.pem" ]; }`))
+	if len(r.Services) != 1 {
+		t.Fatalf("services %v, want only %s", keys(r.Services), singleUnit)
+	}
+	s := r.unit(t, singleUnit)
+	checkCommon(t, r, s, singleUnit)
+	_, f := execFlags(t, s, "ExecStart")
+	wantFlags(t, singleUnit, f, map[string]string{
+		"listen":           "127.0.0.1:8080",
+		"internal-listen":  "127.0.0.1:8081",
+		"data-dir":         "/var/lib/flakegate",
+		"signing-key-file": "%d/signing-key-0",
+		"policies":         "/etc/flakegate/policies",
+		"issuers":          "/etc/flakegate/issuers.yaml",
+		"public-url":       "https://cache.example.com",
+		"token-keys":       "%d",
+		"ext-authz":        "<absent>",
+		"authz-http":       "<absent>",
+		"owners-url":       "<absent>",
+		"http-listen":      "<absent>",
+	})
+	_, pre := execFlags(t, s, "ExecStartPre")
+	if _, ok := pre["check"]; !ok {
+		t.Errorf("ExecStartPre is not blobserver -check: %v", pre)
+	}
+	delete(pre, "check")
+	if !maps.Equal(pre, f) {
+		t.Errorf("blobserver -check flags %v differ from ExecStart's %v", pre, f)
+	}
+	if got := s.list("LoadCredential"); !slices.Equal(got, []string{"signing-key-0:/run/secrets/flakegate-signing-key", "token-key-0.pem:/run/secrets/token.pem"}) {
+		t.Errorf("LoadCredential = %v", got)
+	}
+	if s.ServiceConfig["StateDirectory"] != "flakegate" || len(r.Firewall) != 0 || len(r.Warnings) != 0 {
+		t.Errorf("StateDirectory %v, firewall %v, warnings %v", s.ServiceConfig["StateDirectory"], r.Firewall, r.Warnings)
+	}
+	if len(s.RestartTriggers) != 1 || !strings.Contains(s.RestartTriggers[0], "github-actions") {
+		t.Errorf("restartTriggers %v: want the issuers file's text (read at start only)", s.RestartTriggers)
+	}
+	// Without token key files: the token keys live in the data directory.
+	r = mustEvalModule(t, exampleConfig(t, "single-host"))
+	_, f = execFlags(t, r.unit(t, singleUnit), "ExecStart")
+	wantFlags(t, singleUnit, f, map[string]string{"token-keys": "/var/lib/flakegate/token-keys"})
 }
 
 // TestModuleEmbeddedGate: one host, the blob server asks authz before every
@@ -193,6 +245,10 @@ func TestModuleFirewall(t *testing.T) {
 	if len(r.Warnings) != 1 || !strings.Contains(r.Warnings[0], "without TLS") {
 		t.Errorf("warnings %v: want one about clear-text tokens on 0.0.0.0:8443", r.Warnings)
 	}
+	r = mustEvalModule(t, withExample(t, "single-host", `{ blobserver.listen = "[::]:443"; openFirewall = true; }`))
+	if !slices.Equal(r.Firewall, []int{443}) {
+		t.Errorf("single-host openFirewall opened %v, want [443]", r.Firewall)
+	}
 	// The internal listener is never opened, even when it faces the network.
 	r = mustEvalModule(t, withExample(t, "embedded-gate", `{ blobserver.listen = "0.0.0.0:8443"; blobserver.internalListen = "10.0.0.5:8081"; openFirewall = true; }`))
 	if !slices.Equal(r.Firewall, []int{8443}) {
@@ -212,8 +268,11 @@ func TestModuleInvalidCombinations(t *testing.T) {
 	}{
 		{"envoy mode on the network", "behind-envoy", `{ blobserver.listen = "0.0.0.0:8080"; }`, "must be a loopback address"},
 		{"gate without authz", "embedded-gate", `{ authz.enable = false; }`, `"embedded-gate" needs authz`},
+		{"single host without authz", "single-host", `{ authz.enable = false; }`, "would leave nothing to authorize"},
+		{"single host with a remote authz", "single-host", `{ blobserver.extAuthz = "10.0.0.9:9001"; }`, `which mode "single-host" does not use`},
+		{"single host without issuers", "single-host", `{ authz.issuers = lib.mkForce [ ]; }`, "exactly one of authz.issuers and authz.issuersFile"},
 		{"envoy mode with a gate address", "behind-envoy", `{ blobserver.extAuthz = "127.0.0.1:9001"; }`, `are for mode "embedded-gate"`},
-		{"firewall behind envoy", "behind-envoy", `{ openFirewall = true; }`, `which only mode "embedded-gate" has`},
+		{"firewall behind envoy", "behind-envoy", `{ openFirewall = true; }`, `which mode "behind-envoy" does not have`},
 		{"firewall on loopback", "embedded-gate", `{ openFirewall = true; }`, "is a loopback address"},
 		{"no issuers", "embedded-gate", `{ authz.issuers = lib.mkForce [ ]; }`, "exactly one of authz.issuers and authz.issuersFile"},
 		{"both issuers", "embedded-gate", `{ authz.issuersFile = "/etc/issuers.yaml"; }`, "exactly one of authz.issuers and authz.issuersFile"},
@@ -240,7 +299,7 @@ func TestModuleInvalidCombinations(t *testing.T) {
 	}
 	t.Run("unknown mode", func(t *testing.T) {
 		_, err := evalModule(t, withExample(t, "embedded-gate", `{ mode = "open"; }`))
-		if err == nil || !strings.Contains(err.Error(), `one of "embedded-gate", "behind-envoy"`) {
+		if err == nil || !strings.Contains(err.Error(), `one of "single-host", "embedded-gate", "behind-envoy"`) {
 			t.Errorf("mode \"open\": %v", err)
 		}
 	})

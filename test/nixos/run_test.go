@@ -102,12 +102,14 @@ func (h *host) command(unit, key string, secrets map[string]string) (string, []s
 	return words[0], words[1:]
 }
 
-// TestModuleRunsBinaries runs the real authz and blobserver with the
-// command lines the module generates for the example configuration of each
-// mode: authz -check accepts the generated issuers and policy files (Nix
-// values turned into YAML) and runs the policy tests, both services start
-// and become healthy, and the blob server's public listener is gated
-// (embedded-gate: authz decides, 401 without a token) or serves directly
+// TestModuleRunsBinaries runs the real binaries with the command lines the
+// module generates for the example configuration of each mode: the check
+// before the start (authz -check, or blobserver -check for the single host)
+// accepts the generated issuers and policy files (Nix values turned into
+// YAML) and runs the policy tests, the blob server loads the signing key
+// from its credential, the services start and become healthy, and the blob
+// server's public listener is gated (single-host, embedded-gate: the
+// authorization core decides, 401 without a token) or serves directly
 // (behind-envoy: 404, the narinfo is absent).
 func TestModuleRunsBinaries(t *testing.T) {
 	requireNix(t)
@@ -124,6 +126,7 @@ func TestModuleRunsBinaries(t *testing.T) {
 		"/run/secrets/flakegate-signing-key":   secret,
 		"/run/secrets/flakegate-token-key.pem": testutil.ReadFile(t, keyPath),
 	}
+	const givenTokenKey = `{ authz.tokenKeyFiles = [ "/run/secrets/flakegate-token-key.pem" ]; }`
 
 	cases := []struct {
 		mode          string
@@ -132,50 +135,65 @@ func TestModuleRunsBinaries(t *testing.T) {
 		wantKid       string // the token signing key authz uses; "" a created one
 	}{
 		// Token keys given as files (credentials, -token-keys=%d).
-		{"embedded-gate", `{ authz.tokenKeyFiles = [ "/run/secrets/flakegate-token-key.pem" ]; }`, http.StatusUnauthorized, kid},
+		{"single-host", givenTokenKey, http.StatusUnauthorized, kid},
+		{"embedded-gate", givenTokenKey, http.StatusUnauthorized, kid},
 		// Token keys created in the state directory.
 		{"behind-envoy", `{ }`, http.StatusNotFound, ""},
 	}
 	for _, c := range cases {
-		mode, wantAnonymous := c.mode, c.wantAnonymous
-		t.Run(mode, func(t *testing.T) {
-			r := mustEvalModule(t, withExample(t, mode, c.extra))
+		t.Run(c.mode, func(t *testing.T) {
+			r := mustEvalModule(t, withExample(t, c.mode, c.extra))
 			h := newHost(t, r, bin)
 
-			prog, args := h.command(authzUnit, "ExecStartPre", secrets)
-			out, err := runCmd(prog, args...)
-			if err != nil || !strings.Contains(out, "authz -check: OK") {
-				t.Fatalf("ExecStartPre (%s %s): %v\n%s", prog, strings.Join(args, " "), err, out)
+			check := func(unit, want string) {
+				t.Helper()
+				prog, args := h.command(unit, "ExecStartPre", secrets)
+				out, err := runCmd(prog, args...)
+				if err != nil || !strings.Contains(out, want) {
+					t.Fatalf("%s ExecStartPre (%s %s): %v\n%s", unit, prog, strings.Join(args, " "), err, out)
+				}
+			}
+			start := func(unit, health string) *testutil.Process {
+				t.Helper()
+				prog, args := h.command(unit, "ExecStart", secrets)
+				p := testutil.StartProcess(t, unit, prog, nil, args...)
+				p.WaitHealthy(t, "http://"+h.addrs[health]+"/healthz", 30*time.Second)
+				return p
+			}
+			blob := blobUnit
+			var decisions *testutil.LogBuffer // where the authorization core logs
+			var tokenKeys string
+			if c.mode == "single-host" {
+				blob = singleUnit
+				check(singleUnit, "blobserver -check: OK")
+				decisions = start(singleUnit, "127.0.0.1:8081").Log
+				tokenKeys = "flakegate/token-keys"
+			} else {
+				check(authzUnit, "authz -check: OK")
+				decisions = start(authzUnit, "127.0.0.1:9002").Log
+				start(blobUnit, "127.0.0.1:8081")
+				tokenKeys = "flakegate-authz/token-keys"
 			}
 
-			prog, args = h.command(blobUnit, "ExecStart", secrets)
-			out, err = runCmd(prog, append(args, "-print-public-key")...)
+			prog, args := h.command(blob, "ExecStart", secrets)
+			out, err := runCmd(prog, append(args, "-print-public-key")...)
 			if err != nil || strings.TrimSpace(out) != public {
 				t.Fatalf("blobserver -print-public-key with the unit's flags: %v\n%s\nwant the credential's key %s", err, out, public)
 			}
 
-			prog, args = h.command(authzUnit, "ExecStart", secrets)
-			authz := testutil.StartProcess(t, "authz", prog, nil, args...)
-			authz.WaitHealthy(t, "http://"+h.addrs["127.0.0.1:9002"]+"/healthz", 30*time.Second)
-
-			prog, args = h.command(blobUnit, "ExecStart", secrets)
-			blob := testutil.StartProcess(t, "blobserver", prog, nil, args...)
-			blob.WaitHealthy(t, "http://"+h.addrs["127.0.0.1:8081"]+"/healthz", 30*time.Second)
-
 			const narinfo = "/00000000000000000000000000000000.narinfo"
 			status, body := testutil.Get(t, "http://"+h.addrs["127.0.0.1:8080"]+narinfo, 10*time.Second)
-			if status != wantAnonymous {
-				t.Errorf("anonymous GET %s: %d %q, want %d", narinfo, status, body, wantAnonymous)
+			if status != c.wantAnonymous {
+				t.Errorf("anonymous GET %s: %d %q, want %d", narinfo, status, body, c.wantAnonymous)
 			}
-			asked := strings.Contains(authz.Log.String(), `"path":"`+narinfo+`"`)
-			if gated := mode == "embedded-gate"; asked != gated {
-				t.Errorf("authz asked about %s: %v, want %v", narinfo, asked, gated)
+			if decided, gated := decidedOn(decisions.String(), narinfo), c.mode != "behind-envoy"; decided != gated {
+				t.Errorf("a decision on %s was logged: %v, want %v", narinfo, decided, gated)
 			}
 			// The key from the credential signs, not a generated one.
-			if _, err := os.Stat(filepath.Join(h.dir, "var-lib", "flakegate-blobserver", "signing-key.sec")); err == nil {
-				t.Error("the blob server generated a key in its data directory although one was given")
+			if m, _ := filepath.Glob(filepath.Join(h.dir, "var-lib", "*", "signing-key.sec")); len(m) != 0 {
+				t.Errorf("the blob server generated a key %v although one was given", m)
 			}
-			created, _ := filepath.Glob(filepath.Join(h.dir, "var-lib", "flakegate-authz", "token-keys", "*.pem"))
+			created, _ := filepath.Glob(filepath.Join(h.dir, "var-lib", tokenKeys, "*.pem"))
 			if c.wantKid == "" {
 				if len(created) != 1 {
 					t.Errorf("token keys in the state directory: %v, want one created", created)
@@ -184,12 +202,22 @@ func TestModuleRunsBinaries(t *testing.T) {
 				if len(created) != 0 {
 					t.Errorf("authz created token keys %v although one was given", created)
 				}
-				if !strings.Contains(authz.Log.String(), `"signing_kid":"`+c.wantKid+`"`) {
-					t.Errorf("authz does not sign with the given token key %s", c.wantKid)
+				if !strings.Contains(decisions.String(), `"signing_kid":"`+c.wantKid+`"`) {
+					t.Errorf("the token exchange does not sign with the given token key %s", c.wantKid)
 				}
 			}
 		})
 	}
+}
+
+// decidedOn reports whether log holds a decision-log line about path.
+func decidedOn(log, path string) bool {
+	for _, l := range strings.Split(log, "\n") {
+		if strings.Contains(l, `"log":"decision"`) && strings.Contains(l, `"path":"`+path+`"`) {
+			return true
+		}
+	}
+	return false
 }
 
 func runCmd(prog string, args ...string) (string, error) {
