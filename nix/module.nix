@@ -101,6 +101,7 @@ let
     addr:
     lib.hasPrefix "127." addr || lib.hasPrefix "[::1]:" addr || lib.hasPrefix "localhost:" addr;
   portOf = addr: lib.toInt (lib.last (lib.splitString ":" addr));
+  privilegedPort = portOf cfg.blobserver.listen < 1024;
 
   stateDirOf =
     dir: if lib.hasPrefix "/var/lib/" dir then lib.removePrefix "/var/lib/" dir else null;
@@ -256,6 +257,10 @@ let
           TimeoutStopSec = "90s";
           # Multi-GB uploads and many clients: plenty of file descriptors.
           LimitNOFILE = 65536;
+          # A public port below 1024 (443) needs this one capability, and
+          # nothing else privileged.
+          CapabilityBoundingSet = lib.optionalString privilegedPort "CAP_NET_BIND_SERVICE";
+          AmbientCapabilities = lib.optionalString privilegedPort "CAP_NET_BIND_SERVICE";
           EnvironmentFile = lib.optional (cfg.blobserver.environmentFile != null) cfg.blobserver.environmentFile;
         }
         # (An assertion refuses a dataDir outside /var/lib.)

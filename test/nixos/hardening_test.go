@@ -23,6 +23,7 @@ var notCompared = map[string]string{
 	"ConfigurationDirectory": "NixOS manages /etc/flakegate with environment.etc",
 	"ReadOnlyPaths":          "idem; /etc is read-only under ProtectSystem=strict anyway",
 	"LoadCredential":         "the module passes given keys as credentials; the examples keep keys in the state directory",
+	"SupplementaryGroups":    "the examples let a group read the TLS key; the module passes keys as credentials",
 }
 
 // unitSettings reads the settings of one section of a unit file: key ->
@@ -87,10 +88,15 @@ func moduleSettings(s service) map[string][]string {
 // made on one side only fails here; the settings that differ on purpose are
 // listed in notCompared with the reason.
 func TestHardeningMatchesExamples(t *testing.T) {
-	single := mustEvalModule(t, exampleConfig(t, "single-host"))
-	two := mustEvalModule(t, exampleConfig(t, "embedded-gate"))
-	for unit, r := range map[string]moduleResult{singleUnit: single, authzUnit: two, blobUnit: two} {
+	for unit, mode := range map[string]string{singleUnit: "single-host", authzUnit: "embedded-gate", blobUnit: "embedded-gate"} {
 		text := testutil.ReadFile(t, root+"/examples/systemd/"+unit+".service")
+		// The module in the example's setup: its public port decides the
+		// capability to bind it.
+		extra := "{ }"
+		if listen := exampleListen(t, text); listen != "" && unit != authzUnit {
+			extra = fmt.Sprintf(`{ blobserver.listen = %q; }`, listen)
+		}
+		r := mustEvalModule(t, withExample(t, mode, extra))
 		ex := unitSettings(t, text, "Service")
 		mod := moduleSettings(r.unit(t, unit))
 		for _, k := range sortedKeys(ex, mod) {
@@ -118,6 +124,23 @@ func TestHardeningMatchesExamples(t *testing.T) {
 			t.Errorf("%s: After %v in examples/systemd, %v in the module", unit, exUnit["After"], s.After)
 		}
 	}
+}
+
+// exampleListen returns FLAKEGATE_LISTEN of the environment file a unit of
+// examples/systemd reads ("" when none is set).
+func exampleListen(t *testing.T, unitText string) string {
+	t.Helper()
+	env := unitSettings(t, unitText, "Service")["EnvironmentFile"]
+	if len(env) != 1 {
+		return ""
+	}
+	listen := ""
+	for _, line := range strings.Split(testutil.ReadFile(t, root+"/examples/systemd/"+filepath.Base(env[0])), "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), "FLAKEGATE_LISTEN="); ok {
+			listen = v
+		}
+	}
+	return listen
 }
 
 func sortedKeys(ms ...map[string][]string) []string {

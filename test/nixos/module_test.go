@@ -249,6 +249,10 @@ func TestModuleFirewall(t *testing.T) {
 	if !slices.Equal(r.Firewall, []int{443}) {
 		t.Errorf("single-host openFirewall opened %v, want [443]", r.Firewall)
 	}
+	// Port 443 needs CAP_NET_BIND_SERVICE, and gets only that.
+	if s := r.unit(t, singleUnit); s.ServiceConfig["CapabilityBoundingSet"] != "CAP_NET_BIND_SERVICE" || s.ServiceConfig["AmbientCapabilities"] != "CAP_NET_BIND_SERVICE" {
+		t.Errorf("listening on 443: CapabilityBoundingSet %q, AmbientCapabilities %q", s.ServiceConfig["CapabilityBoundingSet"], s.ServiceConfig["AmbientCapabilities"])
+	}
 	// The internal listener is never opened, even when it faces the network.
 	r = mustEvalModule(t, withExample(t, "embedded-gate", `{ blobserver.listen = "0.0.0.0:8443"; blobserver.internalListen = "10.0.0.5:8081"; openFirewall = true; }`))
 	if !slices.Equal(r.Firewall, []int{8443}) {
