@@ -89,12 +89,6 @@ let
     types.bool
   ];
 
-  # Flags that carry secrets: only the dedicated options may set them.
-  secretFlags = [
-    "signing-key-file"
-    "token-keys"
-  ];
-
   # ---- derived values -----------------------------------------------------
 
   isLoopback =
@@ -172,6 +166,11 @@ let
   };
 
   singleFlags = blobFlags // coreFlags // cfg.blobserver.extraFlags // cfg.authz.extraFlags;
+  # Flags the module renders from its options: extraFlags may not set them
+  # (an assertion), whatever the mode.
+  overriddenFlags = lib.intersectLists (builtins.attrNames (blobFlags // gateFlags // coreFlags // authzOnlyFlags)) (
+    builtins.attrNames cfg.blobserver.extraFlags ++ builtins.attrNames cfg.authz.extraFlags
+  );
   blobserverFlags = blobFlags // lib.optionalAttrs embedded gateFlags // cfg.blobserver.extraFlags;
   authzFlags = authzOnlyFlags // coreFlags // cfg.authz.extraFlags;
 
@@ -508,11 +507,8 @@ in
         message = "services.flakegate: authz.policyDir replaces the default policy: put flakes.yaml, groups.yaml and denylist.yaml in it instead of setting authz.flakes, authz.groups or authz.denylist.";
       }
       {
-        assertion =
-          lib.intersectLists secretFlags (
-            builtins.attrNames cfg.blobserver.extraFlags ++ builtins.attrNames cfg.authz.extraFlags
-          ) == [ ];
-        message = "services.flakegate: set the signing keys with blobserver.signingKeyFiles and authz.tokenKeyFiles, not extraFlags (they are passed as systemd credentials, never through the store).";
+        assertion = overriddenFlags == [ ];
+        message = "services.flakegate: extraFlags set ${lib.concatMapStringsSep ", " (n: "-" + n) overriddenFlags}, which the module sets from its own options (blobserver.listen, blobserver.signingKeyFiles, authz.tokenKeyFiles…): set those, so that the module's checks see them (keys go through systemd credentials, never the store) and a flag cannot switch the mode.";
       }
       {
         # user:password@ or a password= parameter (PostgreSQL connection URLs take both).
