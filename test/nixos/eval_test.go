@@ -64,15 +64,19 @@ type moduleResult struct {
 }
 
 // nixEval runs nix-instantiate --eval --strict --json on expr (whose paths
-// are absolute) and returns stdout, or the error with Nix's message. With a
-// store, evaluation runs in read-write mode against that chroot store: what
-// it adds to a store lands there, where a test can look.
+// are absolute) and returns stdout, or the error with Nix's message. It never
+// touches /nix/store: without a store it evaluates in read-only mode against
+// a fresh chroot store (so it runs as any user); with one, in read-write
+// mode against it: what evaluation adds to a store lands there, where a test
+// can look.
 func nixEval(t *testing.T, store *nixtest.Store, expr string) ([]byte, error) {
 	t.Helper()
 	requireNix(t)
 	args := []string{"--eval", "--strict", "--json", "-E", expr}
 	if store != nil {
 		args = append([]string{"--store", store.URL(), "--read-write-mode"}, args...)
+	} else {
+		args = append([]string{"--store", nixtest.NewStore(t).URL()}, args...)
 	}
 	res, err := nixtest.Run(t, nixtest.Options{}, "nix-instantiate", args...)
 	if err != nil {
