@@ -153,7 +153,8 @@ let
     "token-keys" =
       if cfg.authz.tokenKeyFiles != [ ] then
         # The credentials directory itself: authz reads every *.pem there,
-        # and only the token keys are named so.
+        # and only the token keys are named so (single-host: the signing
+        # keys share it as signing-key-N).
         credential ""
       else
         "${if single then cfg.blobserver.dataDir else "/var/lib/flakegate-authz"}/token-keys";
@@ -193,7 +194,7 @@ let
         "denylist.yaml".text = toYAML cfg.authz.denylist;
       };
 
-  # What both services share: restarts and the sandbox. examples/systemd's
+  # What every unit shares: restarts and the sandbox. examples/systemd's
   # units carry the same list (test/nixos TestHardeningMatchesExamples
   # compares them). /etc is read-only under ProtectSystem=strict, so the
   # examples' ReadOnlyPaths=/etc/flakegate is not needed here.
