@@ -29,7 +29,7 @@ buildGoModule {
   inherit pname src;
   version = "0.1.0";
 
-  vendorHash = "sha256-oAUTolKpJoMcXnBv7xYqh8Vqj4Qdllz6qxAcW2TB3CQ=";
+  vendorHash = "sha256-kceasKfA+vKjTWAytCwrwmIf3Ep+D085AcggvF3tbvk=";
 
   subPackages = map (c: "cmd/${c}") commands;
   env.CGO_ENABLED = 0; # modernc sqlite: pure Go, static binaries
