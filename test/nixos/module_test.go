@@ -42,6 +42,20 @@ func wantFlags(t *testing.T, unit string, got map[string]string, want map[string
 	}
 }
 
+// checksFirst: the unit's ExecStartPre is the program's -check with
+// exactly the flags ExecStart runs.
+func checksFirst(t *testing.T, unit string, s service, start map[string]string) {
+	t.Helper()
+	_, pre := execFlags(t, s, "ExecStartPre")
+	if _, ok := pre["check"]; !ok {
+		t.Errorf("%s: ExecStartPre is not -check: %v", unit, pre)
+	}
+	delete(pre, "check")
+	if !maps.Equal(pre, start) {
+		t.Errorf("%s: -check flags %v differ from ExecStart's %v", unit, pre, start)
+	}
+}
+
 // checkCommon: what both services of every configuration share.
 func checkCommon(t *testing.T, r moduleResult, s service, unit string) {
 	t.Helper()
@@ -108,14 +122,7 @@ func TestModuleSingleHost(t *testing.T) {
 		"owners-url":       "<absent>",
 		"http-listen":      "<absent>",
 	})
-	_, pre := execFlags(t, s, "ExecStartPre")
-	if _, ok := pre["check"]; !ok {
-		t.Errorf("ExecStartPre is not blobserver -check: %v", pre)
-	}
-	delete(pre, "check")
-	if !maps.Equal(pre, f) {
-		t.Errorf("blobserver -check flags %v differ from ExecStart's %v", pre, f)
-	}
+	checksFirst(t, singleUnit, s, f)
 	if got := s.list("LoadCredential"); !slices.Equal(got, []string{"signing-key-0:/run/secrets/flakegate-signing-key", "token-key-0.pem:/run/secrets/token.pem"}) {
 		t.Errorf("LoadCredential = %v", got)
 	}
@@ -168,14 +175,7 @@ func TestModuleEmbeddedGate(t *testing.T) {
 		"token-keys":  "/var/lib/flakegate-authz/token-keys",
 	})
 	// ExecStartPre checks exactly the configuration ExecStart runs.
-	_, pre := execFlags(t, authz, "ExecStartPre")
-	if _, ok := pre["check"]; !ok {
-		t.Errorf("ExecStartPre is not authz -check: %v", pre)
-	}
-	delete(pre, "check")
-	if !maps.Equal(pre, af) {
-		t.Errorf("authz -check flags %v differ from ExecStart's %v", pre, af)
-	}
+	checksFirst(t, authzUnit, authz, af)
 
 	// The issuers and per-flake settings given as Nix values.
 	var issuers struct {
