@@ -29,7 +29,7 @@ buildGoModule {
   inherit pname src;
   version = "0.1.0";
 
-  vendorHash = "sha256-kceasKfA+vKjTWAytCwrwmIf3Ep+D085AcggvF3tbvk=";
+  vendorHash = "sha256-ocL2o4UoA4F3VCx2gLUhlVRVEqUQ95KQVxLQ8UUFwVM=";
 
   subPackages = map (c: "cmd/${c}") commands;
   env.CGO_ENABLED = 0; # modernc sqlite: pure Go, static binaries
