@@ -73,8 +73,8 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 // flakePath returns flake's record of a path, signed with the current
 // keys, from the hit cache or the index.
 func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (index.Path, error) {
-	s.reads.record(flake, hash)
 	if p, ok := s.hits.getNarInfo(flake, hash); ok {
+		s.reads.record(flake, hash)
 		return p, nil
 	}
 	epoch := s.hits.now()
@@ -82,6 +82,7 @@ func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (i
 	if err != nil {
 		return index.Path{}, err
 	}
+	s.reads.record(flake, hash)
 	return s.signed(r, p, epoch)
 }
 
