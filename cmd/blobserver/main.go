@@ -212,7 +212,7 @@ Flags:
 	fs.BoolVar(&cfg.Check, "check", cfg.Check, "check the -retention file, print what it says and exit (non-zero when invalid)")
 	fs.DurationVar(&cfg.InvalidateDelay, "invalidate-delay", cfg.InvalidateDelay, "wait between removing records and deleting blobs, for running servers to drop cached lookups")
 	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
-	if code, done := blobserverapp.ParseFlags(fs, args, stderr); done {
+	if code, done := blobserverapp.ParseFlags(fs, args, stdout, stderr); done {
 		return code
 	}
 	if *olderThan != "" {

@@ -174,3 +174,55 @@ func TestListedNarWithoutBlobIsNotFound(t *testing.T) {
 		t.Fatalf("GET of a collected blob: %d %q, want 404", st, body)
 	}
 }
+
+func TestPins(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	dep := makePath(t, "pin-dep", nixname.CompressionXZ)
+	top := makePath(t, "pin-top", nixname.CompressionXZ, dep)
+	other := makePath(t, "other-only", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", dep)
+	ts.push(t, "omnicorp/app", top)
+	ts.push(t, "omnicorp/other", other)
+	base := ts.URL + "/omnicorp/app/_pins"
+	st, body, h := do(t, "PUT", base+"/release", []byte(top.StorePath()+"\n"))
+	if st != 200 || h.Get("Content-Type") != "application/json" || !strings.Contains(body, `"store_path":"`+top.StorePath()+`"`) {
+		t.Fatalf("PUT pin: %d %s", st, body)
+	}
+	// By base name too; a second name for the same path.
+	if st, body, _ := do(t, "PUT", base+"/deployed", []byte(top.Base)); st != 200 {
+		t.Fatalf("PUT pin by base name: %d %s", st, body)
+	}
+	st, body, _ = do(t, "GET", base, nil)
+	if st != 200 || strings.Count(body, top.StorePath()) != 2 || !strings.Contains(body, `"name":"deployed"`) {
+		t.Fatalf("GET pins: %d %s", st, body)
+	}
+	// Another flake's path, an absent one: the same 404 (no existence leak).
+	_, absentBody, _ := do(t, "PUT", base+"/x", []byte("/nix/store/"+storeHash("absent")+"-absent"))
+	st, otherBody, _ := do(t, "PUT", base+"/x", []byte(other.StorePath()))
+	if st != 404 || strings.ReplaceAll(otherBody, other.Hash, "H") != strings.ReplaceAll(absentBody, storeHash("absent"), "H") {
+		t.Fatalf("pinning another flake's path: %d %q; absent path: %q", st, otherBody, absentBody)
+	}
+	for _, bad := range []string{"", "hello", "/nix/store/" + top.Hash, "/etc/" + top.Base, "/nix/store/" + top.Base + "/bin"} {
+		if st, body, _ := do(t, "PUT", base+"/bad", []byte(bad)); st != 400 {
+			t.Errorf("pin body %q: %d %s, want 400", bad, st, body)
+		}
+	}
+	if st, _, _ := do(t, "PUT", base+"/big", make([]byte, maxPinBody+1)); st != 400 {
+		t.Errorf("oversized pin body: %d, want 400", st)
+	}
+	if st, body, _ := do(t, "GET", ts.URL+"/omnicorp/other/_pins", nil); st != 200 || body != `{"pins":[]}`+"\n" {
+		t.Errorf("other flake's pins: %d %s", st, body)
+	}
+	if u := lastUsed(t, ts, omniApp, top.Hash); time.Since(u) > time.Minute {
+		t.Errorf("pinning did not mark the path used (%v)", u)
+	}
+	if st, _, _ := do(t, "DELETE", base+"/release", nil); st != 200 {
+		t.Fatalf("DELETE pin: %d", st)
+	}
+	if st, _, _ := do(t, "DELETE", base+"/release", nil); st != 404 {
+		t.Fatalf("DELETE of an absent pin: %d, want 404", st)
+	}
+	if st, body, _ := do(t, "GET", base, nil); st != 200 || strings.Contains(body, `"release"`) {
+		t.Fatalf("GET pins after unpinning: %d %s", st, body)
+	}
+}

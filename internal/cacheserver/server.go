@@ -217,6 +217,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.notFound(rw)
 		}
+	case route.ActionPin:
+		s.servePin(rw, r, req)
 	case route.ActionPush:
 		h, ok := uploaders[req.Kind]
 		if !ok {
@@ -256,6 +258,7 @@ var (
 		route.KindDebugInfo:   (*Server).serveFile,
 		route.KindRealisation: (*Server).serveFile,
 		route.KindBuildTrace:  (*Server).serveFile,
+		route.KindPins:        (*Server).servePins,
 	}
 	uploaders = map[route.Kind]kindHandler{
 		route.KindNarInfo: (*Server).putNarInfo,

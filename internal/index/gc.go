@@ -141,21 +141,10 @@ func CheckPin(flake nixname.Flake, p Pin) error {
 }
 
 // MaxPinName bounds a pin's name.
-const MaxPinName = 100
+const MaxPinName = nixname.MaxPinName
 
-// CheckPinName accepts a pin name: 1 to MaxPinName store-path name
-// characters, not starting with '.'.
-func CheckPinName(name string) error {
-	if name == "" || len(name) > MaxPinName || name[0] == '.' {
-		return fmt.Errorf("invalid pin name %q: 1 to %d characters of [A-Za-z0-9._+=?-], not starting with '.'", name, MaxPinName)
-	}
-	for i := 0; i < len(name); i++ {
-		if !nixname.IsNameChar(name[i]) {
-			return fmt.Errorf("invalid pin name %q: character %q not allowed", name, name[i])
-		}
-	}
-	return nil
-}
+// CheckPinName accepts a pin name (nixname.CheckPinName).
+func CheckPinName(name string) error { return nixname.CheckPinName(name) }
 
 // RefHashes returns the store hashes of a path's references other than the
 // path itself, each once.
