@@ -345,6 +345,12 @@ func (g *graph) closure(i int32, keep []bool, marked []int32) (int64, []int32) {
 // references.
 func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol Policy, start, cutoff, globalCut time.Time, opts Options) (FlakeReport, error) {
 	fr := FlakeReport{Flake: flake, Reasons: map[string]int{}}
+	if !opts.DryRun {
+		// What an interrupted collection doomed is decided anew.
+		if err := c.idx.SparePaths(ctx, flake, nil); err != nil {
+			return fr, err
+		}
+	}
 	g := &graph{ids: map[string]int32{}}
 	err := c.idx.ScanPaths(ctx, flake, func(u index.PathUse) error {
 		i := g.id(u.Hash)
@@ -422,30 +428,70 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 			return ReasonFlakeMaxSize
 		}
 	}
+	cut := cutoff.UnixNano()
+	var goes []int32
+	for i := range n {
+		if !keep[i] {
+			goes = append(goes, i)
+		}
+	}
 	if c.beforeDelete != nil {
 		c.beforeDelete(flake)
 	}
-	cut := cutoff.UnixNano()
-	del := func(hashes []string) ([]string, error) {
+	// Doom what goes (in any order: a doomed path can no longer be used),
+	// keep the closures of those that were used since the scan (not
+	// doomed), then delete the rest.
+	doomed := make([]bool, n)
+	for chunk := range slices.Chunk(goes, deleteBatch) {
+		hashes := make([]string, len(chunk))
+		for k, i := range chunk {
+			hashes[k] = g.hash[i]
+		}
+		var got []string
 		if opts.DryRun {
-			// What the index's DeletePaths would delete now.
-			var out []string
-			for _, h := range hashes {
-				if i := g.ids[h]; g.last[i] < cut && !g.pinned[i] {
-					out = append(out, h)
+			for _, i := range chunk { // what DoomPaths would doom now
+				if g.last[i] < cut && !g.pinned[i] {
+					got = append(got, g.hash[i])
 				}
 			}
-			return out, nil
+		} else if got, err = c.idx.DoomPaths(ctx, flake, hashes, cutoff); err != nil {
+			return fr, err
 		}
-		return c.idx.DeletePaths(ctx, flake, hashes, cutoff)
-	}
-	toGo := 0
-	for i := range n {
-		if !keep[i] {
-			toGo++
+		for _, h := range got {
+			doomed[g.ids[h]] = true
 		}
 	}
-	removed, err := g.deleteInOrder(keep, del)
+	var spare []string
+	for _, i := range goes {
+		if doomed[i] {
+			continue
+		}
+		keep[i] = false // re-mark it and its closure
+		_, stack = g.closure(i, keep, stack)
+		for _, m := range stack {
+			if doomed[m] {
+				doomed[m] = false
+				spare = append(spare, g.hash[m])
+			}
+		}
+	}
+	if len(spare) > 0 && !opts.DryRun {
+		if err := c.idx.SparePaths(ctx, flake, spare); err != nil {
+			return fr, err
+		}
+	}
+	var removed []int32
+	for _, i := range goes {
+		if doomed[i] {
+			removed = append(removed, i)
+		}
+	}
+	if !opts.DryRun {
+		if _, err := c.idx.DeleteDoomed(ctx, flake); err != nil {
+			return fr, err
+		}
+	}
+	toGo := len(goes)
 	for _, i := range removed {
 		why := reason(i)
 		fr.Paths++
@@ -457,8 +503,8 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 	}
 	fr.Skipped = toGo - len(removed)
 	fr.Kept = int(countSeen(g)) - fr.Paths
-	if err != nil || opts.DryRun {
-		return fr, err
+	if opts.DryRun {
+		return fr, nil
 	}
 	released, err := c.idx.ReleaseNars(ctx, flake, cutoff)
 	fr.NarsReleased = len(released)
@@ -474,79 +520,5 @@ func countSeen(g *graph) (n int32) {
 	return n
 }
 
-// deleteBatch is how many paths one DeletePaths call removes.
+// deleteBatch is how many paths one DoomPaths call marks.
 const deleteBatch = 500
-
-// deleteInOrder deletes the paths not in keep, a path only once every path
-// referencing it (in this flake) was deleted: level by level from the
-// paths nothing references. del deletes a batch and returns those it
-// deleted; one it did not (used since the collection started, or pinned
-// meanwhile) is kept with its whole closure, so no kept path ever lacks a
-// reference. keep is updated to what stays. Returns the ids deleted.
-func (g *graph) deleteInOrder(keep []bool, del func([]string) ([]string, error)) ([]int32, error) {
-	n := int32(len(g.hash))
-	indeg := make([]int32, n)
-	for i := range n {
-		if keep[i] {
-			continue
-		}
-		for _, r := range g.refs[i] {
-			if !keep[r] {
-				indeg[r]++
-			}
-		}
-	}
-	var frontier []int32
-	for i := range n {
-		if !keep[i] && indeg[i] == 0 {
-			frontier = append(frontier, i)
-		}
-	}
-	var deleted []int32
-	var stack []int32
-	for len(frontier) > 0 {
-		for chunk := range slices.Chunk(frontier, deleteBatch) {
-			hashes := make([]string, 0, len(chunk))
-			for _, i := range chunk {
-				if !keep[i] {
-					hashes = append(hashes, g.hash[i])
-				}
-			}
-			if len(hashes) == 0 {
-				continue
-			}
-			done, err := del(hashes)
-			if err != nil {
-				return deleted, err
-			}
-			gone := make(map[string]bool, len(done))
-			for _, h := range done {
-				gone[h] = true
-			}
-			for _, i := range chunk {
-				if keep[i] {
-					continue
-				}
-				if gone[g.hash[i]] {
-					deleted = append(deleted, i)
-				} else {
-					_, stack = g.closure(i, keep, stack)
-				}
-			}
-		}
-		var next []int32
-		for _, i := range frontier {
-			for _, r := range g.refs[i] {
-				if keep[r] {
-					continue
-				}
-				indeg[r]--
-				if indeg[r] == 0 {
-					next = append(next, r)
-				}
-			}
-		}
-		frontier = next
-	}
-	return deleted, nil
-}

@@ -58,9 +58,10 @@ type FlakeUsage struct {
 // Times: every path records when it was last used (pushed, pushed again,
 // referenced by a new push, pinned, or read: TouchPaths), every NAR
 // ownership and NAR record when it was last touched by a push. A
-// collection removes only what was last used before its cutoff, checked in
-// the statement that removes it, so whatever a push, read or pin touches
-// after the collection started survives it (see internal/gc's doc).
+// collection dooms only what was last used before its cutoff, checked in
+// the statement that dooms it, and nothing doomed can be used again, so
+// whatever a push, read or pin touches before the doom survives it (see
+// internal/gc's doc).
 type Collectable interface {
 	// AddPath is PutPath for a push: in the same transaction it requires
 	// that the flake owns p.NarFile and holds every reference other than
@@ -96,10 +97,20 @@ type Collectable interface {
 	// flake's every path, most recently used first, until fn returns
 	// false.
 	ScanUsage(ctx context.Context, fn func(lastUsed time.Time, size int64) bool) error
-	// DeletePaths deletes those of the flake's paths in hashes that were
-	// last used before cutoff and are not pinned, in one transaction, and
-	// returns the hashes it deleted.
-	DeletePaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error)
+	// DoomPaths marks those of the flake's paths in hashes that were last
+	// used before cutoff and are not pinned as doomed, in one transaction,
+	// and returns the hashes it marked. A doomed path is still served, but
+	// no push may reference it (AddPath: ErrNotHeld), no pin name it
+	// (PutPin: ErrNotFound) and no use mark it used, until SparePaths or
+	// DeleteDoomed.
+	DoomPaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error)
+	// SparePaths clears the doomed mark of those of hashes (every doomed
+	// path of the flake when hashes is nil: what an interrupted
+	// collection left).
+	SparePaths(ctx context.Context, flake nixname.Flake, hashes []string) error
+	// DeleteDoomed deletes the flake's doomed paths (with what they own)
+	// and returns how many.
+	DeleteDoomed(ctx context.Context, flake nixname.Flake) (int64, error)
 	// ReleaseNars removes the flake's ownership of every NAR file that
 	// none of its paths names and that no push touched since cutoff, and
 	// returns the files released with their sizes.

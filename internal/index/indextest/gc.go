@@ -55,11 +55,28 @@ func uses(t *testing.T, x index.Index, flake nixname.Flake) map[string]index.Pat
 	return out
 }
 
+// deletePaths dooms and deletes, as a collection does when nothing is
+// used meanwhile, and returns what it deleted.
+func deletePaths(t *testing.T, c index.Collectable, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
+	t.Helper()
+	ctx := ctxFor(t)
+	doomed, err := c.DoomPaths(ctx, flake, hashes, cutoff)
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.DeleteDoomed(ctx, flake)
+	if err == nil && n != int64(len(doomed)) {
+		t.Errorf("DeleteDoomed deleted %d paths, %d were doomed", n, len(doomed))
+	}
+	return doomed, err
+}
+
 func runGC(t *testing.T, open func(t *testing.T) index.Index) {
 	t.Run("AddPathRequiresNarAndReferences", func(t *testing.T) { testAddPath(t, open(t)) })
 	t.Run("TouchPaths", func(t *testing.T) { testTouchPaths(t, open(t)) })
 	t.Run("Pins", func(t *testing.T) { testPins(t, open(t)) })
 	t.Run("DeletePaths", func(t *testing.T) { testDeletePaths(t, open(t)) })
+	t.Run("DoomedPaths", func(t *testing.T) { testDoomedPaths(t, open(t)) })
 	t.Run("ReleaseAndDoomNars", func(t *testing.T) { testReleaseNars(t, open(t)) })
 	t.Run("ScanPages", func(t *testing.T) { testScanPages(t, open(t)) })
 	t.Run("UsageAndGeneration", func(t *testing.T) { testUsage(t, open(t)) })
@@ -178,7 +195,7 @@ func testPins(t *testing.T, x index.Index) {
 		t.Errorf("another flake's pins = %v, %v; want none", other, err)
 	}
 	// A pinned path is not deleted, whatever the cutoff.
-	del, err := c.DeletePaths(ctx, flakeA, []string{Hash(1), Hash(2)}, t1.Add(time.Hour))
+	del, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, t1.Add(time.Hour))
 	must(t, err)
 	if !slices.Equal(del, []string{Hash(2)}) {
 		t.Errorf("DeletePaths = %v, want only the unpinned path", del)
@@ -203,12 +220,12 @@ func testDeletePaths(t *testing.T, x index.Index) {
 	push(t, x, flakeB, 1, t0)
 	// Path 1 was marked used by path 2's push: only what was used before
 	// the cutoff goes.
-	del, err := c.DeletePaths(ctx, flakeA, []string{Hash(1), Hash(2)}, t0.Add(time.Hour))
+	del, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, t0.Add(time.Hour))
 	must(t, err)
 	if len(del) != 0 {
 		t.Errorf("DeletePaths deleted %v, used after the cutoff", del)
 	}
-	del, err = c.DeletePaths(ctx, flakeA, []string{Hash(2), Hash(1), Hash(7)}, t0.Add(3*time.Hour))
+	del, err = deletePaths(t, c, flakeA, []string{Hash(2), Hash(1), Hash(7)}, t0.Add(3*time.Hour))
 	must(t, err)
 	slices.Sort(del)
 	want := []string{Hash(1), Hash(2)}
@@ -244,7 +261,7 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if got, err := c.ReleaseNars(ctx, flakeA, cutoff); err != nil || len(got) != 0 {
 		t.Fatalf("ReleaseNars with every NAR named or recent = %v, %v; want none", got, err)
 	}
-	_, err := c.DeletePaths(ctx, flakeA, []string{Hash(1), Hash(2)}, cutoff)
+	_, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, cutoff)
 	must(t, err)
 	got, err := c.ReleaseNars(ctx, flakeA, cutoff)
 	must(t, err)
@@ -374,4 +391,56 @@ func testLock(t *testing.T, a, b index.Index) {
 	u3, err := collectable(t, b).LockCollector(ctx)
 	must(t, err)
 	u3()
+}
+
+// A doomed path is still served but can no longer be used: no push may
+// reference it, no pin name it, no read mark it used; spared, it can.
+func testDoomedPaths(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	push(t, x, flakeB, 1, t0)
+	cutoff := t0.Add(time.Hour)
+	doomed, err := c.DoomPaths(ctx, flakeA, []string{Hash(1), Hash(2)}, cutoff)
+	must(t, err)
+	if len(doomed) != 2 {
+		t.Fatalf("DoomPaths = %v, want both", doomed)
+	}
+	if again, err := c.DoomPaths(ctx, flakeA, []string{Hash(1)}, cutoff); err != nil || len(again) != 0 {
+		t.Errorf("dooming a doomed path again = %v, %v; want nothing", again, err)
+	}
+	if _, err := x.GetPath(ctx, flakeA, Hash(1)); err != nil {
+		t.Errorf("a doomed path is served until deleted: %v", err)
+	}
+	must(t, x.PutNar(ctx, flakeA, nar(3)))
+	if err := c.AddPath(ctx, flakeA, path(3, Hash(1)+"-pkg1")); !errors.Is(err, index.ErrNotHeld) {
+		t.Errorf("AddPath referencing a doomed path: %v, want ErrNotHeld", err)
+	}
+	if err := c.PutPin(ctx, flakeA, index.Pin{Name: "p", Hash: Hash(1)}); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("pinning a doomed path: %v, want ErrNotFound", err)
+	}
+	must(t, c.TouchPaths(ctx, flakeA, []string{Hash(1)}, t0.Add(2*time.Hour)))
+	if got := uses(t, x, flakeA)[Hash(1)].LastUsed; !got.Equal(t0) {
+		t.Errorf("a read marked a doomed path used (%v)", got)
+	}
+	// Flake B's record of the same path is not doomed.
+	p3 := path(3, Hash(1)+"-pkg1")
+	must(t, x.PutNar(ctx, flakeB, nar(3)))
+	must(t, c.AddPath(ctx, flakeB, p3))
+	// Spared, path 1 can be used again; path 2 is deleted.
+	must(t, c.SparePaths(ctx, flakeA, []string{Hash(1)}))
+	must(t, c.AddPath(ctx, flakeA, p3))
+	n, err := c.DeleteDoomed(ctx, flakeA)
+	must(t, err)
+	if _, err := x.GetPath(ctx, flakeA, Hash(2)); n != 1 || !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("DeleteDoomed deleted %d paths (path 2: %v), want path 2 only", n, err)
+	}
+	// What an interrupted collection left doomed is spared by nil.
+	_, err = c.DoomPaths(ctx, flakeB, []string{Hash(1)}, cutoff)
+	must(t, err)
+	must(t, c.SparePaths(ctx, flakeB, nil))
+	if n, err := c.DeleteDoomed(ctx, flakeB); err != nil || n != 0 {
+		t.Errorf("DeleteDoomed after sparing everything = %d, %v", n, err)
+	}
 }

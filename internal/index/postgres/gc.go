@@ -22,7 +22,7 @@ import (
 // touchPaths marks those of hashes the flake holds as used at t and
 // returns how many it holds.
 func touchPaths(ctx context.Context, tx pgx.Tx, flake nixname.Flake, hashes []string, t time.Time) (int64, error) {
-	tag, err := tx.Exec(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND hash = ANY($3)`, t, flake.String(), hashes)
+	tag, err := tx.Exec(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND NOT doomed AND hash = ANY($3)`, t, flake.String(), hashes)
 	if err != nil {
 		return 0, err
 	}
@@ -77,7 +77,7 @@ func (x *Index) PutPin(ctx context.Context, flake nixname.Flake, p index.Pin) er
 	at := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "pin "+p.Name, func(ctx context.Context, tx pgx.Tx) error {
 		var storePath string
-		err := tx.QueryRow(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND hash = $3 RETURNING store_path`,
+		err := tx.QueryRow(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND hash = $3 AND NOT doomed RETURNING store_path`,
 			at, flake.String(), p.Hash).Scan(&storePath)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("path %s of %s: %w", p.Hash, flake, index.ErrNotFound)
@@ -200,24 +200,56 @@ func (x *Index) ScanUsage(ctx context.Context, fn func(time.Time, int64) bool) e
 	return rows.Err()
 }
 
-// DeletePaths deletes those of the flake's paths last used before cutoff
-// and not pinned.
-func (x *Index) DeletePaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
-	var deleted []string
-	err := x.write(ctx, "delete paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `DELETE FROM flake_paths p WHERE p.flake = $1 AND p.last_used < $2 AND p.hash = ANY($3)
+// DoomPaths marks those of the flake's paths last used before cutoff and
+// not pinned as doomed.
+func (x *Index) DoomPaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
+	var doomed []string
+	err := x.write(ctx, "doom paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `UPDATE flake_paths p SET doomed = true WHERE p.flake = $1 AND NOT p.doomed AND p.last_used < $2 AND p.hash = ANY($3)
 			AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.flake = p.flake AND pins.hash = p.hash)
 			RETURNING p.hash`, flake.String(), cutoff, hashes)
 		if err != nil {
 			return err
 		}
-		deleted, err = pgx.CollectRows(rows, pgx.RowTo[string])
+		doomed, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
 	})
 	if err != nil {
 		return nil, err
 	}
-	return deleted, nil
+	return doomed, nil
+}
+
+// SparePaths clears the doomed mark (of every path of the flake when
+// hashes is nil).
+func (x *Index) SparePaths(ctx context.Context, flake nixname.Flake, hashes []string) error {
+	return x.write(ctx, "spare paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+		var err error
+		if hashes == nil {
+			_, err = tx.Exec(ctx, `UPDATE flake_paths SET doomed = false WHERE flake = $1 AND doomed`, flake.String())
+		} else {
+			_, err = tx.Exec(ctx, `UPDATE flake_paths SET doomed = false WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
+		}
+		return err
+	})
+}
+
+// DeleteDoomed deletes the flake's doomed paths, a page per transaction.
+func (x *Index) DeleteDoomed(ctx context.Context, flake nixname.Flake) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := x.write(ctx, "delete doomed paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM flake_paths WHERE flake = $1 AND hash IN
+				(SELECT hash FROM flake_paths WHERE flake = $1 AND doomed LIMIT $2)`, flake.String(), index.ScanPage)
+			n = tag.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
 }
 
 // ReleaseNars removes the flake's ownership of NAR files none of its paths

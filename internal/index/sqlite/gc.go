@@ -42,7 +42,7 @@ func touchPaths(ctx context.Context, tx *sql.Tx, flake nixname.Flake, hashes []s
 		for _, h := range chunk {
 			args = append(args, h)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND hash IN (`+placeholders(len(chunk))+`)`, args...)
+		res, err := tx.ExecContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND doomed = 0 AND hash IN (`+placeholders(len(chunk))+`)`, args...)
 		if err != nil {
 			return 0, err
 		}
@@ -101,7 +101,7 @@ func (x *Index) PutPin(ctx context.Context, flake nixname.Flake, p index.Pin) er
 	at := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "pin "+p.Name, func(tx *sql.Tx) error {
 		var storePath string
-		err := tx.QueryRowContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? RETURNING store_path`,
+		err := tx.QueryRowContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? AND doomed = 0 RETURNING store_path`,
 			at.UnixNano(), flake.String(), p.Hash).Scan(&storePath)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("path %s of %s: %w", p.Hash, flake, index.ErrNotFound)
@@ -246,17 +246,17 @@ func (x *Index) ScanUsage(ctx context.Context, fn func(time.Time, int64) bool) e
 	return rows.Err()
 }
 
-// DeletePaths deletes those of the flake's paths last used before cutoff
-// and not pinned.
-func (x *Index) DeletePaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
-	var deleted []string
-	err := x.write(ctx, "delete paths of "+flake.String(), func(tx *sql.Tx) error {
+// DoomPaths marks those of the flake's paths last used before cutoff and
+// not pinned as doomed.
+func (x *Index) DoomPaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
+	var doomed []string
+	err := x.write(ctx, "doom paths of "+flake.String(), func(tx *sql.Tx) error {
 		for chunk := range slices.Chunk(hashes, maxParams) {
 			args := []any{flake.String(), cutoff.UnixNano()}
 			for _, h := range chunk {
 				args = append(args, h)
 			}
-			rows, err := tx.QueryContext(ctx, `DELETE FROM flake_paths WHERE flake = ? AND last_used < ? AND hash IN (`+placeholders(len(chunk))+`)
+			rows, err := tx.QueryContext(ctx, `UPDATE flake_paths SET doomed = 1 WHERE flake = ? AND doomed = 0 AND last_used < ? AND hash IN (`+placeholders(len(chunk))+`)
 				AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.flake = flake_paths.flake AND pins.hash = flake_paths.hash)
 				RETURNING hash`, args...)
 			if err != nil {
@@ -268,7 +268,7 @@ func (x *Index) DeletePaths(ctx context.Context, flake nixname.Flake, hashes []s
 					rows.Close()
 					return err
 				}
-				deleted = append(deleted, h)
+				doomed = append(doomed, h)
 			}
 			if err := errors.Join(rows.Err(), rows.Close()); err != nil {
 				return err
@@ -279,7 +279,50 @@ func (x *Index) DeletePaths(ctx context.Context, flake nixname.Flake, hashes []s
 	if err != nil {
 		return nil, err
 	}
-	return deleted, nil
+	return doomed, nil
+}
+
+// SparePaths clears the doomed mark (of every path of the flake when
+// hashes is nil).
+func (x *Index) SparePaths(ctx context.Context, flake nixname.Flake, hashes []string) error {
+	return x.write(ctx, "spare paths of "+flake.String(), func(tx *sql.Tx) error {
+		if hashes == nil {
+			_, err := tx.ExecContext(ctx, `UPDATE flake_paths SET doomed = 0 WHERE flake = ? AND doomed = 1`, flake.String())
+			return err
+		}
+		for chunk := range slices.Chunk(hashes, maxParams) {
+			args := []any{flake.String()}
+			for _, h := range chunk {
+				args = append(args, h)
+			}
+			if _, err := tx.ExecContext(ctx, `UPDATE flake_paths SET doomed = 0 WHERE flake = ? AND hash IN (`+placeholders(len(chunk))+`)`, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
+// DeleteDoomed deletes the flake's doomed paths, a page per transaction
+// (writers wait for one page at most).
+func (x *Index) DeleteDoomed(ctx context.Context, flake nixname.Flake) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := x.write(ctx, "delete doomed paths of "+flake.String(), func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM flake_paths WHERE flake = ? AND hash IN
+				(SELECT hash FROM flake_paths WHERE flake = ? AND doomed = 1 LIMIT ?)`, flake.String(), flake.String(), index.ScanPage)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
 }
 
 // ReleaseNars removes the flake's ownership of NAR files none of its paths

@@ -168,11 +168,13 @@ var migrations = []migration{
 		PRIMARY KEY (kind, key, flake)
 	) WITHOUT ROWID;
 	ALTER TABLE logs ADD COLUMN encoding TEXT NOT NULL DEFAULT '';`},
-	// 3: garbage collection (issue 14): when each path was last used and
+	// 3: garbage collection (issue 14): when each path was last used (and
+	// whether a collection doomed it) and
 	// each NAR ownership and record last touched by a push (existing rows:
 	// their creation time), NAR records being deleted, pins, and the
 	// generation counter servers watch to drop cached answers.
 	{sql: `ALTER TABLE flake_paths ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE flake_paths ADD COLUMN doomed INTEGER NOT NULL DEFAULT 0;
 	UPDATE flake_paths SET last_used = created_at;
 	ALTER TABLE nars ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
 	ALTER TABLE nars ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;

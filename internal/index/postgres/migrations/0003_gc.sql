@@ -1,5 +1,5 @@
 -- flakegate index, garbage collection (issue 14): when each path was last
--- used and each NAR ownership and record last touched by a push (existing
+-- used (and whether a collection doomed it) and each NAR ownership and record last touched by a push (existing
 -- rows: their creation time), NAR records being deleted, pins, and the
 -- generation counter servers watch to drop cached answers. The same schema
 -- as the SQLite index's migration 3.
@@ -7,6 +7,7 @@
 ALTER TABLE flake_paths ADD COLUMN last_used timestamptz;
 UPDATE flake_paths SET last_used = created_at;
 ALTER TABLE flake_paths ALTER COLUMN last_used SET NOT NULL;
+ALTER TABLE flake_paths ADD COLUMN doomed boolean NOT NULL DEFAULT false;
 
 ALTER TABLE nars ADD COLUMN touched_at timestamptz;
 UPDATE nars SET touched_at = created_at;
