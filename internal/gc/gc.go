@@ -211,10 +211,12 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 	if opts.DryRun {
 		return nil
 	}
+	t := time.Now()
 	doomed, err := c.idx.DoomNars(ctx, cutoff)
 	if err != nil {
 		return err
 	}
+	c.cfg.Logger.DebugContext(ctx, "garbage collection: doomed NARs", "nars", len(doomed), "took", time.Since(t).String())
 	if rep.Paths() == 0 && len(doomed) == 0 {
 		return nil
 	}
@@ -352,6 +354,11 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 		}
 	}
 	g := &graph{ids: map[string]int32{}}
+	phase := time.Now()
+	step := func(what string, args ...any) {
+		c.cfg.Logger.DebugContext(ctx, "garbage collection: "+what, append([]any{"flake", flake.String(), "took", time.Since(phase).String()}, args...)...)
+		phase = time.Now()
+	}
 	err := c.idx.ScanPaths(ctx, flake, func(u index.PathUse) error {
 		i := g.id(u.Hash)
 		g.seen[i], g.size[i], g.last[i], g.pinned[i] = true, u.Size, u.LastUsed.UnixNano(), u.Pinned
@@ -366,6 +373,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 		return fr, err
 	}
 	n := int32(len(g.hash))
+	step("scanned", "paths", n)
 	keep := make([]bool, n)
 	for i := range n {
 		keep[i] = !g.seen[i] // a reference never scanned is not ours to delete
@@ -435,6 +443,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 			goes = append(goes, i)
 		}
 	}
+	step("decided", "to_go", len(goes))
 	if c.beforeDelete != nil {
 		c.beforeDelete(flake)
 	}
@@ -461,6 +470,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 			doomed[g.ids[h]] = true
 		}
 	}
+	step("doomed")
 	var spare []string
 	for _, i := range goes {
 		if doomed[i] {
@@ -490,6 +500,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 		if _, err := c.idx.DeleteDoomed(ctx, flake); err != nil {
 			return fr, err
 		}
+		step("deleted", "spared", len(spare))
 	}
 	toGo := len(goes)
 	for _, i := range removed {
@@ -508,6 +519,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 	}
 	released, err := c.idx.ReleaseNars(ctx, flake, cutoff)
 	fr.NarsReleased = len(released)
+	step("released NARs", "nars", len(released))
 	return fr, err
 }
 

@@ -183,6 +183,11 @@ var migrations = []migration{
 	UPDATE nar_owners SET touched_at = coalesce((SELECT n.created_at FROM nars n WHERE n.file = nar_owners.file), 0);
 	CREATE INDEX flake_paths_by_nar ON flake_paths (flake, nar_file);
 	CREATE INDEX nar_owners_by_flake ON nar_owners (flake, file);
+	-- A collection's scan of a flake reads this index only: the rows hold
+	-- the narinfo text (kilobytes, in overflow pages read to reach any
+	-- later column). It has flake_paths_by_flake's prefix, which it replaces.
+	DROP INDEX flake_paths_by_flake;
+	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash, last_used, nar_file, refs);
 	CREATE TABLE pins (
 		flake      TEXT NOT NULL,
 		name       TEXT NOT NULL,

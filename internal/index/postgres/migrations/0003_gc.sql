@@ -20,6 +20,10 @@ ALTER TABLE nar_owners ALTER COLUMN touched_at SET NOT NULL;
 
 CREATE INDEX flake_paths_by_nar ON flake_paths (flake, nar_file);
 CREATE INDEX nar_owners_by_flake ON nar_owners (flake, file);
+-- A collection's scan of a flake reads this index only (index-only scan),
+-- not the rows with their narinfo text.
+DROP INDEX flake_paths_by_flake;
+CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash) INCLUDE (last_used, nar_file, refs);
 
 CREATE TABLE pins (
     flake      text COLLATE "C" NOT NULL,
