@@ -49,4 +49,3 @@ func open(t *testing.T, indexURL, blobURL string) (index.Index, blob.Store) {
 	t.Cleanup(func() { b.Close() })
 	return x, b
 }
-
