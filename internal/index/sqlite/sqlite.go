@@ -168,7 +168,7 @@ var migrations = []migration{
 		PRIMARY KEY (kind, key, flake)
 	) WITHOUT ROWID;
 	ALTER TABLE logs ADD COLUMN encoding TEXT NOT NULL DEFAULT '';`},
-	// 3: garbage collection (issue 14): when each path was last used (and
+	// 4: garbage collection (issue 14): when each path was last used (and
 	// whether a collection doomed it) and
 	// each NAR ownership and record last touched by a push (existing rows:
 	// their creation time), NAR records being deleted, pins, and the

@@ -2,7 +2,7 @@
 -- used (and whether a collection doomed it) and each NAR ownership and record last touched by a push (existing
 -- rows: their creation time), NAR records being deleted, pins, and the
 -- generation counter servers watch to drop cached answers. The same schema
--- as the SQLite index's migration 3.
+-- as the SQLite index's migration 4.
 
 ALTER TABLE flake_paths ADD COLUMN last_used timestamptz;
 UPDATE flake_paths SET last_used = created_at;
