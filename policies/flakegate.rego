@@ -17,6 +17,8 @@
 #   read      every authenticated identity (CI job or user) of the flake's org.
 #             CI jobs of the flake's own repository can always read it (also
 #             from unprotected refs), and so can repositories allowed to push.
+#   pin       whoever may push may pin (PUT/DELETE /{org}/{flake}/_pins/{name});
+#             listing the pins (GET …/_pins) is a read.
 #   exchange  every authenticated identity with an identity-provider token;
 #             an exchanged token cannot be exchanged again (no endless renewal).
 #             A scoped (deploy) token (input.scope: one flake, closure roots)
@@ -57,6 +59,12 @@ allow if {
 
 allow if {
 	input.action == "push"
+	push_ok
+}
+
+# Pins keep closures from garbage collection: whoever may push may pin.
+allow if {
+	input.action == "pin"
 	push_ok
 }
 
@@ -241,7 +249,7 @@ grant := "cache info is public" if {
 } else := read_grant if {
 	input.action == "read"
 } else := sprintf("CI job of %s on %s", [input.subject.repo, input.subject.ref]) if {
-	input.action == "push"
+	input.action in {"push", "pin"}
 } else := sprintf("scoped token for %s: %s", [flake_id, scoped_mint_grant]) if {
 	input.action == "exchange"
 	input.scope.flake
@@ -250,9 +258,9 @@ grant := "cache info is public" if {
 }
 
 denial := sprintf("unknown action %q", [action]) if {
-	not action in {"info", "read", "push", "exchange"}
+	not action in {"info", "read", "push", "pin", "exchange"}
 } else := sprintf("%s needs a flake (org/name)", [action]) if {
-	action in {"read", "push"}
+	action in {"read", "push", "pin"}
 	not valid_flake
 } else := sprintf("%s requires a valid token", [action]) if {
 	not authenticated
@@ -260,7 +268,7 @@ denial := sprintf("unknown action %q", [action]) if {
 	action == "read"
 	scope_elsewhere
 } else := push_denial if {
-	action == "push"
+	action in {"push", "pin"}
 } else := read_denial if {
 	action == "read"
 } else := "an exchanged token cannot be exchanged again" if {

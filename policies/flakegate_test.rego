@@ -65,6 +65,15 @@ req(action, flake, subject) := {
 	"subject": subject,
 }
 
+# object_req is req about another kind of object (no hash).
+object_req(action, flake, kind, subject) := {
+	"action": action,
+	"flake": {"org": split(flake, "/")[0], "name": split(flake, "/")[1]},
+	"object": {"kind": kind, "hash": ""},
+	"request": {"method": "GET", "path": sprintf("/%s/_pins", [flake])},
+	"subject": subject,
+}
+
 # --- settings used by the cases -------------------------------------------------
 
 settings := {
@@ -139,6 +148,19 @@ push_cases := [
 	{"note": "push/unlisted environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "staging")), "allow": false, "reason": "protected ref"},
 ]
 
+# pin: whoever may push may pin
+pin_cases := [
+	{"note": "pin/own CI, protected ref", "input": req("pin", "acme/app", github_ci("acme/app", "refs/heads/main", true)), "allow": true, "reason": "CI job of acme/app on refs/heads/main"},
+	{"note": "pin/own CI, unprotected ref", "input": req("pin", "acme/app", github_ci("acme/app", "refs/heads/feature", false)), "allow": false, "reason": "push requires a protected ref"},
+	{"note": "pin/org user who may read", "input": req("pin", "acme/app", person("acme", "carol")), "allow": false, "reason": "users cannot push"},
+	{"note": "pin/CI of another repo", "input": req("pin", "acme/app", github_ci("acme/other", "refs/heads/main", true)), "allow": false, "reason": "not of \"acme/other\""},
+	{"note": "pin/anonymous", "input": req("pin", "acme/app", anonymous), "allow": false, "reason": "pin requires a valid token"},
+	{"note": "pin/extra pusher repo", "input": req("pin", "acme/lib", github_ci("acme/monorepo", "refs/heads/main", true)), "allow": true, "reason": "CI job of acme/monorepo"},
+	{"note": "pin/no flake", "input": {"action": "pin", "subject": github_ci("acme/app", "refs/heads/main", true)}, "allow": false, "reason": "pin needs a flake"},
+	{"note": "pins list is a read/org user", "input": object_req("read", "acme/app", "pins", person("acme", "carol")), "allow": true, "reason": "identity of org acme"},
+	{"note": "pins list is a read/other org", "input": object_req("read", "acme/app", "pins", person("evil", "mallory")), "allow": false, "reason": "requires an identity of org acme"},
+]
+
 # exchange
 exchange_cases := [
 	{"note": "exchange/user", "input": req("exchange", "acme/app", person("acme", "carol")), "allow": true, "reason": "authenticated"},
@@ -195,6 +217,11 @@ test_push[c.note] if {
 	decided_as_expected(c)
 }
 
+test_pin[c.note] if {
+	some c in pin_cases
+	decided_as_expected(c)
+}
+
 test_exchange[c.note] if {
 	some c in exchange_cases
 	decided_as_expected(c)
@@ -210,7 +237,7 @@ test_malformed[c.note] if {
 	decided_as_expected(c)
 }
 
-all_cases := array.flatten([info_cases, read_cases, read_list_cases, push_cases, exchange_cases, scoped_cases, malformed_cases])
+all_cases := array.flatten([info_cases, read_cases, read_list_cases, push_cases, pin_cases, exchange_cases, scoped_cases, malformed_cases])
 
 decided_as_expected(c) if {
 	allow := authz.allow with input as c.input with data.flakes as settings with data.groups as groups

@@ -41,6 +41,7 @@ func runIndex(args []string, stdout io.Writer) error {
 	n := fs.Int("paths", 10000, "store paths to index")
 	nginxRoot := fs.String("nginx-root", "", "also write narinfos as files below this directory")
 	nginxPaths := fs.Int("nginx-paths", 1000, "how many narinfos to write below -nginx-root")
+	spread := fs.Duration("used-spread", 0, "path i was last used i/paths × this long ago (retention benchmarks: benchdata gc); 0: all now")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -76,7 +77,7 @@ func runIndex(args []string, stdout io.Writer) error {
 	start := time.Now()
 	paths := makePaths(*n, keys)
 	made := time.Since(start)
-	if err := insertPaths(ctx, dbPath, flake, paths, keys.ID()); err != nil {
+	if err := insertPaths(ctx, dbPath, flake, paths, keys.ID(), *spread); err != nil {
 		return err
 	}
 
@@ -186,7 +187,7 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 
 // insertPaths writes the rows the index would write for each path (NAR
 // record and ownership, the flake's path record) in one transaction.
-func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths []genPath, signedBy string) error {
+func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths []genPath, signedBy string, spread time.Duration) error {
 	// A page cache of 1 GiB: one transaction of millions of random-key
 	// inserts otherwise spills the same B-tree pages to the WAL over and
 	// over (a 1M-path run grew the WAL past 4 GB).
@@ -202,9 +203,9 @@ func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths 
 	}
 	defer tx.Rollback()
 	stmts := map[string]string{
-		"nar":      `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at) VALUES (?, 'zstd', ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-		"narOwner": `INSERT INTO nar_owners (file, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`,
-		"path":     `INSERT INTO flake_paths (flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		"nar":      `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at) VALUES (?, 'zstd', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		"narOwner": `INSERT INTO nar_owners (file, flake, touched_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
+		"path":     `INSERT INTO flake_paths (flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at, last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 	}
 	prepared := map[string]*sql.Stmt{}
 	for name, q := range stmts {
@@ -225,13 +226,14 @@ func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths 
 	sort.Slice(order, func(a, b int) bool { return paths[order[a]].hash < paths[order[b]].hash })
 	for _, i := range order {
 		p := paths[i]
-		if _, err := prepared["nar"].ExecContext(ctx, p.narFile, p.fileHash, p.size/3, p.narHash, p.size, now); err != nil {
+		used := now - int64(float64(spread)*float64(i)/float64(len(paths)))
+		if _, err := prepared["nar"].ExecContext(ctx, p.narFile, p.fileHash, p.size/3, p.narHash, p.size, used, used); err != nil {
 			return fmt.Errorf("bulk insert nar %s: %w", p.narFile, err)
 		}
-		if _, err := prepared["narOwner"].ExecContext(ctx, p.narFile, fl); err != nil {
+		if _, err := prepared["narOwner"].ExecContext(ctx, p.narFile, fl, used); err != nil {
 			return fmt.Errorf("bulk insert nar owner %s: %w", p.narFile, err)
 		}
-		if _, err := prepared["path"].ExecContext(ctx, fl, p.hash, p.storePath, p.narFile, p.narHash, p.refs, p.text, signedBy, now); err != nil {
+		if _, err := prepared["path"].ExecContext(ctx, fl, p.hash, p.storePath, p.narFile, p.narHash, p.refs, p.text, signedBy, used, used); err != nil {
 			return fmt.Errorf("bulk insert path %s: %w", p.hash, err)
 		}
 	}

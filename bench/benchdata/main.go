@@ -27,7 +27,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache|nullauthz [flags]")
+		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache|nullauthz|gc [flags]")
 		return 2
 	}
 	var err error
@@ -46,8 +46,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runNullCache(args[1:], stdout)
 	case "nullauthz":
 		err = runNullAuthz(args[1:], stdout)
+	case "gc":
+		err = runGC(args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check, nullcache or nullauthz)", args[0])
+		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check, nullcache, nullauthz or gc)", args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

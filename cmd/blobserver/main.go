@@ -69,6 +69,9 @@ var (
 // run parses args and serves until ctx is done (or prints the public keys);
 // it returns the exit code (0 ok, 1 failure, 2 bad usage).
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 && args[0] == "gc" {
+		return runGC(ctx, args[1:], stdout, stderr)
+	}
 	host := hostapp.DefaultConfig()
 	cfg := &host.Blob
 	keyFiles := blobserverapp.ListFlag(&cfg.SigningKeyFiles)
@@ -101,6 +104,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.Pprof, "pprof", cfg.Pprof, "serve Go runtime profiles under /debug/pprof/ on -internal-listen")
 	authzapp.CoreFlags(fs, &host.Authz)
 	check := fs.Bool("check", false, "single host: validate -issuers and -policies as `authz -check` does (compile, run *_test.rego, the denylist), print the result and exit")
+	fs.StringVar(&cfg.RetentionFile, "retention", cfg.RetentionFile, "retention `file` (YAML: keep_for, max_size per flake; see blobserver gc -h); read anew before each collection")
+	fs.DurationVar(&cfg.GCInterval, "gc-interval", cfg.GCInterval, "run a garbage collection this often (0 disables: run `blobserver gc` instead)")
+	fs.DurationVar(&cfg.ReadTouchInterval, "read-touch-interval", cfg.ReadTouchInterval, "record a read of a flake's path as a use (retention) at most once per this long (0: reads are not recorded)")
+	fs.DurationVar(&cfg.ReadFlushInterval, "read-flush-interval", cfg.ReadFlushInterval, "write the recorded reads this often, batched")
 	printKey := fs.Bool("print-public-key", false, "print the public signing key(s) (creating the data directory's key if needed) and exit")
 
 	if code, done := blobserverapp.ParseFlags(fs, args, stdout, stderr); done {
@@ -166,4 +173,64 @@ func setAny(fs *flag.FlagSet, names map[string]bool) bool {
 	found := false
 	fs.Visit(func(f *flag.Flag) { found = found || names[f.Name] })
 	return found
+}
+
+// runGCApp is blobserverapp.RunGC (tests replace it).
+var runGCApp = blobserverapp.RunGC
+
+// runGC is `blobserver gc`: one garbage collection over the same storage
+// as the server's, while servers keep serving.
+func runGC(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	cfg := blobserverapp.DefaultGCConfig()
+	fs := flag.NewFlagSet("blobserver gc", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.Usage = func() {
+		fmt.Fprint(stderr, `usage: blobserver gc [flags]
+
+Removes from each flake the store paths its retention does not keep, and
+from storage the NAR files no flake owns any more. Safe while servers
+serve the same storage: what it removes is a 404 through them within
+seconds; with PostgreSQL one collection runs at a time.
+
+Retention file (-retention, YAML):
+  default: {keep_for: 30d}          # after the last push or read
+  max_size: 2TB                     # whole store, least recently used first
+  grace: 1h                         # nothing used this recently goes
+  flakes:
+    omnicorp/app: {keep_for: 90d, max_size: 50GB}
+
+Flags:
+`)
+		fs.PrintDefaults()
+	}
+	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "the server's data `directory`")
+	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
+	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")
+	fs.StringVar(&cfg.RetentionFile, "retention", cfg.RetentionFile, "retention `file` (without: nothing expires by age)")
+	fs.BoolVar(&cfg.DryRun, "dry-run", cfg.DryRun, "print per flake what would be removed (paths, bytes, why) and change nothing")
+	olderThan := fs.String("older-than", "", "`duration` (12h, 30d) replacing every flake's keep_for for this run (pins and closures still kept)")
+	fs.BoolVar(&cfg.Check, "check", cfg.Check, "check the -retention file, print what it says and exit (non-zero when invalid)")
+	fs.DurationVar(&cfg.InvalidateDelay, "invalidate-delay", cfg.InvalidateDelay, "wait between removing records and deleting blobs, for running servers to drop cached lookups")
+	fs.StringVar(&cfg.LogLevel, "log-level", cfg.LogLevel, "log level: debug, info, warn, error")
+	if code, done := blobserverapp.ParseFlags(fs, args, stdout, stderr); done {
+		return code
+	}
+	if *olderThan != "" {
+		d, err := blobserverapp.ParseDuration(*olderThan)
+		if err != nil {
+			fmt.Fprintf(stderr, "blobserver gc: -older-than: %v\n", err)
+			return 2
+		}
+		cfg.OlderThan, cfg.OverrideKeepFor = d, true
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "blobserver gc: invalid configuration:\n%v\n", err)
+		return 1
+	}
+	log := cfg.NewLogger(stderr)
+	if err := runGCApp(ctx, cfg, stdout, log); err != nil {
+		fmt.Fprintf(stderr, "blobserver gc: %v\n", err)
+		return 1
+	}
+	return 0
 }

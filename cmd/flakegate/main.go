@@ -61,6 +61,10 @@ Commands:
   ci             in a CI job: push every path the job builds (setup, hook, pusher,
                  flush; what the GitHub Action and the GitLab component run)
   version        print the client's version
+  pin            keep a store path's closure in a flake whatever the retention (a CI
+                 job that may push the flake may pin; uses the netrc token):
+                 flakegate pin --cache URL --flake ORG/NAME NAME STORE-PATH
+  unpin          remove a pin: flakegate unpin --cache URL --flake ORG/NAME NAME
 
 Run "flakegate login -h" or "flakegate token create -h" for the flags.
 `
@@ -99,6 +103,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return 0
+	case "pin", "unpin":
+		return runPin(ctx, args[0] == "unpin", args[1:], stdout, stderr)
 	}
 	fmt.Fprintf(stderr, "flakegate: unknown command %q\n%s", args[0], usage)
 	return 2
@@ -412,5 +418,47 @@ func runSession(ctx context.Context, cmd string, args []string, stdout, stderr i
 		fmt.Fprintf(stdout, ", token id %s", who.TokenID)
 	}
 	fmt.Fprintln(stdout)
+	return 0
+}
+
+func runPin(ctx context.Context, unpin bool, args []string, stdout, stderr io.Writer) int {
+	cmd := "flakegate pin"
+	if unpin {
+		cmd = "flakegate unpin"
+	}
+	cfg := login.PinConfig{Unpin: unpin}
+	fs := flag.NewFlagSet(cmd, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&cfg.Cache, "cache", "", "the cache's base URL, e.g. https://cache.example.com")
+	fs.StringVar(&cfg.Flake, "flake", "", "the flake (org/name) the store path was pushed to")
+	fs.StringVar(&cfg.Netrc, "netrc", "", "netrc file holding the cache token (default $XDG_CONFIG_HOME/nix/netrc or ~/.config/nix/netrc)")
+	fs.DurationVar(&cfg.Timeout, "timeout", 30*time.Second, "timeout of the HTTP request")
+	err := ff.Parse(fs, args, ff.WithEnvVarPrefix("FLAKEGATE"))
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		return 2
+	}
+	want := 2
+	if unpin {
+		want = 1
+	}
+	if fs.NArg() != want {
+		fmt.Fprintf(stderr, "%s: want %d arguments (NAME%s), got %q\n", cmd, want, map[bool]string{false: " STORE-PATH", true: ""}[unpin], fs.Args())
+		return 2
+	}
+	cfg.Name = fs.Arg(0)
+	if !unpin {
+		cfg.StorePath = fs.Arg(1)
+	}
+	if err := cfg.Validate(); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return 2
+	}
+	if err := login.Pin(ctx, cfg, env(stdout, stderr)); err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", cmd, err)
+		return 1
+	}
 	return 0
 }

@@ -15,14 +15,17 @@ import (
 //   - "scope" is the scope a token exchange asks for (Request.Scope); its
 //     flake is then the input's "flake".
 //   - "object" always has "kind" and "hash" ("" when the kind has none); a
-//     NAR also has "file" (the file name below nar/).
+//     NAR also has "file" (the file name below nar/), a pin "name".
 func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) map[string]any {
 	object := map[string]any{
 		"kind": string(r.Route.Kind),
 		"hash": r.Route.Hash,
 	}
-	if r.Route.Kind == route.KindNar {
+	switch r.Route.Kind {
+	case route.KindNar:
 		object["file"] = r.Route.File
+	case route.KindPin:
+		object["name"] = r.Route.Name
 	}
 	in := map[string]any{
 		"action": string(r.Route.Action),

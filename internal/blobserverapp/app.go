@@ -22,6 +22,7 @@ import (
 	"github.com/flakegate/flakegate/internal/cacheserver"
 	"github.com/flakegate/flakegate/internal/debughttp"
 	"github.com/flakegate/flakegate/internal/gate"
+	"github.com/flakegate/flakegate/internal/gc"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/serve"
@@ -166,6 +167,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if cfg.Authz != nil {
 		stopping = func() { cfg.Authz.Serving(false) }
 	}
+	bg, stopBackground := context.WithCancel(ctx)
+	waitBackground := background(bg, cfg, srv, idx, blobs, gc.NewMetrics(reg), log)
+	defer func() { stopBackground(); waitBackground() }()
 	err = serve.Run(ctx, listeners, serve.Options{
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Logger:          log,
@@ -211,5 +215,6 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 		UploadIdleTimeout: cfg.UploadIdleTimeout,
 		UploadMinRate:     cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
 		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,
+		ReadTouchInterval: cfg.ReadTouchInterval, ReadFlushInterval: cfg.ReadFlushInterval, GenerationPoll: cfg.GenerationPoll,
 	}
 }

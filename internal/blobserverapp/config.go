@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/blob/s3"
+	"github.com/flakegate/flakegate/internal/gc"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/serve"
 )
@@ -65,6 +66,20 @@ type Config struct {
 	// Pprof serves Go's runtime profiles under /debug/pprof/ on the
 	// internal listener.
 	Pprof bool
+	// RetentionFile is the retention file (internal/gc), read at start
+	// (refused if invalid) and anew before each periodic collection.
+	RetentionFile string
+	// GCInterval runs a garbage collection this often; 0: never (run
+	// `blobserver gc` instead).
+	GCInterval time.Duration
+	// ReadTouchInterval: a read counts as a use for retention at most
+	// once per interval per flake path; 0: reads are not recorded.
+	ReadTouchInterval time.Duration
+	// ReadFlushInterval: recorded reads are written this often, batched.
+	ReadFlushInterval time.Duration
+	// GenerationPoll: how often the server checks whether a garbage
+	// collection (of any process) removed something from the index.
+	GenerationPoll time.Duration
 	// OnListen, if set, is called with the bound addresses ("" for a
 	// disabled internal listener) once both listeners accept connections.
 	OnListen func(public, internal string)
@@ -122,6 +137,10 @@ func DefaultConfig() Config {
 		// Lets a large upload finish after SIGTERM.
 		ShutdownTimeout: 10 * time.Minute,
 		LogLevel:        "info",
+		// Reads are recorded coarsely (retention counts in days).
+		ReadTouchInterval: time.Hour,
+		ReadFlushInterval: 30 * time.Second,
+		GenerationPoll:    time.Second,
 	}
 }
 
@@ -152,6 +171,8 @@ func (c *Config) Validate() error {
 		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},
 		{"-shutdown-timeout", int64(c.ShutdownTimeout)},
 		{"request body timeout", int64(c.RequestBodyTimeout)},
+		{"-read-flush-interval", int64(c.ReadFlushInterval)},
+		{"generation poll", int64(c.GenerationPoll)},
 	} {
 		if p.v <= 0 {
 			add("%s must be positive, got %d", p.name, p.v)
@@ -181,6 +202,17 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxUploadsPerSubject < 0 {
 		add("-max-uploads-per-subject %d: want a number, or 0 to disable", c.MaxUploadsPerSubject)
+	}
+	if c.GCInterval < 0 {
+		add("-gc-interval %v: want a duration, or 0 to disable", c.GCInterval)
+	}
+	if c.ReadTouchInterval < 0 {
+		add("-read-touch-interval %v: want a duration, or 0 to disable", c.ReadTouchInterval)
+	}
+	if c.RetentionFile != "" {
+		if _, err := gc.LoadRetention(c.RetentionFile); err != nil {
+			add("-retention: %v", err)
+		}
 	}
 	if _, err := serve.ParseLogLevel(c.LogLevel); err != nil {
 		add("-log-level: %v", err)

@@ -1,6 +1,8 @@
 package cacheserver
 
 import (
+	"sync/atomic"
+
 	lru "github.com/hashicorp/golang-lru/v2"
 
 	"github.com/flakegate/flakegate/internal/index"
@@ -14,10 +16,14 @@ import (
 // ownership only grows, and re-signing happens before a record is cached
 // (keys change only with a restart). Entries are per flake (the union view
 // composes them). A garbage collector that deletes paths or ownership must
-// clear these caches (in every process sharing the index).
+// clear these caches (in every process sharing the index): the server
+// watches the index's collection generation and clears them when it
+// changes (Server.Maintain). A lookup that started before a clear does
+// not add its answer after it (epoch).
 type hitCache struct {
 	narinfo *lru.Cache[cacheKey, index.Path]
 	nar     *lru.Cache[cacheKey, struct{}]
+	epoch   atomic.Int64
 }
 
 type cacheKey struct {
@@ -45,8 +51,20 @@ func (c *hitCache) getNarInfo(f nixname.Flake, hash string) (index.Path, bool) {
 	return c.narinfo.Get(cacheKey{f, hash})
 }
 
-func (c *hitCache) addNarInfo(p index.Path) {
+// now returns the epoch to pass to an add after a lookup.
+func (c *hitCache) now() int64 { return c.epoch.Load() }
+
+// clear drops every entry; lookups that started before are not added.
+func (c *hitCache) clear() {
+	c.epoch.Add(1)
 	if c.narinfo != nil {
+		c.narinfo.Purge()
+		c.nar.Purge()
+	}
+}
+
+func (c *hitCache) addNarInfo(p index.Path, epoch int64) {
+	if c.narinfo != nil && c.epoch.Load() == epoch {
 		c.narinfo.Add(cacheKey{p.Flake, p.Hash}, p)
 	}
 }
@@ -59,8 +77,8 @@ func (c *hitCache) hasNar(f nixname.Flake, file string) bool {
 	return ok
 }
 
-func (c *hitCache) addNar(f nixname.Flake, file string) {
-	if c.nar != nil {
+func (c *hitCache) addNar(f nixname.Flake, file string, epoch int64) {
+	if c.nar != nil && c.epoch.Load() == epoch {
 		c.nar.Add(cacheKey{f, file}, struct{}{})
 	}
 }

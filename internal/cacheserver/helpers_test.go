@@ -174,6 +174,9 @@ func testConfig() Config {
 		MaxExpansion:         nixcache.DefaultMaxExpansion,
 		MaxUploadsPerSubject: 32,
 		CacheEntries:         1 << 16,
+		ReadTouchInterval:    time.Hour,
+		ReadFlushInterval:    30 * time.Second,
+		GenerationPoll:       time.Second,
 	}
 }
 

@@ -74,13 +74,16 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 // keys, from the hit cache or the index.
 func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (index.Path, error) {
 	if p, ok := s.hits.getNarInfo(flake, hash); ok {
+		s.reads.record(flake, hash)
 		return p, nil
 	}
+	epoch := s.hits.now()
 	p, err := s.idx.GetPath(r.Context(), flake, hash)
 	if err != nil {
 		return index.Path{}, err
 	}
-	return s.signed(r, p)
+	s.reads.record(flake, hash)
+	return s.signed(r, p, epoch)
 }
 
 // readableFlakes returns the flakes a union read may be served from: those
@@ -111,6 +114,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 		return index.Path{}, err
 	}
 	var recs []index.Path
+	epoch := s.hits.now()
 	if flakes == nil {
 		if recs, err = s.idx.PathsOf(r.Context(), hash, nil); err != nil {
 			return index.Path{}, err
@@ -132,7 +136,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			// Each flake's record read from the index is signed and cached
 			// once; hits are served as they are.
 			for _, p := range more {
-				if p, err = s.signed(r, p); err != nil {
+				if p, err = s.signed(r, p, epoch); err != nil {
 					return index.Path{}, err
 				}
 				recs = append(recs, p)
@@ -155,8 +159,11 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			return index.Path{}, fmt.Errorf("path %s in the union view: conflicting contents: %w", hash, index.ErrNotFound)
 		}
 	}
+	for _, p := range recs {
+		s.reads.record(p.Flake, hash)
+	}
 	if flakes == nil {
-		return s.signed(r, recs[0]) // ungated: nothing cached above
+		return s.signed(r, recs[0], epoch) // ungated: nothing cached above
 	}
 	return recs[0], nil
 }
@@ -165,7 +172,7 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 // signatures, re-signing a narinfo signed under an older key set, and
 // caches it. The re-signed text is stored when the index can
 // (index.NarInfoUpdater).
-func (s *Server) signed(r *http.Request, p index.Path) (index.Path, error) {
+func (s *Server) signed(r *http.Request, p index.Path, epoch int64) (index.Path, error) {
 	id := s.keys.ID()
 	if p.SignedBy != id {
 		text, err := s.keys.Resign(p.NarInfo)
@@ -179,7 +186,7 @@ func (s *Server) signed(r *http.Request, p index.Path) (index.Path, error) {
 		}
 		p.NarInfo, p.SignedBy = text, id
 	}
-	s.hits.addNarInfo(p)
+	s.hits.addNarInfo(p, epoch)
 	return p, nil
 }
 
@@ -229,11 +236,12 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 			return nil
 		}
 	}
+	epoch := s.hits.now()
 	if len(flakes) == 1 {
 		if _, err := s.idx.GetNar(r.Context(), flakes[0], req.File); err != nil {
 			return err
 		}
-		s.hits.addNar(flakes[0], req.File)
+		s.hits.addNar(flakes[0], req.File, epoch)
 		return nil
 	}
 	owners, err := s.idx.Owners(r.Context(), index.KindNar, req.File)
@@ -242,7 +250,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 	}
 	for _, f := range flakes {
 		if slices.Contains(owners, f) {
-			s.hits.addNar(f, req.File)
+			s.hits.addNar(f, req.File, epoch)
 			return nil
 		}
 	}
@@ -310,6 +318,12 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 // filesystem blob goes out with sendfile.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType, cacheControl, etag string) {
 	rd, err := s.blob.Open(r.Context(), key)
+	if errors.Is(err, blob.ErrNotFound) {
+		// Listed (perhaps by a cached lookup) but collected meanwhile.
+		s.log.InfoContext(r.Context(), "blob gone (garbage collected since the lookup): answering 404", "key", key)
+		s.notFound(w)
+		return
+	}
 	if err != nil {
 		// The index lists it, so a missing blob is a storage failure.
 		s.internalError(w, r, "opening "+key, err)

@@ -72,6 +72,17 @@ type Config struct {
 	// first, so a NAR the request may not have is the same 404. 0: serve
 	// the bytes.
 	NarRedirect time.Duration
+	// ReadTouchInterval: a flake's path read through this server is
+	// recorded as used (retention) at most once per interval. 0: reads are
+	// not recorded (only pushes count).
+	ReadTouchInterval time.Duration
+	// ReadFlushInterval is how often recorded reads are written to the
+	// index, in one batch per flake (Maintain). Required (> 0).
+	ReadFlushInterval time.Duration
+	// GenerationPoll is how often Maintain asks the index whether a
+	// garbage collection removed something (then the lookup caches are
+	// cleared). Required (> 0).
+	GenerationPoll time.Duration
 	// Registry receives the metrics; nil makes a private registry
 	// (served by InternalHandler either way).
 	Registry *prometheus.Registry
@@ -89,7 +100,10 @@ type Server struct {
 	cacheInfo []byte
 	metrics   *metrics
 
-	hits *hitCache
+	hits  *hitCache
+	reads *readTracker
+
+	readFlush, genPoll time.Duration
 
 	presign     blob.Presigner // NAR redirects; nil: off
 	narRedirect time.Duration
@@ -109,6 +123,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
 		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
+		reads: newReadTracker(cfg.ReadTouchInterval), readFlush: cfg.ReadFlushInterval, genPoll: cfg.GenerationPoll,
 		uploadIdle: cfg.UploadIdleTimeout, limits: newUploadLimits(cfg),
 	}
 	if s.log == nil {
@@ -150,6 +165,8 @@ func (cfg *Config) check() error {
 		{"MaxNarInfoSize", cfg.MaxNarInfoSize},
 		{"Priority", int64(cfg.Priority)},
 		{"UploadIdleTimeout", int64(cfg.UploadIdleTimeout)},
+		{"ReadFlushInterval", int64(cfg.ReadFlushInterval)},
+		{"GenerationPoll", int64(cfg.GenerationPoll)},
 	} {
 		if v.v <= 0 {
 			errs = append(errs, fmt.Errorf("%s must be positive, got %d", v.name, v.v))
@@ -165,6 +182,7 @@ func (cfg *Config) check() error {
 		{"MaxExpansion", cfg.MaxExpansion},
 		{"MaxUploadsPerSubject", int64(cfg.MaxUploadsPerSubject)},
 		{"CacheEntries", int64(cfg.CacheEntries)},
+		{"ReadTouchInterval", int64(cfg.ReadTouchInterval)},
 	} {
 		if v.v < 0 {
 			errs = append(errs, fmt.Errorf("%s must not be negative (0 switches it off), got %d", v.name, v.v))
@@ -199,6 +217,8 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 		} else {
 			s.notFound(rw)
 		}
+	case route.ActionPin:
+		s.servePin(rw, r, req)
 	case route.ActionPush:
 		h, ok := uploaders[req.Kind]
 		if !ok {
@@ -238,6 +258,7 @@ var (
 		route.KindDebugInfo:   (*Server).serveFile,
 		route.KindRealisation: (*Server).serveFile,
 		route.KindBuildTrace:  (*Server).serveFile,
+		route.KindPins:        (*Server).servePins,
 	}
 	uploaders = map[route.Kind]kindHandler{
 		route.KindNarInfo: (*Server).putNarInfo,

@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -27,6 +29,15 @@ type uploadError struct {
 	// unread: the rest of the request body was not read; the answer must
 	// go out at once and close the connection (abandonBody).
 	unread bool
+	// retryAfter, when set, is sent as Retry-After (seconds).
+	retryAfter string
+}
+
+// collecting answers an upload of a NAR file a garbage collection is
+// deleting right now: 503, retried by Nix; the next attempt stores it anew.
+func collecting(file string) error {
+	return &uploadError{status: http.StatusServiceUnavailable, retryAfter: "5",
+		msg: "NAR " + file + " is being deleted by a garbage collection: try again in a few seconds"}
 }
 
 func (e *uploadError) Error() string { return e.msg }
@@ -48,6 +59,9 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 		s.log.InfoContext(r.Context(), "upload rejected", "path", r.URL.Path, "status", ue.status, "reason", ue.msg)
 		if ue.unread {
 			abandonBody(w)
+		}
+		if ue.retryAfter != "" {
+			w.Header().Set("Retry-After", ue.retryAfter)
 		}
 		s.fail(w, ue.status, ue.msg)
 		return
@@ -215,6 +229,22 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 		abort()
 		return false, badRequest("NAR file hash mismatch: the URL names %s but the %d uploaded bytes hash to sha256:%s", req.File, res.FileSize, got)
 	}
+	rec := index.Nar{
+		File: req.File, Compression: req.Compression,
+		FileHash: nixcache.FormatHash(res.FileHash), FileSize: res.FileSize,
+		NarHash: nixcache.FormatHash(res.NarHash), NarSize: res.NarSize,
+	}
+	// Claimed before the commit, so that no garbage collection deletes
+	// the file after it (internal/gc, rule 4).
+	if c, ok := s.idx.(index.Collectable); ok {
+		if err := c.ClaimNar(ctx, rec); err != nil {
+			abort()
+			if errors.Is(err, index.ErrBusy) {
+				return false, collecting(req.File)
+			}
+			return false, fmt.Errorf("claim NAR %s: %w", req.File, err)
+		}
+	}
 	// Committing over a file another flake stored frees the old one's
 	// blocks (+120-220 ms for 256 MiB on ext4): held open, it is freed
 	// after the answer instead, whose time then does not tell whether the
@@ -230,12 +260,10 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	if err := bw.Commit(ctx, key); err != nil {
 		return false, fmt.Errorf("commit blob %s: %w", key, err)
 	}
-	rec := index.Nar{
-		File: req.File, Compression: req.Compression,
-		FileHash: nixcache.FormatHash(res.FileHash), FileSize: res.FileSize,
-		NarHash: nixcache.FormatHash(res.NarHash), NarSize: res.NarSize,
-	}
 	if err := s.idx.PutNar(ctx, req.Flake, rec); err != nil {
+		if errors.Is(err, index.ErrBusy) {
+			return false, collecting(req.File)
+		}
 		return false, fmt.Errorf("record NAR %s: %w", req.File, err)
 	}
 	return !owned, nil
@@ -325,11 +353,23 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 	existing, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
 	switch {
 	case err == nil:
-		return false, sameContent(req.Flake, existing, p)
+		if err := sameContent(req.Flake, existing, p); err != nil {
+			return false, err
+		}
+		// Pushed again: it counts as used (retention).
+		if c, ok := s.idx.(index.Collectable); ok {
+			if err := c.TouchPaths(ctx, req.Flake, []string{ni.Hash}, time.Now()); err != nil {
+				s.log.WarnContext(ctx, "record a re-pushed path as used", "hash", ni.Hash, "flake", req.Flake.String(), "err", err)
+			}
+		}
+		return false, nil
 	case !errors.Is(err, index.ErrNotFound):
 		return false, fmt.Errorf("look up path %s of %s: %w", ni.Hash, req.Flake, err)
 	}
-	if err := s.idx.PutPath(ctx, req.Flake, p); err != nil {
+	if err := s.putPath(ctx, req.Flake, p); err != nil {
+		if errors.Is(err, index.ErrNotHeld) {
+			return false, badRequest("%s: its NAR or a reference left %s (garbage collected) while it was pushed: push it again", ni.StorePath, req.Flake)
+		}
 		return false, fmt.Errorf("record path %s: %w", ni.Hash, err)
 	}
 	// Another server sharing the index may have recorded the flake's path
@@ -343,6 +383,16 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 		return false, sameContent(req.Flake, stored, p)
 	}
 	return string(stored.NarInfo) == string(p.NarInfo), nil
+}
+
+// putPath records a pushed path: with an index the garbage collector works
+// on, checking in the same transaction that the flake still holds its NAR
+// and references (internal/gc, rule 2).
+func (s *Server) putPath(ctx context.Context, flake nixname.Flake, p index.Path) error {
+	if c, ok := s.idx.(index.Collectable); ok {
+		return c.AddPath(ctx, flake, p)
+	}
+	return s.idx.PutPath(ctx, flake, p)
 }
 
 // sameContent answers a narinfo upload for a path the flake already has:

@@ -29,6 +29,8 @@ const (
 	ActionRead     Action = "read"
 	ActionPush     Action = "push"
 	ActionExchange Action = "exchange"
+	// ActionPin sets or removes a pin (PUT, DELETE /{org}/{flake}/_pins/{name}).
+	ActionPin Action = "pin"
 	// ActionWhoami is GET /_flakegate/whoami: who the caller's token says
 	// it is. Authenticated (401 without a valid token), no policy decision.
 	ActionWhoami Action = "whoami"
@@ -67,6 +69,8 @@ const (
 	// authz's), so that a client configures Nix from the cache itself.
 	KindPublicKeys Kind = "public-keys"
 	KindWhoami     Kind = "whoami" // GET /_flakegate/whoami
+	KindPins       Kind = "pins"   // GET /{org}/{flake}/_pins: the flake's pins (a read)
+	KindPin        Kind = "pin"    // PUT, DELETE /{org}/{flake}/_pins/{name}
 )
 
 // Request is what a cache URL means.
@@ -87,6 +91,8 @@ type Request struct {
 	File string
 	// Compression is the NAR compression implied by File's extension.
 	Compression nixname.Compression
+	// Name is a pin's name (KindPin).
+	Name string
 }
 
 // Union reports whether the request reads through the union view.
@@ -220,6 +226,23 @@ func Parse(method, path string) (Request, error) {
 			return Request{}, errf(http.StatusBadRequest, "%q is not a store path hash (32 nixbase32 characters)", h)
 		}
 		r.Kind, r.Hash = KindListing, h
+
+	case len(rest) == 1 && rest[0] == "_pins" && !r.Flake.IsZero():
+		if !read {
+			return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: GET lists the pins; PUT or DELETE %s/{name}", method, path, path)
+		}
+		r.Action, r.Kind = ActionRead, KindPins
+		return r, nil
+
+	case len(rest) == 2 && rest[0] == "_pins" && !r.Flake.IsZero():
+		if err := nixname.CheckPinName(rest[1]); err != nil {
+			return Request{}, errf(http.StatusBadRequest, "%v", err)
+		}
+		if method != http.MethodPut && method != http.MethodDelete {
+			return Request{}, errf(http.StatusMethodNotAllowed, "%s not allowed on %s: PUT (body: the store path) pins, DELETE unpins", method, path)
+		}
+		r.Action, r.Kind, r.Name = ActionPin, KindPin, rest[1]
+		return r, nil
 
 	case len(rest) == 2 && rest[0] == "log":
 		if !validLogName(rest[1]) {

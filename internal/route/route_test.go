@@ -85,6 +85,18 @@ func TestParse(t *testing.T) {
 		{"GET", "/build-trace-v2/" + h32 + "-hello/out.doi", Request{}, 400},
 		{"GET", "/build-trace-v2/" + h32 + "-hello.drv/.out.doi", Request{}, 400},
 		{"GET", "/build-trace-v2/" + h32 + "-hello.drv/../out.doi", Request{}, 404},
+		// pins
+		{"GET", "/" + flkA + "/_pins", Request{Action: ActionRead, Kind: KindPins, Flake: fl}, 0},
+		{"HEAD", "/" + flkA + "/_pins", Request{Action: ActionRead, Kind: KindPins, Flake: fl}, 0},
+		{"PUT", "/" + flkA + "/_pins", Request{}, 405},
+		{"PUT", "/" + flkA + "/_pins/release-1.2", Request{Action: ActionPin, Kind: KindPin, Flake: fl, Name: "release-1.2"}, 0},
+		{"DELETE", "/" + flkA + "/_pins/release-1.2", Request{Action: ActionPin, Kind: KindPin, Flake: fl, Name: "release-1.2"}, 0},
+		{"GET", "/" + flkA + "/_pins/release", Request{}, 405},
+		{"PUT", "/" + flkA + "/_pins/.hidden", Request{}, 400},
+		{"PUT", "/" + flkA + "/_pins/a%20b", Request{}, 400},
+		{"PUT", "/" + flkA + "/_pins/a/b", Request{}, 404},
+		{"GET", "/_pins", Request{}, 404},
+		{"PUT", "/_pins/x", Request{}, 404},
 		{"GET", "/" + flkA + "/log/hello.drv", Request{}, 400},
 		{"GET", "/" + flkA + "/log/" + h32 + "-a b.drv", Request{}, 400},
 		// flakes

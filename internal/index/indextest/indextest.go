@@ -136,6 +136,7 @@ func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
 		x := open(t)
 		testConcurrent(t, []index.Index{x, x})
 	})
+	t.Run("GC", func(t *testing.T) { runGC(t, open) })
 }
 
 // RunShared checks that several Index instances on one database (as several
@@ -173,6 +174,10 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Inde
 	t.Run("ConcurrentPushers", func(t *testing.T) {
 		a, b := open(t)
 		testConcurrent(t, []index.Index{a, b})
+	})
+	t.Run("OneCollectorLock", func(t *testing.T) {
+		a, b := open(t)
+		testLock(t, a, b)
 	})
 }
 
@@ -963,6 +968,18 @@ func CheckMigrated(t *testing.T, x index.Index) {
 	}
 	if o, err := x.Owners(ctx, index.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
 		t.Errorf("after migration Owners(nar 2) = %v, %v; NAR ownership must stay", o, err)
+	}
+	// Migrated rows count as used when they were created.
+	for f, keep := range want {
+		u := uses(t, x, f)
+		for _, i := range keep {
+			if got := u[Hash(i)]; !got.LastUsed.Equal(v1[i-1].Path.CreatedAt) || got.Size != nar(i).FileSize {
+				t.Errorf("after migration %v's path %d: last used %v size %d; want its creation time %v and size %d", f, i, got.LastUsed, got.Size, v1[i-1].Path.CreatedAt, nar(i).FileSize)
+			}
+		}
+	}
+	if doomed, err := collectable(t, x).DoomNars(ctx, time.Time{}); err != nil || len(doomed) != 0 {
+		t.Errorf("after migration DoomNars(zero time) = %v, %v; want nothing doomed", doomed, err)
 	}
 	// The migrated index takes per-flake pushes.
 	bogus := path(1)

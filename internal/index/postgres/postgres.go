@@ -64,6 +64,7 @@ type Index struct {
 var (
 	_ index.Index          = (*Index)(nil)
 	_ index.NarInfoUpdater = (*Index)(nil)
+	_ index.Collectable    = (*Index)(nil)
 )
 
 // Open connects to the database a URL names, applies pending migrations and
@@ -218,22 +219,49 @@ func recordFlake(ctx context.Context, tx pgx.Tx, flake nixname.Flake) error {
 	return err
 }
 
-// PutNar records a verified NAR and flake's ownership of it.
+// PutNar records a verified NAR and flake's ownership of it, both marked
+// as touched now; ErrBusy while a collection deletes the file.
 func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
+	at := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "put nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (file) DO NOTHING`,
-			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, index.CreatedAt(n.CreatedAt)); err != nil {
+		if err := claimNar(ctx, tx, n, at); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake) VALUES ($1, $2) ON CONFLICT DO NOTHING`, n.File, flake.String()); err != nil {
+		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake, touched_at) VALUES ($1, $2, $3)
+			ON CONFLICT (file, flake) DO UPDATE SET touched_at = greatest(nar_owners.touched_at, excluded.touched_at)`, n.File, flake.String(), at); err != nil {
 			return err
 		}
 		return recordFlake(ctx, tx, flake)
 	})
+}
+
+// ClaimNar records a NAR (no owner) as touched now, before its blob is
+// committed; ErrBusy while a collection deletes the file.
+func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
+	if n.File == "" {
+		return errors.New("claim nar: empty file name")
+	}
+	return x.write(ctx, "claim nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
+		return claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
+	})
+}
+
+// claimNar inserts or touches a NAR record unless it is being deleted. The
+// row lock it takes orders it with a collection's DoomNars.
+func claimNar(ctx context.Context, tx pgx.Tx, n index.Nar, at time.Time) error {
+	var file string
+	err := tx.QueryRow(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+		ON CONFLICT (file) DO UPDATE SET touched_at = greatest(nars.touched_at, excluded.touched_at) WHERE NOT nars.deleting
+		RETURNING file`,
+		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at).Scan(&file)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
+	}
+	return err
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.
@@ -269,6 +297,14 @@ func (x *Index) PutPath(ctx context.Context, flake nixname.Flake, p index.Path) 
 	if err := index.CheckPath(flake, p); err != nil {
 		return err
 	}
+	return x.write(ctx, "put path "+p.Hash, func(ctx context.Context, tx pgx.Tx) error {
+		return insertPath(ctx, tx, flake, p, index.CreatedAt(p.CreatedAt))
+	})
+}
+
+// insertPath records flake's path (first content kept; the same content
+// pushed again is marked used) and the flake.
+func insertPath(ctx context.Context, tx pgx.Tx, flake nixname.Flake, p index.Path, at time.Time) error {
 	refs := p.References
 	if refs == nil {
 		refs = []string{}
@@ -277,14 +313,13 @@ func (x *Index) PutPath(ctx context.Context, flake nixname.Flake, p index.Path) 
 	if narInfo == nil {
 		narInfo = []byte{}
 	}
-	return x.write(ctx, "put path "+p.Hash, func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `INSERT INTO flake_paths (`+pathCols+`)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (hash, flake) DO NOTHING`,
-			flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, narInfo, p.SignedBy, index.CreatedAt(p.CreatedAt)); err != nil {
-			return err
-		}
-		return recordFlake(ctx, tx, flake)
-	})
+	if _, err := tx.Exec(ctx, `INSERT INTO flake_paths (`+pathCols+`, last_used)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (hash, flake) DO UPDATE SET last_used = greatest(flake_paths.last_used, excluded.last_used)
+		WHERE flake_paths.nar_hash = excluded.nar_hash AND flake_paths.refs = excluded.refs`,
+		flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, narInfo, p.SignedBy, at); err != nil {
+		return err
+	}
+	return recordFlake(ctx, tx, flake)
 }
 
 // scanPath reads one row of pathCols.

@@ -33,11 +33,14 @@ type Index struct {
 	r *sql.DB // pool of query-only connections
 
 	getPath *sql.Stmt
+
+	file string // the database file (the collector's lock is beside it)
 }
 
 var (
 	_ index.Index          = (*Index)(nil)
 	_ index.NarInfoUpdater = (*Index)(nil)
+	_ index.Collectable    = (*Index)(nil)
 )
 
 // Open opens (creating and migrating if needed) the database at path.
@@ -62,7 +65,7 @@ func Open(ctx context.Context, path string) (*Index, error) {
 	}
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
-	x := &Index{w: w}
+	x := &Index{w: w, file: path}
 	if err := x.migrate(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate sqlite index %s: %w", path, err)
@@ -165,6 +168,40 @@ var migrations = []migration{
 		PRIMARY KEY (kind, key, flake)
 	) WITHOUT ROWID;
 	ALTER TABLE logs ADD COLUMN encoding TEXT NOT NULL DEFAULT '';`},
+	// 4: garbage collection (issue 14): when each path was last used (and
+	// whether a collection doomed it) and
+	// each NAR ownership and record last touched by a push (existing rows:
+	// their creation time), NAR records being deleted, pins, and the
+	// generation counter servers watch to drop cached answers.
+	{sql: `ALTER TABLE flake_paths ADD COLUMN last_used INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE flake_paths ADD COLUMN doomed INTEGER NOT NULL DEFAULT 0;
+	UPDATE flake_paths SET last_used = created_at;
+	ALTER TABLE nars ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+	ALTER TABLE nars ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;
+	UPDATE nars SET touched_at = created_at;
+	ALTER TABLE nar_owners ADD COLUMN touched_at INTEGER NOT NULL DEFAULT 0;
+	UPDATE nar_owners SET touched_at = coalesce((SELECT n.created_at FROM nars n WHERE n.file = nar_owners.file), 0);
+	CREATE INDEX flake_paths_by_nar ON flake_paths (flake, nar_file);
+	CREATE INDEX nar_owners_by_flake ON nar_owners (flake, file);
+	-- A collection's scan of a flake reads this index only: the rows hold
+	-- the narinfo text (kilobytes, in overflow pages read to reach any
+	-- later column). It has flake_paths_by_flake's prefix, which it replaces.
+	DROP INDEX flake_paths_by_flake;
+	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash, last_used, nar_file, refs);
+	CREATE TABLE pins (
+		flake      TEXT NOT NULL,
+		name       TEXT NOT NULL,
+		hash       TEXT NOT NULL,
+		store_path TEXT NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (flake, name)
+	) WITHOUT ROWID;
+	CREATE INDEX pins_by_path ON pins (flake, hash);
+	CREATE TABLE gc_state (
+		id         INTEGER PRIMARY KEY CHECK (id = 1),
+		generation INTEGER NOT NULL
+	);
+	INSERT INTO gc_state (id, generation) VALUES (1, 0);`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
@@ -257,21 +294,46 @@ func (x *Index) write(ctx context.Context, what string, fn func(tx *sql.Tx) erro
 	return nil
 }
 
-// PutNar records a verified NAR and flake's ownership of it.
+// PutNar records a verified NAR and flake's ownership of it, both marked
+// as touched now; ErrBusy while a collection deletes the file.
 func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
 	created := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "put nar "+n.File, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (file) DO NOTHING`,
-			n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, created.UnixNano()); err != nil {
+		if err := claimNar(ctx, tx, n, created); err != nil {
 			return err
 		}
-		_, err := tx.ExecContext(ctx, `INSERT INTO nar_owners (file, flake) VALUES (?, ?) ON CONFLICT DO NOTHING`, n.File, flake.String())
+		_, err := tx.ExecContext(ctx, `INSERT INTO nar_owners (file, flake, touched_at) VALUES (?, ?, ?)
+			ON CONFLICT DO UPDATE SET touched_at = max(touched_at, excluded.touched_at)`, n.File, flake.String(), created.UnixNano())
 		return err
 	})
+}
+
+// ClaimNar records a NAR (no owner) as touched now, before its blob is
+// committed; ErrBusy while a collection deletes the file.
+func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
+	if n.File == "" {
+		return errors.New("claim nar: empty file name")
+	}
+	return x.write(ctx, "claim nar "+n.File, func(tx *sql.Tx) error {
+		return claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
+	})
+}
+
+// claimNar inserts or touches a NAR record unless it is being deleted.
+func claimNar(ctx context.Context, tx *sql.Tx, n index.Nar, at time.Time) error {
+	var file string
+	err := tx.QueryRowContext(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?)
+		ON CONFLICT (file) DO UPDATE SET touched_at = max(touched_at, excluded.touched_at) WHERE deleting = 0
+		RETURNING file`,
+		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at.UnixNano(), at.UnixNano()).Scan(&file)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
+	}
+	return err
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.
@@ -309,10 +371,7 @@ func (x *Index) PutPath(ctx context.Context, flake nixname.Flake, p index.Path) 
 	}
 	created := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "put path "+p.Hash, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO flake_paths (`+pathCols+`)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash, flake) DO NOTHING`,
-			flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, strings.Join(p.References, " "), p.NarInfo, p.SignedBy, created.UnixNano())
-		return err
+		return insertPath(ctx, tx, flake, p, created)
 	})
 }
 

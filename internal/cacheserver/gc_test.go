@@ -1,0 +1,228 @@
+package cacheserver
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/gc"
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
+)
+
+var omniApp = nixname.Flake{Org: "omnicorp", Name: "app"}
+
+func lastUsed(t *testing.T, ts *testServer, flake nixname.Flake, hash string) time.Time {
+	t.Helper()
+	var at time.Time
+	err := ts.idx.(index.Collectable).ScanPaths(context.Background(), flake, func(u index.PathUse) error {
+		if u.Hash == hash {
+			at = u.LastUsed
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return at
+}
+
+// Reads count as uses for retention, recorded at most once per interval
+// per flake path and written in batches: never a write per GET.
+func TestReadsRecordedCoarselyInBatches(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	p := makePath(t, "hello", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", p)
+	pushed := lastUsed(t, ts, omniApp, p.Hash)
+	clock := time.Now().Add(10 * 24 * time.Hour)
+	ts.reads.now = func() time.Time { return clock }
+	for range 5 {
+		if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", nil); st != 200 {
+			t.Fatalf("GET narinfo: %d", st)
+		}
+		do(t, "GET", ts.URL+"/"+p.Hash+".narinfo", nil) // the union view counts too
+	}
+	if got := lastUsed(t, ts, omniApp, p.Hash); !got.Equal(pushed) {
+		t.Fatalf("a GET wrote to the index (last use %v, pushed %v): reads must be batched", got, pushed)
+	}
+	if ts.reads.n != 1 {
+		t.Fatalf("%d reads pending after 10 GETs of one path, want 1", ts.reads.n)
+	}
+	ts.flushReads(context.Background())
+	if got := lastUsed(t, ts, omniApp, p.Hash); !got.Equal(clock) {
+		t.Fatalf("after the flush the path was last used %v, want the read's time %v", got, clock)
+	}
+	// Within the interval another read is not recorded again; after it, it is.
+	do(t, "GET", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", nil)
+	if ts.reads.n != 0 {
+		t.Fatalf("a read within the interval was recorded again")
+	}
+	clock = clock.Add(2 * time.Hour)
+	do(t, "GET", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", nil)
+	// An absent path is not recorded.
+	do(t, "GET", ts.URL+"/omnicorp/app/"+storeHash("absent")+".narinfo", nil)
+	if ts.reads.n != 1 {
+		t.Fatalf("%d reads pending, want 1 (the read after the interval)", ts.reads.n)
+	}
+}
+
+// What a collection removes is a 404 through a running server within
+// seconds, lookup caches included; nothing is served half (a narinfo
+// whose NAR is gone).
+func TestCollectedIsNotFoundThroughRunningServer(t *testing.T) {
+	ts := newTestServer(t, "", nil, func(c *Config) { c.GenerationPoll = 20 * time.Millisecond })
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ts.Maintain(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	dep := makePath(t, "dep", nixname.CompressionXZ)
+	app := makePath(t, "app", nixname.CompressionZstd, dep)
+	ts.push(t, "omnicorp/app", dep)
+	ts.push(t, "omnicorp/app", app)
+	urls := []string{
+		ts.URL + "/omnicorp/app/" + app.Hash + ".narinfo", ts.URL + "/omnicorp/app/nar/" + app.FileName,
+		ts.URL + "/omnicorp/app/" + dep.Hash + ".narinfo", ts.URL + "/nar/" + dep.FileName,
+		ts.URL + "/" + app.Hash + ".narinfo",
+	}
+	for _, u := range urls { // now in the lookup caches
+		if st, _, _ := do(t, "GET", u, nil); st != 200 {
+			t.Fatalf("GET %s: %d", u, st)
+		}
+	}
+	col, err := gc.New(gc.Config{Index: ts.idx, Blob: ts.blob, Logger: ts.log, InvalidateDelay: 200 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ret := gc.DefaultRetention()
+	ret.Grace = 0
+	rep, err := col.Collect(context.Background(), gc.Options{Retention: ret, OverrideKeepFor: true, OlderThan: 0})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.Paths() != 2 || rep.NarsDeleted != 2 {
+		t.Fatalf("collection removed %d paths, %d NARs; want 2, 2", rep.Paths(), rep.NarsDeleted)
+	}
+	for _, u := range urls {
+		if st, body, _ := do(t, "GET", u, nil); st != http.StatusNotFound || strings.Contains(body, "internal") {
+			t.Errorf("GET %s after the collection: %d %q, want 404", u, st, body)
+		}
+	}
+	if n := ts.countBlobs(t); n != 0 {
+		t.Errorf("%d NAR files left on disk", n)
+	}
+	// The flake can push the same paths again.
+	ts.push(t, "omnicorp/app", dep)
+	ts.push(t, "omnicorp/app", app)
+	if st, _, _ := do(t, "GET", urls[0], nil); st != 200 {
+		t.Errorf("re-pushed path: %d", st)
+	}
+}
+
+// A NAR upload while a collection deletes that file is refused with 503
+// (Nix retries) and records nothing; once the collection is done it is
+// stored anew.
+func TestUploadOfNarBeingCollected(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	p := makePath(t, "doomed", nixname.CompressionXZ)
+	if st, body, _ := do(t, "PUT", ts.URL+"/omnicorp/app/nar/"+p.FileName, p.File); st != 201 {
+		t.Fatalf("PUT nar: %d %s", st, body)
+	}
+	c := ts.idx.(index.Collectable)
+	ctx := context.Background()
+	future := time.Now().Add(time.Hour)
+	if _, err := c.ReleaseNars(ctx, omniApp, future); err != nil {
+		t.Fatal(err)
+	}
+	if d, err := c.DoomNars(ctx, future); err != nil || len(d) != 1 {
+		t.Fatalf("DoomNars = %v, %v", d, err)
+	}
+	st, body, h := do(t, "PUT", ts.URL+"/omnicorp/app/nar/"+p.FileName, p.File)
+	if st != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, "garbage collection") {
+		t.Fatalf("PUT of a NAR being collected: %d %q %v, want 503 with Retry-After", st, body, h)
+	}
+	if o, _ := ts.idx.Owners(ctx, index.KindNar, p.FileName); len(o) != 0 {
+		t.Fatalf("a refused upload recorded an owner: %v", o)
+	}
+	if err := ts.blob.Delete(ctx, "nar/"+p.FileName); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.ForgetNars(ctx, []string{p.FileName}); err != nil {
+		t.Fatal(err)
+	}
+	ts.push(t, "omnicorp/app", p)
+	if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/app/nar/"+p.FileName, nil); st != 200 {
+		t.Fatalf("NAR pushed after the collection: %d", st)
+	}
+}
+
+// A NAR the index lists whose blob is gone (collected after a cached
+// lookup) is a 404, not a 500.
+func TestListedNarWithoutBlobIsNotFound(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	p := makePath(t, "gone", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", p)
+	u := ts.URL + "/omnicorp/app/nar/" + p.FileName
+	if st, _, _ := do(t, "GET", u, nil); st != 200 {
+		t.Fatalf("GET: %d", st)
+	}
+	if err := ts.blob.Delete(context.Background(), "nar/"+p.FileName); err != nil {
+		t.Fatal(err)
+	}
+	if st, body, _ := do(t, "GET", u, nil); st != http.StatusNotFound || body != "not found\n" && !strings.HasPrefix(body, "not found") {
+		t.Fatalf("GET of a collected blob: %d %q, want 404", st, body)
+	}
+}
+
+func TestPins(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	dep := makePath(t, "pin-dep", nixname.CompressionXZ)
+	top := makePath(t, "pin-top", nixname.CompressionXZ, dep)
+	other := makePath(t, "other-only", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", dep)
+	ts.push(t, "omnicorp/app", top)
+	ts.push(t, "omnicorp/other", other)
+	base := ts.URL + "/omnicorp/app/_pins"
+	st, body, h := do(t, "PUT", base+"/release", []byte(top.StorePath()+"\n"))
+	if st != 200 || h.Get("Content-Type") != "application/json" || !strings.Contains(body, `"store_path":"`+top.StorePath()+`"`) {
+		t.Fatalf("PUT pin: %d %s", st, body)
+	}
+	// By base name too; a second name for the same path.
+	if st, body, _ := do(t, "PUT", base+"/deployed", []byte(top.Base)); st != 200 {
+		t.Fatalf("PUT pin by base name: %d %s", st, body)
+	}
+	st, body, _ = do(t, "GET", base, nil)
+	if st != 200 || strings.Count(body, top.StorePath()) != 2 || !strings.Contains(body, `"name":"deployed"`) {
+		t.Fatalf("GET pins: %d %s", st, body)
+	}
+	// Another flake's path, an absent one: the same 404 (no existence leak).
+	_, absentBody, _ := do(t, "PUT", base+"/x", []byte("/nix/store/"+storeHash("absent")+"-absent"))
+	st, otherBody, _ := do(t, "PUT", base+"/x", []byte(other.StorePath()))
+	if st != 404 || strings.ReplaceAll(otherBody, other.Hash, "H") != strings.ReplaceAll(absentBody, storeHash("absent"), "H") {
+		t.Fatalf("pinning another flake's path: %d %q; absent path: %q", st, otherBody, absentBody)
+	}
+	for _, bad := range []string{"", "hello", "/nix/store/" + top.Hash, "/etc/" + top.Base, "/nix/store/" + top.Base + "/bin"} {
+		if st, body, _ := do(t, "PUT", base+"/bad", []byte(bad)); st != 400 {
+			t.Errorf("pin body %q: %d %s, want 400", bad, st, body)
+		}
+	}
+	if st, _, _ := do(t, "PUT", base+"/big", make([]byte, maxPinBody+1)); st != 400 {
+		t.Errorf("oversized pin body: %d, want 400", st)
+	}
+	if st, body, _ := do(t, "GET", ts.URL+"/omnicorp/other/_pins", nil); st != 200 || body != `{"pins":[]}`+"\n" {
+		t.Errorf("other flake's pins: %d %s", st, body)
+	}
+	if u := lastUsed(t, ts, omniApp, top.Hash); time.Since(u) > time.Minute {
+		t.Errorf("pinning did not mark the path used (%v)", u)
+	}
+	if st, _, _ := do(t, "DELETE", base+"/release", nil); st != 200 {
+		t.Fatalf("DELETE pin: %d", st)
+	}
+	if st, _, _ := do(t, "DELETE", base+"/release", nil); st != 404 {
+		t.Fatalf("DELETE of an absent pin: %d, want 404", st)
+	}
+	if st, body, _ := do(t, "GET", base, nil); st != 200 || strings.Contains(body, `"release"`) {
+		t.Fatalf("GET pins after unpinning: %d %s", st, body)
+	}
+}

@@ -1,0 +1,134 @@
+package cacheserver
+
+import (
+	"context"
+	"slices"
+	"sync"
+	"time"
+
+	lru "github.com/hashicorp/golang-lru/v2"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
+)
+
+// readTracker records narinfo reads for retention (keep_for counts from a
+// path's last push or read) coarsely: a flake's path is recorded at most
+// once per interval, and records are written in batches (flush), never one
+// write per GET. Memory is bounded: maxTracked recent entries, maxPending
+// unwritten ones (beyond it reads are not recorded until the next flush).
+type readTracker struct {
+	every  time.Duration
+	now    func() time.Time
+	mu     sync.Mutex
+	recent *lru.Cache[cacheKey, int64] // when last recorded (unix ns)
+	// pending are the reads to write at the next flush, per flake.
+	pending map[nixname.Flake][]string
+	n       int
+}
+
+const (
+	maxTracked = 1 << 18
+	maxPending = 1 << 17
+)
+
+// newReadTracker records each path at most once per every; every <= 0
+// switches recording off (nil tracker).
+func newReadTracker(every time.Duration) *readTracker {
+	if every <= 0 {
+		return nil
+	}
+	recent, _ := lru.New[cacheKey, int64](maxTracked)
+	return &readTracker{every: every, now: time.Now, recent: recent, pending: map[nixname.Flake][]string{}}
+}
+
+// record notes a read of flake's path.
+func (t *readTracker) record(flake nixname.Flake, hash string) {
+	if t == nil || flake.IsZero() {
+		return
+	}
+	k := cacheKey{flake, hash}
+	now := t.now().UnixNano()
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if at, ok := t.recent.Get(k); ok && now-at < int64(t.every) {
+		return
+	}
+	if t.n >= maxPending {
+		return
+	}
+	t.recent.Add(k, now)
+	t.pending[flake] = append(t.pending[flake], hash)
+	t.n++
+}
+
+// take returns and clears the pending reads.
+func (t *readTracker) take() map[nixname.Flake][]string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	p := t.pending
+	t.pending, t.n = map[nixname.Flake][]string{}, 0
+	return p
+}
+
+// flushReads writes the pending reads to the index (a batch per flake).
+func (s *Server) flushReads(ctx context.Context) {
+	c, ok := s.idx.(index.Collectable)
+	if !ok || s.reads == nil {
+		return
+	}
+	now := s.reads.now()
+	for flake, hashes := range s.reads.take() {
+		for chunk := range slices.Chunk(hashes, 5000) {
+			if err := c.TouchPaths(ctx, flake, chunk, now); err != nil {
+				s.log.WarnContext(ctx, "record reads for retention (lost: the paths count as read at their previous use)", "flake", flake.String(), "paths", len(chunk), "err", err)
+			}
+		}
+	}
+}
+
+// InvalidateCaches drops the in-memory lookup caches (after a garbage
+// collection in this process).
+func (s *Server) InvalidateCaches() { s.hits.clear() }
+
+// Maintain runs the server's background work until ctx is done: it writes
+// recorded reads every ReadFlushInterval and polls the index's collection
+// generation every GenerationPoll, clearing the lookup caches when a
+// collection (in any process sharing the index) removed something. On
+// return it writes the reads still pending.
+func (s *Server) Maintain(ctx context.Context) {
+	c, ok := s.idx.(index.Collectable)
+	if !ok {
+		return
+	}
+	gen, err := c.Generation(ctx)
+	if err != nil {
+		s.log.WarnContext(ctx, "read the garbage collection generation", "err", err)
+	}
+	poll := time.NewTicker(s.genPoll)
+	defer poll.Stop()
+	flush := time.NewTicker(s.readFlush)
+	defer flush.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			s.flushReads(fctx)
+			cancel()
+			return
+		case <-flush.C:
+			s.flushReads(ctx)
+		case <-poll.C:
+			g, err := c.Generation(ctx)
+			if err != nil {
+				s.log.WarnContext(ctx, "read the garbage collection generation", "err", err)
+				continue
+			}
+			if g != gen {
+				s.hits.clear()
+				s.log.InfoContext(ctx, "garbage collection removed objects: lookup caches cleared", "generation", g)
+				gen = g
+			}
+		}
+	}
+}

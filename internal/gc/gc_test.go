@@ -1,0 +1,406 @@
+package gc
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/index/indextest"
+	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/testutil"
+)
+
+var (
+	flakeA = nixname.Flake{Org: "omnicorp", Name: "a"}
+	flakeB = nixname.Flake{Org: "omnicorp", Name: "b"}
+	// now is the collections' clock; paths are recorded at now - age.
+	now = time.Date(2026, 6, 1, 12, 0, 0, 0, time.UTC)
+	day = 24 * time.Hour
+)
+
+// world is one backend's index and blob store with a collector on them.
+type world struct {
+	t    *testing.T
+	idx  index.Index
+	c    index.Collectable
+	blob blob.Store
+	gc   *Collector
+	log  *testutil.LogBuffer
+}
+
+func newWorld(t *testing.T, b backend) *world {
+	x, bs := b.open(t)
+	log := &testutil.LogBuffer{}
+	gc, err := New(Config{Index: x, Blob: bs, Logger: slog.New(slog.NewTextHandler(log, nil)), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &world{t: t, idx: x, c: x.(index.Collectable), blob: bs, gc: gc, log: log}
+}
+
+func ctx(t *testing.T) context.Context {
+	c, cancel := context.WithTimeout(context.Background(), time.Minute)
+	t.Cleanup(cancel)
+	return c
+}
+
+// narSize is every test NAR's narSize: LRU cases count in multiples of it.
+const narSize = 1000
+
+func narFile(i int) string { return indextest.NarFile(i) }
+func hash(i int) string    { return indextest.Hash(i) }
+
+// push stores NAR i (its blob, then the records, as the server does) and
+// flake's path i referencing refs, used age ago.
+func (w *world) push(flake nixname.Flake, i int, age time.Duration, refs ...int) {
+	w.t.Helper()
+	cx := ctx(w.t)
+	at := now.Add(-age)
+	n := index.Nar{File: narFile(i), Compression: nixname.CompressionXZ, FileHash: fmt.Sprint("sha256:f", i), FileSize: narSize,
+		NarHash: fmt.Sprint("sha256:n", i), NarSize: 2 * narSize, CreatedAt: at}
+	if err := w.c.ClaimNar(cx, n); err != nil {
+		w.t.Fatal(err)
+	}
+	bw, err := w.blob.Create(cx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	bw.Write(bytes.Repeat([]byte{byte(i)}, narSize))
+	if err := bw.Commit(cx, "nar/"+n.File); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.idx.PutNar(cx, flake, n); err != nil {
+		w.t.Fatal(err)
+	}
+	names := []string{}
+	for _, r := range refs {
+		names = append(names, fmt.Sprint(hash(r), "-p", r))
+	}
+	slices.Sort(names)
+	p := index.Path{Hash: hash(i), StorePath: fmt.Sprint("/nix/store/", hash(i), "-p", i), NarFile: n.File, NarHash: n.NarHash,
+		References: names, NarInfo: []byte("narinfo\n"), CreatedAt: at}
+	if err := w.c.AddPath(cx, flake, p); err != nil {
+		w.t.Fatalf("push %v path %d: %v", flake, i, err)
+	}
+}
+
+// has reports whether flake holds path i.
+func (w *world) has(flake nixname.Flake, i int) bool {
+	w.t.Helper()
+	_, err := w.idx.GetPath(ctx(w.t), flake, hash(i))
+	if err != nil && !errors.Is(err, index.ErrNotFound) {
+		w.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// stored reports whether NAR i's blob is in storage.
+func (w *world) stored(i int) bool {
+	w.t.Helper()
+	_, err := w.blob.Stat(ctx(w.t), "nar/"+narFile(i))
+	if err != nil && !errors.Is(err, blob.ErrNotFound) {
+		w.t.Fatal(err)
+	}
+	return err == nil
+}
+
+// want checks which of paths 0..n-1 the flake holds.
+func (w *world) want(flake nixname.Flake, n int, held ...int) {
+	w.t.Helper()
+	for i := range n {
+		if got, want := w.has(flake, i), slices.Contains(held, i); got != want {
+			w.t.Errorf("%v holds path %d: %v, want %v", flake, i, got, want)
+		}
+	}
+}
+
+// wantStored checks which of NARs 0..n-1 are in storage.
+func (w *world) wantStored(n int, kept ...int) {
+	w.t.Helper()
+	for i := range n {
+		if got, want := w.stored(i), slices.Contains(kept, i); got != want {
+			w.t.Errorf("NAR %d stored: %v, want %v", i, got, want)
+		}
+	}
+}
+
+func (w *world) collect(opts Options) Report {
+	w.t.Helper()
+	rep, err := w.gc.Collect(ctx(w.t), opts)
+	if err != nil {
+		w.t.Fatalf("Collect: %v", err)
+	}
+	return rep
+}
+
+func keepFor(d time.Duration) Retention {
+	r := DefaultRetention()
+	r.Default.KeepFor = d
+	return r
+}
+
+func forEach(t *testing.T, fn func(t *testing.T, w *world)) {
+	for _, b := range backends() {
+		t.Run(b.name, func(t *testing.T) { fn(t, newWorld(t, b)) })
+	}
+}
+
+func flakeReport(rep Report, f nixname.Flake) FlakeReport {
+	for _, fr := range rep.Flakes {
+		if fr.Flake == f {
+			return fr
+		}
+	}
+	return FlakeReport{}
+}
+
+func TestExpiryByAge(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 40*day)
+		w.push(flakeA, 1, 2*day)
+		w.push(flakeA, 2, 31*day)
+		rep := w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 3, 1)
+		w.wantStored(3, 1)
+		fr := flakeReport(rep, flakeA)
+		if fr.Paths != 2 || fr.Bytes != 2*narSize || fr.Reasons[ReasonExpired] != 2 || fr.NarsReleased != 2 || fr.Kept != 1 {
+			t.Errorf("report for %v = %+v", flakeA, fr)
+		}
+		if rep.NarsDeleted != 2 || rep.BytesFreed != 2*narSize {
+			t.Errorf("report: %d NARs, %d bytes deleted; want 2, %d", rep.NarsDeleted, rep.BytesFreed, 2*narSize)
+		}
+		if !strings.Contains(w.log.String(), "garbage collection done") {
+			t.Errorf("no log line for the collection:\n%s", w.log)
+		}
+		// Nothing expires without keep_for; -older-than overrides it.
+		w.collect(Options{Retention: DefaultRetention()})
+		w.want(flakeA, 3, 1)
+		w.collect(Options{Retention: keepFor(30 * day), OverrideKeepFor: true, OlderThan: day})
+		w.want(flakeA, 3)
+		w.wantStored(3)
+	})
+}
+
+func TestExpiryByRead(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 40*day)
+		w.push(flakeA, 1, 40*day)
+		w.push(flakeB, 1, 40*day)
+		// Read through flake A a day ago: kept in A, not in B.
+		if err := w.c.TouchPaths(ctx(t), flakeA, []string{hash(0), hash(1)}, now.Add(-day)); err != nil {
+			t.Fatal(err)
+		}
+		w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 2, 0, 1)
+		w.want(flakeB, 2)
+		w.wantStored(2, 0, 1)
+	})
+}
+
+func TestLRUBySize(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		// Flake A: four paths of one narSize each, used 4…1 days ago; max
+		// two: the two least recently used go.
+		for i := range 4 {
+			w.push(flakeA, i, time.Duration(4-i)*day)
+		}
+		r := keepFor(30 * day)
+		r.Flakes = map[nixname.Flake]Policy{flakeA: {KeepFor: 30 * day, MaxSize: 2 * narSize}}
+		rep := w.collect(Options{Retention: r})
+		w.want(flakeA, 4, 2, 3)
+		if fr := flakeReport(rep, flakeA); fr.Reasons[ReasonFlakeMaxSize] != 2 {
+			t.Errorf("report %+v, want 2 paths gone for the flake's max_size", fr)
+		}
+		// The whole store: B's path (5 days) is the least recently used.
+		w.push(flakeB, 4, 5*day)
+		w.push(flakeB, 5, time.Hour*2)
+		r.MaxSize = 3 * narSize
+		rep = w.collect(Options{Retention: r})
+		w.want(flakeB, 6, 5)
+		w.want(flakeA, 4, 2, 3)
+		w.wantStored(6, 2, 3, 5)
+		if fr := flakeReport(rep, flakeB); fr.Reasons[ReasonGlobalMaxSize] != 1 {
+			t.Errorf("report %+v, want 1 path gone for the store's max_size", fr)
+		}
+	})
+}
+
+func TestPinsKeepClosures(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		// 0 ← 1 ← 2 (2 references 1, which references 0), all old; 3 old.
+		w.push(flakeA, 0, 90*day)
+		w.push(flakeA, 1, 90*day, 0)
+		w.push(flakeA, 2, 90*day, 1, 0)
+		w.push(flakeA, 3, 90*day)
+		if err := w.c.PutPin(ctx(t), flakeA, index.Pin{Name: "release", Hash: hash(2), CreatedAt: now.Add(-80 * day)}); err != nil {
+			t.Fatal(err)
+		}
+		r := keepFor(30 * day)
+		r.Default.MaxSize = 1 // pins are kept whatever the narSize
+		w.collect(Options{Retention: r, OverrideKeepFor: true, OlderThan: 0})
+		w.want(flakeA, 4, 0, 1, 2)
+		w.wantStored(4, 0, 1, 2)
+		if err := w.c.DeletePin(ctx(t), flakeA, "release"); err != nil {
+			t.Fatal(err)
+		}
+		w.collect(Options{Retention: r})
+		w.want(flakeA, 4)
+		w.wantStored(4)
+	})
+}
+
+func TestClosureOfRecentPathKept(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 90*day)
+		w.push(flakeA, 1, 90*day, 0)
+		w.push(flakeA, 2, 90*day)
+		// A recent path referencing 1 (pushed with the same time, so the
+		// push's touch of 1 does not count: only the closure keeps 0).
+		w.push(flakeA, 3, 90*day, 1)
+		if err := w.c.TouchPaths(ctx(t), flakeA, []string{hash(3)}, now.Add(-day)); err != nil {
+			t.Fatal(err)
+		}
+		w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 4, 0, 1, 3)
+	})
+}
+
+func TestSharedNarSurvivesUntilBothRelease(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 40*day)
+		w.push(flakeB, 0, 10*day)
+		w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 1)
+		w.want(flakeB, 1, 0)
+		w.wantStored(1, 0)
+		if o, _ := w.idx.Owners(ctx(t), index.KindNar, narFile(0)); !slices.Equal(o, []nixname.Flake{flakeB}) {
+			t.Errorf("owners of the shared NAR = %v, want only %v", o, flakeB)
+		}
+		r := keepFor(30 * day)
+		r.Flakes = map[nixname.Flake]Policy{flakeB: {KeepFor: 5 * day}}
+		w.collect(Options{Retention: r})
+		w.want(flakeB, 1)
+		w.wantStored(1)
+	})
+}
+
+// snapshot is everything a collection could change.
+func (w *world) snapshot(flakes []nixname.Flake, n int) string {
+	var b strings.Builder
+	for _, f := range flakes {
+		uses := map[string]index.PathUse{}
+		w.c.ScanPaths(ctx(w.t), f, func(u index.PathUse) error { uses[u.Hash] = u; return nil })
+		for _, h := range slices.Sorted(maps.Keys(uses)) {
+			fmt.Fprintf(&b, "%v %+v\n", f, uses[h])
+		}
+	}
+	for i := range n {
+		o, _ := w.idx.Owners(ctx(w.t), index.KindNar, narFile(i))
+		_, err := w.idx.GetNar(ctx(w.t), nixname.Flake{}, narFile(i))
+		fmt.Fprintf(&b, "nar %d owners %v record %v stored %v\n", i, o, err == nil, w.stored(i))
+	}
+	g, _ := w.c.Generation(ctx(w.t))
+	fmt.Fprintf(&b, "generation %d\n", g)
+	return b.String()
+}
+
+func TestDryRunChangesNothing(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 40*day)
+		w.push(flakeA, 1, 40*day, 0)
+		w.push(flakeA, 2, 1*day)
+		w.push(flakeB, 0, 40*day)
+		// A NAR without a path or owner (an abandoned upload).
+		if err := w.c.ClaimNar(ctx(t), index.Nar{File: narFile(3), FileSize: narSize, CreatedAt: now.Add(-40 * day)}); err != nil {
+			t.Fatal(err)
+		}
+		before := w.snapshot([]nixname.Flake{flakeA, flakeB}, 4)
+		rep := w.collect(Options{Retention: keepFor(30 * day), DryRun: true, Verbose: true})
+		if after := w.snapshot([]nixname.Flake{flakeA, flakeB}, 4); after != before {
+			t.Fatalf("a dry run changed the index or storage:\nbefore:\n%s\nafter:\n%s", before, after)
+		}
+		fr := flakeReport(rep, flakeA)
+		if fr.Paths != 2 || fr.Bytes != 2*narSize || len(fr.Removed) != 2 || fr.Removed[0].Reason != ReasonExpired {
+			t.Errorf("dry run report for %v = %+v, want paths 0 and 1 (expired)", flakeA, fr)
+		}
+		// The real collection does what the dry run said.
+		real := w.collect(Options{Retention: keepFor(30 * day)})
+		if got := flakeReport(real, flakeA); got.Paths != fr.Paths || got.Bytes != fr.Bytes {
+			t.Errorf("collection %+v differs from its dry run %+v", got, fr)
+		}
+		w.want(flakeA, 3, 2)
+		w.wantStored(4, 2)
+	})
+}
+
+// A path used after the collection read the flake (a read, a push
+// referencing it) is not deleted, nor anything in its closure.
+func TestUsedDuringCollectionKeepsClosure(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 90*day)
+		w.push(flakeA, 1, 90*day, 0)
+		w.push(flakeA, 2, 90*day, 1)
+		w.push(flakeA, 3, 90*day)
+		w.push(flakeA, 4, 90*day)
+		w.gc.beforeDelete = func(f nixname.Flake) {
+			if f != flakeA {
+				return
+			}
+			// A read of 1 and a push of 5 referencing 3, both now.
+			if err := w.c.TouchPaths(ctx(t), flakeA, []string{hash(1)}, now); err != nil {
+				t.Fatal(err)
+			}
+			w.push(flakeA, 5, 0, 3)
+		}
+		rep := w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 6, 0, 1, 3, 5)
+		w.wantStored(6, 0, 1, 3, 5)
+		if fr := flakeReport(rep, flakeA); fr.Paths != 2 || fr.Skipped != 3 {
+			t.Errorf("report %+v, want 2 deleted (2 and 4) and 3 skipped (1, 0, 3)", fr)
+		}
+	})
+}
+
+// The grace period: nothing used within it goes, even with -older-than 0,
+// and a NAR uploaded without its narinfo yet keeps its owner.
+func TestGracePeriod(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 10*time.Minute)
+		w.push(flakeA, 1, 2*time.Hour)
+		n := index.Nar{File: narFile(2), FileSize: narSize, CreatedAt: now.Add(-10 * time.Minute)}
+		if err := w.idx.PutNar(ctx(t), flakeA, n); err != nil {
+			t.Fatal(err)
+		}
+		w.collect(Options{Retention: DefaultRetention(), OverrideKeepFor: true, OlderThan: 0})
+		w.want(flakeA, 2, 0)
+		if o, _ := w.idx.Owners(ctx(t), index.KindNar, narFile(2)); len(o) != 1 {
+			t.Errorf("a NAR uploaded within the grace period lost its owner: %v", o)
+		}
+	})
+}
+
+func TestOneCollectionAtATime(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		unlock, err := w.c.LockCollector(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer unlock()
+		if _, err := w.gc.Collect(ctx(t), Options{Retention: DefaultRetention()}); !errors.Is(err, index.ErrBusy) {
+			t.Fatalf("Collect while another holds the lock: %v, want ErrBusy", err)
+		}
+		// A dry run changes nothing and needs no lock.
+		if _, err := w.gc.Collect(ctx(t), Options{Retention: DefaultRetention(), DryRun: true}); err != nil {
+			t.Fatalf("dry run while another collection runs: %v", err)
+		}
+	})
+}

@@ -1,0 +1,446 @@
+package indextest
+
+import (
+	"errors"
+	"fmt"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixname"
+)
+
+// The garbage collector's index methods (index.Collectable), run by Run.
+
+func collectable(t *testing.T, x index.Index) index.Collectable {
+	t.Helper()
+	c, ok := x.(index.Collectable)
+	if !ok {
+		t.Fatalf("%T does not implement index.Collectable", x)
+	}
+	return c
+}
+
+// t0 is an old time: paths and NARs recorded at t0 are collectable.
+var t0 = micro
+
+// push records flake's NAR i and path i (with refs) through AddPath, at t.
+func push(t *testing.T, x index.Index, flake nixname.Flake, i int, at time.Time, refs ...int) {
+	t.Helper()
+	ctx := ctxFor(t)
+	n := nar(i)
+	n.CreatedAt = at
+	must(t, x.PutNar(ctx, flake, n))
+	var names []string
+	for _, r := range refs {
+		names = append(names, Hash(r)+"-pkg"+fmt.Sprint(r))
+	}
+	p := path(i, names...)
+	p.CreatedAt = at
+	must(t, collectable(t, x).AddPath(ctx, flake, p))
+}
+
+// uses returns the flake's paths as ScanPaths reports them, by hash.
+func uses(t *testing.T, x index.Index, flake nixname.Flake) map[string]index.PathUse {
+	t.Helper()
+	out := map[string]index.PathUse{}
+	must(t, collectable(t, x).ScanPaths(ctxFor(t), flake, func(u index.PathUse) error {
+		if _, dup := out[u.Hash]; dup {
+			t.Errorf("ScanPaths gave %s twice", u.Hash)
+		}
+		out[u.Hash] = u
+		return nil
+	}))
+	return out
+}
+
+// deletePaths dooms and deletes, as a collection does when nothing is
+// used meanwhile, and returns what it deleted.
+func deletePaths(t *testing.T, c index.Collectable, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
+	t.Helper()
+	ctx := ctxFor(t)
+	doomed, err := c.DoomPaths(ctx, flake, hashes, cutoff)
+	if err != nil {
+		return nil, err
+	}
+	n, err := c.DeleteDoomed(ctx, flake)
+	if err == nil && n != int64(len(doomed)) {
+		t.Errorf("DeleteDoomed deleted %d paths, %d were doomed", n, len(doomed))
+	}
+	return doomed, err
+}
+
+func runGC(t *testing.T, open func(t *testing.T) index.Index) {
+	t.Run("AddPathRequiresNarAndReferences", func(t *testing.T) { testAddPath(t, open(t)) })
+	t.Run("TouchPaths", func(t *testing.T) { testTouchPaths(t, open(t)) })
+	t.Run("Pins", func(t *testing.T) { testPins(t, open(t)) })
+	t.Run("DeletePaths", func(t *testing.T) { testDeletePaths(t, open(t)) })
+	t.Run("DoomedPaths", func(t *testing.T) { testDoomedPaths(t, open(t)) })
+	t.Run("ReleaseAndDoomNars", func(t *testing.T) { testReleaseNars(t, open(t)) })
+	t.Run("ScanPages", func(t *testing.T) { testScanPages(t, open(t)) })
+	t.Run("UsageAndGeneration", func(t *testing.T) { testUsage(t, open(t)) })
+	t.Run("LockCollector", func(t *testing.T) {
+		x := open(t)
+		testLock(t, x, x)
+	})
+}
+
+func testAddPath(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	// No NAR owned: refused, nothing recorded.
+	if err := c.AddPath(ctx, flakeA, path(1)); !errors.Is(err, index.ErrNotHeld) {
+		t.Fatalf("AddPath without the NAR: %v, want ErrNotHeld", err)
+	}
+	if _, err := x.GetPath(ctx, flakeA, Hash(1)); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("a refused AddPath recorded the path: %v", err)
+	}
+	// Another flake owning the NAR does not count.
+	must(t, x.PutNar(ctx, flakeB, nar(1)))
+	if err := c.AddPath(ctx, flakeA, path(1)); !errors.Is(err, index.ErrNotHeld) {
+		t.Fatalf("AddPath with another flake's NAR: %v, want ErrNotHeld", err)
+	}
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeB, 2, t0)
+	// A reference the flake does not hold (another flake does): refused.
+	must(t, x.PutNar(ctx, flakeA, nar(3)))
+	p3 := path(3, Hash(1)+"-pkg1", Hash(2)+"-pkg2")
+	if err := c.AddPath(ctx, flakeA, p3); !errors.Is(err, index.ErrNotHeld) {
+		t.Fatalf("AddPath with a reference the flake lacks: %v, want ErrNotHeld", err)
+	}
+	if _, err := x.GetPath(ctx, flakeA, Hash(3)); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("a refused AddPath recorded the path: %v", err)
+	}
+	// Held references (and a self-reference) are accepted and marked used.
+	now := t0.Add(time.Hour)
+	p3 = path(3, Hash(1)+"-pkg1", Hash(3)+"-pkg3")
+	p3.CreatedAt = now
+	must(t, c.AddPath(ctx, flakeA, p3))
+	u := uses(t, x, flakeA)
+	if !u[Hash(1)].LastUsed.Equal(now) || !u[Hash(3)].LastUsed.Equal(now) {
+		t.Errorf("after AddPath: reference used %v, path used %v; want both %v", u[Hash(1)].LastUsed, u[Hash(3)].LastUsed, now)
+	}
+	if got := u[Hash(3)].Refs; !slices.Equal(got, []string{Hash(1)}) {
+		t.Errorf("ScanPaths refs = %v, want the reference without the self-reference", got)
+	}
+	if u[Hash(3)].Size != nar(3).FileSize || u[Hash(3)].NarFile != NarFile(3) {
+		t.Errorf("ScanPaths = %+v, want the NAR file and its size %d", u[Hash(3)], nar(3).FileSize)
+	}
+	// Pushing the same content again marks it used; other content is a
+	// conflict that changes nothing.
+	later := now.Add(time.Hour)
+	again := p3
+	again.CreatedAt = later
+	must(t, c.AddPath(ctx, flakeA, again))
+	if got := uses(t, x, flakeA)[Hash(3)].LastUsed; !got.Equal(later) {
+		t.Errorf("a re-push left last use at %v, want %v", got, later)
+	}
+	other := otherContents(p3, "x", 3)
+	other.CreatedAt = later.Add(time.Hour)
+	must(t, c.AddPath(ctx, flakeA, other))
+	if got, _ := x.GetPath(ctx, flakeA, Hash(3)); got.NarHash != p3.NarHash {
+		t.Errorf("a conflicting AddPath replaced the first content: %s", got.NarHash)
+	}
+	if got := uses(t, x, flakeA)[Hash(3)].LastUsed; !got.Equal(later) {
+		t.Errorf("a conflicting push marked the path used (%v)", got)
+	}
+}
+
+func testTouchPaths(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeB, 1, t0)
+	t1 := t0.Add(time.Hour)
+	must(t, c.TouchPaths(ctx, flakeA, []string{Hash(1), Hash(9)}, t1)) // absent hashes are ignored
+	if got := uses(t, x, flakeA)[Hash(1)].LastUsed; !got.Equal(t1) {
+		t.Errorf("touched path used %v, want %v", got, t1)
+	}
+	if got := uses(t, x, flakeB)[Hash(1)].LastUsed; !got.Equal(t0) {
+		t.Errorf("touching flake A's path changed flake B's (%v)", got)
+	}
+	must(t, c.TouchPaths(ctx, flakeA, []string{Hash(1)}, t0)) // never back
+	if got := uses(t, x, flakeA)[Hash(1)].LastUsed; !got.Equal(t1) {
+		t.Errorf("an older touch moved the last use back to %v", got)
+	}
+	must(t, c.TouchPaths(ctx, flakeA, nil, t1))
+}
+
+func testPins(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	if err := c.PutPin(ctx, flakeB, index.Pin{Name: "release", Hash: Hash(1)}); !errors.Is(err, index.ErrNotFound) {
+		t.Fatalf("pinning a path the flake does not hold: %v, want ErrNotFound", err)
+	}
+	for _, bad := range []string{"", ".x", "a/b", "a b", string(make([]byte, index.MaxPinName+1))} {
+		if err := c.PutPin(ctx, flakeA, index.Pin{Name: bad, Hash: Hash(1)}); err == nil {
+			t.Errorf("pin name %q accepted", bad)
+		}
+	}
+	t1 := t0.Add(time.Hour)
+	must(t, c.PutPin(ctx, flakeA, index.Pin{Name: "release", Hash: Hash(1), CreatedAt: t1}))
+	must(t, c.PutPin(ctx, flakeA, index.Pin{Name: "deployed", Hash: Hash(1), CreatedAt: t1}))
+	if got := uses(t, x, flakeA)[Hash(1)]; !got.Pinned || !got.LastUsed.Equal(t1) {
+		t.Errorf("pinned path = %+v, want Pinned and used at %v", got, t1)
+	}
+	pins, err := c.Pins(ctx, flakeA)
+	must(t, err)
+	if len(pins) != 2 || pins[0].Name != "deployed" || pins[1].Name != "release" || pins[1].StorePath != path(1).StorePath || pins[1].Hash != Hash(1) {
+		t.Fatalf("Pins = %+v", pins)
+	}
+	if other, err := c.Pins(ctx, flakeB); err != nil || len(other) != 0 {
+		t.Errorf("another flake's pins = %v, %v; want none", other, err)
+	}
+	// A pinned path is not deleted, whatever the cutoff.
+	del, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, t1.Add(time.Hour))
+	must(t, err)
+	if !slices.Equal(del, []string{Hash(2)}) {
+		t.Errorf("DeletePaths = %v, want only the unpinned path", del)
+	}
+	// Re-pinning a name moves it; unpinning both releases the path.
+	push(t, x, flakeA, 2, t1)
+	must(t, c.PutPin(ctx, flakeA, index.Pin{Name: "release", Hash: Hash(2)}))
+	must(t, c.DeletePin(ctx, flakeA, "deployed"))
+	if err := c.DeletePin(ctx, flakeA, "deployed"); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("deleting an absent pin: %v, want ErrNotFound", err)
+	}
+	if uses(t, x, flakeA)[Hash(1)].Pinned {
+		t.Error("path 1 still pinned after its pins moved or went")
+	}
+}
+
+func testDeletePaths(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0.Add(2*time.Hour), 1)
+	push(t, x, flakeB, 1, t0)
+	// Path 1 was marked used by path 2's push: only what was used before
+	// the cutoff goes.
+	del, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, t0.Add(time.Hour))
+	must(t, err)
+	if len(del) != 0 {
+		t.Errorf("DeletePaths deleted %v, used after the cutoff", del)
+	}
+	del, err = deletePaths(t, c, flakeA, []string{Hash(2), Hash(1), Hash(7)}, t0.Add(3*time.Hour))
+	must(t, err)
+	slices.Sort(del)
+	want := []string{Hash(1), Hash(2)}
+	slices.Sort(want)
+	if !slices.Equal(del, want) {
+		t.Errorf("DeletePaths = %v, want %v", del, want)
+	}
+	if _, err := x.GetPath(ctx, flakeA, Hash(1)); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("deleted path still served: %v", err)
+	}
+	if _, err := x.GetPath(ctx, flakeB, Hash(1)); err != nil {
+		t.Errorf("deleting flake A's path removed flake B's: %v", err)
+	}
+	// A deleted reference makes a push that names it fail.
+	must(t, x.PutNar(ctx, flakeA, nar(3)))
+	if err := c.AddPath(ctx, flakeA, path(3, Hash(1)+"-pkg1")); !errors.Is(err, index.ErrNotHeld) {
+		t.Errorf("AddPath naming a deleted reference: %v, want ErrNotHeld", err)
+	}
+}
+
+func testReleaseNars(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeB, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	// NAR 3: owned by A without a path (an upload whose narinfo has not
+	// come yet), recently.
+	n3 := nar(3)
+	n3.CreatedAt = t0.Add(2 * time.Hour)
+	must(t, x.PutNar(ctx, flakeA, n3))
+	cutoff := t0.Add(time.Hour)
+	if got, err := c.ReleaseNars(ctx, flakeA, cutoff); err != nil || len(got) != 0 {
+		t.Fatalf("ReleaseNars with every NAR named or recent = %v, %v; want none", got, err)
+	}
+	_, err := deletePaths(t, c, flakeA, []string{Hash(1), Hash(2)}, cutoff)
+	must(t, err)
+	got, err := c.ReleaseNars(ctx, flakeA, cutoff)
+	must(t, err)
+	slices.SortFunc(got, func(a, b index.NarUse) int { return cmpString(a.File, b.File) })
+	want := []index.NarUse{{File: NarFile(1), Size: nar(1).FileSize}, {File: NarFile(2), Size: nar(2).FileSize}}
+	slices.SortFunc(want, func(a, b index.NarUse) int { return cmpString(a.File, b.File) })
+	if !slices.Equal(got, want) {
+		t.Fatalf("ReleaseNars = %v, want %v", got, want)
+	}
+	if o, _ := x.Owners(ctx, index.KindNar, NarFile(1)); !slices.Equal(o, []nixname.Flake{flakeB}) {
+		t.Errorf("owners of the shared NAR = %v, want flake B still", o)
+	}
+	// NAR 1 is still owned by B, NAR 3 is recent: only NAR 2 is doomed.
+	doomed, err := c.DoomNars(ctx, cutoff)
+	must(t, err)
+	if !slices.Equal(doomed, []index.NarUse{{File: NarFile(2), Size: nar(2).FileSize}}) {
+		t.Fatalf("DoomNars = %v, want only NAR 2", doomed)
+	}
+	// While doomed, a push of the file is refused (busy), a claim too.
+	if err := x.PutNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("PutNar of a doomed NAR: %v, want ErrBusy", err)
+	}
+	if err := c.ClaimNar(ctx, nar(2)); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("ClaimNar of a doomed NAR: %v, want ErrBusy", err)
+	}
+	if o, _ := x.Owners(ctx, index.KindNar, NarFile(2)); len(o) != 0 {
+		t.Errorf("a refused PutNar recorded an owner: %v", o)
+	}
+	// A doomed record is listed again until forgotten (an interrupted
+	// collection's work is finished by the next).
+	if again, err := c.DoomNars(ctx, cutoff); err != nil || len(again) != 1 {
+		t.Errorf("DoomNars again = %v, %v; want the doomed NAR listed again", again, err)
+	}
+	must(t, c.ForgetNars(ctx, []string{NarFile(2), NarFile(1)})) // NAR 1 is not doomed: kept
+	if _, err := x.GetNar(ctx, nixname.Flake{}, NarFile(2)); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("forgotten NAR still recorded: %v", err)
+	}
+	if _, err := x.GetNar(ctx, nixname.Flake{}, NarFile(1)); err != nil {
+		t.Errorf("ForgetNars removed a NAR that was not doomed: %v", err)
+	}
+	// Once forgotten, the file can be pushed again.
+	must(t, c.ClaimNar(ctx, nar(2)))
+	must(t, x.PutNar(ctx, flakeA, nar(2)))
+	// A claimed NAR is recent: not doomed even without an owner.
+	n4 := nar(4)
+	n4.CreatedAt = t0.Add(2 * time.Hour)
+	must(t, c.ClaimNar(ctx, n4))
+	if d, err := c.DoomNars(ctx, cutoff); err != nil || len(d) != 0 {
+		t.Errorf("DoomNars = %v, %v; want nothing (claimed recently, owned)", d, err)
+	}
+}
+
+func cmpString(a, b string) int {
+	switch {
+	case a < b:
+		return -1
+	case a > b:
+		return 1
+	}
+	return 0
+}
+
+func testScanPages(t *testing.T, x index.Index) {
+	old := index.ScanPage
+	index.ScanPage = 3
+	t.Cleanup(func() { index.ScanPage = old })
+	for i := range 10 {
+		push(t, x, flakeA, i, t0.Add(time.Duration(i)*time.Minute))
+	}
+	push(t, x, flakeB, 20, t0)
+	u := uses(t, x, flakeA)
+	if len(u) != 10 {
+		t.Fatalf("ScanPaths over pages of 3 gave %d paths, want 10", len(u))
+	}
+	var last []time.Time
+	must(t, collectable(t, x).ScanUsage(ctxFor(t), func(at time.Time, size int64) bool {
+		last = append(last, at)
+		return len(last) < 5
+	}))
+	if len(last) != 5 || !last[0].Equal(t0.Add(9*time.Minute)) || !slices.IsSortedFunc(last, func(a, b time.Time) int { return b.Compare(a) }) {
+		t.Errorf("ScanUsage = %v, want the 5 most recent uses, newest first, then stop", last)
+	}
+	flakes, err := collectable(t, x).CollectableFlakes(ctxFor(t))
+	must(t, err)
+	if !slices.Equal(flakes, []nixname.Flake{flakeA, flakeB}) {
+		t.Errorf("CollectableFlakes = %v", flakes)
+	}
+}
+
+func testUsage(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	push(t, x, flakeB, 1, t0)
+	must(t, x.PutNar(ctx, flakeB, nar(3)))
+	u, err := c.Usage(ctx)
+	must(t, err)
+	want := []index.FlakeUsage{
+		{Flake: flakeA, Paths: 2, Bytes: nar(1).FileSize + nar(2).FileSize},
+		{Flake: flakeB, Paths: 1, Bytes: nar(1).FileSize + nar(3).FileSize},
+	}
+	if !slices.Equal(u, want) {
+		t.Errorf("Usage = %+v, want %+v", u, want)
+	}
+	g0, err := c.Generation(ctx)
+	must(t, err)
+	must(t, c.BumpGeneration(ctx))
+	if g1, err := c.Generation(ctx); err != nil || g1 != g0+1 {
+		t.Errorf("generation after a bump = %d, %v; want %d", g1, err, g0+1)
+	}
+}
+
+// testLock checks that one collector lock is held at a time across a and
+// b (one index or two instances on one database).
+func testLock(t *testing.T, a, b index.Index) {
+	ctx := ctxFor(t)
+	unlock, err := collectable(t, a).LockCollector(ctx)
+	must(t, err)
+	if u2, err := collectable(t, b).LockCollector(ctx); !errors.Is(err, index.ErrBusy) {
+		if u2 != nil {
+			u2()
+		}
+		t.Fatalf("second LockCollector: %v, want ErrBusy", err)
+	}
+	unlock()
+	u3, err := collectable(t, b).LockCollector(ctx)
+	must(t, err)
+	u3()
+}
+
+// A doomed path is still served but can no longer be used: no push may
+// reference it, no pin name it, no read mark it used; spared, it can.
+func testDoomedPaths(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	push(t, x, flakeB, 1, t0)
+	cutoff := t0.Add(time.Hour)
+	doomed, err := c.DoomPaths(ctx, flakeA, []string{Hash(1), Hash(2)}, cutoff)
+	must(t, err)
+	if len(doomed) != 2 {
+		t.Fatalf("DoomPaths = %v, want both", doomed)
+	}
+	if again, err := c.DoomPaths(ctx, flakeA, []string{Hash(1)}, cutoff); err != nil || len(again) != 0 {
+		t.Errorf("dooming a doomed path again = %v, %v; want nothing", again, err)
+	}
+	if _, err := x.GetPath(ctx, flakeA, Hash(1)); err != nil {
+		t.Errorf("a doomed path is served until deleted: %v", err)
+	}
+	must(t, x.PutNar(ctx, flakeA, nar(3)))
+	if err := c.AddPath(ctx, flakeA, path(3, Hash(1)+"-pkg1")); !errors.Is(err, index.ErrNotHeld) {
+		t.Errorf("AddPath referencing a doomed path: %v, want ErrNotHeld", err)
+	}
+	if err := c.PutPin(ctx, flakeA, index.Pin{Name: "p", Hash: Hash(1)}); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("pinning a doomed path: %v, want ErrNotFound", err)
+	}
+	must(t, c.TouchPaths(ctx, flakeA, []string{Hash(1)}, t0.Add(2*time.Hour)))
+	if got := uses(t, x, flakeA)[Hash(1)].LastUsed; !got.Equal(t0) {
+		t.Errorf("a read marked a doomed path used (%v)", got)
+	}
+	// Flake B's record of the same path is not doomed.
+	p3 := path(3, Hash(1)+"-pkg1")
+	must(t, x.PutNar(ctx, flakeB, nar(3)))
+	must(t, c.AddPath(ctx, flakeB, p3))
+	// Spared, path 1 can be used again; path 2 is deleted.
+	must(t, c.SparePaths(ctx, flakeA, []string{Hash(1)}))
+	must(t, c.AddPath(ctx, flakeA, p3))
+	n, err := c.DeleteDoomed(ctx, flakeA)
+	must(t, err)
+	if _, err := x.GetPath(ctx, flakeA, Hash(2)); n != 1 || !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("DeleteDoomed deleted %d paths (path 2: %v), want path 2 only", n, err)
+	}
+	// What an interrupted collection left doomed is spared by nil.
+	_, err = c.DoomPaths(ctx, flakeB, []string{Hash(1)}, cutoff)
+	must(t, err)
+	must(t, c.SparePaths(ctx, flakeB, nil))
+	if n, err := c.DeleteDoomed(ctx, flakeB); err != nil || n != 0 {
+		t.Errorf("DeleteDoomed after sparing everything = %d, %v", n, err)
+	}
+}
