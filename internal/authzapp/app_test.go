@@ -3,6 +3,7 @@ package authzapp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/serve"
 
 	"github.com/flakegate/flakegate/internal/testutil"
 )
@@ -41,6 +43,7 @@ type testService struct {
 	logs        *testutil.LogBuffer
 	stop        context.CancelFunc
 	done        chan error
+	httpTLS     serve.TLSFiles // set by a setup function: HTTP listener over TLS
 }
 
 const (
@@ -95,6 +98,7 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Policies, cfg.Issuers, cfg.OwnersURL = policies, issuers, owners.URL
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.HTTPTLS = ts.httpTLS
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.stop = cancel
 	log := slog.New(slog.NewJSONHandler(ts.logs, nil))
@@ -113,6 +117,9 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 		t.Fatal(err)
 	}
 	ts.grpcAddr, ts.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
+	if cfg.HTTPTLS.Enabled() {
+		ts.httpURL = "https://" + hl.Addr().String()
+	}
 	go func() { ts.done <- app.Serve(ctx, gl, hl) }()
 	t.Cleanup(func() {
 		cancel()
@@ -478,5 +485,30 @@ func TestIdentityProviderOutage(t *testing.T) {
 	}
 	if metrics := httpGet(t, ts.httpURL+"/metrics", 200); !strings.Contains(metrics, `flakegate_identity_issuer_keys_ok{issuer="github"} 1`) {
 		t.Error("flakegate_identity_issuer_keys_ok of github is not 1 after the recovery")
+	}
+}
+
+// With -tls-cert/-tls-key the HTTP listener (token exchange, /healthz)
+// speaks TLS and HTTP/2 only.
+func TestServiceHTTPOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	files := serve.TLSFiles{Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key")}
+	ca := testutil.NewCA(t, "authz test CA")
+	ca.Issue(t, files.Cert, files.Key, "127.0.0.1")
+	ts := startServiceWith(t, testPolicies, func(ts *testService) { ts.httpTLS = files })
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}}
+	resp, err := c.Get(ts.httpURL + "/healthz")
+	if err != nil {
+		t.Fatalf("healthz over TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("healthz over TLS: %d HTTP/%d, want 200 over HTTP/2", resp.StatusCode, resp.ProtoMajor)
+	}
+	if resp, err := http.Get("http://" + strings.TrimPrefix(ts.httpURL, "https://") + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP answered 200 on the TLS listener")
+		}
 	}
 }
