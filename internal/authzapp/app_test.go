@@ -44,6 +44,7 @@ type testService struct {
 	stop        context.CancelFunc
 	done        chan error
 	httpTLS     serve.TLSFiles // set by a setup function: HTTP listener over TLS
+	idpOrg      string         // set by a setup function: the idp's fixed org (no org_claim)
 }
 
 const (
@@ -88,6 +89,9 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 	}
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
 	idpCfg.OrgClaim = "org"
+	if ts.idpOrg != "" {
+		idpCfg.OrgClaim, idpCfg.Org = "", ts.idpOrg
+	}
 	issuers := writeIssuersFile(t, t.TempDir(), ts.github.Config("github", identity.ClaimsGitHubActions), idpCfg)
 	owners := authztest.NewFakeOwners(t, map[string][]string{
 		"/owners/narinfo/" + testHash: {"evilcorp/tool", "omnicorp/app"},
@@ -510,5 +514,38 @@ func TestServiceHTTPOverTLS(t *testing.T) {
 		if resp.StatusCode == 200 {
 			t.Fatal("plain HTTP answered 200 on the TLS listener")
 		}
+	}
+}
+
+// A single-company IdP whose tokens carry no org claim, with a fixed org in
+// the issuers file (examples/issuers.yaml's corp entry): under the shipped
+// default policy its users read their org's flakes and no other org's,
+// and a token that claims another org changes nothing.
+func TestServiceSingleCompanyIdP(t *testing.T) {
+	const shipped = "../../policies"
+	ts := startServiceWith(t, shipped, func(ts *testService) { ts.idpOrg = "omnicorp" })
+	noOrg := "Bearer " + ts.idp.Mint(identitytest.OIDCUserClaims("carol"))
+	claimsEvil := identitytest.OIDCUserClaims("carol")
+	claimsEvil["org"] = "evilcorp"
+	evil := "Bearer " + ts.idp.Mint(claimsEvil)
+	for _, c := range []struct {
+		name, path, auth string
+		want             int
+	}{
+		{"user without org claim reads her org's flake", "/omnicorp/dev-environments/nar/" + testFile, noOrg, 200},
+		{"user without org claim reads nothing of another org", "/evilcorp/tool/nar/" + testFile, noOrg, 404},
+		{"a token claiming another org reads nothing of it", "/evilcorp/tool/nar/" + testFile, evil, 404},
+		{"a token claiming another org is still of the fixed org", "/omnicorp/dev-environments/nar/" + testFile, evil, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := ts.check(t, "GET", c.path, c.auth)
+			got := 200
+			if d := resp.GetDeniedResponse(); d != nil {
+				got = int(d.GetStatus().GetCode())
+			}
+			if got != c.want {
+				t.Errorf("status %d, want %d: %v", got, c.want, resp)
+			}
+		})
 	}
 }
