@@ -43,7 +43,7 @@ type summary struct {
 
 	output  map[string][]string // package + "\x00" + test → its output lines so far
 	passed  int
-	failed  []string // "pkg Test"
+	failed  []string            // "pkg Test"
 	skipped map[string][]string // "pkg\x00reason" → tests
 
 	pkgOK, pkgFailed, pkgNoTests int
