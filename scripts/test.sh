@@ -73,7 +73,7 @@ go build -o "$tmp/testsummary" ./scripts/testsummary
 # The race pass: the packages whose code is concurrent (the gate, the cache's uploads and
 # caches, listeners, policy hot reload, JWKS refresh, the checker, the stores), in -short.
 race_pkgs=(./internal/gate ./internal/cacheserver ./internal/serve ./internal/policy
-  ./internal/identity ./internal/authz ./internal/blob/fs ./internal/index/sqlite)
+  ./internal/identity ./internal/authz ./internal/blob/fs)
 
 echo "== go test"
 {
