@@ -588,10 +588,14 @@ func TestSystemdMatchesEnvoy(t *testing.T) {
 	eq("blobserver FLAKEGATE_EXT_AUTHZ", blob["FLAKEGATE_EXT_AUTHZ"], authz["FLAKEGATE_LISTEN"])
 	eq("blobserver FLAKEGATE_AUTHZ_HTTP", blob["FLAKEGATE_AUTHZ_HTTP"], "http://"+authz["FLAKEGATE_HTTP_LISTEN"])
 	eq("authz FLAKEGATE_OWNERS_URL", authz["FLAKEGATE_OWNERS_URL"], "http://"+blob["FLAKEGATE_INTERNAL_LISTEN"])
-	eq("blobserver FLAKEGATE_LISTEN", blob["FLAKEGATE_LISTEN"], "0.0.0.0:443")
-	if blob["FLAKEGATE_TLS_CERT"] == "" || blob["FLAKEGATE_TLS_KEY"] == "" {
-		t.Error("the single-host blob server faces the network without TLS")
+	single, _ := envFile(t, "systemd/flakegate.env")
+	for name, env := range map[string]map[string]string{"blobserver.env": blob, "flakegate.env": single} {
+		eq(name+" FLAKEGATE_LISTEN", env["FLAKEGATE_LISTEN"], "0.0.0.0:443")
+		if env["FLAKEGATE_TLS_CERT"] != "/etc/flakegate/tls/fullchain.pem" || env["FLAKEGATE_TLS_KEY"] != "/etc/flakegate/tls/privkey.pem" {
+			t.Errorf("%s: the public port faces the network without the TLS files examples/README.md installs", name)
+		}
 	}
+	eq("flakegate.env FLAKEGATE_INTERNAL_LISTEN", single["FLAKEGATE_INTERNAL_LISTEN"], blob["FLAKEGATE_INTERNAL_LISTEN"])
 	for name, addr := range map[string]string{
 		"authz FLAKEGATE_LISTEN": authz["FLAKEGATE_LISTEN"], "authz FLAKEGATE_HTTP_LISTEN": authz["FLAKEGATE_HTTP_LISTEN"],
 		"blobserver FLAKEGATE_INTERNAL_LISTEN": blob["FLAKEGATE_INTERNAL_LISTEN"], "blobserver behind Envoy FLAKEGATE_LISTEN": blobAlt["FLAKEGATE_LISTEN"],
@@ -626,7 +630,7 @@ func TestSystemdMatchesEnvoy(t *testing.T) {
 // once on a bad -log-level, before touching anything). A misspelt one is.
 func TestEnvFilesNameFlags(t *testing.T) {
 	bin := testutil.BuildCommands(t, "github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
-	for _, c := range []struct{ bin, env string }{{"authz", "systemd/authz.env"}, {"blobserver", "systemd/blobserver.env"}} {
+	for _, c := range []struct{ bin, env string }{{"authz", "systemd/authz.env"}, {"blobserver", "systemd/blobserver.env"}, {"blobserver", "systemd/flakegate.env"}} {
 		set, _ := envFile(t, c.env)
 		run := func(extra ...string) string {
 			cmd := exec.Command(filepath.Join(bin, c.bin), "-log-level=not-a-level")
