@@ -6,8 +6,8 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"math/rand/v2"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -29,15 +29,7 @@ import (
 // token exchange, the mint command, and the stop command, after which both
 // servers must have exited cleanly.
 func TestQuickstart(t *testing.T) {
-	nixtest.Require(t)
-	if testing.Short() {
-		t.Skip("-short: the quickstart builds its own binaries")
-	}
-	// The detached servers outlive the script. As their subreaper this
-	// process inherits them, so it can reap them and check their exit status.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatalf("become child subreaper: %v", err)
-	}
+	requireQuickstart(t)
 	dir := t.TempDir()
 	port := freePorts(t, 4) // the script uses port … port+3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -143,6 +135,20 @@ func TestQuickstart(t *testing.T) {
 		}
 	}
 	pids = nil
+}
+
+// requireQuickstart skips without Nix or in -short, and makes this process
+// the subreaper of the detached server the script starts: it outlives the
+// script, and this process inherits it, to reap it and check its exit status.
+func requireQuickstart(t *testing.T) {
+	t.Helper()
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("-short: the quickstart builds its own binaries")
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become child subreaper: %v", err)
+	}
 }
 
 // quickstart is what the script prints.
@@ -290,13 +296,7 @@ func reap(pid int, timeout time.Duration) (unix.WaitStatus, error) {
 // truncate them, overwrite the pid file and report success because its
 // readiness check trusted whichever server answered).
 func TestQuickstartRefusesSecondInstance(t *testing.T) {
-	nixtest.Require(t)
-	if testing.Short() {
-		t.Skip("-short: the quickstart builds its own binaries")
-	}
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatalf("become child subreaper: %v", err)
-	}
+	requireQuickstart(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	quickstart := func(dir string, port int) (string, error) {
