@@ -138,7 +138,10 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	}
 	public = srv.Observe(public)
 
-	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: true, Server: &http.Server{
+	// Public (warned about in clear off loopback) when clients reach it with
+	// their tokens: with a gate here. Behind Envoy, Envoy has removed them.
+	gated := cfg.Authz != nil || cfg.ExtAuthz != ""
+	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, Server: &http.Server{
 		Handler:           public,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

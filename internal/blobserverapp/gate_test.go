@@ -3,11 +3,14 @@ package blobserverapp
 import (
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -162,5 +165,38 @@ func TestEmbeddedGateAccessLogsEveryRequest(t *testing.T) {
 		if got[i].Status != want[i].Status || got[i].Subject != want[i].Subject || !strings.HasPrefix(got[i].Path, "/omnicorp") {
 			t.Errorf("access line %d: %+v, want %+v", i, got[i], want[i])
 		}
+	}
+}
+
+// The public listener in clear on an address other hosts reach is warned
+// about when clients send it their tokens (a gate here), not behind Envoy
+// (no gate: Envoy removed the tokens).
+func TestClearPublicListenerWarning(t *testing.T) {
+	_, addr := startFakeAuthz(t)
+	for _, c := range []struct {
+		name  string
+		authz string
+		warn  bool
+	}{{"gated", addr, true}, {"behind Envoy", "", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := config(func(cfg *Config) { cfg.DataDir, cfg.ExtAuthz = t.TempDir(), c.authz })
+			cfg.Listen, cfg.InternalListen = "0.0.0.0:0", "127.0.0.1:0"
+			ready := make(chan struct{})
+			cfg.OnListen = func(string, string) { close(ready) }
+			logs := &testutil.LogBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+			select {
+			case <-ready:
+			case err := <-done:
+				t.Fatalf("Run: %v", err)
+			}
+			cancel()
+			<-done
+			if got := strings.Contains(logs.String(), "serving in clear"); got != c.warn {
+				t.Errorf("warned %v, want %v:\n%s", got, c.warn, logs)
+			}
+		})
 	}
 }

@@ -2,7 +2,6 @@ package serve
 
 import (
 	"crypto/tls"
-	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -157,13 +156,6 @@ func (c *Certs) GetCertificate(*tls.ClientHelloInfo) (*tls.Certificate, error) {
 	c.cert, c.loaded, c.failed = cert, st, stamps{}
 	c.logCert("TLS certificate reloaded", cert)
 	return c.cert, nil
-}
-
-// Leaf is the certificate in service (tests, health).
-func (c *Certs) Leaf() *x509.Certificate {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cert.Leaf
 }
 
 // TLSConfig is the server side of a listener: TLS 1.2 at least, HTTP/2 and
