@@ -176,7 +176,7 @@ func TestParseFlagsReportsUnknownEnv(t *testing.T) {
 	fs.SetOutput(io.Discard)
 	dir := fs.String("data-dir", "default", "")
 	var stderr strings.Builder
-	code, done := ParseFlags(fs, nil, &stderr)
+	code, done := ParseFlags(fs, nil, io.Discard, &stderr)
 	if code != 0 || done || *dir != "default" {
 		t.Fatalf("code %d done %v dir %q", code, done, *dir)
 	}
