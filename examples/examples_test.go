@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -303,6 +304,10 @@ func checkNixConf(t *testing.T, conf string) map[string]string {
 	return settings
 }
 
+// TestIssuersFile: the CI issuers accept the audience the CI examples ask
+// for; a user IdP accepts the client ID of `flakegate login` (README) and
+// gives every user an org (org_claim or a fixed org), without which the
+// default policy lets users read nothing.
 func TestIssuersFile(t *testing.T) {
 	cfg, err := identity.ParseIssuers([]byte(testutil.ReadFile(t, "issuers.yaml")))
 	if err != nil {
@@ -311,16 +316,22 @@ func TestIssuersFile(t *testing.T) {
 	kinds := map[string]bool{}
 	for _, iss := range cfg.Issuers {
 		kinds[iss.Claims] = true
-		found := false
-		for _, a := range iss.Audience {
-			found = found || a == cacheURL
+		want := cacheURL
+		if iss.Claims == identity.ClaimsOIDC {
+			want = "flakegate-cli"
+			if iss.Org == "" && iss.OrgClaim == "" {
+				t.Errorf("issuer %s gives its users no org (org_claim or org): under the default policy they read nothing", iss.Name)
+			}
+			if !strings.Contains(testutil.ReadFile(t, "README.md"), "--client-id "+want) {
+				t.Errorf("README.md does not log in with --client-id %s", want)
+			}
 		}
-		if !found {
-			t.Errorf("issuer %s does not accept the audience %s the CI examples ask for", iss.Name, cacheURL)
+		if !slices.Contains(iss.Audience, want) {
+			t.Errorf("issuer %s does not accept the audience %s its clients ask for", iss.Name, want)
 		}
 	}
-	if !kinds[identity.ClaimsGitHubActions] || !kinds[identity.ClaimsGitLabCI] {
-		t.Errorf("issuers.yaml lacks GitHub Actions or GitLab CI: %v", kinds)
+	if !kinds[identity.ClaimsGitHubActions] || !kinds[identity.ClaimsGitLabCI] || !kinds[identity.ClaimsOIDC] {
+		t.Errorf("issuers.yaml lacks GitHub Actions, GitLab CI or a user IdP: %v", kinds)
 	}
 }
 
@@ -451,11 +462,18 @@ func TestSystemdUnits(t *testing.T) {
 		text := testutil.ReadFile(t, path)
 		for _, want := range []string{
 			"DynamicUser=yes", "StateDirectory=", "ProtectSystem=strict", "NoNewPrivileges=yes",
-			"EnvironmentFile=/etc/flakegate/", "ProtectHome=yes", "PrivateTmp=yes", "CapabilityBoundingSet=\n",
+			"EnvironmentFile=/etc/flakegate/", "ProtectHome=yes", "PrivateTmp=yes",
 			"SystemCallFilter=@system-service", "ExecStart=" + bin + "\n", "WantedBy=multi-user.target",
 		} {
 			if !strings.Contains(text, want) {
 				t.Errorf("%s lacks %q", path, strings.TrimSpace(want))
+			}
+		}
+		// No capability but the blob server's port 443.
+		caps := map[string]string{"/usr/local/bin/authz": "", "/usr/local/bin/blobserver": "CAP_NET_BIND_SERVICE"}[bin]
+		for _, key := range []string{"CapabilityBoundingSet=", "AmbientCapabilities="} {
+			if !strings.Contains(text, "\n"+key+caps+"\n") {
+				t.Errorf("%s: want %s%s", path, key, caps)
 			}
 		}
 		m := regexp.MustCompile(`EnvironmentFile=/etc/flakegate/(\S+)`).FindStringSubmatch(text)
@@ -534,5 +552,104 @@ func bashSyntax(t *testing.T, name, script string) {
 	cmd.Stdin = strings.NewReader(script)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("%s: bash -n: %v\n%s", name, err, out)
+	}
+}
+
+// envFile reads FLAKEGATE_<FLAG>=value lines; commented ones ("#NAME=v",
+// an alternative setup) go to alt.
+func envFile(t *testing.T, path string) (set, alt map[string]string) {
+	t.Helper()
+	set, alt = map[string]string{}, map[string]string{}
+	for _, line := range strings.Split(testutil.ReadFile(t, path), "\n") {
+		into := set
+		if l, ok := strings.CutPrefix(line, "#FLAKEGATE_"); ok {
+			into, line = alt, "FLAKEGATE_"+l
+		}
+		if k, v, ok := strings.Cut(line, "="); ok && strings.HasPrefix(k, "FLAKEGATE_") {
+			into[k] = v
+		}
+	}
+	return set, alt
+}
+
+// TestSystemdMatchesEnvoy: the systemd environment files agree with each
+// other (the blob server's gate and proxy reach authz where it listens,
+// authz's owners lookups reach the internal listener) and with the ports of
+// envoy.yaml's clusters; the single-host setup serves TLS on 443.
+func TestSystemdMatchesEnvoy(t *testing.T) {
+	authz, _ := envFile(t, "systemd/authz.env")
+	blob, blobAlt := envFile(t, "systemd/blobserver.env")
+	eq := func(what, got, want string) {
+		t.Helper()
+		if got != want {
+			t.Errorf("%s = %q, want %q", what, got, want)
+		}
+	}
+	eq("blobserver FLAKEGATE_EXT_AUTHZ", blob["FLAKEGATE_EXT_AUTHZ"], authz["FLAKEGATE_LISTEN"])
+	eq("blobserver FLAKEGATE_AUTHZ_HTTP", blob["FLAKEGATE_AUTHZ_HTTP"], "http://"+authz["FLAKEGATE_HTTP_LISTEN"])
+	eq("authz FLAKEGATE_OWNERS_URL", authz["FLAKEGATE_OWNERS_URL"], "http://"+blob["FLAKEGATE_INTERNAL_LISTEN"])
+	single, _ := envFile(t, "systemd/flakegate.env")
+	for name, env := range map[string]map[string]string{"blobserver.env": blob, "flakegate.env": single} {
+		eq(name+" FLAKEGATE_LISTEN", env["FLAKEGATE_LISTEN"], "0.0.0.0:443")
+		if env["FLAKEGATE_TLS_CERT"] != "/etc/flakegate/tls/fullchain.pem" || env["FLAKEGATE_TLS_KEY"] != "/etc/flakegate/tls/privkey.pem" {
+			t.Errorf("%s: the public port faces the network without the TLS files examples/README.md installs", name)
+		}
+	}
+	eq("flakegate.env FLAKEGATE_INTERNAL_LISTEN", single["FLAKEGATE_INTERNAL_LISTEN"], blob["FLAKEGATE_INTERNAL_LISTEN"])
+	for name, addr := range map[string]string{
+		"authz FLAKEGATE_LISTEN": authz["FLAKEGATE_LISTEN"], "authz FLAKEGATE_HTTP_LISTEN": authz["FLAKEGATE_HTTP_LISTEN"],
+		"blobserver FLAKEGATE_INTERNAL_LISTEN": blob["FLAKEGATE_INTERNAL_LISTEN"], "blobserver behind Envoy FLAKEGATE_LISTEN": blobAlt["FLAKEGATE_LISTEN"],
+	} {
+		if !strings.HasPrefix(addr, "127.0.0.1:") {
+			t.Errorf("%s = %q: want loopback (only the public port faces the network)", name, addr)
+		}
+	}
+
+	clusters, err := envoy.Clusters()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{ // cluster → the port systemd's setup listens on for it
+		"authz": port(t, authz["FLAKEGATE_LISTEN"]), "authz_http": port(t, authz["FLAKEGATE_HTTP_LISTEN"]),
+		"blobserver": port(t, blobAlt["FLAKEGATE_LISTEN"]),
+	}
+	for _, cl := range clusters {
+		if p, ok := want[cl.Name]; !ok {
+			t.Errorf("envoy cluster %s: no systemd listener for it", cl.Name)
+		} else if strconv.Itoa(cl.Port) != p {
+			t.Errorf("envoy cluster %s connects to port %d, systemd's listener is on %s", cl.Name, cl.Port, p)
+		}
+		if !strings.Contains(testutil.ReadFile(t, "../envoy/envoy.yaml"), fmt.Sprintf("%s:%d", cl.Host, cl.Port)) {
+			t.Errorf("envoy.yaml's header does not state the upstream %s:%d", cl.Host, cl.Port)
+		}
+	}
+}
+
+// TestEnvFilesNameFlags runs both binaries with the systemd environment
+// files: no variable is reported as naming no flag (the binaries stop at
+// once on a bad -log-level, before touching anything). A misspelt one is.
+func TestEnvFilesNameFlags(t *testing.T) {
+	bin := testutil.BuildCommands(t, "github.com/flakegate/flakegate/cmd/authz", "github.com/flakegate/flakegate/cmd/blobserver")
+	for _, c := range []struct{ bin, env string }{{"authz", "systemd/authz.env"}, {"blobserver", "systemd/blobserver.env"}, {"blobserver", "systemd/flakegate.env"}} {
+		set, _ := envFile(t, c.env)
+		run := func(extra ...string) string {
+			cmd := exec.Command(filepath.Join(bin, c.bin), "-log-level=not-a-level")
+			cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
+			for k, v := range set {
+				cmd.Env = append(cmd.Env, k+"="+v)
+			}
+			cmd.Env = append(cmd.Env, extra...)
+			out, err := cmd.CombinedOutput()
+			if err == nil || !strings.Contains(string(out), "log-level") {
+				t.Fatalf("%s with a bad -log-level: %v\n%s", c.bin, err, out)
+			}
+			return string(out)
+		}
+		if out := run(); strings.Contains(out, "names no flag") {
+			t.Errorf("%s: %s holds a variable that names no flag:\n%s", c.bin, c.env, out)
+		}
+		if out := run("FLAKEGATE_LISTNE=127.0.0.1:1"); !strings.Contains(out, `"variable":"FLAKEGATE_LISTNE"`) {
+			t.Errorf("%s: a misspelt variable is not reported:\n%s", c.bin, out)
+		}
 	}
 }

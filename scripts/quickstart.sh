@@ -7,17 +7,42 @@
 #   can mint any identity). Then prints what to paste to push and pull with Nix.
 # Stop with Ctrl-C. State lives in .data/ (delete it to start over).
 #
-# Environment: FLAKEGATE_QUICKSTART_DIR (default .data), FLAKEGATE_PORT (default 8080),
-# FLAKEGATE_QUICKSTART_DETACH=1 (start, print, and return, leaving the servers running;
-# stop them with: kill $(cat .data/pids)). If anything fails, the servers are stopped again.
+# Environment (also in the README, "Quickstart"):
+#   FLAKEGATE_QUICKSTART_DIR     state directory (default .data)
+#   FLAKEGATE_PORT               the cache's loopback port (default 8080); PORT+1 is the
+#                                internal listener (/healthz, /metrics)
+#   FLAKEGATE_QUICKSTART_DETACH  1: start, print, and return, leaving the server running
+#                                (stop it with: kill $(cat .data/pids))
+# It refuses to start while another quickstart runs with the same state directory, or
+# while anything listens on one of its ports; it never touches a running instance's files.
+# If anything fails, the server it started is stopped again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 data=${FLAKEGATE_QUICKSTART_DIR:-$root/.data}
 case "$data" in /*) ;; *) data=$root/$data ;; esac
 port=${FLAKEGATE_PORT:-8080}
+case "$port" in '' | *[!0-9]*) echo "quickstart: FLAKEGATE_PORT=$port is not a port number" >&2; exit 2 ;; esac
 internal_port=$((port + 1))
 cache="http://127.0.0.1:$port"
+mkdir -p "$data"
+
+# One instance per state directory: the lock is held by the servers themselves (they
+# inherit fd 8), so it stays held as long as any of them runs, detached or not.
+exec 8>>"$data/quickstart.lock"
+if ! flock -n 8; then
+  echo "quickstart: another quickstart is already running with $data (servers: $(tr '\n' ' ' <"$data/pids" 2>/dev/null || echo '?'))." >&2
+  echo "quickstart: nothing was changed. Stop it first (Ctrl-C in its terminal, or: kill \$(cat $data/pids)), or use another FLAKEGATE_QUICKSTART_DIR and FLAKEGATE_PORT." >&2
+  exit 1
+fi
+# And no one else on our ports (another quickstart with another directory, any server).
+for p in "$port" "$internal_port"; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+    echo "quickstart: port $p on 127.0.0.1 is in use (another quickstart or another server; it uses ports $port and $internal_port)." >&2
+    echo "quickstart: nothing was started. Stop what listens there, or pick other ports: FLAKEGATE_PORT=$((port + 10)) $0" >&2
+    exit 1
+  fi
+done
 mkdir -p "$data/bin" "$data/blobserver"
 
 if ! command -v nix >/dev/null 2>&1; then
@@ -25,8 +50,24 @@ if ! command -v nix >/dev/null 2>&1; then
   bash scripts/install-test-deps.sh
 fi
 
-echo "quickstart: building binaries into $data/bin" >&2
-go build -o "$data/bin/" ./cmd/blobserver ./cmd/devissuer
+# go build -v names each package it compiles: a counter shows progress (a cold build
+# compiles a few hundred packages and takes minutes on a small machine).
+echo "quickstart: building blobserver, devissuer into $data/bin (the first build takes a few minutes)" >&2
+built_at=$SECONDS
+if ! go build -v -o "$data/bin/" ./cmd/blobserver ./cmd/devissuer 2>&1 | tee "$data/build.log" | {
+  n=0
+  while IFS= read -r _; do
+    n=$((n + 1))
+    if [ -t 2 ]; then printf '\rquickstart: building: %d packages compiled' "$n" >&2
+    elif [ $((n % 50)) = 0 ]; then echo "quickstart: building: $n packages compiled" >&2; fi
+  done
+  if [ -t 2 ] && [ "$n" -gt 0 ]; then echo >&2; fi
+}; then
+  echo "quickstart: build failed:" >&2
+  tail -n 30 "$data/build.log" >&2
+  exit 1
+fi
+echo "quickstart: built in $((SECONDS - built_at))s" >&2
 
 "$data/bin/devissuer" init -dir "$data/dev-issuer" >/dev/null
 dev=https://dev-issuer.flakegate.invalid
@@ -62,7 +103,10 @@ stop() {
 # got as far as printing the instructions leaves them running.
 trap stop EXIT
 
-"$data/bin/blobserver" -listen "127.0.0.1:$port" -internal-listen "127.0.0.1:$internal_port" \
+# The server does not get this script's knobs (they would be reported as FLAKEGATE_*
+# variables that name no flag); it inherits fd 8, the lock.
+env -u FLAKEGATE_PORT -u FLAKEGATE_QUICKSTART_DIR -u FLAKEGATE_QUICKSTART_DETACH \
+  "$data/bin/blobserver" -listen "127.0.0.1:$port" -internal-listen "127.0.0.1:$internal_port" \
   -data-dir "$data/blobserver" \
   -policies "$root/policies" -issuers "$data/issuers.yaml" \
   -public-url "$cache" -token-keys "$data/token-keys" >"$data/blobserver.log" 2>&1 &
@@ -71,23 +115,27 @@ printf '%s\n' "${pids[@]}" >"$data/pids"
 detach=${FLAKEGATE_QUICKSTART_DETACH:-}
 if [ "$detach" != 1 ]; then trap 'stop; exit 0' INT TERM; fi
 
+# Ready when OUR server says it listens (the line in our own log file: nothing else
+# writes there, and it logs it only once every port is bound) and answers on its
+# health endpoint; if it exits, show why.
 ready=""
-for _ in $(seq 1 100); do
-  if curl -fsS "http://127.0.0.1:$internal_port/healthz" >/dev/null 2>&1; then ready=1; break; fi
-  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "quickstart: a server exited; see $data/*.log:" >&2; tail -n 20 "$data"/*.log >&2; exit 1; }; done
+for _ in $(seq 1 300); do
+  for p in "${pids[@]}"; do kill -0 "$p" 2>/dev/null || { echo "quickstart: the server exited; see $data/blobserver.log:" >&2; tail -n 20 "$data/blobserver.log" >&2; exit 1; }; done
+  if grep -q '"msg":"listening"' "$data/blobserver.log" &&
+     curl -fsS "http://127.0.0.1:$internal_port/healthz" >/dev/null 2>&1; then ready=1; break; fi
   sleep 0.1
 done
-[ -n "$ready" ] || { echo "quickstart: servers did not become healthy; see $data/*.log" >&2; exit 1; }
+[ -n "$ready" ] || { echo "quickstart: the server did not become healthy within 30s; see $data/blobserver.log" >&2; exit 1; }
 
 # The blob server's public signing key (Nix format name:base64), of the key it created on first start.
 pubkey=$("$data/bin/blobserver" -data-dir "$data/blobserver" -print-public-key | head -n 1)
 [ -n "$pubkey" ] || { echo "quickstart: blobserver printed no public key" >&2; exit 1; }
 
-mint() { "$data/bin/devissuer" mint -dir "$data/dev-issuer" -aud "$cache" "$@"; }
-netrc() { printf 'machine 127.0.0.1\nlogin flakegate\npassword %s\n' "$1" >"$2"; chmod 600 "$2"; }
-netrc "$(mint -issuer "$dev/github" -github omnicorp/app -ref refs/heads/main -lifetime 8h)" "$data/netrc-ci-omnicorp-app"
-netrc "$(mint -issuer "$dev/users" -user alice -org omnicorp -lifetime 8h)" "$data/netrc-alice"
-netrc "$(mint -issuer "$dev/users" -user mallory -org omnicorp -lifetime 8h)" "$data/netrc-mallory"
+# Tokens straight into netrc files (machine 127.0.0.1, the host of the cache URL).
+mint() { "$data/bin/devissuer" mint -dir "$data/dev-issuer" -aud "$cache" "$@" >/dev/null; }
+mint -issuer "$dev/github" -github omnicorp/app -ref refs/heads/main -lifetime 8h -netrc "$data/netrc-ci-omnicorp-app"
+mint -issuer "$dev/users" -user alice -org omnicorp -lifetime 8h -netrc "$data/netrc-alice"
+mint -issuer "$dev/users" -user mallory -org omnicorp -lifetime 8h -netrc "$data/netrc-mallory"
 
 nixflags="--extra-experimental-features nix-command --option substituters ''"
 if [ "$detach" = 1 ]; then stophow="kill \$(cat $data/pids)"; else stophow="Ctrl-C"; fi
@@ -119,9 +167,11 @@ Or use the union view as a substituter (nix.conf):
   netrc-file = $data/netrc-alice
 
 Exchange a token for a longer-lived cache token (what "flakegate login --ci" does):
-  curl -sS -X POST -H "Authorization: Bearer \$(sed -n 3p $data/netrc-ci-omnicorp-app | cut -d' ' -f2)" $cache/_flakegate/token
+  curl -sS -X POST -H "Authorization: Bearer \$(sed -n 's/.* password //p' $data/netrc-ci-omnicorp-app)" $cache/_flakegate/token
 
 Mint more tokens:   $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/github -github ORG/REPO
+Into a netrc:       add -netrc FILE to write it as FILE's password for 127.0.0.1 (other entries kept), e.g.
+                    $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/users -user bob -org omnicorp -netrc ~/.config/nix/netrc
 Stop:               $stophow
 TXT
 

@@ -2,7 +2,8 @@
 # Starts the services the scale-out tests need, on loopback only:
 #   - PostgreSQL (Debian package `postgresql`; a throw-away cluster made with
 #     initdb in the state directory, trust auth, listening on 127.0.0.1)
-#   - MinIO (built once with `go install`, cached in ~/.cache/flakegate/bin)
+#   - MinIO (a pinned version, built once with `go install` and cached as
+#     ~/.cache/flakegate/bin/minio-<version>; the build time is shown)
 # and tells the tests where they are through FLAKEGATE_TEST_POSTGRES_URL,
 # FLAKEGATE_TEST_S3_URL and AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY.
 #
@@ -14,10 +15,13 @@
 #   eval "$(scripts/test-services.sh start)" && go test ./internal/index/postgres/ ./internal/blob/s3/
 #
 # Idempotent: a second start reuses running services and returns at once. The
-# first MinIO build takes several minutes; set FLAKEGATE_MINIO_BIN to use an
+# first MinIO build takes several minutes (once per machine and version; two
+# runs never build it at the same time); set FLAKEGATE_MINIO_BIN to use an
 # existing binary. State lives in $FLAKEGATE_SERVICES_DIR (default
-# ${TMPDIR:-/tmp}/flakegate-test-services). Exits non-zero if a service cannot
-# start, so callers can carry on without it (the tests then skip).
+# ${TMPDIR:-/tmp}/flakegate-test-services; scripts/test.sh gives each run its
+# own, on its own free ports, so two runs coexist). Exits non-zero if a
+# service cannot start (scripts/test.sh then fails with CI=true, or lets the
+# tests skip).
 set -euo pipefail
 
 MINIO_MODULE=github.com/minio/minio
@@ -112,25 +116,53 @@ stop_postgres() {
 
 # --------------------------------------------------------------------- MinIO
 
+CACHE_BIN="$HOME/.cache/flakegate/bin"
+
+# minio_version prints the module version a minio binary was built from.
+minio_version() {
+  go version -m "$1" 2>/dev/null | awk '$1 == "mod" && $2 == "'"$MINIO_MODULE"'" { print $3 }'
+}
+
+# minio_bin prints the MinIO to run: FLAKEGATE_MINIO_BIN as given, else the
+# cached build of the pinned version, else a minio found on PATH or in GOPATH/bin
+# (or an unversioned cache from before) that was built from the pinned version.
 minio_bin() {
-  local gobin c
-  for c in "${FLAKEGATE_MINIO_BIN:-}" "$(command -v minio 2>/dev/null || true)" "$HOME/.cache/flakegate/bin/minio"; do
-    [ -n "$c" ] && [ -x "$c" ] && { echo "$c"; return 0; }
-  done
-  if command -v go >/dev/null 2>&1; then
-    gobin="$(go env GOPATH)/bin/minio"
-    [ -x "$gobin" ] && { echo "$gobin"; return 0; }
+  local c
+  if [ -n "${FLAKEGATE_MINIO_BIN:-}" ]; then
+    [ -x "$FLAKEGATE_MINIO_BIN" ] || die "FLAKEGATE_MINIO_BIN=$FLAKEGATE_MINIO_BIN is not an executable"
+    echo "$FLAKEGATE_MINIO_BIN"
+    return 0
   fi
+  [ -x "$CACHE_BIN/minio-$MINIO_VERSION" ] && { echo "$CACHE_BIN/minio-$MINIO_VERSION"; return 0; }
+  command -v go >/dev/null 2>&1 || return 1
+  for c in "$CACHE_BIN/minio" "$(command -v minio 2>/dev/null || true)" "$(go env GOPATH)/bin/minio"; do
+    if [ -n "$c" ] && [ -x "$c" ] && [ "$(minio_version "$c")" = "$MINIO_VERSION" ]; then
+      mkdir -p "$CACHE_BIN"
+      cp "$c" "$CACHE_BIN/minio-$MINIO_VERSION.tmp" && mv "$CACHE_BIN/minio-$MINIO_VERSION.tmp" "$CACHE_BIN/minio-$MINIO_VERSION"
+      echo "$CACHE_BIN/minio-$MINIO_VERSION"
+      return 0
+    fi
+  done
   return 1
 }
 
 build_minio() {
   command -v go >/dev/null 2>&1 || die "MinIO not found and no Go toolchain to build it: set FLAKEGATE_MINIO_BIN"
-  mkdir -p "$HOME/.cache/flakegate/bin"
-  log "building MinIO $MINIO_VERSION into ~/.cache/flakegate/bin (once; takes several minutes)"
+  mkdir -p "$CACHE_BIN"
+  # One build per machine: a second run waits for the first's and uses it.
+  exec 7>"$HOME/.cache/flakegate/minio-build.lock"
+  flock -w 1800 7 || die "another MinIO build holds ~/.cache/flakegate/minio-build.lock"
+  if [ -x "$CACHE_BIN/minio-$MINIO_VERSION" ]; then exec 7>&-; return 0; fi
+  log "building MinIO $MINIO_VERSION into $CACHE_BIN/minio-$MINIO_VERSION (once per machine and version; takes several minutes)"
+  local started=$SECONDS tmp
+  tmp=$(mktemp -d "$HOME/.cache/flakegate/minio-build.XXXXXX")
   # A private directory: `go install pkg@version` ignores the current module.
-  (cd "$HOME/.cache/flakegate" && GOBIN="$HOME/.cache/flakegate/bin" GOFLAGS=-mod=mod go install "$MINIO_MODULE@$MINIO_VERSION") >&2 ||
-    die "MinIO build failed"
+  (cd "$HOME/.cache/flakegate" && GOBIN="$tmp" GOFLAGS=-mod=mod go install "$MINIO_MODULE@$MINIO_VERSION") >&2 ||
+    { rm -rf "$tmp"; exec 7>&-; die "MinIO build failed"; }
+  mv "$tmp/minio" "$CACHE_BIN/minio-$MINIO_VERSION"
+  rm -rf "$tmp"
+  exec 7>&-
+  log "MinIO built in $((SECONDS - started))s"
 }
 
 minio_running() {
@@ -147,6 +179,7 @@ start_minio() {
     log "MinIO already running on 127.0.0.1:$MINIO_PORT"
   else
     local bin i
+    [ -z "${FLAKEGATE_MINIO_BIN:-}" ] || [ -x "$FLAKEGATE_MINIO_BIN" ] || die "FLAKEGATE_MINIO_BIN=$FLAKEGATE_MINIO_BIN is not an executable"
     bin=$(minio_bin) || { build_minio; bin=$(minio_bin) || die "MinIO build produced no binary"; }
     stop_minio
     mkdir -p "$STATE/minio/data"

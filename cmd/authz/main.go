@@ -46,6 +46,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	authzapp.CoreFlags(fs, &cfg)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "gRPC ext_authz listen address: host:port, or unix:/path (a unix socket, cheapest for a blob server's embedded gate on the same host)")
 	fs.StringVar(&cfg.HTTPListen, "http-listen", cfg.HTTPListen, "HTTP listen address for /metrics, /healthz and /_flakegate/")
+	fs.StringVar(&cfg.HTTPTLS.Cert, "tls-cert", cfg.HTTPTLS.Cert, "serve the -http-listen listener over TLS (HTTP/2 on) with this PEM certificate `file` (chain, leaf first); reloaded when it changes")
+	fs.StringVar(&cfg.HTTPTLS.Key, "tls-key", cfg.HTTPTLS.Key, "PEM private key `file` of -tls-cert")
 	fs.StringVar(&cfg.OwnersURL, "owners-url", cfg.OwnersURL, "blob server internal listener, for union-read owners lookups")
 	fs.DurationVar(&cfg.OwnersTimeout, "owners-timeout", cfg.OwnersTimeout, "timeout of one owners lookup")
 	fs.DurationVar(&cfg.ShutdownTimeout, "shutdown-timeout", cfg.ShutdownTimeout, "graceful stop limit on SIGTERM")

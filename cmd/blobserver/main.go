@@ -80,6 +80,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("blobserver", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&cfg.Listen, "listen", cfg.Listen, "public cache listener `address`")
+	fs.StringVar(&cfg.TLS.Cert, "tls-cert", cfg.TLS.Cert, "serve the public listener over TLS (HTTP/2 on) with this PEM certificate `file` (chain, leaf first); reloaded when it changes")
+	fs.StringVar(&cfg.TLS.Key, "tls-key", cfg.TLS.Key, "PEM private key `file` of -tls-cert")
 	fs.StringVar(&cfg.InternalListen, "internal-listen", cfg.InternalListen, "internal listener (owners lookups for authz, /metrics, /healthz); empty disables")
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data `directory` (blobs, index, generated signing key)")
 	fs.Var(keyFiles, "signing-key-file", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")

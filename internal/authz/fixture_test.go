@@ -6,14 +6,17 @@ import (
 	"encoding/json"
 	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -201,7 +204,13 @@ func TestFixtures(t *testing.T) {
 				t.Errorf("verifier called %d times, want once", verifier.calls)
 			}
 
+			// The invariants hold whatever the golden values say, also
+			// when -update rewrites them: a regression cannot be blessed.
+			checkResponseInvariants(t, &fx, got)
 			if *update {
+				if t.Failed() {
+					t.Fatal("not updated: the response breaks an invariant")
+				}
 				fx.WantInputs = eval.inputs
 				fx.WantResponse = marshalProto(t, got)
 				writeFixture(t, file, &fx)
@@ -222,7 +231,6 @@ func TestFixtures(t *testing.T) {
 			if !proto.Equal(got, &want) {
 				t.Errorf("response:\n got %s\nwant %s", marshalProto(t, got), marshalProto(t, &want))
 			}
-			checkResponseInvariants(t, &fx, got)
 		})
 	}
 }
@@ -265,9 +273,14 @@ func checkResponseInvariants(t *testing.T, fx *fixture, resp *authv3.CheckRespon
 	if fx.WantToken != "" && strings.Contains(text, fx.WantToken) {
 		t.Errorf("response contains the token %q", fx.WantToken)
 	}
+	var req authv3.CheckRequest
+	_ = protojson.Unmarshal(fx.Request, &req)
 	if ok := resp.GetOkResponse(); ok != nil {
 		if resp.GetStatus().GetCode() != 0 {
 			t.Errorf("ok response with gRPC status %d", resp.GetStatus().GetCode())
+		}
+		for _, v := range allowViolations(req.GetAttributes().GetRequest().GetHttp().GetPath(), ok) {
+			t.Error(v)
 		}
 		return
 	}
@@ -297,11 +310,68 @@ func checkResponseInvariants(t *testing.T, fx *fixture, resp *authv3.CheckRespon
 	if !strings.HasSuffix(d.GetBody(), "\n") || strings.Count(d.GetBody(), "\n") != 1 {
 		t.Errorf("body %q is not one line", d.GetBody())
 	}
-	var req authv3.CheckRequest
-	_ = protojson.Unmarshal(fx.Request, &req)
 	method := req.GetAttributes().GetRequest().GetHttp().GetMethod()
 	if status == 404 && fx.Subject != nil && (method == "GET" || method == "HEAD") && d.GetBody() != route.BodyNotFound {
 		t.Errorf("denied read answers %q, want the absent-object body %q", d.GetBody(), route.BodyNotFound)
+	}
+}
+
+// allowViolations: an allowed request reaches the blob server with exactly
+// one subject header, set over anything the client sent, and without the
+// client's token (authorization removed, never added); only authz's own
+// endpoints (/_flakegate/: the token exchange reads the token) keep it.
+func allowViolations(path string, ok *authv3.OkHttpResponse) []string {
+	var vs []string
+	subjects := 0
+	for _, h := range append(append([]*corev3.HeaderValueOption{}, ok.GetHeaders()...), ok.GetResponseHeadersToAdd()...) {
+		switch strings.ToLower(h.GetHeader().GetKey()) {
+		case route.SubjectHeader:
+			subjects++
+			if h.GetHeader().GetValue() == "" || h.GetAppendAction() != corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD {
+				vs = append(vs, fmt.Sprintf("subject header %q with append action %v: want a value that overwrites the client's", h.GetHeader().GetValue(), h.GetAppendAction()))
+			}
+		case "authorization", "proxy-authorization":
+			vs = append(vs, "allow adds the header "+h.GetHeader().GetKey())
+		}
+	}
+	if subjects != 1 {
+		vs = append(vs, fmt.Sprintf("allow sets %d %s headers, want exactly one", subjects, route.SubjectHeader))
+	}
+	removed := slices.ContainsFunc(ok.GetHeadersToRemove(), func(h string) bool { return strings.EqualFold(h, "authorization") })
+	if !strings.HasPrefix(path, "/_flakegate/") && !removed {
+		vs = append(vs, "allow of "+path+" forwards the client's authorization header upstream")
+	}
+	return vs
+}
+
+// The invariants catch what a blessed golden file would not.
+func TestAllowInvariantsCatchRegressions(t *testing.T) {
+	subject := func(v string, a corev3.HeaderValueOption_HeaderAppendAction) *corev3.HeaderValueOption {
+		return &corev3.HeaderValueOption{Header: &corev3.HeaderValue{Key: route.SubjectHeader, Value: v}, AppendAction: a}
+	}
+	overwrite := corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+	good := &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{subject("oidc:alice", overwrite)}, HeadersToRemove: []string{"authorization"}}
+	if vs := allowViolations("/omnicorp/app/nix-cache-info", good); len(vs) != 0 {
+		t.Fatalf("a good allow: %v", vs)
+	}
+	for name, c := range map[string]struct {
+		path string
+		ok   *authv3.OkHttpResponse
+		want string
+	}{
+		"token forwarded": {"/omnicorp/app/nix-cache-info", &authv3.OkHttpResponse{Headers: good.Headers}, "forwards the client's authorization"},
+		"no subject":      {"/omnicorp/app/nix-cache-info", &authv3.OkHttpResponse{HeadersToRemove: []string{"authorization"}}, "sets 0 x-flakegate-subject"},
+		"two subjects": {"/x/y/nix-cache-info", &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{subject("a", overwrite), subject("b", overwrite)},
+			HeadersToRemove: []string{"authorization"}}, "sets 2 x-flakegate-subject"},
+		"appended subject": {"/x/y/nix-cache-info", &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{subject("a", corev3.HeaderValueOption_APPEND_IF_EXISTS_OR_ADD)},
+			HeadersToRemove: []string{"authorization"}}, "want a value that overwrites"},
+		"authorization added": {"/_flakegate/token", &authv3.OkHttpResponse{Headers: []*corev3.HeaderValueOption{subject("a", overwrite),
+			{Header: &corev3.HeaderValue{Key: "Authorization", Value: "Bearer x"}}}}, "adds the header Authorization"},
+	} {
+		vs := allowViolations(c.path, c.ok)
+		if !slices.ContainsFunc(vs, func(v string) bool { return strings.Contains(v, c.want) }) {
+			t.Errorf("%s: violations %v, want one with %q", name, vs, c.want)
+		}
 	}
 }
 

@@ -194,7 +194,7 @@ func (a *App) Serve(ctx context.Context, gl, hl net.Listener) error {
 	}
 	err := serve.Run(ctx, []serve.Listener{
 		{Name: "gRPC", Addr: a.cfg.Listen, Ln: gl, Server: serve.GRPC(a.grpc)},
-		{Name: "HTTP", Addr: a.cfg.HTTPListen, Ln: hl, Server: hs},
+		{Name: "HTTP", Addr: a.cfg.HTTPListen, Ln: hl, Server: hs, TLS: a.cfg.HTTPTLS, Public: true},
 	}, serve.Options{
 		ShutdownTimeout: a.cfg.ShutdownTimeout,
 		Logger:          a.log,

@@ -3,6 +3,7 @@ package authzapp
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"log/slog"
@@ -25,6 +26,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/serve"
 
 	"github.com/flakegate/flakegate/internal/testutil"
 )
@@ -41,6 +43,8 @@ type testService struct {
 	logs        *testutil.LogBuffer
 	stop        context.CancelFunc
 	done        chan error
+	httpTLS     serve.TLSFiles // set by a setup function: HTTP listener over TLS
+	idpOrg      string         // set by a setup function: the idp's fixed org (no org_claim)
 }
 
 const (
@@ -85,6 +89,9 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 	}
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
 	idpCfg.OrgClaim = "org"
+	if ts.idpOrg != "" {
+		idpCfg.OrgClaim, idpCfg.Org = "", ts.idpOrg
+	}
 	issuers := writeIssuersFile(t, t.TempDir(), ts.github.Config("github", identity.ClaimsGitHubActions), idpCfg)
 	owners := authztest.NewFakeOwners(t, map[string][]string{
 		"/owners/narinfo/" + testHash: {"evilcorp/tool", "omnicorp/app"},
@@ -95,6 +102,7 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 	cfg.Listen, cfg.HTTPListen = "127.0.0.1:0", "127.0.0.1:0"
 	cfg.Policies, cfg.Issuers, cfg.OwnersURL = policies, issuers, owners.URL
 	cfg.ShutdownTimeout = 5 * time.Second
+	cfg.HTTPTLS = ts.httpTLS
 	ctx, cancel := context.WithCancel(context.Background())
 	ts.stop = cancel
 	log := slog.New(slog.NewJSONHandler(ts.logs, nil))
@@ -113,6 +121,9 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 		t.Fatal(err)
 	}
 	ts.grpcAddr, ts.httpURL = gl.Addr().String(), "http://"+hl.Addr().String()
+	if cfg.HTTPTLS.Enabled() {
+		ts.httpURL = "https://" + hl.Addr().String()
+	}
 	go func() { ts.done <- app.Serve(ctx, gl, hl) }()
 	t.Cleanup(func() {
 		cancel()
@@ -478,5 +489,63 @@ func TestIdentityProviderOutage(t *testing.T) {
 	}
 	if metrics := httpGet(t, ts.httpURL+"/metrics", 200); !strings.Contains(metrics, `flakegate_identity_issuer_keys_ok{issuer="github"} 1`) {
 		t.Error("flakegate_identity_issuer_keys_ok of github is not 1 after the recovery")
+	}
+}
+
+// With -tls-cert/-tls-key the HTTP listener (token exchange, /healthz)
+// speaks TLS and HTTP/2 only.
+func TestServiceHTTPOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	files := serve.TLSFiles{Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key")}
+	ca := testutil.NewCA(t, "authz test CA")
+	ca.Issue(t, files.Cert, files.Key, "127.0.0.1")
+	ts := startServiceWith(t, testPolicies, func(ts *testService) { ts.httpTLS = files })
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: ca.Pool()}, ForceAttemptHTTP2: true}}
+	resp, err := c.Get(ts.httpURL + "/healthz")
+	if err != nil {
+		t.Fatalf("healthz over TLS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 || resp.ProtoMajor != 2 {
+		t.Fatalf("healthz over TLS: %d HTTP/%d, want 200 over HTTP/2", resp.StatusCode, resp.ProtoMajor)
+	}
+	if resp, err := http.Get("http://" + strings.TrimPrefix(ts.httpURL, "https://") + "/healthz"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == 200 {
+			t.Fatal("plain HTTP answered 200 on the TLS listener")
+		}
+	}
+}
+
+// A single-company IdP whose tokens carry no org claim, with a fixed org in
+// the issuers file (examples/issuers.yaml's corp entry): under the shipped
+// default policy its users read their org's flakes and no other org's,
+// and a token that claims another org changes nothing.
+func TestServiceSingleCompanyIdP(t *testing.T) {
+	const shipped = "../../policies"
+	ts := startServiceWith(t, shipped, func(ts *testService) { ts.idpOrg = "omnicorp" })
+	noOrg := "Bearer " + ts.idp.Mint(identitytest.OIDCUserClaims("carol"))
+	claimsEvil := identitytest.OIDCUserClaims("carol")
+	claimsEvil["org"] = "evilcorp"
+	evil := "Bearer " + ts.idp.Mint(claimsEvil)
+	for _, c := range []struct {
+		name, path, auth string
+		want             int
+	}{
+		{"user without org claim reads her org's flake", "/omnicorp/dev-environments/nar/" + testFile, noOrg, 200},
+		{"user without org claim reads nothing of another org", "/evilcorp/tool/nar/" + testFile, noOrg, 404},
+		{"a token claiming another org reads nothing of it", "/evilcorp/tool/nar/" + testFile, evil, 404},
+		{"a token claiming another org is still of the fixed org", "/omnicorp/dev-environments/nar/" + testFile, evil, 200},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			resp := ts.check(t, "GET", c.path, c.auth)
+			got := 200
+			if d := resp.GetDeniedResponse(); d != nil {
+				got = int(d.GetStatus().GetCode())
+			}
+			if got != c.want {
+				t.Errorf("status %d, want %d: %v", got, c.want, resp)
+			}
+		})
 	}
 }

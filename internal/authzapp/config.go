@@ -29,9 +29,12 @@ import (
 type Config struct {
 	Listen     string // gRPC ext_authz listener: host:port or unix:/path
 	HTTPListen string // /metrics, /healthz and /_flakegate/ (token exchange)
-	Policies   string // policy directory
-	Issuers    string // issuers file
-	OwnersURL  string // blob server internal listener (owners lookup)
+	// HTTPTLS serves the HTTP listener over TLS (HTTP/2 on), the
+	// certificate reloaded when its files change; zero: in clear.
+	HTTPTLS   serve.TLSFiles
+	Policies  string // policy directory
+	Issuers   string // issuers file
+	OwnersURL string // blob server internal listener (owners lookup)
 	// OwnersTimeout bounds one owners lookup.
 	OwnersTimeout time.Duration
 	// OwnersTTL is how long an owners answer is cached, empty or not
@@ -116,6 +119,9 @@ func (c *Config) Validate() error {
 	}
 	if err := serve.CheckHostPort(c.HTTPListen); err != nil {
 		add("-http-listen %q: %v", c.HTTPListen, err)
+	}
+	if err := c.HTTPTLS.Check(); err != nil {
+		add("%v", err)
 	}
 	if c.Listen != "" && c.Listen == c.HTTPListen && !strings.HasSuffix(c.Listen, ":0") {
 		add("-listen and -http-listen are both %q: they need different addresses", c.Listen)

@@ -97,7 +97,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		return err
 	}
 
-	public := srv.Handler()
+	// Observed as a whole below: every request gets its access line, also
+	// one the gate denied or the proxy answered.
+	public := srv.Unobserved()
 	if cfg.Authz != nil {
 		public = authzproxy.Route(cfg.Authz.Public, public)
 	} else if cfg.AuthzHTTP != "" {
@@ -135,8 +137,12 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	default:
 		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
 	}
+	public = srv.Observe(public)
 
-	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, Server: &http.Server{
+	// Public (warned about in clear off loopback) when clients reach it with
+	// their tokens: with a gate here. Behind Envoy, Envoy has removed them.
+	gated := cfg.Authz != nil || cfg.ExtAuthz != ""
+	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, Server: &http.Server{
 		Handler:           public,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

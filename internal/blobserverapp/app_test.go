@@ -44,7 +44,11 @@ func start(t testing.TB, cfg Config) *server {
 	s := &server{log: logs}
 	select {
 	case a := <-ready:
-		s.URL, s.InternalURL = "http://"+a[0], "http://"+a[1]
+		scheme := "http://"
+		if cfg.TLS.Enabled() {
+			scheme = "https://"
+		}
+		s.URL, s.InternalURL = scheme+a[0], "http://"+a[1]
 	case err := <-done:
 		cancel()
 		t.Fatalf("server did not start: %v\n%s", err, logs.String())

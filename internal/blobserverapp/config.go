@@ -24,7 +24,11 @@ import (
 // take their defaults from DefaultConfig). A limit that can be switched off
 // is off at 0, here as at the flag.
 type Config struct {
-	Listen         string // public cache listener
+	Listen string // public cache listener
+	// TLS serves the public listener over TLS (HTTP/2 on), the certificate
+	// reloaded when its files change; zero: in clear (warned about when the
+	// address is reachable from other hosts).
+	TLS            serve.TLSFiles
 	InternalListen string // owners lookups, /metrics, /healthz; "" disables
 	DataDir        string
 	// SigningKeyFiles are Nix secret key files; every key signs. Empty: use
@@ -150,6 +154,9 @@ func (c *Config) Validate() error {
 	add := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if err := serve.CheckHostPort(c.Listen); err != nil {
 		add("-listen %q: %v", c.Listen, err)
+	}
+	if err := c.TLS.Check(); err != nil {
+		add("%v", err)
 	}
 	if c.InternalListen != "" {
 		if err := serve.CheckHostPort(c.InternalListen); err != nil {

@@ -2,10 +2,15 @@ package blobserverapp
 
 import (
 	"context"
+	"encoding/json"
+	"log/slog"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
@@ -104,5 +109,94 @@ func TestEmbeddedGate(t *testing.T) {
 	gs.Stop() // authz down: fail closed
 	if st := req("good", ""); st != http.StatusServiceUnavailable {
 		t.Fatalf("authz down: %d, want 503", st)
+	}
+}
+
+// Every public request gets exactly one access line, also those the gate
+// answered itself (a denial, a 503 while authz is down, a 400 for an
+// escaped slash), with the status the client got; an allowed request's
+// line names the gate's subject, a denied one's none.
+func TestEmbeddedGateAccessLogsEveryRequest(t *testing.T) {
+	gs, addr := startFakeAuthz(t)
+	s := start(t, config(func(c *Config) { c.DataDir, c.ExtAuthz = t.TempDir(), addr }))
+	do := func(path, token string) int {
+		r, _ := http.NewRequest("GET", s.URL+path, nil)
+		if token != "" {
+			r.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	type line struct {
+		Msg, Path, Subject string
+		Status             int
+	}
+	want := []line{
+		{Path: "/omnicorp/a/nix-cache-info", Status: do("/omnicorp/a/nix-cache-info", "")},
+		{Path: "/omnicorp/a/nix-cache-info", Status: do("/omnicorp/a/nix-cache-info", "good"), Subject: "test:alice"},
+		{Path: "/omnicorp/b/nix-cache-info", Status: do("/omnicorp/b/nix-cache-info", "bad")},
+		{Path: "/omnicorp%2Fa/nix-cache-info", Status: do("/omnicorp%2Fa/nix-cache-info", "good")},
+	}
+	gs.Stop()
+	want = append(want, line{Path: "/omnicorp/a/nix-cache-info", Status: do("/omnicorp/a/nix-cache-info", "good")})
+	if got := []int{want[0].Status, want[1].Status, want[2].Status, want[3].Status, want[4].Status}; !slices.Equal(got, []int{404, 200, 404, 400, 503}) {
+		t.Fatalf("statuses %v", got)
+	}
+	var got []line
+	for _, l := range strings.Split(strings.TrimSpace(s.log.String()), "\n") {
+		var e line
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			t.Fatalf("log line %q: %v", l, err)
+		}
+		if e.Msg == "request" {
+			e.Msg = ""
+			got = append(got, e)
+		}
+	}
+	if len(got) != len(want) {
+		t.Fatalf("%d access lines for %d requests:\n%s", len(got), len(want), s.log)
+	}
+	for i := range want {
+		// The escaped path is logged as the client sent it (the gate refused to canonicalize it).
+		if got[i].Status != want[i].Status || got[i].Subject != want[i].Subject || !strings.HasPrefix(got[i].Path, "/omnicorp") {
+			t.Errorf("access line %d: %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+// The public listener in clear on an address other hosts reach is warned
+// about when clients send it their tokens (a gate here), not behind Envoy
+// (no gate: Envoy removed the tokens).
+func TestClearPublicListenerWarning(t *testing.T) {
+	_, addr := startFakeAuthz(t)
+	for _, c := range []struct {
+		name  string
+		authz string
+		warn  bool
+	}{{"gated", addr, true}, {"behind Envoy", "", false}} {
+		t.Run(c.name, func(t *testing.T) {
+			cfg := config(func(cfg *Config) { cfg.DataDir, cfg.ExtAuthz = t.TempDir(), c.authz })
+			cfg.Listen, cfg.InternalListen = "0.0.0.0:0", "127.0.0.1:0"
+			ready := make(chan struct{})
+			cfg.OnListen = func(string, string) { close(ready) }
+			logs := &testutil.LogBuffer{}
+			ctx, cancel := context.WithCancel(context.Background())
+			done := make(chan error, 1)
+			go func() { done <- Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil))) }()
+			select {
+			case <-ready:
+			case err := <-done:
+				t.Fatalf("Run: %v", err)
+			}
+			cancel()
+			<-done
+			if got := strings.Contains(logs.String(), "serving in clear"); got != c.warn {
+				t.Errorf("warned %v, want %v:\n%s", got, c.warn, logs)
+			}
+		})
 	}
 }

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/flakegate/flakegate/internal/nixtest"
+	"github.com/flakegate/flakegate/internal/serve"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // Real Nix pushes a closure of 25 paths into a flake with each compression
@@ -138,4 +140,63 @@ func TestNixConcurrentPushers(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(start(t, config(func(c *Config) { c.DataDir, c.SigningKeyFiles = dataDir, []string{secret} })))
+}
+
+// Real Nix pushes and pulls over HTTPS, trusting a self-signed CA given
+// as its CA bundle (NIX_SSL_CERT_FILE: Nix 2.8 has no ssl-cert-file
+// setting, later versions read both); the certificate is then replaced on disk by one of
+// another CA while the server runs, and a new Nix run trusting only the
+// new CA pulls from the same process: the new certificate is served
+// without a restart, and the old CA is no longer enough.
+func TestNixOverHTTPSCertificateReplaced(t *testing.T) {
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("real-Nix HTTPS pulls: skipped in -short")
+	}
+	dir := t.TempDir()
+	tlsFiles := serve.TLSFiles{Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key")}
+	ca1 := testutil.NewCA(t, "flakegate test CA one")
+	ca1.Issue(t, tlsFiles.Cert, tlsFiles.Key, "127.0.0.1", "localhost")
+	secret, public := nixtest.GenerateKey(t, "flakegate-test-1")
+	s := start(t, config(func(c *Config) { c.DataDir, c.SigningKeyFiles, c.TLS = t.TempDir(), []string{secret}, tlsFiles }))
+	if !strings.HasPrefix(s.URL, "https://") {
+		t.Fatalf("server URL %s", s.URL)
+	}
+	// One attempt: a refused certificate is not retried with backoff.
+	opts := func(ca *testutil.CA) nixtest.Options {
+		return nixtest.Options{TrustedKeys: []string{public}, Settings: map[string]string{"download-attempts": "1"},
+			Env: []string{"NIX_SSL_CERT_FILE=" + ca.CertFile}}
+	}
+	src := nixtest.NewStore(t)
+	top := src.MakeClosure(3, "https")
+	flakeURL := s.URL + "/omnicorp/app"
+	if err := src.CopyTo(opts(ca1), flakeURL+"?compression=zstd", top); err != nil {
+		t.Fatalf("push over HTTPS: %v", err)
+	}
+	pull := func(ca *testutil.CA) error {
+		return nixtest.NewStore(t).CopyFrom(opts(ca), flakeURL, top)
+	}
+	if err := pull(ca1); err != nil {
+		t.Fatalf("pull over HTTPS trusting the CA: %v", err)
+	}
+	ca2 := testutil.NewCA(t, "flakegate test CA two")
+	if err := pull(ca2); err == nil {
+		t.Fatal("pulled trusting a CA that did not sign the certificate")
+	}
+
+	ca2.Issue(t, tlsFiles.Cert, tlsFiles.Key, "127.0.0.1", "localhost")
+	if err := pull(ca2); err != nil {
+		t.Fatalf("pull after the certificate was replaced, trusting the new CA: %v", err)
+	}
+	if err := pull(ca1); err == nil {
+		t.Fatal("pulled trusting only the old CA after the certificate was replaced")
+	}
+	logs := s.log.String()
+	if strings.Count(logs, `"msg":"TLS certificate reloaded"`) != 1 || strings.Count(logs, `"msg":"`+Listening+`"`) != 1 {
+		t.Fatalf("want one reload in one run of the server:\n%s", logs)
+	}
+	// Nix's curl negotiated HTTP/2 (ALPN) with the server.
+	if !strings.Contains(logs, `"proto":"HTTP/2.0"`) {
+		t.Errorf("no request over HTTP/2 in the access log")
+	}
 }

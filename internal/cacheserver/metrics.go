@@ -184,5 +184,6 @@ func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 		slog.String("kind", string(req.Kind)),
 		slog.String("subject", r.Header.Get(route.SubjectHeader)),
 		slog.String("remote", r.RemoteAddr),
+		slog.String("proto", r.Proto),
 	)
 }

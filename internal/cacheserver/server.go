@@ -194,13 +194,32 @@ func (cfg *Config) check() error {
 	return nil
 }
 
-// Handler is the public cache handler.
-func (s *Server) Handler() http.Handler { return http.HandlerFunc(s.serve) }
+// Handler is the public cache handler, each request counted and logged
+// (Observe).
+func (s *Server) Handler() http.Handler { return s.Observe(s.Unobserved()) }
 
-func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
-	rw := newRecorder(w)
+// Unobserved is the public cache handler without Observe, for a process
+// that puts more in front of it (the embedded gate, the /_flakegate/ proxy)
+// and observes the whole: then a request answered in front of the cache
+// (a gate's denial) is logged and counted too, once.
+func (s *Server) Unobserved() http.Handler { return http.HandlerFunc(s.serve) }
+
+// Observe counts every request through h in the request metrics and, with
+// the access log on, writes its one access line once it is answered (the
+// path as the handlers saw it: canonicalized by a gate in front).
+func (s *Server) Observe(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		rw := newRecorder(w)
+		defer func() {
+			req, _ := route.Parse(r.Method, r.URL.Path)
+			s.observe(rw, r, &req)
+		}()
+		h.ServeHTTP(rw, r)
+	})
+}
+
+func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 	req, err := route.Parse(r.Method, r.URL.Path)
-	defer s.observe(rw, r, &req)
 	if err != nil {
 		if hasBody(r) {
 			abandonBody(rw)

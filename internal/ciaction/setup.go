@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/netrc"
+
 	"github.com/flakegate/flakegate/internal/fsutil"
 	"github.com/flakegate/flakegate/internal/login"
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -235,7 +237,7 @@ func refresh(ctx context.Context, dir Dir, st *State, env Env, timeout time.Dura
 	if err != nil {
 		return err
 	}
-	if err := login.WriteNetrcEntry(dir.path(netrcFile), cache.Hostname(), login.NetrcLogin, tok.Token); err != nil {
+	if err := netrc.WriteEntry(dir.path(netrcFile), cache.Hostname(), login.NetrcLogin, tok.Token); err != nil {
 		return err
 	}
 	// The daemon (root) reads the netrc through netrc-file.

@@ -11,6 +11,8 @@ import (
 	"strings"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/flakegate/flakegate/internal/nixname"
 )
 
 // Claim mapper names: how an issuer's claims become a Subject.
@@ -39,6 +41,10 @@ type IssuerConfig struct {
 	Claims string `json:"claims"`
 	// OrgClaim (oidc only, optional) names the claim that gives the user's org.
 	OrgClaim string `json:"org_claim,omitempty"`
+	// Org (oidc only, optional; not with OrgClaim) is the org of every user
+	// of this issuer: a single-company IdP whose tokens carry no org claim.
+	// Without an org a user reads nothing under the default policy.
+	Org string `json:"org,omitempty"`
 }
 
 // Config is the issuers file.
@@ -196,6 +202,18 @@ func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 	}
 	if ic.OrgClaim != "" && ic.Claims != ClaimsOIDC {
 		add("org_claim", "only valid with claims: oidc")
+	}
+	switch {
+	case ic.Org == "":
+	case ic.Claims != ClaimsOIDC:
+		add("org", "only valid with claims: oidc (CI tokens name their org themselves)")
+	case ic.OrgClaim != "":
+		add("org", "set org (one org for every user of the issuer) or org_claim (the claim naming it), not both")
+	default:
+		// An org is the first part of a flake name: the one syntax check.
+		if _, err := nixname.ParseFlake(ic.Org + "/x"); err != nil {
+			add("org", fmt.Sprintf("%q is not a flake org (letters, digits, '.', '_', '-')", ic.Org))
+		}
 	}
 	return ps
 }

@@ -80,6 +80,12 @@ func TestParseIssuersValidation(t *testing.T) {
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github}`, []string{`claims: unknown mapper "github"`}},
 		{"org_claim outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: gitlab-ci, org_claim: org}`, []string{"org_claim: only valid with claims: oidc"}},
+		{"org outside oidc", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, org: omnicorp}`, []string{"org: only valid with claims: oidc"}},
+		{"org and org_claim", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: oidc, org: omnicorp, org_claim: org}`, []string{"org: set org (one org for every user of the issuer) or org_claim"}},
+		{"org not a flake org", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: oidc, org: "omni/corp"}`, []string{`org: "omni/corp" is not a flake org`}},
 		{"every problem reported at once", `issuers:
   - {name: a, issuer: "https://a.example", audience: [], claims: nope}
   - {name: a, issuer: "https://a.example", jwks_url: "http://b.example", audience: [x], claims: oidc}`, []string{

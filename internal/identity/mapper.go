@@ -97,8 +97,9 @@ func mapGitLabCI(c map[string]any, _ *IssuerConfig, s *Subject) error {
 }
 
 // mapOIDC: user=preferred_username, else email, else sub; org from the
-// configured org_claim (a string claim; absent means no org). Groups and
-// everything else stay in Claims.
+// configured org_claim (a string claim; absent means no org), or the
+// issuer's fixed org (whatever the token claims). Groups and everything
+// else stay in Claims.
 func mapOIDC(c map[string]any, ic *IssuerConfig, s *Subject) error {
 	sub, err := requiredString(c, "sub")
 	if err != nil {
@@ -124,6 +125,9 @@ func mapOIDC(c map[string]any, ic *IssuerConfig, s *Subject) error {
 			return err
 		}
 		s.Org = strings.ToLower(org)
+	}
+	if ic != nil && ic.Org != "" {
+		s.Org = strings.ToLower(ic.Org)
 	}
 	return nil
 }

@@ -278,3 +278,27 @@ func TestSubjectFromCacheClaimsRejects(t *testing.T) {
 		})
 	}
 }
+
+// A single-company IdP without an org claim: the issuer's fixed org is
+// every user's org, and a token cannot claim another one.
+func TestOIDCFixedOrg(t *testing.T) {
+	clock := newClock()
+	iss := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithClock(clock.Now))
+	cfg := iss.Config("corp", identity.ClaimsOIDC)
+	cfg.Org = "OmniCorp"
+	e := newEnv(t, clock, identity.Options{}, cfg)
+	for _, c := range []struct {
+		name   string
+		claims map[string]any
+	}{
+		{"no org claim", identitytest.OIDCUserClaims("alice")},
+		{"claims another org", func() map[string]any { c := identitytest.OIDCUserClaims("alice"); c["org"] = "evilcorp"; return c }()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			s := e.mustVerify(iss.Mint(c.claims))
+			if s.Org != "omnicorp" || s.User != "alice" || s.Kind != "user" {
+				t.Fatalf("subject org %q user %q kind %q, want omnicorp alice user", s.Org, s.User, s.Kind)
+			}
+		})
+	}
+}

@@ -247,12 +247,20 @@ func writeWithNewMtime(t *testing.T, path string, data []byte) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(path, data, 0o644); err != nil {
+	// One change, seen at once: written and dated aside, then renamed over
+	// the file. Written in place, a check between the write and Chtimes saw
+	// two states (two mtimes) and counted one broken file twice (under -race
+	// on a loaded machine).
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	// Coarse-mtime file systems: make sure the change is visible.
 	mt := fi.ModTime().Add(time.Second)
-	if err := os.Chtimes(path, mt, mt); err != nil {
+	if err := os.Chtimes(tmp, mt, mt); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
 		t.Fatal(err)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/netrc"
 )
 
 // NetrcLogin is the login written to netrc (flakegate ignores it).
@@ -173,7 +175,7 @@ func Run(ctx context.Context, cfg Config, env Env) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteNetrcEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
+	if err := netrc.WriteEntry(netrcPath, cache.Hostname(), NetrcLogin, tok.Token); err != nil {
 		return err
 	}
 	fmt.Fprintf(env.Stderr, "flakegate: cache token for %s stored in %s (valid until %s; token id %s)\n",
@@ -272,3 +274,11 @@ func NixConfLines(cache, netrcPath, publicKey string) string {
 		"extra-trusted-public-keys = " + key + "\n" +
 		"netrc-file = " + netrcPath + "\n"
 }
+
+// NetrcPassword returns the password of the first entry for machine in
+// netrc content, if any (internal/netrc).
+func NetrcPassword(content, machine string) (string, bool) { return netrc.Password(content, machine) }
+
+// ReadNetrcToken is the cache token stored for machine in the netrc at path
+// (internal/netrc).
+func ReadNetrcToken(path, machine string) (string, error) { return netrc.ReadToken(path, machine) }

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/netrc"
+
 	"github.com/flakegate/flakegate/internal/fsutil"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -88,7 +90,7 @@ func Logout(netrcPath string, cache string) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read netrc %s: %w", netrcPath, err)
 	}
-	updated, removed := RemoveNetrcEntry(string(old), base.Hostname())
+	updated, removed := netrc.RemoveEntry(string(old), base.Hostname())
 	if !removed {
 		return false, nil
 	}
@@ -108,7 +110,7 @@ func Status(ctx context.Context, hc *http.Client, cache, netrcPath string, timeo
 	if err != nil {
 		return nil, err
 	}
-	tok, err := ReadNetrcToken(netrcPath, base.Hostname())
+	tok, err := netrc.ReadToken(netrcPath, base.Hostname())
 	if err != nil {
 		return nil, err
 	}

@@ -56,6 +56,8 @@ type Options struct {
 	Stdin []byte
 	// Env is extra environment ("NAME=value"), after the standard one
 	// (so NIX_CONFIG here replaces the empty default).
+	// E.g. NIX_SSL_CERT_FILE: the CA bundle Nix 2.8 trusts for HTTPS (it
+	// has no ssl-cert-file setting: --option ssl-cert-file is "unknown").
 	Env []string
 }
 

@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -144,5 +145,45 @@ func TestParseFlags(t *testing.T) {
 				t.Fatalf("code %d done %v dir %q stderr %q; want %d %v %q %q", code, done, *dir, stderr.String(), c.code, c.done, c.want, c.inStderr)
 			}
 		})
+	}
+}
+
+// A FLAKEGATE_* variable that names no flag is found, with the flag it
+// probably meant; known ones and other variables are not.
+func TestUnknownEnv(t *testing.T) {
+	fs := flag.NewFlagSet("svc", flag.ContinueOnError)
+	fs.String("data-dir", "", "")
+	fs.String("listen", "", "")
+	fs.String("tls-cert", "", "")
+	got := UnknownEnv(fs, []string{
+		"FLAKEGATE_DATA_DIR=/x", "FLAKEGATE_TLS_CERT=/c", "PATH=/bin", "XFLAKEGATE_NOPE=1",
+		"FLAKEGATE_LISTNE=:1", "FLAKEGATE_DATADIR=/y", "FLAKEGATE_TEST_POSTGRES_URL=postgres://", "FLAKEGATE_tls_cert=lower",
+	})
+	want := []UnknownVar{
+		{"FLAKEGATE_DATADIR", "FLAKEGATE_DATA_DIR"},
+		{"FLAKEGATE_LISTNE", "FLAKEGATE_LISTEN"},
+		{"FLAKEGATE_TEST_POSTGRES_URL", ""},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("UnknownEnv = %v, want %v", got, want)
+	}
+}
+
+// ParseFlags reports a misspelt variable as a WARN log line and carries on.
+func TestParseFlagsReportsUnknownEnv(t *testing.T) {
+	t.Setenv("FLAKEGATE_DATADIR", "/typo")
+	fs := flag.NewFlagSet("blobserver", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dir := fs.String("data-dir", "default", "")
+	var stderr strings.Builder
+	code, done := ParseFlags(fs, nil, io.Discard, &stderr)
+	if code != 0 || done || *dir != "default" {
+		t.Fatalf("code %d done %v dir %q", code, done, *dir)
+	}
+	line := stderr.String()
+	for _, want := range []string{`"level":"WARN"`, `"variable":"FLAKEGATE_DATADIR"`, `"did_you_mean":"FLAKEGATE_DATA_DIR"`, "names no flag"} {
+		if !strings.Contains(line, want) {
+			t.Errorf("stderr lacks %s: %q", want, line)
+		}
 	}
 }

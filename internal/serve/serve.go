@@ -42,6 +42,13 @@ type Listener struct {
 	// the process starts); nil: Run listens on Addr.
 	Ln     net.Listener
 	Server Server
+	// TLS, when enabled, serves Server (an *http.Server) over TLS with
+	// HTTP/2, its certificate reloaded when the files change (Certs).
+	TLS TLSFiles
+	// Public marks a listener clients send their tokens to: served in
+	// clear on an address other hosts can reach (Exposed), it logs a
+	// warning at start.
+	Public bool
 }
 
 // Options tune Run.
@@ -79,17 +86,28 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 		timeout = DefaultShutdownTimeout
 	}
 
-	lns := make([]net.Listener, len(ls))
-	closeAll := func() {
-		for i, l := range ls {
-			switch {
-			case lns[i] != nil:
-				lns[i].Close()
-			case l.Ln != nil:
-				l.Ln.Close()
-			}
+	servers := make([]Server, len(ls))
+	for i, l := range ls {
+		servers[i] = l.Server
+		if !l.TLS.Enabled() {
+			continue
 		}
+		hs, ok := l.Server.(*http.Server)
+		if !ok {
+			closeListeners(ls, nil)
+			return fmt.Errorf("%s listener: TLS needs an HTTP server, not %T", l.Name, l.Server)
+		}
+		certs, err := LoadCerts(l.TLS, l.Name, log)
+		if err != nil {
+			closeListeners(ls, nil)
+			return err
+		}
+		hs.TLSConfig = certs.TLSConfig()
+		servers[i] = httpsServer{hs}
 	}
+
+	lns := make([]net.Listener, len(ls))
+	closeAll := func() { closeListeners(ls, lns) }
 	for i, l := range ls {
 		if l.Ln != nil {
 			lns[i] = l.Ln
@@ -102,6 +120,12 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 		}
 		lns[i] = ln
 	}
+	for i, l := range ls {
+		if l.Public && !l.TLS.Enabled() && Exposed(lns[i].Addr()) {
+			log.Warn("serving in clear on an address other hosts can reach: tokens and cache traffic cross the network unencrypted; set -tls-cert and -tls-key, or listen on loopback behind a TLS proxy",
+				"listener", l.Name, "addr", lns[i].Addr().String())
+		}
+	}
 
 	errc := make(chan error, len(ls))
 	var serving sync.WaitGroup
@@ -109,7 +133,7 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 		serving.Add(1)
 		go func() {
 			defer serving.Done()
-			if err := l.Server.Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			if err := servers[i].Serve(lns[i]); err != nil && !errors.Is(err, http.ErrServerClosed) {
 				errc <- fmt.Errorf("serve %s on %s: %w", l.Name, lns[i].Addr(), err)
 			}
 		}()
@@ -149,6 +173,19 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 	serving.Wait()
 	closeAll() // a server that failed may have left its listener open
 	return serveErr
+}
+
+// closeListeners closes the bound listeners lns (nil: none bound yet) and
+// the ones passed in Ln.
+func closeListeners(ls []Listener, lns []net.Listener) {
+	for i, l := range ls {
+		switch {
+		case lns != nil && lns[i] != nil:
+			lns[i].Close()
+		case l.Ln != nil:
+			l.Ln.Close()
+		}
+	}
 }
 
 // GRPC adapts a gRPC server to Server: Shutdown is GracefulStop (Stop once

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
@@ -28,15 +29,7 @@ import (
 // token exchange, the mint command, and the stop command, after which both
 // servers must have exited cleanly.
 func TestQuickstart(t *testing.T) {
-	nixtest.Require(t)
-	if testing.Short() {
-		t.Skip("-short: the quickstart builds its own binaries")
-	}
-	// The detached servers outlive the script. As their subreaper this
-	// process inherits them, so it can reap them and check their exit status.
-	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
-		t.Fatalf("become child subreaper: %v", err)
-	}
+	requireQuickstart(t)
 	dir := t.TempDir()
 	port := freePorts(t, 4) // the script uses port … port+3
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -144,6 +137,20 @@ func TestQuickstart(t *testing.T) {
 	pids = nil
 }
 
+// requireQuickstart skips without Nix or in -short, and makes this process
+// the subreaper of the detached server the script starts: it outlives the
+// script, and this process inherits it, to reap it and check its exit status.
+func requireQuickstart(t *testing.T) {
+	t.Helper()
+	nixtest.Require(t)
+	if testing.Short() {
+		t.Skip("-short: the quickstart builds its own binaries")
+	}
+	if err := unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0); err != nil {
+		t.Fatalf("become child subreaper: %v", err)
+	}
+}
+
 // quickstart is what the script prints.
 type quickstart struct {
 	cache, publicKey                            string
@@ -206,20 +213,20 @@ func commandsBetween(t *testing.T, text, from, to string) string {
 }
 
 // freePorts returns the first of n consecutive loopback ports that were free
-// a moment ago.
+// a moment ago. They are taken below the kernel's ephemeral range (32768 and
+// up), where the outgoing connections of every process on the machine would
+// otherwise take them between this check and the servers' bind.
 func freePorts(t *testing.T, n int) int {
 	t.Helper()
-	for range 50 {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		base := ln.Addr().(*net.TCPAddr).Port
-		held := []net.Listener{ln}
-		for p := base + 1; p < base+n; p++ {
-			if l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p)); err == nil {
-				held = append(held, l)
+	for range 200 {
+		base := 20000 + rand.IntN(12000-n)
+		var held []net.Listener
+		for p := base; p < base+n; p++ {
+			l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+			if err != nil {
+				break
 			}
+			held = append(held, l)
 		}
 		for _, l := range held {
 			l.Close()
@@ -278,5 +285,102 @@ func reap(pid int, timeout time.Duration) (unix.WaitStatus, error) {
 			return ws, fmt.Errorf("still running %s after SIGTERM: killed", timeout)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestQuickstartRefusesSecondInstance starts the quickstart (detached),
+// then starts it again while it runs: with the same state directory, and
+// with another directory on the same ports. Both refuse with a message
+// saying why, before building or writing anything; the first instance
+// keeps serving, its pid file and logs untouched (the second used to
+// truncate them, overwrite the pid file and report success because its
+// readiness check trusted whichever server answered).
+func TestQuickstartRefusesSecondInstance(t *testing.T) {
+	requireQuickstart(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	quickstart := func(dir string, port int) (string, error) {
+		cmd := exec.CommandContext(ctx, "bash", "../../scripts/quickstart.sh")
+		cmd.Env = append(os.Environ(), "FLAKEGATE_QUICKSTART_DETACH=1", "FLAKEGATE_QUICKSTART_DIR="+dir, "FLAKEGATE_PORT="+strconv.Itoa(port))
+		out, err := cmd.CombinedOutput()
+		return string(out), err
+	}
+
+	dir, port := t.TempDir(), freePorts(t, 4)
+	out, err := quickstart(dir, port)
+	pids := readPids(t, filepath.Join(dir, "pids"))
+	t.Cleanup(func() { stopServers(t, pids) })
+	if err != nil {
+		t.Fatalf("first quickstart: %v\n%s", err, out)
+	}
+	if !strings.Contains(out, "quickstart: built in ") {
+		t.Errorf("the build step shows no progress or time:\n%s", out)
+	}
+	cache := wordAfter(t, out, "cache:")
+	type snapshot struct {
+		content string
+		inode   uint64
+	}
+	snap := func() map[string]snapshot {
+		m := map[string]snapshot{}
+		for _, f := range []string{"blobserver.log", "pids", "issuers.yaml"} {
+			p := filepath.Join(dir, f)
+			b, err := os.ReadFile(p)
+			var st unix.Stat_t
+			if err != nil || unix.Stat(p, &st) != nil {
+				t.Fatalf("%s: %v", f, err)
+			}
+			m[f] = snapshot{string(b), st.Ino}
+		}
+		return m
+	}
+	before := snap()
+
+	for _, c := range []struct {
+		name, dir string
+		port      int
+		why       string
+	}{
+		{"same state directory", dir, freePorts(t, 4), "another quickstart is already running with " + dir},
+		{"same ports", t.TempDir(), port, fmt.Sprintf("port %d on 127.0.0.1 is in use", port)},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			out, err := quickstart(c.dir, c.port)
+			var exit *exec.ExitError
+			if !errors.As(err, &exit) || exit.ExitCode() != 1 {
+				t.Fatalf("second quickstart: %v, want exit status 1\n%s", err, out)
+			}
+			if !strings.Contains(out, c.why) || strings.Contains(out, "flakegate is running") || strings.Contains(out, "building") {
+				t.Fatalf("second quickstart's output does not refuse (%q) before building:\n%s", c.why, out)
+			}
+			if c.dir != dir {
+				if _, err := os.Stat(filepath.Join(c.dir, "pids")); err == nil {
+					t.Error("the refused quickstart wrote a pid file")
+				}
+			}
+		})
+	}
+
+	// The first instance: its files untouched (the logs may only have
+	// grown), its servers alive and serving.
+	after := snap()
+	for f, b := range before {
+		a := after[f]
+		if a.inode != b.inode || !strings.HasPrefix(a.content, b.content) {
+			t.Errorf("%s of the running instance was replaced or rewritten", f)
+		}
+	}
+	for _, pid := range pids {
+		if unix.Kill(pid, 0) != nil {
+			t.Errorf("server %d of the first quickstart is gone", pid)
+		}
+	}
+	resp, err := http.Get(cache + "/nix-cache-info")
+	if err != nil {
+		t.Fatalf("the first quickstart no longer serves: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Errorf("the first quickstart answers nix-cache-info with %d", resp.StatusCode)
 	}
 }

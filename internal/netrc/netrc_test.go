@@ -1,4 +1,4 @@
-package login
+package netrc
 
 import (
 	"os"
@@ -7,7 +7,7 @@ import (
 	"testing"
 )
 
-func TestSetNetrcEntry(t *testing.T) {
+func TestSetEntry(t *testing.T) {
 	const host = "cache.example.com"
 	tests := []struct {
 		name, in, want string
@@ -75,33 +75,33 @@ func TestSetNetrcEntry(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, err := SetNetrcEntry(tt.in, host, NetrcLogin, "NEW")
+			got, err := SetEntry(tt.in, host, "flakegate", "NEW")
 			if err != nil {
 				t.Fatal(err)
 			}
 			if got != tt.want {
 				t.Errorf("got\n%s\nwant\n%s", got, tt.want)
 			}
-			if p, ok := NetrcPassword(got, host); !ok || p != "NEW" {
-				t.Errorf("NetrcPassword after update = %q, %v; want NEW", p, ok)
+			if p, ok := Password(got, host); !ok || p != "NEW" {
+				t.Errorf("Password after update = %q, %v; want NEW", p, ok)
 			}
 		})
 	}
 }
 
-func TestSetNetrcEntryRefusesBadValues(t *testing.T) {
+func TestSetEntryRefusesBadValues(t *testing.T) {
 	for _, v := range []string{"", "a b", "a\nmachine evil", "x\"y", "#c", `a\b`} {
-		if _, err := SetNetrcEntry("", "h", "l", v); err == nil {
+		if _, err := SetEntry("", "h", "l", v); err == nil {
 			t.Errorf("password %q accepted", v)
 		}
 	}
 }
 
-func TestWriteNetrcEntry(t *testing.T) {
+func TestWriteEntry(t *testing.T) {
 	dir := t.TempDir()
 	t.Run("creates directory and 0600 file", func(t *testing.T) {
 		p := filepath.Join(dir, "new", "nix", "netrc")
-		if err := WriteNetrcEntry(p, "h", "l", "tok1"); err != nil {
+		if err := WriteEntry(p, "h", "l", "tok1"); err != nil {
 			t.Fatal(err)
 		}
 		assertMode(t, p, 0o600)
@@ -112,7 +112,7 @@ func TestWriteNetrcEntry(t *testing.T) {
 		if err := os.WriteFile(p, []byte("machine o login a password b\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteNetrcEntry(p, "h", "l", "tok2"); err != nil {
+		if err := WriteEntry(p, "h", "l", "tok2"); err != nil {
 			t.Fatal(err)
 		}
 		assertMode(t, p, 0o600)
@@ -127,7 +127,7 @@ func TestWriteNetrcEntry(t *testing.T) {
 		if err := os.Symlink(real, link); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteNetrcEntry(link, "h", "l", "tok3"); err != nil {
+		if err := WriteEntry(link, "h", "l", "tok3"); err != nil {
 			t.Fatal(err)
 		}
 		if fi, err := os.Lstat(link); err != nil || fi.Mode()&os.ModeSymlink == 0 {
@@ -151,7 +151,7 @@ func TestWriteNetrcEntry(t *testing.T) {
 		if err := os.Mkdir(p, 0o700); err != nil {
 			t.Fatal(err)
 		}
-		if err := WriteNetrcEntry(p, "h", "l", "tok"); err == nil {
+		if err := WriteEntry(p, "h", "l", "tok"); err == nil {
 			t.Fatal("writing over a directory succeeded")
 		}
 	})
@@ -191,11 +191,11 @@ func TestRemoveNetrcEntry(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			got, removed := RemoveNetrcEntry(c.in, "cache.example.com")
+			got, removed := RemoveEntry(c.in, "cache.example.com")
 			if got != c.want || removed != (c.name != "absent") {
 				t.Fatalf("got %q (removed %v), want %q", got, removed, c.want)
 			}
-			if _, ok := NetrcPassword(got, "cache.example.com"); ok {
+			if _, ok := Password(got, "cache.example.com"); ok {
 				t.Fatalf("the entry is still there: %q", got)
 			}
 		})

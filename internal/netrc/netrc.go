@@ -1,4 +1,8 @@
-package login
+// Package netrc reads and updates netrc files (the credentials Nix sends,
+// as curl reads them) in place: one machine's entry is set, everything
+// else — other machines, comments, macros, layout — is kept. flakegate
+// login and devissuer mint -netrc write through it.
+package netrc
 
 import (
 	"errors"
@@ -116,11 +120,11 @@ func parseNetrc(toks []netrcToken) []netrcEntry {
 	return entries
 }
 
-// SetNetrcEntry returns content with the entry for machine set to login and
+// SetEntry returns content with the entry for machine set to login and
 // password: the first entry for that machine is replaced in place; without
 // one, a new line is added (before a "default" entry, which must stay last).
 // Everything else (other machines, comments, macros, layout) is kept.
-func SetNetrcEntry(content, machine, login, password string) (string, error) {
+func SetEntry(content, machine, login, password string) (string, error) {
 	for _, v := range []string{machine, login, password} {
 		if v == "" || strings.ContainsAny(v, " \t\r\n\"#\\") {
 			return "", fmt.Errorf("netrc value %q: must be non-empty without spaces, quotes, backslashes or '#'", redactIfLong(v))
@@ -177,8 +181,8 @@ func redactIfLong(v string) string {
 	return v
 }
 
-// NetrcPassword returns the password of the first entry for machine, if any.
-func NetrcPassword(content, machine string) (string, bool) {
+// Password returns the password of the first entry for machine, if any.
+func Password(content, machine string) (string, bool) {
 	for _, e := range parseNetrc(tokenizeNetrc(strings.Split(content, "\n"))) {
 		if !e.isDefault && strings.EqualFold(e.machine, machine) {
 			p, ok := e.fields["password"]
@@ -188,11 +192,11 @@ func NetrcPassword(content, machine string) (string, bool) {
 	return "", false
 }
 
-// WriteNetrcEntry sets the entry for machine in the netrc file at path,
+// WriteEntry sets the entry for machine in the netrc file at path,
 // creating the file (and its directory, 0700) when missing. The file is
 // replaced atomically and is 0600 afterwards; a symlinked netrc is updated
 // at its target.
-func WriteNetrcEntry(path, machine, login, password string) error {
+func WriteEntry(path, machine, login, password string) error {
 	target := path
 	if resolved, err := filepath.EvalSymlinks(path); err == nil {
 		target = resolved
@@ -203,7 +207,7 @@ func WriteNetrcEntry(path, machine, login, password string) error {
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read netrc %s: %w", target, err)
 	}
-	updated, err := SetNetrcEntry(string(old), machine, login, password)
+	updated, err := SetEntry(string(old), machine, login, password)
 	if err != nil {
 		return fmt.Errorf("update netrc %s: %w", target, err)
 	}
@@ -237,24 +241,24 @@ func WriteNetrcEntry(path, machine, login, password string) error {
 	return nil
 }
 
-// ReadNetrcToken returns the cache token stored for machine in the netrc
+// ReadToken returns the cache token stored for machine in the netrc
 // file at path; an error says to log in when there is none.
-func ReadNetrcToken(path, machine string) (string, error) {
+func ReadToken(path, machine string) (string, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
 		return "", fmt.Errorf("read the cache token from %s (run flakegate login first): %w", path, err)
 	}
-	p, ok := NetrcPassword(string(b), machine)
+	p, ok := Password(string(b), machine)
 	if !ok || p == "" {
 		return "", fmt.Errorf("no cache token for %s in %s: run flakegate login", machine, path)
 	}
 	return p, nil
 }
 
-// RemoveNetrcEntry returns content without the entries for machine (every
+// RemoveEntry returns content without the entries for machine (every
 // other byte kept; a line left blank by the removal is dropped) and
 // whether there was one.
-func RemoveNetrcEntry(content, machine string) (string, bool) {
+func RemoveEntry(content, machine string) (string, bool) {
 	removed := false
 	for {
 		lines := strings.Split(content, "\n")
