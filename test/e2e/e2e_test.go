@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -162,7 +163,7 @@ func endToEnd(t *testing.T, s *stack) {
 	// server's own 404, every header, GET and HEAD, narinfo and NAR, flake
 	// URL and union — is in TestIsolationBetweenFlakes.
 
-	t.Run("an expired token in the netrc: Nix shows the reason, and a fresh token in the same netrc pushes", func(t *testing.T) {
+	t.Run("an expired token in the netrc: Nix shows the reason, and after flakegate login --ci the same command pushes", func(t *testing.T) {
 		path := s.src.MakeClosure(2, "relogin")
 		host, _, _ := strings.Cut(s.host, ":")
 		netrc := nixtest.WriteNetrc(t, host, "flakegate", s.expired())
@@ -171,9 +172,17 @@ func endToEnd(t *testing.T, s *stack) {
 		if err == nil || !strings.Contains(err.Error(), "token expired") || strings.Contains(err.Error(), notACache) {
 			t.Fatalf("nix copy with an expired token: %v; want the server's reason (token expired)", err)
 		}
-		// What `flakegate login --ci` does to the netrc: a new token in place of the old one.
-		if err := os.WriteFile(netrc, []byte("machine "+host+" login flakegate password "+ciApp+"\n"), 0o600); err != nil {
-			t.Fatal(err)
+		// The fix the 401's body names: `flakegate login --ci` (the real
+		// client; the job's fresh ID token in $FLAKEGATE_ID_TOKEN, as on
+		// GitLab) exchanges it and writes the cache token over the expired
+		// entry of the same netrc.
+		login := exec.Command(filepath.Join(binDir, "flakegate"), "login", "--ci", "--cache", s.url, "--netrc", netrc)
+		login.Env = append(os.Environ(), "FLAKEGATE_ID_TOKEN="+s.ci("omnicorp/app", "refs/heads/main"))
+		if out, err := login.CombinedOutput(); err != nil {
+			t.Fatalf("flakegate login --ci: %v\n%s", err, out)
+		}
+		if b, _ := os.ReadFile(netrc); strings.Count(string(b), "machine "+host) != 1 {
+			t.Fatalf("the netrc after login has %d entries for %s, want the one replaced:\n%s", strings.Count(string(b), "machine "+host), host, b)
 		}
 		if err := s.src.CopyTo(opts, s.url+"/omnicorp/app?compression=zstd", path); err != nil {
 			t.Fatalf("nix copy after a fresh token: %v", err)
