@@ -9,13 +9,10 @@ package scaleout
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"flag"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -24,7 +21,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/minio/minio-go/v7"
 	"github.com/minio/minio-go/v7/pkg/credentials"
 
@@ -43,52 +39,14 @@ type env struct {
 
 func setup(t testing.TB) env {
 	t.Helper()
-	s3URL, pgURL := os.Getenv("FLAKEGATE_TEST_S3_URL"), os.Getenv("FLAKEGATE_TEST_POSTGRES_URL")
-	if s3URL == "" || pgURL == "" {
-		t.Skip("FLAKEGATE_TEST_S3_URL / FLAKEGATE_TEST_POSTGRES_URL not set: run `eval \"$(scripts/test-services.sh start)\"` to start MinIO and PostgreSQL on loopback")
-	}
 	nixtest.Require(t)
 	if testing.Short() {
 		t.Skip("two blob servers with real Nix: skipped in -short")
 	}
-	var rnd [6]byte
-	_, _ = rand.Read(rnd[:])
-	id := "scaleout_" + hex.EncodeToString(rnd[:])
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-
-	// PostgreSQL: a schema of our own.
-	conn, err := pgx.Connect(ctx, pgURL)
-	if err != nil {
-		t.Fatalf("connect to PostgreSQL: %v", err)
-	}
-	defer conn.Close(ctx)
-	if _, err := conn.Exec(ctx, "CREATE SCHEMA "+id); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		if c, err := pgx.Connect(ctx, pgURL); err == nil {
-			_, _ = c.Exec(ctx, "DROP SCHEMA "+id+" CASCADE")
-			c.Close(ctx)
-		}
-	})
-	pu, err := url.Parse(pgURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	q := pu.Query()
-	q.Set("search_path", id)
-	pu.RawQuery = q.Encode()
-
-	// MinIO: the bucket (created if needed) and a prefix of our own.
-	su, err := url.Parse(s3URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	su.Path = strings.TrimSuffix(su.Path, "/") + "/" + id
-	cfg, err := s3.ParseURL(su.String())
+	// A PostgreSQL schema and a MinIO prefix of the test's own, dropped
+	// and emptied when it ends.
+	pgURL, s3URL := testutil.ScaleOutURLs(t, "scaleout")
+	cfg, err := s3.ParseURL(s3URL)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,23 +54,7 @@ func setup(t testing.TB) env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := mc.BucketExists(ctx, cfg.Bucket); err != nil {
-		t.Fatalf("MinIO: %v", err)
-	} else if !ok {
-		if err := mc.MakeBucket(ctx, cfg.Bucket, minio.MakeBucketOptions{Region: cfg.Region}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		for oi := range mc.ListObjectsIter(ctx, cfg.Bucket, minio.ListObjectsOptions{Prefix: cfg.Prefix, Recursive: true}) {
-			if oi.Err == nil {
-				_ = mc.RemoveObject(ctx, cfg.Bucket, oi.Key, minio.RemoveObjectOptions{})
-			}
-		}
-	})
-	return env{s3URL: su.String(), pgURL: pu.String(), s3cfg: cfg, mc: mc}
+	return env{s3URL: s3URL, pgURL: pgURL, s3cfg: cfg, mc: mc}
 }
 
 // objects lists the object keys below the test's prefix and dir.
