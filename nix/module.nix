@@ -133,6 +133,8 @@ let
     "signing-key-file" = if signingKeyIds == [ ] then null else map credential signingKeyIds;
     storage = cfg.blobserver.storage;
     index = cfg.blobserver.index;
+    "tls-cert" = cfg.blobserver.tls.certFile;
+    "tls-key" = cfg.blobserver.tls.keyFile;
   };
   # The embedded gate asking a separate authz.
   gateFlags = {
@@ -262,6 +264,7 @@ let
           CapabilityBoundingSet = lib.optionalString privilegedPort "CAP_NET_BIND_SERVICE";
           AmbientCapabilities = lib.optionalString privilegedPort "CAP_NET_BIND_SERVICE";
           EnvironmentFile = lib.optional (cfg.blobserver.environmentFile != null) cfg.blobserver.environmentFile;
+          SupplementaryGroups = lib.optional (cfg.blobserver.tls.group != null) cfg.blobserver.tls.group;
         }
         # (An assertion refuses a dataDir outside /var/lib.)
         // lib.optionalAttrs (stateDirOf cfg.blobserver.dataDir != null) {
@@ -358,6 +361,35 @@ in
           Nix secret key files (nix-store --generate-binary-cache-key); every
           key signs (rotation). Empty: a key is created in dataDir on first start.
         '';
+      };
+      tls = {
+        certFile = mkOption {
+          type = types.nullOr secretPath;
+          default = null;
+          example = "/var/lib/acme/cache.example.com/fullchain.pem";
+          description = ''
+            Certificate chain (PEM) for HTTPS and HTTP/2 on the public listener
+            (blobserver -tls-cert): the single host can face the network without
+            a proxy. Re-read when the file changes (a renewal needs no restart).
+          '';
+        };
+        keyFile = mkOption {
+          type = types.nullOr secretPath;
+          default = null;
+          example = "/var/lib/acme/cache.example.com/key.pem";
+          description = ''
+            Its private key (blobserver -tls-key). Read in place, not as a
+            systemd credential (credentials are copied once at start, which
+            would defeat the reload): give the unit a group that may read it
+            with tls.group.
+          '';
+        };
+        group = mkOption {
+          type = types.nullOr types.str;
+          default = null;
+          example = "acme";
+          description = "A group allowed to read tls.keyFile, added to the unit (SupplementaryGroups).";
+        };
       };
       environmentFile = mkOption {
         type = types.nullOr secretPath;
@@ -484,6 +516,14 @@ in
       {
         assertion = !(envoy && (cfg.blobserver.extAuthz != null || cfg.blobserver.authzHTTP != null));
         message = "services.flakegate: blobserver.extAuthz and blobserver.authzHTTP are for mode \"embedded-gate\"; behind Envoy, Envoy asks authz.";
+      }
+      {
+        assertion = (cfg.blobserver.tls.certFile == null) == (cfg.blobserver.tls.keyFile == null);
+        message = "services.flakegate: blobserver.tls.certFile and blobserver.tls.keyFile go together (HTTPS needs both).";
+      }
+      {
+        assertion = !(cfg.blobserver.tls.certFile != null && envoy);
+        message = "services.flakegate: blobserver.tls is for a public listener; in mode \"behind-envoy\" Envoy terminates TLS.";
       }
       {
         assertion = !(cfg.openFirewall && envoy);

@@ -135,7 +135,21 @@ func TestModuleSingleHost(t *testing.T) {
 	// Without token key files: the token keys live in the data directory.
 	r = mustEvalModule(t, exampleConfig(t, "single-host"))
 	_, f = execFlags(t, r.unit(t, singleUnit), "ExecStart")
-	wantFlags(t, singleUnit, f, map[string]string{"token-keys": "/var/lib/flakegate/token-keys"})
+	wantFlags(t, singleUnit, f, map[string]string{"token-keys": "/var/lib/flakegate/token-keys", "tls-cert": "<absent>", "tls-key": "<absent>"})
+
+	// HTTPS on the public port: the files read in place (re-read on change,
+	// so not credentials), the key's group added to the unit.
+	r = mustEvalModule(t, withExample(t, "single-host", `{ blobserver.listen = "0.0.0.0:443"; blobserver.tls = {
+		certFile = "/var/lib/acme/cache/fullchain.pem"; keyFile = "/var/lib/acme/cache/key.pem"; group = "acme"; }; }`))
+	s = r.unit(t, singleUnit)
+	_, f = execFlags(t, s, "ExecStart")
+	wantFlags(t, singleUnit, f, map[string]string{"tls-cert": "/var/lib/acme/cache/fullchain.pem", "tls-key": "/var/lib/acme/cache/key.pem", "listen": "0.0.0.0:443"})
+	if got := s.list("SupplementaryGroups"); !slices.Equal(got, []string{"acme"}) {
+		t.Errorf("SupplementaryGroups = %v, want [acme]", got)
+	}
+	if got := s.list("LoadCredential"); slices.ContainsFunc(got, func(c string) bool { return strings.Contains(c, "key.pem") }) {
+		t.Errorf("the TLS key went through a credential (copied once at start: no reload): %v", got)
+	}
 }
 
 // TestModuleEmbeddedGate: one host, the blob server asks authz before every
@@ -288,6 +302,9 @@ func TestModuleInvalidCombinations(t *testing.T) {
 		{"password in index URL", "embedded-gate", `{ blobserver.index = "postgres://fg:hunter2@db/fg"; }`, "must not contain a password"},
 		{"password parameter in index URL", "embedded-gate", `{ blobserver.index = "postgres://fg@db/fg?sslmode=require&password=hunter2"; }`, "must not contain a password"},
 		{"data dir outside /var/lib", "embedded-gate", `{ blobserver.dataDir = "/srv/cache"; }`, "must be under /var/lib"},
+		{"TLS certificate without its key", "single-host", `{ blobserver.tls.certFile = "/var/lib/acme/c/fullchain.pem"; }`, "go together"},
+		{"TLS behind envoy", "behind-envoy", `{ blobserver.tls.certFile = "/var/lib/acme/c/fullchain.pem"; blobserver.tls.keyFile = "/var/lib/acme/c/key.pem"; }`, "Envoy terminates TLS"},
+		{"TLS key through extraFlags", "single-host", `{ blobserver.extraFlags."tls-key" = "/run/k"; }`, "extraFlags set -tls-key"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
