@@ -59,6 +59,7 @@ func newCache(t *testing.T, wrap func(http.Handler) http.Handler) *cache {
 		MaxNarSize: 1 << 30, MaxNarInfoSize: 1 << 20, Priority: 40,
 		UploadIdleTimeout: time.Minute, MaxExpansion: nixcache.DefaultMaxExpansion,
 		MaxUploadsPerSubject: 32, CacheEntries: 1 << 12,
+		ReadTouchInterval: time.Hour, ReadFlushInterval: 30 * time.Second, GenerationPoll: time.Second,
 	})
 	if err != nil {
 		t.Fatal(err)

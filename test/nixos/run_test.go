@@ -177,7 +177,7 @@ func TestModuleRunsBinaries(t *testing.T) {
 			}
 
 			prog, args := h.command(blob, "ExecStart", secrets)
-			out, err := runCmd(prog, append(args, "-print-public-key")...)
+			out, err := runStdout(prog, append(args, "-print-public-key")...)
 			if err != nil || strings.TrimSpace(out) != public {
 				t.Fatalf("blobserver -print-public-key with the unit's flags: %v\n%s\nwant the credential's key %s", err, out, public)
 			}
@@ -244,6 +244,22 @@ func decidedOn(log, path string) bool {
 		}
 	}
 	return false
+}
+
+// runStdout runs prog and returns what it printed on stdout alone (its
+// warnings, e.g. about FLAKEGATE_* variables of the test environment, go to
+// stderr, which an error includes).
+func runStdout(prog string, args ...string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stderr strings.Builder
+	cmd := exec.CommandContext(ctx, prog, args...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return string(out) + stderr.String(), err
+	}
+	return string(out), nil
 }
 
 func runCmd(prog string, args ...string) (string, error) {
