@@ -188,7 +188,7 @@ s_boost() {
   BOOST_LINK=()
   local a=$b/context/src/asm
   (cd "$b/context/src" && boost_lib context "$a/make_x86_64_sysv_elf_gas.S" "$a/jump_x86_64_sysv_elf_gas.S" \
-    "$a/ontop_x86_64_sysv_elf_gas.S" posix/stack_traits.cpp)
+    "$a/ontop_x86_64_sysv_elf_gas.S" fcontext.cpp posix/stack_traits.cpp)
   BOOST_LINK=(-lboost_context)
   (cd "$b/coroutine/src" && boost_lib coroutine detail/coroutine_context.cpp exceptions.cpp posix/stack_traits.cpp)
   BOOST_LINK=()
@@ -250,7 +250,9 @@ s_nix_setup() {
 }
 
 s_nix_build() {
-  $NICE ninja -C "$WORK/build/nix" -j"$JOBS"
+  # -k 0: on a failure keep compiling the rest, so that a fix and rerun resumes with
+  # only what failed left to do.
+  $NICE ninja -C "$WORK/build/nix" -j"$JOBS" -k 0
 }
 
 s_nix_install() {
