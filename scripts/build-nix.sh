@@ -151,6 +151,7 @@ s_meson() {
   "$WORK/bin/meson" --version
 }
 
+BOOST_INC=$PREFIX/boost/include
 BOOST_CXXFLAGS="-std=c++17 $LIBCXX_FLAGS -O2 -fPIC -DBOOST_ALL_NO_LIB -DBOOST_ALL_DYN_LINK"
 
 # boost_lib NAME SOURCES...: compile SOURCES into $PREFIX/lib/libboost_NAME.so.
@@ -166,8 +167,8 @@ boost_lib() {
     while [ "$(jobs -rp | wc -l)" -ge "$JOBS" ]; do wait -n; done
     case $src in
       *.S) $NICE $CC -c -fPIC "$src" -o "$o.tmp" && mv "$o.tmp" "$o" & ;;
-      *.c) $NICE $CC -c -O2 -fPIC -I"$PREFIX/include" "$src" -o "$o.tmp" && mv "$o.tmp" "$o" & ;;
-      *) $NICE $CXX -c $BOOST_CXXFLAGS -I"$PREFIX/include" "$src" -o "$o.tmp" && mv "$o.tmp" "$o" & ;;
+      *.c) $NICE $CC -c -O2 -fPIC -I"$BOOST_INC" "$src" -o "$o.tmp" && mv "$o.tmp" "$o" & ;;
+      *) $NICE $CXX -c $BOOST_CXXFLAGS -I"$BOOST_INC" "$src" -o "$o.tmp" && mv "$o.tmp" "$o" & ;;
     esac
   done
   local j
@@ -180,9 +181,13 @@ boost_lib() {
 
 s_boost() {
   local b=$WORK/src/boost/libs lib
-  mkdir -p "$PREFIX/include" "$PREFIX/lib"
+  # Boost headers get their own include dir: curl's, blake3's and libgit2's pkg-config
+  # files put $PREFIX/include on the command line as -I, and boost headers seen through
+  # -I instead of -isystem fail Nix's -Werror=suggest-override.
+  rm -rf "$PREFIX/include/boost" "$BOOST_INC"
+  mkdir -p "$BOOST_INC" "$PREFIX/lib"
   for lib in "${BOOST_LIBS[@]}"; do
-    [ -d "$b/$lib/include/boost" ] && cp -a "$b/$lib/include/boost" "$PREFIX/include/"
+    [ -d "$b/$lib/include/boost" ] && cp -a "$b/$lib/include/boost" "$BOOST_INC/"
   done
   # The libraries that Nix's meson asks for by name (others it uses are header-only).
   BOOST_LINK=()
@@ -234,11 +239,14 @@ s_nix_setup() {
   local bd=$WORK/build/nix
   rm -rf "$bd"
   export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
-  export BOOST_ROOT="$PREFIX" BOOST_INCLUDEDIR="$PREFIX/include" BOOST_LIBRARYDIR="$PREFIX/lib"
+  export BOOST_INCLUDEDIR="$BOOST_INC" BOOST_LIBRARYDIR="$PREFIX/lib"
+  # Not wanted here, and it configures itself whenever LLVM is found (clang-19 brings
+  # LLVM's cmake files) but then lacks clang-tidy's headers.
+  sed -i "/subproject('clang-tidy-plugin'/d" "$WORK/src/nix/meson.build"
   # -O1 without debug info: this Nix is a test client, and on a small shared machine
   # compile time is what counts (clang also gets Nix's precompiled headers).
   CC=$CC CXX=$CXX CC_LD=lld CXX_LD=lld \
-    CFLAGS="-O1" CXXFLAGS="$LIBCXX_FLAGS -O1" \
+    CFLAGS="-O1" CXXFLAGS="$LIBCXX_FLAGS -O1 -isystem $BOOST_INC" \
     LDFLAGS="$LIBCXX_FLAGS -Wl,-rpath,$PREFIX/lib -L$PREFIX/lib" \
     $NICE "$WORK/bin/meson" setup "$bd" "$WORK/src/nix" \
     --prefix="$PREFIX" --libdir=lib --buildtype=plain -Db_lto=false \
