@@ -243,6 +243,9 @@ s_nix_setup() {
   # Not wanted here, and it configures itself whenever LLVM is found (clang-19 brings
   # LLVM's cmake files) but then lacks clang-tidy's headers.
   sed -i "/subproject('clang-tidy-plugin'/d" "$WORK/src/nix/meson.build"
+  # Debian's nlohmann_json 3.11.2 cannot assign a std::optional<ExperimentalFeature>
+  # (src/nix/main.cc, two places): assign the value (or null) explicitly.
+  sed -i 's|j\["experimentalFeature"\] = implem.experimentalFeature;|j["experimentalFeature"] = implem.experimentalFeature ? nlohmann::json(*implem.experimentalFeature) : nlohmann::json(nullptr);|; s|b\["experimental-feature"\] = primOp->experimentalFeature;|b["experimental-feature"] = *primOp->experimentalFeature;|' "$WORK/src/nix/src/nix/main.cc"
   # -O1 without debug info: this Nix is a test client, and on a small shared machine
   # compile time is what counts (clang also gets Nix's precompiled headers).
   CC=$CC CXX=$CXX CC_LD=lld CXX_LD=lld \

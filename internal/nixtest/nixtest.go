@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -328,12 +329,32 @@ func Comparable(infos []PathInfo) []string {
 	return out
 }
 
+// parsePathInfos reads `nix path-info --json`: a list of objects with
+// "path" (Nix up to 2.18), or an object keyed by path (Nix 2.19 and later,
+// e.g. 2.35's --json-format 1).
+func parsePathInfos(b []byte) ([]PathInfo, error) {
+	var infos []PathInfo
+	if err := json.Unmarshal(b, &infos); err == nil {
+		return infos, nil
+	}
+	var byPath map[string]PathInfo
+	if err := json.Unmarshal(b, &byPath); err != nil {
+		return nil, err
+	}
+	for p, pi := range byPath {
+		pi.Path = p
+		infos = append(infos, pi)
+	}
+	slices.SortFunc(infos, func(a, b PathInfo) int { return strings.Compare(a.Path, b.Path) })
+	return infos, nil
+}
+
 // Closure returns path-info of every path in the closure of paths, sorted by path.
 func (s *Store) Closure(paths ...string) []PathInfo {
 	s.t.Helper()
 	out := s.Nix(Options{}, append([]string{"path-info", "--json", "-r"}, paths...)...)
-	var infos []PathInfo
-	if err := json.Unmarshal([]byte(out), &infos); err != nil {
+	infos, err := parsePathInfos([]byte(out))
+	if err != nil {
 		s.t.Fatalf("parse nix path-info output: %v\n%s", err, out)
 	}
 	sort.Slice(infos, func(i, j int) bool { return infos[i].Path < infos[j].Path })
