@@ -9,8 +9,6 @@
 package e2e
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"os/exec"
 	"testing"
@@ -24,20 +22,8 @@ var (
 	buildErr error
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "flakegate-e2e-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "e2e: temporary directory for the binaries:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binDir = dir
+func TestMain(m *testing.M) {
 	// Without Nix every test skips: do not spend a build on them.
-	if _, err := exec.LookPath("nix"); err == nil {
-		buildErr = teststack.Build(binDir)
-	}
-	return m.Run()
+	_, err := exec.LookPath("nix")
+	os.Exit(teststack.Main(m, "e2e", err == nil, &binDir, &buildErr))
 }

@@ -8,8 +8,6 @@
 package protocol
 
 import (
-	"flag"
-	"fmt"
 	"os"
 	"testing"
 
@@ -22,19 +20,8 @@ var (
 	buildErr error
 )
 
-func TestMain(m *testing.M) { os.Exit(run(m)) }
-
-func run(m *testing.M) int {
-	flag.Parse()
-	dir, err := os.MkdirTemp("", "flakegate-protocol-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, "protocol: temporary directory for the binaries:", err)
-		return 1
-	}
-	defer os.RemoveAll(dir)
-	binDir = dir
-	buildErr = teststack.Build(binDir)
-	return m.Run()
+func TestMain(m *testing.M) {
+	os.Exit(teststack.Main(m, "protocol", true, &binDir, &buildErr))
 }
 
 // inModes runs test against a stack in each mode (teststack.Modes).

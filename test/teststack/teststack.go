@@ -7,6 +7,7 @@
 package teststack
 
 import (
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -38,6 +39,26 @@ func Build(dir string) error {
 		return fmt.Errorf("go tool not found: cannot build the binaries under test: %w", err)
 	}
 	return testutil.GoBuild(goTool, dir, Packages...)
+}
+
+// Main is the TestMain of a package of stack tests: it makes a temporary
+// directory for the binaries, sets *binDir to it, builds Packages there
+// when build is true (a package whose tests all skip without Nix passes
+// false then, to spend no build), records the build's failure in
+// *buildErr for the tests to report, runs m and removes the directory.
+func Main(m *testing.M, name string, build bool, binDir *string, buildErr *error) int {
+	flag.Parse()
+	dir, err := os.MkdirTemp("", "flakegate-"+name+"-bin-")
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s: temporary directory for the binaries: %v\n", name, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	*binDir = dir
+	if build {
+		*buildErr = Build(dir)
+	}
+	return m.Run()
 }
 
 // Mode is how a Stack runs flakegate.
