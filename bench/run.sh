@@ -289,7 +289,7 @@ BLOB_PID=
 start_blob() { # the blob server alone (no gate) on the 10k index
 	[[ -n $BLOB_PID ]] && return
 	start blobserver blobserver -listen "$P_BLOB" -internal-listen "$P_BLOB_INT" \
-		-data-dir "$DATA/idx10k" -access-log=false -log-level warn
+		-data-dir "$DATA/idx10k" -access-log=false -log-level warn -behind-envoy
 	BLOB_PID=$LAST_PID
 	wait_http "http://$P_BLOB/nix-cache-info"
 }
@@ -443,7 +443,7 @@ ingest_once() { # ingest_once DATADIR NAME → MiB/s
 	local dir=$1 pid t
 	rm -rf "$dir"
 	start blobserver-ingest blobserver -listen 127.0.0.1:18085 -internal-listen "" \
-		-data-dir "$dir" -access-log=false -log-level warn
+		-data-dir "$dir" -access-log=false -log-level warn -behind-envoy
 	pid=$LAST_PID
 	wait_http "http://127.0.0.1:18085/nix-cache-info"
 	t=$(put_nar "http://127.0.0.1:18085/$FLAKE/nar/$2" "$DATA/nar1g.nar")
@@ -491,7 +491,7 @@ m_index() {
 		# cache on, all 10k paths would be cached and most of 100k not, and
 		# the row would compare the cache with the index.
 		start blobserver-index blobserver -listen 127.0.0.1:18086 -internal-listen "" \
-			-data-dir "$dir" -access-log=false -log-level warn -lookup-cache 0
+			-data-dir "$dir" -access-log=false -log-level warn -behind-envoy -lookup-cache 0
 		pid=$LAST_PID
 		wait_http "http://127.0.0.1:18086/nix-cache-info"
 		# The 1M index is ≈ 5 GB: read it into the page cache, then one

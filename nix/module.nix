@@ -141,6 +141,11 @@ let
     "ext-authz" = extAuthz;
     "authz-http" = authzHTTP;
   };
+  # No gate: Envoy's ext_authz in front checks every request (blobserver
+  # refuses to serve ungated without saying so).
+  envoyFlags = {
+    "behind-envoy" = true;
+  };
 
   etcDir = "/etc/flakegate";
   issuersPath = if cfg.authz.issuersFile != null then cfg.authz.issuersFile else "${etcDir}/issuers.yaml";
@@ -171,10 +176,11 @@ let
   singleFlags = blobFlags // coreFlags // cfg.blobserver.extraFlags // cfg.authz.extraFlags;
   # Flags the module renders from its options: extraFlags may not set them
   # (an assertion), whatever the mode.
-  overriddenFlags = lib.intersectLists (builtins.attrNames (blobFlags // gateFlags // coreFlags // authzOnlyFlags)) (
+  overriddenFlags = lib.intersectLists (builtins.attrNames (blobFlags // gateFlags // envoyFlags // coreFlags // authzOnlyFlags)) (
     builtins.attrNames cfg.blobserver.extraFlags ++ builtins.attrNames cfg.authz.extraFlags
   );
-  blobserverFlags = blobFlags // lib.optionalAttrs embedded gateFlags // cfg.blobserver.extraFlags;
+  blobserverFlags =
+    blobFlags // lib.optionalAttrs embedded gateFlags // lib.optionalAttrs envoy envoyFlags // cfg.blobserver.extraFlags;
   authzFlags = authzOnlyFlags // coreFlags // cfg.authz.extraFlags;
 
   # The policy directory: the shipped default policy and its tests, with the

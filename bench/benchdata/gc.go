@@ -54,6 +54,7 @@ func runGC(args []string, stdout io.Writer) error {
 	defer cancel()
 	cfg := blobserverapp.DefaultConfig()
 	cfg.DataDir, cfg.Listen, cfg.InternalListen, cfg.LookupCacheEntries, cfg.AccessLog = *dataDir, "127.0.0.1:0", "", 0, false
+	cfg.BehindEnvoy = true    // the collection's reads, ungated
 	cfg.ReadTouchInterval = 0 // reads would move last use; the collection must see the spread as written
 	ready := make(chan string, 1)
 	cfg.OnListen = func(p, _ string) { ready <- p }

@@ -24,7 +24,7 @@ func configOf(t *testing.T, args ...string) (blobserverapp.Config, error) {
 		return nil
 	}
 	var stdout, stderr strings.Builder
-	if code := run(context.Background(), append([]string{"-data-dir", t.TempDir()}, args...), &stdout, &stderr); code != 0 {
+	if code := run(context.Background(), append([]string{"-data-dir", t.TempDir(), "-behind-envoy"}, args...), &stdout, &stderr); code != 0 {
 		return got, fmt.Errorf("exit %d: %s", code, stderr.String())
 	}
 	return got, nil
@@ -77,7 +77,7 @@ func TestFlagDefaultsAreDefaultConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := blobserverapp.DefaultConfig()
-	want.DataDir = cfg.DataDir
+	want.DataDir, want.BehindEnvoy = cfg.DataDir, true // the two flags configOf gives
 	if !reflect.DeepEqual(cfg, want) {
 		t.Fatalf("flags' defaults:\n%+v\nDefaultConfig:\n%+v", cfg, want)
 	}

@@ -86,6 +86,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.DataDir, "data-dir", cfg.DataDir, "data `directory` (blobs, index, generated signing key)")
 	fs.Var(keyFiles, "signing-key-file", "comma-separated Nix secret key `files`; every key signs (rotation). Default: <data-dir>/"+blobserverapp.KeyFileName+", created on first start")
 	fs.StringVar(&cfg.ExtAuthz, "ext-authz", cfg.ExtAuthz, "ext_authz gRPC `address` for the embedded gate (host:port or unix socket path)")
+	fs.BoolVar(&cfg.BehindEnvoy, "behind-envoy", cfg.BehindEnvoy, "serve without a gate: Envoy's ext_authz in front checks every request, and only Envoy can reach -listen (one of -policies, -ext-authz or -behind-envoy is required)")
 	fs.StringVar(&cfg.AuthzHTTP, "authz-http", cfg.AuthzHTTP, "authz HTTP listener `URL` (http://host:port): /_flakegate/ (token exchange) is forwarded there, as Envoy does")
 	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
 	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")

@@ -64,6 +64,9 @@ func TestSingleHostFlags(t *testing.T) {
 			[]string{"drop -ext-authz and -authz-http"}},
 		{[]string{"-policies", "../../policies", "-issuers", "../../examples/issuers.yaml", "-max-uploads-per-subject", "-1"},
 			[]string{"-max-uploads-per-subject"}},
+		// No way to authorize at all: refused, not served to everyone
+		// (a misspelt FLAKEGATE_POLICIES ends here).
+		{nil, []string{"no authorization configured", "-behind-envoy"}},
 	} {
 		code, stderr := runArgs(t, append([]string{"-data-dir", dir}, tc.args...)...)
 		if code != 1 {
@@ -111,7 +114,7 @@ type proc struct {
 // startProc runs the binary on a data dir and waits for its "listening" line.
 func startProc(t *testing.T, bin, dataDir string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "-data-dir", dataDir, "-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0")
+	cmd := exec.Command(bin, "-data-dir", dataDir, "-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0", "-behind-envoy")
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -116,6 +116,9 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	public = guardBodies(public, cfg.RequestBodyTimeout)
 	// ---- Embedded gate: with -ext-authz every public request is checked by
 	// the ext_authz service first, exactly as Envoy would (internal/gate).
+	if cfg.BehindEnvoy && (cfg.Authz != nil || cfg.ExtAuthz != "") {
+		log.Warn("-behind-envoy is moot: this process has a gate, which checks every request")
+	}
 	switch {
 	case cfg.Authz != nil:
 		g := gate.New(cfg.Authz.Authorizer, gate.Options{Logger: log, Registerer: reg})
@@ -134,8 +137,8 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 		})
 		public = g.Wrap(public)
 		log.Info("embedded gate enabled", "ext_authz", cfg.ExtAuthz)
-	default:
-		log.Warn("no -ext-authz: the cache is served without authorization (put Envoy with ext_authz in front)")
+	default: // BehindEnvoy (Validate refuses a configuration with no authorization)
+		log.Info("no gate: -behind-envoy, Envoy's ext_authz in front checks every request; only Envoy may reach the public listener")
 	}
 	public = srv.Observe(public)
 

@@ -26,6 +26,9 @@ type server struct {
 func config(set func(*Config)) Config {
 	c := DefaultConfig()
 	set(&c)
+	// Most tests serve ungated (what behind Envoy means); those that
+	// configure a gate get no -behind-envoy with it.
+	c.BehindEnvoy = c.ExtAuthz == "" && c.Authz == nil
 	return c
 }
 
@@ -220,14 +223,15 @@ func TestValidateReportsEveryError(t *testing.T) {
 	}
 	for _, want := range []string{`-listen "nohost"`, `-internal-listen "127.0.0.1"`, "-data-dir is required",
 		"-max-nar-size must be positive", "-priority must be positive", "-shutdown-timeout must be positive",
-		"-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-log-level"} {
+		"-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-log-level",
+		"no authorization configured"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}
 	}
 
 	c = DefaultConfig()
-	c.DataDir = t.TempDir()
+	c.DataDir, c.BehindEnvoy = t.TempDir(), true
 	if err := c.Validate(); err != nil {
 		t.Fatalf("defaults with a data dir: %v", err)
 	}
@@ -235,6 +239,40 @@ func TestValidateReportsEveryError(t *testing.T) {
 	c.DataDir, c.Storage, c.Index, c.SigningKeyFiles = "", "s3://bucket", "postgres://db", []string{"key.sec"}
 	if err := c.Validate(); err != nil {
 		t.Fatalf("no data dir needed: %v", err)
+	}
+}
+
+// TestNoAuthorizationIsRefused: a configuration that names no way to
+// authorize (no in-process core, no -ext-authz, no -behind-envoy) does not
+// serve: before, it served every flake to everyone with one warning, so a
+// misspelt FLAKEGATE_POLICIES failed open. Each of the three alone is
+// accepted, and a gate with -behind-envoy keeps the gate (Run's log says
+// the flag is moot).
+func TestNoAuthorizationIsRefused(t *testing.T) {
+	base := DefaultConfig()
+	base.DataDir = t.TempDir()
+	err := base.Validate()
+	if err == nil || !strings.Contains(err.Error(), "no authorization configured, refusing to serve") {
+		t.Fatalf("no authorization: Validate = %v, want the refusal", err)
+	}
+	// Run refuses too (its own Validate), before opening anything.
+	if err := Run(context.Background(), base, slog.New(slog.NewTextHandler(io.Discard, nil))); err == nil ||
+		!strings.Contains(err.Error(), "no authorization configured") {
+		t.Fatalf("Run without authorization: %v", err)
+	}
+	for name, set := range map[string]func(*Config){
+		"behind envoy": func(c *Config) { c.BehindEnvoy = true },
+		"ext authz":    func(c *Config) { c.ExtAuthz = "127.0.0.1:9001" },
+		"in process":   func(c *Config) { c.Authz = &InProcessAuthz{} },
+		"gate and flag": func(c *Config) {
+			c.ExtAuthz, c.BehindEnvoy = "127.0.0.1:9001", true
+		},
+	} {
+		c := base
+		set(&c)
+		if err := c.Validate(); err != nil {
+			t.Errorf("%s: %v", name, err)
+		}
 	}
 }
 

@@ -34,7 +34,15 @@ type Config struct {
 	// SigningKeyFiles are Nix secret key files; every key signs. Empty: use
 	// (creating on first start) <DataDir>/signing-key.sec.
 	SigningKeyFiles []string
-	ExtAuthz        string // ext_authz gRPC address for the embedded gate; "" serves ungated
+	ExtAuthz        string // ext_authz gRPC address for the embedded gate
+	// BehindEnvoy allows serving the public listener without a gate:
+	// Envoy's ext_authz in front checks every request and only Envoy can
+	// reach this listener. Required to serve ungated: a configuration that
+	// names no authorization at all (a misspelt -policies, a lost
+	// -ext-authz) is refused instead of serving everything to everyone.
+	// With a gate configured as well, the gate checks requests (the safe
+	// side of the two) and a warning says the flag is moot.
+	BehindEnvoy bool
 	// AuthzHTTP is authz's HTTP listener (http://host:port); /_flakegate/…
 	// (token exchange, JWKS) is forwarded there, as Envoy's route does. "" : not served.
 	AuthzHTTP      string
@@ -226,6 +234,11 @@ func (c *Config) Validate() error {
 	}
 	if c.Authz != nil && (c.ExtAuthz != "" || c.AuthzHTTP != "") {
 		add("-policies runs authorization in this process: drop -ext-authz and -authz-http (they name a separate authz)")
+	}
+	if !c.BehindEnvoy && c.Authz == nil && c.ExtAuthz == "" {
+		add("no authorization configured, refusing to serve the cache to everyone: give -policies and -issuers " +
+			"(authorization in this process), -ext-authz (the embedded gate asks a separate authz), " +
+			"or -behind-envoy (Envoy's ext_authz in front checks every request)")
 	}
 	return errors.Join(errs...)
 }

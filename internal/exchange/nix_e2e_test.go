@@ -44,6 +44,7 @@ func startBlobServer(t testing.TB, extAuthz, authzHTTP string) *blobServer {
 	cfg := blobserverapp.DefaultConfig()
 	cfg.Listen, cfg.InternalListen, cfg.DataDir = "127.0.0.1:0", "127.0.0.1:0", dir
 	cfg.SigningKeyFiles, cfg.ExtAuthz, cfg.AuthzHTTP = []string{keyFile}, extAuthz, authzHTTP
+	cfg.BehindEnvoy = extAuthz == ""
 	cfg.ShutdownTimeout = 5 * time.Second
 	go func() {
 		done <- blobserverapp.Run(ctx, cfg, slog.New(slog.NewJSONHandler(logs, nil)))

@@ -164,6 +164,7 @@ func TestModuleEmbeddedGate(t *testing.T) {
 		"data-dir":         "/var/lib/flakegate-blobserver",
 		"ext-authz":        "127.0.0.1:9001",
 		"authz-http":       "http://127.0.0.1:9002",
+		"behind-envoy":     "<absent>",
 		"signing-key-file": "%d/signing-key-0",
 		"storage":          "<absent>",
 		"index":            "<absent>",
@@ -237,6 +238,7 @@ func TestModuleBehindEnvoy(t *testing.T) {
 		"internal-listen":  "127.0.0.1:8081",
 		"ext-authz":        "<absent>",
 		"authz-http":       "<absent>",
+		"behind-envoy":     "true",
 		"signing-key-file": "%d/signing-key-0",
 	})
 	if slices.Contains(blob.Wants, "flakegate-authz.service") {

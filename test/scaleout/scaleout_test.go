@@ -114,6 +114,9 @@ func start(t testing.TB, e env, keyFile string, extra ...string) *server {
 	args := append([]string{"-listen", public, "-internal-listen", internal,
 		"-storage", e.s3URL, "-index", e.pgURL, "-signing-key-file", keyFile,
 		"-access-log=false"}, extra...)
+	if !slices.Contains(extra, "-ext-authz") {
+		args = append(args, "-behind-envoy")
+	}
 	p := testutil.StartProcess(t, "blobserver", filepath.Join(binDir, "blobserver"), []string{"HOME=" + t.TempDir()}, args...)
 	p.WaitHealthy(t, "http://"+internal+"/healthz", 60*time.Second)
 	return &server{URL: "http://" + public, InternalURL: "http://" + internal, Log: p.Log, Pid: p.Pid()}
