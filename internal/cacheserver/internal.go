@@ -28,7 +28,7 @@ func (s *Server) InternalHandler() http.Handler {
 			s.fail(w, route.StatusOf(err), err.Error())
 			return
 		}
-		s.owners(w, r, index.Kind(req.Kind), route.OwnersKey(req))
+		s.owners(w, r, req.Kind, route.OwnersKey(req))
 	})
 	mux.HandleFunc("GET "+route.ClosurePath+"{org}/{name}", s.closure)
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.metrics.reg, promhttp.HandlerOpts{}))

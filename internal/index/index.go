@@ -83,50 +83,20 @@ type PathsGetter interface {
 	GetPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]Path, error)
 }
 
-// Kind is the kind of object whose owners Owners lists.
-type Kind string
+// Kind is the kind of object whose owners Owners lists (nixname.Kind: the
+// one spelling, with IsFile and KeepsFirst).
+type Kind = nixname.Kind
 
+// The kinds, as nixname spells and documents them.
 const (
-	// KindNarInfo is a store path (its narinfo), by store hash: owned by
-	// the flakes holding a record of it.
-	KindNarInfo Kind = "narinfo"
-	// KindNar is a NAR file, by file name: owned by the flakes that
-	// pushed it.
-	KindNar Kind = "nar"
-	// KindLog is a build log, by derivation file name: owned by the
-	// flakes holding one (PutLog).
-	KindLog Kind = "log"
-	// The kinds of File, each owned by the flakes holding a File of it
-	// whose Needs they own (File.Servable):
-	//
-	// KindListing is a NAR listing, by store hash; it needs the flake's
-	// narinfo of that path.
-	KindListing Kind = "listing"
-	// KindDebugInfo is a debug info link, by build id; it needs the NAR
-	// file it names.
-	KindDebugInfo Kind = "debuginfo"
-	// KindRealisation is a realisation (Nix ≤ 2.33), by derivation output
-	// id; it needs the flake's narinfo of the output path.
-	KindRealisation Kind = "realisation"
-	// KindBuildTrace is a build trace entry (Nix ≥ 2.34), by
-	// "<drv>/<output>"; it needs the flake's narinfo of the output path.
-	KindBuildTrace Kind = "build-trace"
+	KindNarInfo     = nixname.KindNarInfo
+	KindNar         = nixname.KindNar
+	KindLog         = nixname.KindLog
+	KindListing     = nixname.KindListing
+	KindDebugInfo   = nixname.KindDebugInfo
+	KindRealisation = nixname.KindRealisation
+	KindBuildTrace  = nixname.KindBuildTrace
 )
-
-// IsFile reports whether k is a kind of File.
-func (k Kind) IsFile() bool {
-	switch k {
-	case KindListing, KindDebugInfo, KindRealisation, KindBuildTrace:
-		return true
-	}
-	return false
-}
-
-// KeepsFirst reports whether a flake's first File of kind k is kept (a
-// realisation or build trace entry: what an output is, first come first
-// served, as narinfos) rather than replaced by a later upload (a listing
-// or debug info link, which Nix rewrites as it likes).
-func (k Kind) KeepsFirst() bool { return k == KindRealisation || k == KindBuildTrace }
 
 // File is one flake's copy of a small JSON file Nix keeps beside narinfos:
 // a NAR listing, a debug info link, a realisation or a build trace entry.

@@ -31,6 +31,9 @@
 //     names a URL may hold.
 //   - A NAR file name is "<filehash>" + the compression's extension
 //     (NarFileName); ParseNarFile is its inverse and accepts nothing else.
+//   - Kind names the objects flakes own (narinfo, nar, log and the small
+//     files: listing, debuginfo, realisation, build-trace), spelt once for
+//     the routes, the index and the owners endpoint.
 //
 // The package is pure (no I/O) and imports only the standard library and
 // go-nix's nixbase32.

@@ -40,30 +40,21 @@ const (
 	ActionPublic Action = "public"
 )
 
-// Kind is the kind of object a request is about.
-type Kind string
+// Kind is the kind of object a request is about: nixname's owned kinds
+// (one spelling, shared with the index) and the routes of their own.
+type Kind = nixname.Kind
 
 const (
-	KindCacheInfo Kind = "cache-info"
-	KindNarInfo   Kind = "narinfo"
-	KindNar       Kind = "nar"
-	KindLog       Kind = "log"
-	// KindListing is a NAR listing, <storehash>.ls (Nix's
-	// write-nar-listing): JSON naming the files of a store path's NAR.
-	KindListing Kind = "listing"
-	// KindDebugInfo is a debug info link, debuginfo/<build-id>.debug (Nix's
-	// index-debug-info): JSON naming the NAR and member holding the
-	// DWARF file of an ELF build id.
-	KindDebugInfo Kind = "debuginfo"
-	// KindRealisation is a content-addressed derivation output's
-	// realisation as Nix ≤ 2.33 stores it:
-	// realisations/sha256:<hex>!<output>.doi.
-	KindRealisation Kind = "realisation"
-	// KindBuildTrace is the same as Nix ≥ 2.34 stores it:
-	// build-trace-v2/<drv file name>/<output>.doi.
-	KindBuildTrace Kind = "build-trace"
-	KindToken      Kind = "token" // POST /_flakegate/token
-	KindJWKS       Kind = "jwks"  // GET /_flakegate/jwks
+	KindCacheInfo   Kind = "cache-info"
+	KindNarInfo          = nixname.KindNarInfo
+	KindNar              = nixname.KindNar
+	KindLog              = nixname.KindLog
+	KindListing          = nixname.KindListing
+	KindDebugInfo        = nixname.KindDebugInfo
+	KindRealisation      = nixname.KindRealisation
+	KindBuildTrace       = nixname.KindBuildTrace
+	KindToken       Kind = "token" // POST /_flakegate/token
+	KindJWKS        Kind = "jwks"  // GET /_flakegate/jwks
 	// KindPublicKeys is GET /_flakegate/public-keys: the narinfo signing
 	// keys, served by the blob server (every other /_flakegate/ path is
 	// authz's), so that a client configures Nix from the cache itself.
