@@ -121,6 +121,12 @@ func endToEnd(t *testing.T, s *stack) {
 		}
 		union := s.url
 		flakeURL := func(flake string) string { return s.url + "/" + flake }
+		// A 401 (no token, an expired one): Nix 2.8 takes it for a miss,
+		// Nix 2.35 stops on it with the status.
+		on401 := ""
+		if !nixtest.UnauthorizedIsMiss(t) {
+			on401 = "HTTP error 401"
+		}
 		for _, tc := range []struct {
 			name, token, from, path string
 			ok                      bool
@@ -129,10 +135,9 @@ func endToEnd(t *testing.T, s *stack) {
 			{"an omnicorp user pulls dev-environments through its flake URL", mallory, flakeURL("omnicorp/dev-environments"), devenv, true, ""},
 			{"an omnicorp user pulls dev-environments through the union URL", mallory, union, devenv, true, ""},
 			{"a user of another org cannot pull dev-environments", eve, union, devenv, false, ""},
-			{"no token cannot pull through the union URL", "", union, devenv, false, ""},
-			{"no token cannot pull through a flake URL", "", flakeURL("omnicorp/dev-environments"), devenv, false, ""},
-			// Nix 2.8 takes a narinfo's 401 for a miss (2.35 stops on it).
-			{"an expired token cannot pull", s.expired(), flakeURL("omnicorp/app"), app, false, ""},
+			{"no token cannot pull through the union URL", "", union, devenv, false, on401},
+			{"no token cannot pull through a flake URL", "", flakeURL("omnicorp/dev-environments"), devenv, false, on401},
+			{"an expired token cannot pull", s.expired(), flakeURL("omnicorp/app"), app, false, on401},
 			{"an untrusted user cannot pull super-duper-secure through its flake URL", mallory, flakeURL("omnicorp/super-duper-secure"), secure, false, ""},
 			{"an untrusted user cannot pull super-duper-secure through the union URL", mallory, union, secure, false, ""},
 			{"a trusted user pulls super-duper-secure through its flake URL", alice, flakeURL("omnicorp/super-duper-secure"), secure, true, ""},

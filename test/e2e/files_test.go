@@ -31,10 +31,11 @@ func caExpr(seed string) string {
 }`, seed, seed, buildID[:2], buildID[:2], buildID[2:], seed)
 }
 
-// TestNixFileSet pushes with real Nix 2.8 every file of its binary-cache
-// file set into a flake — NAR listings (write-nar-listing), debug info
-// links (index-debug-info), a ca-derivations realisation
-// (realisations/<id>.doi) and a build log (nix store copy-log) — and reads
+// TestNixFileSet pushes with real Nix (2.8, or 2.35 when it is first on
+// PATH) every file of its binary-cache file set into a flake — NAR
+// listings (write-nar-listing), debug info links (index-debug-info), a
+// ca-derivations realisation (realisations/<id>.doi; build-trace-v2/ from
+// Nix 2.34 on) and a build log (nix store copy-log) — and reads
 // each back, in the flake and through the union view, as a reader of the
 // flake; a reader who may not read it gets the answer an absent file gets,
 // byte for byte.
@@ -54,20 +55,46 @@ func testNixFileSet(t *testing.T, s *stack) {
 	drv := s.src.Derivation(expr, "ca-derivations")
 	opts := s.nixOptions(t, ci)
 	opts.Settings = map[string]string{"experimental-features": "nix-command ca-derivations"}
-	if err := s.src.CopyTo(opts, s.url+"/"+flake+"?compression=zstd&write-nar-listing=true&index-debug-info=true", drv); err != nil {
+	if err := s.src.CopyTo(opts, s.url+"/"+flake+"?compression=zstd&write-nar-listing=true&index-debug-info=true", nixtest.Outputs(t, drv)); err != nil {
 		t.Fatalf("nix copy with listings, debug info and the realisation: %v", err)
 	}
 	if _, err := nixtest.Run(t, opts, "nix", "--store", s.src.Root, "store", "copy-log", "--to", s.url+"/"+flake, drv); err != nil {
 		t.Fatalf("nix store copy-log: %v", err)
 	}
-	var reals []struct {
-		ID      string `json:"id"`
-		OutPath string `json:"outPath"`
-	}
-	if err := json.Unmarshal([]byte(s.src.Nix(opts, "realisation", "info", "--json", drv)), &reals); err != nil || len(reals) != 1 {
-		t.Fatalf("nix realisation info: %v %v", reals, err)
-	}
 	hash := nixtest.HashPart(out)
+	// Where this Nix put the output's realisation: Nix 2.8 under
+	// realisations/<id>.doi (the id from `nix realisation info`), Nix ≥ 2.34
+	// under build-trace-v2/<drv>/<output>.doi.
+	realisation := struct {
+		name, path, absent string
+		check              func(body string) error
+	}{name: "build trace", path: "build-trace-v2/" + path.Base(drv) + "/out.doi",
+		absent: "build-trace-v2/" + strings.Repeat("1", 32) + "-x.drv/out.doi",
+		check: func(b string) error {
+			o, err := nixcache.CheckBuildTrace([]byte(b))
+			if err == nil && "/nix/store/"+o != out {
+				err = fmt.Errorf("outPath %s, want %s", o, out)
+			}
+			return err
+		}}
+	if !nixtest.AtLeast(t, 2, 34) {
+		var reals []struct {
+			ID      string `json:"id"`
+			OutPath string `json:"outPath"`
+		}
+		if err := json.Unmarshal([]byte(s.src.Nix(opts, "realisation", "info", "--json", drv)), &reals); err != nil || len(reals) != 1 {
+			t.Fatalf("nix realisation info: %v %v", reals, err)
+		}
+		realisation.name, realisation.path = "realisation", "realisations/"+reals[0].ID+".doi"
+		realisation.absent = "realisations/sha256:" + strings.Repeat("0", 64) + "!out.doi"
+		realisation.check = func(b string) error {
+			o, err := nixcache.CheckRealisation([]byte(b), reals[0].ID)
+			if err == nil && "/nix/store/"+o != out {
+				err = fmt.Errorf("outPath %s, want %s", o, out)
+			}
+			return err
+		}
+	}
 	files := []struct {
 		name, path, absent string
 		check              func(body string) error
@@ -82,13 +109,7 @@ func testNixFileSet(t *testing.T, s *stack) {
 			_, err := nixcache.CheckDebugInfo([]byte(b), buildID)
 			return err
 		}},
-		{"realisation", "realisations/" + reals[0].ID + ".doi", "realisations/sha256:" + strings.Repeat("0", 64) + "!out.doi", func(b string) error {
-			o, err := nixcache.CheckRealisation([]byte(b), reals[0].ID)
-			if err == nil && "/nix/store/"+o != out {
-				err = fmt.Errorf("outPath %s, want %s", o, out)
-			}
-			return err
-		}},
+		realisation,
 		{"log", "log/" + path.Base(drv), "log/" + strings.Repeat("1", 32) + "-x.drv", func(b string) error {
 			if !strings.Contains(b, "building files-ca") {
 				return fmt.Errorf("not the build's log: %q", b)
