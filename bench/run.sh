@@ -715,11 +715,12 @@ m_nixcopy() {
 	pub=$(blobserver -print-public-key -data-dir "$WORK/run/gate-data" | tail -1)
 	# push_pull TOP QUERY: "ours ref split_ours split_ref" for one closure,
 	# pushed with ?QUERY (compression) through the gate and to file://.
+	# SERVER (default: the two-process gate) is the host:port pushed to.
 	push_pull() {
-		local t0 t1 t2 t3
+		local t0 t1 t2 t3 server=${3:-$P_GATE} key=${4:-$pub}
 		rm -rf "$fc" "$pull" "$pull-ref"
-		t0=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$P_GATE/$FLAKE$2" "$1")
-		t1=$(timed nix "${nixopts[@]}" --option trusted-public-keys "$pub" copy --from "http://$P_GATE/$FLAKE" --to "$pull" "$1")
+		t0=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$server/$FLAKE$2" "$1")
+		t1=$(timed nix "${nixopts[@]}" --option trusted-public-keys "$key" copy --from "http://$server/$FLAKE" --to "$pull" "$1")
 		t2=$(timed nix "${nixopts[@]}" copy --store "$src" --to "file://$fc$2" "$1")
 		t3=$(timed nix "${nixopts[@]}" copy --no-check-sigs --from "file://$fc" --to "$pull-ref" "$1")
 		awk -v a="$t0" -v b="$t1" -v c="$t2" -v d="$t3" 'BEGIN {printf "%.2f %.2f push_%s_+_pull_%s push_%s_+_pull_%s\n", a + b, c + d, a, b, c, d}'
@@ -746,9 +747,31 @@ m_nixcopy() {
 	t_null=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$null/$FLAKE?compression=zstd" "$top")
 	rm -rf "$fc"
 	t_file=$(timed nix "${nixopts[@]}" copy --store "$src" --to "file://$fc?compression=zstd" "$top")
-	stop "$nullpid"
 	r=$(ratio "$t_file" "$t_null")
 	result 13-nixcopy-null "nix copy push (zstd) to a do-nothing HTTP cache: Nix's HTTP cost (s; ratio = file:// / it)" "$t_null" "$t_file (file://)" "$r" "—" "recorded"
+	# The single-host process (blobserver -policies), what the quickstart
+	# runs: its zstd push against the do-nothing cache's floor, measured in
+	# pairs right after it (floor first), and its xz push + pull.
+	start_single
+	local spub
+	spub=$(blobserver -print-public-key -data-dir "$WORK/run/single-data" | tail -1)
+	printf 'machine %s\nlogin bench\npassword %s\n' "${P_SINGLE%:*}" "$TOKEN" >"$netrc"
+	local i t_s ts=() tn=() rs=()
+	for i in $(seq "$RUNS"); do
+		top=$(make_closure "$src" "$seed-null$i")
+		t_null=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$null/$FLAKE?compression=zstd" "$top")
+		top=$(make_closure "$src" "$seed-single$i")
+		t_s=$(timed nix "${nixopts[@]}" copy --store "$src" --to "http://$P_SINGLE/$FLAKE?compression=zstd" "$top")
+		tn+=("$t_null") ts+=("$t_s") rs+=("$(ratio "$t_s" "$t_null")")
+	done
+	stop "$nullpid"
+	r=$(median "${rs[@]}")
+	result 13-nixcopy-single-zstd "nix copy push (zstd) of $n paths via the single-host process vs the do-nothing HTTP cache (s; ratio = ours / it)" "$(median "${ts[@]}")" "$(median "${tn[@]}") (do-nothing cache)" "$r" "≤ 1.5" "$(le "$r" 1.5)"
+	top=$(make_closure "$src" "$seed-single-xz")
+	out=$(push_pull "$top" "" "$P_SINGLE" "$spub")
+	set -- $out
+	r=$(ratio "$2" "$1")
+	result 13-nixcopy-single-xz "nix copy push+pull of $n paths via the single-host process (s; ratio = ref/ours)" "$1 (${3//_/ })" "$2 (file://: ${4//_/ })" "$r" "≥ 0.55" "$(ge "$r" 0.55)"
 	unset XDG_CACHE_HOME
 	rm -rf "$src" "$pull" "$pull-ref" "$fc"
 }
