@@ -10,6 +10,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"database/sql/driver"
 	"errors"
 	"fmt"
 	"net/url"
@@ -313,13 +314,54 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 
 // ClaimNar records a NAR (no owner) as touched now, before its blob is
 // committed; ErrBusy while a collection deletes the file.
+//
+// The claim is committed without an fsync (synchronous=NORMAL for this one
+// transaction): what it is for — ordering the upload with a collection's
+// DoomNars (internal/gc, rule 5) — needs it visible to every connection,
+// which a WAL commit is at once, not durable. PutNar repeats the claim in
+// its own fsync'd commit, which also makes this one durable (the WAL is
+// synced in order). A crash in between loses at most the claim, and with it
+// nothing the client was told: the upload was not answered yet (the blob a
+// crash may leave committed without a record is overwritten by the next
+// upload of that file). One fsync less per NAR upload (docs/benchmarks.md).
 func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
 	if n.File == "" {
 		return errors.New("claim nar: empty file name")
 	}
-	return x.write(ctx, "claim nar "+n.File, func(tx *sql.Tx) error {
-		return claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
-	})
+	conn, err := x.w.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("claim nar %s: %w", n.File, err)
+	}
+	defer conn.Close()
+	// PRAGMA synchronous cannot change inside a transaction: set it around.
+	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		return fmt.Errorf("claim nar %s: %w", n.File, err)
+	}
+	err = claimWith(ctx, conn, n)
+	// Back to FULL before the connection serves another write, whatever
+	// happened; a connection that cannot be reset is discarded (a new one
+	// gets the DSN's synchronous=FULL).
+	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
+		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
+		return errors.Join(err, fmt.Errorf("claim nar %s: restore synchronous=FULL: %w", n.File, rerr))
+	}
+	return err
+}
+
+// claimWith claims n in one transaction on conn.
+func claimWith(ctx context.Context, conn *sql.Conn, n index.Nar) error {
+	tx, err := conn.BeginTx(ctx, nil)
+	if err != nil {
+		return fmt.Errorf("claim nar %s: begin: %w", n.File, err)
+	}
+	defer tx.Rollback()
+	if err := claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt)); err != nil {
+		return fmt.Errorf("claim nar %s: %w", n.File, err)
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("claim nar %s: commit: %w", n.File, err)
+	}
+	return nil
 }
 
 // claimNar inserts or touches a NAR record unless it is being deleted.

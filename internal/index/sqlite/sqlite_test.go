@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/indextest"
@@ -356,5 +357,64 @@ func TestMigrateV1(t *testing.T) {
 	var v int
 	if err := x.r.QueryRowContext(ctx, `PRAGMA user_version`).Scan(&v); err != nil || v != len(migrations) {
 		t.Fatalf("user_version = %d, %v; want %d", v, err, len(migrations))
+	}
+}
+
+// synchronousOf reads the writer connection's synchronous level (2: FULL).
+func synchronousOf(t *testing.T, x *Index) int {
+	t.Helper()
+	var level int
+	if err := x.w.QueryRowContext(context.Background(), `PRAGMA synchronous`).Scan(&level); err != nil {
+		t.Fatal(err)
+	}
+	return level
+}
+
+// ClaimNar commits without an fsync (synchronous=NORMAL for its one
+// transaction): every later write must still be fsync'd, the claim must be
+// visible at once to another handle on the file (a collector in another
+// process), and a refused claim must not leave the connection at NORMAL.
+func TestClaimNarLeavesWritesFull(t *testing.T) {
+	ctx := context.Background()
+	file := filepath.Join(t.TempDir(), "index.db")
+	x := open(t, file)
+	other := open(t, file)
+	if got := synchronousOf(t, x); got != 2 {
+		t.Fatalf("synchronous before any claim = %d, want 2 (FULL)", got)
+	}
+	if err := x.ClaimNar(ctx, nar(1)); err != nil {
+		t.Fatal(err)
+	}
+	if got := synchronousOf(t, x); got != 2 {
+		t.Fatalf("synchronous after a claim = %d, want 2 (FULL)", got)
+	}
+	// Visible to the other handle: an unowned claimed record, touched now,
+	// is not doomed by a collection whose cutoff is before the claim.
+	doomed, err := other.DoomNars(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doomed) != 0 {
+		t.Fatalf("a fresh claim was doomed: %v", doomed)
+	}
+	// A collection that started after it dooms it (unowned, untouched
+	// since): the claim of a doomed file is refused, and the connection is
+	// back at FULL afterwards too.
+	doomed, err = other.DoomNars(ctx, time.Now().Add(time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doomed) != 1 || doomed[0].File != nar(1).File {
+		t.Fatalf("doomed %v, want the claimed file", doomed)
+	}
+	if err := x.ClaimNar(ctx, nar(1)); !errors.Is(err, index.ErrBusy) {
+		t.Fatalf("claim of a doomed file: %v, want ErrBusy", err)
+	}
+	if got := synchronousOf(t, x); got != 2 {
+		t.Fatalf("synchronous after a refused claim = %d, want 2 (FULL)", got)
+	}
+	// The next ordinary write is fsync'd and sees the claim's effects.
+	if err := x.PutNar(ctx, flakeA, nar(2)); err != nil {
+		t.Fatal(err)
 	}
 }
