@@ -6,9 +6,12 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"io"
+	"reflect"
 	"slices"
+	"strings"
 	"testing"
 
+	"github.com/nix-community/go-nix/pkg/narinfo"
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -112,4 +115,32 @@ func (s *sliceSkipper) Skip(n int64) (int64, error) {
 		return k, io.EOF
 	}
 	return k, nil
+}
+
+// FuzzParsedFields holds parsedFields (which avoids narinfo.Parse's 1 MiB
+// buffer per call) to go-nix's narinfo.Parse on every set of lines
+// ParseNarInfo's line checks accept: same fields, same errors.
+func FuzzParsedFields(f *testing.F) {
+	f.Add([]byte(nixosNarInfo))
+	f.Add([]byte(noneNarInfo))
+	f.Add([]byte(caRefsNarInfo))
+	f.Add([]byte(caSelfNarInfo))
+	f.Add([]byte(caTextNarInfo))
+	f.Add([]byte(edit(nixosNarInfo, "Deriver", "Deriver: unknown-deriver")))
+	f.Add([]byte(edit(nixosNarInfo, "References", "References: ")))
+	f.Add([]byte(edit(nixosNarInfo, "Compression", "")))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		kept, _, err := checkLines(data)
+		if err != nil {
+			return
+		}
+		want, werr := narinfo.Parse(strings.NewReader(strings.Join(kept, "\n")))
+		got, gerr := parsedFields(kept)
+		if (werr == nil) != (gerr == nil) {
+			t.Fatalf("narinfo.Parse: %v, parsedFields: %v", werr, gerr)
+		}
+		if werr == nil && !reflect.DeepEqual(want, got) {
+			t.Fatalf("narinfo.Parse: %+v\nparsedFields: %+v", want, got)
+		}
+	})
 }

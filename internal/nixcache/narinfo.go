@@ -79,54 +79,11 @@ var narInfoFields = map[string]bool{
 // ParseNarInfo parses and validates a narinfo as a client uploads it. The
 // error says what is wrong in words fit for the client.
 func ParseNarInfo(data []byte) (*NarInfo, error) {
-	if len(data) == 0 {
-		return nil, errors.New("narinfo is empty")
+	kept, sigs, err := checkLines(data)
+	if err != nil {
+		return nil, err
 	}
-	if !utf8.Valid(data) {
-		return nil, errors.New("narinfo is not valid UTF-8")
-	}
-	seen := map[string]bool{}
-	var sigs []string
-	lines := strings.Split(string(data), "\n")
-	kept := make([]string, 0, len(lines))
-	for i, line := range lines {
-		if line == "" {
-			continue
-		}
-		if strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return nil, fmt.Errorf("narinfo line %d: control character", i+1)
-		}
-		k, v, ok := strings.Cut(line, ": ")
-		if !ok {
-			return nil, fmt.Errorf("narinfo line %d: want \"Key: value\"", i+1)
-		}
-		multi, known := narInfoFields[k]
-		if !known {
-			return nil, fmt.Errorf("narinfo line %d: unknown field %q", i+1, k)
-		}
-		if seen[k] && !multi {
-			return nil, fmt.Errorf("narinfo line %d: duplicate field %s", i+1, k)
-		}
-		if strings.Contains(v, ": ") {
-			return nil, fmt.Errorf("narinfo line %d: value of %s contains \": \"", i+1, k)
-		}
-		seen[k] = true
-		if err := checkValue(k, v); err != nil {
-			return nil, fmt.Errorf("narinfo line %d: %w", i+1, err)
-		}
-		if k == "Sig" {
-			sigs = append(sigs, v)
-			continue
-		}
-		kept = append(kept, line)
-	}
-	for _, k := range []string{"StorePath", "URL", "NarHash", "NarSize", "FileHash", "FileSize"} {
-		if !seen[k] {
-			return nil, fmt.Errorf("narinfo has no %s field", k)
-		}
-	}
-
-	raw, err := narinfo.Parse(strings.NewReader(strings.Join(kept, "\n")))
+	raw, err := parsedFields(kept)
 	if err != nil {
 		return nil, fmt.Errorf("parse narinfo: %w", err)
 	}
@@ -136,6 +93,117 @@ func ParseNarInfo(data []byte) (*NarInfo, error) {
 	}
 	n.Sigs = sigs
 	return n, nil
+}
+
+// checkLines checks each line of an uploaded narinfo and returns the
+// lines other than signatures, and the signatures.
+func checkLines(data []byte) (kept, sigs []string, err error) {
+	if len(data) == 0 {
+		return nil, nil, errors.New("narinfo is empty")
+	}
+	if !utf8.Valid(data) {
+		return nil, nil, errors.New("narinfo is not valid UTF-8")
+	}
+	seen := map[string]bool{}
+	lines := strings.Split(string(data), "\n")
+	kept = make([]string, 0, len(lines))
+	for i, line := range lines {
+		if line == "" {
+			continue
+		}
+		if strings.ContainsFunc(line, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+			return nil, nil, fmt.Errorf("narinfo line %d: control character", i+1)
+		}
+		k, v, ok := strings.Cut(line, ": ")
+		if !ok {
+			return nil, nil, fmt.Errorf("narinfo line %d: want \"Key: value\"", i+1)
+		}
+		multi, known := narInfoFields[k]
+		if !known {
+			return nil, nil, fmt.Errorf("narinfo line %d: unknown field %q", i+1, k)
+		}
+		if seen[k] && !multi {
+			return nil, nil, fmt.Errorf("narinfo line %d: duplicate field %s", i+1, k)
+		}
+		if strings.Contains(v, ": ") {
+			return nil, nil, fmt.Errorf("narinfo line %d: value of %s contains \": \"", i+1, k)
+		}
+		seen[k] = true
+		if err := checkValue(k, v); err != nil {
+			return nil, nil, fmt.Errorf("narinfo line %d: %w", i+1, err)
+		}
+		if k == "Sig" {
+			sigs = append(sigs, v)
+			continue
+		}
+		kept = append(kept, line)
+	}
+	for _, k := range []string{"StorePath", "URL", "NarHash", "NarSize", "FileHash", "FileSize"} {
+		if !seen[k] {
+			return nil, nil, fmt.Errorf("narinfo has no %s field", k)
+		}
+	}
+
+	return kept, sigs, nil
+}
+
+// maxLine is the longest narinfo line go-nix's narinfo.Parse reads (its
+// line scanner's buffer is 1 MiB, newline included).
+const maxLine = 1<<20 - 1
+
+// parsedFields fills go-nix's NarInfo from lines ParseNarInfo checked
+// (known keys, each once, values of the syntax checkValue wants, no Sig),
+// as narinfo.Parse would from the same lines joined by newlines. Written
+// here for a measured reason: narinfo.Parse allocates a 1 MiB line buffer
+// per call, 25 % of the bytes the server allocated per pushed path and
+// more than everything else a narinfo upload allocates (BenchmarkPush;
+// docs/benchmarks.md). FuzzParsedFields holds it to narinfo.Parse.
+func parsedFields(lines []string) (*narinfo.NarInfo, error) {
+	raw := &narinfo.NarInfo{}
+	for _, line := range lines {
+		if len(line) > maxLine {
+			return nil, fmt.Errorf("a line is longer than %d bytes", maxLine)
+		}
+		k, v, _ := strings.Cut(line, ": ")
+		var err error
+		switch k {
+		case "StorePath":
+			raw.StorePath = v
+		case "URL":
+			raw.URL = v
+		case "Compression":
+			raw.Compression = v
+		case "FileHash":
+			raw.FileHash, err = nixhash.ParseAny(v, nil)
+		case "FileSize":
+			raw.FileSize, err = strconv.ParseUint(v, 10, 0)
+		case "NarHash":
+			raw.NarHash, err = nixhash.ParseAny(v, nil)
+		case "NarSize":
+			raw.NarSize, err = strconv.ParseUint(v, 10, 0)
+		case "References":
+			if v != "" {
+				raw.References = append(raw.References, strings.Split(v, " ")...)
+			}
+		case "Deriver":
+			if v != "unknown-deriver" {
+				raw.Deriver = v
+			}
+		case "System":
+			raw.System = v
+		case "CA":
+			raw.CA = v
+		default:
+			err = fmt.Errorf("unknown key %v", k)
+		}
+		if err != nil {
+			return nil, err
+		}
+	}
+	if raw.Compression == "" {
+		raw.Compression = "bzip2" // as narinfo.Parse: absent means bzip2
+	}
+	return raw, nil
 }
 
 // checkValue checks the syntax of the values go-nix would refuse with a
