@@ -85,13 +85,16 @@ func BenchmarkPush(b *testing.B) {
 			}
 			b.ReportAllocs()
 			b.ResetTimer()
-			i := 0
+			// made counts the paths made so far: each batch gets new names
+			// (reusing one would push other contents under a pushed path: 409).
+			i, made := 0, len(paths)
 			for b.Loop() {
 				if i == len(paths) {
 					b.StopTimer()
 					for j := range paths {
-						paths[j] = next(i + j)
+						paths[j] = next(made + j)
 					}
+					made += len(paths)
 					b.StartTimer()
 					i = 0
 				}
