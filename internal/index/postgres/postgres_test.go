@@ -239,3 +239,64 @@ func TestMigrateV1(t *testing.T) {
 		t.Fatalf("schema version = %d, %v; want %d", v, err, len(ms))
 	}
 }
+
+// ClaimNar commits asynchronously (SET LOCAL synchronous_commit = off):
+// that must stay within its transaction, so every other write of every
+// pooled connection is still a synchronous commit, and the claim must be
+// visible at once to another pool (another server's collection).
+func TestClaimNarStaysLocal(t *testing.T) {
+	testURL(t)
+	// The test server runs with synchronous_commit off (speed): these
+	// sessions start with it on, so that a leak would show.
+	u := testSchema(t) + "&synchronous_commit=on"
+	x, other := open(t, u), open(t, u)
+	defer x.Close()
+	defer other.Close()
+	ctx := context.Background()
+	n := index.Nar{File: strings.Repeat("1", 52) + ".nar", Compression: "none",
+		FileHash: "sha256:f", FileSize: 1, NarHash: "sha256:f", NarSize: 1}
+	// More claims than the pool has connections, so every one served one.
+	for i := range 16 {
+		n.File = strings.Repeat("1", 51) + string(rune('a'+i)) + ".nar"
+		if err := x.ClaimNar(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	conns, err := x.pool.Acquire(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conns.Release()
+	// Hold every idle connection of the pool and ask each.
+	held := []*pgxpool.Conn{conns}
+	defer func() {
+		for _, c := range held[1:] {
+			c.Release()
+		}
+	}()
+	for int(x.pool.Stat().IdleConns()) > 0 {
+		c, err := x.pool.Acquire(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	for i, c := range held {
+		var v string
+		if err := c.QueryRow(ctx, `SHOW synchronous_commit`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		if v != "on" {
+			t.Fatalf("connection %d: synchronous_commit = %q after claims, want on", i, v)
+		}
+	}
+	// Visible to the other pool: a collection whose cutoff is before the
+	// claims dooms none of the claimed (unowned, touched now) records.
+	doomed, err := other.DoomNars(ctx, time.Now().Add(-time.Hour))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(doomed) != 0 {
+		t.Fatalf("fresh claims doomed: %v", doomed)
+	}
+}
