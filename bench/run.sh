@@ -19,7 +19,8 @@
 #   memory   authz RSS with 10k cached tokens; blob server RSS, 100 NAR downloads
 #   authz    ext_authz Check decisions/s and p99 (ghz) vs opa-envoy-plugin
 #   reload   authz p99 while policies reload 10×/s vs without
-#   nixcopy  nix copy push + pull of a 200-path closure vs a file:// cache
+#   nixcopy  nix copy push + pull of a 200-path closure vs a file:// cache (two-process
+#            gate and single-host process), and the push vs a do-nothing HTTP cache
 #   push     flakegate push of a 200-path closure vs nix copy (zstd), both via gate+authz
 #
 # Everything listens on 127.0.0.1 only; every run is bounded in time. Tools
@@ -39,7 +40,7 @@ for a in "$@"; do
 	case $a in
 	-quick | --quick | -q) QUICK=1 ;;
 	-h | --help)
-		sed -n '2,25p' "$0"
+		sed -n '2,26p' "$0"
 		exit 0
 		;;
 	*)
