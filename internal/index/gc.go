@@ -72,7 +72,10 @@ type Collectable interface {
 	AddPath(ctx context.Context, flake nixname.Flake, p Path) error
 	// ClaimNar records n (without an owner) and marks it used, before
 	// its blob is committed, so that no collection deletes the file
-	// afterwards; ErrBusy while a collection is deleting it.
+	// afterwards; ErrBusy while a collection is deleting it. The record
+	// must be visible to every reader at once but need not be durable
+	// (a crash ends the upload it serves; PutNar records it durably), so
+	// implementations may commit it without waiting for an fsync.
 	ClaimNar(ctx context.Context, n Nar) error
 	// TouchPaths marks those of hashes the flake holds as used at t
 	// (never moving a time back). One transaction for all.
