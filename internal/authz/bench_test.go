@@ -60,9 +60,11 @@ func BenchmarkCheck(b *testing.B) {
 		}
 		b.Run(cs.name, func(b *testing.B) {
 			b.ReportAllocs()
+			cpu0 := processCPU(b)
 			for b.Loop() {
 				c.Check(context.Background(), req)
 			}
+			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
 		})
 		b.Run(cs.name+"_parallel", func(b *testing.B) {
 			b.ReportAllocs()
