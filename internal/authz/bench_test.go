@@ -17,6 +17,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/serve"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // benchChecker is a Checker with a real verifier (one GitHub Actions
@@ -60,11 +61,11 @@ func BenchmarkCheck(b *testing.B) {
 		}
 		b.Run(cs.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			stop := testutil.ReportCPU(b)
 			for b.Loop() {
 				c.Check(context.Background(), req)
 			}
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			stop()
 		})
 		b.Run(cs.name+"_parallel", func(b *testing.B) {
 			b.ReportAllocs()

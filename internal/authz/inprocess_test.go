@@ -21,6 +21,7 @@ import (
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/policy"
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // TestInProcessMatchesGRPC runs every fixture's request through the
@@ -307,7 +308,7 @@ func BenchmarkGateCheck(b *testing.B) {
 		req.Header.Set("User-Agent", "curl/8.5.0 Nix/2.24.10")
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			stop := testutil.ReportCPU(b)
 			for b.Loop() {
 				w := httptest.NewRecorder()
 				h.ServeHTTP(w, req.Clone(context.Background()))
@@ -315,9 +316,7 @@ func BenchmarkGateCheck(b *testing.B) {
 					b.Fatalf("status %d", w.Code)
 				}
 			}
-			// CPU time (both sides, for gRPC) is steadier than wall time on a
-			// shared, loaded machine.
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			stop() // for gRPC: both sides
 		})
 	}
 }

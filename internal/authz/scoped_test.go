@@ -7,15 +7,14 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/flakegate/flakegate/internal/authz/authztest"
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // fakeClosures answers every scope with one closure (or an error) and
@@ -150,23 +149,13 @@ func BenchmarkCheckScoped(b *testing.B) {
 		}
 		b.Run(bc.name, func(b *testing.B) {
 			b.ReportAllocs()
-			cpu0 := processCPU(b)
+			stop := testutil.ReportCPU(b)
 			i := 0
 			for b.Loop() {
 				c.CheckRequest(context.Background(), reqs[i%len(reqs)])
 				i++
 			}
-			// CPU time is steadier than wall time on a shared, loaded machine.
-			b.ReportMetric(float64((processCPU(b)-cpu0).Nanoseconds())/float64(b.N), "cpu-ns/op")
+			stop()
 		})
 	}
-}
-
-// processCPU is the user+system CPU time this process has used.
-func processCPU(t testing.TB) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		t.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

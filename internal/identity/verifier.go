@@ -537,6 +537,7 @@ func (v *MultiVerifier) Verify(ctx context.Context, raw string) (*Subject, error
 		return nil, err
 	}
 	v.metrics.ok.Inc()
+	s.seal() // shared from here on: render its policy input once
 	expires := min(s.Expiry.UnixNano(), now.Add(v.opts.CacheTTL).UnixNano())
 	v.cache.put(key, &cacheEntry{subject: s, expires: expires, iss: is, keys: ks}, now.UnixNano())
 	return s, nil

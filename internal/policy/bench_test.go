@@ -9,6 +9,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 func benchInput(action, flake string, s *identity.Subject) map[string]any {
@@ -93,6 +94,7 @@ func BenchmarkEvaluate(b *testing.B) {
 		}
 		in := benchInput("read", "omnicorp/super-duper-secure", benchUser)
 		b.ReportAllocs()
+		stop := testutil.ReportCPU(b)
 		i := 0
 		for b.Loop() {
 			in["object"] = map[string]any{"kind": "narinfo", "hash": hashes[i%len(hashes)]}
@@ -101,6 +103,7 @@ func BenchmarkEvaluate(b *testing.B) {
 				b.Fatalf("Evaluate = %+v, %v", d, err)
 			}
 		}
+		stop()
 	})
 	// A union read evaluates one input per owning flake; the subject,
 	// prepared once, is not converted again for each.

@@ -27,52 +27,142 @@ const defaultCacheSize = 4096
 // `with input`, non-deterministic builtins such as time.now_ns) get no cache.
 type decisionCache struct {
 	paths [][]string
-	max   int
+	// root is paths as a tree (children in paths' order), so that key
+	// looks up a shared prefix such as [subject] once for all its paths.
+	root *keyNode
+	max  int
 
 	mu sync.RWMutex
 	m  map[string]Decision
 }
 
-func newDecisionCache(paths [][]string, size int) *decisionCache {
-	return &decisionCache{paths: paths, max: size, m: make(map[string]Decision, min(size, 256))}
+// keyNode is one step of the key paths: the value at name below the
+// parent's value. A leaf's value is rendered into the key; an inner node's
+// children are looked up below it. leaves are the full paths of the leaves
+// at or below the node.
+type keyNode struct {
+	name     string
+	leaf     bool
+	children []*keyNode
+	leaves   [][]string
 }
 
-func (c *decisionCache) get(key string) (Decision, bool) {
+func newDecisionCache(paths [][]string, size int) *decisionCache {
+	root := &keyNode{}
+	for _, p := range paths {
+		n := root
+		n.leaves = append(n.leaves, p)
+		for _, name := range p {
+			var next *keyNode
+			if k := len(n.children); k > 0 && n.children[k-1].name == name {
+				next = n.children[k-1] // paths are sorted: a shared prefix is the last child
+			} else {
+				next = &keyNode{name: name}
+				n.children = append(n.children, next)
+			}
+			n = next
+			n.leaves = append(n.leaves, p)
+		}
+		n.leaf = true
+	}
+	return &decisionCache{paths: paths, root: root, max: size, m: make(map[string]Decision, min(size, 256))}
+}
+
+func (c *decisionCache) get(key []byte) (Decision, bool) {
 	c.mu.RLock()
-	d, ok := c.m[key]
+	d, ok := c.m[string(key)] // no copy of key for the lookup
 	c.mu.RUnlock()
 	return d, ok
 }
 
-func (c *decisionCache) put(key string, d Decision) {
+func (c *decisionCache) put(key []byte, d Decision) {
 	c.mu.Lock()
 	if len(c.m) >= c.max {
 		// Dropping everything is crude but bounded and cheap; the working
 		// set (tokens × flakes in use) refills it in a few requests.
 		clear(c.m)
 	}
-	c.m[key] = d
+	c.m[string(key)] = d
 	c.mu.Unlock()
 }
 
-// key renders the input's values at c.paths. ok is false when a value
-// cannot be rendered (the caller then evaluates without the cache).
-func (c *decisionCache) key(input map[string]any) (string, bool) {
-	b := make([]byte, 0, 256)
-	for _, p := range c.paths {
-		v, found, err := lookup(input, p)
-		if err != nil {
-			return "", false
-		}
-		if !found {
-			b = append(b, '-') // undefined, distinct from null
+// key appends to b the input's values at c.paths, in their order: for
+// each path its value rendered by appendKey, or '-' when it is undefined.
+// ok is false when a value cannot be rendered (the caller then evaluates
+// without the cache).
+//
+// Hand-written for a measured reason (issue 16): the key is computed for
+// every Check, and walking each path from the top and quoting each string
+// with strconv.Quote was ≈ 60 % of a cached decision (docs/benchmarks.md).
+// It walks the paths' tree instead and renders strings length-prefixed.
+func (c *decisionCache) key(b []byte, input map[string]any) ([]byte, bool) {
+	b, err := appendNode(b, input, c.root, 0)
+	if err != nil {
+		return nil, false
+	}
+	return b, true
+}
+
+// appendNode renders the leaves below n, cur being the value at n's path
+// (depth steps long).
+func appendNode(b []byte, cur any, n *keyNode, depth int) ([]byte, error) {
+	for _, ch := range n.children {
+		var v any
+		var found bool
+		switch m := cur.(type) {
+		case map[string]any:
+			v, found = m[ch.name]
+		case map[string]string:
+			if s, ok := m[ch.name]; ok && ch.leaf {
+				b = appendString(b, s)
+				continue
+			} else if ok {
+				v, found = s, true
+			}
+		default:
+			// Not a plain map (a Prepared or OPA value, a struct, or no
+			// object at all): each path below is looked up as the policy
+			// sees it.
+			for _, p := range ch.leaves {
+				v, found, err := lookup(cur, p[depth:])
+				if err != nil {
+					return nil, err
+				}
+				if b, err = appendFound(b, v, found); err != nil {
+					return nil, err
+				}
+			}
 			continue
 		}
-		if b, err = appendKey(b, v, 0); err != nil {
-			return "", false
+		var err error
+		switch {
+		case !found:
+			for range ch.leaves {
+				b = append(b, '-') // undefined, distinct from null
+			}
+		case ch.leaf:
+			b, err = appendKey(b, v, 0)
+		default:
+			b, err = appendNode(b, v, ch, depth+1)
+		}
+		if err != nil {
+			return nil, err
 		}
 	}
-	return string(b), true
+	return b, nil
+}
+
+func appendFound(b []byte, v any, found bool) ([]byte, error) {
+	if !found {
+		return append(b, '-'), nil
+	}
+	return appendKey(b, v, 0)
+}
+
+// appendString renders s self-delimited: its length, then its bytes.
+func appendString(b []byte, s string) []byte {
+	b = strconv.AppendInt(append(b, 's'), int64(len(s)), 10)
+	return append(append(b, ':'), s...)
 }
 
 // lookup walks path through nested maps. A missing key, or a non-object on
@@ -133,7 +223,7 @@ func appendKey(b []byte, v any, depth int) ([]byte, error) {
 	}
 	switch x := v.(type) {
 	case string:
-		return strconv.AppendQuote(append(b, 's'), x), nil
+		return appendString(b, x), nil
 	case bool:
 		if x {
 			return append(b, 't'), nil
@@ -151,7 +241,7 @@ func appendKey(b []byte, v any, depth int) ([]byte, error) {
 		sort.Strings(keys)
 		var err error
 		for _, k := range keys {
-			b = strconv.AppendQuote(b, k)
+			b = appendString(b, k)
 			if b, err = appendKey(b, x[k], depth+1); err != nil {
 				return nil, err
 			}

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
@@ -215,13 +216,120 @@ func TestCacheKeyIsInjective(t *testing.T) {
 	}
 	seen := map[string]int{}
 	for i, in := range inputs {
-		k, ok := c.key(in)
+		k, ok := c.key(nil, in)
 		if !ok {
 			t.Fatalf("key(%v) failed", in)
 		}
-		if j, dup := seen[k]; dup {
+		if j, dup := seen[string(k)]; dup {
 			t.Errorf("inputs %v and %v share the key %q", inputs[j], in, k)
 		}
-		seen[k] = i
+		seen[string(k)] = i
+	}
+}
+
+// A cache must never widen access: two inputs share a key only when they
+// hold equal values (as the policy sees them) at every path the policy
+// reads, however the paths nest and whatever shape the values have (plain
+// maps, map[string]string, structs, prepared values, values where an
+// object is expected, absent). Every pair of a generated set of inputs is
+// compared both ways: by key, and by the values at the paths.
+func TestCacheKeySharedOnlyByEqualValues(t *testing.T) {
+	paths := minimalPaths([][]string{
+		{"action"}, {"flake", "name"}, {"flake", "org"}, {"subject", "org"}, {"subject", "ref"},
+		{"subject", "scope", "flake"}, {"subject", "kind"}, {"x"},
+	})
+	c := newDecisionCache(paths, 10)
+	prepared := func(x any) Prepared {
+		p, err := Prepare(x)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	// Values for each top-level key; they differ in one field the policy
+	// reads, in one it does not, in shape, or in being there at all.
+	actions := []any{nil, "read", "push", "rea" + "d"}
+	flakes := []any{
+		nil, "omnicorp/app",
+		map[string]any{"org": "omnicorp", "name": "app"},
+		map[string]any{"org": "omnicorp", "name": "app", "extra": "ignored"},
+		map[string]any{"org": "omnicorp", "name": "tool"},
+		map[string]any{"org": "omnicorpapp", "name": ""},
+		map[string]string{"org": "omnicorp", "name": "app"},
+		map[string]string{"org": "evilcorp", "name": "app"},
+		nixname.Flake{Org: "omnicorp", Name: "app"},
+		nixname.Flake{Org: "evilcorp", Name: "app"},
+		prepared(map[string]any{"org": "omnicorp", "name": "app"}),
+		map[string]any{"org": map[string]any{"name": "app"}},
+	}
+	subjects := []any{
+		nil, map[string]any{},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci"},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "user": "ignored"},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/dev", "kind": "ci"},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "user"},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "scope": map[string]any{"flake": "omnicorp/app"}},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "scope": map[string]any{"flake": "omnicorp/tool"}},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "scope": "omnicorp/app"},
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "scope": map[string]string{"flake": "omnicorp/app"}},
+		prepared(map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci"}),
+		prepared(map[string]any{"org": "omnicorp", "ref": "refs/heads/dev", "kind": "ci"}),
+		map[string]any{"org": "omnicorp", "ref": "refs/heads/main", "kind": "ci", "scope": prepared(map[string]any{"flake": "omnicorp/app"})},
+		map[string]any{"org": []any{"omnicorp"}},
+		map[string]any{"org": true},
+		map[string]any{"org": "true"},
+		map[string]any{"org": nil},
+	}
+	xs := []any{nil, 1, "1", 1.5, []string{"a"}}
+	var inputs []map[string]any
+	for _, a := range actions {
+		for _, f := range flakes {
+			for _, s := range subjects {
+				for _, x := range xs {
+					in := map[string]any{}
+					for k, v := range map[string]any{"action": a, "flake": f, "subject": s, "x": x} {
+						if v != nil {
+							in[k] = v
+						}
+					}
+					inputs = append(inputs, in)
+				}
+			}
+		}
+	}
+	// The values at the paths as the policy sees them ("" when undefined).
+	seen := func(in map[string]any) []string {
+		var out []string
+		for _, p := range paths {
+			v, found, err := lookup(in, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !found {
+				out = append(out, "undefined")
+				continue
+			}
+			val, err := toValue(v)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, val.String())
+		}
+		return out
+	}
+	byKey := map[string][]string{}
+	for _, in := range inputs {
+		k, ok := c.key(nil, in)
+		if !ok {
+			t.Fatalf("key(%v) failed", in)
+		}
+		vals := seen(in)
+		if prev, dup := byKey[string(k)]; dup && !slices.Equal(prev, vals) {
+			t.Fatalf("inputs with different values %v and %v share the key %q", prev, vals, k)
+		}
+		byKey[string(k)] = vals
+	}
+	if len(byKey) < 100 {
+		t.Errorf("only %d distinct keys from %d inputs: the test does not vary what it should", len(byKey), len(inputs))
 	}
 }

@@ -162,10 +162,11 @@ func (e *Engine) Subscribe() <-chan struct{} {
 // ctx done) is returned and must be treated as a deny by the caller.
 func (e *Engine) Evaluate(ctx context.Context, input map[string]any) (Decision, error) {
 	set := e.active.Load()
-	var key string
+	var buf [512]byte // most keys fit: no allocation for a cache hit
+	var key []byte
 	cached := false
 	if set.cache != nil {
-		if key, cached = set.cache.key(input); cached {
+		if key, cached = set.cache.key(buf[:0], input); cached {
 			if d, ok := set.cache.get(key); ok {
 				e.metrics.cacheHits.Inc()
 				return d, nil
