@@ -83,21 +83,7 @@ func (o Outcome) RetryAfterHeader() string {
 // Respond renders an Outcome as the CheckResponse Envoy applies. It is pure.
 func Respond(o Outcome) *authv3.CheckResponse {
 	if o.Allow {
-		ok := &authv3.OkHttpResponse{
-			Headers: []*corev3.HeaderValueOption{
-				setHeader(route.SubjectHeader, headerSafe(o.SubjectSummary)),
-			},
-		}
-		if len(o.Readable) > 0 {
-			ok.Headers = append(ok.Headers, setHeader(route.ReadableHeader, route.FormatFlakes(o.Readable)))
-		}
-		if !o.KeepAuthorization {
-			ok.HeadersToRemove = []string{"authorization"}
-		}
-		return &authv3.CheckResponse{
-			Status:       &rpcstatus.Status{Code: int32(codes.OK)},
-			HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: ok},
-		}
+		return respondAllow(o)
 	}
 
 	status := o.Status
@@ -130,6 +116,46 @@ func Respond(o Outcome) *authv3.CheckResponse {
 			Body:    msg,
 		}},
 	}
+}
+
+// allowBlock holds every message of an allowing CheckResponse, so that
+// respondAllow makes one allocation instead of eight (hand-written for a
+// measured reason: an allow is the answer to nearly every Check, issue 16).
+// Nothing in it is shared with another response.
+type allowBlock struct {
+	resp    authv3.CheckResponse
+	status  rpcstatus.Status
+	wrap    authv3.CheckResponse_OkResponse
+	ok      authv3.OkHttpResponse
+	headers [2]*corev3.HeaderValueOption
+	opts    [2]corev3.HeaderValueOption
+	values  [2]corev3.HeaderValue
+	remove  [1]string
+}
+
+func respondAllow(o Outcome) *authv3.CheckResponse {
+	b := &allowBlock{}
+	b.status.Code = int32(codes.OK)
+	b.resp.Status = &b.status
+	b.wrap.OkResponse = &b.ok
+	b.resp.HttpResponse = &b.wrap
+	n := 1
+	b.values[0] = corev3.HeaderValue{Key: route.SubjectHeader, Value: headerSafe(o.SubjectSummary)}
+	if len(o.Readable) > 0 {
+		b.values[1] = corev3.HeaderValue{Key: route.ReadableHeader, Value: route.FormatFlakes(o.Readable)}
+		n = 2
+	}
+	for i := range n {
+		b.opts[i].Header = &b.values[i]
+		b.opts[i].AppendAction = corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD
+		b.headers[i] = &b.opts[i]
+	}
+	b.ok.Headers = b.headers[:n:n]
+	if !o.KeepAuthorization {
+		b.remove[0] = "authorization"
+		b.ok.HeadersToRemove = b.remove[:1:1]
+	}
+	return &b.resp
 }
 
 // grpcCode is the gRPC status reported to Envoy alongside a denied HTTP

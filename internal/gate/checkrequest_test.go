@@ -263,3 +263,37 @@ func addrString(a *corev3.Address) string {
 	s := a.GetSocketAddress()
 	return s.GetAddress() + ":" + strconvU(uint64(s.GetPortValue()))
 }
+
+// A reused buffer remembers the last addresses it formatted: each request
+// still gets its own, whatever the order of connections.
+func TestCheckBufReuseAddresses(t *testing.T) {
+	b := newCheckBuf()
+	local1 := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8080}
+	local2 := &net.TCPAddr{IP: net.ParseIP("::1"), Port: 9090}
+	for i, c := range []struct {
+		remote   string
+		local    net.Addr
+		src, dst string
+	}{
+		{"10.0.0.7:51234", local1, "10.0.0.7:51234", "127.0.0.1:8080"},
+		{"10.0.0.7:51234", local1, "10.0.0.7:51234", "127.0.0.1:8080"},
+		{"10.0.0.8:51234", local1, "10.0.0.8:51234", "127.0.0.1:8080"},
+		{"10.0.0.8:51235", local2, "10.0.0.8:51235", "::1:9090"},
+		{"[::ffff:10.0.0.9]:1", local2, "10.0.0.9:1", "::1:9090"},
+		{"@", &net.UnixAddr{Name: "/run/fg.sock", Net: "unix"}, "pipe:@", "pipe:/run/fg.sock"},
+		{"10.0.0.7:51234", local1, "10.0.0.7:51234", "127.0.0.1:8080"},
+	} {
+		r := httptest.NewRequest("GET", "/a", nil)
+		r.RemoteAddr = c.remote
+		r = r.WithContext(context.WithValue(r.Context(), http.LocalAddrContextKey, c.local))
+		b.fill(r, uint64(i), time.Now())
+		attr := b.req.GetAttributes()
+		if got := addrString(attr.GetSource().GetAddress()); got != c.src {
+			t.Errorf("request %d: source %s, want %s", i, got, c.src)
+		}
+		if got := addrString(attr.GetDestination().GetAddress()); got != c.dst {
+			t.Errorf("request %d: destination %s, want %s", i, got, c.dst)
+		}
+		b.reset()
+	}
+}
