@@ -16,8 +16,13 @@ import (
 //     flake is then the input's "flake".
 //   - "object" always has "kind" and "hash" ("" when the kind has none); a
 //     NAR also has "file" (the file name below nar/), a pin "name".
+//
+// The objects made of strings only (object, request, flake) are
+// map[string]string, which the policy engine reads as it reads
+// map[string]any: no string is boxed into an interface, six allocations
+// fewer per Check (hand-written for a measured reason, issue 16).
 func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) map[string]any {
-	object := map[string]any{
+	object := map[string]string{
 		"kind": string(r.Route.Kind),
 		"hash": r.Route.Hash,
 	}
@@ -30,7 +35,7 @@ func BuildInput(r Request, subject *identity.Subject, owners []nixname.Flake) ma
 	in := map[string]any{
 		"action": string(r.Route.Action),
 		"object": object,
-		"request": map[string]any{
+		"request": map[string]string{
 			"method": r.Method,
 			"path":   r.Path,
 		},
@@ -60,5 +65,5 @@ func SetOwners(in map[string]any, owners []nixname.Flake) {
 
 // SetFlake sets the input's "flake" to f.
 func SetFlake(in map[string]any, f nixname.Flake) {
-	in["flake"] = map[string]any{"org": f.Org, "name": f.Name}
+	in["flake"] = map[string]string{"org": f.Org, "name": f.Name}
 }
