@@ -1,0 +1,93 @@
+package authz
+
+import (
+	"context"
+	"net/http"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/authz/authztest"
+	"github.com/flakegate/flakegate/internal/identity"
+	"github.com/flakegate/flakegate/internal/identity/identitytest"
+	"github.com/flakegate/flakegate/internal/policy"
+)
+
+// The decision cache and the verified subject's memo never widen access:
+// requests that differ in only one input field the policy reads — the
+// subject's repository, org or protected ref (each from its own verified
+// token), the flake, the action — each get their own decision, asked over
+// and over in alternation through one Checker whose caches are warm.
+func TestCachedDecisionsDoNotCrossAReadField(t *testing.T) {
+	iss := identitytest.NewIssuer(t)
+	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
+	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	reg := prometheus.NewRegistry()
+	engine, err := policy.NewEngine("testdata/policy", policy.Options{Rescan: -1, Logger: discardLogger(), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := &Checker{Verifier: v, Policy: engine, Owners: staticOwners{}, Logger: discardLogger()}
+
+	main := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))       // protected ref
+	feature := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/feature")) // not protected
+	tool := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/tool", "refs/heads/main"))      // another repository
+	evil := iss.Mint(identitytest.GitHubActionsClaims("evilcorp/app", "refs/heads/main"))       // another org
+	push := "/omnicorp/app/nar/" + testFile
+	read := "/omnicorp/app/" + testHash + ".narinfo"
+	cases := []struct {
+		name, method, path, token string
+		want                      int
+	}{
+		{"push, protected ref", "PUT", push, main, http.StatusOK},
+		{"push, unprotected ref", "PUT", push, feature, http.StatusForbidden},
+		{"push, another repository", "PUT", push, tool, http.StatusForbidden},
+		{"read, own org", "GET", read, main, http.StatusOK},
+		{"read, another org", "GET", read, evil, http.StatusNotFound},
+		{"read, the other org's flake", "GET", "/evilcorp/app/" + testHash + ".narinfo", main, http.StatusNotFound},
+		{"read, that org's own token", "GET", "/evilcorp/app/" + testHash + ".narinfo", evil, http.StatusOK},
+		{"push by the reader of another flake", "PUT", "/evilcorp/app/nar/" + testFile, main, http.StatusForbidden},
+	}
+	for round := range 3 {
+		for _, tc := range cases {
+			res := c.Authorize(context.Background(), ParseCheckRequest(authztest.CheckRequest(tc.method, tc.path, "Bearer "+tc.token)))
+			if res.Status != tc.want {
+				t.Errorf("round %d, %s: %d (%s), want %d", round, tc.name, res.Status, res.Reason, tc.want)
+			}
+		}
+	}
+	// The rounds after the first were answered from the decision cache:
+	// the test compared cached decisions, not only fresh evaluations.
+	hits := decisionCacheCount(t, reg, "hit")
+	if want := float64(2 * len(cases)); hits < want {
+		t.Errorf("%v decision cache hits, want at least %v", hits, want)
+	}
+}
+
+// decisionCacheCount is the policy engine's decision cache counter for
+// result, read from reg.
+func decisionCacheCount(t *testing.T, reg *prometheus.Registry, result string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "flakegate_policy_decision_cache_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "result" && l.GetValue() == result {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	t.Fatalf("no flakegate_policy_decision_cache_total{result=%q}", result)
+	return 0
+}
