@@ -3,6 +3,7 @@ package authz
 import (
 	"context"
 	"net/http"
+	"reflect"
 	"testing"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -90,4 +91,39 @@ func decisionCacheCount(t *testing.T, reg *prometheus.Registry, result string) f
 	}
 	t.Fatalf("no flakegate_policy_decision_cache_total{result=%q}", result)
 	return 0
+}
+
+// A verified subject's policy input is rendered once and shared by every
+// request with its token (identity seals it): no decision may change it.
+func TestChecksLeaveTheSharedSubjectInputAlone(t *testing.T) {
+	iss := identitytest.NewIssuer(t)
+	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
+	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
+	subject, err := v.Verify(context.Background(), tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shared := subject.Input()
+	before := jsonValue(t, shared)
+	c := &Checker{Verifier: v, Policy: newTestEngine(t), Owners: staticOwners{{Org: "evilcorp", Name: "tool"}, {Org: "omnicorp", Name: "app"}}, Logger: discardLogger()}
+	for _, r := range []struct{ method, path string }{
+		{"GET", "/omnicorp/app/" + testHash + ".narinfo"},
+		{"GET", "/" + testHash + ".narinfo"}, // union: evaluated once per owner
+		{"PUT", "/omnicorp/app/nar/" + testFile},
+		{"GET", "/evilcorp/app/" + testHash + ".narinfo"},
+		{"GET", "/nix-cache-info"},
+	} {
+		c.Authorize(context.Background(), NewRequest(r.method, r.path, "Bearer "+tok))
+	}
+	if again, _ := v.Verify(context.Background(), tok); reflect.ValueOf(again.Input()).UnsafePointer() != reflect.ValueOf(shared).UnsafePointer() {
+		t.Fatal("the verified subject's input is not shared between requests: this test checks nothing")
+	}
+	if after := jsonValue(t, shared); !reflect.DeepEqual(before, after) {
+		t.Errorf("the shared subject input changed:\n before %v\n after  %v", before, after)
+	}
 }
