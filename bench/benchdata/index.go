@@ -13,7 +13,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -75,9 +74,11 @@ func runIndex(args []string, stdout io.Writer) error {
 	}
 
 	start := time.Now()
-	paths := makePaths(*n, keys)
-	made := time.Since(start)
-	if err := insertPaths(ctx, dbPath, flake, paths, keys.ID(), *spread); err != nil {
+	// Hashes sorted: path i is the i-th in key order, so each chunk appends
+	// to the flake_paths B-tree instead of splitting random pages.
+	hashes := fakeStoreHashes(*n)
+	slices.Sort(hashes)
+	if err := insertPaths(ctx, dbPath, flake, hashes, keys, *spread, os.Stderr); err != nil {
 		return err
 	}
 
@@ -88,20 +89,17 @@ func runIndex(args []string, stdout io.Writer) error {
 		return err
 	}
 	defer x.Close()
-	for _, i := range []int{0, len(paths) / 2, len(paths) - 1} {
-		got, err := x.GetPath(ctx, flake, paths[i].hash)
+	for _, i := range []int{0, *n / 2, *n - 1} {
+		want := makePath(i, hashes, keys)
+		got, err := x.GetPath(ctx, flake, want.hash)
 		if err != nil {
 			return fmt.Errorf("verify index: %w", err)
 		}
-		if string(got.NarInfo) != string(paths[i].text) || got.SignedBy != keys.ID() {
-			return fmt.Errorf("verify index: path %s reads back different", paths[i].hash)
+		if string(got.NarInfo) != string(want.text) || got.SignedBy != keys.ID() {
+			return fmt.Errorf("verify index: path %s reads back different", want.hash)
 		}
 	}
 
-	hashes := make([]string, len(paths))
-	for i, p := range paths {
-		hashes[i] = p.hash
-	}
 	if err := fsutil.WriteFileAtomic(filepath.Join(*dataDir, "hashes.txt"), []byte(strings.Join(hashes, "\n")+"\n"), 0o644); err != nil {
 		return err
 	}
@@ -110,14 +108,15 @@ func runIndex(args []string, stdout io.Writer) error {
 		if err := os.MkdirAll(dir, 0o755); err != nil {
 			return fmt.Errorf("create nginx root: %w", err)
 		}
-		for _, p := range paths[:min(*nginxPaths, len(paths))] {
+		for i := range min(*nginxPaths, *n) {
+			p := makePath(i, hashes, keys)
 			if err := os.WriteFile(filepath.Join(dir, p.hash+".narinfo"), p.text, 0o644); err != nil {
 				return fmt.Errorf("write static narinfo: %w", err)
 			}
 		}
 	}
-	fmt.Fprintf(stdout, "index %s: %d paths of %s (narinfos made in %s, written in %s)\n",
-		dbPath, len(paths), flake, made.Round(time.Millisecond), (time.Since(start) - made).Round(time.Millisecond))
+	fmt.Fprintf(stdout, "index %s: %d paths of %s (made and written in %s)\n",
+		dbPath, *n, flake, time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
@@ -128,19 +127,18 @@ type genPath struct {
 	text                           []byte
 }
 
-// makePaths makes n realistic signed narinfos (zstd NAR, 1-4 references,
-// a deriver), signing in parallel.
-func makePaths(n int, keys *nixcache.KeySet) []genPath {
-	hashes := fakeStoreHashes(n)
-	out := make([]genPath, n)
+// makePaths makes the realistic signed narinfos of paths [from, to) (zstd
+// NAR, 1-4 references, a deriver), signing in parallel.
+func makePaths(from, to int, hashes []string, keys *nixcache.KeySet) []genPath {
+	out := make([]genPath, to-from)
 	workers := runtime.GOMAXPROCS(0)
 	var wg sync.WaitGroup
 	for w := range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for i := w; i < n; i += workers {
-				out[i] = makePath(i, hashes, keys)
+			for i := from + w; i < to; i += workers {
+				out[i-from] = makePath(i, hashes, keys)
 			}
 		}()
 	}
@@ -185,18 +183,45 @@ func makePath(i int, hashes []string, keys *nixcache.KeySet) genPath {
 	}
 }
 
+// insertChunk is how many paths insertPaths makes and commits at a time:
+// memory stays bounded (10M paths held at once would need ≈ 15 GB) and the
+// WAL is checkpointed between chunks instead of growing for the whole run.
+const insertChunk = 100_000
+
 // insertPaths writes the rows the index would write for each path (NAR
-// record and ownership, the flake's path record) in one transaction.
-func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths []genPath, signedBy string, spread time.Duration) error {
-	// A page cache of 1 GiB: one transaction of millions of random-key
-	// inserts otherwise spills the same B-tree pages to the WAL over and
-	// over (a 1M-path run grew the WAL past 4 GB).
+// record and ownership, the flake's path record), one transaction per
+// chunk, reporting progress (paths, elapsed, rate) to progress.
+func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, hashes []string, keys *nixcache.KeySet, spread time.Duration, progress io.Writer) error {
+	// A page cache of 1 GiB: millions of random-key inserts (nars) otherwise
+	// spill the same B-tree pages to the WAL over and over.
 	db, err := sql.Open("sqlite", "file:"+dbPath+"?_pragma=busy_timeout(30000)&_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=cache_size(-1048576)")
 	if err != nil {
 		return fmt.Errorf("open index for bulk insert: %w", err)
 	}
 	defer db.Close()
 	db.SetMaxOpenConns(1)
+	now := time.Now().UnixNano()
+	start := time.Now()
+	n := len(hashes)
+	for from := 0; from < n; from += insertChunk {
+		to := min(from+insertChunk, n)
+		if err := insertChunkTx(ctx, db, flake, makePaths(from, to, hashes, keys), keys.ID(), now, from, n, spread); err != nil {
+			return err
+		}
+		el := time.Since(start)
+		fmt.Fprintf(progress, "index: %d/%d paths in %s (%.0f s per million)\n",
+			to, n, el.Round(time.Second), el.Seconds()/float64(to)*1e6)
+	}
+	// Leave the database as the server expects it: WAL checkpointed.
+	if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		return fmt.Errorf("checkpoint index: %w", err)
+	}
+	return nil
+}
+
+// insertChunkTx inserts paths (paths [from, from+len(paths)) of n) in one
+// transaction.
+func insertChunkTx(ctx context.Context, db *sql.DB, flake nixname.Flake, paths []genPath, signedBy string, now int64, from, n int, spread time.Duration) error {
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("bulk insert: begin: %w", err)
@@ -216,17 +241,9 @@ func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths 
 		defer s.Close()
 		prepared[name] = s
 	}
-	now := time.Now().UnixNano()
 	fl := flake.String()
-	// Insert in key order: B-tree appends instead of random page splits.
-	order := make([]int, len(paths))
-	for i := range order {
-		order[i] = i
-	}
-	sort.Slice(order, func(a, b int) bool { return paths[order[a]].hash < paths[order[b]].hash })
-	for _, i := range order {
-		p := paths[i]
-		used := now - int64(float64(spread)*float64(i)/float64(len(paths)))
+	for k, p := range paths {
+		used := now - int64(float64(spread)*float64(from+k)/float64(n))
 		if _, err := prepared["nar"].ExecContext(ctx, p.narFile, p.fileHash, p.size/3, p.narHash, p.size, used, used); err != nil {
 			return fmt.Errorf("bulk insert nar %s: %w", p.narFile, err)
 		}
@@ -239,10 +256,6 @@ func insertPaths(ctx context.Context, dbPath string, flake nixname.Flake, paths 
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("bulk insert: commit: %w", err)
-	}
-	// Leave the database as the server expects it: WAL checkpointed.
-	if _, err := db.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
-		return fmt.Errorf("checkpoint index: %w", err)
 	}
 	return nil
 }

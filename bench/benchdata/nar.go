@@ -12,6 +12,7 @@ import (
 	"math/rand/v2"
 	"os"
 	"path/filepath"
+	"slices"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -101,20 +102,22 @@ func (c *countWriter) Write(p []byte) (int, error) {
 }
 
 // fakeStoreHashes returns n distinct random store path hashes.
+// (Distinct by sorting, not a set: a set of 10M strings would double the
+// memory of the index benchmark's generator.)
 func fakeStoreHashes(n int) []string {
-	seen := make(map[string]bool, n)
 	out := make([]string, 0, n)
 	var b [20]byte
 	for len(out) < n {
-		for i := range b {
-			b[i] = byte(rand.Uint32())
+		for len(out) < n {
+			for i := range b {
+				b[i] = byte(rand.Uint32())
+			}
+			out = append(out, nixbase32.EncodeToString(b[:]))
 		}
-		h := nixbase32.EncodeToString(b[:])
-		if !seen[h] {
-			seen[h] = true
-			out = append(out, h)
-		}
+		slices.Sort(out)
+		out = slices.Compact(out)
 	}
+	rand.Shuffle(len(out), func(i, j int) { out[i], out[j] = out[j], out[i] })
 	return out
 }
 
