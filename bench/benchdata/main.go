@@ -7,6 +7,7 @@
 //	benchdata authz    -dir D -iss ISS -aud AUD -repo org/name -tokens N -requests M
 //	benchdata nar      -size BYTES -out FILE           # prints "<hash>.nar <size>"
 //	benchdata index    -data-dir D -flake org/name -paths N [-nginx-root R -nginx-paths K]
+//	benchdata hashes   -n N                          # N random store hashes, one a line
 //	benchdata protoset -out FILE
 //	benchdata check    -addr HOST:PORT -method GET -path P -authorization A
 //	benchdata nullcache -listen HOST:PORT            # a cache that keeps nothing
@@ -27,7 +28,7 @@ func main() {
 
 func run(args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|protoset|check|nullcache|nullauthz|gc [flags]")
+		fmt.Fprintln(stderr, "usage: benchdata authz|nar|index|hashes|protoset|check|nullcache|nullauthz|gc [flags]")
 		return 2
 	}
 	var err error
@@ -38,6 +39,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		err = runNar(args[1:], stdout)
 	case "index":
 		err = runIndex(args[1:], stdout)
+	case "hashes":
+		err = runHashes(args[1:], stdout)
 	case "protoset":
 		err = runProtoset(args[1:], stdout)
 	case "check":
@@ -49,7 +52,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	case "gc":
 		err = runGC(args[1:], stdout)
 	default:
-		err = fmt.Errorf("unknown command %q (want authz, nar, index, protoset, check, nullcache, nullauthz or gc)", args[0])
+		err = fmt.Errorf("unknown command %q (want authz, nar, index, hashes, protoset, check, nullcache, nullauthz or gc)", args[0])
 	}
 	if errors.Is(err, flag.ErrHelp) {
 		return 0

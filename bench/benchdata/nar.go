@@ -101,6 +101,21 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
+// runHashes prints n random store hashes (paths no generated index holds:
+// bench/run.sh's miss row).
+func runHashes(args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("hashes", flag.ContinueOnError)
+	n := fs.Int("n", 1000, "how many")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	w := bufio.NewWriter(stdout)
+	for _, h := range fakeStoreHashes(*n) {
+		fmt.Fprintln(w, h)
+	}
+	return w.Flush()
+}
+
 // fakeStoreHashes returns n distinct random store path hashes.
 // (Distinct by sorting, not a set: a set of 10M strings would double the
 // memory of the index benchmark's generator.)

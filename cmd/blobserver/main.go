@@ -94,6 +94,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
 	fs.IntVar(&cfg.Priority, "priority", cfg.Priority, "nix-cache-info Priority")
 	fs.IntVar(&cfg.LookupCacheEntries, "lookup-cache", cfg.LookupCacheEntries, "narinfo and NAR lookups kept in memory (entries each; 0 disables: every lookup reads the index)")
+	fs.DurationVar(&cfg.MissCacheTTL, "miss-cache-ttl", cfg.MissCacheTTL, "remember a narinfo found absent this long (up to -lookup-cache of them): a path pushed through another server sharing the index shows here at most this late; 0 disables")
 	fs.BoolVar(&cfg.AccessLog, "access-log", cfg.AccessLog, "log every request (JSON)")
 	fs.BoolVar(&cfg.RedirectNars, "redirect-nars", cfg.RedirectNars, "answer an allowed NAR GET/HEAD with 307 to a presigned S3 URL (needs -storage s3://…&region=…); the client then downloads from the object storage")
 	fs.DurationVar(&cfg.RedirectExpiry, "redirect-expiry", cfg.RedirectExpiry, "how long a presigned NAR URL of -redirect-nars stays valid")

@@ -219,7 +219,7 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 	return cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
-		CacheEntries:      cfg.LookupCacheEntries,
+		CacheEntries: cfg.LookupCacheEntries, MissTTL: cfg.MissCacheTTL,
 		NarRedirect:       narRedirect(cfg),
 		UploadIdleTimeout: cfg.UploadIdleTimeout,
 		UploadMinRate:     cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,

@@ -54,7 +54,12 @@ type Config struct {
 	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
 	// lookups (entries each); 0 disables them: every lookup reads the index.
 	LookupCacheEntries int
-	AccessLog          bool
+	// MissCacheTTL is how long a narinfo lookup that found nothing is
+	// remembered (up to LookupCacheEntries of them): a path pushed through
+	// another server sharing the index is seen here at most this late (one
+	// pushed through this server at once). 0 disables it.
+	MissCacheTTL time.Duration
+	AccessLog    bool
 	// RedirectNars answers an allowed NAR GET/HEAD with 307 to a presigned
 	// URL of the S3 store, valid RedirectExpiry (needs an s3:// Storage
 	// with region=, so that presigning makes no request).
@@ -132,9 +137,14 @@ func DefaultConfig() Config {
 		MaxNarInfoSize:     1 << 20,
 		Priority:           40,
 		LookupCacheEntries: 1 << 16,
-		AccessLog:          true,
-		RedirectExpiry:     60 * time.Second,
-		UploadIdleTimeout:  2 * time.Minute,
+		// Nix itself remembers a missing narinfo for an hour
+		// (narinfo-cache-negative-ttl): a few seconds more for a path
+		// pushed elsewhere goes unnoticed, and a fleet asking for the same
+		// absent paths is answered from memory.
+		MissCacheTTL:      10 * time.Second,
+		AccessLog:         true,
+		RedirectExpiry:    60 * time.Second,
+		UploadIdleTimeout: 2 * time.Minute,
 		// Far below any working CI link: it only catches clients that hold
 		// a connection open with a trickle of bytes.
 		UploadMinRate: 16 << 10,
@@ -205,6 +215,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LookupCacheEntries < 0 {
 		add("-lookup-cache %d: want a number of entries, or 0 to disable", c.LookupCacheEntries)
+	}
+	if c.MissCacheTTL < 0 {
+		add("-miss-cache-ttl %v: want a duration, or 0 to disable", c.MissCacheTTL)
 	}
 	if c.UploadMinRate < 0 {
 		add("-upload-min-rate %d: want bytes/second, or 0 to disable", c.UploadMinRate)

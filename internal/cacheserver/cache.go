@@ -1,7 +1,9 @@
 package cacheserver
 
 import (
+	"sync"
 	"sync/atomic"
+	"time"
 
 	lru "github.com/hashicorp/golang-lru/v2"
 
@@ -81,4 +83,93 @@ func (c *hitCache) addNar(f nixname.Flake, file string, epoch int64) {
 	if c.nar != nil && c.epoch.Load() == epoch {
 		c.nar.Add(cacheKey{f, file}, struct{}{})
 	}
+}
+
+// missCache remembers narinfo lookups that found nothing, per flake (the
+// zero flake: the union view of an ungated server, any flake), for ttl, so
+// that repeated misses — the common answer to a substituter, which asks
+// every cache for every path — are answered without a database query.
+//
+// Why it is safe (DESIGN.md, "Lookup caches"):
+//   - isolation: an entry says only that this flake's own record was absent
+//     when looked up; what other flakes hold never enters it, so a miss in
+//     flake A for a path only flake B holds is the same miss, cached or not;
+//   - freshness: a narinfo recorded through this server forgets the
+//     flake's entry (and the union one) before the upload is answered, and
+//     a lookup that raced with such an upload does not add its stale "absent"
+//     (puts, checked under mu); a record made through another server sharing
+//     the index is seen after at most ttl;
+//   - garbage collection only removes records, so an entry can never turn
+//     into a hit; the cache is cleared with the hit cache anyway;
+//   - memory: at most n entries (about 200 bytes each), whatever the size
+//     of the index.
+type missCache struct {
+	ttl  time.Duration
+	now  func() time.Time
+	miss *lru.Cache[cacheKey, int64] // expiry, unix ns
+	// puts counts narinfo records added through this server; an add whose
+	// lookup started before one is dropped. mu orders add against forget.
+	mu   sync.Mutex
+	puts atomic.Uint64
+}
+
+// newMissCache returns a cache of n entries kept ttl; n <= 0 or ttl <= 0
+// disables it.
+func newMissCache(n int, ttl time.Duration) *missCache {
+	c := &missCache{ttl: ttl, now: time.Now}
+	if n > 0 && ttl > 0 {
+		c.miss, _ = lru.New[cacheKey, int64](n) // fails only for n ≤ 0
+	}
+	return c
+}
+
+// absent reports whether flake's record of hash was found absent less
+// than ttl ago (and not recorded through this server since).
+func (c *missCache) absent(f nixname.Flake, hash string) bool {
+	if c.miss == nil {
+		return false
+	}
+	exp, ok := c.miss.Get(cacheKey{f, hash})
+	return ok && c.now().UnixNano() < exp
+}
+
+// seq returns the value to pass to add, read before the lookup.
+func (c *missCache) seq() uint64 { return c.puts.Load() }
+
+// add records that flake's record of hash was absent in a lookup that
+// started at seq.
+func (c *missCache) add(f nixname.Flake, hash string, seq uint64) {
+	if c.miss == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.puts.Load() == seq {
+		c.miss.Add(cacheKey{f, hash}, c.now().Add(c.ttl).UnixNano())
+	}
+}
+
+// forget is called when flake's record of hash was (or may have been)
+// added through this server: its entry and the union view's go, and
+// lookups in flight add nothing.
+func (c *missCache) forget(f nixname.Flake, hash string) {
+	if c.miss == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.puts.Add(1)
+	c.miss.Remove(cacheKey{f, hash})
+	c.miss.Remove(cacheKey{nixname.Flake{}, hash})
+}
+
+// clear drops every entry.
+func (c *missCache) clear() {
+	if c.miss == nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.puts.Add(1)
+	c.miss.Purge()
 }

@@ -174,6 +174,7 @@ func testConfig() Config {
 		MaxExpansion:         nixcache.DefaultMaxExpansion,
 		MaxUploadsPerSubject: 32,
 		CacheEntries:         1 << 16,
+		MissTTL:              10 * time.Second,
 		ReadTouchInterval:    time.Hour,
 		ReadFlushInterval:    30 * time.Second,
 		GenerationPoll:       time.Second,

@@ -70,6 +70,10 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 	w.Write(p.NarInfo)
 }
 
+// errAbsent answers a narinfo the miss cache knows to be absent (one
+// value: no allocation on the common miss).
+var errAbsent = fmt.Errorf("narinfo (recently looked up): %w", index.ErrNotFound)
+
 // flakePath returns flake's record of a path, signed with the current
 // keys, from the hit cache or the index.
 func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (index.Path, error) {
@@ -77,8 +81,14 @@ func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (i
 		s.reads.record(flake, hash)
 		return p, nil
 	}
-	epoch := s.hits.now()
+	if s.misses.absent(flake, hash) {
+		return index.Path{}, errAbsent
+	}
+	epoch, seq := s.hits.now(), s.misses.seq()
 	p, err := s.idx.GetPath(r.Context(), flake, hash)
+	if errors.Is(err, index.ErrNotFound) {
+		s.misses.add(flake, hash, seq)
+	}
 	if err != nil {
 		return index.Path{}, err
 	}
@@ -114,17 +124,24 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 		return index.Path{}, err
 	}
 	var recs []index.Path
-	epoch := s.hits.now()
+	epoch, seq := s.hits.now(), s.misses.seq()
 	if flakes == nil {
+		// Ungated: the zero flake's miss entry stands for every flake.
+		if s.misses.absent(nixname.Flake{}, hash) {
+			return index.Path{}, errAbsent
+		}
 		if recs, err = s.idx.PathsOf(r.Context(), hash, nil); err != nil {
 			return index.Path{}, err
+		}
+		if len(recs) == 0 {
+			s.misses.add(nixname.Flake{}, hash, seq)
 		}
 	} else {
 		var missing []nixname.Flake
 		for _, f := range flakes {
 			if p, ok := s.hits.getNarInfo(f, hash); ok {
 				recs = append(recs, p)
-			} else {
+			} else if !s.misses.absent(f, hash) {
 				missing = append(missing, f)
 			}
 		}
@@ -132,6 +149,13 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 			more, err := s.idx.PathsOf(r.Context(), hash, missing)
 			if err != nil {
 				return index.Path{}, err
+			}
+			// Each flake asked whose record is absent: a miss entry of its
+			// own (never one that depends on another flake's records).
+			for _, f := range missing {
+				if !slices.ContainsFunc(more, func(p index.Path) bool { return p.Flake == f }) {
+					s.misses.add(f, hash, seq)
+				}
 			}
 			// Each flake's record read from the index is signed and cached
 			// once; hits are served as they are.

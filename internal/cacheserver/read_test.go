@@ -279,7 +279,12 @@ func TestConcurrentPushers(t *testing.T) {
 // countingIndex counts narinfo lookups that reach the index.
 type countingIndex struct {
 	index.Index
-	getPath atomic.Int64
+	getPath, pathsOf atomic.Int64
+}
+
+func (c *countingIndex) PathsOf(ctx context.Context, hash string, flakes []nixname.Flake) ([]index.Path, error) {
+	c.pathsOf.Add(1)
+	return c.Index.PathsOf(ctx, hash, flakes)
 }
 
 func (c *countingIndex) GetPath(ctx context.Context, f nixname.Flake, hash string) (index.Path, error) {
@@ -324,13 +329,13 @@ func TestLookupCacheEntries(t *testing.T) {
 // problem is reported at once.
 func TestNewChecksConfig(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
-	cfg := Config{Blob: ts.blob, Index: ts.idx, Keys: ts.Keys, CacheEntries: -1, MaxExpansion: -5}
+	cfg := Config{Blob: ts.blob, Index: ts.idx, Keys: ts.Keys, CacheEntries: -1, MaxExpansion: -5, MissTTL: -1}
 	_, err := New(cfg)
 	if err == nil {
 		t.Fatal("New accepted a configuration without sizes")
 	}
 	for _, want := range []string{"MaxNarSize must be positive", "MaxNarInfoSize", "Priority", "UploadIdleTimeout",
-		"CacheEntries must not be negative", "MaxExpansion must not be negative", "ReadFlushInterval", "GenerationPoll"} {
+		"CacheEntries must not be negative", "MaxExpansion must not be negative", "MissTTL must not be negative", "ReadFlushInterval", "GenerationPoll"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)
 		}

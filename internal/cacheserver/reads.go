@@ -89,7 +89,10 @@ func (s *Server) flushReads(ctx context.Context) {
 
 // InvalidateCaches drops the in-memory lookup caches (after a garbage
 // collection in this process).
-func (s *Server) InvalidateCaches() { s.hits.clear() }
+func (s *Server) InvalidateCaches() {
+	s.hits.clear()
+	s.misses.clear()
+}
 
 // Maintain runs the server's background work until ctx is done: it writes
 // recorded reads every ReadFlushInterval and polls the index's collection
@@ -125,7 +128,7 @@ func (s *Server) Maintain(ctx context.Context) {
 				continue
 			}
 			if g != gen {
-				s.hits.clear()
+				s.InvalidateCaches()
 				s.log.InfoContext(ctx, "garbage collection removed objects: lookup caches cleared", "generation", g)
 				gen = g
 			}

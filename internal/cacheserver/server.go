@@ -66,6 +66,11 @@ type Config struct {
 	// CacheEntries bounds the in-memory caches of narinfo and NAR lookup
 	// hits (each). 0: no cache, every lookup reads the index.
 	CacheEntries int
+	// MissTTL is how long a narinfo lookup that found nothing is
+	// remembered (up to CacheEntries of them): the longest a record added
+	// through another server sharing the index stays unseen here (one added
+	// through this server is seen at once). 0: misses are not cached.
+	MissTTL time.Duration
 	// NarRedirect, when positive, answers an allowed NAR GET or HEAD with
 	// 307 to a URL of the blob store valid this long (Blob must implement
 	// blob.Presigner: S3) instead of the bytes; the same lookups decide
@@ -100,8 +105,9 @@ type Server struct {
 	cacheInfo []byte
 	metrics   *metrics
 
-	hits  *hitCache
-	reads *readTracker
+	hits   *hitCache
+	misses *missCache
+	reads  *readTracker
 
 	readFlush, genPoll time.Duration
 
@@ -123,7 +129,8 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
 		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
-		reads: newReadTracker(cfg.ReadTouchInterval), readFlush: cfg.ReadFlushInterval, genPoll: cfg.GenerationPoll,
+		misses: newMissCache(cfg.CacheEntries, cfg.MissTTL),
+		reads:  newReadTracker(cfg.ReadTouchInterval), readFlush: cfg.ReadFlushInterval, genPoll: cfg.GenerationPoll,
 		uploadIdle: cfg.UploadIdleTimeout, limits: newUploadLimits(cfg),
 	}
 	if s.log == nil {
@@ -182,6 +189,7 @@ func (cfg *Config) check() error {
 		{"MaxExpansion", cfg.MaxExpansion},
 		{"MaxUploadsPerSubject", int64(cfg.MaxUploadsPerSubject)},
 		{"CacheEntries", int64(cfg.CacheEntries)},
+		{"MissTTL", int64(cfg.MissTTL)},
 		{"ReadTouchInterval", int64(cfg.ReadTouchInterval)},
 	} {
 		if v.v < 0 {

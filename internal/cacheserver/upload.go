@@ -389,6 +389,9 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 // on, checking in the same transaction that the flake still holds its NAR
 // and references (internal/gc, rule 2).
 func (s *Server) putPath(ctx context.Context, flake nixname.Flake, p index.Path) error {
+	// Whether or not it succeeded (an error may follow a commit), no
+	// "absent" cached before is served after the answer.
+	defer s.misses.forget(flake, p.Hash)
 	if c, ok := s.idx.(index.Collectable); ok {
 		return c.AddPath(ctx, flake, p)
 	}
