@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
@@ -22,19 +23,27 @@ func BenchmarkNarInfoGET(b *testing.B) {
 		name         string
 		accessLog    bool
 		cacheEntries int
+		missTTL      time.Duration
+		absent       bool // GET a path nobody pushed (404)
 	}{
-		{"hit-cache", false, testConfig().CacheEntries},
-		{"hit-cache+access-log", true, testConfig().CacheEntries},
-		{"index-only", false, 0},
+		{"hit-cache", false, testConfig().CacheEntries, testConfig().MissTTL, false},
+		{"hit-cache+access-log", true, testConfig().CacheEntries, testConfig().MissTTL, false},
+		{"index-only", false, 0, 0, false},
+		{"miss-cache", false, testConfig().CacheEntries, testConfig().MissTTL, true},
+		{"miss-index", false, testConfig().CacheEntries, 0, true},
 	} {
 		b.Run(bc.name, func(b *testing.B) {
 			ts := newTestServer(b, "", nil, func(c *Config) {
-				c.AccessLog, c.CacheEntries, c.Logger = bc.accessLog, bc.cacheEntries, discardLogger()
+				c.AccessLog, c.CacheEntries, c.MissTTL, c.Logger = bc.accessLog, bc.cacheEntries, bc.missTTL, discardLogger()
 			})
 			p := makePath(b, "bench", nixname.CompressionZstd)
 			ts.push(b, "omnicorp/a", p)
 			h := ts.Handler()
 			path := "/omnicorp/a/" + p.Hash + ".narinfo"
+			want := http.StatusOK
+			if bc.absent {
+				path, want = "/omnicorp/a/"+storeHash("absent")+".narinfo", http.StatusNotFound
+			}
 			b.ReportAllocs()
 			b.ResetTimer()
 			b.RunParallel(func(pb *testing.PB) {
@@ -42,7 +51,7 @@ func BenchmarkNarInfoGET(b *testing.B) {
 				for pb.Next() {
 					w := &discardWriter{h: http.Header{}}
 					h.ServeHTTP(w, req)
-					if w.code != 0 && w.code != 200 {
+					if (w.code == 0 && want != http.StatusOK) || (w.code != 0 && w.code != want) {
 						b.Fatalf("status %d", w.code)
 					}
 				}

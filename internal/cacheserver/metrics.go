@@ -112,6 +112,10 @@ type recorder struct {
 	status int
 	bytes  int64
 	start  time.Time
+	// req is the cache handler's parse of the request (parsed: it got
+	// that far), so that observing it does not parse the path again.
+	req    route.Request
+	parsed bool
 }
 
 func newRecorder(w http.ResponseWriter) *recorder {

@@ -3,6 +3,7 @@ package cacheserver
 import (
 	"context"
 	"net/http"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -256,12 +257,33 @@ func TestMissSeenAcrossServersAfterTTL(t *testing.T) {
 // The miss cache is bounded by CacheEntries whatever the number of
 // distinct misses.
 func TestMissCacheBounded(t *testing.T) {
-	c := newMissCache(8, time.Minute)
+	const n = 4 * cacheShards
+	c := newMissCache(n, time.Minute)
 	f := nixname.Flake{Org: "omnicorp", Name: "app"}
-	for i := range 100 {
-		c.add(f, storeHash(string(rune('a'+i%26))+string(rune('a'+i/26))), c.seq())
+	for i := range 100 * n {
+		c.add(f, storeHash(strconv.Itoa(i)), c.seq())
 	}
-	if n := c.miss.Len(); n != 8 {
-		t.Fatalf("%d entries, want 8", n)
+	if got := c.miss.Len(); got > n || got < n/2 {
+		t.Fatalf("%d entries after %d misses, want at most %d (and most shards full)", got, 100*n, n)
+	}
+}
+
+// Two servers sharing one index: a path pushed through the other server
+// and then pushed again through this one (Nix re-uploads what this server
+// said it lacks: answered 200, already recorded) is served here at once,
+// not after MissTTL.
+func TestRepushOfPathRecordedElsewhereForgetsMiss(t *testing.T) {
+	dir := t.TempDir()
+	a, _, _ := missServer(t, dir, nil)
+	b := newTestServer(t, dir, nil, nil)
+	p := makePath(t, "both", nixname.CompressionZstd)
+	url := a.URL + "/omnicorp/app/" + p.Hash + ".narinfo"
+	if st, _, _ := do(t, "GET", url, nil); st != http.StatusNotFound {
+		t.Fatalf("before: %d", st)
+	}
+	b.push(t, "omnicorp/app", p)
+	a.push(t, "omnicorp/app", p)
+	if st, body, _ := do(t, "GET", url, nil); st != http.StatusOK {
+		t.Fatalf("after the re-push through this server: %d %s", st, body)
 	}
 }

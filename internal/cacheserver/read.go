@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/blob"
@@ -60,14 +61,39 @@ func (s *Server) serveNarInfo(w http.ResponseWriter, r *http.Request, req route.
 		s.internalError(w, r, "looking up the narinfo", err)
 		return
 	}
+	// The header values are shared, never-modified slices (Set and Del
+	// replace or drop a key's slice, Add appends past its capacity of 1):
+	// three allocations fewer on the hottest answer (issue 16).
 	h := w.Header()
-	h.Set("Content-Type", contentTypeNarInfo)
-	h.Set("Content-Length", strconv.Itoa(len(p.NarInfo)))
-	h.Set("Cache-Control", cacheNarInfo)
+	h["Content-Type"] = headerNarInfoType
+	h["Content-Length"] = contentLength(len(p.NarInfo))
+	h["Cache-Control"] = headerNarInfoCache
 	if r.Method == http.MethodHead {
 		return
 	}
 	w.Write(p.NarInfo)
+}
+
+var (
+	headerNarInfoType  = []string{contentTypeNarInfo}
+	headerNarInfoCache = []string{cacheNarInfo}
+	// contentLengths are the Content-Length values of 0 to 8191 bytes
+	// (narinfos are under 2 KiB but for long reference lists).
+	contentLengths = sync.OnceValue(func() [][]string {
+		v := make([][]string, 8192)
+		for i := range v {
+			v[i] = []string{strconv.Itoa(i)}
+		}
+		return v
+	})
+)
+
+// contentLength is a Content-Length header value of n.
+func contentLength(n int) []string {
+	if t := contentLengths(); n < len(t) {
+		return t[n]
+	}
+	return []string{strconv.Itoa(n)}
 }
 
 // errAbsent answers a narinfo the miss cache knows to be absent (one

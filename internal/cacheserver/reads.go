@@ -6,8 +6,6 @@ import (
 	"sync"
 	"time"
 
-	lru "github.com/hashicorp/golang-lru/v2"
-
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
 )
@@ -21,7 +19,7 @@ type readTracker struct {
 	every  time.Duration
 	now    func() time.Time
 	mu     sync.Mutex
-	recent *lru.Cache[cacheKey, int64] // when last recorded (unix ns)
+	recent *shardedLRU[int64] // when last recorded (unix ns); added under mu
 	// pending are the reads to write at the next flush, per flake.
 	pending map[nixname.Flake][]string
 	n       int
@@ -38,8 +36,7 @@ func newReadTracker(every time.Duration) *readTracker {
 	if every <= 0 {
 		return nil
 	}
-	recent, _ := lru.New[cacheKey, int64](maxTracked)
-	return &readTracker{every: every, now: time.Now, recent: recent, pending: map[nixname.Flake][]string{}}
+	return &readTracker{every: every, now: time.Now, recent: newShardedLRU[int64](maxTracked), pending: map[nixname.Flake][]string{}}
 }
 
 // record notes a read of flake's path.
@@ -49,8 +46,14 @@ func (t *readTracker) record(flake nixname.Flake, hash string) {
 	}
 	k := cacheKey{flake, hash}
 	now := t.now().UnixNano()
+	// Most reads were recorded less than every ago: answered by the
+	// sharded cache without the tracker's lock (every hit would take it).
+	if at, ok := t.recent.Get(k); ok && now-at < int64(t.every) {
+		return
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	// Again under the lock: two first reads at once record once.
 	if at, ok := t.recent.Get(k); ok && now-at < int64(t.every) {
 		return
 	}

@@ -219,8 +219,10 @@ func (s *Server) Observe(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		rw := newRecorder(w)
 		defer func() {
-			req, _ := route.Parse(r.Method, r.URL.Path)
-			s.observe(rw, r, &req)
+			if !rw.parsed {
+				rw.req, _ = route.Parse(r.Method, r.URL.Path)
+			}
+			s.observe(rw, r, &rw.req)
 		}()
 		h.ServeHTTP(rw, r)
 	})
@@ -234,6 +236,9 @@ func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 		}
 		s.fail(rw, route.StatusOf(err), err.Error())
 		return
+	}
+	if rec, ok := rw.(*recorder); ok { // Observe right in front: it logs this parse
+		rec.req, rec.parsed = req, true
 	}
 	switch req.Action {
 	case route.ActionInfo:
@@ -312,20 +317,36 @@ func (s *Server) fail(w http.ResponseWriter, status int, msg string) {
 
 // notFound answers 404 for an absent object with route.BodyNotFound, the
 // body authz's denied read repeats byte for byte.
+// It is the answer to most narinfo lookups of a substituter: its header
+// values and body are built once (see serveNarInfo).
 func (s *Server) notFound(w http.ResponseWriter) {
-	writePlain(w, http.StatusNotFound, route.BodyNotFound)
+	plainHeader(w)
+	w.WriteHeader(http.StatusNotFound)
+	w.Write(bodyNotFound)
 }
+
+var (
+	bodyNotFound    = []byte(route.BodyNotFound)
+	headerPlainType = []string{"text/plain; charset=utf-8"}
+	headerNoSniff   = []string{"nosniff"}
+)
 
 // writePlain writes a plain-text answer with body.
 func writePlain(w http.ResponseWriter, status int, body string) {
-	h := w.Header()
-	h.Del("Content-Length")
-	h.Del("Cache-Control")
-	h.Del("ETag")
-	h.Set("Content-Type", "text/plain; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
+	plainHeader(w)
 	w.WriteHeader(status)
 	io.WriteString(w, body)
+}
+
+// plainHeader sets the header of a plain-text answer (dropping what a
+// handler may have set for the answer it gave up).
+func plainHeader(w http.ResponseWriter) {
+	h := w.Header()
+	delete(h, "Content-Length")
+	delete(h, "Cache-Control")
+	delete(h, "Etag")
+	h["Content-Type"] = headerPlainType
+	h["X-Content-Type-Options"] = headerNoSniff
 }
 
 // internalError logs err with what was being done and answers 500 with a

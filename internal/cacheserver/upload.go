@@ -350,6 +350,11 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 	// flakes hold for it changes neither the status nor the body.
 	unlock := s.lockPath(req.Flake, ni.Hash)
 	defer unlock()
+	// Once answered, this server serves the flake's record: whether this
+	// upload recorded it, another server sharing the index did (a 200
+	// here), or an error followed a commit, no "absent" cached before
+	// stays.
+	defer s.misses.forget(req.Flake, ni.Hash)
 	existing, err := s.idx.GetPath(ctx, req.Flake, ni.Hash)
 	switch {
 	case err == nil:
@@ -389,9 +394,6 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 // on, checking in the same transaction that the flake still holds its NAR
 // and references (internal/gc, rule 2).
 func (s *Server) putPath(ctx context.Context, flake nixname.Flake, p index.Path) error {
-	// Whether or not it succeeded (an error may follow a commit), no
-	// "absent" cached before is served after the answer.
-	defer s.misses.forget(flake, p.Hash)
 	if c, ok := s.idx.(index.Collectable); ok {
 		return c.AddPath(ctx, flake, p)
 	}
