@@ -13,9 +13,9 @@ import (
 )
 
 // hitCache remembers positive index lookups so hot narinfos and NARs are
-// served without a database query. Only hits are cached, never "not
-// found", and that is safe because what the index answers for a hit never
-// changes: a flake's narinfo record and NAR records are immutable,
+// served without a database query. Only hits are cached here ("not
+// found" is missCache's, with its own rules), and that is safe because
+// what the index answers for a hit never changes: a flake's narinfo record and NAR records are immutable,
 // ownership only grows, and re-signing happens before a record is cached
 // (keys change only with a restart). Entries are per flake (the union view
 // composes them). A garbage collector that deletes paths or ownership must
