@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,6 +27,50 @@ type metrics struct {
 	unionConflicts prometheus.Counter
 	// narRedirects counts NAR reads answered 307 to a presigned URL.
 	narRedirects prometheus.Counter
+
+	// known are the request series already looked up (requests,
+	// duration), by kind, method and status: WithLabelValues formats the
+	// status and hashes the labels on every request otherwise.
+	knownMu sync.RWMutex
+	known   map[seriesKey]requestSeries
+}
+
+type seriesKey struct {
+	kind, method string
+	status       int
+}
+
+type requestSeries struct {
+	count    prometheus.Counter
+	duration prometheus.Observer
+}
+
+// maxKnownSeries bounds known: methods come from clients (anything
+// net/http accepts), so past it a series is looked up each time.
+const maxKnownSeries = 1024
+
+// series returns the request counter and duration histogram of a request.
+func (m *metrics) series(kind, method string, status int) (prometheus.Counter, prometheus.Observer) {
+	k := seriesKey{kind, method, status}
+	m.knownMu.RLock()
+	v, ok := m.known[k]
+	m.knownMu.RUnlock()
+	if ok {
+		return v.count, v.duration
+	}
+	v = requestSeries{
+		count:    m.requests.WithLabelValues(kind, method, strconv.Itoa(status)),
+		duration: m.duration.WithLabelValues(kind, method),
+	}
+	m.knownMu.Lock()
+	if len(m.known) < maxKnownSeries {
+		if m.known == nil {
+			m.known = map[seriesKey]requestSeries{}
+		}
+		m.known[k] = v
+	}
+	m.knownMu.Unlock()
+	return v.count, v.duration
 }
 
 func newMetrics(reg *prometheus.Registry, idx index.Index) (*metrics, error) {
@@ -172,8 +217,9 @@ func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 		kind = "none"
 	}
 	d := time.Since(rw.start)
-	s.metrics.requests.WithLabelValues(kind, r.Method, strconv.Itoa(status)).Inc()
-	s.metrics.duration.WithLabelValues(kind, r.Method).Observe(d.Seconds())
+	c, h := s.metrics.series(kind, r.Method, status)
+	c.Inc()
+	h.Observe(d.Seconds())
 	if !s.accessLog {
 		return
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -285,5 +286,30 @@ func TestRepushOfPathRecordedElsewhereForgetsMiss(t *testing.T) {
 	a.push(t, "omnicorp/app", p)
 	if st, body, _ := do(t, "GET", url, nil); st != http.StatusOK {
 		t.Fatalf("after the re-push through this server: %d %s", st, body)
+	}
+}
+
+// The request series are looked up once per kind, method and status and
+// then reused; what the counters say is unchanged, and clients sending
+// many methods do not grow the known set past its bound.
+func TestRequestSeriesCached(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	absent := ts.URL + "/omnicorp/app/" + storeHash("nobody") + ".narinfo"
+	for range 3 {
+		do(t, "GET", absent, nil)
+	}
+	for i := range maxKnownSeries + 10 {
+		do(t, "M"+strconv.Itoa(i), absent, nil)
+	}
+	if n := len(ts.metrics.known); n > maxKnownSeries {
+		t.Fatalf("%d known series, bound %d", n, maxKnownSeries)
+	}
+	_, body, _ := do(t, "GET", ts.InternalURL+"/metrics", nil)
+	want := `flakegate_blobserver_requests_total{code="404",kind="narinfo",method="GET"} 3`
+	if !strings.Contains(body, want) {
+		t.Fatalf("metrics lack %q", want)
+	}
+	if !strings.Contains(body, `method="M`+strconv.Itoa(maxKnownSeries+9)+`"`) {
+		t.Fatal("a series past the bound was not counted")
 	}
 }
