@@ -147,7 +147,7 @@ func (c *hitCache) addNar(f nixname.Flake, file string, epoch int64) {
 //   - garbage collection only removes records, so an entry can never turn
 //     into a hit; the cache is cleared with the hit cache anyway;
 //   - memory: at most n entries (rounded up to a multiple of cacheShards;
-//     about 200 bytes each), whatever the size of the index.
+//     about 250 bytes each with the key strings), whatever the size of the index.
 type missCache struct {
 	ttl  time.Duration
 	now  func() time.Time
