@@ -22,8 +22,22 @@
 let
   # The whole repository (lib.cleanSource drops .git, result links, editor
   # files): `go mod vendor` in buildGoModule then sees the same packages, test
-  # files included, as TestVendorHash does in a checkout.
-  src = lib.cleanSource ../.;
+  # files included, as TestVendorHash does in a checkout. Left out too: the
+  # top-level directories .gitignore names for local data (benchmark indexes
+  # of many GB under .bench/, which evaluating the flake would copy into the
+  # store).
+  root = toString ../.;
+  localData = map (d: "${root}/${d}") [
+    ".bench"
+    ".devbench"
+    ".data"
+    "bin"
+    "tmp"
+  ];
+  src = lib.cleanSourceWith {
+    src = lib.cleanSource ../.;
+    filter = name: type: !(type == "directory" && builtins.elem name localData);
+  };
 in
 buildGoModule {
   inherit pname src;

@@ -39,7 +39,17 @@ type flakePackage struct {
 // vendorHash, the overlay adds flakegate, and the `module` check evaluates
 // the NixOS module in every mode without a failed assertion.
 func TestFlakeOutputs(t *testing.T) {
-	out, err := nixEval(t, nil, "import "+abs(t, "nix/tests/eval-flake.nix"))
+	// Local data the package's source must leave out: a benchmark index
+	// (many GB) under .bench/ was copied into the store by every evaluation.
+	probe := abs(t, ".bench")
+	if _, err := os.Stat(probe); os.IsNotExist(err) {
+		t.Cleanup(func() { os.RemoveAll(probe) })
+	}
+	if err := os.MkdirAll(filepath.Join(probe, "flake-source-probe"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	store := nixtest.NewStore(t)
+	out, err := nixEval(t, store, "import "+abs(t, "nix/tests/eval-flake.nix"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,6 +109,15 @@ func TestFlakeOutputs(t *testing.T) {
 	}
 	if !strings.HasPrefix(src, "/nix/store/") || !strings.HasSuffix(src, "-source") {
 		t.Errorf("package source %q is not a store path of the repository", src)
+	}
+	inStore := filepath.Join(store.Root, src)
+	if _, err := os.Stat(filepath.Join(inStore, "cmd", "blobserver", "main.go")); err != nil {
+		t.Errorf("package source lacks the commands: %v", err)
+	}
+	for _, local := range []string{".bench", ".git"} {
+		if _, err := os.Stat(filepath.Join(inStore, local)); !os.IsNotExist(err) {
+			t.Errorf("package source holds %s (local data, copied into the store by every evaluation): %v", local, err)
+		}
 	}
 	if f.Overlay.Name != "flakegate-0.1.0" || !slices.Equal(f.Overlay.Args.SubPackages, commands["default"]) {
 		t.Errorf("overlays.default gives flakegate = %+v", f.Overlay)
