@@ -230,7 +230,8 @@ func insertChunkTx(ctx context.Context, db *sql.DB, flake nixname.Flake, paths [
 	stmts := map[string]string{
 		"nar":      `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at) VALUES (?, 'zstd', ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 		"narOwner": `INSERT INTO nar_owners (file, flake, touched_at) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
-		"path":     `INSERT INTO flake_paths (flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at, last_used) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		"path":     `INSERT INTO flake_paths (flake, hash, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		"pathUse":  `INSERT INTO path_use (flake, hash, last_used) VALUES (?, ?, ?) ON CONFLICT DO NOTHING`,
 	}
 	prepared := map[string]*sql.Stmt{}
 	for name, q := range stmts {
@@ -250,8 +251,11 @@ func insertChunkTx(ctx context.Context, db *sql.DB, flake nixname.Flake, paths [
 		if _, err := prepared["narOwner"].ExecContext(ctx, p.narFile, fl, used); err != nil {
 			return fmt.Errorf("bulk insert nar owner %s: %w", p.narFile, err)
 		}
-		if _, err := prepared["path"].ExecContext(ctx, fl, p.hash, p.storePath, p.narFile, p.narHash, p.refs, p.text, signedBy, used, used); err != nil {
+		if _, err := prepared["path"].ExecContext(ctx, fl, p.hash, p.storePath, p.narFile, p.narHash, p.refs, p.text, signedBy, used); err != nil {
 			return fmt.Errorf("bulk insert path %s: %w", p.hash, err)
+		}
+		if _, err := prepared["pathUse"].ExecContext(ctx, fl, p.hash, used); err != nil {
+			return fmt.Errorf("bulk insert path use %s: %w", p.hash, err)
 		}
 	}
 	if err := tx.Commit(); err != nil {

@@ -22,7 +22,7 @@ import (
 // touchPaths marks those of hashes the flake holds as used at t and
 // returns how many it holds.
 func touchPaths(ctx context.Context, tx pgx.Tx, flake nixname.Flake, hashes []string, t time.Time) (int64, error) {
-	tag, err := tx.Exec(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND NOT doomed AND hash = ANY($3)`, t, flake.String(), hashes)
+	tag, err := tx.Exec(ctx, `UPDATE path_use SET last_used = greatest(last_used, $1) WHERE flake = $2 AND NOT doomed AND hash = ANY($3)`, t, flake.String(), hashes)
 	if err != nil {
 		return 0, err
 	}
@@ -77,7 +77,8 @@ func (x *Index) PutPin(ctx context.Context, flake nixname.Flake, p index.Pin) er
 	at := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "pin "+p.Name, func(ctx context.Context, tx pgx.Tx) error {
 		var storePath string
-		err := tx.QueryRow(ctx, `UPDATE flake_paths SET last_used = greatest(last_used, $1) WHERE flake = $2 AND hash = $3 AND NOT doomed RETURNING store_path`,
+		err := tx.QueryRow(ctx, `WITH u AS (UPDATE path_use SET last_used = greatest(last_used, $1) WHERE flake = $2 AND hash = $3 AND NOT doomed RETURNING hash)
+			SELECT p.store_path FROM flake_paths p JOIN u ON u.hash = p.hash WHERE p.flake = $2`,
 			at, flake.String(), p.Hash).Scan(&storePath)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("path %s of %s: %w", p.Hash, flake, index.ErrNotFound)
@@ -163,9 +164,9 @@ func (x *Index) ScanPaths(ctx context.Context, flake nixname.Flake, fn func(inde
 func (x *Index) scanPage(ctx context.Context, flake nixname.Flake, after string) ([]index.PathUse, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, err := x.pool.Query(ctx, `SELECT p.hash, p.nar_file, coalesce(n.file_size, 0), p.refs, p.last_used,
+	rows, err := x.pool.Query(ctx, `SELECT p.hash, p.nar_file, coalesce(n.file_size, 0), p.refs, u.last_used,
 			EXISTS (SELECT 1 FROM pins WHERE pins.flake = p.flake AND pins.hash = p.hash)
-		FROM flake_paths p LEFT JOIN nars n ON n.file = p.nar_file
+		FROM flake_paths p JOIN path_use u ON u.flake = p.flake AND u.hash = p.hash LEFT JOIN nars n ON n.file = p.nar_file
 		WHERE p.flake = $1 AND p.hash > $2 ORDER BY p.hash LIMIT $3`, flake.String(), after, index.ScanPage)
 	if err != nil {
 		return nil, err
@@ -179,10 +180,12 @@ func (x *Index) scanPage(ctx context.Context, flake nixname.Flake, after string)
 	})
 }
 
-// ScanUsage calls fn for every path, most recently used first.
+// ScanUsage calls fn for every NAR file a path names, once, most recently
+// used first.
 func (x *Index) ScanUsage(ctx context.Context, fn func(time.Time, int64) bool) error {
-	rows, err := x.pool.Query(ctx, `SELECT p.last_used, coalesce(n.file_size, 0) FROM flake_paths p
-		LEFT JOIN nars n ON n.file = p.nar_file ORDER BY p.last_used DESC`)
+	rows, err := x.pool.Query(ctx, `SELECT max(u.last_used) AS t, coalesce(max(n.file_size), 0) FROM flake_paths p
+		JOIN path_use u ON u.flake = p.flake AND u.hash = p.hash
+		LEFT JOIN nars n ON n.file = p.nar_file GROUP BY p.nar_file ORDER BY t DESC`)
 	if err != nil {
 		return fmt.Errorf("scan usage: %w", err)
 	}
@@ -205,7 +208,7 @@ func (x *Index) ScanUsage(ctx context.Context, fn func(time.Time, int64) bool) e
 func (x *Index) DoomPaths(ctx context.Context, flake nixname.Flake, hashes []string, cutoff time.Time) ([]string, error) {
 	var doomed []string
 	err := x.write(ctx, "doom paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
-		rows, err := tx.Query(ctx, `UPDATE flake_paths p SET doomed = true WHERE p.flake = $1 AND NOT p.doomed AND p.last_used < $2 AND p.hash = ANY($3)
+		rows, err := tx.Query(ctx, `UPDATE path_use p SET doomed = true WHERE p.flake = $1 AND NOT p.doomed AND p.last_used < $2 AND p.hash = ANY($3)
 			AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.flake = p.flake AND pins.hash = p.hash)
 			RETURNING p.hash`, flake.String(), cutoff, hashes)
 		if err != nil {
@@ -226,9 +229,9 @@ func (x *Index) SparePaths(ctx context.Context, flake nixname.Flake, hashes []st
 	return x.write(ctx, "spare paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
 		var err error
 		if hashes == nil {
-			_, err = tx.Exec(ctx, `UPDATE flake_paths SET doomed = false WHERE flake = $1 AND doomed`, flake.String())
+			_, err = tx.Exec(ctx, `UPDATE path_use SET doomed = false WHERE flake = $1 AND doomed`, flake.String())
 		} else {
-			_, err = tx.Exec(ctx, `UPDATE flake_paths SET doomed = false WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
+			_, err = tx.Exec(ctx, `UPDATE path_use SET doomed = false WHERE flake = $1 AND hash = ANY($2)`, flake.String(), hashes)
 		}
 		return err
 	})
@@ -240,8 +243,9 @@ func (x *Index) DeleteDoomed(ctx context.Context, flake nixname.Flake) (int64, e
 	for {
 		var n int64
 		err := x.write(ctx, "delete doomed paths of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, `DELETE FROM flake_paths WHERE flake = $1 AND hash IN
-				(SELECT hash FROM flake_paths WHERE flake = $1 AND doomed LIMIT $2)`, flake.String(), index.ScanPage)
+			tag, err := tx.Exec(ctx, `WITH gone AS (DELETE FROM path_use WHERE flake = $1 AND hash IN
+					(SELECT hash FROM path_use WHERE flake = $1 AND doomed LIMIT $2) RETURNING hash)
+				DELETE FROM flake_paths p USING gone WHERE p.flake = $1 AND p.hash = gone.hash`, flake.String(), index.ScanPage)
 			n = tag.RowsAffected()
 			return err
 		})

@@ -323,10 +323,22 @@ func insertPath(ctx context.Context, tx pgx.Tx, flake nixname.Flake, p index.Pat
 	if narInfo == nil {
 		narInfo = []byte{}
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO flake_paths (`+pathCols+`, last_used)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (hash, flake) DO UPDATE SET last_used = greatest(flake_paths.last_used, excluded.last_used)
-		WHERE flake_paths.nar_hash = excluded.nar_hash AND flake_paths.refs = excluded.refs`,
-		flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, narInfo, p.SignedBy, at); err != nil {
+	tag, err := tx.Exec(ctx, `INSERT INTO flake_paths (`+pathCols+`)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (hash, flake) DO NOTHING`,
+		flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, narInfo, p.SignedBy, at)
+	if err != nil {
+		return err
+	}
+	if tag.RowsAffected() == 1 {
+		_, err = tx.Exec(ctx, `INSERT INTO path_use (flake, hash, last_used) VALUES ($1, $2, $3)
+			ON CONFLICT (flake, hash) DO UPDATE SET last_used = excluded.last_used, doomed = false`, flake.String(), p.Hash, at)
+	} else {
+		// The same content pushed again is marked used (unless doomed).
+		_, err = tx.Exec(ctx, `UPDATE path_use u SET last_used = greatest(u.last_used, $3) WHERE u.flake = $1 AND u.hash = $2 AND NOT u.doomed
+			AND EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = u.hash AND p.flake = u.flake AND p.nar_hash = $4 AND p.refs = $5)`,
+			flake.String(), p.Hash, at, p.NarHash, refs)
+	}
+	if err != nil {
 		return err
 	}
 	return recordFlake(ctx, tx, flake)

@@ -20,13 +20,27 @@ import (
 // across processes), so a check and the write it guards in one transaction
 // are atomic against a collection's conditional deletes.
 
-// insertPath records flake's path (first content kept; the same content
-// pushed again is marked used).
+// insertPath records flake's path and its use (path_use); a flake's first
+// content is kept, and the same content pushed again is marked used
+// (unless doomed).
 func insertPath(ctx context.Context, tx *sql.Tx, flake nixname.Flake, p index.Path, at time.Time) error {
-	_, err := tx.ExecContext(ctx, `INSERT INTO flake_paths (`+pathCols+`, last_used)
-		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash, flake) DO UPDATE SET last_used = max(last_used, excluded.last_used)
-		WHERE flake_paths.nar_hash = excluded.nar_hash AND flake_paths.refs = excluded.refs`,
-		flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, strings.Join(p.References, " "), p.NarInfo, p.SignedBy, at.UnixNano(), at.UnixNano())
+	refs := strings.Join(p.References, " ")
+	res, err := tx.ExecContext(ctx, `INSERT INTO flake_paths (`+pathCols+`)
+		VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (hash, flake) DO NOTHING`,
+		flake.String(), p.Hash, p.StorePath, p.NarFile, p.NarHash, refs, p.NarInfo, p.SignedBy, at.UnixNano())
+	if err != nil {
+		return err
+	}
+	if n, err := res.RowsAffected(); err != nil {
+		return err
+	} else if n == 1 {
+		_, err = tx.ExecContext(ctx, `INSERT INTO path_use (flake, hash, last_used) VALUES (?, ?, ?)
+			ON CONFLICT (flake, hash) DO UPDATE SET last_used = excluded.last_used, doomed = 0`, flake.String(), p.Hash, at.UnixNano())
+		return err
+	}
+	_, err = tx.ExecContext(ctx, `UPDATE path_use SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? AND doomed = 0
+		AND EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = path_use.hash AND p.flake = path_use.flake AND p.nar_hash = ? AND p.refs = ?)`,
+		at.UnixNano(), flake.String(), p.Hash, p.NarHash, refs)
 	return err
 }
 
@@ -42,7 +56,7 @@ func touchPaths(ctx context.Context, tx *sql.Tx, flake nixname.Flake, hashes []s
 		for _, h := range chunk {
 			args = append(args, h)
 		}
-		res, err := tx.ExecContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND doomed = 0 AND hash IN (`+placeholders(len(chunk))+`)`, args...)
+		res, err := tx.ExecContext(ctx, `UPDATE path_use SET last_used = max(last_used, ?) WHERE flake = ? AND doomed = 0 AND hash IN (`+placeholders(len(chunk))+`)`, args...)
 		if err != nil {
 			return 0, err
 		}
@@ -100,13 +114,16 @@ func (x *Index) PutPin(ctx context.Context, flake nixname.Flake, p index.Pin) er
 	}
 	at := index.CreatedAt(p.CreatedAt)
 	return x.write(ctx, "pin "+p.Name, func(tx *sql.Tx) error {
-		var storePath string
-		err := tx.QueryRowContext(ctx, `UPDATE flake_paths SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? AND doomed = 0 RETURNING store_path`,
-			at.UnixNano(), flake.String(), p.Hash).Scan(&storePath)
-		if errors.Is(err, sql.ErrNoRows) {
-			return fmt.Errorf("path %s of %s: %w", p.Hash, flake, index.ErrNotFound)
-		}
+		res, err := tx.ExecContext(ctx, `UPDATE path_use SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? AND doomed = 0`,
+			at.UnixNano(), flake.String(), p.Hash)
 		if err != nil {
+			return err
+		}
+		if n, err := res.RowsAffected(); err != nil || n == 0 {
+			return errors.Join(err, fmt.Errorf("path %s of %s: %w", p.Hash, flake, index.ErrNotFound))
+		}
+		var storePath string
+		if err := tx.QueryRowContext(ctx, `SELECT store_path FROM flake_paths WHERE hash = ? AND flake = ?`, p.Hash, flake.String()).Scan(&storePath); err != nil {
 			return err
 		}
 		_, err = tx.ExecContext(ctx, `INSERT INTO pins (flake, name, hash, store_path, created_at) VALUES (?, ?, ?, ?, ?)
@@ -201,9 +218,9 @@ func (x *Index) ScanPaths(ctx context.Context, flake nixname.Flake, fn func(inde
 }
 
 func (x *Index) scanPage(ctx context.Context, flake nixname.Flake, after string) ([]index.PathUse, error) {
-	rows, err := x.r.QueryContext(ctx, `SELECT p.hash, p.nar_file, coalesce(n.file_size, 0), p.refs, p.last_used,
+	rows, err := x.r.QueryContext(ctx, `SELECT p.hash, p.nar_file, coalesce(n.file_size, 0), p.refs, u.last_used,
 			EXISTS (SELECT 1 FROM pins WHERE pins.flake = p.flake AND pins.hash = p.hash)
-		FROM flake_paths p LEFT JOIN nars n ON n.file = p.nar_file
+		FROM flake_paths p JOIN path_use u ON u.flake = p.flake AND u.hash = p.hash LEFT JOIN nars n ON n.file = p.nar_file
 		WHERE p.flake = ? AND p.hash > ? ORDER BY p.hash LIMIT ?`, flake.String(), after, index.ScanPage)
 	if err != nil {
 		return nil, err
@@ -226,10 +243,12 @@ func (x *Index) scanPage(ctx context.Context, flake nixname.Flake, after string)
 	return out, rows.Err()
 }
 
-// ScanUsage calls fn for every path, most recently used first.
+// ScanUsage calls fn for every NAR file a path names, once, most recently
+// used first.
 func (x *Index) ScanUsage(ctx context.Context, fn func(time.Time, int64) bool) error {
-	rows, err := x.r.QueryContext(ctx, `SELECT p.last_used, coalesce(n.file_size, 0) FROM flake_paths p
-		LEFT JOIN nars n ON n.file = p.nar_file ORDER BY p.last_used DESC`)
+	rows, err := x.r.QueryContext(ctx, `SELECT max(u.last_used) AS t, coalesce(max(n.file_size), 0) FROM flake_paths p
+		JOIN path_use u ON u.flake = p.flake AND u.hash = p.hash
+		LEFT JOIN nars n ON n.file = p.nar_file GROUP BY p.nar_file ORDER BY t DESC`)
 	if err != nil {
 		return fmt.Errorf("scan usage: %w", err)
 	}
@@ -256,8 +275,8 @@ func (x *Index) DoomPaths(ctx context.Context, flake nixname.Flake, hashes []str
 			for _, h := range chunk {
 				args = append(args, h)
 			}
-			rows, err := tx.QueryContext(ctx, `UPDATE flake_paths SET doomed = 1 WHERE flake = ? AND doomed = 0 AND last_used < ? AND hash IN (`+placeholders(len(chunk))+`)
-				AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.flake = flake_paths.flake AND pins.hash = flake_paths.hash)
+			rows, err := tx.QueryContext(ctx, `UPDATE path_use SET doomed = 1 WHERE flake = ? AND doomed = 0 AND last_used < ? AND hash IN (`+placeholders(len(chunk))+`)
+				AND NOT EXISTS (SELECT 1 FROM pins WHERE pins.flake = path_use.flake AND pins.hash = path_use.hash)
 				RETURNING hash`, args...)
 			if err != nil {
 				return err
@@ -287,7 +306,7 @@ func (x *Index) DoomPaths(ctx context.Context, flake nixname.Flake, hashes []str
 func (x *Index) SparePaths(ctx context.Context, flake nixname.Flake, hashes []string) error {
 	return x.write(ctx, "spare paths of "+flake.String(), func(tx *sql.Tx) error {
 		if hashes == nil {
-			_, err := tx.ExecContext(ctx, `UPDATE flake_paths SET doomed = 0 WHERE flake = ? AND doomed = 1`, flake.String())
+			_, err := tx.ExecContext(ctx, `UPDATE path_use SET doomed = 0 WHERE flake = ? AND doomed = 1`, flake.String())
 			return err
 		}
 		for chunk := range slices.Chunk(hashes, maxParams) {
@@ -295,7 +314,7 @@ func (x *Index) SparePaths(ctx context.Context, flake nixname.Flake, hashes []st
 			for _, h := range chunk {
 				args = append(args, h)
 			}
-			if _, err := tx.ExecContext(ctx, `UPDATE flake_paths SET doomed = 0 WHERE flake = ? AND hash IN (`+placeholders(len(chunk))+`)`, args...); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE path_use SET doomed = 0 WHERE flake = ? AND hash IN (`+placeholders(len(chunk))+`)`, args...); err != nil {
 				return err
 			}
 		}
@@ -310,12 +329,21 @@ func (x *Index) DeleteDoomed(ctx context.Context, flake nixname.Flake) (int64, e
 	for {
 		var n int64
 		err := x.write(ctx, "delete doomed paths of "+flake.String(), func(tx *sql.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM flake_paths WHERE flake = ? AND hash IN
-				(SELECT hash FROM flake_paths WHERE flake = ? AND doomed = 1 LIMIT ?)`, flake.String(), flake.String(), index.ScanPage)
+			if _, err := tx.ExecContext(ctx, `CREATE TEMP TABLE IF NOT EXISTS gone (hash TEXT PRIMARY KEY) WITHOUT ROWID;
+				DELETE FROM temp.gone`); err != nil {
+				return err
+			}
+			res, err := tx.ExecContext(ctx, `INSERT INTO temp.gone SELECT hash FROM path_use WHERE flake = ? AND doomed = 1 LIMIT ?`, flake.String(), index.ScanPage)
 			if err != nil {
 				return err
 			}
-			n, err = res.RowsAffected()
+			if n, err = res.RowsAffected(); err != nil || n == 0 {
+				return err
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM flake_paths WHERE flake = ? AND hash IN (SELECT hash FROM temp.gone)`, flake.String()); err != nil {
+				return err
+			}
+			_, err = tx.ExecContext(ctx, `DELETE FROM path_use WHERE flake = ? AND hash IN (SELECT hash FROM temp.gone)`, flake.String())
 			return err
 		})
 		total += n

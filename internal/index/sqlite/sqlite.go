@@ -222,6 +222,29 @@ var migrations = []migration{
 		generation INTEGER NOT NULL
 	);
 	INSERT INTO gc_state (id, generation) VALUES (1, 0);`},
+	// 5: garbage collection, continued (issue 14). When each path was last
+	// used and whether a collection doomed it move to a side table: a
+	// read's touch and a collection's doom rewrote the row holding the
+	// narinfo text (kilobytes); they now write a row of a few bytes
+	// (measured in docs/benchmarks.md). Files are found by flake (a
+	// collection drops those whose path is gone), and build logs can be
+	// marked as being deleted.
+	{sql: `CREATE TABLE path_use (
+		flake     TEXT NOT NULL,
+		hash      TEXT NOT NULL,
+		last_used INTEGER NOT NULL,
+		doomed    INTEGER NOT NULL DEFAULT 0,
+		PRIMARY KEY (flake, hash)
+	) WITHOUT ROWID;
+	INSERT INTO path_use (flake, hash, last_used, doomed)
+		SELECT flake, hash, last_used, doomed FROM flake_paths ORDER BY flake, hash;
+	DROP INDEX flake_paths_by_flake;
+	ALTER TABLE flake_paths DROP COLUMN last_used;
+	ALTER TABLE flake_paths DROP COLUMN doomed;
+	-- A collection's scan of a flake reads this index and path_use only.
+	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash, nar_file, refs);
+	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs);
+	ALTER TABLE logs ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
