@@ -73,6 +73,11 @@ type FlakeReport struct {
 	Kept, Skipped int
 	// NarsReleased is how many NAR files the flake stopped owning.
 	NarsReleased int
+	// Files is how many files (listings, debug info links, realisations,
+	// build trace entries) went with the paths and NAR files they need;
+	// Logs how many build logs expired (keep_for after their upload).
+	Files int64
+	Logs  int
 	// Removed lists the paths (Options.Verbose).
 	Removed []Removal
 }
@@ -90,6 +95,16 @@ type Report struct {
 	// GlobalCutoff is the last-use time below which the store's max_size
 	// evicted roots (zero: none).
 	GlobalCutoff time.Time
+	// LogsDeleted counts the build log blobs deleted.
+	LogsDeleted int
+
+	logs []flakeLogs // doomed logs whose blobs go after the NARs'
+}
+
+// flakeLogs are a flake's doomed build logs.
+type flakeLogs struct {
+	flake nixname.Flake
+	logs  []index.Log
 }
 
 // Paths returns the number of paths removed in every flake.
@@ -165,11 +180,11 @@ func (c *Collector) Collect(ctx context.Context, opts Options) (Report, error) {
 
 func (c *Collector) log(ctx context.Context, rep Report, err error) {
 	attrs := []any{"dry_run", rep.DryRun, "duration", rep.Duration.Round(time.Millisecond).String(),
-		"paths", rep.Paths(), "nars_deleted", rep.NarsDeleted, "bytes_freed", rep.BytesFreed}
+		"paths", rep.Paths(), "nars_deleted", rep.NarsDeleted, "bytes_freed", rep.BytesFreed, "logs_deleted", rep.LogsDeleted}
 	var flakes []string
 	for _, f := range rep.Flakes {
-		if f.Paths > 0 || f.NarsReleased > 0 || f.Skipped > 0 {
-			flakes = append(flakes, fmt.Sprintf("%s:paths=%d,bytes=%d,nars_released=%d,skipped=%d", f.Flake, f.Paths, f.Bytes, f.NarsReleased, f.Skipped))
+		if f.Paths > 0 || f.NarsReleased > 0 || f.Skipped > 0 || f.Files > 0 || f.Logs > 0 {
+			flakes = append(flakes, fmt.Sprintf("%s:paths=%d,bytes=%d,nars_released=%d,skipped=%d,files=%d,logs=%d", f.Flake, f.Paths, f.Bytes, f.NarsReleased, f.Skipped, f.Files, f.Logs))
 		}
 	}
 	attrs = append(attrs, "flakes", flakes)
@@ -203,6 +218,14 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			pol.KeepFor = opts.OlderThan
 		}
 		fr, err := c.collectFlake(ctx, f, pol, rep.Start, cutoff, rep.GlobalCutoff, opts)
+		if err == nil && !opts.DryRun {
+			var logs []index.Log
+			logs, err = c.doomLogs(ctx, f, pol, opts, rep.Start, cutoff)
+			fr.Logs = len(logs)
+			if len(logs) > 0 {
+				rep.logs = append(rep.logs, flakeLogs{f, logs})
+			}
+		}
 		rep.Flakes = append(rep.Flakes, fr)
 		if err != nil {
 			return fmt.Errorf("collect %s: %w", f, err)
@@ -217,7 +240,7 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 		return err
 	}
 	c.cfg.Logger.DebugContext(ctx, "garbage collection: doomed NARs", "nars", len(doomed), "took", time.Since(t).String())
-	if rep.Paths() == 0 && len(doomed) == 0 {
+	if rep.Paths() == 0 && len(doomed) == 0 && len(rep.logs) == 0 {
 		return nil
 	}
 	// Servers drop cached answers when the generation changes; the blobs
@@ -225,7 +248,7 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 	if err := c.idx.BumpGeneration(ctx); err != nil {
 		return err
 	}
-	if len(doomed) == 0 {
+	if len(doomed) == 0 && len(rep.logs) == 0 {
 		return nil
 	}
 	select {
@@ -233,7 +256,17 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 	case <-ctx.Done():
 		return ctx.Err()
 	}
-	gone, err := c.deleteBlobs(ctx, doomed)
+	var keys []string
+	for _, u := range doomed {
+		keys = append(keys, "nar/"+u.File)
+	}
+	goneKeys, err := c.deleteBlobs(ctx, keys)
+	var gone []index.NarUse
+	for _, u := range doomed {
+		if goneKeys["nar/"+u.File] {
+			gone = append(gone, u)
+		}
+	}
 	for _, u := range gone {
 		rep.NarsDeleted++
 		rep.BytesFreed += u.Size
@@ -245,7 +278,41 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 	if ferr := c.idx.ForgetNars(ctx, files); ferr != nil {
 		err = errors.Join(err, ferr)
 	}
+	for _, fl := range rep.logs {
+		keys = keys[:0]
+		for _, l := range fl.logs {
+			keys = append(keys, l.BlobKey)
+		}
+		goneKeys, lerr := c.deleteBlobs(ctx, keys)
+		var drvs []string
+		for _, l := range fl.logs {
+			if goneKeys[l.BlobKey] {
+				drvs = append(drvs, l.Drv)
+			}
+		}
+		rep.LogsDeleted += len(drvs)
+		if ferr := c.idx.ForgetLogs(ctx, fl.flake, drvs); ferr != nil {
+			lerr = errors.Join(lerr, ferr)
+		}
+		err = errors.Join(err, lerr)
+	}
 	return err
+}
+
+// doomLogs marks the flake's build logs that expired as being deleted and
+// returns them (with those an interrupted collection marked). A log is
+// kept for keep_for (or -older-than) after its last upload, whatever its
+// paths: logs are looked up by derivation, which no path record names
+// reliably, and are not counted in max_size. No keep_for: logs stay.
+func (c *Collector) doomLogs(ctx context.Context, flake nixname.Flake, pol Policy, opts Options, start, cutoff time.Time) ([]index.Log, error) {
+	before := time.Time{} // dooms nothing new; lists what was doomed
+	if pol.KeepFor > 0 || opts.OverrideKeepFor {
+		before = start.Add(-pol.KeepFor)
+		if cutoff.Before(before) {
+			before = cutoff
+		}
+	}
+	return c.idx.DoomLogs(ctx, flake, before)
 }
 
 // globalCutoff returns the last-use time of the most recently used path
@@ -265,29 +332,29 @@ func (c *Collector) globalCutoff(ctx context.Context, max int64) (time.Time, err
 	return cut, err
 }
 
-// deleteBlobs deletes the doomed NAR blobs, a few at a time (S3 answers
-// each in a round trip), and returns those gone (absent counts as gone).
-func (c *Collector) deleteBlobs(ctx context.Context, doomed []index.NarUse) ([]index.NarUse, error) {
+// deleteBlobs deletes blobs, a few at a time (S3 answers each in a round
+// trip), and returns those gone (absent counts as gone).
+func (c *Collector) deleteBlobs(ctx context.Context, keys []string) (map[string]bool, error) {
 	var (
 		mu   sync.Mutex
-		gone []index.NarUse
+		gone = map[string]bool{}
 		errs []error
 		wg   sync.WaitGroup
 		sem  = make(chan struct{}, 8)
 	)
-	for _, u := range doomed {
+	for _, key := range keys {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := c.cfg.Blob.Delete(ctx, "nar/"+u.File)
+			err := c.cfg.Blob.Delete(ctx, key)
 			mu.Lock()
 			defer mu.Unlock()
 			if err != nil && !errors.Is(err, blob.ErrNotFound) {
-				errs = append(errs, fmt.Errorf("delete blob nar/%s: %w", u.File, err))
+				errs = append(errs, fmt.Errorf("delete blob %s: %w", key, err))
 				return
 			}
-			gone = append(gone, u)
+			gone[key] = true
 		}()
 	}
 	wg.Wait()
@@ -520,6 +587,13 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 	released, err := c.idx.ReleaseNars(ctx, flake, cutoff)
 	fr.NarsReleased = len(released)
 	step("released NARs", "nars", len(released))
+	if err != nil {
+		return fr, err
+	}
+	// Files go with what they need (the paths deleted, the NAR files
+	// released), once uploaded before the cutoff.
+	fr.Files, err = c.idx.DropFiles(ctx, flake, cutoff)
+	step("dropped files", "files", fr.Files)
 	return fr, err
 }
 

@@ -127,6 +127,25 @@ type Collectable interface {
 	// deleted).
 	ForgetNars(ctx context.Context, files []string) error
 
+	// DropFiles deletes the flake's files (File) that it no longer serves
+	// — the path or NAR file they need is gone — and that were uploaded
+	// before cutoff, and returns how many. (A file uploaded since may
+	// belong to a push in progress: its narinfo comes after it.)
+	DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error)
+	// ClaimLog marks the flake's build log of drv, if it has one, as
+	// uploaded at t, before an upload commits the log's blob (its key is
+	// the flake's and drv's), so that no collection deletes the blob
+	// afterwards; ErrBusy while a collection deletes it.
+	ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t time.Time) error
+	// DoomLogs marks the flake's build logs uploaded before `before` as
+	// being deleted — GetLog and Owners no longer find them, ClaimLog and
+	// PutLog answer ErrBusy — and returns every log of the flake so
+	// marked, including those an interrupted collection marked.
+	DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]Log, error)
+	// ForgetLogs removes the flake's doomed log records of drvs (their
+	// blobs deleted).
+	ForgetLogs(ctx context.Context, flake nixname.Flake, drvs []string) error
+
 	// Generation is a counter that BumpGeneration increments: a server
 	// caching index answers clears its caches when it changes.
 	Generation(ctx context.Context) (int64, error)

@@ -90,7 +90,7 @@ func OwnersQuery(kind Kind, placeholder string) (string, error) {
 	case kind == KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
 	case kind == KindLog:
-		return `SELECT flake FROM logs WHERE drv = ` + placeholder + ` ORDER BY flake`, nil
+		return `SELECT flake FROM logs WHERE drv = ` + placeholder + ` AND NOT deleting ORDER BY flake`, nil
 	case kind.IsFile():
 		return `SELECT f.flake FROM flake_files f WHERE f.kind = '` + string(kind) + `' AND f.key = ` + placeholder +
 			` AND ` + FileServable + ` ORDER BY f.flake`, nil

@@ -74,7 +74,7 @@ func TestOwnersQuery(t *testing.T) {
 	}{
 		{KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
 		{KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
-		{KindLog, "?", `SELECT flake FROM logs WHERE drv = ? ORDER BY flake`},
+		{KindLog, "?", `SELECT flake FROM logs WHERE drv = ? AND NOT deleting ORDER BY flake`},
 		{"cache-info", "?", ""},
 		{"token", "?", ""},
 		{"", "?", ""},

@@ -80,6 +80,10 @@ func runGC(t *testing.T, open func(t *testing.T) index.Index) {
 	t.Run("ReleaseAndDoomNars", func(t *testing.T) { testReleaseNars(t, open(t)) })
 	t.Run("ScanPages", func(t *testing.T) { testScanPages(t, open(t)) })
 	t.Run("UsageAndGeneration", func(t *testing.T) { testUsage(t, open(t)) })
+	t.Run("ScanUsageCountsNarsOnce", func(t *testing.T) { testScanUsage(t, open(t)) })
+	t.Run("DropFiles", func(t *testing.T) { testDropFiles(t, open(t)) })
+	t.Run("DoomLogs", func(t *testing.T) { testDoomLogs(t, open(t)) })
+	t.Run("StatsAfterCollection", func(t *testing.T) { testStatsAfterCollection(t, open(t)) })
 	t.Run("LockCollector", func(t *testing.T) {
 		x := open(t)
 		testLock(t, x, x)
@@ -372,6 +376,160 @@ func testUsage(t *testing.T, x index.Index) {
 	must(t, c.BumpGeneration(ctx))
 	if g1, err := c.Generation(ctx); err != nil || g1 != g0+1 {
 		t.Errorf("generation after a bump = %d, %v; want %d", g1, err, g0+1)
+	}
+}
+
+// ScanUsage lists each NAR file once, at the latest use of the paths (of
+// any flake) naming it: the store-wide max_size counts stored bytes.
+func testScanUsage(t *testing.T, x index.Index) {
+	push(t, x, flakeA, 1, t0.Add(3*time.Hour))
+	push(t, x, flakeB, 1, t0.Add(1*time.Hour)) // the same NAR file
+	push(t, x, flakeA, 2, t0.Add(2*time.Hour))
+	type use struct {
+		at   time.Time
+		size int64
+	}
+	var got []use
+	must(t, collectable(t, x).ScanUsage(ctxFor(t), func(at time.Time, size int64) bool {
+		got = append(got, use{at.UTC(), size})
+		return true
+	}))
+	want := []use{{t0.Add(3 * time.Hour).UTC(), nar(1).FileSize}, {t0.Add(2 * time.Hour).UTC(), nar(2).FileSize}}
+	if !slices.Equal(got, want) {
+		t.Errorf("ScanUsage = %v, want %v (each NAR file once, newest use first)", got, want)
+	}
+}
+
+// DropFiles deletes a flake's files whose path or NAR file the flake no
+// longer holds, uploaded before the cutoff; nothing else.
+func testDropFiles(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeA, 2, t0)
+	push(t, x, flakeB, 1, t0)
+	old := t0.Add(time.Hour)
+	cutoff := t0.Add(2 * time.Hour)
+	put := func(flake nixname.Flake, kind index.Kind, i int, at time.Time) index.File {
+		f := file(kind, i, fmt.Sprintf(`{"i":%d}`, i))
+		f.CreatedAt = at
+		must(t, x.PutFile(ctx, flake, f))
+		return f
+	}
+	var goes, stays []index.File
+	for _, kind := range []index.Kind{index.KindListing, index.KindDebugInfo, index.KindRealisation, index.KindBuildTrace} {
+		goes = append(goes, put(flakeA, kind, 1, old))
+		stays = append(stays, put(flakeA, kind, 2, old), put(flakeB, kind, 1, old))
+	}
+	late := put(flakeA, index.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
+	stale := put(flakeA, index.KindListing, 4, old)                   // path 4 never pushed
+	// Flake A loses path 1 and NAR 1.
+	if _, err := deletePaths(t, c, flakeA, []string{Hash(1)}, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	if rel, err := c.ReleaseNars(ctx, flakeA, cutoff); err != nil || len(rel) != 1 {
+		t.Fatalf("ReleaseNars = %v, %v; want NAR 1", rel, err)
+	}
+	n, err := c.DropFiles(ctx, flakeA, cutoff)
+	if err != nil || n != int64(len(goes))+1 {
+		t.Errorf("DropFiles = %d, %v; want %d (path 1's and NAR 1's files, and the one of a path never pushed)", n, err, len(goes)+1)
+	}
+	// Pushed again, path 1 and NAR 1 do not bring the dropped files back
+	// (a realisation is kept first: a new one is accepted).
+	push(t, x, flakeA, 1, t0.Add(3*time.Hour))
+	push(t, x, flakeA, 3, t0.Add(3*time.Hour))
+	push(t, x, flakeA, 4, t0.Add(3*time.Hour))
+	for _, f := range append(goes, stale) {
+		if got, err := x.GetFile(ctx, flakeA, f.Kind, f.Key); !errors.Is(err, index.ErrNotFound) {
+			t.Errorf("%s %s of %v after DropFiles and a new push: %q, %v; want ErrNotFound", f.Kind, f.Key, flakeA, got.Data, err)
+		}
+	}
+	fresh := file(index.KindRealisation, 1, `{"new":1}`)
+	must(t, x.PutFile(ctx, flakeA, fresh))
+	if got, err := x.GetFile(ctx, flakeA, fresh.Kind, fresh.Key); err != nil || string(got.Data) != `{"new":1}` {
+		t.Errorf("a new realisation after the old one was dropped: %q, %v", got.Data, err)
+	}
+	for i, f := range stays {
+		flake := flakeA
+		if i%2 == 1 {
+			flake = flakeB
+		}
+		if _, err := x.GetFile(ctx, flake, f.Kind, f.Key); err != nil {
+			t.Errorf("%s %s of %v: %v; it stays", f.Kind, f.Key, flake, err)
+		}
+	}
+	if _, err := x.GetFile(ctx, flakeA, late.Kind, late.Key); err != nil {
+		t.Errorf("a listing uploaded after the cutoff, before its narinfo: %v; it stays", err)
+	}
+}
+
+// A doomed log is hidden and cannot be replaced or claimed until
+// forgotten; a claim keeps a log from being doomed.
+func testDoomLogs(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	drv, other := Hash(1)+"-a.drv", Hash(2)+"-b.drv"
+	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}))
+	must(t, x.PutLog(ctx, flakeB, index.Log{Drv: drv, BlobKey: "log/b/1"}))
+	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: other, BlobKey: "log/a/2"}))
+	later := time.Now().Add(time.Hour)
+	must(t, c.ClaimLog(ctx, flakeA, other, later.Add(time.Hour))) // an upload in progress
+	must(t, c.ClaimLog(ctx, flakeA, Hash(3)+"-new.drv", later))  // no log yet: nothing to claim
+	doomed, err := c.DoomLogs(ctx, flakeA, later)
+	if err != nil || len(doomed) != 1 || doomed[0] != (index.Log{Drv: drv, BlobKey: "log/a/1"}) {
+		t.Fatalf("DoomLogs = %+v, %v; want flake A's log of %s only", doomed, err, drv)
+	}
+	if _, err := x.GetLog(ctx, flakeA, drv); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("GetLog of a doomed log: %v; want ErrNotFound", err)
+	}
+	if o, err := x.Owners(ctx, index.KindLog, drv); err != nil || !slices.Equal(o, []nixname.Flake{flakeB}) {
+		t.Errorf("Owners of a log doomed in A = %v, %v; want [%v]", o, err, flakeB)
+	}
+	if err := x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("PutLog of a doomed log: %v; want ErrBusy", err)
+	}
+	if err := c.ClaimLog(ctx, flakeA, drv, later); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("ClaimLog of a doomed log: %v; want ErrBusy", err)
+	}
+	if again, err := c.DoomLogs(ctx, flakeA, time.Time{}); err != nil || len(again) != 1 {
+		t.Errorf("DoomLogs again = %+v, %v; want the doomed log listed again", again, err)
+	}
+	must(t, c.ForgetLogs(ctx, flakeA, []string{drv, other})) // other is not doomed: kept
+	if _, err := x.GetLog(ctx, flakeA, other); err != nil {
+		t.Errorf("ForgetLogs removed a log that was not doomed: %v", err)
+	}
+	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}))
+	if _, err := x.GetLog(ctx, flakeA, drv); err != nil {
+		t.Errorf("a log uploaded again after it was forgotten: %v", err)
+	}
+}
+
+// Stats counts only flakes that still hold something after a collection
+// removed everything of one.
+func testStatsAfterCollection(t *testing.T, x index.Index) {
+	ctx := ctxFor(t)
+	c := collectable(t, x)
+	push(t, x, flakeA, 1, t0)
+	push(t, x, flakeB, 2, t0)
+	if s, err := x.Stats(ctx); err != nil || s.Flakes != 2 {
+		t.Fatalf("Stats = %+v, %v; want 2 flakes", s, err)
+	}
+	cutoff := t0.Add(time.Hour)
+	if _, err := deletePaths(t, c, flakeB, []string{Hash(2)}, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.ReleaseNars(ctx, flakeB, cutoff); err != nil {
+		t.Fatal(err)
+	}
+	if s, err := x.Stats(ctx); err != nil || s != (index.Stats{Paths: 1, Nars: 2, Flakes: 1}) {
+		t.Errorf("Stats after flake B lost everything = %+v, %v; want 1 path, 2 NAR records, 1 flake", s, err)
+	}
+	if fl, err := c.CollectableFlakes(ctx); err != nil || !slices.Equal(fl, []nixname.Flake{flakeA}) {
+		t.Errorf("CollectableFlakes = %v, %v; want [%v]", fl, err, flakeA)
+	}
+	push(t, x, flakeB, 3, t0) // a flake that comes back counts again
+	if s, err := x.Stats(ctx); err != nil || s.Flakes != 2 {
+		t.Errorf("Stats after flake B pushed again = %+v, %v; want 2 flakes", s, err)
 	}
 }
 

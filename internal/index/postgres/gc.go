@@ -269,7 +269,14 @@ func (x *Index) ReleaseNars(ctx context.Context, flake nixname.Flake, cutoff tim
 		if err != nil {
 			return err
 		}
-		out, err = pgx.CollectRows(rows, scanNarUse)
+		if out, err = pgx.CollectRows(rows, scanNarUse); err != nil {
+			return err
+		}
+		// A flake that holds nothing any more leaves flakes (Stats counts
+		// only flakes holding something, so a push racing this is counted
+		// whatever the order).
+		_, err = tx.Exec(ctx, `DELETE FROM flakes f WHERE f.flake = $1 AND NOT EXISTS (SELECT 1 FROM flake_paths p WHERE p.flake = f.flake)
+			AND NOT EXISTS (SELECT 1 FROM nar_owners o WHERE o.flake = f.flake)`, flake.String())
 		return err
 	})
 	return out, err
@@ -304,6 +311,71 @@ func (x *Index) DoomNars(ctx context.Context, cutoff time.Time) ([]index.NarUse,
 func (x *Index) ForgetNars(ctx context.Context, files []string) error {
 	return x.write(ctx, "forget nars", func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `DELETE FROM nars WHERE deleting AND file = ANY($1)`, files)
+		return err
+	})
+}
+
+// DropFiles deletes the flake's files it no longer serves, uploaded before
+// cutoff, a page per transaction.
+func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := x.write(ctx, "drop files of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+			tag, err := tx.Exec(ctx, `DELETE FROM flake_files WHERE flake = $1 AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
+				WHERE f.flake = $1 AND f.created_at < $2 AND NOT `+index.FileServable+` LIMIT $3)`, flake.String(), cutoff, index.ScanPage)
+			n = tag.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// ClaimLog marks the flake's log of drv as uploaded at t; ErrBusy while
+// a collection deletes it. The update takes the row's lock: a doom after
+// it sees the new time, one before it makes it find the row deleting.
+func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t time.Time) error {
+	return x.write(ctx, "claim log "+drv, func(ctx context.Context, tx pgx.Tx) error {
+		var deleting bool
+		err := tx.QueryRow(ctx, `WITH u AS (UPDATE logs SET created_at = greatest(created_at, $3) WHERE flake = $1 AND drv = $2 AND NOT deleting RETURNING drv)
+			SELECT NOT EXISTS (SELECT 1 FROM u) AND EXISTS (SELECT 1 FROM logs WHERE flake = $1 AND drv = $2 AND deleting)`,
+			flake.String(), drv, t).Scan(&deleting)
+		if err == nil && deleting {
+			err = fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrBusy)
+		}
+		return err
+	})
+}
+
+// DoomLogs marks the flake's logs uploaded before `before` as being
+// deleted and returns every log of the flake so marked.
+func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
+	var out []index.Log
+	err := x.write(ctx, "doom logs of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `UPDATE logs SET deleting = true WHERE flake = $1 AND NOT deleting AND created_at < $2`, flake.String(), before); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE flake = $1 AND deleting ORDER BY drv`, flake.String())
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (index.Log, error) {
+			var l index.Log
+			err := r.Scan(&l.Drv, &l.BlobKey, &l.Encoding)
+			return l, err
+		})
+		return err
+	})
+	return out, err
+}
+
+// ForgetLogs removes the flake's doomed log records of drvs.
+func (x *Index) ForgetLogs(ctx context.Context, flake nixname.Flake, drvs []string) error {
+	return x.write(ctx, "forget logs of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `DELETE FROM logs WHERE flake = $1 AND deleting AND drv = ANY($2)`, flake.String(), drvs)
 		return err
 	})
 }

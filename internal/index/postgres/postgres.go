@@ -496,9 +496,14 @@ func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) er
 		return err
 	}
 	return x.write(ctx, "put log "+l.Drv, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES ($1, $2, $3, $4, now())
-			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at`,
-			flake.String(), l.Drv, l.BlobKey, l.Encoding)
+		var drv string
+		err := tx.QueryRow(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES ($1, $2, $3, $4, now())
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at
+			WHERE NOT logs.deleting RETURNING drv`,
+			flake.String(), l.Drv, l.BlobKey, l.Encoding).Scan(&drv)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("log %s of %s: %w", l.Drv, flake, index.ErrBusy)
+		}
 		return err
 	})
 }
@@ -508,7 +513,7 @@ func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (in
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	l := index.Log{Drv: drv}
-	err := x.pool.QueryRow(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = $1 AND drv = $2`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
+	err := x.pool.QueryRow(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = $1 AND drv = $2 AND NOT deleting`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}
@@ -566,7 +571,8 @@ func (x *Index) Stats(ctx context.Context) (index.Stats, error) {
 	err := x.pool.QueryRow(ctx, `SELECT
 		(SELECT count(DISTINCT hash) FROM flake_paths),
 		(SELECT count(*) FROM nars),
-		(SELECT count(*) FROM flakes)`).Scan(&s.Paths, &s.Nars, &s.Flakes)
+		(SELECT count(*) FROM flakes f WHERE EXISTS (SELECT 1 FROM flake_paths p WHERE p.flake = f.flake)
+			OR EXISTS (SELECT 1 FROM nar_owners o WHERE o.flake = f.flake))`).Scan(&s.Paths, &s.Nars, &s.Flakes)
 	if err != nil {
 		return index.Stats{}, fmt.Errorf("index stats: %w", err)
 	}

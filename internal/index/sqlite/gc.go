@@ -473,6 +473,91 @@ func (x *Index) ForgetNars(ctx context.Context, files []string) error {
 	})
 }
 
+// DropFiles deletes the flake's files it no longer serves, uploaded before
+// cutoff, a page per transaction.
+func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error) {
+	var total int64
+	for {
+		var n int64
+		err := x.write(ctx, "drop files of "+flake.String(), func(tx *sql.Tx) error {
+			res, err := tx.ExecContext(ctx, `DELETE FROM flake_files WHERE flake = ? AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
+				WHERE f.flake = ? AND f.created_at < ? AND NOT `+index.FileServable+` LIMIT ?)`,
+				flake.String(), flake.String(), cutoff.UnixNano(), index.ScanPage)
+			if err != nil {
+				return err
+			}
+			n, err = res.RowsAffected()
+			return err
+		})
+		total += n
+		if err != nil || n == 0 {
+			return total, err
+		}
+	}
+}
+
+// ClaimLog marks the flake's log of drv as uploaded at t; ErrBusy while
+// a collection deletes it.
+func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t time.Time) error {
+	return x.write(ctx, "claim log "+drv, func(tx *sql.Tx) error {
+		var deleting bool
+		err := tx.QueryRowContext(ctx, `UPDATE logs SET created_at = max(created_at, ?) WHERE flake = ? AND drv = ? AND deleting = 0 RETURNING 0
+			`, t.UnixNano(), flake.String(), drv).Scan(&deleting)
+		if !errors.Is(err, sql.ErrNoRows) {
+			return err
+		}
+		err = tx.QueryRowContext(ctx, `SELECT deleting FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&deleting)
+		if errors.Is(err, sql.ErrNoRows) {
+			return nil
+		}
+		if err == nil && deleting {
+			err = fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrBusy)
+		}
+		return err
+	})
+}
+
+// DoomLogs marks the flake's logs uploaded before `before` as being
+// deleted and returns every log of the flake so marked.
+func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
+	var out []index.Log
+	err := x.write(ctx, "doom logs of "+flake.String(), func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, `UPDATE logs SET deleting = 1 WHERE flake = ? AND deleting = 0 AND created_at < ?`, flake.String(), before.UnixNano()); err != nil {
+			return err
+		}
+		rows, err := tx.QueryContext(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE flake = ? AND deleting = 1 ORDER BY drv`, flake.String())
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var l index.Log
+			if err := rows.Scan(&l.Drv, &l.BlobKey, &l.Encoding); err != nil {
+				return err
+			}
+			out = append(out, l)
+		}
+		return rows.Err()
+	})
+	return out, err
+}
+
+// ForgetLogs removes the flake's doomed log records of drvs.
+func (x *Index) ForgetLogs(ctx context.Context, flake nixname.Flake, drvs []string) error {
+	return x.write(ctx, "forget logs of "+flake.String(), func(tx *sql.Tx) error {
+		for chunk := range slices.Chunk(drvs, maxParams) {
+			args := []any{flake.String()}
+			for _, d := range chunk {
+				args = append(args, d)
+			}
+			if _, err := tx.ExecContext(ctx, `DELETE FROM logs WHERE flake = ? AND deleting = 1 AND drv IN (`+placeholders(len(chunk))+`)`, args...); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+}
+
 // Generation returns the collection generation counter.
 func (x *Index) Generation(ctx context.Context) (int64, error) {
 	var g int64

@@ -655,9 +655,14 @@ func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) er
 		return err
 	}
 	return x.write(ctx, "put log "+l.Drv, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES (?, ?, ?, ?, ?)
-			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at`,
-			flake.String(), l.Drv, l.BlobKey, l.Encoding, time.Now().UnixNano())
+		var drv string
+		err := tx.QueryRowContext(ctx, `INSERT INTO logs (flake, drv, blob_key, encoding, created_at) VALUES (?, ?, ?, ?, ?)
+			ON CONFLICT (flake, drv) DO UPDATE SET blob_key = excluded.blob_key, encoding = excluded.encoding, created_at = excluded.created_at
+			WHERE deleting = 0 RETURNING drv`,
+			flake.String(), l.Drv, l.BlobKey, l.Encoding, time.Now().UnixNano()).Scan(&drv)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("log %s of %s: %w", l.Drv, flake, index.ErrBusy)
+		}
 		return err
 	})
 }
@@ -665,7 +670,7 @@ func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) er
 // GetLog returns a flake's build log.
 func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (index.Log, error) {
 	l := index.Log{Drv: drv}
-	err := x.r.QueryRowContext(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = ? AND drv = ?`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
+	err := x.r.QueryRowContext(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = ? AND drv = ? AND deleting = 0`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
 	if errors.Is(err, sql.ErrNoRows) {
 		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}
