@@ -422,7 +422,7 @@ func testDropFiles(t *testing.T, x index.Index) {
 		stays = append(stays, put(flakeA, kind, 2, old), put(flakeB, kind, 1, old))
 	}
 	late := put(flakeA, index.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
-	stale := put(flakeA, index.KindListing, 4, old)                   // path 4 never pushed
+	stale := put(flakeA, index.KindListing, 4, old)                    // path 4 never pushed
 	// Flake A loses path 1 and NAR 1.
 	if _, err := deletePaths(t, c, flakeA, []string{Hash(1)}, cutoff); err != nil {
 		t.Fatal(err)
@@ -474,7 +474,7 @@ func testDoomLogs(t *testing.T, x index.Index) {
 	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: other, BlobKey: "log/a/2"}))
 	later := time.Now().Add(time.Hour)
 	must(t, c.ClaimLog(ctx, flakeA, other, later.Add(time.Hour))) // an upload in progress
-	must(t, c.ClaimLog(ctx, flakeA, Hash(3)+"-new.drv", later))  // no log yet: nothing to claim
+	must(t, c.ClaimLog(ctx, flakeA, Hash(3)+"-new.drv", later))   // no log yet: nothing to claim
 	doomed, err := c.DoomLogs(ctx, flakeA, later)
 	if err != nil || len(doomed) != 1 || doomed[0] != (index.Log{Drv: drv, BlobKey: "log/a/1"}) {
 		t.Fatalf("DoomLogs = %+v, %v; want flake A's log of %s only", doomed, err, drv)
