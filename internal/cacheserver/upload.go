@@ -35,9 +35,9 @@ type uploadError struct {
 
 // collecting answers an upload of a NAR file a garbage collection is
 // deleting right now: 503, retried by Nix; the next attempt stores it anew.
-func collecting(file string) error {
+func collecting(what string) error {
 	return &uploadError{status: http.StatusServiceUnavailable, retryAfter: "5",
-		msg: "NAR " + file + " is being deleted by a garbage collection: try again in a few seconds"}
+		msg: what + " is being deleted by a garbage collection: try again in a few seconds"}
 }
 
 func (e *uploadError) Error() string { return e.msg }
@@ -240,7 +240,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 		if err := c.ClaimNar(ctx, rec); err != nil {
 			abort()
 			if errors.Is(err, index.ErrBusy) {
-				return false, collecting(req.File)
+				return false, collecting("NAR " + req.File)
 			}
 			return false, fmt.Errorf("claim NAR %s: %w", req.File, err)
 		}
@@ -262,7 +262,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	}
 	if err := s.idx.PutNar(ctx, req.Flake, rec); err != nil {
 		if errors.Is(err, index.ErrBusy) {
-			return false, collecting(req.File)
+			return false, collecting("NAR " + req.File)
 		}
 		return false, fmt.Errorf("record NAR %s: %w", req.File, err)
 	}
@@ -485,10 +485,25 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 		bw.Abort()
 		return err
 	}
+	// Claimed before the commit (the key is the flake's and the
+	// derivation's: a new upload overwrites the old blob), so that no
+	// garbage collection deletes the blob after it (internal/gc).
+	if c, ok := s.idx.(index.Collectable); ok {
+		if err := c.ClaimLog(ctx, req.Flake, req.Hash, time.Now()); err != nil {
+			bw.Abort()
+			if errors.Is(err, index.ErrBusy) {
+				return collecting("build log " + req.Hash)
+			}
+			return fmt.Errorf("claim log %s: %w", req.Hash, err)
+		}
+	}
 	if err := bw.Commit(ctx, key); err != nil {
 		return fmt.Errorf("commit blob %s: %w", key, err)
 	}
 	if err := s.idx.PutLog(ctx, req.Flake, index.Log{Drv: req.Hash, BlobKey: key, Encoding: enc}); err != nil {
+		if errors.Is(err, index.ErrBusy) {
+			return collecting("build log " + req.Hash)
+		}
 		return fmt.Errorf("record log %s: %w", req.Hash, err)
 	}
 	return nil

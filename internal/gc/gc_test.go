@@ -404,3 +404,175 @@ func TestOneCollectionAtATime(t *testing.T) {
 		}
 	})
 }
+
+// files puts flake's listing, debug info link, realisation and build trace
+// entry of path i (uploaded age ago) and returns them.
+func (w *world) files(flake nixname.Flake, i int, age time.Duration) []index.File {
+	w.t.Helper()
+	fs := []index.File{
+		{Kind: index.KindListing, Key: hash(i), Needs: hash(i)},
+		{Kind: index.KindDebugInfo, Key: fmt.Sprintf("%040x", i+1), Needs: narFile(i)},
+		{Kind: index.KindRealisation, Key: fmt.Sprintf("sha256:%064x!out", i+1), Needs: hash(i)},
+		{Kind: index.KindBuildTrace, Key: fmt.Sprint(hash(i+100), "-p.drv/out"), Needs: hash(i)},
+	}
+	for k := range fs {
+		fs[k].Data, fs[k].CreatedAt = fmt.Appendf(nil, `{"flake":%q,"i":%d}`, flake, i), now.Add(-age)
+		if err := w.idx.PutFile(ctx(w.t), flake, fs[k]); err != nil {
+			w.t.Fatal(err)
+		}
+	}
+	return fs
+}
+
+// served reports which of fs the flake serves (GetFile: what the server
+// answers 200 for, the others are 404).
+func (w *world) served(flake nixname.Flake, fs []index.File) []bool {
+	w.t.Helper()
+	var out []bool
+	for _, f := range fs {
+		_, err := w.idx.GetFile(ctx(w.t), flake, f.Kind, f.Key)
+		if err != nil && !errors.Is(err, index.ErrNotFound) {
+			w.t.Fatal(err)
+		}
+		out = append(out, err == nil)
+	}
+	return out
+}
+
+// The files that describe a path (listing, realisation, build trace entry)
+// and a NAR file (debug info link) leave the flake with it: after the
+// collection they are 404, also once the path is pushed again (their rows
+// are gone, a new realisation is accepted); a kept path's are served, and
+// another flake's copy of the same path keeps its own.
+func TestFilesGoWithTheirPaths(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 40*day)
+		w.push(flakeA, 1, 2*day)
+		w.push(flakeB, 0, 2*day) // the same NAR file, kept in B
+		gone, kept, other := w.files(flakeA, 0, 35*day), w.files(flakeA, 1, 35*day), w.files(flakeB, 0, 35*day)
+		all := []bool{true, true, true, true}
+		none := []bool{false, false, false, false}
+		if got := w.served(flakeA, gone); !slices.Equal(got, all) {
+			t.Fatalf("before the collection A serves %v of path 0's files", got)
+		}
+		rep := w.collect(Options{Retention: keepFor(30 * day)})
+		w.want(flakeA, 2, 1)
+		if got := w.served(flakeA, gone); !slices.Equal(got, none) {
+			t.Errorf("after the collection A serves %v of expired path 0's files; want none", got)
+		}
+		if got := w.served(flakeA, kept); !slices.Equal(got, all) {
+			t.Errorf("after the collection A serves %v of kept path 1's files; want all", got)
+		}
+		if got := w.served(flakeB, other); !slices.Equal(got, all) {
+			t.Errorf("after the collection B serves %v of its path 0's files; want all", got)
+		}
+		if fr := flakeReport(rep, flakeA); fr.Files != 4 {
+			t.Errorf("report for A: %d files removed, want 4", fr.Files)
+		}
+		// Pushed again, path 0 does not bring back the old files.
+		w.push(flakeA, 0, 0)
+		if got := w.served(flakeA, gone); !slices.Equal(got, none) {
+			t.Errorf("after path 0 was pushed again A serves %v of its old files; want none (removed)", got)
+		}
+		fresh := index.File{Kind: index.KindRealisation, Key: gone[2].Key, Needs: hash(0), Data: []byte(`{"new":1}`)}
+		if err := w.idx.PutFile(ctx(t), flakeA, fresh); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := w.idx.GetFile(ctx(t), flakeA, fresh.Kind, fresh.Key); err != nil || string(got.Data) != `{"new":1}` {
+			t.Errorf("a new realisation of the output after the old one went: %q, %v", got.Data, err)
+		}
+	})
+}
+
+// A build log is kept for keep_for after its last upload (pins and paths
+// do not keep it), then its record and blob go; no keep_for keeps it.
+func TestLogsExpire(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		// Logs are stamped by the index's clock: a collector on it.
+		c, err := New(Config{Index: w.idx, Blob: w.blob, Logger: slog.New(slog.NewTextHandler(w.log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		put := func(flake nixname.Flake, drv string) string {
+			key := "log/" + flake.Org + "/" + flake.Name + "/" + drv
+			bw, err := w.blob.Create(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bw.Write([]byte("building\n"))
+			if err := w.c.ClaimLog(ctx(t), flake, drv, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := bw.Commit(ctx(t), key); err != nil {
+				t.Fatal(err)
+			}
+			if err := w.idx.PutLog(ctx(t), flake, index.Log{Drv: drv, BlobKey: key}); err != nil {
+				t.Fatal(err)
+			}
+			return key
+		}
+		drv := hash(7) + "-hello.drv"
+		keyA, keyB := put(flakeA, drv), put(flakeB, drv)
+		logs := func() (a, b bool) {
+			_, ea := w.idx.GetLog(ctx(t), flakeA, drv)
+			_, eb := w.idx.GetLog(ctx(t), flakeB, drv)
+			_, sa := w.blob.Stat(ctx(t), keyA)
+			_, sb := w.blob.Stat(ctx(t), keyB)
+			if (ea == nil) != (sa == nil) || (eb == nil) != (sb == nil) {
+				t.Errorf("a log's record and blob disagree: records %v %v, blobs %v %v", ea, eb, sa, sb)
+			}
+			return ea == nil, eb == nil
+		}
+		r := DefaultRetention()
+		r.Grace = 0
+		r.Flakes = map[nixname.Flake]Policy{flakeA: {KeepFor: time.Hour}} // B: keep_for unset
+		if _, err := c.Collect(ctx(t), Options{Retention: r}); err != nil {
+			t.Fatal(err)
+		}
+		if a, b := logs(); !a || !b {
+			t.Fatalf("logs uploaded just now, keep_for 1h: A %v B %v; want both kept", a, b)
+		}
+		time.Sleep(10 * time.Millisecond)
+		r.Flakes[flakeA] = Policy{KeepFor: time.Millisecond}
+		rep, err := c.Collect(ctx(t), Options{Retention: r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, b := logs(); a || !b {
+			t.Errorf("after keep_for passed for A: A's log kept %v, B's %v; want only B's", a, b)
+		}
+		if rep.LogsDeleted != 1 || flakeReport(rep, flakeA).Logs != 1 {
+			t.Errorf("report: %d logs deleted, A %d; want 1", rep.LogsDeleted, flakeReport(rep, flakeA).Logs)
+		}
+		// Uploaded again, it is served again.
+		put(flakeA, drv)
+		if a, _ := logs(); !a {
+			t.Errorf("a log uploaded again after a collection is not served")
+		}
+	})
+}
+
+// The store's max_size counts the bytes stored: a NAR file that several
+// flakes hold counts once.
+func TestGlobalMaxSizeCountsSharedNarsOnce(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		w.push(flakeA, 0, 1*day)
+		w.push(flakeB, 0, 2*day) // the same NAR file: stored once
+		w.push(flakeA, 1, 3*day)
+		r := keepFor(30 * day)
+		r.MaxSize = 2 * narSize // 2 files stored: fits (3 if counted per flake)
+		rep := w.collect(Options{Retention: r})
+		w.want(flakeA, 2, 0, 1)
+		w.want(flakeB, 2, 0)
+		if rep.Paths() != 0 || !rep.GlobalCutoff.IsZero() {
+			t.Errorf("2 NAR files with max_size 2 files: removed %d paths, cutoff %v; want nothing", rep.Paths(), rep.GlobalCutoff)
+		}
+		// One file fits: the least recently used file (path 1's) goes, the
+		// shared one stays in both flakes.
+		r.MaxSize = narSize
+		w.collect(Options{Retention: r})
+		w.want(flakeA, 2, 0)
+		w.want(flakeB, 2, 0)
+		w.wantStored(2, 0)
+	})
+}

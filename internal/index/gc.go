@@ -90,8 +90,8 @@ type Collectable interface {
 	// Pins lists a flake's pins by name.
 	Pins(ctx context.Context, flake nixname.Flake) ([]Pin, error)
 
-	// CollectableFlakes lists the flakes holding a path or owning a NAR,
-	// sorted.
+	// CollectableFlakes lists the flakes holding a path, a NAR, a build
+	// log or a file, sorted.
 	CollectableFlakes(ctx context.Context) ([]nixname.Flake, error)
 	// ScanPaths calls fn for each of the flake's paths, by hash, reading
 	// in pages (bounded memory whatever the flake's size).

@@ -130,7 +130,7 @@ func (x *Index) Pins(ctx context.Context, flake nixname.Flake) ([]index.Pin, err
 func (x *Index) CollectableFlakes(ctx context.Context) ([]nixname.Flake, error) {
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
-	rows, err := x.pool.Query(ctx, `SELECT flake FROM flake_paths UNION SELECT flake FROM nar_owners ORDER BY 1`)
+	rows, err := x.pool.Query(ctx, `SELECT flake FROM flake_paths UNION SELECT flake FROM nar_owners UNION SELECT flake FROM logs UNION SELECT flake FROM flake_files ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("list flakes: %w", err)
 	}

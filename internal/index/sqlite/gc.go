@@ -190,7 +190,7 @@ func (x *Index) queryStrings(ctx context.Context, q string, args ...any) ([]stri
 
 // CollectableFlakes lists the flakes holding a path or owning a NAR.
 func (x *Index) CollectableFlakes(ctx context.Context) ([]nixname.Flake, error) {
-	names, err := x.queryStrings(ctx, `SELECT flake FROM flake_paths UNION SELECT flake FROM nar_owners ORDER BY 1`)
+	names, err := x.queryStrings(ctx, `SELECT flake FROM flake_paths UNION SELECT flake FROM nar_owners UNION SELECT flake FROM logs UNION SELECT flake FROM flake_files ORDER BY 1`)
 	if err != nil {
 		return nil, fmt.Errorf("list flakes: %w", err)
 	}
