@@ -10,7 +10,8 @@
 // roots, most recently used first, while they fit its max_size (once one
 // does not fit, it and every less recently used root go). The store-wide
 // max_size is a last-use cutoff computed first (newest paths of every flake
-// summed until the size is exceeded): roots used at or before it are not
+// summed until the size is exceeded, each NAR file once however many
+// flakes hold it: the bytes stored): roots used at or before it are not
 // roots. Everything else in the flake goes. References are within a flake
 // (a push is accepted only when the flake holds every reference), so what
 // stays is closed under references. A NAR file leaves storage when no
@@ -82,14 +83,28 @@
 // NAR files to delete; the store-wide cutoff streams the index. See
 // docs/benchmarks.md for a 1M-path measurement.
 //
-// Known cost: last use lives in the path's row, next to the narinfo text,
-// so dooming and marking used rewrite kilobyte rows (SQLite); a side table
-// of (flake, hash, last_used, doomed) would make both cheap.
+// Last use and the doomed mark live in a side table of (flake, hash,
+// last_used, doomed), not in the row holding the narinfo text, so that
+// dooming and marking used write a few bytes.
 //
 // # Other objects
 //
-// Objects owned by a flake path (NARs today; file listings, realisations,
-// debug info later) are released when the path goes: an index deletes
-// rows owned by a path in DeleteDoomed's transaction and releases blobs the
-// way NAR files are (ownership, then doomed records, then blobs).
+// Files (listings, debug info links, realisations, build trace entries)
+// describe a path or a NAR file of their flake: after a flake's paths are
+// deleted and its NAR files released, index.Collectable.DropFiles deletes
+// the flake's files it no longer serves, uploaded before the cutoff (a
+// file uploaded since may precede its narinfo in a push). Their data is in
+// the index; no blob.
+//
+// Build logs are kept keep_for (or -older-than) after their last upload,
+// whatever the paths (a log is looked up by derivation, which no path
+// record names reliably); pins do not keep them, max_size does not count
+// them, no keep_for keeps them. Their blobs (log/<org>/<name>/<drv>, one
+// per flake and derivation) go as NAR files do: DoomLogs hides the record
+// and makes uploads of it busy, the blob is deleted after the caches'
+// invalidation delay, then ForgetLogs removes the record. An upload
+// claims the record (ClaimLog, marking it uploaded now) before committing
+// the blob: a claim before the doom makes the log recent (not doomed), one
+// after it is refused (503) until the record is forgotten, which comes
+// after the blob's deletion.
 package gc
