@@ -10,6 +10,7 @@ import (
 	"math/rand/v2"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -37,6 +38,7 @@ func runGC(args []string, stdout io.Writer) error {
 	keepShare := fs.Float64("read-share", 0.4, "clients read the first share of hashes.txt (paths the collection keeps)")
 	clients := fs.Int("clients", 16, "concurrent narinfo readers")
 	baseline := fs.Duration("baseline", 20*time.Second, "how long to measure without a collection")
+	collector := fs.String("collector", "", "run the collection as this shell command (e.g. /usr/bin/time -v blobserver gc -data-dir DIR -older-than 500h) instead of in this process, to measure its memory apart from the server's")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -116,6 +118,32 @@ func runGC(args []string, stdout io.Writer) error {
 	go func() { time.Sleep(*baseline); close(stop) }()
 	lat, bad := load(stop)
 	fmt.Fprintf(stdout, "without collection: %d narinfo GETs, p50 %v p99 %v, %d not 200\n", len(lat), pct(lat, .5), pct(lat, .99), bad)
+
+	if *collector != "" {
+		// The collection in its own process; its output (time -v's
+		// report included) goes to ours.
+		stop = make(chan struct{})
+		cmdErr := make(chan error, 1)
+		start := time.Now()
+		go func() {
+			cmd := exec.CommandContext(ctx, "sh", "-c", *collector)
+			cmd.Stdout, cmd.Stderr = stdout, os.Stderr
+			cmdErr <- cmd.Run()
+			close(stop)
+		}()
+		lat, bad = load(stop)
+		if err := <-cmdErr; err != nil {
+			return fmt.Errorf("collector %q: %w", *collector, err)
+		}
+		fmt.Fprintf(stdout, "collection (own process): %v\n", time.Since(start).Round(time.Millisecond))
+		fmt.Fprintf(stdout, "during collection: %d narinfo GETs, p50 %v p99 %v, %d not 200\n", len(lat), pct(lat, .5), pct(lat, .99), bad)
+		cancel()
+		<-done
+		if bad > 0 {
+			return fmt.Errorf("%d reads of kept paths failed during the collection", bad)
+		}
+		return nil
+	}
 
 	// The collection, as `blobserver gc` runs it (own index connection).
 	idx, err := storage.OpenIndex(ctx, "sqlite://"+filepath.Join(*dataDir, "index.db"))

@@ -226,3 +226,49 @@ func TestPins(t *testing.T) {
 		t.Fatalf("GET pins after unpinning: %d %s", st, body)
 	}
 }
+
+// A build log a collection is deleting is a 404 at once, and an upload of
+// it meanwhile is a 503 (Retry-After) that changes nothing; once the
+// collection forgot it, an upload stores it anew.
+func TestLogBeingCollected(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	c := ts.idx.(index.Collectable)
+	flake := nixname.Flake{Org: "omnicorp", Name: "a"}
+	drv := storeHash("drv") + "-hello.drv"
+	url := ts.URL + "/omnicorp/a/log/" + drv
+	if st, body, _ := do(t, "PUT", url, []byte("first\n")); st != 201 {
+		t.Fatalf("PUT log: %d %s", st, body)
+	}
+	doomed, err := c.DoomLogs(context.Background(), flake, time.Now().Add(time.Hour))
+	if err != nil || len(doomed) != 1 {
+		t.Fatalf("DoomLogs = %v, %v", doomed, err)
+	}
+	for _, u := range []string{url, ts.URL + "/log/" + drv} {
+		if st, _, _ := do(t, "GET", u, nil); st != 404 {
+			t.Errorf("GET %s of a log being deleted: %d, want 404", u, st)
+		}
+	}
+	st, body, h := do(t, "PUT", url, []byte("second\n"))
+	if st != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, "garbage collection") {
+		t.Fatalf("PUT of a log being deleted: %d %v %q; want 503 with Retry-After", st, h, body)
+	}
+	if b, err := ts.blob.Open(context.Background(), doomed[0].BlobKey); err != nil {
+		t.Fatalf("the refused upload touched the blob: %v", err)
+	} else {
+		got := make([]byte, 16)
+		n, _ := b.Read(got)
+		b.Close()
+		if string(got[:n]) != "first\n" {
+			t.Errorf("the refused upload replaced the blob: %q", got[:n])
+		}
+	}
+	if err := c.ForgetLogs(context.Background(), flake, []string{drv}); err != nil {
+		t.Fatal(err)
+	}
+	if st, body, _ := do(t, "PUT", url, []byte("third\n")); st != 201 {
+		t.Fatalf("PUT after the collection: %d %s", st, body)
+	}
+	if st, body, _ := do(t, "GET", url, nil); st != 200 || body != "third\n" {
+		t.Errorf("GET after a new upload: %d %q", st, body)
+	}
+}
