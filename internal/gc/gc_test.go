@@ -12,6 +12,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	promtest "github.com/prometheus/client_golang/prometheus/testutil"
+
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/index/indextest"
@@ -489,7 +492,8 @@ func TestFilesGoWithTheirPaths(t *testing.T) {
 func TestLogsExpire(t *testing.T) {
 	forEach(t, func(t *testing.T, w *world) {
 		// Logs are stamped by the index's clock: a collector on it.
-		c, err := New(Config{Index: w.idx, Blob: w.blob, Logger: slog.New(slog.NewTextHandler(w.log, nil))})
+		m := NewMetrics(prometheus.NewRegistry())
+		c, err := New(Config{Index: w.idx, Blob: w.blob, Logger: slog.New(slog.NewTextHandler(w.log, nil)), Metrics: m})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -543,6 +547,9 @@ func TestLogsExpire(t *testing.T) {
 		}
 		if rep.LogsDeleted != 1 || flakeReport(rep, flakeA).Logs != 1 {
 			t.Errorf("report: %d logs deleted, A %d; want 1", rep.LogsDeleted, flakeReport(rep, flakeA).Logs)
+		}
+		if n := promtest.ToFloat64(m.logsDeleted); n != 1 {
+			t.Errorf("flakegate_gc_logs_deleted_total = %v, want 1", n)
 		}
 		// Uploaded again, it is served again.
 		put(flakeA, drv)

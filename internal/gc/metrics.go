@@ -19,6 +19,8 @@ type Metrics struct {
 	freedBytes   *prometheus.CounterVec
 	narsDeleted  prometheus.Counter
 	blobBytes    prometheus.Counter
+	freedFiles   *prometheus.CounterVec
+	logsDeleted  prometheus.Counter
 	storageBytes *prometheus.GaugeVec
 	storagePaths *prometheus.GaugeVec
 }
@@ -55,6 +57,14 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "flakegate_gc_storage_freed_bytes_total",
 			Help: "Bytes of NAR files deleted from storage.",
 		})),
+		freedFiles: promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "flakegate_gc_freed_files_total",
+			Help: "Listings, debug info links, realisations and build trace entries removed from a flake with the paths or NAR files they describe.",
+		}, []string{"flake"})),
+		logsDeleted: promutil.Register(reg, prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "flakegate_gc_logs_deleted_total",
+			Help: "Build logs deleted (keep_for passed since their last upload).",
+		})),
 		storageBytes: promutil.Register(reg, prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "flakegate_storage_bytes",
 			Help: "Bytes of the NAR files each flake owns (a file several flakes own counts for each), as of the last garbage collection or usage refresh.",
@@ -88,7 +98,11 @@ func (m *Metrics) observe(rep Report, err error) {
 		if f.Bytes > 0 {
 			m.freedBytes.WithLabelValues(f.Flake.String()).Add(float64(f.Bytes))
 		}
+		if f.Files > 0 {
+			m.freedFiles.WithLabelValues(f.Flake.String()).Add(float64(f.Files))
+		}
 	}
+	m.logsDeleted.Add(float64(rep.LogsDeleted))
 	m.narsDeleted.Add(float64(rep.NarsDeleted))
 	m.blobBytes.Add(float64(rep.BytesFreed))
 }
