@@ -68,7 +68,8 @@ type Collectable interface {
 	// the path itself, and records them as used at p.CreatedAt (now when
 	// zero); otherwise it records nothing and returns ErrNotHeld. When
 	// the flake already has a record of the path with the same content,
-	// that record is marked used.
+	// that record is marked used; ErrNotHeld when that record is doomed
+	// (it is about to go: the push is answered "push it again").
 	AddPath(ctx context.Context, flake nixname.Flake, p Path) error
 	// ClaimNar records n (without an owner) and marks it used, before
 	// its blob is committed, so that no collection deletes the file

@@ -571,6 +571,9 @@ func testDoomedPaths(t *testing.T, x index.Index) {
 	if _, err := x.GetPath(ctx, flakeA, Hash(1)); err != nil {
 		t.Errorf("a doomed path is served until deleted: %v", err)
 	}
+	if err := c.AddPath(ctx, flakeA, path(2)); !errors.Is(err, index.ErrNotHeld) {
+		t.Errorf("AddPath of a doomed path again (same content): %v, want ErrNotHeld (it is about to go)", err)
+	}
 	must(t, x.PutNar(ctx, flakeA, nar(3)))
 	if err := c.AddPath(ctx, flakeA, path(3, Hash(1)+"-pkg1")); !errors.Is(err, index.ErrNotHeld) {
 		t.Errorf("AddPath referencing a doomed path: %v, want ErrNotHeld", err)

@@ -333,10 +333,16 @@ func insertPath(ctx context.Context, tx pgx.Tx, flake nixname.Flake, p index.Pat
 		_, err = tx.Exec(ctx, `INSERT INTO path_use (flake, hash, last_used) VALUES ($1, $2, $3)
 			ON CONFLICT (flake, hash) DO UPDATE SET last_used = excluded.last_used, doomed = false`, flake.String(), p.Hash, at)
 	} else {
-		// The same content pushed again is marked used (unless doomed).
-		_, err = tx.Exec(ctx, `UPDATE path_use u SET last_used = greatest(u.last_used, $3) WHERE u.flake = $1 AND u.hash = $2 AND NOT u.doomed
-			AND EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = u.hash AND p.flake = u.flake AND p.nar_hash = $4 AND p.refs = $5)`,
-			flake.String(), p.Hash, at, p.NarHash, refs)
+		// The same content pushed again is marked used; a doomed record
+		// cannot be (the push fails: push it again once it is gone).
+		var doomed bool
+		err = tx.QueryRow(ctx, `WITH u AS (UPDATE path_use u SET last_used = greatest(u.last_used, $3) WHERE u.flake = $1 AND u.hash = $2 AND NOT u.doomed
+			AND EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = u.hash AND p.flake = u.flake AND p.nar_hash = $4 AND p.refs = $5) RETURNING 1)
+			SELECT EXISTS (SELECT 1 FROM path_use WHERE flake = $1 AND hash = $2 AND doomed) AND NOT EXISTS (SELECT 1 FROM u)`,
+			flake.String(), p.Hash, at, p.NarHash, refs).Scan(&doomed)
+		if err == nil && doomed {
+			err = fmt.Errorf("path %s is being collected: %w", p.Hash, index.ErrNotHeld)
+		}
 	}
 	if err != nil {
 		return err

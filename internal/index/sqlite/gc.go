@@ -41,7 +41,17 @@ func insertPath(ctx context.Context, tx *sql.Tx, flake nixname.Flake, p index.Pa
 	_, err = tx.ExecContext(ctx, `UPDATE path_use SET last_used = max(last_used, ?) WHERE flake = ? AND hash = ? AND doomed = 0
 		AND EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = path_use.hash AND p.flake = path_use.flake AND p.nar_hash = ? AND p.refs = ?)`,
 		at.UnixNano(), flake.String(), p.Hash, p.NarHash, refs)
-	return err
+	if err != nil {
+		return err
+	}
+	var doomed bool
+	if err := tx.QueryRowContext(ctx, `SELECT doomed FROM path_use WHERE flake = ? AND hash = ?`, flake.String(), p.Hash).Scan(&doomed); err != nil && !errors.Is(err, sql.ErrNoRows) {
+		return err
+	}
+	if doomed {
+		return fmt.Errorf("path %s is being collected: %w", p.Hash, index.ErrNotHeld)
+	}
+	return nil
 }
 
 // placeholders returns "?,?,…" for n parameters.
