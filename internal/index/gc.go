@@ -141,7 +141,8 @@ type Collectable interface {
 	// DoomLogs marks the flake's build logs uploaded before `before` as
 	// being deleted — GetLog and Owners no longer find them, ClaimLog and
 	// PutLog answer ErrBusy — and returns every log of the flake so
-	// marked, including those an interrupted collection marked.
+	// marked, including those an interrupted collection marked. A zero
+	// before marks none (lists those marked).
 	DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]Log, error)
 	// ForgetLogs removes the flake's doomed log records of drvs (their
 	// blobs deleted).

@@ -355,8 +355,10 @@ func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t
 func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
 	var out []index.Log
 	err := x.write(ctx, "doom logs of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
-		if _, err := tx.Exec(ctx, `UPDATE logs SET deleting = true WHERE flake = $1 AND NOT deleting AND created_at < $2`, flake.String(), before); err != nil {
-			return err
+		if !before.IsZero() {
+			if _, err := tx.Exec(ctx, `UPDATE logs SET deleting = true WHERE flake = $1 AND NOT deleting AND created_at < $2`, flake.String(), before); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.Query(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE flake = $1 AND deleting ORDER BY drv`, flake.String())
 		if err != nil {

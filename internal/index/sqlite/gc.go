@@ -532,8 +532,10 @@ func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t
 func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
 	var out []index.Log
 	err := x.write(ctx, "doom logs of "+flake.String(), func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, `UPDATE logs SET deleting = 1 WHERE flake = ? AND deleting = 0 AND created_at < ?`, flake.String(), before.UnixNano()); err != nil {
-			return err
+		if !before.IsZero() {
+			if _, err := tx.ExecContext(ctx, `UPDATE logs SET deleting = 1 WHERE flake = ? AND deleting = 0 AND created_at < ?`, flake.String(), before.UnixNano()); err != nil {
+				return err
+			}
 		}
 		rows, err := tx.QueryContext(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE flake = ? AND deleting = 1 ORDER BY drv`, flake.String())
 		if err != nil {
