@@ -45,8 +45,8 @@ type requestSeries struct {
 	duration prometheus.Observer
 }
 
-// maxKnownSeries bounds known: methods come from clients (anything
-// net/http accepts), so past it a series is looked up each time.
+// maxKnownSeries bounds known (kinds × methodLabel's methods × statuses
+// stay far below it; past it a series is looked up each time).
 const maxKnownSeries = 1024
 
 // series returns the request counter and duration histogram of a request.
@@ -206,6 +206,20 @@ func (r *recorder) Flush() {
 
 func (r *recorder) Unwrap() http.ResponseWriter { return r.ResponseWriter }
 
+// methodLabel is the method label of a request's series: HTTP's standard
+// methods as they are, any other "other". A client chooses the method
+// (net/http accepts any token), and every label value is a series kept
+// for the life of the process: a method per request would otherwise grow
+// the registry without bound (the access log keeps the real method).
+func methodLabel(m string) string {
+	switch m {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete,
+		http.MethodPatch, http.MethodOptions, http.MethodConnect, http.MethodTrace:
+		return m
+	}
+	return "other"
+}
+
 // observe records metrics and the access log line of a finished request.
 func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 	status := rw.status
@@ -217,7 +231,7 @@ func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 		kind = "none"
 	}
 	d := time.Since(rw.start)
-	c, h := s.metrics.series(kind, r.Method, status)
+	c, h := s.metrics.series(kind, methodLabel(r.Method), status)
 	c.Inc()
 	h.Observe(d.Seconds())
 	if !s.accessLog {
