@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -188,7 +189,11 @@ func mutateHeaders(h http.Header, opts []*corev3.HeaderValueOption) {
 			case !a.GetValue():
 				h.Set(k, v)
 			case present && len(h[k]) > 0:
-				h[k][len(h[k])-1] += "," + v
+				// A new slice: a handler may have set a value slice it
+				// shares with every response (cacheserver's header values).
+				vals := slices.Clone(h[k])
+				vals[len(vals)-1] += "," + v
+				h[k] = vals
 			default:
 				h.Add(k, v)
 			}

@@ -188,3 +188,37 @@ func TestResponseHeadersWhenHandlerWritesNothing(t *testing.T) {
 		t.Errorf("status %d, X-Audit %q: want 200 with the header", res.StatusCode, res.Header.Get("X-Audit"))
 	}
 }
+
+// TestAppendedHeaderLeavesTheHandlersValuesAlone: the cache server sets
+// some response header values as shared, never-modified slices (one per
+// process, for every narinfo and 404: cacheserver's headerNarInfoCache…).
+// A response_headers_to_add with the deprecated append=true joins its
+// value to the handler's: it must do so in a new slice, not in the
+// handler's, or every later response of the process carries the value
+// (once more per request) and requests race on it.
+func TestAppendedHeaderLeavesTheHandlersValuesAlone(t *testing.T) {
+	var resp authv3.CheckResponse
+	if err := protojson.Unmarshal([]byte(`{"okResponse":{"responseHeadersToAdd":[{"header":{"key":"cache-control","value":"private"},"append":true}]}}`), &resp); err != nil {
+		t.Fatal(err)
+	}
+	shared := []string{"public, max-age=3600"}
+	g := New(clientFunc(func(context.Context, *authv3.CheckRequest) (*authv3.CheckResponse, error) { return &resp, nil }), Options{})
+	srv := httptest.NewServer(g.Wrap(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header()["Cache-Control"] = shared
+		io.WriteString(w, "narinfo")
+	})))
+	defer srv.Close()
+	for range 3 {
+		res, err := srv.Client().Get(srv.URL + "/x")
+		if err != nil {
+			t.Fatal(err)
+		}
+		res.Body.Close()
+		if got := res.Header.Values("Cache-Control"); !reflect.DeepEqual(got, []string{"public, max-age=3600,private"}) {
+			t.Errorf("Cache-Control %q, want the handler's value with private appended once", got)
+		}
+	}
+	if !reflect.DeepEqual(shared, []string{"public, max-age=3600"}) {
+		t.Errorf("the handler's shared header value became %q", shared)
+	}
+}
