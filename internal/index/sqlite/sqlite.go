@@ -381,10 +381,14 @@ func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
 	}
 	defer conn.Close()
 	// PRAGMA synchronous cannot change inside a transaction: set it around.
-	if _, err := conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
-		return fmt.Errorf("claim nar %s: %w", n.File, err)
+	// SQLite applies the pragma when it compiles the statement, so an error
+	// (a request's context cancelled while it runs) does not say it was not
+	// applied: it is restored below whatever happened.
+	if _, err = conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
+		err = fmt.Errorf("claim nar %s: %w", n.File, err)
+	} else {
+		err = x.claimWith(ctx, conn, n)
 	}
-	err = x.claimWith(ctx, conn, n)
 	// Back to FULL before the connection serves another write, whatever
 	// happened; a connection that cannot be reset is discarded (a new one
 	// gets the DSN's synchronous=FULL).

@@ -418,3 +418,57 @@ func TestClaimNarLeavesWritesFull(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// doneAfter is a context that turns done at its nth look at Done or Err
+// (counting both), and stays done: a request whose client goes away at
+// any one step of a call.
+type doneAfter struct {
+	context.Context
+	mu     sync.Mutex
+	n      int
+	closed chan struct{}
+}
+
+func newDoneAfter(n int) *doneAfter {
+	c := make(chan struct{})
+	close(c)
+	return &doneAfter{Context: context.Background(), n: n, closed: c}
+}
+
+func (c *doneAfter) tick() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.n--
+	return c.n < 0
+}
+
+var openDone = make(chan struct{}) // never closed: not done yet
+
+func (c *doneAfter) Done() <-chan struct{} {
+	if c.tick() {
+		return c.closed
+	}
+	return openDone
+}
+
+func (c *doneAfter) Err() error {
+	if c.tick() {
+		return context.Canceled
+	}
+	return nil
+}
+
+// A claim whose request is cancelled at any point (the client went away)
+// must leave the writer connection at synchronous=FULL: SQLite applies
+// PRAGMA synchronous when it compiles it, so the NORMAL of a claim can be
+// in force although its statement returned an error; left so, every later
+// write (the narinfo a 201 answers) would commit without an fsync.
+func TestCancelledClaimNarLeavesWritesFull(t *testing.T) {
+	x := open(t, filepath.Join(t.TempDir(), "index.db"))
+	for n := range 40 {
+		err := x.ClaimNar(newDoneAfter(n), nar(n))
+		if got := synchronousOf(t, x); got != 2 {
+			t.Fatalf("synchronous after a claim cancelled at its context's look %d (%v) = %d, want 2 (FULL)", n, err, got)
+		}
+	}
+}
