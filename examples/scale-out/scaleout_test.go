@@ -357,4 +357,103 @@ func TestKubernetes(t *testing.T) {
 	if !ad.secretMounted(af["token-keys"], "token-keys") {
 		t.Errorf("authz -token-keys %s is not the token-keys secret's mount", af["token-keys"])
 	}
+
+	// The blob servers are ungated (-behind-envoy): a NetworkPolicy must let
+	// only Envoy reach their public port and only authz their internal one
+	// (the owners lookup says which flakes hold a path); authz's ports are
+	// Envoy's only.
+	if bf["behind-envoy"] != "true" {
+		t.Fatalf("blobserver is not -behind-envoy: %v", bf)
+	}
+	pols := networkPolicies(t, testutil.ReadFile(t, "kubernetes.yaml"))
+	for _, want := range []struct {
+		app  string
+		port int
+		from string
+	}{
+		{"blobserver", port(t, bf["listen"]), "envoy"},
+		{"blobserver", port(t, bf["internal-listen"]), "authz"},
+		{"authz", port(t, af["listen"]), "envoy"},
+		{"authz", port(t, af["http-listen"]), "envoy"},
+	} {
+		if got := allowedFrom(pols, want.app, want.port); !slices.Equal(got, []string{want.from}) {
+			t.Errorf("%s port %d is reachable from %q, want only app=%s (a NetworkPolicy)", want.app, want.port, got, want.from)
+		}
+	}
+}
+
+type k8sNetworkPolicy struct {
+	Kind string `json:"kind"`
+	Spec struct {
+		PodSelector k8sSelector `json:"podSelector"`
+		PolicyTypes []string    `json:"policyTypes"`
+		Ingress     []struct {
+			From []struct {
+				PodSelector       *k8sSelector `json:"podSelector"`
+				NamespaceSelector *k8sSelector `json:"namespaceSelector"`
+				IPBlock           any          `json:"ipBlock"`
+			} `json:"from"`
+			Ports []struct {
+				Port int `json:"port"`
+			} `json:"ports"`
+		} `json:"ingress"`
+	} `json:"spec"`
+}
+
+type k8sSelector struct {
+	MatchLabels map[string]string `json:"matchLabels"`
+}
+
+func networkPolicies(t *testing.T, file string) []k8sNetworkPolicy {
+	t.Helper()
+	var out []k8sNetworkPolicy
+	for i, doc := range strings.Split(file, "\n---\n") {
+		var p k8sNetworkPolicy
+		if err := yaml.Unmarshal([]byte(doc), &p); err != nil {
+			t.Fatalf("document %d: %v", i, err)
+		}
+		if p.Kind == "NetworkPolicy" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// allowedFrom lists who the policies selecting app's pods let reach port:
+// the app label of each allowed pod selector, "*" for a rule allowing any
+// source (no from, a namespace or IP block) or any port, and "*" alone
+// when no policy restricts the pods' ingress at all.
+func allowedFrom(pols []k8sNetworkPolicy, app string, port int) []string {
+	var out []string
+	selected := false
+	for _, p := range pols {
+		if p.Spec.PodSelector.MatchLabels["app"] != app || len(p.Spec.PodSelector.MatchLabels) != 1 ||
+			!slices.Contains(p.Spec.PolicyTypes, "Ingress") {
+			continue
+		}
+		selected = true
+		for _, r := range p.Spec.Ingress {
+			if len(r.Ports) > 0 && !slices.ContainsFunc(r.Ports, func(q struct {
+				Port int `json:"port"`
+			}) bool {
+				return q.Port == port
+			}) {
+				continue
+			}
+			if len(r.From) == 0 {
+				out = append(out, "*")
+			}
+			for _, f := range r.From {
+				if f.PodSelector == nil || f.NamespaceSelector != nil || f.IPBlock != nil || len(f.PodSelector.MatchLabels) == 0 {
+					out = append(out, "*")
+					continue
+				}
+				out = append(out, f.PodSelector.MatchLabels["app"])
+			}
+		}
+	}
+	if !selected {
+		return []string{"*"}
+	}
+	return out
 }
