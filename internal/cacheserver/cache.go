@@ -27,6 +27,12 @@ type hitCache struct {
 	narinfo *shardedLRU[index.Path]
 	nar     *shardedLRU[struct{}]
 	epoch   atomic.Int64
+	// addMu orders adds with clear: an add checks the epoch and adds
+	// under its read lock, clear moves the epoch on and purges under its
+	// write lock. Checked without it, an add whose lookup started before a
+	// clear could land after the clear had purged its shard, and the
+	// entry (a record the collection deleted) would outlive the clear.
+	addMu sync.RWMutex
 }
 
 // cacheShards is how many independently locked LRUs a lookup cache is
@@ -103,6 +109,8 @@ func (c *hitCache) now() int64 { return c.epoch.Load() }
 
 // clear drops every entry; lookups that started before are not added.
 func (c *hitCache) clear() {
+	c.addMu.Lock()
+	defer c.addMu.Unlock()
 	c.epoch.Add(1)
 	if c.narinfo != nil {
 		c.narinfo.Purge()
@@ -111,7 +119,12 @@ func (c *hitCache) clear() {
 }
 
 func (c *hitCache) addNarInfo(p index.Path, epoch int64) {
-	if c.narinfo != nil && c.epoch.Load() == epoch {
+	if c.narinfo == nil {
+		return
+	}
+	c.addMu.RLock()
+	defer c.addMu.RUnlock()
+	if c.epoch.Load() == epoch {
 		c.narinfo.Add(cacheKey{p.Flake, p.Hash}, p)
 	}
 }
@@ -125,7 +138,12 @@ func (c *hitCache) hasNar(f nixname.Flake, file string) bool {
 }
 
 func (c *hitCache) addNar(f nixname.Flake, file string, epoch int64) {
-	if c.nar != nil && c.epoch.Load() == epoch {
+	if c.nar == nil {
+		return
+	}
+	c.addMu.RLock()
+	defer c.addMu.RUnlock()
+	if c.epoch.Load() == epoch {
 		c.nar.Add(cacheKey{f, file}, struct{}{})
 	}
 }
