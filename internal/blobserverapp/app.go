@@ -218,6 +218,7 @@ func narRedirect(cfg Config) time.Duration {
 func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.KeySet, log *slog.Logger, reg *prometheus.Registry) cacheserver.Config {
 	return cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
+		Gated:      cfg.Authz != nil || cfg.ExtAuthz != "",
 		MaxNarSize: cfg.MaxNarSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
 		CacheEntries: cfg.LookupCacheEntries, MissTTL: cfg.MissCacheTTL,
 		NarRedirect:       narRedirect(cfg),

@@ -222,7 +222,7 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, req route.Req
 // (route.ReadableHeader; all without the header, on a server without a
 // gate). None is index.ErrNotFound.
 func (s *Server) unionOwners(r *http.Request, kind index.Kind, key string) ([]nixname.Flake, error) {
-	readable, err := readableFlakes(r)
+	readable, err := s.readableFlakes(r)
 	if err != nil {
 		return nil, err
 	}

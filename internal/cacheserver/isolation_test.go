@@ -239,3 +239,34 @@ func grepLines(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestGatedUnionReadNeedsReadableHeader: with a gate in the process
+// (Config.Gated), a union read the authorizer allowed without naming the
+// readable flakes fails closed — an error, logged — instead of being
+// served from every flake, as an ungated server (behind Envoy) serves it.
+// Our authz always names them; this guards against one that does not.
+func TestGatedUnionReadNeedsReadableHeader(t *testing.T) {
+	p := makePath(t, "gated-union", nixname.CompressionXZ)
+	readable := http.Header{http.CanonicalHeaderKey(route.ReadableHeader): {"omnicorp/app"}}
+	for _, gated := range []bool{true, false} {
+		ts := newTestServer(t, "", nil, func(c *Config) { c.Gated = gated })
+		ts.push(t, "omnicorp/app", p)
+		for _, url := range []string{ts.URL + "/" + p.Hash + ".narinfo", ts.URL + "/nar/" + p.FileName} {
+			for _, method := range []string{"GET", "HEAD"} {
+				if a := exchange(t, method, url, nil, readable); a.Status != 200 {
+					t.Errorf("gated=%v, %s %s naming the readable flake: %d", gated, method, url, a.Status)
+				}
+				a := exchange(t, method, url, nil, nil)
+				switch {
+				case gated && a.Status != http.StatusInternalServerError:
+					t.Errorf("gated, %s %s without the readable header: %d, want 500 (fail closed)", method, url, a.Status)
+				case !gated && a.Status != 200:
+					t.Errorf("ungated, %s %s without the header: %d, want 200 (every flake)", method, url, a.Status)
+				}
+			}
+		}
+		if got := strings.Contains(ts.Log.String(), "authorizer names no readable flake"); got != gated {
+			t.Errorf("gated=%v: refusal logged %v", gated, got)
+		}
+	}
+}

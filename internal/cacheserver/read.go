@@ -124,11 +124,17 @@ func (s *Server) flakePath(r *http.Request, flake nixname.Flake, hash string) (i
 
 // readableFlakes returns the flakes a union read may be served from: those
 // authz named in route.ReadableHeader (the owners the caller may read), or
-// nil for every flake when the header is absent (a server without a gate,
-// which authorizes nothing anyway).
-func readableFlakes(r *http.Request) ([]nixname.Flake, error) {
+// nil for every flake when the header is absent on a server without a gate
+// of its own (behind Envoy, whose authz names them too, or ungated). With
+// a gate here, the header's absence is an error: the gate strips a
+// client's copy and authz adds it to every union read it allows, so an
+// allowed union read without it is a broken authorizer, and fails closed.
+func (s *Server) readableFlakes(r *http.Request) ([]nixname.Flake, error) {
 	vals := r.Header.Values(route.ReadableHeader)
 	if len(vals) == 0 {
+		if s.gated {
+			return nil, fmt.Errorf("union read allowed without the %s header: the authorizer names no readable flake", route.ReadableHeader)
+		}
 		return nil, nil
 	}
 	flakes, err := route.ParseFlakes(strings.Join(vals, " "))
@@ -145,7 +151,7 @@ func readableFlakes(r *http.Request) ([]nixname.Flake, error) {
 // picked silently over another's — and the conflict is logged and counted.
 // Reading a flake's own URL always serves that flake's record.
 func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
-	flakes, err := readableFlakes(r)
+	flakes, err := s.readableFlakes(r)
 	if err != nil {
 		return index.Path{}, err
 	}
@@ -274,7 +280,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 	flakes := []nixname.Flake{req.Flake}
 	if req.Flake.IsZero() {
 		var err error
-		if flakes, err = readableFlakes(r); err != nil {
+		if flakes, err = s.readableFlakes(r); err != nil {
 			return err
 		}
 		if flakes == nil {

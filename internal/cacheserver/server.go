@@ -71,6 +71,13 @@ type Config struct {
 	// through another server sharing the index stays unseen here (one added
 	// through this server is seen at once). 0: misses are not cached.
 	MissTTL time.Duration
+	// Gated says a gate in this process checks every request (the
+	// embedded gate or the single-host process): an allowed union read
+	// then always carries route.ReadableHeader, and one without it is
+	// answered 503 (a broken authorizer), never from every flake. Behind
+	// Envoy, or with no authorization at all, the header's absence means
+	// every flake.
+	Gated bool
 	// NarRedirect, when positive, answers an allowed NAR GET or HEAD with
 	// 307 to a URL of the blob store valid this long (Blob must implement
 	// blob.Presigner: S3) instead of the bytes; the same lookups decide
@@ -100,6 +107,7 @@ type Server struct {
 	keys      *nixcache.KeySet
 	log       *slog.Logger
 	accessLog bool
+	gated     bool
 	maxNar    int64
 	maxInfo   int64
 	cacheInfo []byte
@@ -127,7 +135,7 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog,
+		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog, gated: cfg.Gated,
 		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
 		misses: newMissCache(cfg.CacheEntries, cfg.MissTTL),
 		reads:  newReadTracker(cfg.ReadTouchInterval), readFlush: cfg.ReadFlushInterval, genPoll: cfg.GenerationPoll,
