@@ -43,25 +43,25 @@ type fileSpec struct {
 }
 
 var fileSpecs = map[route.Kind]fileSpec{
-	route.KindListing: {index.KindListing, nixcache.MaxListingSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindListing: {nixname.KindListing, nixcache.MaxListingSize, func(data []byte, req route.Request) (string, string, error) {
 		// Nix uploads the listing before the NAR and the narinfo
 		// (BinaryCacheStore::uploadData), so the narinfo cannot be asked
 		// for here: the listing is served once the flake has it.
 		return req.Hash, "", nixcache.CheckListing(data)
 	}},
-	route.KindDebugInfo: {index.KindDebugInfo, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindDebugInfo: {nixname.KindDebugInfo, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
 		// Uploaded before its NAR, too: served once the flake owns it.
 		file, err := nixcache.CheckDebugInfo(data, req.Hash)
 		return file, "", err
 	}},
-	route.KindRealisation: {index.KindRealisation, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindRealisation: {nixname.KindRealisation, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
 		out, err := nixcache.CheckRealisation(data, req.Hash)
 		if err != nil {
 			return "", "", err
 		}
 		return out[:nixname.StoreHashLen], out, nil
 	}},
-	route.KindBuildTrace: {index.KindBuildTrace, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindBuildTrace: {nixname.KindBuildTrace, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
 		out, err := nixcache.CheckBuildTrace(data)
 		if err != nil {
 			return "", "", err
@@ -286,13 +286,13 @@ func (s *Server) unionFile(r *http.Request, kind index.Kind, key string) (index.
 // listing (its encoding may differ).
 func (s *Server) fileContent(r *http.Request, f index.File) (string, error) {
 	switch f.Kind {
-	case index.KindDebugInfo:
+	case nixname.KindDebugInfo:
 		n, err := s.idx.GetNar(r.Context(), f.Flake, f.Needs)
 		if err != nil {
 			return "", fmt.Errorf("NAR %s of debug info %s of %s: %w", f.Needs, f.Key, f.Flake, err)
 		}
 		return n.NarHash, nil
-	case index.KindListing:
+	case nixname.KindListing:
 		plain, err := nixcache.Decode(f.Encoding, f.Data, nixcache.MaxListingSize)
 		if err != nil {
 			return "", fmt.Errorf("decode listing %s of %s: %w", f.Key, f.Flake, err)

@@ -142,7 +142,7 @@ func TestUploadOfNarBeingCollected(t *testing.T) {
 	if st != http.StatusServiceUnavailable || h.Get("Retry-After") == "" || !strings.Contains(body, "garbage collection") {
 		t.Fatalf("PUT of a NAR being collected: %d %q %v, want 503 with Retry-After", st, body, h)
 	}
-	if o, _ := ts.idx.Owners(ctx, index.KindNar, p.FileName); len(o) != 0 {
+	if o, _ := ts.idx.Owners(ctx, nixname.KindNar, p.FileName); len(o) != 0 {
 		t.Fatalf("a refused upload recorded an owner: %v", o)
 	}
 	if err := ts.blob.Delete(ctx, "nar/"+p.FileName); err != nil {

@@ -112,7 +112,7 @@ func (s *Server) closure(w http.ResponseWriter, r *http.Request) {
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
 	defer cancel()
-	if _, err := s.idx.Owners(ctx, index.KindNarInfo, strings.Repeat("0", 32)); err != nil {
+	if _, err := s.idx.Owners(ctx, nixname.KindNarInfo, strings.Repeat("0", 32)); err != nil {
 		s.log.ErrorContext(ctx, "health check: index", "err", err)
 		s.fail(w, http.StatusServiceUnavailable, "index unavailable")
 		return

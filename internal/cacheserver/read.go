@@ -300,7 +300,7 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 		s.hits.addNar(flakes[0], req.File, epoch)
 		return nil
 	}
-	owners, err := s.idx.Owners(r.Context(), index.KindNar, req.File)
+	owners, err := s.idx.Owners(r.Context(), nixname.KindNar, req.File)
 	if err != nil {
 		return err
 	}
@@ -319,7 +319,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	if req.Flake.IsZero() {
 		// The union view serves the first readable flake's log.
 		var owners []nixname.Flake
-		if owners, err = s.unionOwners(r, index.KindLog, req.Hash); err == nil {
+		if owners, err = s.unionOwners(r, nixname.KindLog, req.Hash); err == nil {
 			l, err = s.idx.GetLog(r.Context(), owners[0], req.Hash)
 		}
 	} else {

@@ -265,7 +265,7 @@ func TestConcurrentPushers(t *testing.T) {
 			}
 		}
 		for _, p := range base {
-			owners, err := ts.idx.Owners(context.Background(), index.KindNarInfo, p.Hash)
+			owners, err := ts.idx.Owners(context.Background(), nixname.KindNarInfo, p.Hash)
 			if err != nil || !slices.Equal(owners, []nixname.Flake{{Org: "omnicorp", Name: "a"}, {Org: "omnicorp", Name: "b"}}) {
 				t.Fatalf("owners of base %s: %v %v", p.Base, owners, err)
 			}

@@ -285,7 +285,7 @@ func TestSharedNarSurvivesUntilBothRelease(t *testing.T) {
 		w.want(flakeA, 1)
 		w.want(flakeB, 1, 0)
 		w.wantStored(1, 0)
-		if o, _ := w.idx.Owners(ctx(t), index.KindNar, narFile(0)); !slices.Equal(o, []nixname.Flake{flakeB}) {
+		if o, _ := w.idx.Owners(ctx(t), nixname.KindNar, narFile(0)); !slices.Equal(o, []nixname.Flake{flakeB}) {
 			t.Errorf("owners of the shared NAR = %v, want only %v", o, flakeB)
 		}
 		r := keepFor(30 * day)
@@ -307,7 +307,7 @@ func (w *world) snapshot(flakes []nixname.Flake, n int) string {
 		}
 	}
 	for i := range n {
-		o, _ := w.idx.Owners(ctx(w.t), index.KindNar, narFile(i))
+		o, _ := w.idx.Owners(ctx(w.t), nixname.KindNar, narFile(i))
 		_, err := w.idx.GetNar(ctx(w.t), nixname.Flake{}, narFile(i))
 		fmt.Fprintf(&b, "nar %d owners %v record %v stored %v\n", i, o, err == nil, w.stored(i))
 	}
@@ -385,7 +385,7 @@ func TestGracePeriod(t *testing.T) {
 		}
 		w.collect(Options{Retention: DefaultRetention(), OverrideKeepFor: true, OlderThan: 0})
 		w.want(flakeA, 2, 0)
-		if o, _ := w.idx.Owners(ctx(t), index.KindNar, narFile(2)); len(o) != 1 {
+		if o, _ := w.idx.Owners(ctx(t), nixname.KindNar, narFile(2)); len(o) != 1 {
 			t.Errorf("a NAR uploaded within the grace period lost its owner: %v", o)
 		}
 	})
@@ -413,10 +413,10 @@ func TestOneCollectionAtATime(t *testing.T) {
 func (w *world) files(flake nixname.Flake, i int, age time.Duration) []index.File {
 	w.t.Helper()
 	fs := []index.File{
-		{Kind: index.KindListing, Key: hash(i), Needs: hash(i)},
-		{Kind: index.KindDebugInfo, Key: fmt.Sprintf("%040x", i+1), Needs: narFile(i)},
-		{Kind: index.KindRealisation, Key: fmt.Sprintf("sha256:%064x!out", i+1), Needs: hash(i)},
-		{Kind: index.KindBuildTrace, Key: fmt.Sprint(hash(i+100), "-p.drv/out"), Needs: hash(i)},
+		{Kind: nixname.KindListing, Key: hash(i), Needs: hash(i)},
+		{Kind: nixname.KindDebugInfo, Key: fmt.Sprintf("%040x", i+1), Needs: narFile(i)},
+		{Kind: nixname.KindRealisation, Key: fmt.Sprintf("sha256:%064x!out", i+1), Needs: hash(i)},
+		{Kind: nixname.KindBuildTrace, Key: fmt.Sprint(hash(i+100), "-p.drv/out"), Needs: hash(i)},
 	}
 	for k := range fs {
 		fs[k].Data, fs[k].CreatedAt = fmt.Appendf(nil, `{"flake":%q,"i":%d}`, flake, i), now.Add(-age)
@@ -477,7 +477,7 @@ func TestFilesGoWithTheirPaths(t *testing.T) {
 		if got := w.served(flakeA, gone); !slices.Equal(got, none) {
 			t.Errorf("after path 0 was pushed again A serves %v of its old files; want none (removed)", got)
 		}
-		fresh := index.File{Kind: index.KindRealisation, Key: gone[2].Key, Needs: hash(0), Data: []byte(`{"new":1}`)}
+		fresh := index.File{Kind: nixname.KindRealisation, Key: gone[2].Key, Needs: hash(0), Data: []byte(`{"new":1}`)}
 		if err := w.idx.PutFile(ctx(t), flakeA, fresh); err != nil {
 			t.Fatal(err)
 		}

@@ -87,17 +87,6 @@ type PathsGetter interface {
 // one spelling, with IsFile and KeepsFirst).
 type Kind = nixname.Kind
 
-// The kinds, as nixname spells and documents them.
-const (
-	KindNarInfo     = nixname.KindNarInfo
-	KindNar         = nixname.KindNar
-	KindLog         = nixname.KindLog
-	KindListing     = nixname.KindListing
-	KindDebugInfo   = nixname.KindDebugInfo
-	KindRealisation = nixname.KindRealisation
-	KindBuildTrace  = nixname.KindBuildTrace
-)
-
 // File is one flake's copy of a small JSON file Nix keeps beside narinfos:
 // a NAR listing, a debug info link, a realisation or a build trace entry.
 // Each flake has its own, as it has its own narinfos, and a file is
@@ -149,8 +138,8 @@ type Index interface {
 	MissingPaths(ctx context.Context, flake nixname.Flake, hashes []string) ([]string, error)
 
 	// Owners lists the flakes owning an object, sorted: kind is
-	// KindNarInfo (hash = store hash), KindNar (hash = NAR file name),
-	// KindLog (derivation file name) or a File kind (its key; only flakes
+	// nixname.KindNarInfo (hash = store hash), nixname.KindNar (hash = NAR file name),
+	// nixname.KindLog (derivation file name) or a File kind (its key; only flakes
 	// that own what the file needs); other kinds are an error. Nobody
 	// owning it is not an error.
 	Owners(ctx context.Context, kind Kind, hash string) ([]nixname.Flake, error)

@@ -81,15 +81,15 @@ func CreatedAt(t time.Time) time.Time {
 
 // OwnersQuery is the query listing the owners of an object of kind, sorted,
 // with placeholder ("?", "$1") standing for the object's key: the store hash
-// for KindNarInfo, the NAR file name for KindNar. Other kinds have no
+// for nixname.KindNarInfo, the NAR file name for nixname.KindNar. Other kinds have no
 // owners.
 func OwnersQuery(kind Kind, placeholder string) (string, error) {
 	switch {
-	case kind == KindNarInfo:
+	case kind == nixname.KindNarInfo:
 		return `SELECT flake FROM flake_paths WHERE hash = ` + placeholder + ` ORDER BY flake`, nil
-	case kind == KindNar:
+	case kind == nixname.KindNar:
 		return `SELECT flake FROM nar_owners WHERE file = ` + placeholder + ` ORDER BY flake`, nil
-	case kind == KindLog:
+	case kind == nixname.KindLog:
 		return `SELECT flake FROM logs WHERE drv = ` + placeholder + ` AND NOT deleting ORDER BY flake`, nil
 	case kind.IsFile():
 		return `SELECT f.flake FROM flake_files f WHERE f.kind = '` + string(kind) + `' AND f.key = ` + placeholder +
@@ -104,7 +104,7 @@ func OwnersQuery(kind Kind, placeholder string) (string, error) {
 // info link, the store path's narinfo for the other kinds. GetFile and
 // Owners of both implementations use it, so a file is served exactly when
 // it is listed as owned.
-const FileServable = `(CASE WHEN f.kind = '` + string(KindDebugInfo) + `'
+const FileServable = `(CASE WHEN f.kind = '` + string(nixname.KindDebugInfo) + `'
 	THEN EXISTS (SELECT 1 FROM nar_owners o WHERE o.file = f.needs AND o.flake = f.flake)
 	ELSE EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = f.needs AND p.flake = f.flake) END)`
 

@@ -72,9 +72,9 @@ func TestOwnersQuery(t *testing.T) {
 		placeholder string
 		want        string
 	}{
-		{KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
-		{KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
-		{KindLog, "?", `SELECT flake FROM logs WHERE drv = ? AND NOT deleting ORDER BY flake`},
+		{nixname.KindNarInfo, "?", `SELECT flake FROM flake_paths WHERE hash = ? ORDER BY flake`},
+		{nixname.KindNar, "$1", `SELECT flake FROM nar_owners WHERE file = $1 ORDER BY flake`},
+		{nixname.KindLog, "?", `SELECT flake FROM logs WHERE drv = ? AND NOT deleting ORDER BY flake`},
 		{"cache-info", "?", ""},
 		{"token", "?", ""},
 		{"", "?", ""},
@@ -98,7 +98,7 @@ func TestOwnersQuery(t *testing.T) {
 // A file kind's owners are the flakes holding a file of it whose needs
 // they own: the one condition of both backends (FileServable).
 func TestOwnersQueryOfFiles(t *testing.T) {
-	for _, k := range []Kind{KindListing, KindDebugInfo, KindRealisation, KindBuildTrace} {
+	for _, k := range []Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
 		got, err := OwnersQuery(k, "$1")
 		if err != nil || !strings.Contains(got, "f.kind = '"+string(k)+"' AND f.key = $1") || !strings.Contains(got, FileServable) {
 			t.Errorf("OwnersQuery(%q) = %q, %v", k, got, err)

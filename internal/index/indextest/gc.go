@@ -275,7 +275,7 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("ReleaseNars = %v, want %v", got, want)
 	}
-	if o, _ := x.Owners(ctx, index.KindNar, NarFile(1)); !slices.Equal(o, []nixname.Flake{flakeB}) {
+	if o, _ := x.Owners(ctx, nixname.KindNar, NarFile(1)); !slices.Equal(o, []nixname.Flake{flakeB}) {
 		t.Errorf("owners of the shared NAR = %v, want flake B still", o)
 	}
 	// NAR 1 is still owned by B, NAR 3 is recent: only NAR 2 is doomed.
@@ -291,7 +291,7 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if err := c.ClaimNar(ctx, nar(2)); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("ClaimNar of a doomed NAR: %v, want ErrBusy", err)
 	}
-	if o, _ := x.Owners(ctx, index.KindNar, NarFile(2)); len(o) != 0 {
+	if o, _ := x.Owners(ctx, nixname.KindNar, NarFile(2)); len(o) != 0 {
 		t.Errorf("a refused PutNar recorded an owner: %v", o)
 	}
 	// A doomed record is listed again until forgotten (an interrupted
@@ -417,12 +417,12 @@ func testDropFiles(t *testing.T, x index.Index) {
 		return f
 	}
 	var goes, stays []index.File
-	for _, kind := range []index.Kind{index.KindListing, index.KindDebugInfo, index.KindRealisation, index.KindBuildTrace} {
+	for _, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
 		goes = append(goes, put(flakeA, kind, 1, old))
 		stays = append(stays, put(flakeA, kind, 2, old), put(flakeB, kind, 1, old))
 	}
-	late := put(flakeA, index.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
-	stale := put(flakeA, index.KindListing, 4, old)                    // path 4 never pushed
+	late := put(flakeA, nixname.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
+	stale := put(flakeA, nixname.KindListing, 4, old)                    // path 4 never pushed
 	// Flake A loses path 1 and NAR 1.
 	if _, err := deletePaths(t, c, flakeA, []string{Hash(1)}, cutoff); err != nil {
 		t.Fatal(err)
@@ -444,7 +444,7 @@ func testDropFiles(t *testing.T, x index.Index) {
 			t.Errorf("%s %s of %v after DropFiles and a new push: %q, %v; want ErrNotFound", f.Kind, f.Key, flakeA, got.Data, err)
 		}
 	}
-	fresh := file(index.KindRealisation, 1, `{"new":1}`)
+	fresh := file(nixname.KindRealisation, 1, `{"new":1}`)
 	must(t, x.PutFile(ctx, flakeA, fresh))
 	if got, err := x.GetFile(ctx, flakeA, fresh.Kind, fresh.Key); err != nil || string(got.Data) != `{"new":1}` {
 		t.Errorf("a new realisation after the old one was dropped: %q, %v", got.Data, err)
@@ -482,7 +482,7 @@ func testDoomLogs(t *testing.T, x index.Index) {
 	if _, err := x.GetLog(ctx, flakeA, drv); !errors.Is(err, index.ErrNotFound) {
 		t.Errorf("GetLog of a doomed log: %v; want ErrNotFound", err)
 	}
-	if o, err := x.Owners(ctx, index.KindLog, drv); err != nil || !slices.Equal(o, []nixname.Flake{flakeB}) {
+	if o, err := x.Owners(ctx, nixname.KindLog, drv); err != nil || !slices.Equal(o, []nixname.Flake{flakeB}) {
 		t.Errorf("Owners of a log doomed in A = %v, %v; want [%v]", o, err, flakeB)
 	}
 	if err := x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}); !errors.Is(err, index.ErrBusy) {

@@ -167,7 +167,7 @@ func RunShared(t *testing.T, newPair func(t *testing.T) (index.Index, index.Inde
 		if ps, err := a.PathsOf(ctx, Hash(1), nil); err != nil || len(ps) != 2 {
 			t.Fatalf("PathsOf via a = %v, %v; want both flakes' records", ps, err)
 		}
-		if got, err := a.Owners(ctx, index.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
+		if got, err := a.Owners(ctx, nixname.KindNarInfo, Hash(1)); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("Owners via a = %v, %v; want both flakes", got, err)
 		}
 	})
@@ -225,7 +225,7 @@ func testNarOwnership(t *testing.T, x index.Index) {
 	if got.FileSize != n.FileSize || got.NarHash != n.NarHash {
 		t.Errorf("second PutNar replaced the first content: %+v", got)
 	}
-	if o, err := x.Owners(ctx, index.KindNar, n.File); err != nil || !slices.Equal(o, []nixname.Flake{flakeA, flakeB}) {
+	if o, err := x.Owners(ctx, nixname.KindNar, n.File); err != nil || !slices.Equal(o, []nixname.Flake{flakeA, flakeB}) {
 		t.Errorf("Owners = %v, %v; want [%v %v]", o, err, flakeA, flakeB)
 	}
 	// A zero CreatedAt is filled in with about now.
@@ -570,14 +570,14 @@ func testOwners(t *testing.T, x index.Index) {
 		hash string
 		want []nixname.Flake
 	}{
-		{"path: sorted, deduplicated", index.KindNarInfo, Hash(1), all},
-		{"nar: sorted, deduplicated", index.KindNar, NarFile(1), all},
-		{"path with one owner", index.KindNarInfo, Hash(2), []nixname.Flake{flakeC}},
-		{"nar with one owner", index.KindNar, NarFile(2), []nixname.Flake{flakeB}},
-		{"kinds are separate: hash as a nar", index.KindNar, Hash(1), nil},
-		{"kinds are separate: file as a path", index.KindNarInfo, NarFile(1), nil},
-		{"absent path", index.KindNarInfo, Hash(3), nil},
-		{"absent nar", index.KindNar, NarFile(3), nil},
+		{"path: sorted, deduplicated", nixname.KindNarInfo, Hash(1), all},
+		{"nar: sorted, deduplicated", nixname.KindNar, NarFile(1), all},
+		{"path with one owner", nixname.KindNarInfo, Hash(2), []nixname.Flake{flakeC}},
+		{"nar with one owner", nixname.KindNar, NarFile(2), []nixname.Flake{flakeB}},
+		{"kinds are separate: hash as a nar", nixname.KindNar, Hash(1), nil},
+		{"kinds are separate: file as a path", nixname.KindNarInfo, NarFile(1), nil},
+		{"absent path", nixname.KindNarInfo, Hash(3), nil},
+		{"absent nar", nixname.KindNar, NarFile(3), nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -626,7 +626,7 @@ func testLogs(t *testing.T, x index.Index) {
 			t.Errorf("GetLog(%v, %s) = %+v, %v; want %+v", c.flake, c.drv, got, err, c.want)
 		}
 	}
-	if got, err := x.Owners(ctx, index.KindLog, drv); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
+	if got, err := x.Owners(ctx, nixname.KindLog, drv); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
 		t.Errorf("Owners(log) = %v, %v; want both flakes", got, err)
 	}
 }
@@ -635,11 +635,11 @@ func testLogs(t *testing.T, x index.Index) {
 func file(kind index.Kind, i int, data string) index.File {
 	f := index.File{Kind: kind, Key: Hash(i), Needs: Hash(i), Data: []byte(data), Encoding: "zstd"}
 	switch kind {
-	case index.KindDebugInfo:
+	case nixname.KindDebugInfo:
 		f.Key, f.Needs = fmt.Sprintf("%040x", i), NarFile(i)
-	case index.KindRealisation:
+	case nixname.KindRealisation:
 		f.Key = fmt.Sprintf("sha256:%064x!out", i)
-	case index.KindBuildTrace:
+	case nixname.KindBuildTrace:
 		f.Key = Hash(i+100) + "-x.drv/out"
 	}
 	return f
@@ -649,7 +649,7 @@ func file(kind index.Kind, i int, data string) index.File {
 // what they need, replaced or kept first by kind.
 func testFiles(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	for i, kind := range []index.Kind{index.KindListing, index.KindDebugInfo, index.KindRealisation, index.KindBuildTrace} {
+	for i, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
 		i := 10 * (i + 1) // each kind its own objects
 		t.Run(string(kind), func(t *testing.T) {
 			f := file(kind, i, `{"a":1}`)
@@ -708,9 +708,9 @@ func testFiles(t *testing.T, x index.Index) {
 		name string
 		err  error
 	}{
-		{"PutFile without flake", x.PutFile(ctx, nixname.Flake{}, file(index.KindListing, 9, "{}"))},
-		{"PutFile of a narinfo", x.PutFile(ctx, flakeA, index.File{Kind: index.KindNarInfo, Key: Hash(9), Needs: Hash(9), Data: []byte("x")})},
-		{"PutFile without needs", x.PutFile(ctx, flakeA, index.File{Kind: index.KindListing, Key: Hash(9), Data: []byte("x")})},
+		{"PutFile without flake", x.PutFile(ctx, nixname.Flake{}, file(nixname.KindListing, 9, "{}"))},
+		{"PutFile of a narinfo", x.PutFile(ctx, flakeA, index.File{Kind: nixname.KindNarInfo, Key: Hash(9), Needs: Hash(9), Data: []byte("x")})},
+		{"PutFile without needs", x.PutFile(ctx, flakeA, index.File{Kind: nixname.KindListing, Key: Hash(9), Data: []byte("x")})},
 		{"PutLog without blob key", x.PutLog(ctx, flakeA, index.Log{Drv: Hash(9) + "-x.drv"})},
 	}
 	for _, c := range bad {
@@ -718,7 +718,7 @@ func testFiles(t *testing.T, x index.Index) {
 			t.Errorf("%s: accepted", c.name)
 		}
 	}
-	if _, err := x.GetFile(ctx, nixname.Flake{}, index.KindListing, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
+	if _, err := x.GetFile(ctx, nixname.Flake{}, nixname.KindListing, Hash(1)); err == nil || errors.Is(err, index.ErrNotFound) {
 		t.Errorf("GetFile without flake: %v; want an error other than ErrNotFound", err)
 	}
 }
@@ -874,9 +874,9 @@ func testConcurrent(t *testing.T, xs []index.Index) {
 		for i, fs := range owners {
 			want := slices.Clone(fs)
 			slices.SortFunc(want, func(a, b nixname.Flake) int { return cmp.Compare(a.String(), b.String()) })
-			for _, kind := range []index.Kind{index.KindNarInfo, index.KindNar} {
+			for _, kind := range []index.Kind{nixname.KindNarInfo, nixname.KindNar} {
 				key := Hash(i)
-				if kind == index.KindNar {
+				if kind == nixname.KindNar {
 					key = NarFile(i)
 				}
 				got, err := x.Owners(ctx, kind, key)
@@ -963,10 +963,10 @@ func CheckMigrated(t *testing.T, x index.Index) {
 			}
 		}
 	}
-	if o, err := x.Owners(ctx, index.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeA}) {
+	if o, err := x.Owners(ctx, nixname.KindNarInfo, Hash(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeA}) {
 		t.Errorf("after migration Owners(path 2) = %v, %v; want [%v]", o, err, flakeA)
 	}
-	if o, err := x.Owners(ctx, index.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
+	if o, err := x.Owners(ctx, nixname.KindNar, NarFile(2)); err != nil || !slices.Equal(o, []nixname.Flake{flakeC, flakeA}) {
 		t.Errorf("after migration Owners(nar 2) = %v, %v; NAR ownership must stay", o, err)
 	}
 	// Migrated rows count as used when they were created.

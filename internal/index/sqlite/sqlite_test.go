@@ -104,7 +104,7 @@ func TestOwnership(t *testing.T) {
 		})
 	}
 
-	owners, err := x.Owners(ctx, index.KindNarInfo, h1)
+	owners, err := x.Owners(ctx, nixname.KindNarInfo, h1)
 	if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA}) {
 		t.Fatalf("owners %v %v", owners, err)
 	}
@@ -118,13 +118,13 @@ func TestOwnership(t *testing.T) {
 	for _, k := range []struct {
 		kind index.Kind
 		key  string
-	}{{index.KindNarInfo, h1}, {index.KindNar, nar(1).File}} {
+	}{{nixname.KindNarInfo, h1}, {nixname.KindNar, nar(1).File}} {
 		owners, err := x.Owners(ctx, k.kind, k.key)
 		if err != nil || !slices.Equal(owners, []nixname.Flake{flakeA, flakeB}) {
 			t.Fatalf("owners of %s: %v %v", k.kind, owners, err)
 		}
 	}
-	owners, err = x.Owners(ctx, index.KindNar, "nothing.nar")
+	owners, err = x.Owners(ctx, nixname.KindNar, "nothing.nar")
 	if err != nil || owners == nil || len(owners) != 0 {
 		t.Fatalf("owners of absent: %#v %v (want empty, non-nil)", owners, err)
 	}
