@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/gzip"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -24,30 +23,7 @@ var rawClient = &http.Client{Transport: &http.Transport{DisableCompression: true
 // fileExchange is exchange without the transport's own Accept-Encoding.
 func fileExchange(t *testing.T, method, url string, body []byte, header http.Header) answer {
 	t.Helper()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for k, vs := range header {
-		req.Header[k] = vs
-	}
-	resp, err := rawClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(resp.Body)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Header.Del("Date")
-	var hb strings.Builder
-	resp.Header.Write(&hb)
-	return answer{resp.StatusCode, hb.String(), string(b)}
+	return exchangeWith(t, rawClient, method, url, body, header)
 }
 
 func hdr(kv ...string) http.Header {

@@ -23,6 +23,13 @@ type answer struct {
 
 func exchange(t *testing.T, method, url string, body []byte, header http.Header) answer {
 	t.Helper()
+	return exchangeWith(t, http.DefaultClient, method, url, body, header)
+}
+
+// exchangeWith sends one request with client and returns the whole answer
+// (status, every header but Date, body).
+func exchangeWith(t *testing.T, client *http.Client, method, url string, body []byte, header http.Header) answer {
+	t.Helper()
 	var rd io.Reader
 	if body != nil {
 		rd = bytes.NewReader(body)
@@ -34,7 +41,7 @@ func exchange(t *testing.T, method, url string, body []byte, header http.Header)
 	for k, vs := range header {
 		req.Header[k] = vs
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
