@@ -108,6 +108,17 @@ const FileServable = `(CASE WHEN f.kind = '` + string(nixname.KindDebugInfo) + `
 	THEN EXISTS (SELECT 1 FROM nar_owners o WHERE o.file = f.needs AND o.flake = f.flake)
 	ELSE EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = f.needs AND p.flake = f.flake) END)`
 
+// FileConflict is the ON CONFLICT action of both backends' insert of a
+// flake_files row (same SQL in SQLite and PostgreSQL): a later upload
+// replaces the flake's file, except for kinds that keep the first
+// (Kind.KeepsFirst).
+func FileConflict(kind Kind) string {
+	if kind.KeepsFirst() {
+		return `DO NOTHING`
+	}
+	return `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
+}
+
 // CheckFile accepts the arguments of a PutFile call: a valid flake, a File
 // kind, a key and what the file needs.
 func CheckFile(flake nixname.Flake, f File) error {

@@ -535,10 +535,7 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	if err := index.CheckFile(flake, f); err != nil {
 		return err
 	}
-	conflict := `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
-	if f.Kind.KeepsFirst() {
-		conflict = `DO NOTHING`
-	}
+	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(ctx context.Context, tx pgx.Tx) error {
 		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)

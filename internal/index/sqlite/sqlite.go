@@ -694,10 +694,7 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	if err := index.CheckFile(flake, f); err != nil {
 		return err
 	}
-	conflict := `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
-	if f.Kind.KeepsFirst() {
-		conflict = `DO NOTHING`
-	}
+	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(tx *sql.Tx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)
