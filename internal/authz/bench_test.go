@@ -20,17 +20,25 @@ import (
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
+// githubVerifier is a real verifier trusting one GitHub Actions issuer,
+// whose tokens iss mints.
+func githubVerifier(t testing.TB) (iss *identitytest.Issuer, v *identity.MultiVerifier) {
+	t.Helper()
+	iss = identitytest.NewIssuer(t)
+	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
+	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	return iss, v
+}
+
 // benchChecker is a Checker with a real verifier (one GitHub Actions
 // issuer), the test policy and owners, the decision log written (JSON,
 // discarded), and a token of omnicorp/app's CI on main.
 func benchChecker(b *testing.B, owners staticOwners) (*Checker, string) {
-	iss := identitytest.NewIssuer(b)
-	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
-	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(v.Close)
+	iss, v := githubVerifier(b)
 	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
 	return &Checker{
 		Verifier: v,

@@ -9,7 +9,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/flakegate/flakegate/internal/authz/authztest"
-	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 	"github.com/flakegate/flakegate/internal/policy"
 )
@@ -20,13 +19,7 @@ import (
 // token), the flake, the action — each get their own decision, asked over
 // and over in alternation through one Checker whose caches are warm.
 func TestCachedDecisionsDoNotCrossAReadField(t *testing.T) {
-	iss := identitytest.NewIssuer(t)
-	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
-	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Close)
+	iss, v := githubVerifier(t)
 	reg := prometheus.NewRegistry()
 	engine, err := policy.NewEngine("testdata/policy", policy.Options{Rescan: -1, Logger: discardLogger(), Registerer: reg})
 	if err != nil {
@@ -96,13 +89,7 @@ func decisionCacheCount(t *testing.T, reg *prometheus.Registry, result string) f
 // A verified subject's policy input is rendered once and shared by every
 // request with its token (identity seals it): no decision may change it.
 func TestChecksLeaveTheSharedSubjectInputAlone(t *testing.T) {
-	iss := identitytest.NewIssuer(t)
-	cfg := &identity.Config{Issuers: []identity.IssuerConfig{iss.Config("github", identity.ClaimsGitHubActions)}}
-	v, err := identity.NewVerifier(context.Background(), cfg, identity.Options{Logger: discardLogger()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(v.Close)
+	iss, v := githubVerifier(t)
 	tok := iss.Mint(identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main"))
 	subject, err := v.Verify(context.Background(), tok)
 	if err != nil {
