@@ -391,6 +391,18 @@ m_miss() {
 	read -r ours ref r < <(WRK_ALLOW_NON2XX=1 VS_PATHS=$absent vs_nginx blob-miss "http://$P_BLOB")
 	[[ -n $r ]] || die "miss row: a wrk run failed (see $LOGS/wrk-*.txt)"
 	result 1-narinfo-miss "narinfo GET of an absent path (404), blob server alone (req/s)" "$ours" "$ref (nginx 404)" "$r" "≥ 0.8" "$(ge "$r" 0.8)"
+	# The floor of any Go server on these requests: net/http answering
+	# every narinfo with http.NotFound and nothing else (benchdata
+	# nullcache), against the same nginx 404s. What the blob server does
+	# per miss (route, caches, metrics) is the gap between the two rows.
+	local floor=127.0.0.1:18098
+	start missfloor benchdata nullcache -listen "$floor"
+	local floorpid=$LAST_PID
+	wait_http "http://$floor/nix-cache-info"
+	read -r ours ref r < <(WRK_ALLOW_NON2XX=1 VS_PATHS=$absent vs_nginx floor-miss "http://$floor")
+	stop "$floorpid"
+	[[ -n $r ]] || die "miss floor row: a wrk run failed (see $LOGS/wrk-*.txt)"
+	result 1-narinfo-miss-floor "same 404s from a do-nothing net/http server (benchdata nullcache): Go's floor (req/s)" "$ours" "$ref (nginx 404)" "$r" "—" "recorded"
 }
 
 m_gate() {

@@ -86,14 +86,16 @@ type addrBuf struct {
 	port     corev3.SocketAddress_PortValue
 	pipeWrap corev3.Address_Pipe
 	pipe     corev3.Pipe
-	// The last address converted and its IP text: requests on one
-	// connection, which a pooled buffer often serves in a row, have the
-	// same addresses, and formatting the IP allocates (hand-written for a
-	// measured reason, issue 16). Addresses are not secret.
-	lastRemote string
-	lastLocal  *net.TCPAddr
-	lastIP     string
-	lastPort   uint32
+	// The IP of the last address converted, as its text in RemoteAddr
+	// (lastHost) or as a local net.IP (lastLocal), and formatted (lastIP):
+	// requests from one client host, or to one listener, share the IP,
+	// and formatting it allocates. Compared by value, not per connection:
+	// the buffer is pooled, and 64 connections from 127.0.0.1 still share
+	// one IP (hand-written for a measured reason, issue 16: two
+	// allocations per request). Addresses are not secret.
+	lastHost  string
+	lastLocal net.IP
+	lastIP    string
 }
 
 func newCheckBuf() *checkBuf {
@@ -250,13 +252,16 @@ func (a *addrBuf) fromRemote(s string) *corev3.Address {
 	if s == "" {
 		return nil
 	}
-	if s == a.lastRemote {
-		return a.socket(a.lastIP, a.lastPort)
+	if i := strings.LastIndexByte(s, ':'); i > 0 && a.lastHost != "" && s[:i] == a.lastHost {
+		// The port as netip.ParseAddrPort reads it.
+		if p, err := strconv.ParseUint(s[i+1:], 10, 16); err == nil {
+			return a.socket(a.lastIP, uint32(p))
+		}
 	}
 	if ap, err := netip.ParseAddrPort(s); err == nil {
-		a.lastRemote, a.lastLocal = s, nil
-		a.lastIP, a.lastPort = ap.Addr().Unmap().String(), uint32(ap.Port())
-		return a.socket(a.lastIP, a.lastPort)
+		a.lastHost, a.lastLocal = s[:strings.LastIndexByte(s, ':')], nil
+		a.lastIP = ap.Addr().Unmap().String()
+		return a.socket(a.lastIP, uint32(ap.Port()))
 	}
 	return a.pipePath(s)
 }
@@ -264,13 +269,13 @@ func (a *addrBuf) fromRemote(s string) *corev3.Address {
 func (a *addrBuf) fromNetAddr(na net.Addr) *corev3.Address {
 	switch v := na.(type) {
 	case *net.TCPAddr:
-		if v == a.lastLocal { // the same connection's address (never changed)
-			return a.socket(a.lastIP, a.lastPort)
+		if a.lastLocal != nil && a.lastLocal.Equal(v.IP) {
+			return a.socket(a.lastIP, uint32(v.Port))
 		}
 		ip, _ := netip.AddrFromSlice(v.IP)
-		a.lastRemote, a.lastLocal = "", v
-		a.lastIP, a.lastPort = ip.Unmap().String(), uint32(v.Port)
-		return a.socket(a.lastIP, a.lastPort)
+		a.lastHost, a.lastLocal = "", v.IP
+		a.lastIP = ip.Unmap().String()
+		return a.socket(a.lastIP, uint32(v.Port))
 	case *net.UnixAddr:
 		return a.pipePath(v.Name)
 	default:

@@ -282,6 +282,13 @@ func TestCheckBufReuseAddresses(t *testing.T) {
 		{"[::ffff:10.0.0.9]:1", local2, "10.0.0.9:1", "::1:9090"},
 		{"@", &net.UnixAddr{Name: "/run/fg.sock", Net: "unix"}, "pipe:@", "pipe:/run/fg.sock"},
 		{"10.0.0.7:51234", local1, "10.0.0.7:51234", "127.0.0.1:8080"},
+		// The same hosts on other ports (another connection; another
+		// listener on the same IP): the cached IP text, each its own port.
+		{"10.0.0.7:61000", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 8081}, "10.0.0.7:61000", "127.0.0.1:8081"},
+		{"10.0.0.7:99999", local1, "pipe:10.0.0.7:99999", "127.0.0.1:8080"}, // not a port: what ParseAddrPort makes of it
+		{"10.0.0.70:1", &net.TCPAddr{IP: net.ParseIP("127.0.0.1").To16(), Port: 8080}, "10.0.0.70:1", "127.0.0.1:8080"},
+		{"[::1]:2", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2), Port: 8080}, "::1:2", "127.0.0.2:8080"},
+		{"[::1]:3", local1, "::1:3", "127.0.0.1:8080"},
 	} {
 		r := httptest.NewRequest("GET", "/a", nil)
 		r.RemoteAddr = c.remote

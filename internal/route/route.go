@@ -134,7 +134,19 @@ func Parse(method, path string) (Request, error) {
 	if !strings.HasPrefix(path, "/") {
 		return Request{}, errf(http.StatusBadRequest, "path %q does not start with /", path)
 	}
-	segs := strings.Split(path[1:], "/")
+	// Split into a stack array: every route has at most 5 segments, and
+	// strings.Split's slice was one of the gate's allocations per request
+	// (issue 16). A longer path still splits whole (append grows it).
+	var buf [8]string
+	segs := buf[:0]
+	for s := path[1:]; ; {
+		seg, more, found := strings.Cut(s, "/")
+		segs = append(segs, seg)
+		if !found {
+			break
+		}
+		s = more
+	}
 	for _, s := range segs {
 		if s == "" || s == "." || s == ".." {
 			return Request{}, errf(http.StatusNotFound, "no such resource: %q", path)
@@ -181,7 +193,8 @@ func Parse(method, path string) (Request, error) {
 		if len(segs) < 3 {
 			return Request{}, errf(http.StatusNotFound, "no such resource: %q (want /{org}/{flake}/…)", path)
 		}
-		f, err := nixname.ParseFlake(segs[0] + "/" + segs[1])
+		// "org/name" is the path's own text: no concatenation.
+		f, err := nixname.ParseFlake(path[1 : 1+len(segs[0])+1+len(segs[1])])
 		if err != nil {
 			return Request{}, errf(http.StatusBadRequest, "%v", err)
 		}

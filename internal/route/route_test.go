@@ -227,3 +227,32 @@ func TestOwnersPath(t *testing.T) {
 		}
 	}
 }
+
+// TestParseLongPaths: paths with more segments than Parse's stack array
+// are split whole, as shorter ones (the array grows, nothing is dropped).
+func TestParseLongPaths(t *testing.T) {
+	for path, want := range map[string]int{
+		"/omnicorp/app/a/b/c/d/e/f/g/h/i": http.StatusNotFound,
+		"/Bad!/app/a/b/c/d/e/f/g/h/i":     http.StatusBadRequest,
+		"/omnicorp/app/a/b/c/d/e/f//h/i":  http.StatusNotFound,
+	} {
+		if r, err := Parse(http.MethodGet, path); err == nil || StatusOf(err) != want {
+			t.Errorf("Parse(GET, %q) = %+v, %v; want %d", path, r, err, want)
+		}
+	}
+	r, err := Parse(http.MethodGet, "/omnicorp/app/build-trace-v2/"+strings.Repeat("0", 32)+"-x.drv/out.doi")
+	if err != nil || r.Flake.String() != "omnicorp/app" || r.Kind != KindBuildTrace {
+		t.Fatalf("five-segment route: %+v, %v", r, err)
+	}
+}
+
+// BenchmarkParse is the gate's hot path: a narinfo read, parsed once by
+// authz and once by the blob server per request (0 allocations).
+func BenchmarkParse(b *testing.B) {
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := Parse(http.MethodGet, "/omnicorp/app/0123456789abcdfghijklmnpqrsvwxyz.narinfo"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
