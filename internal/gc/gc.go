@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"sync"
 	"time"
@@ -71,13 +72,18 @@ type FlakeReport struct {
 	// used (pushed, read, pinned) while the collection ran, kept with
 	// their closures.
 	Kept, Skipped int
-	// NarsReleased is how many NAR files the flake stopped owning.
+	// NarsReleased is how many NAR files the flake stopped owning (not
+	// predicted by a dry run).
 	NarsReleased int
-	// Files is how many files (listings, debug info links, realisations,
-	// build trace entries) went with the paths and NAR files they need;
-	// Logs how many build logs expired (keep_for after their upload).
-	Files int64
-	Logs  int
+	// Files is how many files of each kind (listings, debug info links,
+	// realisations, build trace entries) went with the paths and NAR
+	// files they need, or — a dry run — would go.
+	Files map[nixname.Kind]int64
+	// Logs is how many build logs expired (keep_for after their last
+	// upload) and were deleted, or would be; LogBytes the size of their
+	// blobs (a log whose blob is already gone counts 0).
+	Logs     int
+	LogBytes int64
 	// Removed lists the paths (Options.Verbose).
 	Removed []Removal
 }
@@ -95,7 +101,8 @@ type Report struct {
 	// GlobalCutoff is the last-use time below which the store's max_size
 	// evicted roots (zero: none).
 	GlobalCutoff time.Time
-	// LogsDeleted counts the build log blobs deleted.
+	// LogsDeleted counts the build log blobs deleted (dry run: 0; see
+	// Logs).
 	LogsDeleted int
 
 	logs []flakeLogs // doomed logs whose blobs go after the NARs'
@@ -103,8 +110,8 @@ type Report struct {
 
 // flakeLogs are a flake's doomed build logs.
 type flakeLogs struct {
-	flake nixname.Flake
-	logs  []index.Log
+	fr   int // index in Report.Flakes
+	logs []index.Log
 }
 
 // Paths returns the number of paths removed in every flake.
@@ -113,6 +120,37 @@ func (r Report) Paths() (n int) {
 		n += f.Paths
 	}
 	return n
+}
+
+// Files returns the number of files removed in every flake.
+func (r Report) Files() (n int64) {
+	for _, f := range r.Flakes {
+		n += f.FileCount()
+	}
+	return n
+}
+
+// Logs returns the number of build logs and their bytes that expired in
+// every flake (deleted, or would be in a dry run).
+func (r Report) Logs() (n int, bytes int64) {
+	for _, f := range r.Flakes {
+		n += f.Logs
+		bytes += f.LogBytes
+	}
+	return n, bytes
+}
+
+// FileCount returns the number of the flake's files removed, all kinds.
+func (f FlakeReport) FileCount() (n int64) {
+	for _, k := range f.Files {
+		n += k
+	}
+	return n
+}
+
+// FileKinds returns the kinds of files removed, sorted.
+func (f FlakeReport) FileKinds() []nixname.Kind {
+	return slices.Sorted(maps.Keys(f.Files))
 }
 
 // Collector runs collections.
@@ -179,13 +217,20 @@ func (c *Collector) Collect(ctx context.Context, opts Options) (Report, error) {
 }
 
 func (c *Collector) log(ctx context.Context, rep Report, err error) {
+	logs, logBytes := rep.Logs()
 	attrs := []any{"dry_run", rep.DryRun, "duration", rep.Duration.Round(time.Millisecond).String(),
-		"paths", rep.Paths(), "nars_deleted", rep.NarsDeleted, "bytes_freed", rep.BytesFreed, "logs_deleted", rep.LogsDeleted}
+		"paths", rep.Paths(), "nars_deleted", rep.NarsDeleted, "bytes_freed", rep.BytesFreed,
+		"files", rep.Files(), "logs", logs, "log_bytes", logBytes, "logs_deleted", rep.LogsDeleted}
 	var flakes []string
 	for _, f := range rep.Flakes {
-		if f.Paths > 0 || f.NarsReleased > 0 || f.Skipped > 0 || f.Files > 0 || f.Logs > 0 {
-			flakes = append(flakes, fmt.Sprintf("%s:paths=%d,bytes=%d,nars_released=%d,skipped=%d,files=%d,logs=%d", f.Flake, f.Paths, f.Bytes, f.NarsReleased, f.Skipped, f.Files, f.Logs))
+		if !f.changed() {
+			continue
 		}
+		line := fmt.Sprintf("%s:paths=%d,bytes=%d,nars_released=%d,skipped=%d,files=%d", f.Flake, f.Paths, f.Bytes, f.NarsReleased, f.Skipped, f.FileCount())
+		for _, k := range f.FileKinds() {
+			line += fmt.Sprintf(",files_%s=%d", k, f.Files[k])
+		}
+		flakes = append(flakes, line+fmt.Sprintf(",logs=%d,log_bytes=%d", f.Logs, f.LogBytes))
 	}
 	attrs = append(attrs, "flakes", flakes)
 	if !rep.GlobalCutoff.IsZero() {
@@ -196,6 +241,12 @@ func (c *Collector) log(ctx context.Context, rep Report, err error) {
 		return
 	}
 	c.cfg.Logger.InfoContext(ctx, "garbage collection done", attrs...)
+}
+
+// changed tells whether the collection did (or would do) anything in the
+// flake.
+func (f FlakeReport) changed() bool {
+	return f.Paths > 0 || f.NarsReleased > 0 || f.Skipped > 0 || f.FileCount() > 0 || f.Logs > 0
 }
 
 func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) error {
@@ -218,12 +269,19 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			pol.KeepFor = opts.OlderThan
 		}
 		fr, err := c.collectFlake(ctx, f, pol, rep.Start, cutoff, rep.GlobalCutoff, opts)
-		if err == nil && !opts.DryRun {
+		if err == nil {
 			var logs []index.Log
-			logs, err = c.doomLogs(ctx, f, pol, opts, rep.Start, cutoff)
+			before := logCutoff(pol, opts, rep.Start, cutoff)
+			if opts.DryRun {
+				if logs, err = c.idx.ExpiredLogs(ctx, f, before); err == nil {
+					fr.LogBytes, err = c.blobBytes(ctx, logKeys(logs))
+				}
+			} else {
+				logs, err = c.idx.DoomLogs(ctx, f, before)
+			}
 			fr.Logs = len(logs)
-			if len(logs) > 0 {
-				rep.logs = append(rep.logs, flakeLogs{f, logs})
+			if len(logs) > 0 && !opts.DryRun {
+				rep.logs = append(rep.logs, flakeLogs{len(rep.Flakes), logs})
 			}
 		}
 		rep.Flakes = append(rep.Flakes, fr)
@@ -279,11 +337,13 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 		err = errors.Join(err, ferr)
 	}
 	for _, fl := range rep.logs {
-		keys = keys[:0]
-		for _, l := range fl.logs {
-			keys = append(keys, l.BlobKey)
-		}
-		goneKeys, lerr := c.deleteBlobs(ctx, keys)
+		fr := &rep.Flakes[fl.fr]
+		keys := logKeys(fl.logs)
+		// The sizes, for the report (the index does not record them).
+		size, lerr := c.blobBytes(ctx, keys)
+		fr.LogBytes = size
+		goneKeys, derr := c.deleteBlobs(ctx, keys)
+		lerr = errors.Join(lerr, derr)
 		var drvs []string
 		for _, l := range fl.logs {
 			if goneKeys[l.BlobKey] {
@@ -291,7 +351,7 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			}
 		}
 		rep.LogsDeleted += len(drvs)
-		if ferr := c.idx.ForgetLogs(ctx, fl.flake, drvs); ferr != nil {
+		if ferr := c.idx.ForgetLogs(ctx, fr.Flake, drvs); ferr != nil {
 			lerr = errors.Join(lerr, ferr)
 		}
 		err = errors.Join(err, lerr)
@@ -299,20 +359,51 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 	return err
 }
 
-// doomLogs marks the flake's build logs that expired as being deleted and
-// returns them (with those an interrupted collection marked). A log is
-// kept for keep_for (or -older-than) after its last upload, whatever its
-// paths: logs are looked up by derivation, which no path record names
-// reliably, and are not counted in max_size. No keep_for: logs stay.
-func (c *Collector) doomLogs(ctx context.Context, flake nixname.Flake, pol Policy, opts Options, start, cutoff time.Time) ([]index.Log, error) {
-	before := time.Time{} // dooms nothing new; lists what was doomed
-	if pol.KeepFor > 0 || opts.OverrideKeepFor {
-		before = start.Add(-pol.KeepFor)
-		if cutoff.Before(before) {
-			before = cutoff
-		}
+// logCutoff is the upload time before which the flake's build logs
+// expire (index.Collectable.DoomLogs' before; zero: none expires, the
+// doomed ones are listed). A log is kept for keep_for (or -older-than)
+// after its last upload, whatever its paths: logs are looked up by
+// derivation, which no path record names reliably, and are not counted in
+// max_size. No keep_for: logs stay.
+func logCutoff(pol Policy, opts Options, start, cutoff time.Time) time.Time {
+	if pol.KeepFor <= 0 && !opts.OverrideKeepFor {
+		return time.Time{}
 	}
-	return c.idx.DoomLogs(ctx, flake, before)
+	before := start.Add(-pol.KeepFor)
+	if cutoff.Before(before) {
+		before = cutoff
+	}
+	return before
+}
+
+func logKeys(logs []index.Log) []string {
+	keys := make([]string, len(logs))
+	for i, l := range logs {
+		keys[i] = l.BlobKey
+	}
+	return keys
+}
+
+// blobBytes returns the total size of the blobs under keys, a few at a
+// time (absent counts 0).
+func (c *Collector) blobBytes(ctx context.Context, keys []string) (int64, error) {
+	var (
+		mu    sync.Mutex
+		total int64
+		errs  []error
+	)
+	c.forEachBlob(keys, func(key string) {
+		info, err := c.cfg.Blob.Stat(ctx, key)
+		mu.Lock()
+		defer mu.Unlock()
+		switch {
+		case err == nil:
+			total += info.Size
+		case !errors.Is(err, blob.ErrNotFound):
+			errs = append(errs, fmt.Errorf("size of blob %s: %w", key, err))
+		}
+	})
+	return total, errors.Join(errs...)
 }
 
 // globalCutoff returns the last-use time of the most recently used path
@@ -332,32 +423,40 @@ func (c *Collector) globalCutoff(ctx context.Context, max int64) (time.Time, err
 	return cut, err
 }
 
-// deleteBlobs deletes blobs, a few at a time (S3 answers each in a round
-// trip), and returns those gone (absent counts as gone).
-func (c *Collector) deleteBlobs(ctx context.Context, keys []string) (map[string]bool, error) {
-	var (
-		mu   sync.Mutex
-		gone = map[string]bool{}
-		errs []error
-		wg   sync.WaitGroup
-		sem  = make(chan struct{}, 8)
-	)
+// forEachBlob calls fn for each key, a few at a time (S3 answers each
+// request in a round trip), and returns when all returned.
+func (c *Collector) forEachBlob(keys []string, fn func(key string)) {
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
 	for _, key := range keys {
 		wg.Add(1)
 		sem <- struct{}{}
 		go func() {
 			defer func() { <-sem; wg.Done() }()
-			err := c.cfg.Blob.Delete(ctx, key)
-			mu.Lock()
-			defer mu.Unlock()
-			if err != nil && !errors.Is(err, blob.ErrNotFound) {
-				errs = append(errs, fmt.Errorf("delete blob %s: %w", key, err))
-				return
-			}
-			gone[key] = true
+			fn(key)
 		}()
 	}
 	wg.Wait()
+}
+
+// deleteBlobs deletes blobs and returns those gone (absent counts as
+// gone).
+func (c *Collector) deleteBlobs(ctx context.Context, keys []string) (map[string]bool, error) {
+	var (
+		mu   sync.Mutex
+		gone = map[string]bool{}
+		errs []error
+	)
+	c.forEachBlob(keys, func(key string) {
+		err := c.cfg.Blob.Delete(ctx, key)
+		mu.Lock()
+		defer mu.Unlock()
+		if err != nil && !errors.Is(err, blob.ErrNotFound) {
+			errs = append(errs, fmt.Errorf("delete blob %s: %w", key, err))
+			return
+		}
+		gone[key] = true
+	})
 	return gone, errors.Join(errs...)
 }
 
@@ -426,6 +525,7 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 		c.cfg.Logger.DebugContext(ctx, "garbage collection: "+what, append([]any{"flake", flake.String(), "took", time.Since(phase).String()}, args...)...)
 		phase = time.Now()
 	}
+	var narOf []string // a dry run's: each path's NAR file, by id
 	err := c.idx.ScanPaths(ctx, flake, func(u index.PathUse) error {
 		i := g.id(u.Hash)
 		g.seen[i], g.size[i], g.last[i], g.pinned[i] = true, u.Size, u.LastUsed.UnixNano(), u.Pinned
@@ -434,6 +534,10 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 			refs = append(refs, g.id(r))
 		}
 		g.refs[i] = refs
+		if opts.DryRun {
+			narOf = append(narOf, make([]string, len(g.hash)-len(narOf))...)
+			narOf[i] = u.NarFile
+		}
 		return nil
 	})
 	if err != nil {
@@ -582,7 +686,8 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 	fr.Skipped = toGo - len(removed)
 	fr.Kept = int(countSeen(g)) - fr.Paths
 	if opts.DryRun {
-		return fr, nil
+		fr.Files, err = c.wouldDrop(ctx, flake, g, narOf, doomed, cutoff)
+		return fr, err
 	}
 	released, err := c.idx.ReleaseNars(ctx, flake, cutoff)
 	fr.NarsReleased = len(released)
@@ -593,8 +698,41 @@ func (c *Collector) collectFlake(ctx context.Context, flake nixname.Flake, pol P
 	// Files go with what they need (the paths deleted, the NAR files
 	// released), once uploaded before the cutoff.
 	fr.Files, err = c.idx.DropFiles(ctx, flake, cutoff)
-	step("dropped files", "files", fr.Files)
+	step("dropped files", "files", fr.FileCount())
 	return fr, err
+}
+
+// wouldDrop is a dry run's prediction of what DropFiles(flake, cutoff)
+// deletes once the paths in gone are deleted and ReleaseNars has run: a
+// file uploaded before the cutoff that the flake does not serve now, or
+// whose path goes, or — a debug info link — whose NAR file the flake
+// releases (ReleaseNars: an ownership untouched since the cutoff that no
+// remaining path names). Mirrors those two index rules; the dry-run tests
+// compare it with what a real collection then deletes, on both indexes.
+func (c *Collector) wouldDrop(ctx context.Context, flake nixname.Flake, g *graph, narOf []string, gone []bool, cutoff time.Time) (map[nixname.Kind]int64, error) {
+	named := map[string]bool{} // NAR files of the paths that stay
+	for i, nar := range narOf {
+		if g.seen[i] && !gone[i] {
+			named[nar] = true
+		}
+	}
+	out := map[nixname.Kind]int64{}
+	err := c.idx.ScanFiles(ctx, flake, cutoff, func(u index.FileUse) error {
+		drop := !u.Served
+		switch {
+		case drop:
+		case u.Kind == nixname.KindDebugInfo:
+			drop = u.NarTouched.Before(cutoff) && !named[u.Needs]
+		default:
+			i, ok := g.ids[u.Needs]
+			drop = ok && gone[i]
+		}
+		if drop {
+			out[u.Kind]++
+		}
+		return nil
+	})
+	return out, err
 }
 
 func countSeen(g *graph) (n int32) {

@@ -469,8 +469,8 @@ func TestFilesGoWithTheirPaths(t *testing.T) {
 		if got := w.served(flakeB, other); !slices.Equal(got, all) {
 			t.Errorf("after the collection B serves %v of its path 0's files; want all", got)
 		}
-		if fr := flakeReport(rep, flakeA); fr.Files != 4 {
-			t.Errorf("report for A: %d files removed, want 4", fr.Files)
+		if fr := flakeReport(rep, flakeA); fr.FileCount() != 4 {
+			t.Errorf("report for A: %v files removed, want 4", fr.Files)
 		}
 		// Pushed again, path 0 does not bring back the old files.
 		w.push(flakeA, 0, 0)

@@ -98,8 +98,8 @@ func (m *Metrics) observe(rep Report, err error) {
 		if f.Bytes > 0 {
 			m.freedBytes.WithLabelValues(f.Flake.String()).Add(float64(f.Bytes))
 		}
-		if f.Files > 0 {
-			m.freedFiles.WithLabelValues(f.Flake.String()).Add(float64(f.Files))
+		if n := f.FileCount(); n > 0 {
+			m.freedFiles.WithLabelValues(f.Flake.String()).Add(float64(n))
 		}
 	}
 	m.logsDeleted.Add(float64(rep.LogsDeleted))

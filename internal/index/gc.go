@@ -43,6 +43,21 @@ type NarUse struct {
 	Size int64
 }
 
+// FileUse is what a dry run reads of one of a flake's files (File).
+type FileUse struct {
+	Kind      Kind
+	Key       string
+	Needs     string
+	CreatedAt time.Time
+	// Served tells whether the flake serves the file now: it holds what
+	// the file needs (FileServable).
+	Served bool
+	// NarTouched is, for a served file that needs a NAR file (a debug
+	// info link), when a push last touched the flake's ownership of that
+	// file (ReleaseNars keeps an ownership touched since its cutoff).
+	NarTouched time.Time
+}
+
 // FlakeUsage is what a flake holds: its paths and the bytes of the NAR
 // files it owns (a file several flakes own counts for each).
 type FlakeUsage struct {
@@ -130,9 +145,13 @@ type Collectable interface {
 
 	// DropFiles deletes the flake's files (File) that it no longer serves
 	// — the path or NAR file they need is gone — and that were uploaded
-	// before cutoff, and returns how many. (A file uploaded since may
-	// belong to a push in progress: its narinfo comes after it.)
-	DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error)
+	// before cutoff, and returns how many of each kind. (A file uploaded
+	// since may belong to a push in progress: its narinfo comes after it.)
+	DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (map[Kind]int64, error)
+	// ScanFiles calls fn for each of the flake's files uploaded before
+	// `before` (those DropFiles with that cutoff may delete), reading in
+	// pages, and changes nothing: a dry run predicts DropFiles with it.
+	ScanFiles(ctx context.Context, flake nixname.Flake, before time.Time, fn func(FileUse) error) error
 	// ClaimLog marks the flake's build log of drv, if it has one, as
 	// uploaded at t, before an upload commits the log's blob (its key is
 	// the flake's and drv's), so that no collection deletes the blob
@@ -144,6 +163,10 @@ type Collectable interface {
 	// marked, including those an interrupted collection marked. A zero
 	// before marks none (lists those marked).
 	DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]Log, error)
+	// ExpiredLogs returns what DoomLogs(flake, before) would return — the
+	// flake's logs uploaded before `before` and those already doomed —
+	// and changes nothing (a dry run).
+	ExpiredLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]Log, error)
 	// ForgetLogs removes the flake's doomed log records of drvs (their
 	// blobs deleted).
 	ForgetLogs(ctx context.Context, flake nixname.Flake, drvs []string) error

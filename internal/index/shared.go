@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -107,6 +108,22 @@ func OwnersQuery(kind Kind, placeholder string) (string, error) {
 const FileServable = `(CASE WHEN f.kind = '` + string(nixname.KindDebugInfo) + `'
 	THEN EXISTS (SELECT 1 FROM nar_owners o WHERE o.file = f.needs AND o.flake = f.flake)
 	ELSE EXISTS (SELECT 1 FROM flake_paths p WHERE p.hash = f.needs AND p.flake = f.flake) END)`
+
+// ScanFilesQuery is ScanFiles' query in both backends: a page of a flake's
+// files uploaded before a time, after a position in (needs, kind, key)
+// order, each with whether the flake serves it (FileServable) and, for a
+// debug info link, when a push last touched the flake's ownership of the
+// NAR file it needs (NULL when not owned). Parameters, numbered after
+// prefix ("?" for SQLite, "$" for PostgreSQL): 1 flake, 2 before, 3–5 the
+// previous page's last needs, kind and key ("" for the first page), 6 the
+// page size.
+func ScanFilesQuery(prefix string) string {
+	p := func(i int) string { return prefix + strconv.Itoa(i) }
+	return `SELECT f.kind, f.key, f.needs, f.created_at, ` + FileServable + `, o.touched_at
+		FROM flake_files f LEFT JOIN nar_owners o ON f.kind = '` + string(nixname.KindDebugInfo) + `' AND o.file = f.needs AND o.flake = f.flake
+		WHERE f.flake = ` + p(1) + ` AND f.created_at < ` + p(2) + ` AND (f.needs, f.kind, f.key) > (` + p(3) + `, ` + p(4) + `, ` + p(5) + `)
+		ORDER BY f.needs, f.kind, f.key LIMIT ` + p(6)
+}
 
 // FileConflict is the ON CONFLICT action of both backends' insert of a
 // flake_files row (same SQL in SQLite and PostgreSQL): a later upload

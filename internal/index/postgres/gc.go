@@ -316,22 +316,78 @@ func (x *Index) ForgetNars(ctx context.Context, files []string) error {
 }
 
 // DropFiles deletes the flake's files it no longer serves, uploaded before
-// cutoff, a page per transaction.
-func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error) {
-	var total int64
+// cutoff, a page per transaction, and counts them by kind.
+func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (map[index.Kind]int64, error) {
+	total := map[index.Kind]int64{}
 	for {
 		var n int64
+		page := map[index.Kind]int64{}
 		err := x.write(ctx, "drop files of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
-			tag, err := tx.Exec(ctx, `DELETE FROM flake_files WHERE flake = $1 AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
-				WHERE f.flake = $1 AND f.created_at < $2 AND NOT `+index.FileServable+` LIMIT $3)`, flake.String(), cutoff, index.ScanPage)
-			n = tag.RowsAffected()
+			clear(page) // a retried transaction counts anew
+			n = 0
+			rows, err := tx.Query(ctx, `WITH gone AS (DELETE FROM flake_files WHERE flake = $1 AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
+				WHERE f.flake = $1 AND f.created_at < $2 AND NOT `+index.FileServable+` LIMIT $3) RETURNING kind)
+				SELECT kind, count(*) FROM gone GROUP BY kind`, flake.String(), cutoff, index.ScanPage)
+			if err != nil {
+				return err
+			}
+			var kind string
+			var c int64
+			_, err = pgx.ForEachRow(rows, []any{&kind, &c}, func() error {
+				page[index.Kind(kind)] += c
+				n += c
+				return nil
+			})
 			return err
 		})
-		total += n
 		if err != nil || n == 0 {
 			return total, err
 		}
+		for k, c := range page { // counted once committed
+			total[k] += c
+		}
 	}
+}
+
+// ScanFiles calls fn for each of the flake's files uploaded before
+// `before`, a page at a time (index.ScanFilesQuery).
+func (x *Index) ScanFiles(ctx context.Context, flake nixname.Flake, before time.Time, fn func(index.FileUse) error) error {
+	var after index.FileUse
+	for {
+		page, err := x.scanFilesPage(ctx, flake, before, after)
+		if err != nil {
+			return fmt.Errorf("scan files of %s: %w", flake, err)
+		}
+		for _, u := range page {
+			if err := fn(u); err != nil {
+				return err
+			}
+		}
+		if len(page) < index.ScanPage {
+			return nil
+		}
+		after = page[len(page)-1]
+	}
+}
+
+func (x *Index) scanFilesPage(ctx context.Context, flake nixname.Flake, before time.Time, after index.FileUse) ([]index.FileUse, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	rows, err := x.pool.Query(ctx, index.ScanFilesQuery("$"), flake.String(), before, after.Needs, string(after.Kind), after.Key, index.ScanPage)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, func(r pgx.CollectableRow) (index.FileUse, error) {
+		var u index.FileUse
+		var kind string
+		var touched *time.Time
+		err := r.Scan(&kind, &u.Key, &u.Needs, &u.CreatedAt, &u.Served, &touched)
+		u.Kind = index.Kind(kind)
+		if touched != nil {
+			u.NarTouched = *touched
+		}
+		return u, err
+	})
 }
 
 // ClaimLog marks the flake's log of drv as uploaded at t; ErrBusy while
@@ -350,13 +406,17 @@ func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t
 	})
 }
 
+// expiredLog is the condition, on a row of logs (parameters: $1 flake,
+// $2 before), that DoomLogs dooms it.
+const expiredLog = `flake = $1 AND NOT deleting AND created_at < $2`
+
 // DoomLogs marks the flake's logs uploaded before `before` as being
 // deleted and returns every log of the flake so marked.
 func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
 	var out []index.Log
 	err := x.write(ctx, "doom logs of "+flake.String(), func(ctx context.Context, tx pgx.Tx) error {
 		if !before.IsZero() {
-			if _, err := tx.Exec(ctx, `UPDATE logs SET deleting = true WHERE flake = $1 AND NOT deleting AND created_at < $2`, flake.String(), before); err != nil {
+			if _, err := tx.Exec(ctx, `UPDATE logs SET deleting = true WHERE `+expiredLog, flake.String(), before); err != nil {
 				return err
 			}
 		}
@@ -364,14 +424,37 @@ func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.T
 		if err != nil {
 			return err
 		}
-		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (index.Log, error) {
-			var l index.Log
-			err := r.Scan(&l.Drv, &l.BlobKey, &l.Encoding)
-			return l, err
-		})
+		out, err = pgx.CollectRows(rows, scanLog)
 		return err
 	})
 	return out, err
+}
+
+// ExpiredLogs returns the logs DoomLogs(flake, before) would return.
+func (x *Index) ExpiredLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
+	ctx, cancel := withTimeout(ctx)
+	defer cancel()
+	expired := "false"
+	args := []any{flake.String()}
+	if !before.IsZero() {
+		expired = expiredLog
+		args = append(args, before)
+	}
+	rows, err := x.pool.Query(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE (flake = $1 AND deleting) OR (`+expired+`) ORDER BY drv`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("expired logs of %s: %w", flake, err)
+	}
+	out, err := pgx.CollectRows(rows, scanLog)
+	if err != nil {
+		return nil, fmt.Errorf("expired logs of %s: %w", flake, err)
+	}
+	return out, nil
+}
+
+func scanLog(r pgx.CollectableRow) (index.Log, error) {
+	var l index.Log
+	err := r.Scan(&l.Drv, &l.BlobKey, &l.Encoding)
+	return l, err
 }
 
 // ForgetLogs removes the flake's doomed log records of drvs.

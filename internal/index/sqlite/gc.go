@@ -484,26 +484,83 @@ func (x *Index) ForgetNars(ctx context.Context, files []string) error {
 }
 
 // DropFiles deletes the flake's files it no longer serves, uploaded before
-// cutoff, a page per transaction.
-func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (int64, error) {
-	var total int64
+// cutoff, a page per transaction, and counts them by kind.
+func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.Time) (map[index.Kind]int64, error) {
+	total := map[index.Kind]int64{}
 	for {
 		var n int64
+		page := map[index.Kind]int64{}
 		err := x.write(ctx, "drop files of "+flake.String(), func(tx *sql.Tx) error {
-			res, err := tx.ExecContext(ctx, `DELETE FROM flake_files WHERE flake = ? AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
-				WHERE f.flake = ? AND f.created_at < ? AND NOT `+index.FileServable+` LIMIT ?)`,
+			rows, err := tx.QueryContext(ctx, `DELETE FROM flake_files WHERE flake = ? AND (kind, key) IN (SELECT f.kind, f.key FROM flake_files f
+				WHERE f.flake = ? AND f.created_at < ? AND NOT `+index.FileServable+` LIMIT ?) RETURNING kind`,
 				flake.String(), flake.String(), cutoff.UnixNano(), index.ScanPage)
 			if err != nil {
 				return err
 			}
-			n, err = res.RowsAffected()
-			return err
+			defer rows.Close()
+			for rows.Next() {
+				var kind string
+				if err := rows.Scan(&kind); err != nil {
+					return err
+				}
+				page[index.Kind(kind)]++
+				n++
+			}
+			return rows.Err()
 		})
-		total += n
 		if err != nil || n == 0 {
 			return total, err
 		}
+		for k, c := range page { // counted once committed
+			total[k] += c
+		}
 	}
+}
+
+// ScanFiles calls fn for each of the flake's files uploaded before
+// `before`, a page at a time (index.ScanFilesQuery).
+func (x *Index) ScanFiles(ctx context.Context, flake nixname.Flake, before time.Time, fn func(index.FileUse) error) error {
+	var after index.FileUse
+	for {
+		page, err := x.scanFilesPage(ctx, flake, before, after)
+		if err != nil {
+			return fmt.Errorf("scan files of %s: %w", flake, err)
+		}
+		for _, u := range page {
+			if err := fn(u); err != nil {
+				return err
+			}
+		}
+		if len(page) < index.ScanPage {
+			return nil
+		}
+		after = page[len(page)-1]
+	}
+}
+
+func (x *Index) scanFilesPage(ctx context.Context, flake nixname.Flake, before time.Time, after index.FileUse) ([]index.FileUse, error) {
+	rows, err := x.r.QueryContext(ctx, index.ScanFilesQuery("?"), flake.String(), before.UnixNano(),
+		after.Needs, string(after.Kind), after.Key, index.ScanPage)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []index.FileUse
+	for rows.Next() {
+		var u index.FileUse
+		var kind string
+		var created int64
+		var touched sql.NullInt64
+		if err := rows.Scan(&kind, &u.Key, &u.Needs, &created, &u.Served, &touched); err != nil {
+			return nil, err
+		}
+		u.Kind, u.CreatedAt = index.Kind(kind), time.Unix(0, created)
+		if touched.Valid {
+			u.NarTouched = time.Unix(0, touched.Int64)
+		}
+		out = append(out, u)
+	}
+	return out, rows.Err()
 }
 
 // ClaimLog marks the flake's log of drv as uploaded at t; ErrBusy while
@@ -527,13 +584,17 @@ func (x *Index) ClaimLog(ctx context.Context, flake nixname.Flake, drv string, t
 	})
 }
 
+// expiredLog is the condition, on a row of logs (parameters: flake,
+// before), that DoomLogs dooms it.
+const expiredLog = `flake = ? AND deleting = 0 AND created_at < ?`
+
 // DoomLogs marks the flake's logs uploaded before `before` as being
 // deleted and returns every log of the flake so marked.
 func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
 	var out []index.Log
 	err := x.write(ctx, "doom logs of "+flake.String(), func(tx *sql.Tx) error {
 		if !before.IsZero() {
-			if _, err := tx.ExecContext(ctx, `UPDATE logs SET deleting = 1 WHERE flake = ? AND deleting = 0 AND created_at < ?`, flake.String(), before.UnixNano()); err != nil {
+			if _, err := tx.ExecContext(ctx, `UPDATE logs SET deleting = 1 WHERE `+expiredLog, flake.String(), before.UnixNano()); err != nil {
 				return err
 			}
 		}
@@ -541,17 +602,42 @@ func (x *Index) DoomLogs(ctx context.Context, flake nixname.Flake, before time.T
 		if err != nil {
 			return err
 		}
-		defer rows.Close()
-		for rows.Next() {
-			var l index.Log
-			if err := rows.Scan(&l.Drv, &l.BlobKey, &l.Encoding); err != nil {
-				return err
-			}
-			out = append(out, l)
-		}
-		return rows.Err()
+		out, err = scanLogs(rows)
+		return err
 	})
 	return out, err
+}
+
+// ExpiredLogs returns the logs DoomLogs(flake, before) would return.
+func (x *Index) ExpiredLogs(ctx context.Context, flake nixname.Flake, before time.Time) ([]index.Log, error) {
+	expired := "0"
+	args := []any{flake.String()}
+	if !before.IsZero() {
+		expired = expiredLog
+		args = append(args, flake.String(), before.UnixNano())
+	}
+	rows, err := x.r.QueryContext(ctx, `SELECT drv, blob_key, encoding FROM logs WHERE (flake = ? AND deleting = 1) OR (`+expired+`) ORDER BY drv`, args...)
+	if err != nil {
+		return nil, fmt.Errorf("expired logs of %s: %w", flake, err)
+	}
+	out, err := scanLogs(rows)
+	if err != nil {
+		return nil, fmt.Errorf("expired logs of %s: %w", flake, err)
+	}
+	return out, nil
+}
+
+func scanLogs(rows *sql.Rows) ([]index.Log, error) {
+	defer rows.Close()
+	var out []index.Log
+	for rows.Next() {
+		var l index.Log
+		if err := rows.Scan(&l.Drv, &l.BlobKey, &l.Encoding); err != nil {
+			return nil, err
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
 }
 
 // ForgetLogs removes the flake's doomed log records of drvs.
