@@ -38,16 +38,17 @@ type world struct {
 	blob blob.Store
 	gc   *Collector
 	log  *testutil.LogBuffer
+	raw  raw
 }
 
 func newWorld(t *testing.T, b backend) *world {
-	x, bs := b.open(t)
+	x, bs, raw := b.open(t)
 	log := &testutil.LogBuffer{}
 	gc, err := New(Config{Index: x, Blob: bs, Logger: slog.New(slog.NewTextHandler(log, nil)), Now: func() time.Time { return now }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &world{t: t, idx: x, c: x.(index.Collectable), blob: bs, gc: gc, log: log}
+	return &world{t: t, idx: x, c: x.(index.Collectable), blob: bs, gc: gc, log: log, raw: raw}
 }
 
 func ctx(t *testing.T) context.Context {
@@ -327,10 +328,12 @@ func TestDryRunChangesNothing(t *testing.T) {
 			t.Fatal(err)
 		}
 		before := w.snapshot([]nixname.Flake{flakeA, flakeB}, 4)
+		rows, blobs := w.raw.rows(t), w.raw.blobs(t)
 		rep := w.collect(Options{Retention: keepFor(30 * day), DryRun: true, Verbose: true})
 		if after := w.snapshot([]nixname.Flake{flakeA, flakeB}, 4); after != before {
 			t.Fatalf("a dry run changed the index or storage:\nbefore:\n%s\nafter:\n%s", before, after)
 		}
+		w.wantUnchanged(rows, blobs)
 		fr := flakeReport(rep, flakeA)
 		if fr.Paths != 2 || fr.Bytes != 2*narSize || len(fr.Removed) != 2 || fr.Removed[0].Reason != ReasonExpired {
 			t.Errorf("dry run report for %v = %+v, want paths 0 and 1 (expired)", flakeA, fr)
@@ -581,5 +584,229 @@ func TestGlobalMaxSizeCountsSharedNarsOnce(t *testing.T) {
 		w.want(flakeA, 2, 0)
 		w.want(flakeB, 2, 0)
 		w.wantStored(2, 0)
+	})
+}
+
+// wantUnchanged checks that every index row and every blob is as listed
+// before (raw: read beside the index and store APIs).
+func (w *world) wantUnchanged(rows, blobs []string) {
+	w.t.Helper()
+	if len(rows) == 0 || len(blobs) == 0 {
+		w.t.Fatalf("nothing to compare: %d rows, %d blobs before", len(rows), len(blobs))
+	}
+	if after := w.raw.rows(w.t); !slices.Equal(after, rows) {
+		w.t.Errorf("the index changed:\nbefore:\n%s\nafter:\n%s", strings.Join(rows, "\n"), strings.Join(after, "\n"))
+	}
+	if after := w.raw.blobs(w.t); !slices.Equal(after, blobs) {
+		w.t.Errorf("the blobs changed:\nbefore:\n%s\nafter:\n%s", strings.Join(blobs, "\n"), strings.Join(after, "\n"))
+	}
+}
+
+// putLog stores flake's build log of drv (its blob, then its record, as
+// the server does), marked uploaded at `at` (the index stamps a new log
+// with its own clock; a claim only moves that later).
+func (w *world) putLog(flake nixname.Flake, drv, text string, at time.Time) {
+	w.t.Helper()
+	cx := ctx(w.t)
+	key := "log/" + flake.Org + "/" + flake.Name + "/" + drv
+	bw, err := w.blob.Create(cx)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	bw.Write([]byte(text))
+	if err := bw.Commit(cx, key); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.idx.PutLog(cx, flake, index.Log{Drv: drv, BlobKey: key}); err != nil {
+		w.t.Fatal(err)
+	}
+	if err := w.c.ClaimLog(cx, flake, drv, at); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// fileRows counts the flake's file rows by kind (served or not).
+func (w *world) fileRows(flake nixname.Flake) map[nixname.Kind]int64 {
+	w.t.Helper()
+	out := map[nixname.Kind]int64{}
+	err := w.c.ScanFiles(ctx(w.t), flake, time.Now().Add(100*365*day), func(u index.FileUse) error {
+		out[u.Kind]++
+		return nil
+	})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return out
+}
+
+// logsHeld returns the flake's logs among drvs that it serves, with the
+// size of their blobs.
+func (w *world) logsHeld(flake nixname.Flake, drvs []string) map[string]int64 {
+	w.t.Helper()
+	out := map[string]int64{}
+	for _, drv := range drvs {
+		l, err := w.idx.GetLog(ctx(w.t), flake, drv)
+		if errors.Is(err, index.ErrNotFound) {
+			continue
+		} else if err != nil {
+			w.t.Fatal(err)
+		}
+		info, err := w.blob.Stat(ctx(w.t), l.BlobKey)
+		if err != nil {
+			w.t.Fatalf("log %s of %v: record without blob: %v", drv, flake, err)
+		}
+		out[drv] = info.Size
+	}
+	return out
+}
+
+// minus returns what is in before and not in after, by kind.
+func minus(before, after map[nixname.Kind]int64) map[nixname.Kind]int64 {
+	out := map[nixname.Kind]int64{}
+	for k, n := range before {
+		if d := n - after[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// A dry run says, per flake, the files of each kind and the build logs
+// (count and bytes) that a real collection then deletes, besides the
+// paths; a flake's report never counts another flake's files or logs
+// (same keys, same derivation); and it changes nothing. The real run's
+// report says the same, and both are compared with what was actually
+// removed (rows and blobs read before and after).
+func TestDryRunReportsFilesAndLogs(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		// Logs are stamped by the index's clock (now): the collector's clock
+		// is a year later, and paths and files are placed relative to it.
+		clock := time.Now().Add(365 * day).Truncate(time.Second)
+		w.gc.cfg.Now = func() time.Time { return clock }
+		ago := func(d time.Duration) time.Duration { return now.Sub(clock.Add(-d)) } // push/files age for d before clock
+		old, fresh := ago(40*day), ago(2*day)
+
+		// Flake A.
+		w.push(flakeA, 0, old)      // expired: its 4 files go (NAR 0 released)
+		w.push(flakeA, 2, old)      // expired but referenced by 1: stays
+		w.push(flakeA, 1, fresh, 2) // kept
+		w.files(flakeA, 0, ago(35*day))
+		w.files(flakeA, 1, ago(35*day))
+		w.files(flakeA, 2, ago(35*day))
+		// Path 5, expired, names NAR 1 (kept by path 1): its listing,
+		// realisation and build trace go; its debug info link needs NAR 5,
+		// which A does not own: never served, it goes too. Path 1's debug
+		// info link (NAR 1) stays.
+		p5 := index.Path{Hash: hash(5), StorePath: "/nix/store/" + hash(5) + "-p5", NarFile: narFile(1), NarHash: "sha256:n1",
+			NarInfo: []byte("narinfo\n"), CreatedAt: now.Add(-old)}
+		if err := w.c.AddPath(ctx(t), flakeA, p5); err != nil {
+			t.Fatal(err)
+		}
+		w.files(flakeA, 5, ago(35*day))
+		// NAR 6 owned since long without a path (an abandoned upload): A
+		// releases it, its debug info link goes. NAR 7 owned since 10
+		// minutes (a push in progress, within the grace period): kept, its
+		// link stays.
+		for i, at := range map[int]time.Time{6: clock.Add(-40 * day), 7: clock.Add(-10 * time.Minute)} {
+			if err := w.idx.PutNar(ctx(t), flakeA, index.Nar{File: narFile(i), FileSize: narSize, CreatedAt: at}); err != nil {
+				t.Fatal(err)
+			}
+			debug := index.File{Kind: nixname.KindDebugInfo, Key: fmt.Sprintf("%040x", i+1), Needs: narFile(i), Data: []byte("{}"), CreatedAt: clock.Add(-35 * day)}
+			if err := w.idx.PutFile(ctx(t), flakeA, debug); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// A listing of a path never pushed goes; one uploaded within the
+		// grace period (its narinfo comes next) stays.
+		for i, at := range map[int]time.Time{9: clock.Add(-35 * day), 8: clock.Add(-10 * time.Minute)} {
+			l := index.File{Kind: nixname.KindListing, Key: hash(i), Needs: hash(i), Data: []byte("{}"), CreatedAt: at}
+			if err := w.idx.PutFile(ctx(t), flakeA, l); err != nil {
+				t.Fatal(err)
+			}
+		}
+		drvs := []string{hash(20) + "-x.drv", hash(21) + "-y.drv", hash(22) + "-z.drv"}
+		w.putLog(flakeA, drvs[0], "A: expired\n", clock.Add(-31*day))
+		w.putLog(flakeA, drvs[1], "A: recent\n", clock.Add(-day))
+
+		// Flake B: the same path 0 (kept there: its files, same keys as
+		// A's, stay), path 4 expired with its 4 files, and the same
+		// derivation's log as A's, longer, expired, plus its own.
+		w.push(flakeB, 0, fresh)
+		w.push(flakeB, 4, old)
+		w.files(flakeB, 0, ago(35*day))
+		w.files(flakeB, 4, ago(35*day))
+		w.putLog(flakeB, drvs[0], "B: a longer expired log\n", clock.Add(-31*day))
+		w.putLog(flakeB, drvs[2], "B: another expired one\n", clock.Add(-60*day))
+
+		opts := Options{Retention: keepFor(30 * day)}
+		flakes := []nixname.Flake{flakeA, flakeB}
+		rows, blobs := w.raw.rows(t), w.raw.blobs(t)
+		filesBefore := map[nixname.Flake]map[nixname.Kind]int64{}
+		logsBefore := map[nixname.Flake]map[string]int64{}
+		for _, f := range flakes {
+			filesBefore[f], logsBefore[f] = w.fileRows(f), w.logsHeld(f, drvs)
+		}
+
+		dryOpts := opts
+		dryOpts.DryRun, dryOpts.Verbose = true, true
+		dry := w.collect(dryOpts)
+		w.wantUnchanged(rows, blobs)
+
+		want := map[nixname.Flake]FlakeReport{
+			flakeA: {Paths: 2, Files: map[nixname.Kind]int64{nixname.KindListing: 3, nixname.KindDebugInfo: 3, nixname.KindRealisation: 2, nixname.KindBuildTrace: 2},
+				Logs: 1, LogBytes: int64(len("A: expired\n"))},
+			flakeB: {Paths: 1, Files: map[nixname.Kind]int64{nixname.KindListing: 1, nixname.KindDebugInfo: 1, nixname.KindRealisation: 1, nixname.KindBuildTrace: 1},
+				Logs: 2, LogBytes: int64(len("B: a longer expired log\n") + len("B: another expired one\n"))},
+		}
+		check := func(what string, rep Report) {
+			t.Helper()
+			for _, f := range flakes {
+				got, wf := flakeReport(rep, f), want[f]
+				if got.Paths != wf.Paths || !maps.Equal(got.Files, wf.Files) || got.Logs != wf.Logs || got.LogBytes != wf.LogBytes {
+					t.Errorf("%s report for %v: %d paths, files %v, %d logs (%d bytes); want %d paths, files %v, %d logs (%d bytes)",
+						what, f, got.Paths, got.Files, got.Logs, got.LogBytes, wf.Paths, wf.Files, wf.Logs, wf.LogBytes)
+				}
+			}
+		}
+		check("dry run", dry)
+
+		real := w.collect(opts)
+		check("collection", real)
+		// What the collection removed, read from the index and storage.
+		for _, f := range flakes {
+			dr, rr := flakeReport(dry, f), flakeReport(real, f)
+			if removed := minus(filesBefore[f], w.fileRows(f)); !maps.Equal(removed, dr.Files) || !maps.Equal(removed, rr.Files) {
+				t.Errorf("%v: the collection removed files %v; the dry run said %v, the collection's report %v", f, removed, dr.Files, rr.Files)
+			}
+			after := w.logsHeld(f, drvs)
+			var gone int
+			var bytes int64
+			for drv, size := range logsBefore[f] {
+				if _, ok := after[drv]; !ok {
+					gone++
+					bytes += size
+				}
+			}
+			if gone != dr.Logs || bytes != dr.LogBytes || gone != rr.Logs || bytes != rr.LogBytes {
+				t.Errorf("%v: the collection removed %d logs (%d bytes); the dry run said %d (%d), the collection's report %d (%d)",
+					f, gone, bytes, dr.Logs, dr.LogBytes, rr.Logs, rr.LogBytes)
+			}
+		}
+		if n, b := real.Logs(); real.LogsDeleted != n || n != 3 || b != want[flakeA].LogBytes+want[flakeB].LogBytes {
+			t.Errorf("collection: %d logs deleted, reports %d (%d bytes); want 3", real.LogsDeleted, n, b)
+		}
+		if real.Files() != 14 || dry.Files() != 14 {
+			t.Errorf("files in all flakes: collection %d, dry run %d; want 14", real.Files(), dry.Files())
+		}
+		// Both log lines carry the same per-flake counts.
+		for _, f := range flakes {
+			line := fmt.Sprintf("%s:paths=%d,bytes=", f, want[f].Paths)
+			if n := strings.Count(w.log.String(), line); n != 2 {
+				t.Errorf("%q in %d log lines, want 2 (dry run and collection):\n%s", line, n, w.log)
+			}
+		}
+		if !strings.Contains(w.log.String(), ",files=10,files_build-trace=2,files_debuginfo=3,files_listing=3,files_realisation=2,logs=1,log_bytes=11") {
+			t.Errorf("log lines lack A's files by kind and logs:\n%s", w.log)
+		}
 	})
 }
