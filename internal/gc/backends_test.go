@@ -212,4 +212,3 @@ func s3Blobs(t *testing.T, s3URL string) []string {
 	slices.Sort(out)
 	return out
 }
-

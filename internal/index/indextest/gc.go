@@ -576,7 +576,8 @@ func testExpiredLogs(t *testing.T, x index.Index) {
 	}
 	want := []index.Log{{Drv: drv, BlobKey: "log/a/1"}, {Drv: third, BlobKey: "log/a/3", Encoding: "zstd"}}
 	slices.SortFunc(want, func(a, b index.Log) int { return strings.Compare(a.Drv, b.Drv) }) // by derivation
-	for range 2 {                                                                            // twice: the first changed nothing
+	// Twice: the first changed nothing.
+	for range 2 {
 		if got, err := c.ExpiredLogs(ctx, flakeA, later); err != nil || !slices.Equal(got, want) {
 			t.Errorf("ExpiredLogs = %+v, %v; want %+v (flake A's old logs only)", got, err, want)
 		}
