@@ -211,7 +211,7 @@ Flags:
 	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
 	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")
 	fs.StringVar(&cfg.RetentionFile, "retention", cfg.RetentionFile, "retention `file` (without: nothing expires by age)")
-	fs.BoolVar(&cfg.DryRun, "dry-run", cfg.DryRun, "print per flake what would be removed (paths, bytes, why) and change nothing")
+	fs.BoolVar(&cfg.DryRun, "dry-run", cfg.DryRun, "print per flake what would be removed (paths, bytes, why; files by kind; expired build logs, bytes) and change nothing")
 	olderThan := fs.String("older-than", "", "`duration` (12h, 30d) replacing every flake's keep_for for this run (pins and closures still kept)")
 	fs.BoolVar(&cfg.Check, "check", cfg.Check, "check the -retention file, print what it says and exit (non-zero when invalid)")
 	fs.DurationVar(&cfg.InvalidateDelay, "invalidate-delay", cfg.InvalidateDelay, "wait between removing records and deleting blobs, for running servers to drop cached lookups")

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -135,30 +136,43 @@ func printRetention(out io.Writer, file string, r gc.Retention) {
 	}
 }
 
+// printReport writes what a collection did (or a dry run would do): a
+// line per flake where anything goes — paths (with -dry-run, each one
+// below it), files by kind, expired build logs — and a total. A dry run's
+// lines read the same as a real run's, with "would remove" for "removed".
 func printReport(out io.Writer, rep gc.Report) {
 	verb := "removed"
 	if rep.DryRun {
 		verb = "would remove"
 	}
 	for _, f := range rep.Flakes {
-		if f.Paths == 0 && f.Skipped == 0 {
+		if f.Paths == 0 && f.Skipped == 0 && f.FileCount() == 0 && f.Logs == 0 {
 			continue
 		}
 		fmt.Fprintf(out, "%s: %s %d paths, %d bytes (%s); keeps %d", f.Flake, verb, f.Paths, f.Bytes, reasons(f.Reasons), f.Kept)
 		if f.Skipped > 0 {
 			fmt.Fprintf(out, " (%d used during the collection)", f.Skipped)
 		}
-		fmt.Fprintln(out)
+		fmt.Fprintf(out, "; %d files", f.FileCount())
+		if f.FileCount() > 0 {
+			var kinds []string
+			for _, k := range f.FileKinds() {
+				kinds = append(kinds, fmt.Sprintf("%s %d", k, f.Files[k]))
+			}
+			fmt.Fprintf(out, " (%s)", strings.Join(kinds, ", "))
+		}
+		fmt.Fprintf(out, "; %d build logs, %d bytes\n", f.Logs, f.LogBytes)
 		for _, r := range f.Removed {
 			fmt.Fprintf(out, "  %s %d bytes %s (last used %s)\n", r.Hash, r.Size, r.Reason, r.LastUsed.UTC().Format(time.RFC3339))
 		}
 	}
+	logs, logBytes := rep.Logs()
 	if rep.DryRun {
-		fmt.Fprintf(out, "dry run: %d paths would go; nothing changed\n", rep.Paths())
+		fmt.Fprintf(out, "dry run: %d paths, %d files, %d build logs (%d bytes) would go; nothing changed\n", rep.Paths(), rep.Files(), logs, logBytes)
 		return
 	}
-	fmt.Fprintf(out, "removed %d paths; deleted %d NAR files (%d bytes) from storage in %v\n",
-		rep.Paths(), rep.NarsDeleted, rep.BytesFreed, rep.Duration.Round(time.Millisecond))
+	fmt.Fprintf(out, "removed %d paths and %d files; deleted %d NAR files (%d bytes) and %d build logs (%d bytes) from storage in %v\n",
+		rep.Paths(), rep.Files(), rep.NarsDeleted, rep.BytesFreed, rep.LogsDeleted, logBytes, rep.Duration.Round(time.Millisecond))
 }
 
 func reasons(m map[string]int) string {

@@ -107,4 +107,23 @@
 // the blob: a claim before the doom makes the log recent (not doomed), one
 // after it is refused (503) until the record is forgotten, which comes
 // after the blob's deletion.
+//
+// # Dry runs
+//
+// Options.DryRun reads and decides as a collection does, and writes
+// nothing: no doomed mark, no last use, no lock, no generation bump, no
+// blob. Its Report says per flake what a collection at that moment would
+// delete: the paths (the DoomPaths condition evaluated on the scan), the
+// files by kind (index.Collectable.ScanFiles: a file uploaded before the
+// cutoff goes when the flake does not serve it now, when its path goes,
+// or — a debug info link — when the flake releases its NAR file: an
+// ownership untouched since the cutoff that no remaining path names;
+// the rules of DropFiles and ReleaseNars, mirrored in wouldDrop), and
+// the build logs that expired (index.Collectable.ExpiredLogs: what
+// DoomLogs would return), with their blobs' sizes (Stat). A real
+// collection's Report carries the same fields (FlakeReport.Files by
+// kind, Logs, LogBytes), so a dry run and the run after it can be
+// compared; the tests do, on both indexes. Not predicted: which NAR files
+// leave storage (NarsReleased, NarsDeleted, BytesFreed depend on every
+// flake's releases), and what pushes and reads do between the two runs.
 package gc
