@@ -81,7 +81,11 @@
 // A collection holds one flake's paths at a time (hash, size, last use,
 // references as small integers: about 200 bytes a path) and the list of
 // NAR files to delete; the store-wide cutoff streams the index. See
-// docs/benchmarks.md for a 1M-path measurement.
+// docs/benchmarks.md for a 1M-path measurement. A dry run also holds each
+// path's NAR file name and the set of those that stay (to predict which
+// debug info links go: roughly 150 bytes more a path) and streams the
+// flake's files (ScanFiles reads pages along an index: 300,000 files in
+// about a second on either backend, measured on the 2-core machine).
 //
 // Last use and the doomed mark live in a side table of (flake, hash,
 // last_used, doomed), not in the row holding the narinfo text, so that
