@@ -125,6 +125,29 @@ func ScanFilesQuery(prefix string) string {
 		ORDER BY f.needs, f.kind, f.key LIMIT ` + p(6)
 }
 
+// ScanFilesPaged is ScanFiles in both backends: it reads pages with page
+// (the rows after the given one, in ScanFilesQuery's order; the zero
+// FileUse for the first page) until one comes back shorter than ScanPage,
+// and calls fn for each row.
+func ScanFilesPaged(ctx context.Context, flake nixname.Flake, page func(ctx context.Context, after FileUse) ([]FileUse, error), fn func(FileUse) error) error {
+	var after FileUse
+	for {
+		rows, err := page(ctx, after)
+		if err != nil {
+			return fmt.Errorf("scan files of %s: %w", flake, err)
+		}
+		for _, u := range rows {
+			if err := fn(u); err != nil {
+				return err
+			}
+		}
+		if len(rows) < ScanPage {
+			return nil
+		}
+		after = rows[len(rows)-1]
+	}
+}
+
 // FileConflict is the ON CONFLICT action of both backends' insert of a
 // flake_files row (same SQL in SQLite and PostgreSQL): a later upload
 // replaces the flake's file, except for kinds that keep the first

@@ -352,22 +352,9 @@ func (x *Index) DropFiles(ctx context.Context, flake nixname.Flake, cutoff time.
 // ScanFiles calls fn for each of the flake's files uploaded before
 // `before`, a page at a time (index.ScanFilesQuery).
 func (x *Index) ScanFiles(ctx context.Context, flake nixname.Flake, before time.Time, fn func(index.FileUse) error) error {
-	var after index.FileUse
-	for {
-		page, err := x.scanFilesPage(ctx, flake, before, after)
-		if err != nil {
-			return fmt.Errorf("scan files of %s: %w", flake, err)
-		}
-		for _, u := range page {
-			if err := fn(u); err != nil {
-				return err
-			}
-		}
-		if len(page) < index.ScanPage {
-			return nil
-		}
-		after = page[len(page)-1]
-	}
+	return index.ScanFilesPaged(ctx, flake, func(ctx context.Context, after index.FileUse) ([]index.FileUse, error) {
+		return x.scanFilesPage(ctx, flake, before, after)
+	}, fn)
 }
 
 func (x *Index) scanFilesPage(ctx context.Context, flake nixname.Flake, before time.Time, after index.FileUse) ([]index.FileUse, error) {
