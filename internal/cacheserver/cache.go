@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"hash/maphash"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,8 +64,32 @@ func (c *shardedLRU[V]) shard(k cacheKey) *lru.Cache[cacheKey, V] {
 }
 
 func (c *shardedLRU[V]) Get(k cacheKey) (V, bool) { return c.shard(k).Get(k) }
-func (c *shardedLRU[V]) Add(k cacheKey, v V)      { c.shard(k).Add(k, v) }
 func (c *shardedLRU[V]) Remove(k cacheKey)        { c.shard(k).Remove(k) }
+
+// Add adds v under a copy of k (owned): entries outlive the request.
+func (c *shardedLRU[V]) Add(k cacheKey, v V) {
+	k = k.owned()
+	c.shard(k).Add(k, v)
+}
+
+// owned returns k with strings of its own. route.Parse slices the flake
+// and hash from the request path without allocating, and the path shares
+// the memory of the whole request line, query included (up to the
+// server's MaxHeaderBytes, 1 MiB): a cached key sliced from it would keep
+// all of it alive, and a reader asking for absent paths with long queries
+// could pin CacheEntries of those (64 GiB by default) through the miss
+// cache. One allocation, on adds only (lookups never copy).
+func (k cacheKey) owned() cacheKey {
+	// Not a + b + c: with two of them empty (the union view's zero flake)
+	// that is the third string itself, uncopied.
+	var b strings.Builder
+	b.Grow(len(k.flake.Org) + len(k.flake.Name) + len(k.key))
+	b.WriteString(k.flake.Org)
+	b.WriteString(k.flake.Name)
+	b.WriteString(k.key)
+	buf, org, name := b.String(), len(k.flake.Org), len(k.flake.Org)+len(k.flake.Name)
+	return cacheKey{nixname.Flake{Org: buf[:org], Name: buf[org:name]}, buf[name:]}
+}
 
 func (c *shardedLRU[V]) Purge() {
 	for _, s := range c.shards {

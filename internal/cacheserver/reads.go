@@ -60,8 +60,9 @@ func (t *readTracker) record(flake nixname.Flake, hash string) {
 	if t.n >= maxPending {
 		return
 	}
+	k = k.owned() // pending outlives the request too
 	t.recent.Add(k, now)
-	t.pending[flake] = append(t.pending[flake], hash)
+	t.pending[k.flake] = append(t.pending[k.flake], k.key)
 	t.n++
 }
 

@@ -65,6 +65,7 @@ func TestCachedKeysDoNotPinTheRequest(t *testing.T) {
 		status int
 	}{
 		{"/omnicorp/app/" + storeHash("never-pushed") + ".narinfo" + query, http.StatusNotFound},
+		{"/" + storeHash("never-pushed-either") + ".narinfo" + query, http.StatusNotFound}, // the union view: the zero flake
 		{"/omnicorp/app/" + p.Hash + ".narinfo" + query, http.StatusOK},
 		{"/omnicorp/app/nar/" + p.FileName + query, http.StatusOK},
 	} {
