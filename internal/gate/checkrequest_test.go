@@ -304,3 +304,35 @@ func TestCheckBufReuseAddresses(t *testing.T) {
 		b.reset()
 	}
 }
+
+// FuzzAddrBufReuse: a pooled buffer, whatever addresses it converted
+// before (it caches the last IP's text by value), converts each address
+// exactly as a fresh buffer does: remote addresses (RemoteAddr text:
+// ports such as "0080", "+1", "", 99999; zones; IPv4-mapped; unix socket
+// names) and local ones (net.TCPAddr with 4- or 16-byte IPs).
+func FuzzAddrBufReuse(f *testing.F) {
+	f.Add("10.0.0.7:1\n10.0.0.7:0080\n10.0.0.7:+1\n10.0.0.7:\n10.0.0.7:99999\n[::1]:2\n[::1%eth0]:2\n[::ffff:10.0.0.7]:3\n@\n/run/x.sock:1", []byte{4, 127, 0, 0, 1, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 127, 0, 0, 1, 4, 127, 0, 0, 2})
+	f.Add("[fe80::1%eth0]:80\n[fe80::1%eth1]:80\n[fe80::1%eth0]:81\n1.2.3.4:5\n1.2.3.4:05", []byte{0, 16, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1})
+	f.Fuzz(func(t *testing.T, remotes string, locals []byte) {
+		var reused addrBuf
+		convertRemotes := func() {
+			for _, s := range strings.Split(remotes, "\n") {
+				var fresh addrBuf
+				if got, want := addrString(reused.fromRemote(s)), addrString(fresh.fromRemote(s)); got != want {
+					t.Fatalf("remote %q: reused buffer %q, fresh %q", s, got, want)
+				}
+			}
+		}
+		convertRemotes()
+		defer convertRemotes() // after the local ones too
+		for port := 1; len(locals) > 0; port++ {
+			n := min(int(locals[0]), len(locals)-1) // the IP's length, then its bytes
+			a := &net.TCPAddr{IP: net.IP(locals[1 : 1+n]), Port: port}
+			locals = locals[1+n:]
+			var fresh addrBuf
+			if got, want := addrString(reused.fromNetAddr(a)), addrString(fresh.fromNetAddr(a)); got != want {
+				t.Fatalf("local %v: reused buffer %q, fresh %q", a, got, want)
+			}
+		}
+	})
+}
