@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"os"
 	"strings"
 	"sync"
 	"time"
@@ -93,6 +94,11 @@ func RunGC(ctx context.Context, cfg GCConfig, out io.Writer, log *slog.Logger) e
 		return nil
 	}
 	sc := Config{DataDir: cfg.DataDir, Storage: cfg.Storage, Index: cfg.Index}
+	if cfg.DryRun {
+		if err := localStoreExists(sc); err != nil {
+			return err
+		}
+	}
 	blobs, err := storage.OpenBlob(ctx, sc.storageURL())
 	if err != nil {
 		return fmt.Errorf("open blob store: %w", err)
@@ -111,6 +117,28 @@ func RunGC(ctx context.Context, cfg GCConfig, out io.Writer, log *slog.Logger) e
 		OverrideKeepFor: cfg.OverrideKeepFor, OlderThan: cfg.OlderThan})
 	printReport(out, rep)
 	return err
+}
+
+// localStoreExists checks that the SQLite index file and the blob
+// directory of a local store exist. Opening a store creates what is
+// missing (an empty index, a blob directory), which a dry run must not
+// do: pointed at the wrong -data-dir it would create a store there and
+// report that nothing would go.
+func localStoreExists(sc Config) error {
+	var errs []error
+	for _, s := range []struct{ what, scheme, url string }{
+		{"index", "sqlite", sc.indexURL()},
+		{"blob store", "file", sc.storageURL()},
+	} {
+		scheme, path, _ := strings.Cut(s.url, "://")
+		if !strings.EqualFold(scheme, s.scheme) || path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			errs = append(errs, fmt.Errorf("dry run: no %s at %s (a dry run creates nothing; check -data-dir, -index and -storage): %w", s.what, path, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func printRetention(out io.Writer, file string, r gc.Retention) {
