@@ -80,8 +80,10 @@ type FlakeReport struct {
 	// files they need, or — a dry run — would go.
 	Files map[nixname.Kind]int64
 	// Logs is how many build logs expired (keep_for after their last
-	// upload) and were deleted, or would be; LogBytes the size of their
-	// blobs (a log whose blob is already gone counts 0).
+	// upload) and were deleted (a log whose blob could not be deleted
+	// stays doomed for the next collection and is not counted), or would
+	// be; LogBytes the size of their blobs (a log whose blob is already
+	// gone counts 0).
 	Logs     int
 	LogBytes int64
 	// Removed lists the paths (Options.Verbose).
@@ -274,13 +276,19 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			before := logCutoff(pol, opts, rep.Start, cutoff)
 			if opts.DryRun {
 				if logs, err = c.idx.ExpiredLogs(ctx, f, before); err == nil {
-					fr.LogBytes, err = c.blobBytes(ctx, logKeys(logs))
+					var sizes map[string]int64
+					sizes, err = c.blobSizes(ctx, logKeys(logs))
+					for _, n := range sizes {
+						fr.LogBytes += n
+					}
 				}
 			} else {
 				logs, err = c.idx.DoomLogs(ctx, f, before)
 			}
-			fr.Logs = len(logs)
-			if len(logs) > 0 && !opts.DryRun {
+			switch {
+			case opts.DryRun:
+				fr.Logs = len(logs)
+			case len(logs) > 0: // counted once deleted
 				rep.logs = append(rep.logs, flakeLogs{len(rep.Flakes), logs})
 			}
 		}
@@ -340,14 +348,16 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 		fr := &rep.Flakes[fl.fr]
 		keys := logKeys(fl.logs)
 		// The sizes, for the report (the index does not record them).
-		size, lerr := c.blobBytes(ctx, keys)
-		fr.LogBytes = size
+		sizes, lerr := c.blobSizes(ctx, keys)
 		goneKeys, derr := c.deleteBlobs(ctx, keys)
 		lerr = errors.Join(lerr, derr)
 		var drvs []string
+		// Those deleted: a log whose blob stays is retried next time.
 		for _, l := range fl.logs {
 			if goneKeys[l.BlobKey] {
 				drvs = append(drvs, l.Drv)
+				fr.Logs++
+				fr.LogBytes += sizes[l.BlobKey]
 			}
 		}
 		rep.LogsDeleted += len(drvs)
@@ -384,12 +394,12 @@ func logKeys(logs []index.Log) []string {
 	return keys
 }
 
-// blobBytes returns the total size of the blobs under keys, a few at a
-// time (absent counts 0).
-func (c *Collector) blobBytes(ctx context.Context, keys []string) (int64, error) {
+// blobSizes returns the size of each blob under keys, a few at a time
+// (absent: none).
+func (c *Collector) blobSizes(ctx context.Context, keys []string) (map[string]int64, error) {
 	var (
 		mu    sync.Mutex
-		total int64
+		sizes = make(map[string]int64, len(keys))
 		errs  []error
 	)
 	c.forEachBlob(keys, func(key string) {
@@ -398,12 +408,12 @@ func (c *Collector) blobBytes(ctx context.Context, keys []string) (int64, error)
 		defer mu.Unlock()
 		switch {
 		case err == nil:
-			total += info.Size
+			sizes[key] = info.Size
 		case !errors.Is(err, blob.ErrNotFound):
 			errs = append(errs, fmt.Errorf("size of blob %s: %w", key, err))
 		}
 	})
-	return total, errors.Join(errs...)
+	return sizes, errors.Join(errs...)
 }
 
 // globalCutoff returns the last-use time of the most recently used path
