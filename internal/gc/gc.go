@@ -276,9 +276,7 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			before := logCutoff(pol, opts, rep.Start, cutoff)
 			if opts.DryRun {
 				if logs, err = c.idx.ExpiredLogs(ctx, f, before); err == nil {
-					var sizes map[string]int64
-					sizes, err = c.blobSizes(ctx, logKeys(logs))
-					for _, n := range sizes {
+					for _, n := range c.blobSizes(ctx, logKeys(logs)) {
 						fr.LogBytes += n
 					}
 				}
@@ -348,9 +346,8 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 		fr := &rep.Flakes[fl.fr]
 		keys := logKeys(fl.logs)
 		// The sizes, for the report (the index does not record them).
-		sizes, lerr := c.blobSizes(ctx, keys)
-		goneKeys, derr := c.deleteBlobs(ctx, keys)
-		lerr = errors.Join(lerr, derr)
+		sizes := c.blobSizes(ctx, keys)
+		goneKeys, lerr := c.deleteBlobs(ctx, keys)
 		var drvs []string
 		// Those deleted: a log whose blob stays is retried next time.
 		for _, l := range fl.logs {
@@ -395,12 +392,14 @@ func logKeys(logs []index.Log) []string {
 }
 
 // blobSizes returns the size of each blob under keys, a few at a time
-// (absent: none).
-func (c *Collector) blobSizes(ctx context.Context, keys []string) (map[string]int64, error) {
+// (absent: none). The sizes are only reported: a blob whose size cannot be
+// read is logged and left out of the bytes, and is still deleted.
+func (c *Collector) blobSizes(ctx context.Context, keys []string) map[string]int64 {
 	var (
-		mu    sync.Mutex
-		sizes = make(map[string]int64, len(keys))
-		errs  []error
+		mu     sync.Mutex
+		sizes  = make(map[string]int64, len(keys))
+		failed int
+		last   error
 	)
 	c.forEachBlob(keys, func(key string) {
 		info, err := c.cfg.Blob.Stat(ctx, key)
@@ -410,10 +409,14 @@ func (c *Collector) blobSizes(ctx context.Context, keys []string) (map[string]in
 		case err == nil:
 			sizes[key] = info.Size
 		case !errors.Is(err, blob.ErrNotFound):
-			errs = append(errs, fmt.Errorf("size of blob %s: %w", key, err))
+			failed, last = failed+1, fmt.Errorf("size of blob %s: %w", key, err)
 		}
 	})
-	return sizes, errors.Join(errs...)
+	if failed > 0 {
+		c.cfg.Logger.WarnContext(ctx, "garbage collection: sizes of expired build logs unknown (they are still deleted; the report's bytes leave them out)",
+			"logs", failed, "err", last)
+	}
+	return sizes
 }
 
 // globalCutoff returns the last-use time of the most recently used path

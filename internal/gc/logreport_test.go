@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -24,6 +25,59 @@ func (s refusingDeletes) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("injected: deleting %s refused", key)
 	}
 	return s.Store.Delete(ctx, key)
+}
+
+// refusingStats is a blob store whose Stat fails for every key.
+type refusingStats struct{ blob.Store }
+
+func (s refusingStats) Stat(ctx context.Context, key string) (blob.Info, error) {
+	return blob.Info{}, fmt.Errorf("injected: stat %s refused", key)
+}
+
+// A log's size is only reported: when the store cannot say it, the logs
+// are still deleted and forgotten, the collection succeeds, and a warning
+// says the bytes are unknown (a dry run likewise still lists the logs).
+func TestLogSizeUnknownIsNotAFailure(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		key := "log/" + flakeA.Org + "/" + flakeA.Name + "/" + hash(1) + "-a.drv"
+		bw, err := w.blob.Create(ctx(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		bw.Write([]byte("a build log"))
+		if err := w.c.ClaimLog(ctx(t), flakeA, hash(1)+"-a.drv", time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if err := bw.Commit(ctx(t), key); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.idx.PutLog(ctx(t), flakeA, index.Log{Drv: hash(1) + "-a.drv", BlobKey: key}); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(10 * time.Millisecond)
+		r := DefaultRetention()
+		r.Grace = 0
+		r.Flakes = map[nixname.Flake]Policy{flakeA: {KeepFor: time.Millisecond}}
+		c, err := New(Config{Index: w.idx, Blob: refusingStats{w.blob}, Logger: slog.New(slog.NewTextHandler(w.log, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, dry := range []bool{true, false} {
+			rep, err := c.Collect(ctx(t), Options{Retention: r, DryRun: dry})
+			if err != nil {
+				t.Fatalf("dry run %v: a log whose size cannot be read failed the collection: %v", dry, err)
+			}
+			if fr := flakeReport(rep, flakeA); fr.Logs != 1 || fr.LogBytes != 0 {
+				t.Errorf("dry run %v: flake's Logs %d LogBytes %d, want 1 log of unknown (0) bytes", dry, fr.Logs, fr.LogBytes)
+			}
+		}
+		if _, err := w.blob.Stat(ctx(t), key); err == nil {
+			t.Error("the expired log's blob is still stored")
+		}
+		if !strings.Contains(w.log.String(), "sizes of expired build logs unknown") {
+			t.Errorf("no warning that the log sizes are unknown:\n%s", w.log)
+		}
+	})
 }
 
 // A build log whose blob could not be deleted stays (doomed; the next
