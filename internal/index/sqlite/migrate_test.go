@@ -295,6 +295,13 @@ func TestMigrateRowidTables(t *testing.T) {
 	if v := userVersion(t, migrated); v != len(migrations) {
 		t.Fatalf("migrated to version %d, want %d", v, len(migrations))
 	}
+	// Compacted: the old tables' pages are out of the file, and the WAL
+	// that the compaction went through is emptied.
+	var free int
+	must(t, migrated.r.QueryRow(`PRAGMA freelist_count`).Scan(&free))
+	if fi, err := os.Stat(newFile + "-wal"); free != 0 || err != nil || fi.Size() != 0 {
+		t.Errorf("after the migration: %d free pages, WAL %v (%v); want a compacted file and an empty WAL", free, fi, err)
+	}
 	for _, table := range []string{"flake_paths", "flake_files"} {
 		var ddl string
 		must(t, migrated.r.QueryRow(`SELECT sql FROM sqlite_schema WHERE name = ?`, table).Scan(&ddl))

@@ -399,6 +399,11 @@ func (x *Index) compact(ctx context.Context, from, to int) {
 			"file", x.file, "err", err)
 		return
 	}
+	// The VACUUM went through the WAL: empty it (else the WAL file keeps
+	// the compacted size on disk until the last connection closes).
+	if _, err := x.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		slog.Warn("sqlite index: truncating the WAL after compacting failed; it is emptied at the next checkpoint", "file", x.file, "err", err)
+	}
 	slog.Info("sqlite index: compacted", "file", x.file, "took", time.Since(start).Round(time.Millisecond))
 }
 
