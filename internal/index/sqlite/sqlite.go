@@ -385,8 +385,9 @@ func (x *Index) migrate(ctx context.Context, migs []migration) error {
 // rebuilt table's old pages stay in the file, for later inserts, until
 // then (migration 6 at a million paths: 5.7 GB of which ≈ 4.2 GB free).
 // The migration is committed whatever happens here: a failure (the VACUUM
-// needs free disk of about the compacted size, twice) only leaves the file
-// larger, and is logged with the command that compacts it by hand.
+// needs free disk of about the compacted size beside the file, for the
+// WAL, and as much in SQLite's temporary directory, TMPDIR) only leaves
+// the file larger, and is logged with the command that compacts it by hand.
 func (x *Index) compact(ctx context.Context, from, to int) {
 	var free, pages int64
 	if err := x.w.QueryRowContext(ctx, `SELECT freelist_count, page_count FROM pragma_freelist_count(), pragma_page_count()`).Scan(&free, &pages); err != nil || free*2 <= pages {
