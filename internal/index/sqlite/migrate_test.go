@@ -248,8 +248,13 @@ func collect(t *testing.T, x *Index) []string {
 		add("DeleteDoomed "+flake.String(), n, err)
 		rel, err := x.ReleaseNars(ctx, flake, cutoff)
 		add("ReleaseNars "+flake.String(), rel, err)
-		n, err = x.DropFiles(ctx, flake, cutoff)
-		add("DropFiles "+flake.String(), n, err)
+		var files []index.FileUse
+		err = x.ScanFiles(ctx, flake, cutoff, func(u index.FileUse) error { files = append(files, u); return nil })
+		add("ScanFiles "+flake.String(), files, err)
+		logs, err := x.ExpiredLogs(ctx, flake, cutoff)
+		add("ExpiredLogs "+flake.String(), logs, err)
+		dropped, err := x.DropFiles(ctx, flake, cutoff)
+		add("DropFiles "+flake.String(), dropped, err)
 	}
 	nars, err := x.DoomNars(ctx, cutoff)
 	add("DoomNars", nars, err)

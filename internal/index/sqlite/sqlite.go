@@ -305,7 +305,9 @@ var migrations = []migration{
 		SELECT kind, key, flake, needs, encoding, data, created_at FROM flake_files ORDER BY kind, key, flake;
 	DROP TABLE flake_files;
 	ALTER TABLE flake_files_v6 RENAME TO flake_files;
-	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs);`},
+	-- (kind, key): what the WITHOUT ROWID table's index held implicitly
+	-- (its primary key), in the order a dry run's scan pages by.
+	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs, kind, key);`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
