@@ -18,7 +18,7 @@
 #   ingest   PUT of a 1 GiB uncompressed NAR vs `openssl dgst -sha256` of it
 #   index    narinfo p99 with 1M indexed paths vs 10k (-quick: 100k;
 #            BENCH_INDEX_PATHS=N for N paths, e.g. 10000000: the index takes
-#            ≈ 5.5 KB of disk per path and 4–12 min per million to generate)
+#            ≈ 2.1 KB of disk per path and 1–9 min per million to generate)
 #   memory   authz RSS with 10k cached tokens; blob server RSS, 100 NAR downloads
 #   authz    ext_authz Check decisions/s and p99 (ghz) vs opa-envoy-plugin
 #   reload   authz p99 while policies reload 10×/s vs without
@@ -529,7 +529,7 @@ m_index() {
 			-data-dir "$dir" -access-log=false -log-level warn -behind-envoy -lookup-cache 0
 		pid=$LAST_PID
 		wait_http "http://127.0.0.1:18086/nix-cache-info"
-		# The 1M index is ≈ 5 GB: read it into the page cache, then one
+		# The 1M index is ≈ 2 GB: read it into the page cache, then one
 		# unmeasured run. The row is about serving from a warm index (as a
 		# running cache does), not about random reads from a cold disk.
 		cat "$dir"/index.db* >/dev/null

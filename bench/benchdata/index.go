@@ -75,7 +75,9 @@ func runIndex(args []string, stdout io.Writer) error {
 
 	start := time.Now()
 	// Hashes sorted: path i is the i-th in key order, so each chunk appends
-	// to the flake_paths B-tree instead of splitting random pages.
+	// to flake_paths (rows in rowid order) and to its (hash, flake) and
+	// (flake, hash) indexes instead of splitting random pages (only the
+	// NAR tables and the (flake, nar_file) index take random keys).
 	hashes := fakeStoreHashes(*n)
 	slices.Sort(hashes)
 	if err := insertPaths(ctx, dbPath, flake, hashes, keys, *spread, os.Stderr); err != nil {

@@ -13,6 +13,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/url"
 	"runtime"
 	"slices"
@@ -49,6 +50,12 @@ var (
 
 // Open opens (creating and migrating if needed) the database at path.
 func Open(ctx context.Context, path string) (*Index, error) {
+	return openWith(ctx, path, migrations)
+}
+
+// openWith is Open migrating with migs (tests: an older schema, a failing
+// step).
+func openWith(ctx context.Context, path string, migs []migration) (*Index, error) {
 	if path == "" {
 		return nil, errors.New("sqlite index: empty path")
 	}
@@ -70,7 +77,7 @@ func Open(ctx context.Context, path string) (*Index, error) {
 	w.SetMaxOpenConns(1)
 	w.SetConnMaxIdleTime(0)
 	x := &Index{w: w, file: path}
-	if err := x.migrate(ctx); err != nil {
+	if err := x.migrate(ctx, migs); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("migrate sqlite index %s: %w", path, err)
 	}
@@ -249,6 +256,58 @@ var migrations = []migration{
 	-- reads one index.
 	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs);
 	ALTER TABLE logs ADD COLUMN deleting INTEGER NOT NULL DEFAULT 0;`},
+	// 6: flake_paths and flake_files become rowid tables (issue 16). In a
+	// WITHOUT ROWID table a row is stored in an index B-tree, whose pages
+	// (4 KiB) hold at most ≈ 1 KB of a row: a path's row (≈ 1.2 KB, the
+	// narinfo text and its columns) spilled its tail into an overflow page
+	// of its own, ≈ 5.7 KB of disk per path, 72 % of it unused. A rowid
+	// table's leaf holds rows up to ≈ 4 KB in place (docs/benchmarks.md:
+	// bytes per path before and after). The lookup keys become indexes:
+	// (hash, flake) the primary key (narinfo lookups, owners of a hash);
+	// (flake, hash) a flake's paths in order (a collection's scan, missing
+	// paths, usage); (flake, nar_file, hash) whether a flake's path names a
+	// NAR (releasing NARs) and, covering, the usage scan. Migration 4's
+	// covering index of the scan (with the references) is gone: the rows
+	// it spared reading are now in place. The unused last_used and doomed
+	// columns (moved to path_use by migration 5) are dropped. A
+	// flake_files row (a NAR listing: kilobytes) had the same spill.
+	// Everything is copied in key order in this one transaction; the
+	// file is then compacted (migrate).
+	{sql: `CREATE TABLE flake_paths_v6 (
+		hash       TEXT NOT NULL,
+		flake      TEXT NOT NULL,
+		store_path TEXT NOT NULL,
+		nar_file   TEXT NOT NULL,
+		nar_hash   TEXT NOT NULL,
+		refs       TEXT NOT NULL,
+		narinfo    BLOB NOT NULL,
+		signed_by  TEXT NOT NULL DEFAULT '',
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (hash, flake)
+	);
+	INSERT INTO flake_paths_v6 (hash, flake, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at)
+		SELECT hash, flake, store_path, nar_file, nar_hash, refs, narinfo, signed_by, created_at FROM flake_paths ORDER BY hash, flake;
+	DROP TABLE flake_paths;
+	ALTER TABLE flake_paths_v6 RENAME TO flake_paths;
+	CREATE INDEX flake_paths_by_flake ON flake_paths (flake, hash);
+	CREATE INDEX flake_paths_by_nar ON flake_paths (flake, nar_file, hash);
+	CREATE TABLE flake_files_v6 (
+		kind       TEXT NOT NULL,
+		key        TEXT NOT NULL,
+		flake      TEXT NOT NULL,
+		needs      TEXT NOT NULL,
+		encoding   TEXT NOT NULL DEFAULT '',
+		data       BLOB NOT NULL,
+		created_at INTEGER NOT NULL,
+		PRIMARY KEY (kind, key, flake)
+	);
+	INSERT INTO flake_files_v6 (kind, key, flake, needs, encoding, data, created_at)
+		SELECT kind, key, flake, needs, encoding, data, created_at FROM flake_files ORDER BY kind, key, flake;
+	DROP TABLE flake_files;
+	ALTER TABLE flake_files_v6 RENAME TO flake_files;
+	-- (kind, key): what the WITHOUT ROWID table's index held implicitly
+	-- (its primary key), in the order a dry run's scan pages by.
+	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs, kind, key);`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
@@ -280,7 +339,11 @@ func pruneForeign(ctx context.Context, tx *sql.Tx) error {
 	}
 }
 
-func (x *Index) migrate(ctx context.Context) error {
+// migrate applies the steps of migs not applied yet, all in one
+// transaction: an interrupted migration (crash, error) leaves the schema
+// and rows as they were. When the steps freed more than half of the file
+// (a table rebuilt), it is then compacted (compact).
+func (x *Index) migrate(ctx context.Context, migs []migration) error {
 	tx, err := x.w.BeginTx(ctx, nil)
 	if err != nil {
 		return err
@@ -293,8 +356,11 @@ func (x *Index) migrate(ctx context.Context) error {
 	if v > len(migrations) {
 		return fmt.Errorf("database schema version %d is newer than this server (%d)", v, len(migrations))
 	}
-	for i := v; i < len(migrations); i++ {
-		m := migrations[i]
+	if v >= len(migs) {
+		return nil
+	}
+	for i := v; i < len(migs); i++ {
+		m := migs[i]
 		if _, err := tx.ExecContext(ctx, m.sql); err != nil {
 			return fmt.Errorf("migration %d: %w", i+1, err)
 		}
@@ -304,12 +370,44 @@ func (x *Index) migrate(ctx context.Context) error {
 			}
 		}
 	}
-	if v < len(migrations) {
-		if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migrations))); err != nil {
-			return err
-		}
+	if _, err := tx.ExecContext(ctx, fmt.Sprintf(`PRAGMA user_version = %d`, len(migs))); err != nil {
+		return err
 	}
-	return tx.Commit()
+	if err := tx.Commit(); err != nil {
+		return err
+	}
+	if v > 0 {
+		x.compact(ctx, v, len(migs))
+	}
+	return nil
+}
+
+// compact rewrites the database file (VACUUM) after a migration from
+// schema version from to to when more than half of its pages are free: a
+// rebuilt table's old pages stay in the file, for later inserts, until
+// then (migration 6 at a million paths: 5.7 GB of which ≈ 4.2 GB free).
+// The migration is committed whatever happens here: a failure (the VACUUM
+// needs free disk of about the compacted size beside the file, for the
+// WAL, and as much in SQLite's temporary directory, TMPDIR) only leaves
+// the file larger, and is logged with the command that compacts it by hand.
+func (x *Index) compact(ctx context.Context, from, to int) {
+	var free, pages int64
+	if err := x.w.QueryRowContext(ctx, `SELECT freelist_count, page_count FROM pragma_freelist_count(), pragma_page_count()`).Scan(&free, &pages); err != nil || free*2 <= pages {
+		return
+	}
+	start := time.Now()
+	slog.Info("sqlite index: compacting the file after the schema migration", "file", x.file, "from", from, "to", to, "free_pages", free, "pages", pages)
+	if _, err := x.w.ExecContext(ctx, `VACUUM`); err != nil {
+		slog.Warn("sqlite index: compacting after the migration failed; the index works, its file stays larger until compacted (with the servers stopped: sqlite3 FILE VACUUM)",
+			"file", x.file, "err", err)
+		return
+	}
+	// The VACUUM went through the WAL: empty it (else the WAL file keeps
+	// the compacted size on disk until the last connection closes).
+	if _, err := x.w.ExecContext(ctx, `PRAGMA wal_checkpoint(TRUNCATE)`); err != nil {
+		slog.Warn("sqlite index: truncating the WAL after compacting failed; it is emptied at the next checkpoint", "file", x.file, "err", err)
+	}
+	slog.Info("sqlite index: compacted", "file", x.file, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // Close closes both connection pools.
