@@ -272,3 +272,52 @@ func TestLogBeingCollected(t *testing.T) {
 		t.Errorf("GET after a new upload: %d %q", st, body)
 	}
 }
+
+// blockingTouch holds TouchPaths until released, then fails it as a
+// backend whose query's context was cancelled would.
+type blockingTouch struct {
+	index.Index
+	index.Collectable
+	entered, release chan struct{}
+}
+
+func (b *blockingTouch) TouchPaths(ctx context.Context, flake nixname.Flake, hashes []string, at time.Time) error {
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.release
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	return b.Collectable.TouchPaths(ctx, flake, hashes, at)
+}
+
+// Reads being written when the server stops are written, not lost: the
+// periodic flush was cancelled with the server, after it had taken the
+// pending reads, and the final flush then found none (a CI failure of
+// blobserverapp.TestDeniedReadsDoNotKeepPaths).
+func TestReadsInFlightAtStopAreWritten(t *testing.T) {
+	ts := newTestServer(t, "", nil, func(c *Config) { c.ReadFlushInterval = 5 * time.Millisecond })
+	p := makePath(t, "hello", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", p)
+	clock := time.Now().Add(10 * 24 * time.Hour)
+	ts.reads.now = func() time.Time { return clock }
+	b := &blockingTouch{Index: ts.idx, Collectable: ts.idx.(index.Collectable), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	real := ts.idx
+	ts.idx = b
+	if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", nil); st != 200 {
+		t.Fatalf("GET narinfo: %d", st)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { ts.Maintain(ctx); close(done) }()
+	<-b.entered // a periodic flush is writing the read
+	cancel()    // the server stops meanwhile
+	close(b.release)
+	<-done
+	ts.idx = real
+	if got := lastUsed(t, ts, omniApp, p.Hash); !got.Equal(clock) {
+		t.Fatalf("the read being written at stop was lost: last use %v, want %v", got, clock)
+	}
+}

@@ -91,6 +91,14 @@ func (s *Server) flushReads(ctx context.Context) {
 	}
 }
 
+// flushReadsDetached writes the pending reads within 10 s, whether or not
+// ctx (the server's) is done meanwhile.
+func (s *Server) flushReadsDetached(ctx context.Context) {
+	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	s.flushReads(fctx)
+}
+
 // InvalidateCaches drops the in-memory lookup caches (after a garbage
 // collection in this process).
 func (s *Server) InvalidateCaches() {
@@ -119,12 +127,13 @@ func (s *Server) Maintain(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-			s.flushReads(fctx)
-			cancel()
+			s.flushReadsDetached(ctx)
 			return
 		case <-flush.C:
-			s.flushReads(ctx)
+			// Not cancelled with the server: a flush under way when it
+			// stops has taken the pending reads, and the final flush
+			// would find none.
+			s.flushReadsDetached(ctx)
 		case <-poll.C:
 			g, err := c.Generation(ctx)
 			if err != nil {
