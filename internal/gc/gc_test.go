@@ -500,26 +500,8 @@ func TestLogsExpire(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		put := func(flake nixname.Flake, drv string) string {
-			key := "log/" + flake.Org + "/" + flake.Name + "/" + drv
-			bw, err := w.blob.Create(ctx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			bw.Write([]byte("building\n"))
-			if err := w.c.ClaimLog(ctx(t), flake, drv, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			if err := bw.Commit(ctx(t), key); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.idx.PutLog(ctx(t), flake, index.Log{Drv: drv, BlobKey: key}); err != nil {
-				t.Fatal(err)
-			}
-			return key
-		}
 		drv := hash(7) + "-hello.drv"
-		keyA, keyB := put(flakeA, drv), put(flakeB, drv)
+		keyA, keyB := w.putLog(flakeA, drv, "building\n", time.Now()), w.putLog(flakeB, drv, "building\n", time.Now())
 		logs := func() (a, b bool) {
 			_, ea := w.idx.GetLog(ctx(t), flakeA, drv)
 			_, eb := w.idx.GetLog(ctx(t), flakeB, drv)
@@ -555,7 +537,7 @@ func TestLogsExpire(t *testing.T) {
 			t.Errorf("flakegate_gc_logs_deleted_total = %v, want 1", n)
 		}
 		// Uploaded again, it is served again.
-		put(flakeA, drv)
+		w.putLog(flakeA, drv, "building\n", time.Now())
 		if a, _ := logs(); !a {
 			t.Errorf("a log uploaded again after a collection is not served")
 		}
@@ -604,8 +586,9 @@ func (w *world) wantUnchanged(rows, blobs []string) {
 
 // putLog stores flake's build log of drv (its blob, then its record, as
 // the server does), marked uploaded at `at` (the index stamps a new log
-// with its own clock; a claim only moves that later).
-func (w *world) putLog(flake nixname.Flake, drv, text string, at time.Time) {
+// with its own clock; a claim only moves that later), and returns its blob
+// key.
+func (w *world) putLog(flake nixname.Flake, drv, text string, at time.Time) string {
 	w.t.Helper()
 	cx := ctx(w.t)
 	key := "log/" + flake.Org + "/" + flake.Name + "/" + drv
@@ -623,6 +606,7 @@ func (w *world) putLog(flake nixname.Flake, drv, text string, at time.Time) {
 	if err := w.c.ClaimLog(cx, flake, drv, at); err != nil {
 		w.t.Fatal(err)
 	}
+	return key
 }
 
 // fileRows counts the flake's file rows by kind (served or not).

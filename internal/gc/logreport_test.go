@@ -1,7 +1,6 @@
 package gc
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
@@ -10,7 +9,6 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/blob"
-	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
 )
 
@@ -39,21 +37,7 @@ func (s refusingStats) Stat(ctx context.Context, key string) (blob.Info, error) 
 // says the bytes are unknown (a dry run likewise still lists the logs).
 func TestLogSizeUnknownIsNotAFailure(t *testing.T) {
 	forEach(t, func(t *testing.T, w *world) {
-		key := "log/" + flakeA.Org + "/" + flakeA.Name + "/" + hash(1) + "-a.drv"
-		bw, err := w.blob.Create(ctx(t))
-		if err != nil {
-			t.Fatal(err)
-		}
-		bw.Write([]byte("a build log"))
-		if err := w.c.ClaimLog(ctx(t), flakeA, hash(1)+"-a.drv", time.Now()); err != nil {
-			t.Fatal(err)
-		}
-		if err := bw.Commit(ctx(t), key); err != nil {
-			t.Fatal(err)
-		}
-		if err := w.idx.PutLog(ctx(t), flakeA, index.Log{Drv: hash(1) + "-a.drv", BlobKey: key}); err != nil {
-			t.Fatal(err)
-		}
+		key := w.putLog(flakeA, hash(1)+"-a.drv", "a build log", time.Now())
 		time.Sleep(10 * time.Millisecond)
 		r := DefaultRetention()
 		r.Grace = 0
@@ -87,22 +71,7 @@ func TestLogSizeUnknownIsNotAFailure(t *testing.T) {
 func TestLogReportCountsDeletedLogs(t *testing.T) {
 	forEach(t, func(t *testing.T, w *world) {
 		put := func(drv string, size int) string {
-			key := "log/" + flakeA.Org + "/" + flakeA.Name + "/" + drv
-			bw, err := w.blob.Create(ctx(t))
-			if err != nil {
-				t.Fatal(err)
-			}
-			bw.Write(bytes.Repeat([]byte("l"), size))
-			if err := w.c.ClaimLog(ctx(t), flakeA, drv, time.Now()); err != nil {
-				t.Fatal(err)
-			}
-			if err := bw.Commit(ctx(t), key); err != nil {
-				t.Fatal(err)
-			}
-			if err := w.idx.PutLog(ctx(t), flakeA, index.Log{Drv: drv, BlobKey: key}); err != nil {
-				t.Fatal(err)
-			}
-			return key
+			return w.putLog(flakeA, drv, strings.Repeat("l", size), time.Now())
 		}
 		stuck := put(hash(1)+"-a.drv", 100)
 		put(hash(2)+"-b.drv", 1000)
