@@ -67,10 +67,10 @@ func (c *shardedLRU[V]) Get(k cacheKey) (V, bool) { return c.shard(k).Get(k) }
 func (c *shardedLRU[V]) Remove(k cacheKey)        { c.shard(k).Remove(k) }
 
 // Add adds v under a copy of k (owned): entries outlive the request.
-func (c *shardedLRU[V]) Add(k cacheKey, v V) {
-	k = k.owned()
-	c.shard(k).Add(k, v)
-}
+func (c *shardedLRU[V]) Add(k cacheKey, v V) { c.addOwned(k.owned(), v) }
+
+// addOwned adds v under k, whose strings are already its own (owned).
+func (c *shardedLRU[V]) addOwned(k cacheKey, v V) { c.shard(k).Add(k, v) }
 
 // owned returns k with strings of its own. route.Parse slices the flake
 // and hash from the request path without allocating, and the path shares

@@ -61,7 +61,7 @@ func (t *readTracker) record(flake nixname.Flake, hash string) {
 		return
 	}
 	k = k.owned() // pending outlives the request too
-	t.recent.Add(k, now)
+	t.recent.addOwned(k, now)
 	t.pending[k.flake] = append(t.pending[k.flake], k.key)
 	t.n++
 }
