@@ -7,6 +7,8 @@ import (
 	"net"
 	"net/http"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/abandon"
 )
 
 // maxRequestBody bounds the body of a request other than an upload (the
@@ -35,8 +37,7 @@ func guardBodies(next http.Handler, timeout time.Duration) http.Handler {
 		_ = rc.SetReadDeadline(time.Now().Add(timeout))
 		data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxRequestBody))
 		if err != nil {
-			w.Header().Set("Connection", "close")
-			_ = rc.SetReadDeadline(time.Now())
+			abandon.Body(w)
 			status, msg := http.StatusBadRequest, "reading the request body failed"
 			var mbe *http.MaxBytesError
 			var ne net.Error

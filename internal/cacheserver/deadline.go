@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/http"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/abandon"
 )
 
 // idleDeadline enforces the time limits of one upload body (NAR or build
@@ -95,12 +97,11 @@ func (d *idleDeadline) clear() {
 }
 
 // abandon is called when the upload failed: the answer goes out at once
-// with Connection: close, and the read deadline is set to now, so that
-// net/http neither reads the rest of the body before the response nor
-// waits for it after the handler (see abandonBody).
+// with Connection: close, without net/http reading the rest of the body
+// first (internal/abandon).
 func (d *idleDeadline) abandon() {
 	if d != nil && d.w != nil {
-		abandonBody(d.w)
+		abandon.Body(d.w)
 	}
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/route"
 )
@@ -85,7 +86,7 @@ func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.R
 		if subject := r.Header.Get(route.SubjectHeader); subject != "" {
 			if !l.acquire(subject) {
 				s.log.InfoContext(r.Context(), "upload refused: too many concurrent uploads", "path", r.URL.Path, "subject", subject, "limit", l.max)
-				abandonBody(w)
+				abandon.Body(w)
 				w.Header().Set("Retry-After", "1")
 				s.fail(w, http.StatusTooManyRequests, fmt.Sprintf(
 					"too many concurrent uploads by %s (the limit is %d): retry when one has finished", subject, l.max))
@@ -94,7 +95,7 @@ func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.R
 			release = func() { l.release(subject) }
 		}
 	}
-	if !hasBody(r) {
+	if !abandon.HasBody(r) {
 		return r, release, true
 	}
 	bound := s.uploadIdle
@@ -111,22 +112,6 @@ func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.R
 		r = &r2
 	}
 	return r, release, true
-}
-
-// hasBody reports whether r comes with a request body (possibly unread).
-func hasBody(r *http.Request) bool {
-	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
-}
-
-// abandonBody makes the response to a request whose body is not (or no
-// longer) read go out at once and end the connection, whatever the client
-// does: "Connection: close" stops net/http from reading up to 256 KiB of
-// leftover body before it writes the response header, and a read deadline
-// of now ends the read of the same leftover that it makes when it closes
-// the body after the handler. Call it before writing the response.
-func abandonBody(w http.ResponseWriter) {
-	w.Header().Set("Connection", "close")
-	_ = http.NewResponseController(w).SetReadDeadline(time.Now())
 }
 
 // deadlineBody clears the connection's read deadline when the body has

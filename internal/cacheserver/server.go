@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -239,9 +240,7 @@ func (s *Server) Observe(h http.Handler) http.Handler {
 func (s *Server) serve(rw http.ResponseWriter, r *http.Request) {
 	req, err := route.Parse(r.Method, r.URL.Path)
 	if err != nil {
-		if hasBody(r) {
-			abandonBody(rw)
-		}
+		abandon.Request(rw, r)
 		s.fail(rw, route.StatusOf(err), err.Error())
 		return
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -27,7 +28,7 @@ type uploadError struct {
 	status int
 	msg    string
 	// unread: the rest of the request body was not read; the answer must
-	// go out at once and close the connection (abandonBody).
+	// go out at once and close the connection (abandon.Body).
 	unread bool
 	// retryAfter, when set, is sent as Retry-After (seconds).
 	retryAfter string
@@ -58,7 +59,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 		s.metrics.rejected.WithLabelValues(strings.Fields(what)[0]).Inc()
 		s.log.InfoContext(r.Context(), "upload rejected", "path", r.URL.Path, "status", ue.status, "reason", ue.msg)
 		if ue.unread {
-			abandonBody(w)
+			abandon.Body(w)
 		}
 		if ue.retryAfter != "" {
 			w.Header().Set("Retry-After", ue.retryAfter)

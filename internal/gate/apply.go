@@ -14,6 +14,7 @@ import (
 	"golang.org/x/net/http/httpguts"
 	"google.golang.org/grpc/codes"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -76,12 +77,12 @@ func apply(resp *authv3.CheckResponse, w http.ResponseWriter, r *http.Request) (
 		return w, outcomeOK
 	}
 	if er := resp.GetErrorResponse(); er != nil {
-		abandonBody(w, r)
+		abandon.Request(w, r)
 		writeLocalReply(w, statusOr(int(er.GetStatus().GetCode()), statusOnError), er.GetHeaders(), er.GetBody(), route.BodyUnavailable)
 		return nil, outcomeError
 	}
 	d := resp.GetDeniedResponse()
-	abandonBody(w, r)
+	abandon.Request(w, r)
 	writeLocalReply(w, statusOr(int(d.GetStatus().GetCode()), statusDenied), d.GetHeaders(), d.GetBody(), "")
 	return nil, outcomeDenied
 }
@@ -90,7 +91,7 @@ func apply(resp *authv3.CheckResponse, w http.ResponseWriter, r *http.Request) (
 // also that of an error_response without one, is route.BodyUnavailable, as
 // authz's own 503 (Envoy's is empty; a line of text tells a Nix user more).
 func writeUnavailable(w http.ResponseWriter, r *http.Request) {
-	abandonBody(w, r)
+	abandon.Request(w, r)
 	writeLocalReply(w, statusOnError, nil, "", route.BodyUnavailable)
 }
 

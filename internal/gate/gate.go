@@ -18,9 +18,9 @@
 //
 // An answer of the gate's own (denial, 503, 400) goes out at once whatever
 // the request body does: when the request has a body, that body is never
-// read, the response carries "Connection: close" and the connection's read
-// deadline is set to now, so that net/http neither drains the body before
-// writing the response nor waits for it afterwards (see abandonBody).
+// read and the response carries "Connection: close" (internal/abandon: the
+// answer is not held back by the body, and a client still sending it can
+// still read the answer).
 package gate
 
 import (
@@ -41,6 +41,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/keepalive"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/promutil"
 )
 
@@ -137,12 +138,12 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		}
 		StripClientHeaders(r.Header)
 		if err := canonicalizeRequest(r); err != nil {
-			abandonBody(w, r)
+			abandon.Request(w, r)
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
 			return
 		}
 		if headerBytes(r.Header) > MaxHeaderBytes {
-			abandonBody(w, r)
+			abandon.Request(w, r)
 			http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
 			return
 		}

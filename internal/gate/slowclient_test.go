@@ -84,6 +84,33 @@ func TestDeniedSlowBodyIsAnsweredAtOnce(t *testing.T) {
 	}
 }
 
+// A client still sending its body when the gate denies it (Nix pushing
+// with an expired token) reads the 401 and its WWW-Authenticate, and its
+// writes of the body do not fail: the gate takes the rest of a body under
+// 256 KiB instead of resetting the connection (internal/abandon).
+func TestDeniedUploadStillSendingGetsTheAnswer(t *testing.T) {
+	fa := &fakeAuthz{decide: denyWith(typev3.StatusCode_Unauthorized)}
+	g := newTestGate(t, startAuthz(t, fa), nil, 2*time.Second)
+	up := &upstream{}
+	srv := httptest.NewServer(g.Wrap(up))
+	defer srv.Close()
+	const size = 200 << 10
+	head := "PUT /omnicorp/app/nar/1bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb.nar.xz HTTP/1.1\r\nHost: cache\r\nContent-Length: 204800\r\n\r\n"
+	resp, _, err, writeErr := testutil.Upload(t, srv.Listener.Addr().String(), head, strings.Repeat("A", size))
+	if err != nil {
+		t.Fatalf("no answer: %v", err)
+	}
+	if resp.StatusCode != 401 || resp.Header.Get("Www-Authenticate") == "" || !resp.Close {
+		t.Fatalf("%d %v close=%v", resp.StatusCode, resp.Header, resp.Close)
+	}
+	if writeErr != nil {
+		t.Errorf("writing the body failed after the 401: %v", writeErr)
+	}
+	if up.calls != 0 {
+		t.Errorf("upstream called")
+	}
+}
+
 // An allowed request's body is still streamed to the handler, and a
 // denial without a body keeps the connection.
 func TestDeniedWithoutBodyKeepsConnection(t *testing.T) {

@@ -73,3 +73,46 @@ func RawRequest(t testing.TB, addr, head, first string, closeWithin time.Duratio
 	var ne net.Error
 	return resp, string(b), took, err != nil && !(errors.As(err, &ne) && ne.Timeout())
 }
+
+// Upload opens a TCP connection to addr and sends head and then body in
+// 16 KiB pieces a millisecond apart (a client still sending when the
+// server answers), while it reads the response, as curl and Go's transport
+// do. It returns the response and its body (err: none came within 10 s,
+// or the connection broke first) and writeErr, the first failed write of
+// the body: a server that closes with bytes of ours unread makes the
+// kernel reset the connection, and the client's next write fails with
+// "connection reset by peer" (curl's "Send failure"; Go's transport may
+// report it instead of the response).
+func Upload(t testing.TB, addr, head, body string) (resp *http.Response, respBody string, err, writeErr error) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	wrote := make(chan error, 1)
+	go func() {
+		_, err := io.WriteString(c, head)
+		for len(body) > 0 && err == nil {
+			n := min(len(body), 16<<10)
+			_, err = io.WriteString(c, body[:n])
+			body = body[n:]
+			time.Sleep(time.Millisecond)
+		}
+		wrote <- err
+	}()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err = http.ReadResponse(bufio.NewReader(c), nil)
+	if err == nil {
+		var b []byte
+		b, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+		respBody = string(b)
+	}
+	select {
+	case writeErr = <-wrote:
+	case <-time.After(10 * time.Second):
+		writeErr = errors.New("the body was still being written after 10 s")
+	}
+	return resp, respBody, err, writeErr
+}
