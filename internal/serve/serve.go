@@ -2,7 +2,8 @@
 // internal/authzapp) run their listeners: Run binds every listener, serves
 // each with its server until the context ends or one server fails, then
 // shuts them all down gracefully within a timeout. It also holds what else
-// the two share: listen addresses (TCP or a unix socket) and the log level.
+// the two share: listen addresses (TCP or a unix socket), the log level and
+// the garbage collector's target (DefaultGCPercent).
 package serve
 
 import (
@@ -75,7 +76,8 @@ const DefaultShutdownTimeout = 15 * time.Second
 // ShutdownTimeout to let its in-flight requests end, after which it is
 // closed. Run owns the listeners (also those passed in Ln): they are closed
 // when it returns. It returns the first serve error, nil after a stop
-// because ctx ended.
+// because ctx ended. It sets the garbage collector's target to
+// DefaultGCPercent unless GOGC is set.
 func Run(ctx context.Context, ls []Listener, o Options) error {
 	log := o.Logger
 	if log == nil {
@@ -85,6 +87,7 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 	if timeout <= 0 {
 		timeout = DefaultShutdownTimeout
 	}
+	tuneGC(log)
 
 	servers := make([]Server, len(ls))
 	for i, l := range ls {
