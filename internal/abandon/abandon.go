@@ -6,7 +6,7 @@
 //
 // Body does two things before the response is written:
 //
-//   - "Connection: close": net/http's chunkWriter.writeHeader then skips
+//   - over HTTP/1, "Connection: close": net/http's chunkWriter.writeHeader then skips
 //     reading up to 256 KiB of the unread body before it writes the
 //     response (it drains only a connection it will keep), so a slow
 //     client gets its answer at once;
@@ -17,6 +17,14 @@
 //     with more than 256 KiB left makes net/http close only its sending
 //     side and wait (closeWriteAndWait, 500 ms) before it closes; a client
 //     that stalls is cut off at the deadline.
+//
+// Over HTTP/2 the connection is kept: the body is a stream of its own,
+// which the server resets (RST_STREAM NO_ERROR) after the answer, and the
+// client's other streams go on. "Connection: close" there would make Go's
+// HTTP/2 server send a GOAWAY: one refused upload (a 413, a 429 for too
+// many uploads at once) would end the connection a client such as Nix's
+// curl multiplexes all its uploads over (TestHTTP2RefusalKeepsTheConnection).
+// The read deadline only ends reads of that stream's body.
 //
 // Why not a deadline of now (what this package replaced): net/http's read
 // of the rest then fails at once, it closes the connection with the
@@ -41,10 +49,12 @@ func HasBody(r *http.Request) bool {
 	return r.Body != nil && r.Body != http.NoBody && r.ContentLength != 0
 }
 
-// Body prepares the answer to a request whose body will not be read to its
-// end (see the package comment). Call it before writing the response.
-func Body(w http.ResponseWriter) {
-	w.Header().Set("Connection", "close")
+// Body prepares the answer to r, whose body will not be read to its end
+// (see the package comment). Call it before writing the response.
+func Body(w http.ResponseWriter, r *http.Request) {
+	if r.ProtoMajor < 2 {
+		w.Header().Set("Connection", "close")
+	}
 	// Not every writer supports deadlines (httptest.ResponseRecorder).
 	_ = http.NewResponseController(w).SetReadDeadline(time.Now().Add(Grace))
 }
@@ -53,6 +63,6 @@ func Body(w http.ResponseWriter) {
 // alone, and its connection is kept as usual.
 func Request(w http.ResponseWriter, r *http.Request) {
 	if HasBody(r) {
-		Body(w)
+		Body(w, r)
 	}
 }

@@ -37,7 +37,7 @@ func guardBodies(next http.Handler, timeout time.Duration) http.Handler {
 		_ = rc.SetReadDeadline(time.Now().Add(timeout))
 		data, err := io.ReadAll(http.MaxBytesReader(nil, r.Body, maxRequestBody))
 		if err != nil {
-			abandon.Body(w)
+			abandon.Body(w, r)
 			status, msg := http.StatusBadRequest, "reading the request body failed"
 			var mbe *http.MaxBytesError
 			var ne net.Error

@@ -29,6 +29,7 @@ import (
 type idleDeadline struct {
 	rc   *http.ResponseController
 	w    http.ResponseWriter
+	r    *http.Request
 	idle time.Duration
 	next time.Time // when to push the deadline again
 	end  time.Time // start + max duration; zero: no bound
@@ -97,16 +98,16 @@ func (d *idleDeadline) clear() {
 }
 
 // abandon is called when the upload failed: the answer goes out at once
-// with Connection: close, without net/http reading the rest of the body
-// first (internal/abandon).
+// (over HTTP/1 with Connection: close), without net/http reading the rest
+// of the body first (internal/abandon).
 func (d *idleDeadline) abandon() {
 	if d != nil && d.w != nil {
-		abandon.Body(d.w)
+		abandon.Body(d.w, d.r)
 	}
 }
 
-func (s *Server) idleDeadline(w http.ResponseWriter) *idleDeadline {
-	d := &idleDeadline{rc: http.NewResponseController(w), w: w, idle: s.uploadIdle}
+func (s *Server) idleDeadline(w http.ResponseWriter, r *http.Request) *idleDeadline {
+	d := &idleDeadline{rc: http.NewResponseController(w), w: w, r: r, idle: s.uploadIdle}
 	d.rate = rateMeter{min: s.limits.minRate, window: s.limits.rateWindow, maxDuration: s.limits.maxDuration}
 	if s.limits.maxDuration > 0 {
 		d.end = time.Now().Add(s.limits.maxDuration)

@@ -45,8 +45,9 @@
 //     limited).
 //
 // A refused upload leaves nothing behind (the temporary blob is aborted),
-// and its answer goes out at once with Connection: close: the rest of the
-// body is not read, so a slow client cannot hold the connection.
+// and its answer goes out at once with Connection: close (over HTTP/1;
+// over HTTP/2 only its stream ends): the rest of the body is not read, so
+// a slow client cannot hold the connection (internal/abandon).
 //
 // Narinfos are served as the server rendered them at upload: client Sig
 // lines dropped, one Sig line per configured signing key. After a key

@@ -388,7 +388,7 @@ func (w slowWriter) Write(p []byte) (int, error) { time.Sleep(w.d); return len(p
 func TestUploadRateCountsOnlyClientTime(t *testing.T) {
 	newDeadline := func() *idleDeadline {
 		rec := httptest.NewRecorder()
-		return &idleDeadline{rc: http.NewResponseController(rec), w: rec, idle: time.Minute,
+		return &idleDeadline{rc: http.NewResponseController(rec), w: rec, r: httptest.NewRequest("PUT", "/", nil), idle: time.Minute,
 			rate: rateMeter{min: 1 << 30, window: 30 * time.Millisecond}}
 	}
 	body := chunky{bytes.NewReader(make([]byte, 20<<10)), 1 << 10}

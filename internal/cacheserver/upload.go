@@ -59,7 +59,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 		s.metrics.rejected.WithLabelValues(strings.Fields(what)[0]).Inc()
 		s.log.InfoContext(r.Context(), "upload rejected", "path", r.URL.Path, "status", ue.status, "reason", ue.msg)
 		if ue.unread {
-			abandon.Body(w)
+			abandon.Body(w, r)
 		}
 		if ue.retryAfter != "" {
 			w.Header().Set("Retry-After", ue.retryAfter)
@@ -151,7 +151,7 @@ func (s *Server) putNar(w http.ResponseWriter, r *http.Request, req route.Reques
 			s.log.WarnContext(r.Context(), "release replaced blob", "file", req.File, "err", err)
 		}
 	}()
-	created, err := s.receiveNar(r, req, s.idleDeadline(w), &held)
+	created, err := s.receiveNar(r, req, s.idleDeadline(w, r), &held)
 	if err != nil {
 		s.answer(w, r, "NAR upload", err)
 		return
@@ -439,7 +439,7 @@ func matchNar(ni *nixcache.NarInfo, n index.Nar) error {
 }
 
 func (s *Server) putLog(w http.ResponseWriter, r *http.Request, req route.Request) {
-	err := s.receiveLog(r, req, s.idleDeadline(w))
+	err := s.receiveLog(r, req, s.idleDeadline(w, r))
 	if err != nil {
 		s.answer(w, r, "log upload", err)
 		return
