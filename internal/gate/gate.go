@@ -18,9 +18,9 @@
 //
 // An answer of the gate's own (denial, 503, 400) goes out at once whatever
 // the request body does: when the request has a body, that body is never
-// read and, over HTTP/1, the response carries "Connection: close" (internal/abandon: the
-// answer is not held back by the body, and a client still sending it can
-// still read the answer).
+// read and, over HTTP/1, the response carries "Connection: close"
+// (internal/abandon: the answer is not held back by the body, and a client
+// still sending it can still read the answer).
 package gate
 
 import (

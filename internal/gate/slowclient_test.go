@@ -1,6 +1,7 @@
 package gate
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"io"
@@ -8,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -206,4 +208,62 @@ func restartAuthz(t *testing.T, addr string) {
 	authv3.RegisterAuthorizationServer(gs, &fakeAuthz{decide: allowWithSubject("github:omnicorp/app")})
 	go func() { _ = gs.Serve(ln) }()
 	t.Cleanup(gs.Stop)
+}
+
+// Now that net/http reads up to 256 KiB of a denied body after the answer
+// (internal/abandon's grace), what it reads must stay unread: neither the
+// body nor a request pipelined after it on the same connection reaches the
+// handler, whatever the body holds (here itself a request the gate would
+// allow). The connection ends after the one denial.
+func TestDeniedBodyAndPipelinedRequestNeverReachHandler(t *testing.T) {
+	allowGET := func(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+		if req.GetAttributes().GetRequest().GetHttp().GetMethod() == http.MethodGet {
+			return allowWithSubject("ci")(ctx, req)
+		}
+		return denyWith(typev3.StatusCode_Unauthorized)(ctx, req)
+	}
+	const get = "GET /omnicorp/app/nix-cache-info HTTP/1.1\r\nHost: cache\r\n\r\n"
+	const put = "PUT /omnicorp/app/log/x.drv HTTP/1.1\r\nHost: cache\r\n"
+	for _, tc := range []struct{ name, raw string }{
+		{"content-length, request in the body", put + "Content-Length: " + strconv.Itoa(len(get)) + "\r\n\r\n" + get},
+		{"content-length, request after the body", put + "Content-Length: 3\r\n\r\nabc" + get},
+		{"chunked, request after the body", put + "Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n" + get},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fa := &fakeAuthz{decide: allowGET}
+			g := newTestGate(t, startAuthz(t, fa), nil, 2*time.Second)
+			up := &upstream{}
+			srv := httptest.NewServer(g.Wrap(up))
+			defer srv.Close()
+			// The gate does allow the GET on its own connection.
+			if st, _ := testutil.Get(t, srv.URL+"/omnicorp/app/nix-cache-info", 5*time.Second); st != 200 || up.calls != 1 {
+				t.Fatalf("GET alone: %d, upstream calls %d", st, up.calls)
+			}
+			c, err := net.Dial("tcp", srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			if _, err := io.WriteString(c, tc.raw); err != nil {
+				t.Fatal(err)
+			}
+			_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+			br := bufio.NewReader(c)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 401 {
+				t.Fatalf("PUT: %d, want 401", resp.StatusCode)
+			}
+			if rest, err := io.ReadAll(br); len(rest) > 0 {
+				t.Errorf("more after the denial: %q (%v)", rest, err)
+			}
+			if up.calls != 1 {
+				t.Errorf("upstream called %d times after the denial", up.calls-1)
+			}
+		})
+	}
 }
