@@ -22,9 +22,10 @@ import (
 // closing on h2: the server resets that stream alone (RST_STREAM NO_ERROR)
 // after its answer.
 func TestHTTP2RefusalKeepsTheConnection(t *testing.T) {
-	release := make(chan struct{})
+	release, started := make(chan struct{}), make(chan struct{})
 	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path == "/slow" {
+			close(started)
 			<-release // a long upload still running on the same connection
 			_, _ = io.Copy(io.Discard, r.Body)
 			io.WriteString(w, "slow done")
@@ -55,14 +56,13 @@ func TestHTTP2RefusalKeepsTheConnection(t *testing.T) {
 		resp.Body.Close()
 		slow <- string(b)
 	}()
-	// Wait until the slow stream is open, so that the refusal shares its
-	// connection.
-	for deadline := time.Now().Add(5 * time.Second); conns.Load() == 0; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("the slow request never connected")
-		}
+	// Wait until the slow stream is in its handler, so that the refusal
+	// shares its connection.
+	select {
+	case <-started:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the slow request never reached the handler")
 	}
-	time.Sleep(50 * time.Millisecond)
 
 	resp, err := client.Post(srv.URL+"/up", "", bytes.NewReader(make([]byte, 4<<20)))
 	if err != nil {
