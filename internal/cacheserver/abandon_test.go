@@ -1,10 +1,15 @@
 package cacheserver
 
 import (
+	"io"
+	"net"
+	"net/http"
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/testutil"
 )
 
@@ -31,5 +36,72 @@ func TestRefusedUploadAnswerSurvivesUnreadBody(t *testing.T) {
 		if size < 256<<10 && writeErr != nil {
 			t.Errorf("%d-byte body: the client's write failed after the 413: %v", size, writeErr)
 		}
+	}
+}
+
+// Since internal/abandon lets net/http read up to 256 KiB of an abandoned
+// body for a second after the answer, a client refused mid-upload (here
+// below the minimum rate) can still send the whole rest of its body in
+// that second, and it is read off the connection. That read goes to
+// net/http's discard, never to storage: the refused upload is not
+// completed by it, no second answer comes, and the connection ends.
+func TestRefusedUploadCompletedWithinGraceIsNotStored(t *testing.T) {
+	ts := newTestServer(t, "", nil, func(c *Config) {
+		c.UploadMinRate = 10_000
+		c.UploadRateWindow = 300 * time.Millisecond
+		c.UploadIdleTimeout = 10 * time.Second
+	})
+	for _, kind := range []string{"nar", "log"} {
+		t.Run(kind, func(t *testing.T) {
+			p := bigPath(t, "grace-"+kind, 20000)
+			path, file, narFile := "/omnicorp/a/nar/"+p.FileName, p.File, p.FileName
+			if kind == "log" {
+				path, file, narFile = "/omnicorp/a/log/"+p.Hash+"-grace.drv", []byte(strings.Repeat("log line\n", 2000)), ""
+			}
+			up := startPut(t, ts, path, len(file), nil)
+			stop := make(chan struct{})
+			sent := make(chan int, 1)
+			go func() { // 1000 bytes/s until the answer
+				n := 0
+				for n < len(file) {
+					select {
+					case <-stop:
+						sent <- n
+						return
+					case <-time.After(20 * time.Millisecond):
+					}
+					if up.send(file[n:min(n+20, len(file))]) != nil {
+						break
+					}
+					n = min(n+20, len(file))
+				}
+				sent <- n
+			}()
+			st, body, _ := up.response(t, 8*time.Second)
+			close(stop)
+			n := <-sent
+			if st != http.StatusRequestTimeout || !strings.Contains(body, "too slow") {
+				t.Fatalf("slow upload: %d %q, want 408 too slow", st, body)
+			}
+			if n >= len(file) {
+				t.Fatal("the whole body went out before the refusal: the test proves nothing")
+			}
+			// The rest of the body, at once: within the grace.
+			if err := up.send(file[n:]); err != nil {
+				t.Logf("sending the rest: %v", err)
+			}
+			_ = up.conn.SetReadDeadline(time.Now().Add(abandon.Grace + 3*time.Second))
+			if rest, err := io.ReadAll(up.br); len(rest) > 0 {
+				t.Errorf("more after the refusal: %q (%v)", rest, err)
+			} else if ne, ok := err.(net.Error); ok && ne.Timeout() {
+				t.Errorf("connection still open after the grace")
+			}
+			uploadLeftNothing(t, ts, narFile)
+			if kind == "log" {
+				if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/a/log/"+p.Hash+"-grace.drv", nil); st != 404 {
+					t.Errorf("refused log is served: GET %d", st)
+				}
+			}
+		})
 	}
 }
