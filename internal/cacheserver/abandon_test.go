@@ -46,18 +46,10 @@ func TestRefusedUploadAnswerSurvivesUnreadBody(t *testing.T) {
 // net/http's discard, never to storage: the refused upload is not
 // completed by it, no second answer comes, and the connection ends.
 func TestRefusedUploadCompletedWithinGraceIsNotStored(t *testing.T) {
-	ts := newTestServer(t, "", nil, func(c *Config) {
-		c.UploadMinRate = 10_000
-		c.UploadRateWindow = 300 * time.Millisecond
-		c.UploadIdleTimeout = 10 * time.Second
-	})
+	ts := rateLimitedServer(t)
 	for _, kind := range []string{"nar", "log"} {
 		t.Run(kind, func(t *testing.T) {
-			p := bigPath(t, "grace-"+kind, 20000)
-			path, file, narFile := "/omnicorp/a/nar/"+p.FileName, p.File, p.FileName
-			if kind == "log" {
-				path, file, narFile = "/omnicorp/a/log/"+p.Hash+"-grace.drv", []byte(strings.Repeat("log line\n", 2000)), ""
-			}
+			path, file, narFile := uploadOf(t, kind, "grace")
 			up := startPut(t, ts, path, len(file), nil)
 			stop := make(chan struct{})
 			sent := make(chan int, 1)
@@ -98,7 +90,7 @@ func TestRefusedUploadCompletedWithinGraceIsNotStored(t *testing.T) {
 			}
 			uploadLeftNothing(t, ts, narFile)
 			if kind == "log" {
-				if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/a/log/"+p.Hash+"-grace.drv", nil); st != 404 {
+				if st, _, _ := do(t, "GET", ts.URL+path, nil); st != 404 {
 					t.Errorf("refused log is served: GET %d", st)
 				}
 			}

@@ -163,18 +163,10 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 // the minimum rate, averaged over the window after the first, it is
 // refused with 408 and nothing of it is kept.
 func TestUploadBelowMinimumRateIsRefused(t *testing.T) {
-	ts := newTestServer(t, "", nil, func(c *Config) {
-		c.UploadMinRate = 10_000
-		c.UploadRateWindow = 300 * time.Millisecond
-		c.UploadIdleTimeout = 10 * time.Second
-	})
+	ts := rateLimitedServer(t)
 	for _, kind := range []string{"nar", "log"} {
 		t.Run(kind, func(t *testing.T) {
-			p := bigPath(t, "slow-"+kind, 20000)
-			path, file, narFile := "/omnicorp/a/nar/"+p.FileName, p.File, p.FileName
-			if kind == "log" {
-				path, file, narFile = "/omnicorp/a/log/"+p.Hash+"-slow.drv", []byte(strings.Repeat("log line\n", 2000)), ""
-			}
+			path, file, narFile := uploadOf(t, kind, "slow")
 			up := startPut(t, ts, path, len(file), nil)
 			stop := make(chan struct{})
 			defer close(stop)
@@ -445,4 +437,24 @@ func TestOversizedNarInfoIsRefusedAtOnce(t *testing.T) {
 			t.Errorf("Content-Length %d: connection kept after the refusal", length)
 		}
 	}
+}
+
+// rateLimitedServer is a test server that refuses uploads below 10 kB/s
+// (averaged over 300 ms), with a long idle timeout.
+func rateLimitedServer(t *testing.T) *testServer {
+	return newTestServer(t, "", nil, func(c *Config) {
+		c.UploadMinRate = 10_000
+		c.UploadRateWindow = 300 * time.Millisecond
+		c.UploadIdleTimeout = 10 * time.Second
+	})
+}
+
+// uploadOf returns what a rate test uploads for kind ("nar" or "log"):
+// the URL path, the body and the NAR file name (none for a log).
+func uploadOf(t *testing.T, kind, name string) (path string, file []byte, narFile string) {
+	p := bigPath(t, name+"-"+kind, 20000)
+	if kind == "log" {
+		return "/omnicorp/a/log/" + p.Hash + "-" + name + ".drv", []byte(strings.Repeat("log line\n", 2000)), ""
+	}
+	return "/omnicorp/a/nar/" + p.FileName, p.File, p.FileName
 }
