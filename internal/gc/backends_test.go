@@ -13,10 +13,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/flakegate/flakegate/internal/blob"
-	"github.com/flakegate/flakegate/internal/blob/s3"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/storage"
 	"github.com/flakegate/flakegate/internal/testutil"
@@ -194,14 +192,7 @@ func s3Blobs(t *testing.T, s3URL string) []string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	cfg, err := s3.ParseURL(s3URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: cfg.Secure, Region: cfg.Region})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, mc := testutil.MinioFor(t, s3URL)
 	var out []string
 	for oi := range mc.ListObjectsIter(ctx, cfg.Bucket, minio.ListObjectsOptions{Prefix: cfg.Prefix, Recursive: true}) {
 		if oi.Err != nil {

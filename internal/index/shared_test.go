@@ -98,7 +98,7 @@ func TestOwnersQuery(t *testing.T) {
 // A file kind's owners are the flakes holding a file of it whose needs
 // they own: the one condition of both backends (FileServable).
 func TestOwnersQueryOfFiles(t *testing.T) {
-	for _, k := range []Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
+	for _, k := range nixname.FileKinds() {
 		got, err := OwnersQuery(k, "$1")
 		if err != nil || !strings.Contains(got, "f.kind = '"+string(k)+"' AND f.key = $1") || !strings.Contains(got, FileServable) {
 			t.Errorf("OwnersQuery(%q) = %q, %v", k, got, err)

@@ -1,5 +1,7 @@
 package nixname
 
+import "slices"
+
 // Kind is the kind of a binary-cache object that flakes own: the one
 // spelling of each, shared by the routes (internal/route: what a request is
 // about), the index (internal/index: whose owners it lists) and the owners
@@ -37,15 +39,15 @@ const (
 	KindBuildTrace Kind = "build-trace"
 )
 
-// IsFile reports whether k is one of the small files (listing, debug info
-// link, realisation, build trace entry).
-func (k Kind) IsFile() bool {
-	switch k {
-	case KindListing, KindDebugInfo, KindRealisation, KindBuildTrace:
-		return true
-	}
-	return false
-}
+// fileKinds are the small files' kinds, in the order FileKinds gives them.
+var fileKinds = [...]Kind{KindListing, KindDebugInfo, KindRealisation, KindBuildTrace}
+
+// FileKinds returns the kinds of the small files (listing, debug info link,
+// realisation, build trace entry): a new slice each call.
+func FileKinds() []Kind { return slices.Clone(fileKinds[:]) }
+
+// IsFile reports whether k is one of the small files (FileKinds).
+func (k Kind) IsFile() bool { return slices.Contains(fileKinds[:], k) }
 
 // KeepsFirst reports whether a flake's first file of kind k is kept (a
 // realisation or build trace entry: what an output is, first come first

@@ -62,14 +62,7 @@ func ScaleOutURLs(t testing.TB, id string) (pgURL, s3URL string) {
 		t.Fatal(err)
 	}
 	su.Path = strings.TrimSuffix(su.Path, "/") + "/" + id
-	cfg, err := s3.ParseURL(su.String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: cfg.Secure, Region: cfg.Region})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, mc := MinioFor(t, su.String())
 	if ok, err := mc.BucketExists(ctx, cfg.Bucket); err != nil {
 		t.Fatalf("MinIO: %v", err)
 	} else if !ok {
@@ -87,4 +80,20 @@ func ScaleOutURLs(t testing.TB, id string) (pgURL, s3URL string) {
 		}
 	})
 	return pu.String(), su.String()
+}
+
+// MinioFor parses an s3:// URL of the test services and returns it with a
+// MinIO client for its endpoint (credentials from the AWS_* environment,
+// as the blob store's own).
+func MinioFor(t testing.TB, s3URL string) (s3.Config, *minio.Client) {
+	t.Helper()
+	cfg, err := s3.ParseURL(s3URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: cfg.Secure, Region: cfg.Region})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cfg, mc
 }

@@ -22,7 +22,6 @@ import (
 	"time"
 
 	"github.com/minio/minio-go/v7"
-	"github.com/minio/minio-go/v7/pkg/credentials"
 
 	"github.com/flakegate/flakegate/internal/blob/s3"
 	"github.com/flakegate/flakegate/internal/nixtest"
@@ -46,14 +45,7 @@ func setup(t testing.TB) env {
 	// A PostgreSQL schema and a MinIO prefix of the test's own, dropped
 	// and emptied when it ends.
 	pgURL, s3URL := testutil.ScaleOutURLs(t, "scaleout")
-	cfg, err := s3.ParseURL(s3URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	mc, err := minio.New(cfg.Endpoint, &minio.Options{Creds: credentials.NewEnvAWS(), Secure: cfg.Secure, Region: cfg.Region})
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg, mc := testutil.MinioFor(t, s3URL)
 	return env{s3URL: s3URL, pgURL: pgURL, s3cfg: cfg, mc: mc}
 }
 

@@ -414,19 +414,13 @@ func testDropFiles(t *testing.T, x index.Index) {
 	push(t, x, flakeB, 1, t0)
 	old := t0.Add(time.Hour)
 	cutoff := t0.Add(2 * time.Hour)
-	put := func(flake nixname.Flake, kind index.Kind, i int, at time.Time) index.File {
-		f := file(kind, i, fmt.Sprintf(`{"i":%d}`, i))
-		f.CreatedAt = at
-		must(t, x.PutFile(ctx, flake, f))
-		return f
-	}
 	var goes, stays []index.File
-	for _, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
-		goes = append(goes, put(flakeA, kind, 1, old))
-		stays = append(stays, put(flakeA, kind, 2, old), put(flakeB, kind, 1, old))
+	for _, kind := range nixname.FileKinds() {
+		goes = append(goes, putFileAt(t, x, flakeA, kind, 1, old))
+		stays = append(stays, putFileAt(t, x, flakeA, kind, 2, old), putFileAt(t, x, flakeB, kind, 1, old))
 	}
-	late := put(flakeA, nixname.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
-	stale := put(flakeA, nixname.KindListing, 4, old)                    // path 4 never pushed
+	late := putFileAt(t, x, flakeA, nixname.KindListing, 3, cutoff.Add(time.Minute)) // path 3 not pushed yet, uploaded after the cutoff
+	stale := putFileAt(t, x, flakeA, nixname.KindListing, 4, old)                    // path 4 never pushed
 	// Flake A loses path 1 and NAR 1.
 	if _, err := deletePaths(t, c, flakeA, []string{Hash(1)}, cutoff); err != nil {
 		t.Fatal(err)
@@ -498,20 +492,14 @@ func testScanFiles(t *testing.T, x index.Index) {
 	push(t, x, flakeB, 1, t0)
 	up := t0.Add(time.Hour)
 	cutoff := t0.Add(2 * time.Hour)
-	put := func(flake nixname.Flake, kind index.Kind, i int, at time.Time) index.File {
-		f := file(kind, i, fmt.Sprintf(`{"i":%d}`, i))
-		f.CreatedAt = at
-		must(t, x.PutFile(ctx, flake, f))
-		return f
-	}
-	kinds := []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace}
+	kinds := nixname.FileKinds()
 	for _, kind := range kinds {
-		put(flakeA, kind, 1, up)
-		put(flakeA, kind, 2, up)
-		put(flakeB, kind, 1, up)
+		putFileAt(t, x, flakeA, kind, 1, up)
+		putFileAt(t, x, flakeA, kind, 2, up)
+		putFileAt(t, x, flakeB, kind, 1, up)
 	}
-	put(flakeA, nixname.KindListing, 3, cutoff.Add(time.Minute)) // after the cutoff: not listed
-	put(flakeA, nixname.KindDebugInfo, 4, up)                    // NAR 4 not owned: not served
+	putFileAt(t, x, flakeA, nixname.KindListing, 3, cutoff.Add(time.Minute)) // after the cutoff: not listed
+	putFileAt(t, x, flakeA, nixname.KindDebugInfo, 4, up)                    // NAR 4 not owned: not served
 	got := scanFiles(t, c, flakeA, cutoff)
 	if len(got) != 9 {
 		t.Errorf("ScanFiles(A) over pages of 3 gave %d files, want 9 (A's 4 kinds of paths 1 and 2, and one never served): %v", len(got), got)
@@ -738,4 +726,13 @@ func testDoomedPaths(t *testing.T, x index.Index) {
 	if n, err := c.DeleteDoomed(ctx, flakeB); err != nil || n != 0 {
 		t.Errorf("DeleteDoomed after sparing everything = %d, %v", n, err)
 	}
+}
+
+// putFileAt stores file i of kind for flake, uploaded at at, and returns it.
+func putFileAt(t *testing.T, x index.Index, flake nixname.Flake, kind index.Kind, i int, at time.Time) index.File {
+	t.Helper()
+	f := file(kind, i, fmt.Sprintf(`{"i":%d}`, i))
+	f.CreatedAt = at
+	must(t, x.PutFile(ctxFor(t), flake, f))
+	return f
 }

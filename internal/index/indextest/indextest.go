@@ -649,7 +649,7 @@ func file(kind index.Kind, i int, data string) index.File {
 // what they need, replaced or kept first by kind.
 func testFiles(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
-	for i, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
+	for i, kind := range nixname.FileKinds() {
 		i := 10 * (i + 1) // each kind its own objects
 		t.Run(string(kind), func(t *testing.T) {
 			f := file(kind, i, `{"a":1}`)

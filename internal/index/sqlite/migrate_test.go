@@ -115,7 +115,7 @@ func fillV5(t *testing.T, x *Index) {
 		must(t, x.PutNar(ctx, flake, index.Nar{File: indextest.NarFile(5000 + f), Compression: nixname.CompressionXZ, FileHash: "sha256:x",
 			NarHash: "sha256:x", CreatedAt: base}))
 		must(t, x.PutLog(ctx, flake, index.Log{Drv: indextest.Hash(9) + "-pkg9.drv", BlobKey: fmt.Sprintf("log/%d", f), Encoding: "br"}))
-		for k, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
+		for k, kind := range nixname.FileKinds() {
 			for _, i := range []int{0, 1, 2, 4, 7, 11} {
 				file := index.File{Kind: kind, Key: fmt.Sprintf("%s-%d", kind, i), Needs: indextest.Hash(i), Encoding: "zstd",
 					Data: []byte(strings.Repeat(fmt.Sprintf("{%d,%d,%d}", f, k, i), 100*(i+1))), CreatedAt: base.Add(time.Duration(i) * time.Hour)}
@@ -181,7 +181,7 @@ func answers(t *testing.T, x *Index) []string {
 				add("GetNar "+flake.String()+" "+file, n, err)
 			}
 		}
-		for _, kind := range []index.Kind{nixname.KindListing, nixname.KindDebugInfo, nixname.KindRealisation, nixname.KindBuildTrace} {
+		for _, kind := range nixname.FileKinds() {
 			for i := range 12 {
 				key := fmt.Sprintf("%s-%d", kind, i)
 				f, err := x.GetFile(ctx, flake, kind, key)
@@ -390,12 +390,7 @@ func copyFile(t *testing.T, from, to string) {
 // same transaction (as any error in it) leaves version 5's schema and
 // rows; the next start migrates.
 func TestMigrationFailureKeepsV5(t *testing.T) {
-	dir := t.TempDir()
-	file := filepath.Join(dir, "index.db")
-	x := openV(t, file, migrations[:v5])
-	fillV5(t, x)
-	wantSchema, want := schema(t, x), answers(t, x)
-	must(t, x.Close())
+	file, wantSchema, want := filledV5(t)
 
 	boom := errors.New("injected failure")
 	failing := append(slices.Clip(migrations[:v5+1]), migration{sql: `SELECT 1`, after: func(context.Context, *sql.Tx) error { return boom }})
@@ -407,6 +402,18 @@ func TestMigrationFailureKeepsV5(t *testing.T) {
 	if v := userVersion(t, migrated); v != len(migrations) {
 		t.Fatalf("after the failure, the next open migrated to %d", v)
 	}
+}
+
+// filledV5 makes an index file at schema version 5 filled by fillV5 and
+// returns it with its schema and answers.
+func filledV5(t *testing.T) (file, wantSchema string, want []string) {
+	t.Helper()
+	file = filepath.Join(t.TempDir(), "index.db")
+	x := openV(t, file, migrations[:v5])
+	fillV5(t, x)
+	wantSchema, want = schema(t, x), answers(t, x)
+	must(t, x.Close())
+	return file, wantSchema, want
 }
 
 // checkV5 checks that file is still at schema version 5 with the schema
@@ -436,12 +443,7 @@ func TestMigrationCrashKeepsV5(t *testing.T) {
 		crashChild(file)
 		return
 	}
-	dir := t.TempDir()
-	file := filepath.Join(dir, "index.db")
-	x := openV(t, file, migrations[:v5])
-	fillV5(t, x)
-	wantSchema, want := schema(t, x), answers(t, x)
-	must(t, x.Close())
+	file, wantSchema, want := filledV5(t)
 
 	cmd := exec.Command(os.Args[0], "-test.run=^TestMigrationCrashKeepsV5$")
 	cmd.Env = append(os.Environ(), crashEnv+"="+file)
