@@ -275,18 +275,15 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 			var logs []index.Log
 			before := logCutoff(pol, opts, rep.Start, cutoff)
 			if opts.DryRun {
-				if logs, err = c.idx.ExpiredLogs(ctx, f, before); err == nil {
+				logs, err = c.idx.ExpiredLogs(ctx, f, before)
+				fr.Logs = len(logs)
+				if err == nil {
 					for _, n := range c.blobSizes(ctx, logKeys(logs)) {
 						fr.LogBytes += n
 					}
 				}
-			} else {
-				logs, err = c.idx.DoomLogs(ctx, f, before)
-			}
-			switch {
-			case opts.DryRun:
-				fr.Logs = len(logs)
-			case len(logs) > 0: // counted once deleted
+			} else if logs, err = c.idx.DoomLogs(ctx, f, before); len(logs) > 0 {
+				// Counted once deleted.
 				rep.logs = append(rep.logs, flakeLogs{len(rep.Flakes), logs})
 			}
 		}
