@@ -144,13 +144,19 @@ func (c *hitCache) clear() {
 }
 
 func (c *hitCache) addNarInfo(p index.Path, epoch int64) {
-	if c.narinfo == nil {
+	addAt(c, c.narinfo, cacheKey{p.Flake, p.Hash}, p, epoch)
+}
+
+// addAt adds v under k to lru (nil: caching off) unless a clear came after
+// the lookup that found it, which started at epoch (see addMu).
+func addAt[V any](c *hitCache, lru *shardedLRU[V], k cacheKey, v V, epoch int64) {
+	if lru == nil {
 		return
 	}
 	c.addMu.RLock()
 	defer c.addMu.RUnlock()
 	if c.epoch.Load() == epoch {
-		c.narinfo.Add(cacheKey{p.Flake, p.Hash}, p)
+		lru.Add(k, v)
 	}
 }
 
@@ -163,14 +169,7 @@ func (c *hitCache) hasNar(f nixname.Flake, file string) bool {
 }
 
 func (c *hitCache) addNar(f nixname.Flake, file string, epoch int64) {
-	if c.nar == nil {
-		return
-	}
-	c.addMu.RLock()
-	defer c.addMu.RUnlock()
-	if c.epoch.Load() == epoch {
-		c.nar.Add(cacheKey{f, file}, struct{}{})
-	}
+	addAt(c, c.nar, cacheKey{f, file}, struct{}{}, epoch)
 }
 
 // missCache remembers narinfo lookups that found nothing, per flake (the
