@@ -145,7 +145,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Public (warned about in clear off loopback) when clients reach it with
 	// their tokens: with a gate here. Behind Envoy, Envoy has removed them.
 	gated := cfg.Authz != nil || cfg.ExtAuthz != ""
-	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, Server: &http.Server{
+	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, WriteStall: cfg.DownloadIdleTimeout, Server: &http.Server{
 		Handler:           public,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,

@@ -216,7 +216,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	c.Listen, c.InternalListen = "nohost", "127.0.0.1"
 	c.MaxNarSize, c.Priority, c.ShutdownTimeout = 0, -1, 0
 	c.LookupCacheEntries, c.MaxExpansion, c.UploadMaxDuration = -1, -2, -time.Second
-	c.MissCacheTTL = -time.Second
+	c.MissCacheTTL, c.DownloadIdleTimeout = -time.Second, 0
 	c.LogLevel = "loud"
 	err := c.Validate()
 	if err == nil {
@@ -224,7 +224,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 	}
 	for _, want := range []string{`-listen "nohost"`, `-internal-listen "127.0.0.1"`, "-data-dir is required",
 		"-max-nar-size must be positive", "-priority must be positive", "-shutdown-timeout must be positive",
-		"-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-miss-cache-ttl -1s", "-log-level",
+		"-download-idle-timeout must be positive", "-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-miss-cache-ttl -1s", "-log-level",
 		"no authorization configured"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)

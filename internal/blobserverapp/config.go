@@ -67,6 +67,10 @@ type Config struct {
 	RedirectExpiry time.Duration
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
+	// DownloadIdleTimeout closes a public connection whose client takes
+	// nothing of an answer for this long (serve.StallGuard: about 1 MiB per
+	// 0.9 × it), instead of leaving the write blocked for good.
+	DownloadIdleTimeout time.Duration
 	// Upload limits (cacheserver.Config); 0 disables each.
 	UploadMinRate        int64         // bytes/second over a 30 s window (408 below)
 	UploadMaxDuration    time.Duration // per upload body (408 after)
@@ -145,6 +149,9 @@ func DefaultConfig() Config {
 		AccessLog:         true,
 		RedirectExpiry:    60 * time.Second,
 		UploadIdleTimeout: 2 * time.Minute,
+		// Cuts only a client that stopped reading: 1 MiB per 108 s is
+		// about 9 KB/s.
+		DownloadIdleTimeout: 2 * time.Minute,
 		// Far below any working CI link: it only catches clients that hold
 		// a connection open with a trickle of bytes.
 		UploadMinRate: 16 << 10,
@@ -194,6 +201,7 @@ func (c *Config) Validate() error {
 		{"-max-narinfo-size", c.MaxNarInfoSize},
 		{"-priority", int64(c.Priority)},
 		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},
+		{"-download-idle-timeout", int64(c.DownloadIdleTimeout)},
 		{"-shutdown-timeout", int64(c.ShutdownTimeout)},
 		{"request body timeout", int64(c.RequestBodyTimeout)},
 		{"-read-flush-interval", int64(c.ReadFlushInterval)},

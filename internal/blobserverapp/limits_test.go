@@ -1,6 +1,8 @@
 package blobserverapp
 
 import (
+	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -68,5 +70,42 @@ func TestEmbeddedGateSlowClientsAndAuthzDown(t *testing.T) {
 		} else {
 			fast = 0
 		}
+	}
+}
+
+// A client that sends requests and never reads the answers used to hold
+// its connection and a goroutine for good: the public listener has no
+// write timeout (a NAR download may take hours), and TCP keeps a zero
+// window open indefinitely. Here an anonymous client pipelines denied
+// requests to the gate and reads nothing: once the answers fill the
+// buffers the server stops reading, and -download-idle-timeout later it
+// drops the connection, which ends the client's blocked write with an
+// error. (internal/serve's tests hold the unguarded control.)
+func TestClientThatStopsReadingIsDropped(t *testing.T) {
+	_, addr := startFakeAuthz(t)
+	s := start(t, config(func(c *Config) {
+		c.DataDir, c.ExtAuthz, c.DownloadIdleTimeout = t.TempDir(), addr, 500*time.Millisecond
+	}))
+	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
+	done := make(chan error, 1)
+	go func() {
+		req := strings.Repeat("GET /omnicorp/a/"+strings.Repeat("0", 32)+".narinfo HTTP/1.1\r\nHost: cache\r\n\r\n", 1000)
+		for {
+			if _, err := io.WriteString(c, req); err != nil {
+				done <- err
+				return
+			}
+		}
+	}()
+	select {
+	case err := <-done:
+		t.Logf("the client's writes ended: %v", err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("a client that reads nothing still holds its connection after 30s (-download-idle-timeout 500ms)")
 	}
 }

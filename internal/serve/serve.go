@@ -2,8 +2,9 @@
 // internal/authzapp) run their listeners: Run binds every listener, serves
 // each with its server until the context ends or one server fails, then
 // shuts them all down gracefully within a timeout. It also holds what else
-// the two share: listen addresses (TCP or a unix socket), the log level and
-// the garbage collector's target (DefaultGCPercent).
+// the two share: listen addresses (TCP or a unix socket), the log level,
+// the garbage collector's target (DefaultGCPercent) and the guard that drops
+// a client that stops reading its answers (StallGuard, Listener.WriteStall).
 package serve
 
 import (
@@ -50,6 +51,10 @@ type Listener struct {
 	// clear on an address other hosts can reach (Exposed), it logs a
 	// warning at start.
 	Public bool
+	// WriteStall, when positive, closes a connection whose client takes
+	// nothing the server writes for this long (StallGuard); zero: no bound
+	// but the server's own timeouts.
+	WriteStall time.Duration
 }
 
 // Options tune Run.
@@ -106,6 +111,7 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 			return err
 		}
 		hs.TLSConfig = certs.TLSConfig()
+		hs.Handler = StreamStallGuard(hs.Handler, l.WriteStall) // HTTP/2 comes with TLS only
 		servers[i] = httpsServer{hs}
 	}
 
@@ -122,6 +128,9 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 			return fmt.Errorf("%s listener: listen on %s: %w", l.Name, l.Addr, err)
 		}
 		lns[i] = ln
+	}
+	for i, l := range ls {
+		lns[i] = StallGuard(lns[i], l.WriteStall)
 	}
 	for i, l := range ls {
 		if l.Public && !l.TLS.Enabled() && Exposed(lns[i].Addr()) {
