@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"github.com/nix-community/go-nix/pkg/nixbase32"
+
+	"github.com/flakegate/flakegate/internal/testutil"
 )
 
 // crashPath is one store path of a pusher's chain: its NAR (uploaded
@@ -81,12 +83,21 @@ func pushPath(ctx context.Context, base string, p crashPath) bool {
 // every narinfo served at all (one committed just before the kill, its
 // answer lost) comes with its complete NAR, no temporary file is left, and
 // the pushers resume where their acknowledgements stopped. Eight crashes,
-// then every chain is pushed to the end.
+// then every chain is pushed to the end. On the filesystem with SQLite and,
+// when the test services run, on S3 with PostgreSQL.
 func TestKillDuringPushesLosesNothingAcknowledged(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds and kills the blobserver binary: skipped in -short")
 	}
 	bin := buildBinary(t)
+	t.Run("fs+sqlite", func(t *testing.T) { killDuringPushes(t, bin, nil) })
+	t.Run("s3+postgres", func(t *testing.T) {
+		pg, s3 := testutil.ScaleOutURLs(t, "crash")
+		killDuringPushes(t, bin, []string{"-storage", s3, "-index", pg})
+	})
+}
+
+func killDuringPushes(t *testing.T, bin string, flags []string) {
 	dataDir := t.TempDir()
 	const workers, perChain, crashes = 4, 150, 8
 	chains := make([][]crashPath, workers)
@@ -98,8 +109,10 @@ func TestKillDuringPushesLosesNothingAcknowledged(t *testing.T) {
 
 	check := func(p *proc, round int) {
 		t.Helper()
-		if e, err := os.ReadDir(filepath.Join(dataDir, "blobs", ".tmp")); err != nil || len(e) != 0 {
-			t.Fatalf("round %d: temporary files after the restart: %v %v", round, e, err)
+		if flags == nil { // the filesystem store's temporary files
+			if e, err := os.ReadDir(filepath.Join(dataDir, "blobs", ".tmp")); err != nil || len(e) != 0 {
+				t.Fatalf("round %d: temporary files after the restart: %v %v", round, e, err)
+			}
 		}
 		served := 0
 		for w, chain := range chains {
@@ -124,7 +137,7 @@ func TestKillDuringPushesLosesNothingAcknowledged(t *testing.T) {
 	}
 
 	for round := 1; round <= crashes; round++ {
-		p := startProc(t, bin, dataDir)
+		p := startProc(t, bin, dataDir, flags...)
 		check(p, round)
 		ctx, cancel := context.WithCancel(context.Background())
 		var wg sync.WaitGroup
@@ -155,7 +168,7 @@ func TestKillDuringPushesLosesNothingAcknowledged(t *testing.T) {
 		wg.Wait()
 	}
 
-	p := startProc(t, bin, dataDir)
+	p := startProc(t, bin, dataDir, flags...)
 	check(p, crashes+1)
 	for w := range workers {
 		for ; next[w] < perChain; next[w]++ {

@@ -111,10 +111,11 @@ type proc struct {
 	err              error         // its exit status, once done
 }
 
-// startProc runs the binary on a data dir and waits for its "listening" line.
-func startProc(t *testing.T, bin, dataDir string) *proc {
+// startProc runs the binary on a data dir (and any other flags) and waits
+// for its "listening" line.
+func startProc(t *testing.T, bin, dataDir string, flags ...string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "-data-dir", dataDir, "-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0", "-behind-envoy")
+	cmd := exec.Command(bin, append([]string{"-data-dir", dataDir, "-listen", "127.0.0.1:0", "-internal-listen", "127.0.0.1:0", "-behind-envoy"}, flags...)...)
 	pipe, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)
