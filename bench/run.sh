@@ -5,7 +5,11 @@
 # and writes it, with the machine and the method, into docs/benchmarks.md
 # (between the markers; the rest of that file is prose kept by hand).
 #
-#   bench/run.sh [-quick] [measure ...]
+#   bench/run.sh [-quick] [-no-doc] [measure ...]
+#
+# -no-doc prints the table without writing docs/benchmarks.md: for a trial
+# run, or one in a scratch $BENCH_WORK, whose table (built from that work
+# dir's results only) would replace the documented rows.
 #
 # Measures (default: all, in this order):
 #   narinfo  narinfo GET, blob server alone vs nginx static files (wrk)
@@ -37,13 +41,15 @@ WORK=${BENCH_WORK:-$ROOT/.bench}
 CACHE_BIN=${FLAKEGATE_BIN_CACHE:-$HOME/.cache/flakegate/bin}
 GHZ_VERSION=v0.93.0
 QUICK=0
+DOC=1
 ALL=(narinfo miss gate nar ingest index memory authz reload nixcopy push)
 MEASURES=()
 for a in "$@"; do
 	case $a in
 	-quick | --quick | -q) QUICK=1 ;;
+	-no-doc | --no-doc) DOC=0 ;;
 	-h | --help)
-		sed -n '2,26p' "$0"
+		sed -n '2,30p' "$0"
 		exit 0
 		;;
 	*)
@@ -869,6 +875,10 @@ table=$WORK/table.md
 echo
 cat "$table"
 
+if ((!DOC)); then
+	echo "table not written to docs/benchmarks.md (-no-doc); it is in $table" >&2
+	exit 0
+fi
 doc=$ROOT/docs/benchmarks.md
 if [[ ! -f $doc ]] || ! grep -q '<!-- bench:table:begin -->' "$doc"; then
 	printf '# Benchmarks\n\n<!-- bench:table:begin -->\n<!-- bench:table:end -->\n' >"$doc"
