@@ -67,9 +67,10 @@ type Config struct {
 	RedirectExpiry time.Duration
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
-	// DownloadIdleTimeout closes a public connection whose client takes
-	// nothing of an answer for this long (serve.StallGuard: about 1 MiB per
-	// 0.9 × it), instead of leaving the write blocked for good.
+	// DownloadIdleTimeout closes a public connection (resets an HTTP/2
+	// stream) whose client takes under serve.StallFloor (64 KiB) of an
+	// answer in this long while the server waits for it, instead of leaving
+	// the write blocked for good.
 	DownloadIdleTimeout time.Duration
 	// Upload limits (cacheserver.Config); 0 disables each.
 	UploadMinRate        int64         // bytes/second over a 30 s window (408 below)
@@ -149,8 +150,8 @@ func DefaultConfig() Config {
 		AccessLog:         true,
 		RedirectExpiry:    60 * time.Second,
 		UploadIdleTimeout: 2 * time.Minute,
-		// Cuts only a client that stopped reading: 1 MiB per 108 s is
-		// about 9 KB/s.
+		// Cuts only a client that (nearly) stopped reading: 64 KiB per
+		// 2 minutes is about 550 bytes/s.
 		DownloadIdleTimeout: 2 * time.Minute,
 		// Far below any working CI link: it only catches clients that hold
 		// a connection open with a trickle of bytes.

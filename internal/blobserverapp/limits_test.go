@@ -76,9 +76,9 @@ func TestEmbeddedGateSlowClientsAndAuthzDown(t *testing.T) {
 // A client that sends requests and never reads the answers used to hold
 // its connection and a goroutine for good: the public listener has no
 // write timeout (a NAR download may take hours), and TCP keeps a zero
-// window open indefinitely. Here an anonymous client pipelines denied
-// requests to the gate and reads nothing: once the answers fill the
-// buffers the server stops reading, and -download-idle-timeout later it
+// window open indefinitely. Here a client allowed to read pipelines GETs
+// of a 1 MiB build log and reads nothing: once the answers fill the
+// buffers the server's write waits, and -download-idle-timeout later it
 // drops the connection, which ends the client's blocked write with an
 // error. (internal/serve's tests hold the unguarded control.)
 func TestClientThatStopsReadingIsDropped(t *testing.T) {
@@ -86,6 +86,17 @@ func TestClientThatStopsReadingIsDropped(t *testing.T) {
 	s := start(t, config(func(c *Config) {
 		c.DataDir, c.ExtAuthz, c.DownloadIdleTimeout = t.TempDir(), addr, 500*time.Millisecond
 	}))
+	logPath := "/omnicorp/a/log/" + strings.Repeat("0", 32) + "-x.drv"
+	req, _ := http.NewRequest("PUT", s.URL+logPath, strings.NewReader(strings.Repeat("build output line\n", 1<<16)))
+	req.Header.Set("Authorization", "Bearer good")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 != 2 {
+		t.Fatalf("log upload: %d", resp.StatusCode)
+	}
 	c, err := net.Dial("tcp", strings.TrimPrefix(s.URL, "http://"))
 	if err != nil {
 		t.Fatal(err)
@@ -94,9 +105,9 @@ func TestClientThatStopsReadingIsDropped(t *testing.T) {
 	_ = c.(*net.TCPConn).SetReadBuffer(16 << 10)
 	done := make(chan error, 1)
 	go func() {
-		req := strings.Repeat("GET /omnicorp/a/"+strings.Repeat("0", 32)+".narinfo HTTP/1.1\r\nHost: cache\r\n\r\n", 1000)
+		get := "GET " + logPath + " HTTP/1.1\r\nHost: cache\r\nAuthorization: Bearer good\r\n\r\n"
 		for {
-			if _, err := io.WriteString(c, req); err != nil {
+			if _, err := io.WriteString(c, strings.Repeat(get, 8)); err != nil {
 				done <- err
 				return
 			}

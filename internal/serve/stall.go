@@ -1,18 +1,20 @@
 package serve
 
 import (
+	"errors"
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"sync"
 	"time"
 )
 
-// WriteStallChunk is the most a connection guarded by StallGuard writes
-// under one deadline: a client must take this much of an answer within
-// 0.9 × the stall timeout (about 9 KB/s for 2 minutes) to keep the
-// connection.
-const WriteStallChunk = 1 << 20
+// StallFloor is the least a client must take of an answer per stall
+// timeout (or the rest of the answer, when less is left) to keep its
+// connection (HTTP/1) or stream (HTTP/2): about 550 bytes/s at the blob
+// server's 2 minutes. Only the time the server waits for the client counts.
+const StallFloor = 64 << 10
 
 // StallGuard wraps a listener so that a connection whose client stops
 // taking what the server writes is closed after idle instead of holding a
@@ -24,15 +26,18 @@ const WriteStallChunk = 1 << 20
 // and never reads the answers, or starts a download and stops reading,
 // blocks the server's write forever (TCP keeps a zero window open
 // indefinitely). No maintained library does this for net/http, so it is
-// written here: each write of up to WriteStallChunk bytes gets a write
-// deadline at least 0.9 × idle away, pushed forward at most every idle/10
-// (a clock read per write, a timer change only then).
+// written here: a write waits at most idle for the client; when that
+// deadline passes and the client took StallFloor bytes or more meanwhile,
+// the write goes on under a new one, otherwise it fails and net/http
+// closes the connection. The deadline is set when a write starts, at most
+// every idle/10 (a clock read per write; a timer change only then), so
+// the server's own pauses between writes (slow storage) never count.
 //
 // The wrapped connections keep what net/http looks for on a connection:
-// ReadFrom (sendfile for file bodies, in chunks of WriteStallChunk) and
-// CloseWrite (the half-close before dropping a connection with an unread
-// body). A deadline net/http sets itself (the TLS handshake's) is kept
-// when nearer; its reset to none restores the rolling one.
+// ReadFrom (sendfile for file bodies, in one call however slow the client)
+// and CloseWrite (the half-close before dropping a connection with an
+// unread body). A deadline net/http sets itself (the TLS handshake's) is
+// kept when nearer; its reset to none restores the rolling one.
 func StallGuard(l net.Listener, idle time.Duration) net.Listener {
 	if idle <= 0 {
 		return l
@@ -61,78 +66,103 @@ type stallConn struct {
 	mu sync.Mutex
 	// next is when the deadline must be pushed again (zero: at the next
 	// write); external is a deadline set through SetWriteDeadline or
-	// SetDeadline (zero: none), which the rolling one never passes.
+	// SetDeadline (zero: none), which the rolling one never passes; moved
+	// counts the bytes written since the deadline was last pushed.
 	next, external time.Time
+	moved          int64
 }
 
-// arm pushes the write deadline forward when it is due.
-func (c *stallConn) arm() error {
+// arm pushes the write deadline forward when it is due (force: now).
+func (c *stallConn) arm(force bool) error {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if now.Before(c.next) {
+	if !force && now.Before(c.next) {
 		return nil
 	}
 	dl := now.Add(c.idle)
 	if !c.external.IsZero() && c.external.Before(dl) {
 		dl = c.external
 	}
-	c.next = now.Add(c.idle / 10)
+	c.next, c.moved = now.Add(c.idle/10), 0
 	return c.Conn.SetWriteDeadline(dl)
+}
+
+// goOn records n bytes written and reports whether a write that ended
+// with err may continue: the rolling deadline (not one net/http set)
+// passed while the client still took StallFloor bytes or more.
+func (c *stallConn) goOn(n int64, err error) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.moved += n
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || c.moved < StallFloor {
+		return false
+	}
+	return c.external.IsZero() || c.external.After(time.Now())
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
 	var done int
-	for len(p) > 0 {
-		if err := c.arm(); err != nil {
+	force := false
+	for {
+		if err := c.arm(force); err != nil {
 			return done, err
 		}
-		k := min(len(p), WriteStallChunk)
-		n, err := c.Conn.Write(p[:k])
+		n, err := c.Conn.Write(p[done:])
 		done += n
-		if err != nil {
+		if !c.goOn(int64(n), err) {
 			return done, err
 		}
-		p = p[k:]
+		force = true
 	}
-	return done, nil
 }
 
-// ReadFrom copies src in chunks of WriteStallChunk, each with its deadline,
-// through the connection's own ReadFrom when it has one (sendfile for an
-// *os.File, alone or in the *io.LimitedReader http.ServeContent passes).
+// ReadFrom sends a file through the connection's own ReadFrom (sendfile),
+// going on after a passed deadline as Write does; sendfile moves the
+// file's position and the limit by exactly what it sent. Any other source
+// is copied through Write: bytes read from it but not yet written when a
+// deadline passes could not be sent again.
 func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 	rf, ok := c.Conn.(io.ReaderFrom)
-	if !ok {
+	f := fileBehind(src)
+	if !ok || f == nil {
 		return io.Copy(writerOnly{c}, src)
 	}
-	remain := int64(-1) // no limit
-	lr, limited := src.(*io.LimitedReader)
-	if limited {
-		src, remain = lr.R, lr.N
-	}
 	var total int64
-	for remain != 0 {
-		if err := c.arm(); err != nil {
+	force := false
+	for {
+		if err := c.arm(force); err != nil {
 			return total, err
 		}
-		want := int64(WriteStallChunk)
-		if remain > 0 {
-			want = min(want, remain)
+		before, err := f.Seek(0, io.SeekCurrent)
+		if err != nil {
+			return io.Copy(writerOnly{c}, src)
 		}
-		n, err := rf.ReadFrom(&io.LimitedReader{R: src, N: want})
+		n, err := rf.ReadFrom(src)
 		total += n
-		if limited {
-			lr.N -= n
-		}
-		if remain > 0 {
-			remain -= n
-		}
-		if err != nil || n < want { // an error, or src ended
+		if !c.goOn(n, err) {
 			return total, err
 		}
+		// Only when the file moved by what was sent (sendfile; not a
+		// fallback copy that read more than it wrote) can it go on.
+		if after, serr := f.Seek(0, io.SeekCurrent); serr != nil || after != before+n {
+			return total, err
+		}
+		force = true
 	}
-	return total, nil
+}
+
+// fileBehind is the *os.File src reads, alone or within an
+// *io.LimitedReader with bytes left (what http.ServeContent passes), or nil.
+func fileBehind(src io.Reader) *os.File {
+	if lr, ok := src.(*io.LimitedReader); ok {
+		if lr.N <= 0 {
+			return nil
+		}
+		src = lr.R
+	}
+	f, _ := src.(*os.File)
+	return f
 }
 
 // writerOnly hides ReadFrom so that io.Copy uses Write.
@@ -149,10 +179,6 @@ func (c *stallConn) CloseWrite() error {
 func (c *stallConn) SetWriteDeadline(t time.Time) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.setWriteDeadlineLocked(t)
-}
-
-func (c *stallConn) setWriteDeadlineLocked(t time.Time) error {
 	if t.IsZero() {
 		if c.external.IsZero() {
 			return nil // the rolling deadline stays (net/http resets after every request)
@@ -175,11 +201,13 @@ func (c *stallConn) SetDeadline(t time.Time) error {
 // client that stops granting flow-control window leaves a stream's handler
 // waiting for it while the connection itself stays writable, so each of
 // up to MaxConcurrentStreams handlers per connection would wait forever.
-// The answer's writes get the stream's write deadline (net/http resets the
-// stream when it passes), pushed forward like StallGuard's, per
-// WriteStallChunk bytes. HTTP/1 requests pass unchanged: their writes are
-// the connection's. Costs one deadline change per HTTP/2 answer with a
-// body.
+// Each write of the answer, in pieces of StallFloor bytes, gets the
+// stream's write deadline (net/http resets the stream when it passes),
+// cleared when the piece is taken, so that only the time spent waiting
+// for the client counts; the flush after the handler returns gets one
+// too. HTTP/1 requests pass unchanged: their writes are the connection's.
+// Costs two deadline changes per piece and one more per answer with a
+// body (BenchmarkStreamStallGuard: within the noise of a request).
 func StreamStallGuard(h http.Handler, idle time.Duration) http.Handler {
 	if idle <= 0 {
 		return h
@@ -189,43 +217,52 @@ func StreamStallGuard(h http.Handler, idle time.Duration) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		h.ServeHTTP(&streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}, r)
+		sw := &streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
+		h.ServeHTTP(sw, r)
+		if sw.wrote {
+			// What the handler left buffered is sent after it returns.
+			_ = sw.rc.SetWriteDeadline(time.Now().Add(idle))
+		}
 	})
 }
 
-// streamStallWriter arms its stream's write deadline as stallConn arms a
-// connection's; it is used by its handler's goroutine only.
+// streamStallWriter arms its stream's write deadline around each write; it
+// is used by its handler's goroutine only.
 type streamStallWriter struct {
 	http.ResponseWriter
-	rc   *http.ResponseController
-	idle time.Duration
-	next time.Time
+	rc    *http.ResponseController
+	idle  time.Duration
+	wrote bool
 }
 
 func (w *streamStallWriter) Write(p []byte) (int, error) {
 	var done int
-	for len(p) > 0 {
-		if now := time.Now(); !now.Before(w.next) {
-			if err := w.rc.SetWriteDeadline(now.Add(w.idle)); err != nil {
-				return done, err
-			}
-			w.next = now.Add(w.idle / 10)
+	for done < len(p) {
+		if err := w.rc.SetWriteDeadline(time.Now().Add(w.idle)); err != nil {
+			return done, err
 		}
-		k := min(len(p), WriteStallChunk)
-		n, err := w.ResponseWriter.Write(p[:k])
+		w.wrote = true
+		n, err := w.ResponseWriter.Write(p[done:min(len(p), done+StallFloor)])
 		done += n
 		if err != nil {
 			return done, err
 		}
-		p = p[k:]
+		if err := w.rc.SetWriteDeadline(time.Time{}); err != nil {
+			return done, err
+		}
 	}
 	return done, nil
 }
 
-// Flush passes a flush on (http.Flusher, for the handlers that look for it).
+// Flush passes a flush on (http.Flusher, for the handlers that look for
+// it), under the deadline as a write.
 func (w *streamStallWriter) Flush() {
-	if f, ok := w.ResponseWriter.(http.Flusher); ok {
-		f.Flush()
+	if err := w.rc.SetWriteDeadline(time.Now().Add(w.idle)); err == nil {
+		w.wrote = true
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+		_ = w.rc.SetWriteDeadline(time.Time{})
 	}
 }
 

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -167,14 +168,24 @@ func TestStalledReaderIsCutOff(t *testing.T) {
 					if !guarded {
 						t.Fatal("the server closed an unread connection without the guard: the control does not show the hole")
 					}
-				case <-time.After(5 * idle):
+				case <-time.After(wait(guarded, idle)):
 					if guarded {
-						t.Fatalf("a client that reads nothing still holds its connection %v after asking (stall timeout %v)", 5*idle, idle)
+						t.Fatalf("a client that reads nothing still holds its connection %v after asking (stall timeout %v)", wait(guarded, idle), idle)
 					}
 				}
 			})
 		}
 	}
+}
+
+// wait is how long a test waits for the guard to act: generously when it
+// must (a loaded machine is slow; the wait ends as soon as it acts), and
+// several stall times for the unguarded control, which must not.
+func wait(guarded bool, idle time.Duration) time.Duration {
+	if guarded {
+		return 25 * idle
+	}
+	return 5 * idle
 }
 
 // get sends n pipelined GETs of path and reads nothing.
@@ -185,42 +196,200 @@ func get(path string, n int) func(t *testing.T, c net.Conn) {
 	}
 }
 
-// A client that reads slowly and pauses for less than the stall time keeps
-// its connection and gets every byte, through sendfile (whole and a range)
-// and through Write.
-func TestSlowReaderWithPausesIsServedWhole(t *testing.T) {
-	const idle = 3 * time.Second
-	f := newStallFixture(t, idle, false, 3<<20+12345)
+// A client that reads slowly but steadily keeps its connection however
+// long the answer takes (here about 6 × the stall time), and one that
+// pauses for less than the stall time too; each gets every byte, through
+// sendfile (whole and a range) and through Write. A client that takes
+// less than StallFloor per stall time is cut.
+func TestSlowReadersAreServedTricklersCut(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	f := newStallFixture(t, idle, false, 3<<19)
 	want := sha256.Sum256(f.file)
-	for _, path := range []string{"/file", "/write"} {
-		t.Run(path, func(t *testing.T) {
+	cases := []struct {
+		name, path string
+		reader     func(c net.Conn) *pacedReader
+		cut        bool
+	}{
+		// 16 KiB per 20 ms: about 800 KB/s, StallFloor every 80 ms.
+		{"steady, sendfile", "/file", func(c net.Conn) *pacedReader {
+			return &pacedReader{r: c, piece: 16 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 40}
+		}, false},
+		{"steady, writes", "/write", func(c net.Conn) *pacedReader {
+			return &pacedReader{r: c, piece: 16 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 40}
+		}, false},
+		// Fast, then one pause of 2/3 of the stall time.
+		{"pause, sendfile", "/file", func(c net.Conn) *pacedReader {
+			return &pacedReader{r: c, piece: 64 << 10, every: time.Millisecond, pauseAt: 512 << 10, pause: 200 * time.Millisecond}
+		}, false},
+		// 2 KiB per 100 ms: 6 KiB per stall time, under StallFloor.
+		{"trickle, sendfile", "/file", func(c net.Conn) *pacedReader {
+			return &pacedReader{r: c, piece: 2 << 10, every: 100 * time.Millisecond, pauseAt: 1 << 40}
+		}, true},
+		{"trickle, writes", "/write", func(c net.Conn) *pacedReader {
+			return &pacedReader{r: c, piece: 2 << 10, every: 100 * time.Millisecond, pauseAt: 1 << 40}
+		}, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
+			f := f
+			if tc.cut { // its own server, to see its connection close
+				f = newStallFixture(t, idle, false, 3<<19)
+			}
 			c := f.dial(t)
-			_ = c.(*net.TCPConn).SetReadBuffer(1 << 20) // the pace is the reader's, not the buffer's
-			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: cache\r\n\r\n"); err != nil {
+			if _, err := io.WriteString(c, "GET "+tc.path+" HTTP/1.1\r\nHost: cache\r\n\r\n"); err != nil {
 				t.Fatal(err)
 			}
-			slow := &pacedReader{r: c, piece: 64 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 20, pause: time.Second}
-			body := readAnswer(t, slow, path)
-			if sha256.Sum256(body) != want {
-				t.Fatalf("%d bytes read slowly, not the %d served", len(body), len(f.file))
+			type result struct {
+				body []byte
+				err  error
 			}
-			if !slow.paused {
-				t.Fatal("the reader never paused")
+			got := make(chan result, 1)
+			start := time.Now()
+			go func() {
+				resp, err := http.ReadResponse(bufio.NewReader(tc.reader(c)), nil)
+				if err != nil {
+					got <- result{nil, err}
+					return
+				}
+				body, err := io.ReadAll(resp.Body)
+				got <- result{body, err}
+			}()
+			if tc.cut {
+				select {
+				case <-f.closed:
+					t.Logf("cut after %v", time.Since(start))
+				case r := <-got:
+					t.Fatalf("a client taking under %d bytes per %v: %d bytes, %v, and the server kept the connection", StallFloor, idle, len(r.body), r.err)
+				case <-time.After(20 * idle):
+					t.Fatalf("a client taking under %d bytes per %v still holds its connection after %v", StallFloor, idle, 20*idle)
+				}
+				return
 			}
+			r := <-got
+			if r.err != nil || sha256.Sum256(r.body) != want {
+				t.Fatalf("%d of %d bytes in %v: %v", len(r.body), len(f.file), time.Since(start), r.err)
+			}
+			t.Logf("served whole in %v", time.Since(start))
 		})
 	}
-	// A range through the chunked ReadFrom: exactly the bytes asked for.
+	// A range through the connection's ReadFrom: exactly the bytes asked for.
 	t.Run("range", func(t *testing.T) {
 		t.Parallel()
 		c := f.dial(t)
-		if _, err := io.WriteString(c, "GET /file HTTP/1.1\r\nHost: cache\r\nRange: bytes=1000-2099999\r\n\r\n"); err != nil {
+		if _, err := io.WriteString(c, "GET /file HTTP/1.1\r\nHost: cache\r\nRange: bytes=1000-1199999\r\n\r\n"); err != nil {
 			t.Fatal(err)
 		}
-		if body := readAnswer(t, c, "/file range"); !bytes.Equal(body, f.file[1000:2100000]) {
-			t.Fatalf("range: %d bytes, not bytes 1000-2099999 of the file", len(body))
+		if body := readAnswer(t, c, "/file range"); !bytes.Equal(body, f.file[1000:1200000]) {
+			t.Fatalf("range: %d bytes, not bytes 1000-1199999 of the file", len(body))
 		}
 	})
+}
+
+// slowSource is a file-like source whose reads take a while (slow storage).
+type slowSource struct {
+	*bytes.Reader
+	delay time.Duration
+}
+
+func (s *slowSource) Read(p []byte) (int, error) {
+	time.Sleep(s.delay)
+	return s.Reader.Read(p[:min(len(p), 32<<10)])
+}
+
+// The server's own pauses never count against a client that takes
+// everything at once: a slow source (32 KiB per 100 ms, an answer taking
+// 5 × the stall time) is served whole over HTTP/1 and HTTP/2, and so is a
+// handler that pauses twice the stall time between two writes (with a
+// flush before the pause or without).
+func TestServerPausesDoNotCount(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	data := bytes.Repeat([]byte("0123456789abcdef"), (512<<10)/16)
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/slow-source":
+			http.ServeContent(w, r, "", time.Time{}, &slowSource{bytes.NewReader(data), 100 * time.Millisecond})
+		case "/pause", "/pause-flush":
+			w.Write(data[:1000])
+			if r.URL.Path == "/pause-flush" {
+				http.NewResponseController(w).Flush()
+			}
+			time.Sleep(2 * idle)
+			w.Write(data[1000:2000])
+		}
+	})
+	srv := httptest.NewUnstartedServer(StreamStallGuard(h, idle))
+	srv.Listener = StallGuard(srv.Listener, idle)
+	srv.EnableHTTP2 = true
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	for _, h2 := range []bool{false, true} {
+		c := srv.Client()
+		if !h2 {
+			tr := c.Transport.(*http.Transport).Clone()
+			tr.ForceAttemptHTTP2 = false
+			tr.TLSNextProto = map[string]func(string, *tls.Conn) http.RoundTripper{}
+			tr.TLSClientConfig = tr.TLSClientConfig.Clone()
+			tr.TLSClientConfig.NextProtos = []string{"http/1.1"}
+			c = &http.Client{Transport: tr}
+		}
+		for path, want := range map[string][]byte{"/slow-source": data, "/pause": data[:2000], "/pause-flush": data[:2000]} {
+			resp, err := c.Get(srv.URL + path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.ProtoMajor != map[bool]int{false: 1, true: 2}[h2] {
+				t.Fatalf("%s: HTTP/%d", path, resp.ProtoMajor)
+			}
+			if err != nil || !bytes.Equal(body, want) {
+				t.Errorf("HTTP/%d %s: %d of %d bytes, %v", resp.ProtoMajor, path, len(body), len(want), err)
+			}
+		}
+	}
+}
+
+// recordingConn is a connection whose ReadFrom notes its source.
+type recordingConn struct {
+	net.Conn
+	src io.Reader
+}
+
+func (c *recordingConn) ReadFrom(r io.Reader) (int64, error) {
+	c.src = r
+	return io.Copy(io.Discard, r)
+}
+func (c *recordingConn) Write(p []byte) (int, error)      { return len(p), nil }
+func (c *recordingConn) SetWriteDeadline(time.Time) error { return nil }
+
+// A file (as http.ServeContent passes it, within a LimitedReader) reaches
+// the connection's own ReadFrom: net.TCPConn sends it with sendfile (seen
+// with strace: sendfile(…, 1048576) calls). Any other source is copied
+// through Write, and an exhausted limit copies nothing, as io.Copy.
+func TestReadFromKeepsSendfile(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(path, []byte("nar bytes"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fh, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fh.Close()
+	inner := &recordingConn{}
+	c := &stallConn{Conn: inner, idle: time.Minute}
+	lr := &io.LimitedReader{R: fh, N: 4}
+	if n, err := c.ReadFrom(lr); n != 4 || err != nil || inner.src != io.Reader(lr) {
+		t.Fatalf("file in a LimitedReader: %d %v, reached ReadFrom as %T", n, err, inner.src)
+	}
+	inner.src = nil
+	if n, err := c.ReadFrom(strings.NewReader("abc")); n != 3 || err != nil || inner.src != nil {
+		t.Fatalf("a reader: %d %v, reached ReadFrom as %T (want Write)", n, err, inner.src)
+	}
+	if n, err := c.ReadFrom(&io.LimitedReader{R: fh, N: -1}); n != 0 || err != nil || inner.src != nil {
+		t.Fatalf("an exhausted limit: %d %v, reached ReadFrom as %T", n, err, inner.src)
+	}
 }
 
 func readAnswer(t *testing.T, r io.Reader, what string) []byte {
@@ -338,9 +507,9 @@ func TestHTTP2StreamWithoutWindowIsReset(t *testing.T) {
 					if !guarded {
 						t.Fatal("the stream was reset without the guard: the control does not show the hole")
 					}
-				case <-time.After(5 * idle):
+				case <-time.After(wait(guarded, idle)):
 					if guarded {
-						t.Fatalf("a stream granted no window is still open %v later (stall timeout %v)", 5*idle, idle)
+						t.Fatalf("a stream granted no window is still open %v later (stall timeout %v)", wait(guarded, idle), idle)
 					}
 					return
 				}
