@@ -25,6 +25,7 @@ import (
 	"github.com/flakegate/flakegate/internal/gc"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/promutil"
 	"github.com/flakegate/flakegate/internal/serve"
 	"github.com/flakegate/flakegate/internal/storage"
 )
@@ -145,12 +146,14 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	// Public (warned about in clear off loopback) when clients reach it with
 	// their tokens: with a gate here. Behind Envoy, Envoy has removed them.
 	gated := cfg.Authz != nil || cfg.ExtAuthz != ""
-	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, WriteStall: cfg.DownloadIdleTimeout, Server: &http.Server{
+	publicServer := &http.Server{
 		Handler:           public,
 		ReadHeaderTimeout: 30 * time.Second,
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-	}}}
+	}
+	listeners := []serve.Listener{{Name: "public", Addr: cfg.Listen, TLS: cfg.TLS, Public: gated, Server: publicServer,
+		WriteStall: cfg.DownloadIdleTimeout, OnStall: stallReporter(reg, log, cfg.DownloadIdleTimeout)}}
 	internal := srv.InternalHandler()
 	if cfg.Authz != nil {
 		// Always: in-process authorization looks owners up through it,
@@ -226,5 +229,19 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 		UploadMinRate:     cfg.UploadMinRate, UploadMaxDuration: cfg.UploadMaxDuration,
 		MaxExpansion: cfg.MaxExpansion, MaxUploadsPerSubject: cfg.MaxUploadsPerSubject,
 		ReadTouchInterval: cfg.ReadTouchInterval, ReadFlushInterval: cfg.ReadFlushInterval, GenerationPoll: cfg.GenerationPoll,
+	}
+}
+
+// stallReporter counts and logs each client the public listener's stall
+// guard drops (-download-idle-timeout).
+func stallReporter(reg prometheus.Registerer, log *slog.Logger, idle time.Duration) serve.StallFunc {
+	dropped := promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "flakegate_blobserver_stalled_clients_total",
+		Help: "Clients dropped for taking under 64 KiB of an answer within -download-idle-timeout, by what was dropped (connection, or stream: one HTTP/2 stream).",
+	}, []string{"dropped"}))
+	return func(remote, what string, took int64) {
+		dropped.WithLabelValues(what).Inc()
+		log.Info("dropped a client that stopped taking its answer (-download-idle-timeout)",
+			"remote", remote, "dropped", what, "took_bytes", took, "within", idle.String())
 	}
 }

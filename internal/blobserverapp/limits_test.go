@@ -119,4 +119,12 @@ func TestClientThatStopsReadingIsDropped(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("a client that reads nothing still holds its connection after 30s (-download-idle-timeout 500ms)")
 	}
+	// The operator sees why: a log line naming the client, and a counter.
+	local := c.LocalAddr().String()
+	waitFor(t, func() bool {
+		return strings.Contains(s.log.String(), `"msg":"dropped a client that stopped taking its answer (-download-idle-timeout)","remote":"`+local+`","dropped":"connection"`)
+	})
+	if st, body := get(t, s.InternalURL+"/metrics"); st != 200 || !strings.Contains(body, `flakegate_blobserver_stalled_clients_total{dropped="connection"} 1`) {
+		t.Fatalf("metrics: %d, no stalled client counted:\n%s", st, body)
+	}
 }

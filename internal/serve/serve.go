@@ -51,10 +51,12 @@ type Listener struct {
 	// clear on an address other hosts can reach (Exposed), it logs a
 	// warning at start.
 	Public bool
-	// WriteStall, when positive, closes a connection whose client takes
-	// nothing the server writes for this long (StallGuard); zero: no bound
-	// but the server's own timeouts.
+	// WriteStall, when positive, drops a connection (an HTTP/2 stream)
+	// whose client takes under StallFloor of what the server writes in this
+	// long (StallGuard, StreamStallGuard); zero: no bound but the server's
+	// own timeouts. OnStall, when set, hears of each client dropped.
 	WriteStall time.Duration
+	OnStall    StallFunc
 }
 
 // Options tune Run.
@@ -111,7 +113,7 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 			return err
 		}
 		hs.TLSConfig = certs.TLSConfig()
-		hs.Handler = StreamStallGuard(hs.Handler, l.WriteStall) // HTTP/2 comes with TLS only
+		hs.Handler = StreamStallGuard(hs.Handler, l.WriteStall, l.OnStall) // HTTP/2 comes with TLS only
 		servers[i] = httpsServer{hs}
 	}
 
@@ -130,7 +132,7 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 		lns[i] = ln
 	}
 	for i, l := range ls {
-		lns[i] = StallGuard(lns[i], l.WriteStall)
+		lns[i] = StallGuard(lns[i], l.WriteStall, l.OnStall)
 	}
 	for i, l := range ls {
 		if l.Public && !l.TLS.Enabled() && Exposed(lns[i].Addr()) {

@@ -38,16 +38,24 @@ const StallFloor = 64 << 10
 // and CloseWrite (the half-close before dropping a connection with an
 // unread body). A deadline net/http sets itself (the TLS handshake's) is
 // kept when nearer; its reset to none restores the rolling one.
-func StallGuard(l net.Listener, idle time.Duration) net.Listener {
+//
+// onStall, when not nil, is told of each connection dropped this way.
+func StallGuard(l net.Listener, idle time.Duration, onStall StallFunc) net.Listener {
 	if idle <= 0 {
 		return l
 	}
-	return &stallListener{Listener: l, idle: idle}
+	return &stallListener{Listener: l, idle: idle, onStall: onStall}
 }
+
+// StallFunc is told of a client a stall guard dropped: its address, what
+// was dropped ("connection", or "stream" for one HTTP/2 stream) and the
+// bytes it took in its last stall timeout.
+type StallFunc func(remote, what string, took int64)
 
 type stallListener struct {
 	net.Listener
-	idle time.Duration
+	idle    time.Duration
+	onStall StallFunc
 }
 
 func (l *stallListener) Accept() (net.Conn, error) {
@@ -55,13 +63,14 @@ func (l *stallListener) Accept() (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &stallConn{Conn: c, idle: l.idle}, nil
+	return &stallConn{Conn: c, idle: l.idle, onStall: l.onStall}, nil
 }
 
 // stallConn is a connection with a rolling write deadline.
 type stallConn struct {
 	net.Conn
-	idle time.Duration
+	idle    time.Duration
+	onStall StallFunc
 
 	mu sync.Mutex
 	// next is when the deadline must be pushed again (zero: at the next
@@ -90,15 +99,24 @@ func (c *stallConn) arm(force bool) error {
 
 // goOn records n bytes written and reports whether a write that ended
 // with err may continue: the rolling deadline (not one net/http set)
-// passed while the client still took StallFloor bytes or more.
+// passed while the client still took StallFloor bytes or more. When the
+// rolling deadline passed with less, onStall hears of it.
 func (c *stallConn) goOn(n int64, err error) bool {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	c.moved += n
-	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || c.moved < StallFloor {
+	moved := c.moved
+	ours := err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (c.external.IsZero() || c.external.After(time.Now()))
+	c.mu.Unlock()
+	if !ours {
 		return false
 	}
-	return c.external.IsZero() || c.external.After(time.Now())
+	if moved >= StallFloor {
+		return true
+	}
+	if c.onStall != nil {
+		c.onStall(c.RemoteAddr().String(), "connection", moved)
+	}
+	return false
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
@@ -208,7 +226,10 @@ func (c *stallConn) SetDeadline(t time.Time) error {
 // too. HTTP/1 requests pass unchanged: their writes are the connection's.
 // Costs two deadline changes per piece and one more per answer with a
 // body (BenchmarkStreamStallGuard: within the noise of a request).
-func StreamStallGuard(h http.Handler, idle time.Duration) http.Handler {
+// onStall, when not nil, is told of each stream reset during a write of the
+// handler's (not of one in the flush after it returns, which net/http does
+// on its own).
+func StreamStallGuard(h http.Handler, idle time.Duration, onStall StallFunc) http.Handler {
 	if idle <= 0 {
 		return h
 	}
@@ -217,7 +238,7 @@ func StreamStallGuard(h http.Handler, idle time.Duration) http.Handler {
 			h.ServeHTTP(w, r)
 			return
 		}
-		sw := &streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle}
+		sw := &streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle, onStall: onStall, remote: r.RemoteAddr}
 		h.ServeHTTP(sw, r)
 		if sw.wrote {
 			// What the handler left buffered is sent after it returns.
@@ -230,21 +251,27 @@ func StreamStallGuard(h http.Handler, idle time.Duration) http.Handler {
 // is used by its handler's goroutine only.
 type streamStallWriter struct {
 	http.ResponseWriter
-	rc    *http.ResponseController
-	idle  time.Duration
-	wrote bool
+	rc      *http.ResponseController
+	idle    time.Duration
+	wrote   bool
+	onStall StallFunc
+	remote  string
 }
 
 func (w *streamStallWriter) Write(p []byte) (int, error) {
 	var done int
 	for done < len(p) {
-		if err := w.rc.SetWriteDeadline(time.Now().Add(w.idle)); err != nil {
+		dl := time.Now().Add(w.idle)
+		if err := w.rc.SetWriteDeadline(dl); err != nil {
 			return done, err
 		}
 		w.wrote = true
 		n, err := w.ResponseWriter.Write(p[done:min(len(p), done+StallFloor)])
 		done += n
 		if err != nil {
+			if w.onStall != nil && !time.Now().Before(dl) {
+				w.onStall(w.remote, "stream", int64(n))
+			}
 			return done, err
 		}
 		if err := w.rc.SetWriteDeadline(time.Time{}); err != nil {

@@ -18,7 +18,7 @@ func BenchmarkStreamStallGuard(b *testing.B) {
 		idle time.Duration
 	}{{"unguarded", 0}, {"guarded", 2 * time.Minute}} {
 		b.Run(tc.name, func(b *testing.B) {
-			srv := httptest.NewUnstartedServer(StreamStallGuard(h, tc.idle))
+			srv := httptest.NewUnstartedServer(StreamStallGuard(h, tc.idle, nil))
 			srv.EnableHTTP2 = true
 			srv.StartTLS()
 			defer srv.Close()

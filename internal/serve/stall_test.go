@@ -34,6 +34,23 @@ type stallFixture struct {
 	tls      *tls.Config // client side; nil in clear
 	returned chan error  // a handler's last write error (nil: all written)
 	closed   chan struct{}
+	stalls   chan string // "what took" of each client the guard dropped
+}
+
+// stalled checks that the guard reported dropping a client's connection
+// or stream (what) that took less than StallFloor.
+func (f *stallFixture) stalled(t *testing.T, what string) {
+	t.Helper()
+	select {
+	case got := <-f.stalls:
+		var w string
+		var took int64
+		if _, err := fmt.Sscanf(got, "%s %d", &w, &took); err != nil || w != what || took >= StallFloor {
+			t.Fatalf("stall reported as %q, want %s with under %d bytes taken", got, what, StallFloor)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("the guard dropped a client's %s without reporting it", what)
+	}
 }
 
 // report notes a handler's end without ever blocking it.
@@ -58,7 +75,7 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 
 func newStallFixture(t *testing.T, idle time.Duration, withTLS bool, size int) *stallFixture {
 	t.Helper()
-	f := &stallFixture{returned: make(chan error, 64), closed: make(chan struct{}, 64)}
+	f := &stallFixture{returned: make(chan error, 64), closed: make(chan struct{}, 64), stalls: make(chan string, 64)}
 	f.file = make([]byte, size)
 	_, _ = rand.Read(f.file)
 	path := filepath.Join(t.TempDir(), "blob")
@@ -99,7 +116,15 @@ func newStallFixture(t *testing.T, idle time.Duration, withTLS bool, size int) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := Listener{Name: "public", Ln: smallBuffers{ln}, Server: hs, WriteStall: idle}
+	l := Listener{Name: "public", Ln: smallBuffers{ln}, Server: hs, WriteStall: idle, OnStall: func(remote, what string, took int64) {
+		if remote == "" {
+			t.Error("a stall reported without the client's address")
+		}
+		select {
+		case f.stalls <- fmt.Sprintf("%s %d", what, took):
+		default:
+		}
+	}}
 	if withTLS {
 		dir := t.TempDir()
 		l.TLS = TLSFiles{Cert: filepath.Join(dir, "tls.crt"), Key: filepath.Join(dir, "tls.key")}
@@ -168,6 +193,7 @@ func TestStalledReaderIsCutOff(t *testing.T) {
 					if !guarded {
 						t.Fatal("the server closed an unread connection without the guard: the control does not show the hole")
 					}
+					f.stalled(t, "connection")
 				case <-time.After(wait(guarded, idle)):
 					if guarded {
 						t.Fatalf("a client that reads nothing still holds its connection %v after asking (stall timeout %v)", wait(guarded, idle), idle)
@@ -259,6 +285,7 @@ func TestSlowReadersAreServedTricklersCut(t *testing.T) {
 				select {
 				case <-f.closed:
 					t.Logf("cut after %v", time.Since(start))
+					f.stalled(t, "connection")
 				case r := <-got:
 					t.Fatalf("a client taking under %d bytes per %v: %d bytes, %v, and the server kept the connection", StallFloor, idle, len(r.body), r.err)
 				case <-time.After(20 * idle):
@@ -318,8 +345,8 @@ func TestServerPausesDoNotCount(t *testing.T) {
 			w.Write(data[1000:2000])
 		}
 	})
-	srv := httptest.NewUnstartedServer(StreamStallGuard(h, idle))
-	srv.Listener = StallGuard(srv.Listener, idle)
+	srv := httptest.NewUnstartedServer(StreamStallGuard(h, idle, nil))
+	srv.Listener = StallGuard(srv.Listener, idle, nil)
 	srv.EnableHTTP2 = true
 	srv.StartTLS()
 	t.Cleanup(srv.Close)
@@ -506,6 +533,9 @@ func TestHTTP2StreamWithoutWindowIsReset(t *testing.T) {
 				case <-reset:
 					if !guarded {
 						t.Fatal("the stream was reset without the guard: the control does not show the hole")
+					}
+					if path == "/write" { // the flush after a handler is net/http's own
+						f.stalled(t, "stream")
 					}
 				case <-time.After(wait(guarded, idle)):
 					if guarded {
