@@ -231,29 +231,19 @@ func TestSlowReadersAreServedTricklersCut(t *testing.T) {
 	const idle = 300 * time.Millisecond
 	f := newStallFixture(t, idle, false, 3<<19)
 	want := sha256.Sum256(f.file)
+	steady := pacedReader{piece: 16 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 40}  // about 800 KB/s, StallFloor every 80 ms
+	trickle := pacedReader{piece: 2 << 10, every: 100 * time.Millisecond, pauseAt: 1 << 40} // 6 KiB per stall time, under StallFloor
 	cases := []struct {
 		name, path string
-		reader     func(c net.Conn) *pacedReader
+		pace       pacedReader
 		cut        bool
 	}{
-		// 16 KiB per 20 ms: about 800 KB/s, StallFloor every 80 ms.
-		{"steady, sendfile", "/file", func(c net.Conn) *pacedReader {
-			return &pacedReader{r: c, piece: 16 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 40}
-		}, false},
-		{"steady, writes", "/write", func(c net.Conn) *pacedReader {
-			return &pacedReader{r: c, piece: 16 << 10, every: 20 * time.Millisecond, pauseAt: 1 << 40}
-		}, false},
+		{"steady, sendfile", "/file", steady, false},
+		{"steady, writes", "/write", steady, false},
 		// Fast, then one pause of 2/3 of the stall time.
-		{"pause, sendfile", "/file", func(c net.Conn) *pacedReader {
-			return &pacedReader{r: c, piece: 64 << 10, every: time.Millisecond, pauseAt: 512 << 10, pause: 200 * time.Millisecond}
-		}, false},
-		// 2 KiB per 100 ms: 6 KiB per stall time, under StallFloor.
-		{"trickle, sendfile", "/file", func(c net.Conn) *pacedReader {
-			return &pacedReader{r: c, piece: 2 << 10, every: 100 * time.Millisecond, pauseAt: 1 << 40}
-		}, true},
-		{"trickle, writes", "/write", func(c net.Conn) *pacedReader {
-			return &pacedReader{r: c, piece: 2 << 10, every: 100 * time.Millisecond, pauseAt: 1 << 40}
-		}, true},
+		{"pause, sendfile", "/file", pacedReader{piece: 64 << 10, every: time.Millisecond, pauseAt: 512 << 10, pause: 200 * time.Millisecond}, false},
+		{"trickle, sendfile", "/file", trickle, true},
+		{"trickle, writes", "/write", trickle, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -273,7 +263,9 @@ func TestSlowReadersAreServedTricklersCut(t *testing.T) {
 			got := make(chan result, 1)
 			start := time.Now()
 			go func() {
-				resp, err := http.ReadResponse(bufio.NewReader(tc.reader(c)), nil)
+				pace := tc.pace
+				pace.r = c
+				resp, err := http.ReadResponse(bufio.NewReader(&pace), nil)
 				if err != nil {
 					got <- result{nil, err}
 					return
