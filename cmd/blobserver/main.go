@@ -99,7 +99,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.BoolVar(&cfg.RedirectNars, "redirect-nars", cfg.RedirectNars, "answer an allowed NAR GET/HEAD with 307 to a presigned S3 URL (needs -storage s3://…&region=…); the client then downloads from the object storage")
 	fs.DurationVar(&cfg.RedirectExpiry, "redirect-expiry", cfg.RedirectExpiry, "how long a presigned NAR URL of -redirect-nars stays valid")
 	fs.DurationVar(&cfg.UploadIdleTimeout, "upload-idle-timeout", cfg.UploadIdleTimeout, "drop an upload whose client sends nothing for this long")
-	fs.DurationVar(&cfg.DownloadIdleTimeout, "download-idle-timeout", cfg.DownloadIdleTimeout, "drop a client that takes under 64 KiB of an answer in this long while the server waits for it")
+	fs.DurationVar(&cfg.DownloadIdleTimeout, "download-idle-timeout", cfg.DownloadIdleTimeout, "drop a client that takes under 32 KiB of an answer in this long while the server waits for it")
 	fs.Var(minRate, "upload-min-rate", "refuse (408) an upload slower than this many bytes/second, averaged over the last 30s from 30s into the upload on (suffixes as -max-nar-size; 0 disables)")
 	fs.DurationVar(&cfg.UploadMaxDuration, "upload-max-duration", cfg.UploadMaxDuration, "refuse (408) an upload body that takes longer than this (0 disables)")
 	fs.Int64Var(&cfg.MaxExpansion, "max-expansion", cfg.MaxExpansion, "refuse (413) a compressed NAR that decompresses to more than this many times its size, plus 1 MiB (0 disables)")

@@ -237,7 +237,7 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 func stallReporter(reg prometheus.Registerer, log *slog.Logger, idle time.Duration) serve.StallFunc {
 	dropped := promutil.Register(reg, prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "flakegate_blobserver_stalled_clients_total",
-		Help: "Clients dropped for taking under 64 KiB of an answer within -download-idle-timeout, by what was dropped (connection, or stream: one HTTP/2 stream).",
+		Help: "Clients dropped for taking under 32 KiB of an answer within -download-idle-timeout, once per connection, by what was found stalled (connection, or stream: an HTTP/2 stream, whose connection is closed too).",
 	}, []string{"dropped"}))
 	return func(remote, what string, took int64) {
 		dropped.WithLabelValues(what).Inc()

@@ -68,7 +68,7 @@ type Config struct {
 	// UploadIdleTimeout drops an upload whose client sends nothing for this long.
 	UploadIdleTimeout time.Duration
 	// DownloadIdleTimeout closes a public connection (resets an HTTP/2
-	// stream) whose client takes under serve.StallFloor (64 KiB) of an
+	// stream) whose client takes under serve.StallFloor (32 KiB) of an
 	// answer in this long while the server waits for it, instead of leaving
 	// the write blocked for good.
 	DownloadIdleTimeout time.Duration
@@ -150,8 +150,8 @@ func DefaultConfig() Config {
 		AccessLog:         true,
 		RedirectExpiry:    60 * time.Second,
 		UploadIdleTimeout: 2 * time.Minute,
-		// Cuts only a client that (nearly) stopped reading: 64 KiB per
-		// 2 minutes is about 550 bytes/s.
+		// Cuts only a client that (nearly) stopped reading: 32 KiB per
+		// 2 minutes is about 270 bytes/s.
 		DownloadIdleTimeout: 2 * time.Minute,
 		// Far below any working CI link: it only catches clients that hold
 		// a connection open with a trickle of bytes.

@@ -113,7 +113,14 @@ func Run(ctx context.Context, ls []Listener, o Options) error {
 			return err
 		}
 		hs.TLSConfig = certs.TLSConfig()
-		hs.Handler = StreamStallGuard(hs.Handler, l.WriteStall, l.OnStall) // HTTP/2 comes with TLS only
+		if l.WriteStall > 0 { // HTTP/2 comes with TLS only
+			hs.Handler = StreamStallGuard(hs.Handler, l.WriteStall, l.OnStall)
+			if prev := hs.ConnContext; prev != nil {
+				hs.ConnContext = func(ctx context.Context, c net.Conn) context.Context { return withStallConn(prev(ctx, c), c) }
+			} else {
+				hs.ConnContext = withStallConn
+			}
+		}
 		servers[i] = httpsServer{hs}
 	}
 

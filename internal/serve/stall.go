@@ -1,6 +1,8 @@
 package serve
 
 import (
+	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"net"
@@ -12,9 +14,11 @@ import (
 
 // StallFloor is the least a client must take of an answer per stall
 // timeout (or the rest of the answer, when less is left) to keep its
-// connection (HTTP/1) or stream (HTTP/2): about 550 bytes/s at the blob
-// server's 2 minutes. Only the time the server waits for the client counts.
-const StallFloor = 64 << 10
+// connection: about 270 bytes/s at the blob server's 2 minutes. Only the
+// time the server waits for the client counts. It is half a loopback MSS:
+// a client reopens its TCP window in steps of at least one MSS, so a
+// timeout that saw one step counts as taken.
+const StallFloor = 32 << 10
 
 // StallGuard wraps a listener so that a connection whose client stops
 // taking what the server writes is closed after idle instead of holding a
@@ -26,12 +30,14 @@ const StallFloor = 64 << 10
 // and never reads the answers, or starts a download and stops reading,
 // blocks the server's write forever (TCP keeps a zero window open
 // indefinitely). No maintained library does this for net/http, so it is
-// written here: a write waits at most idle for the client; when that
-// deadline passes and the client took StallFloor bytes or more meanwhile,
-// the write goes on under a new one, otherwise it fails and net/http
-// closes the connection. The deadline is set when a write starts, at most
-// every idle/10 (a clock read per write; a timer change only then), so
-// the server's own pauses between writes (slow storage) never count.
+// written here: a deadline idle away is set when a write starts and the
+// last one is due for renewal (see arm: earned by StallFloor taken, or
+// after a pause of the server's; at most every idle/10, so a clock read
+// per write and a timer change only then). When it passes, a short probe
+// write measures what the client made room for; with StallFloor taken
+// since the deadline was set, the write goes on under a new one, otherwise
+// it fails and net/http closes the connection. The server's own pauses
+// between writes (slow storage, the time between requests) never count.
 //
 // The wrapped connections keep what net/http looks for on a connection:
 // ReadFrom (sendfile for file bodies, in one call however slow the client)
@@ -66,30 +72,53 @@ func (l *stallListener) Accept() (net.Conn, error) {
 	return &stallConn{Conn: c, idle: l.idle, onStall: l.onStall}, nil
 }
 
-// stallConn is a connection with a rolling write deadline.
+// stallConn is a connection with a write deadline that the client must
+// earn.
 type stallConn struct {
 	net.Conn
 	idle    time.Duration
 	onStall StallFunc
 
 	mu sync.Mutex
-	// next is when the deadline must be pushed again (zero: at the next
-	// write); external is a deadline set through SetWriteDeadline or
-	// SetDeadline (zero: none), which the rolling one never passes; moved
-	// counts the bytes written since the deadline was last pushed.
-	next, external time.Time
-	moved          int64
+	// next is when a write may start a new deadline (zero: the next write
+	// must); external is a deadline set through SetWriteDeadline or
+	// SetDeadline (zero: none), which the guard's never passes; moved
+	// counts the bytes written since the deadline was set; lastEnd is when
+	// a write last ended having written everything; dropped is set once
+	// the guard dropped the connection.
+	next, external, lastEnd time.Time
+	moved                   int64
+	dropped                 bool
 }
 
-// arm pushes the write deadline forward when it is due (force: now).
-func (c *stallConn) arm(force bool) error {
+// probeFor is how long a write waits, once the guard's deadline passed
+// with under StallFloor written, for room the client made since the writer
+// last ran: the kernel wakes a blocked writer only once about a third of
+// the send buffer is free, so what a slow client took lately is not seen
+// until written.
+const probeFor = 5 * time.Millisecond
+
+// arm starts a new deadline, idle away, when the write about to start may:
+// at least idle/10 after the last one started, and only once the client
+// has taken StallFloor since, or after a pause of the server's own (no
+// write for idle/10: between requests, slow storage). A client that takes
+// small answers back to back does not renew it by finishing each.
+func (c *stallConn) arm() error {
 	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !force && now.Before(c.next) {
-		return nil
+	if !c.next.IsZero() {
+		paused := now.Sub(c.lastEnd) >= c.idle/10
+		if now.Before(c.next) || (!paused && c.moved < StallFloor) {
+			return nil
+		}
 	}
-	dl := now.Add(c.idle)
+	return c.setLocked(now, now.Add(c.idle))
+}
+
+// setLocked sets the guard's deadline dl (a nearer external one wins) and
+// starts counting anew.
+func (c *stallConn) setLocked(now, dl time.Time) error {
 	if !c.external.IsZero() && c.external.Before(dl) {
 		dl = c.external
 	}
@@ -97,41 +126,78 @@ func (c *stallConn) arm(force bool) error {
 	return c.Conn.SetWriteDeadline(dl)
 }
 
-// goOn records n bytes written and reports whether a write that ended
-// with err may continue: the rolling deadline (not one net/http set)
-// passed while the client still took StallFloor bytes or more. When the
-// rolling deadline passed with less, onStall hears of it.
-func (c *stallConn) goOn(n int64, err error) bool {
+// verdict is what a write that returned does next.
+type verdict int
+
+const (
+	done  verdict = iota // return the result
+	probe                // write again, within probeFor, before judging
+	goOn                 // the client earned a new deadline: write on
+)
+
+// judge records n bytes written by a write that returned err (after a
+// probe when probed) and says what comes next. Only the guard's deadline
+// passing is judged: with StallFloor written since it was set (a probe's
+// bytes included) the write goes on under a new one; with less, first a
+// probe, then the connection is dropped (onStall hears of it once).
+func (c *stallConn) judge(n int64, err error, probed bool) verdict {
+	now := time.Now()
 	c.mu.Lock()
 	c.moved += n
-	moved := c.moved
-	ours := err != nil && errors.Is(err, os.ErrDeadlineExceeded) && (c.external.IsZero() || c.external.After(time.Now()))
+	if err == nil {
+		c.lastEnd = now
+		if probed { // the client had room for all of it: it keeps up
+			c.next = time.Time{}
+		}
+		c.mu.Unlock()
+		return done
+	}
+	ours := errors.Is(err, os.ErrDeadlineExceeded) && (c.external.IsZero() || c.external.After(now))
+	switch {
+	case !ours:
+		c.mu.Unlock()
+		return done
+	case c.moved >= StallFloor:
+		serr := c.setLocked(now, now.Add(c.idle))
+		c.mu.Unlock()
+		if serr != nil {
+			return done
+		}
+		return goOn
+	case !probed:
+		serr := c.Conn.SetWriteDeadline(now.Add(probeFor))
+		c.mu.Unlock()
+		if serr != nil {
+			return done
+		}
+		return probe
+	}
+	moved, report := c.moved, !c.dropped
+	c.dropped = true
 	c.mu.Unlock()
-	if !ours {
-		return false
-	}
-	if moved >= StallFloor {
-		return true
-	}
-	if c.onStall != nil {
+	if report && c.onStall != nil {
 		c.onStall(c.RemoteAddr().String(), "connection", moved)
 	}
-	return false
+	return done
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
-	var done int
-	force := false
+	if err := c.arm(); err != nil {
+		return 0, err
+	}
+	var n int
+	probed := false
 	for {
-		if err := c.arm(force); err != nil {
-			return done, err
+		k, err := c.Conn.Write(p[n:])
+		n += k
+		switch c.judge(int64(k), err, probed) {
+		case done:
+			return n, err
+		case probe:
+			probed = true
+		case goOn:
+			probed = false
 		}
-		n, err := c.Conn.Write(p[done:])
-		done += n
-		if !c.goOn(int64(n), err) {
-			return done, err
-		}
-		force = true
 	}
 }
 
@@ -146,19 +212,20 @@ func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 	if !ok || f == nil {
 		return io.Copy(writerOnly{c}, src)
 	}
+	if err := c.arm(); err != nil {
+		return 0, err
+	}
 	var total int64
-	force := false
+	probed := false
 	for {
-		if err := c.arm(force); err != nil {
-			return total, err
-		}
 		before, err := f.Seek(0, io.SeekCurrent)
 		if err != nil {
-			return io.Copy(writerOnly{c}, src)
+			return total, err
 		}
 		n, err := rf.ReadFrom(src)
 		total += n
-		if !c.goOn(n, err) {
+		v := c.judge(n, err, probed)
+		if v == done {
 			return total, err
 		}
 		// Only when the file moved by what was sent (sendfile; not a
@@ -166,7 +233,7 @@ func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 		if after, serr := f.Seek(0, io.SeekCurrent); serr != nil || after != before+n {
 			return total, err
 		}
-		force = true
+		probed = v == probe
 	}
 }
 
@@ -222,13 +289,17 @@ func (c *stallConn) SetDeadline(t time.Time) error {
 // Each write of the answer, in pieces of StallFloor bytes, gets the
 // stream's write deadline (net/http resets the stream when it passes),
 // cleared when the piece is taken, so that only the time spent waiting
-// for the client counts; the flush after the handler returns gets one
-// too. HTTP/1 requests pass unchanged: their writes are the connection's.
-// Costs two deadline changes per piece and one more per answer with a
-// body (BenchmarkStreamStallGuard: within the noise of a request).
-// onStall, when not nil, is told of each stream reset during a write of the
-// handler's (not of one in the flush after it returns, which net/http does
-// on its own).
+// for the client counts. The deadline is renewed, as StallGuard's, only
+// once the client took StallFloor, kept up (the last piece did not wait),
+// or the handler paused idle/10; the flush after the handler returns gets
+// one too. A stream reset this way also closes its connection (found
+// through the context ConnContext gave it): otherwise the client would
+// open new streams at no cost. HTTP/1 requests pass unchanged: their
+// writes are the connection's. Costs two deadline changes per piece and
+// one more per answer with a body (BenchmarkStreamStallGuard: within the
+// noise of a request). onStall, when not nil, hears of each connection
+// closed this way (once; not of a stream reset in the flush after its
+// handler returned, which net/http does on its own).
 func StreamStallGuard(h http.Handler, idle time.Duration, onStall StallFunc) http.Handler {
 	if idle <= 0 {
 		return h
@@ -238,7 +309,8 @@ func StreamStallGuard(h http.Handler, idle time.Duration, onStall StallFunc) htt
 			h.ServeHTTP(w, r)
 			return
 		}
-		sw := &streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle, onStall: onStall, remote: r.RemoteAddr}
+		conn, _ := r.Context().Value(stallConnKey{}).(*stallConn)
+		sw := &streamStallWriter{ResponseWriter: w, rc: http.NewResponseController(w), idle: idle, onStall: onStall, remote: r.RemoteAddr, conn: conn}
 		h.ServeHTTP(sw, r)
 		if sw.wrote {
 			// What the handler left buffered is sent after it returns.
@@ -247,30 +319,59 @@ func StreamStallGuard(h http.Handler, idle time.Duration, onStall StallFunc) htt
 	})
 }
 
+// stallConnKey is the context key of a request's *stallConn.
+type stallConnKey struct{}
+
+// withStallConn is an http.Server.ConnContext that gives each request of a
+// guarded connection its *stallConn (behind TLS or not), for
+// StreamStallGuard.
+func withStallConn(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if sc, ok := c.(*stallConn); ok {
+		return context.WithValue(ctx, stallConnKey{}, sc)
+	}
+	return ctx
+}
+
 // streamStallWriter arms its stream's write deadline around each write; it
 // is used by its handler's goroutine only.
 type streamStallWriter struct {
 	http.ResponseWriter
 	rc      *http.ResponseController
 	idle    time.Duration
-	wrote   bool
 	onStall StallFunc
 	remote  string
+	conn    *stallConn // nil when not known
+	wrote   bool
+	// deadline is the stream's current deadline (zero: none yet), moved
+	// the bytes written since it was set, lastEnd when the last piece
+	// ended and keptUp whether it was taken without waiting.
+	deadline, lastEnd time.Time
+	moved             int64
+	keptUp            bool
 }
 
 func (w *streamStallWriter) Write(p []byte) (int, error) {
 	var done int
 	for done < len(p) {
-		dl := time.Now().Add(w.idle)
-		if err := w.rc.SetWriteDeadline(dl); err != nil {
+		start := time.Now()
+		if w.deadline.IsZero() || w.moved >= StallFloor || w.keptUp || start.Sub(w.lastEnd) >= w.idle/10 {
+			w.deadline, w.moved = start.Add(w.idle), 0
+		}
+		if err := w.rc.SetWriteDeadline(w.deadline); err != nil {
 			return done, err
 		}
 		w.wrote = true
 		n, err := w.ResponseWriter.Write(p[done:min(len(p), done+StallFloor)])
 		done += n
+		w.moved += int64(n)
+		w.lastEnd = time.Now()
+		w.keptUp = w.lastEnd.Sub(start) < probeFor
 		if err != nil {
-			if w.onStall != nil && !time.Now().Before(dl) {
-				w.onStall(w.remote, "stream", int64(n))
+			if !w.lastEnd.Before(w.deadline) {
+				w.stalled()
 			}
 			return done, err
 		}
@@ -279,6 +380,21 @@ func (w *streamStallWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return done, nil
+}
+
+// stalled closes the stream's connection and reports it, once per
+// connection.
+func (w *streamStallWriter) stalled() {
+	report := true
+	if w.conn != nil {
+		w.conn.mu.Lock()
+		report, w.conn.dropped = !w.conn.dropped, true
+		w.conn.mu.Unlock()
+		w.conn.Close()
+	}
+	if report && w.onStall != nil {
+		w.onStall(w.remote, "stream", w.moved)
+	}
 }
 
 // Flush passes a flush on (http.Flusher, for the handlers that look for

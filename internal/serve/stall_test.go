@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,7 +27,8 @@ import (
 
 // stallFixture is a public listener served by Run whose handler answers
 // GET /file with a file (http.ServeContent: sendfile), GET /write with
-// size bytes written through Write and GET /small with 1 KiB, and reports
+// size bytes written through Write (in 256 KiB pieces; /write-4k in 4 KiB
+// ones) and GET /small with 1 KiB, and reports
 // when each handler returns and when each connection closes.
 type stallFixture struct {
 	addr     string
@@ -75,6 +77,13 @@ func (l smallBuffers) Accept() (net.Conn, error) {
 
 func newStallFixture(t *testing.T, idle time.Duration, withTLS bool, size int) *stallFixture {
 	t.Helper()
+	return newStallFixtureBuffers(t, idle, withTLS, size, true)
+}
+
+// newStallFixtureBuffers is newStallFixture with the kernel's own send
+// buffers when small is false.
+func newStallFixtureBuffers(t *testing.T, idle time.Duration, withTLS bool, size int, small bool) *stallFixture {
+	t.Helper()
 	f := &stallFixture{returned: make(chan error, 64), closed: make(chan struct{}, 64), stalls: make(chan string, 64)}
 	f.file = make([]byte, size)
 	_, _ = rand.Read(f.file)
@@ -93,10 +102,14 @@ func newStallFixture(t *testing.T, idle time.Duration, withTLS bool, size int) *
 			defer fh.Close()
 			http.ServeContent(w, r, "", time.Time{}, fh)
 			f.report(nil) // ServeContent reports no error
-		case "/write":
+		case "/write", "/write-4k":
+			piece := 256 << 10
+			if r.URL.Path == "/write-4k" {
+				piece = 4 << 10
+			}
 			var werr error
-			for off := 0; off < len(f.file) && werr == nil; off += 256 << 10 {
-				_, werr = w.Write(f.file[off:min(off+256<<10, len(f.file))])
+			for off := 0; off < len(f.file) && werr == nil; off += piece {
+				_, werr = w.Write(f.file[off:min(off+piece, len(f.file))])
 			}
 			f.report(werr)
 		case "/small":
@@ -116,7 +129,11 @@ func newStallFixture(t *testing.T, idle time.Duration, withTLS bool, size int) *
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := Listener{Name: "public", Ln: smallBuffers{ln}, Server: hs, WriteStall: idle, OnStall: func(remote, what string, took int64) {
+	var lln net.Listener = ln
+	if small {
+		lln = smallBuffers{ln}
+	}
+	l := Listener{Name: "public", Ln: lln, Server: hs, WriteStall: idle, OnStall: func(remote, what string, took int64) {
 		if remote == "" {
 			t.Error("a stall reported without the client's address")
 		}
@@ -458,6 +475,90 @@ func TestGuardKeepsTheRefusalOfAnUnreadUpload(t *testing.T) {
 	}
 }
 
+// h2Client is a raw HTTP/2 client on a fixture's TLS listener: it reads
+// every frame (the connection stays readable), acknowledges settings and
+// pings, and grants window only when told.
+type h2Client struct {
+	t      *testing.T
+	addr   string
+	mu     sync.Mutex // frame writes
+	fr     *http2.Framer
+	hb     bytes.Buffer
+	enc    *hpack.Encoder
+	resets chan uint32   // streams reset by the server
+	data   chan int      // DATA bytes received
+	closed chan struct{} // the server closed the connection
+}
+
+// newH2Client connects with SETTINGS_INITIAL_WINDOW_SIZE window.
+func newH2Client(t *testing.T, f *stallFixture, window uint32) *h2Client {
+	c := f.dial(t, "h2")
+	if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
+		t.Fatalf("negotiated %q, want h2", p)
+	}
+	h := &h2Client{t: t, addr: f.addr, fr: http2.NewFramer(c, c), resets: make(chan uint32, 1024), data: make(chan int, 4096), closed: make(chan struct{})}
+	h.enc = hpack.NewEncoder(&h.hb)
+	if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
+		t.Fatal(err)
+	}
+	h.write(func() error {
+		return h.fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: window})
+	})
+	go func() {
+		defer close(h.closed)
+		for {
+			fm, err := h.fr.ReadFrame()
+			if err != nil {
+				return
+			}
+			switch fm := fm.(type) {
+			case *http2.SettingsFrame:
+				if !fm.IsAck() {
+					h.write(h.fr.WriteSettingsAck)
+				}
+			case *http2.PingFrame:
+				if !fm.IsAck() {
+					h.write(func() error { return h.fr.WritePing(true, fm.Data) })
+				}
+			case *http2.DataFrame:
+				select {
+				case h.data <- len(fm.Data()):
+				default:
+				}
+			case *http2.RSTStreamFrame:
+				select {
+				case h.resets <- fm.StreamID:
+				default:
+				}
+			}
+		}
+	}()
+	return h
+}
+
+func (h *h2Client) write(f func() error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	_ = f() // fails once the server closed the connection
+}
+
+// get opens stream id with a GET of path.
+func (h *h2Client) get(id uint32, path string) {
+	h.write(func() error {
+		h.hb.Reset()
+		for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"},
+			{Name: ":authority", Value: h.addr}, {Name: ":path", Value: path}} {
+			_ = h.enc.WriteField(hf)
+		}
+		return h.fr.WriteHeaders(http2.HeadersFrameParam{StreamID: id, BlockFragment: h.hb.Bytes(), EndStream: true, EndHeaders: true})
+	})
+}
+
+// grant adds n bytes of window to stream id (0: the connection).
+func (h *h2Client) grant(id, n uint32) {
+	h.write(func() error { return h.fr.WriteWindowUpdate(id, n) })
+}
+
 // Over HTTP/2 a client can keep the connection busy and readable while
 // granting a stream no flow-control window: the stream's handler waits
 // for window, not for the socket. With the guard the stream is reset about
@@ -475,58 +576,21 @@ func TestHTTP2StreamWithoutWindowIsReset(t *testing.T) {
 					stall = idle
 				}
 				f := newStallFixture(t, stall, true, 64<<10)
-				c := f.dial(t, "h2")
-				if p := c.(*tls.Conn).ConnectionState().NegotiatedProtocol; p != "h2" {
-					t.Fatalf("negotiated %q, want h2", p)
-				}
-				fr := http2.NewFramer(c, c)
-				if _, err := io.WriteString(c, http2.ClientPreface); err != nil {
-					t.Fatal(err)
-				}
-				if err := fr.WriteSettings(http2.Setting{ID: http2.SettingInitialWindowSize, Val: 0}); err != nil {
-					t.Fatal(err)
-				}
-				var hb bytes.Buffer
-				enc := hpack.NewEncoder(&hb)
-				for _, hf := range []hpack.HeaderField{{Name: ":method", Value: "GET"}, {Name: ":scheme", Value: "https"},
-					{Name: ":authority", Value: f.addr}, {Name: ":path", Value: path}} {
-					_ = enc.WriteField(hf)
-				}
-				if err := fr.WriteHeaders(http2.HeadersFrameParam{StreamID: 1, BlockFragment: hb.Bytes(), EndStream: true, EndHeaders: true}); err != nil {
-					t.Fatal(err)
-				}
-				// Read every frame (the connection stays readable) and
-				// acknowledge settings and pings, but grant no window.
-				reset := make(chan struct{})
-				go func() {
-					for {
-						fm, err := fr.ReadFrame()
-						if err != nil {
-							return
-						}
-						switch fm := fm.(type) {
-						case *http2.SettingsFrame:
-							if !fm.IsAck() {
-								_ = fr.WriteSettingsAck()
-							}
-						case *http2.PingFrame:
-							if !fm.IsAck() {
-								_ = fr.WritePing(true, fm.Data)
-							}
-						case *http2.RSTStreamFrame:
-							if fm.StreamID == 1 {
-								close(reset)
-								return
-							}
-						}
-					}
-				}()
+				h := newH2Client(t, f, 0)
+				h.get(1, path)
 				select {
-				case <-reset:
+				case <-h.resets:
 					if !guarded {
 						t.Fatal("the stream was reset without the guard: the control does not show the hole")
 					}
-					if path == "/write" { // the flush after a handler is net/http's own
+					if path == "/write" { // the flush after a handler is net/http's own, unreported
+						f.stalled(t, "stream")
+					}
+				case <-h.closed:
+					if !guarded {
+						t.Fatal("the connection was closed without the guard: the control does not show the hole")
+					}
+					if path == "/write" { // the flush after a handler is net/http's own, unreported
 						f.stalled(t, "stream")
 					}
 				case <-time.After(wait(guarded, idle)):
@@ -548,5 +612,131 @@ func TestHTTP2StreamWithoutWindowIsReset(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// A stalled stream costs its client the connection: otherwise a client
+// granting no window would open a new stream for each one reset, at the
+// cost of a HEADERS frame, and hold up to MaxConcurrentStreams handlers
+// (open files included) for good. A hundred such streams: the connection
+// is closed within a few stall times and reported once.
+func TestHTTP2StalledStreamsCloseTheConnection(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	f := newStallFixture(t, idle, true, 256<<10)
+	h := newH2Client(t, f, 0)
+	for id := uint32(1); id < 200; id += 2 {
+		h.get(id, "/file")
+	}
+	select {
+	case <-h.closed:
+	case <-time.After(25 * idle):
+		t.Fatalf("a client granting 100 streams no window keeps its connection after %v (stall timeout %v)", 25*idle, idle)
+	}
+	f.stalled(t, "stream")
+	time.Sleep(2 * idle)
+	if n := len(f.stalls); n != 0 {
+		t.Fatalf("one connection reported %d more times", n)
+	}
+}
+
+// Per stream, the client must take StallFloor per stall time, not one
+// piece of what the handler writes: granting 4 KiB of window per 0.9 ×
+// the stall time to an answer written in 4 KiB pieces (each piece taken
+// before its time) gets the stream reset and the connection closed.
+func TestHTTP2TrickledStreamIsReset(t *testing.T) {
+	const idle = 300 * time.Millisecond
+	f := newStallFixture(t, idle, true, 4<<20)
+	h := newH2Client(t, f, 0)
+	h.grant(0, 1<<30) // the connection's window is not the point
+	h.get(1, "/write-4k")
+	start := time.Now()
+	for {
+		h.grant(1, 4<<10)
+		select {
+		case <-h.resets:
+		case <-h.closed:
+		case <-time.After(idle * 9 / 10):
+			if time.Since(start) > 25*idle {
+				t.Fatalf("a stream granted 4 KiB per %v is still served after %v", idle*9/10, time.Since(start))
+			}
+			continue
+		}
+		t.Logf("dropped after %v", time.Since(start))
+		f.stalled(t, "stream")
+		return
+	}
+}
+
+// A client taking a big answer's pieces one at a time, each just before
+// the stall time (16 KiB, a TLS record, per 0.9 × it: under StallFloor),
+// is cut: finishing a write does not renew the deadline. net.Pipe stands
+// for a socket without buffers, which makes the accounting plain.
+func TestPiecesTakenOneByOneAreCut(t *testing.T) {
+	const idle = 200 * time.Millisecond
+	const piece = 16 << 10
+	srv, cli := net.Pipe()
+	defer cli.Close()
+	reported := make(chan int64, 1)
+	c := &stallConn{Conn: srv, idle: idle, onStall: func(_, _ string, took int64) { reported <- took }}
+	go func() {
+		p := make([]byte, piece)
+		for range 1000 {
+			if _, err := c.Write(p); err != nil {
+				srv.Close() // as net/http does
+				return
+			}
+		}
+	}()
+	buf := make([]byte, piece)
+	start := time.Now()
+	for time.Since(start) < 25*idle {
+		time.Sleep(idle * 9 / 10)
+		if _, err := io.ReadFull(cli, buf); err != nil {
+			if took := <-reported; took >= StallFloor {
+				t.Fatalf("cut, but reported as having taken %d bytes", took)
+			}
+			return
+		}
+	}
+	t.Fatalf("a client taking %d bytes per %v still holds its connection after %v", piece, idle*9/10, time.Since(start))
+}
+
+// A client whose pace drops after a fast start (the kernel's send buffer
+// autotuned large, so the writer wakes rarely) keeps its connection while
+// it takes several times StallFloor per stall time, through sendfile and
+// through Write.
+func TestFastThenSlowReaderIsNotCut(t *testing.T) {
+	const idle = time.Second
+	f := newStallFixtureBuffers(t, idle, false, 48<<20, false)
+	for _, path := range []string{"/file", "/write"} {
+		t.Run(path, func(t *testing.T) {
+			t.Parallel()
+			c := f.dial(t)
+			_ = c.(*net.TCPConn).SetReadBuffer(1 << 20)
+			if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: cache\r\n\r\n"); err != nil {
+				t.Fatal(err)
+			}
+			resp, err := http.ReadResponse(bufio.NewReaderSize(c, 64<<10), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := io.ReadFull(resp.Body, make([]byte, 16<<20)); err != nil {
+				t.Fatal(err)
+			}
+			// 16 KiB per 120 ms: about 4 × StallFloor per stall time.
+			buf := make([]byte, 16<<10)
+			start := time.Now()
+			for time.Since(start) < 6*idle {
+				time.Sleep(120 * time.Millisecond)
+				if _, err := io.ReadFull(resp.Body, buf); err != nil {
+					t.Fatalf("cut after %v: %v", time.Since(start), err)
+				}
+			}
+			select {
+			case got := <-f.stalls:
+				t.Fatalf("a client taking 4 × StallFloor per stall time was reported stalled: %s", got)
+			default:
+			}
+		})
 	}
 }
