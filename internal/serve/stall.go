@@ -30,14 +30,16 @@ const StallFloor = 32 << 10
 // and never reads the answers, or starts a download and stops reading,
 // blocks the server's write forever (TCP keeps a zero window open
 // indefinitely). No maintained library does this for net/http, so it is
-// written here: a deadline idle away is set when a write starts and the
-// last one is due for renewal (see arm: earned by StallFloor taken, or
-// after a pause of the server's; at most every idle/10, so a clock read
-// per write and a timer change only then). When it passes, a short probe
-// write measures what the client made room for; with StallFloor taken
-// since the deadline was set, the write goes on under a new one, otherwise
-// it fails and net/http closes the connection. The server's own pauses
-// between writes (slow storage, the time between requests) never count.
+// written here. A connection's writes may wait for the client idle in all
+// (the time they block; a write the client has room for takes next to
+// nothing, and the server's own pauses between writes never count) before
+// the client must have taken StallFloor: then a short probe write fills
+// the room the client made, and with StallFloor written since the last
+// such check the writes go on for another idle, otherwise the write fails
+// and net/http closes the connection. One write deadline per connection
+// carries it: set to the time left when none is set, moved when it passes
+// early (it was set before a pause of the server's), so a write costs two
+// clock reads and a lock.
 //
 // The wrapped connections keep what net/http looks for on a connection:
 // ReadFrom (sendfile for file bodies, in one call however slow the client)
@@ -72,57 +74,58 @@ func (l *stallListener) Accept() (net.Conn, error) {
 	return &stallConn{Conn: c, idle: l.idle, onStall: l.onStall}, nil
 }
 
-// stallConn is a connection with a write deadline that the client must
-// earn.
+// stallConn is a connection whose writes may wait for the client idle in
+// all before the client must have taken StallFloor.
 type stallConn struct {
 	net.Conn
 	idle    time.Duration
 	onStall StallFunc
 
 	mu sync.Mutex
-	// next is when a write may start a new deadline (zero: the next write
-	// must); external is a deadline set through SetWriteDeadline or
-	// SetDeadline (zero: none), which the guard's never passes; moved
-	// counts the bytes written since the deadline was set; lastEnd is when
-	// a write last ended having written everything; dropped is set once
-	// the guard dropped the connection.
-	next, external, lastEnd time.Time
-	moved                   int64
-	dropped                 bool
+	// A window is the writes since the client last proved it takes
+	// answers: blocked is the time they took (the server waiting for the
+	// client; a write the client had room for takes next to nothing),
+	// moved the bytes they wrote. dl is the deadline set on the
+	// connection (zero: none yet), at most idle - blocked after the write
+	// that set it; external is one set through SetWriteDeadline or
+	// SetDeadline (zero: none), which dl never passes. reported is set
+	// once either guard reported dropping the connection.
+	blocked      time.Duration
+	moved        int64
+	dl, external time.Time
+	reported     bool
 }
 
-// probeFor is how long a write waits, once the guard's deadline passed
-// with under StallFloor written, for room the client made since the writer
-// last ran: the kernel wakes a blocked writer only once about a third of
-// the send buffer is free, so what a slow client took lately is not seen
-// until written.
-const probeFor = 5 * time.Millisecond
+// probeFor is how long a write may take, once a window's time is spent
+// with under StallFloor written, to fill the room the client made since
+// the writer last ran: the kernel wakes a blocked writer only once about a
+// third of the send buffer is free, so what a slow client took lately is
+// not seen until written. Not too short: a deadline that passes before
+// the write starts (the goroutine descheduled on a loaded machine) fails
+// it without a try.
+func probeFor(idle time.Duration) time.Duration { return min(250*time.Millisecond, idle/4) }
 
-// arm starts a new deadline, idle away, when the write about to start may:
-// at least idle/10 after the last one started, and only once the client
-// has taken StallFloor since, or after a pause of the server's own (no
-// write for idle/10: between requests, slow storage). A client that takes
-// small answers back to back does not renew it by finishing each.
+// keptUpWithin is how quickly an HTTP/2 piece must be taken for its client
+// to count as keeping up (its window was open), which renews the stream's
+// deadline.
+const keptUpWithin = 10 * time.Millisecond
+
+// arm sets the deadline when none is set: the window's time left.
 func (c *stallConn) arm() error {
-	now := time.Now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if !c.next.IsZero() {
-		paused := now.Sub(c.lastEnd) >= c.idle/10
-		if now.Before(c.next) || (!paused && c.moved < StallFloor) {
-			return nil
-		}
+	if !c.dl.IsZero() {
+		return nil
 	}
-	return c.setLocked(now, now.Add(c.idle))
+	return c.setLocked(time.Now().Add(c.idle - c.blocked))
 }
 
-// setLocked sets the guard's deadline dl (a nearer external one wins) and
-// starts counting anew.
-func (c *stallConn) setLocked(now, dl time.Time) error {
+// setLocked sets the guard's deadline dl (a nearer external one wins).
+func (c *stallConn) setLocked(dl time.Time) error {
 	if !c.external.IsZero() && c.external.Before(dl) {
 		dl = c.external
 	}
-	c.next, c.moved = now.Add(c.idle/10), 0
+	c.dl = dl
 	return c.Conn.SetWriteDeadline(dl)
 }
 
@@ -132,53 +135,57 @@ type verdict int
 const (
 	done  verdict = iota // return the result
 	probe                // write again, within probeFor, before judging
-	goOn                 // the client earned a new deadline: write on
+	goOn                 // write on under a new deadline
 )
 
-// judge records n bytes written by a write that returned err (after a
-// probe when probed) and says what comes next. Only the guard's deadline
-// passing is judged: with StallFloor written since it was set (a probe's
-// bytes included) the write goes on under a new one; with less, first a
-// probe, then the connection is dropped (onStall hears of it once).
-func (c *stallConn) judge(n int64, err error, probed bool) verdict {
+// judge records a write that started at start, wrote n bytes and returned
+// err (a probe when probed), and says what comes next. Only the guard's
+// deadline is judged. Passed before the window's time is spent (set
+// before the server paused), it is moved to the time left. Spent with
+// StallFloor written (a probe's bytes included), a new window starts;
+// with less, first a probe, then the connection is dropped (onStall hears
+// of it once).
+func (c *stallConn) judge(start time.Time, n int64, err error, probed bool) verdict {
 	now := time.Now()
 	c.mu.Lock()
-	c.moved += n
-	if err == nil {
-		c.lastEnd = now
-		if probed { // the client had room for all of it: it keeps up
-			c.next = time.Time{}
-		}
-		c.mu.Unlock()
-		return done
+	v, dropped := c.judgeLocked(now, start, n, err, probed)
+	report, moved := dropped && !c.reported, c.moved
+	if dropped {
+		c.reported = true
 	}
-	ours := errors.Is(err, os.ErrDeadlineExceeded) && (c.external.IsZero() || c.external.After(now))
-	switch {
-	case !ours:
-		c.mu.Unlock()
-		return done
-	case c.moved >= StallFloor:
-		serr := c.setLocked(now, now.Add(c.idle))
-		c.mu.Unlock()
-		if serr != nil {
-			return done
-		}
-		return goOn
-	case !probed:
-		serr := c.Conn.SetWriteDeadline(now.Add(probeFor))
-		c.mu.Unlock()
-		if serr != nil {
-			return done
-		}
-		return probe
-	}
-	moved, report := c.moved, !c.dropped
-	c.dropped = true
 	c.mu.Unlock()
 	if report && c.onStall != nil {
 		c.onStall(c.RemoteAddr().String(), "connection", moved)
 	}
-	return done
+	return v
+}
+
+// judgeLocked is judge's decision; dropped reports a drop.
+func (c *stallConn) judgeLocked(now, start time.Time, n int64, err error, probed bool) (v verdict, dropped bool) {
+	c.moved += n
+	c.blocked += now.Sub(start)
+	if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) || (!c.external.IsZero() && !c.external.After(now)) {
+		return done, false
+	}
+	switch {
+	case !probed && c.blocked < c.idle:
+		if c.setLocked(now.Add(c.idle-c.blocked)) != nil {
+			return done, false
+		}
+		return goOn, false
+	case c.moved >= StallFloor:
+		c.blocked, c.moved = 0, 0
+		if c.setLocked(now.Add(c.idle)) != nil {
+			return done, false
+		}
+		return goOn, false
+	case !probed:
+		if c.setLocked(now.Add(probeFor(c.idle))) != nil {
+			return done, false
+		}
+		return probe, false
+	}
+	return done, true
 }
 
 func (c *stallConn) Write(p []byte) (int, error) {
@@ -188,9 +195,10 @@ func (c *stallConn) Write(p []byte) (int, error) {
 	var n int
 	probed := false
 	for {
+		start := time.Now()
 		k, err := c.Conn.Write(p[n:])
 		n += k
-		switch c.judge(int64(k), err, probed) {
+		switch c.judge(start, int64(k), err, probed) {
 		case done:
 			return n, err
 		case probe:
@@ -222,9 +230,10 @@ func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 		if err != nil {
 			return total, err
 		}
+		start := time.Now()
 		n, err := rf.ReadFrom(src)
 		total += n
-		v := c.judge(n, err, probed)
+		v := c.judge(start, n, err, probed)
 		if v == done {
 			return total, err
 		}
@@ -266,12 +275,12 @@ func (c *stallConn) SetWriteDeadline(t time.Time) error {
 	defer c.mu.Unlock()
 	if t.IsZero() {
 		if c.external.IsZero() {
-			return nil // the rolling deadline stays (net/http resets after every request)
+			return nil // the guard's deadline stays (net/http resets after every request)
 		}
-		c.external, c.next = time.Time{}, time.Time{} // re-armed at the next write
+		c.external, c.dl = time.Time{}, time.Time{} // set again at the next write
 		return c.Conn.SetWriteDeadline(t)
 	}
-	c.external, c.next = t, time.Time{}
+	c.external, c.dl = t, time.Time{}
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -368,7 +377,7 @@ func (w *streamStallWriter) Write(p []byte) (int, error) {
 		done += n
 		w.moved += int64(n)
 		w.lastEnd = time.Now()
-		w.keptUp = w.lastEnd.Sub(start) < probeFor
+		w.keptUp = w.lastEnd.Sub(start) < keptUpWithin
 		if err != nil {
 			if !w.lastEnd.Before(w.deadline) {
 				w.stalled()
@@ -388,7 +397,7 @@ func (w *streamStallWriter) stalled() {
 	report := true
 	if w.conn != nil {
 		w.conn.mu.Lock()
-		report, w.conn.dropped = !w.conn.dropped, true
+		report, w.conn.reported = !w.conn.reported, true
 		w.conn.mu.Unlock()
 		w.conn.Close()
 	}
