@@ -223,13 +223,13 @@ func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 	if err := c.arm(); err != nil {
 		return 0, err
 	}
+	pos, err := f.Seek(0, io.SeekCurrent)
+	if err != nil {
+		return 0, err
+	}
 	var total int64
 	probed := false
 	for {
-		before, err := f.Seek(0, io.SeekCurrent)
-		if err != nil {
-			return total, err
-		}
 		start := time.Now()
 		n, err := rf.ReadFrom(src)
 		total += n
@@ -239,10 +239,11 @@ func (c *stallConn) ReadFrom(src io.Reader) (int64, error) {
 		}
 		// Only when the file moved by what was sent (sendfile; not a
 		// fallback copy that read more than it wrote) can it go on.
-		if after, serr := f.Seek(0, io.SeekCurrent); serr != nil || after != before+n {
+		after, serr := f.Seek(0, io.SeekCurrent)
+		if serr != nil || after != pos+n {
 			return total, err
 		}
-		probed = v == probe
+		pos, probed = after, v == probe
 	}
 }
 
