@@ -101,7 +101,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 	if err != nil {
 		return nil, fmt.Errorf("start token verifier: %w", err)
 	}
-	engine, err := policy.NewEngine(cfg.Policies, policy.Options{Logger: log, Registerer: reg, Debounce: cfg.PolicyDebounce})
+	engine, err := policy.NewEngine(cfg.Policies, policy.Options{Logger: log, Registerer: reg, Debounce: cfg.PolicyDebounce, CheckData: revoke.CheckData})
 	if err != nil {
 		verifier.Close()
 		return nil, err

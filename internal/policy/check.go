@@ -65,6 +65,7 @@ func Check(ctx context.Context, dir string, w io.Writer) error {
 		SetStore(newStore(parsed.Data)).
 		SetModules(modules).
 		CapturePrintOutput(true).
+		RaiseBuiltinErrors(true). // as the engine evaluates (compile.go)
 		SetTimeout(testTimeout).
 		RunTests(ctx, nil)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/storage"
 	"github.com/open-policy-agent/opa/v1/storage/inmem"
+	yaml2 "go.yaml.in/yaml/v2"
 	"sigs.k8s.io/yaml"
 )
 
@@ -202,13 +203,32 @@ func dataKey(name string) string {
 
 var yamlLine = regexp.MustCompile(`line (\d+)`)
 
+// ParseDataFile decodes one data file of a policy directory (name decides
+// JSON or YAML) as the engine does; for checks outside the engine
+// (revoke.CheckDir), so that the two never read a file differently.
+func ParseDataFile(name string, raw []byte) (any, error) {
+	v, p := parseData(sourceFile{Name: name, Content: raw})
+	if p != nil {
+		return nil, errors.New(p.String())
+	}
+	return v, nil
+}
+
 // parseData decodes a JSON or YAML data file into JSON-shaped Go values
 // (numbers as json.Number, as OPA's store expects).
+//
+// Strict: a duplicated key in a hand-edited file is an error, not a silent
+// "last one wins" (in JSON too), and a YAML file of several documents
+// ("---" or "..." between them, as `cat a.yaml b.yaml` makes) is an error:
+// the conversion keeps only the first, which would drop every rule after
+// the separator (TestDataFileOfSeveralDocumentsIsRefused).
 func parseData(f sourceFile) (any, *Problem) {
 	raw := f.Content
-	if !strings.HasSuffix(f.Name, ".json") {
-		// Strict: a duplicated key in a hand-edited file is an error, not a
-		// silent "last one wins".
+	isJSON := strings.HasSuffix(f.Name, ".json")
+	if !isJSON {
+		if line, ok := secondDocument(raw); ok {
+			return nil, &Problem{File: f.Name, Line: line, Message: "more than one YAML document (--- or ... between them): one mapping per data file; merge them"}
+		}
 		j, err := yaml.YAMLToJSONStrict(raw)
 		if err != nil {
 			p := &Problem{File: f.Name, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}
@@ -228,15 +248,86 @@ func parseData(f sourceFile) (any, *Problem) {
 			err = errors.New("data after the first JSON value")
 		}
 	}
+	if err == nil && isJSON {
+		err = duplicateKey(raw)
+	}
 	if err != nil {
 		p := &Problem{File: f.Name, Message: "invalid JSON: " + err.Error()}
 		var syn *json.SyntaxError
 		if errors.As(err, &syn) {
 			p.Line = 1 + bytes.Count(raw[:min(int(syn.Offset), len(raw))], []byte("\n"))
 		}
+		var dup *dupKeyError
+		if errors.As(err, &dup) {
+			p.Line = 1 + bytes.Count(raw[:min(int(dup.offset), len(raw))], []byte("\n"))
+		}
 		return nil, p
 	}
 	return v, nil
+}
+
+// dupKeyError is a key set twice in one JSON object.
+type dupKeyError struct {
+	key    string
+	offset int64
+}
+
+func (e *dupKeyError) Error() string { return fmt.Sprintf("key %q already set in this object", e.key) }
+
+// duplicateKey walks valid JSON and returns a *dupKeyError for the first
+// key repeated within one object. encoding/json keeps the last one
+// silently and has no option to refuse; the walk is a few lines of tokens,
+// so no library is taken for it.
+func duplicateKey(raw []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.UseNumber()
+	type frame struct {
+		keys      map[string]bool
+		expectKey bool
+	}
+	var stack []*frame
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		var top *frame
+		if len(stack) > 0 {
+			top = stack[len(stack)-1]
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{', '[':
+				if top != nil && top.keys != nil {
+					top.expectKey = true // this value ends; next is a key
+				}
+				fr := &frame{}
+				if t == '{' {
+					fr.keys, fr.expectKey = map[string]bool{}, true
+				}
+				stack = append(stack, fr)
+			default:
+				stack = stack[:len(stack)-1]
+			}
+			continue
+		case string:
+			if top != nil && top.keys != nil && top.expectKey {
+				if top.keys[t] {
+					return &dupKeyError{key: t, offset: dec.InputOffset()}
+				}
+				top.keys[t] = true
+				top.expectKey = false
+				continue
+			}
+		}
+		if top != nil && top.keys != nil {
+			top.expectKey = true // a scalar value ends
+		}
+	}
 }
 
 // compileModules compiles modules with the shared compiler settings and
@@ -316,6 +407,11 @@ func build(ctx context.Context, dir string, snap *snapshot, cacheSize int, prev 
 		rego.Compiler(c),
 		rego.Store(store),
 		rego.StoreReadAST(true),
+		// A builtin that fails (glob.match on a malformed pattern from a
+		// data file, to_number of a claim) is an error (→ 503), not an
+		// undefined expression: OPA's default would make `not rule_that_errs`
+		// true and allow (TestBuiltinErrorsFailClosed).
+		rego.StrictBuiltinErrors(true),
 	).PrepareForEval(ctx)
 	if err != nil {
 		return nil, &LoadError{Dir: dir, Problems: problemsFromAST(fmt.Errorf("prepare decision query: %w", err))}
@@ -347,6 +443,7 @@ func configErrors(ctx context.Context, c *ast.Compiler, store storage.Store) []P
 		rego.Compiler(c),
 		rego.Store(store),
 		rego.StoreReadAST(true),
+		rego.StrictBuiltinErrors(true), // a validation that errs refuses the set
 	).Eval(ctx)
 	if err != nil {
 		return []Problem{{Message: "evaluate " + Package + ".config_errors: " + err.Error()}}
@@ -369,4 +466,46 @@ func configErrors(ctx context.Context, c *ast.Compiler, store storage.Store) []P
 	}
 	slices.SortFunc(out, func(a, b Problem) int { return strings.Compare(a.Message, b.Message) })
 	return out
+}
+
+// secondDocument reports whether raw holds a second YAML document that is
+// not empty, and the line where it starts (0 when unknown).
+func secondDocument(raw []byte) (int, bool) {
+	dec := yaml2.NewDecoder(bytes.NewReader(raw))
+	var first any
+	if err := dec.Decode(&first); err != nil {
+		return 0, false // empty, or invalid: the conversion reports it
+	}
+	for {
+		var next any
+		err := dec.Decode(&next)
+		if err == io.EOF {
+			return 0, false
+		}
+		if err != nil {
+			return documentLine(raw), true // a second document that does not even parse
+		}
+		if next != nil {
+			return documentLine(raw), true
+		}
+	}
+}
+
+// documentLine is the 1-based line of the first document separator
+// ("---" or "...") after the first content line, 0 if none is found.
+func documentLine(raw []byte) int {
+	seen := false
+	for i, line := range bytes.Split(raw, []byte("\n")) {
+		t := bytes.TrimRight(line, " \t\r")
+		if (bytes.HasPrefix(t, []byte("---")) || bytes.HasPrefix(t, []byte("..."))) && (len(t) == 3 || t[3] == ' ' || t[3] == '\t') {
+			if seen {
+				return i + 1
+			}
+			continue
+		}
+		if len(bytes.TrimSpace(t)) > 0 && !bytes.HasPrefix(bytes.TrimSpace(t), []byte("#")) {
+			seen = true
+		}
+	}
+	return 0
 }

@@ -38,6 +38,14 @@ type Options struct {
 	// decisionCache: decisions are cached by the input fields the policy
 	// reads, when that is sound). Negative disables it.
 	CacheSize int // default 4096
+	// CheckData, when set, judges the data of every set before it is
+	// activated (active is the data of the set in force, nil at start): an
+	// error refuses the set like one that does not compile, and the active
+	// set keeps serving. It is how a rule spanning two revisions is kept
+	// (revoke.CheckData: a denylist with entries is not lifted by one that
+	// went missing or blank), judged for every set the engine activates,
+	// not only for those a request happened to see.
+	CheckData func(next, active map[string]any) error
 }
 
 const (
@@ -122,6 +130,9 @@ func NewEngine(dir string, opts Options) (*Engine, error) {
 		time.Sleep(wait)
 	}
 	set, err := build(ctx, dir, snap, e.opts.CacheSize, nil)
+	if err == nil {
+		err = e.checkData(set, nil)
+	}
 	if err != nil {
 		e.metrics.failed(time.Since(start).Seconds())
 		return nil, fmt.Errorf("load policies: %w", err)
@@ -248,6 +259,18 @@ func (e *Engine) Run(ctx context.Context) error {
 		watching, warned = true, false
 	}
 	watch()
+	// A directory named through a symlink (current -> releases/v7, swapped
+	// with ln -sfn and mv -T) is watched where the link pointed when added;
+	// the link's own directory is watched too, so that a swap re-adds the
+	// watch at once instead of at the next rescan.
+	link := ""
+	if fi, err := os.Lstat(e.dir); err == nil && fi.Mode()&os.ModeSymlink != 0 && watcher != nil {
+		if err := watcher.Add(filepath.Dir(e.dir)); err != nil {
+			e.log.Warn("the policy directory is a symlink and its parent cannot be watched; a swap of the link is seen at the next rescan", "error", err.Error())
+		} else {
+			link = e.dir
+		}
+	}
 	if !watching && e.opts.Rescan < 0 {
 		return fmt.Errorf("watch policy directory %s: not watchable and rescan disabled", e.dir)
 	}
@@ -256,6 +279,7 @@ func (e *Engine) Run(ctx context.Context) error {
 	debounce := time.NewTimer(time.Hour)
 	debounce.Stop()
 	defer debounce.Stop()
+	var pending time.Time // the first event the debounce waits after
 	reload := func(trigger string) {
 		if wait, _ := e.reload(ctx, trigger); wait > 0 {
 			debounce.Reset(wait)
@@ -287,10 +311,30 @@ func (e *Engine) Run(ctx context.Context) error {
 			if ev.Name == e.dir && ev.Has(fsnotify.Remove|fsnotify.Rename) {
 				watching = false // the directory itself went away; re-added on rescan
 			}
-			// Any event may matter (ConfigMap swaps rename dot-entries), and
+			if link != "" && filepath.Dir(ev.Name) == filepath.Dir(link) {
+				if ev.Name != link {
+					continue // another entry beside the link
+				}
+				// The link was replaced: watch its new target.
+				_ = watcher.Remove(link)
+				watching = false
+				watch()
+			} else if !eventMatters(e.dir, ev.Name) {
+				continue // an editor's swap file rewritten as the admin types must not postpone reloads
+			}
+			// An event may matter (ConfigMap swaps rename dot-entries), and
 			// an unchanged set costs only a read and a hash. The slack lets
 			// the files' own times (see settleWait) agree that they settled.
-			debounce.Reset(e.opts.Debounce + timestampSlack)
+			// Events keep pushing the reload back only up to maxPostpone
+			// debounces after the first: a file written without pause
+			// cannot hold an older set in force (reload refuses what has
+			// not settled, so an early read costs only the read).
+			if pending.IsZero() {
+				pending = time.Now()
+			}
+			if time.Since(pending) < maxPostpone*e.opts.Debounce {
+				debounce.Reset(e.opts.Debounce + timestampSlack)
+			}
 		case err, ok := <-watchErrs:
 			if !ok {
 				watchErrs = nil
@@ -300,6 +344,7 @@ func (e *Engine) Run(ctx context.Context) error {
 			e.log.Warn("policy directory watch error; rescanning", "error", err.Error())
 			debounce.Reset(e.opts.Debounce + timestampSlack)
 		case <-debounce.C:
+			pending = time.Time{}
 			reload("change")
 		case <-rescan:
 			watch()
@@ -378,6 +423,9 @@ func (e *Engine) reload(ctx context.Context, trigger string) (wait time.Duration
 	bctx, cancel := context.WithTimeout(ctx, buildTimeout)
 	defer cancel()
 	set, err := build(bctx, e.dir, snap, e.opts.CacheSize, cur)
+	if err == nil {
+		err = e.checkData(set, cur)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return 0, ctx.Err() // shutting down: not the policy's fault
@@ -387,6 +435,22 @@ func (e *Engine) reload(ctx context.Context, trigger string) (wait time.Duration
 	}
 	e.activate(set, trigger, time.Since(start))
 	return 0, nil
+}
+
+// checkData runs Options.CheckData on set (cur: the active set, nil at
+// start).
+func (e *Engine) checkData(set, cur *policySet) error {
+	if e.opts.CheckData == nil {
+		return nil
+	}
+	var active map[string]any
+	if cur != nil {
+		active = cur.Data
+	}
+	if err := e.opts.CheckData(set.Data, active); err != nil {
+		return &LoadError{Dir: e.dir, Problems: []Problem{{Message: err.Error()}}}
+	}
+	return nil
 }
 
 // warnRemoved logs each file of the active set that snap, about to be

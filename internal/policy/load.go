@@ -42,6 +42,22 @@ func classify(name string) fileKind {
 	return kindIgnored
 }
 
+// maxPostpone bounds, in debounces, how long events may keep pushing a
+// reload back (Engine.Run).
+const maxPostpone = 4
+
+// eventMatters reports whether a watch event on name (a path in dir) may
+// change the active set: the directory itself, a file the engine reads or
+// a Kubernetes ConfigMap's "..data" machinery. Events of files classify
+// ignores (editor swap files, .git) do not.
+func eventMatters(dir, name string) bool {
+	if name == dir || filepath.Dir(name) != dir {
+		return true
+	}
+	base := filepath.Base(name)
+	return strings.HasPrefix(base, "..") || classify(base) != kindIgnored
+}
+
 // sourceFile is one file read from the policy directory.
 type sourceFile struct {
 	Name    string // base name inside the directory

@@ -37,8 +37,10 @@ type state struct {
 // NewChecker reads the denylist from src. A malformed denylist is logged;
 // the last good one stays in force, and with none every token is refused
 // (fail closed) until it is fixed. A denylist that disappears or turns
-// empty (null) after one with entries was in force is treated as malformed:
-// only an explicit empty list (`token_ids: []`) lifts revocations.
+// empty (null, `{}`, `token_ids:`) after one with entries was in force is
+// treated as malformed: only an explicit empty list (`token_ids: []`) lifts
+// revocations. The engine judges the same rule for every set it activates
+// (CheckData, given as policy.Options.CheckData); this is the second line.
 func NewChecker(src Source, log *slog.Logger) *Checker {
 	if log == nil {
 		log = slog.Default()
@@ -63,7 +65,7 @@ func (c *Checker) current() *state {
 	// call sees a newer revision and parses again.
 	doc := c.src.Data()[DataKey]
 	list, err := Parse(doc)
-	if err == nil && doc == nil && prev != nil && prev.list != nil {
+	if err == nil && !explicitEmpty(doc) && prev != nil && prev.list != nil && isEmpty(list) {
 		// A deleted, blank or comment-only denylist.yaml (caught between a
 		// truncate and a write, say) must not lift every revocation: the
 		// running list stays. Clearing it takes an explicit empty list.
@@ -84,6 +86,46 @@ func (c *Checker) current() *state {
 	}
 	c.state.Store(st)
 	return st
+}
+
+// CheckData is the policy engine's Options.CheckData: a set whose denylist
+// does not parse is refused, and so is one whose denylist is missing, null,
+// `{}` or lists nothing without an explicit empty list (`token_ids: []`)
+// while the active set's revokes something. Judged at every activation, so a
+// list in force that no request happened to see is kept too.
+func CheckData(next, active map[string]any) error {
+	doc := next[DataKey]
+	l, err := Parse(doc)
+	if err != nil {
+		return err
+	}
+	if ids, subjects := l.Len(); ids+subjects > 0 || explicitEmpty(doc) || active == nil {
+		return nil
+	}
+	prev, err := Parse(active[DataKey])
+	if err != nil {
+		return nil // the active set's list was refused itself; nothing in force to keep
+	}
+	if ids, subjects := prev.Len(); ids+subjects > 0 {
+		return fmt.Errorf("denylist: missing or empty: the %d token ids and %d subjects revoked now would be lifted (write `token_ids: []` to clear them on purpose)", ids, subjects)
+	}
+	return nil
+}
+
+// explicitEmpty reports whether doc holds a key with an explicit empty list.
+func explicitEmpty(doc any) bool {
+	m, _ := doc.(map[string]any)
+	for _, v := range m {
+		if l, ok := v.([]any); ok && len(l) == 0 {
+			return true
+		}
+	}
+	return false
+}
+
+func isEmpty(l *List) bool {
+	ids, subjects := l.Len()
+	return ids+subjects == 0
 }
 
 // Err is the current denylist's parse error (nil when it is in force).

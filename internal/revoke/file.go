@@ -1,15 +1,13 @@
 package revoke
 
 import (
-	"bytes"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
 
-	"sigs.k8s.io/yaml"
+	"github.com/flakegate/flakegate/internal/policy"
 )
 
 // CheckDir validates the denylist file of a policy directory, if there is
@@ -26,15 +24,9 @@ func CheckDir(dir string) error {
 		if err != nil {
 			return fmt.Errorf("read denylist: %w", err)
 		}
-		js, err := yaml.YAMLToJSON(data)
+		doc, err := policy.ParseDataFile(name, data) // as the engine reads it
 		if err != nil {
-			return fmt.Errorf("%s: %w", path, err)
-		}
-		dec := json.NewDecoder(bytes.NewReader(js))
-		dec.UseNumber() // as the policy engine decodes data files
-		var doc any
-		if err := dec.Decode(&doc); err != nil {
-			return fmt.Errorf("%s: %w", path, err)
+			return fmt.Errorf("%s: %w", dir, err)
 		}
 		if _, err := Parse(doc); err != nil {
 			return fmt.Errorf("%s: %w", path, err)
