@@ -229,7 +229,16 @@ push_ref_allowed if {
 push_ref_allowed if {
 	input.subject.environment != ""
 	input.subject.environment in settings.push.environments
+	environment_protected
 }
+
+# A GitLab job names any environment it likes (an environment that does not
+# exist is created), and only a protected one limits who may deploy to it:
+# the token says which (environment_protected). GitHub's token cannot say;
+# an environment listed for GitHub must have protection rules.
+environment_protected if input.subject.provider != "gitlab"
+
+environment_protected if input.subject.claims.environment_protected == "true"
 
 # --- scoped (deploy) tokens ----------------------------------------------------
 

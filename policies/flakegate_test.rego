@@ -55,6 +55,10 @@ mint(flake, subject) := object.union(req("exchange", flake, subject), {"scope": 
 
 with_env(subject, env) := object.union(subject, {"environment": env})
 
+# gitlab_env(subject, env, protected): a GitLab job in environment env, whose
+# token says whether it is protected (a string claim, as GitLab sends it).
+gitlab_env(subject, env, protected) := object.union(with_env(subject, env), {"claims": {"environment_protected": protected}})
+
 # --- requests -----------------------------------------------------------------
 
 req(action, flake, subject) := {
@@ -146,6 +150,10 @@ push_cases := [
 	{"note": "push/ref outside glob", "input": req("push", "acme/lib", github_ci("acme/lib", "refs/heads/tags", false)), "allow": false, "reason": "protected ref"},
 	{"note": "push/listed environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "release")), "allow": true, "reason": "CI job of acme/lib"},
 	{"note": "push/unlisted environment", "input": req("push", "acme/lib", with_env(github_ci("acme/lib", "refs/heads/feature", false), "staging")), "allow": false, "reason": "protected ref"},
+	{"note": "push/gitlab, listed protected environment", "input": req("push", "acme/lib", gitlab_env(gitlab_ci("acme/lib", "refs/heads/feature", false), "release", "true")), "allow": true, "reason": "CI job of acme/lib"},
+	{"note": "push/gitlab, listed unprotected environment", "input": req("push", "acme/lib", gitlab_env(gitlab_ci("acme/lib", "refs/heads/feature", false), "release", "false")), "allow": false, "reason": "protected ref"},
+	{"note": "push/gitlab, listed environment, no claim", "input": req("push", "acme/lib", with_env(gitlab_ci("acme/lib", "refs/heads/feature", false), "release")), "allow": false, "reason": "protected ref"},
+	{"note": "push/gitlab exchanged, listed protected environment", "input": req("push", "acme/lib", exchanged(gitlab_env(gitlab_ci("acme/lib", "refs/heads/feature", false), "release", "true"))), "allow": true, "reason": "CI job of acme/lib"},
 ]
 
 # pin: whoever may push may pin

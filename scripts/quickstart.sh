@@ -81,17 +81,22 @@ issuers:
     jwks_file: dev-issuer/dev-issuer-jwks.json
     audience: ["$cache"]
     claims: github-actions
+    # The orgs each issuer speaks for (required with several issuers: a
+    # namespace on one provider must not pass as the same name on another).
+    orgs: [omnicorp]
   - name: dev-gitlab
     issuer: $dev/gitlab
     jwks_file: dev-issuer/dev-issuer-jwks.json
     audience: ["$cache"]
     claims: gitlab-ci
+    orgs: [omnicorp]
   - name: dev-users
     issuer: $dev/users
     jwks_file: dev-issuer/dev-issuer-jwks.json
     audience: ["$cache"]
     claims: oidc
     org_claim: org
+    orgs: [omnicorp]
 YAML
 
 pids=()
@@ -169,7 +174,8 @@ Or use the union view as a substituter (nix.conf):
 Exchange a token for a longer-lived cache token (what "flakegate login --ci" does):
   curl -sS -X POST -H "Authorization: Bearer \$(sed -n 's/.* password //p' $data/netrc-ci-omnicorp-app)" $cache/_flakegate/token
 
-Mint more tokens:   $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/github -github ORG/REPO
+Mint more tokens:   $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/github -github omnicorp/REPO
+                    (another org: add it to orgs: in $data/issuers.yaml; a token of an org not listed there is refused)
 Into a netrc:       add -netrc FILE to write it as FILE's password for 127.0.0.1 (other entries kept), e.g.
                     $data/bin/devissuer mint -dir $data/dev-issuer -aud $cache -issuer $dev/users -user bob -org omnicorp -netrc ~/.config/nix/netrc
 Stop:               $stophow

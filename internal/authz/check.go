@@ -107,8 +107,10 @@ func (c *Checker) Decide(ctx context.Context, r Request) Result {
 		status := route.StatusOf(r.RouteErr)
 		return deny(res, status, r.RouteErr.Error()+"\n", r.RouteErr.Error())
 	}
-	// authz's own endpoints need the caller's Authorization header.
-	res.KeepAuthorization = r.Route.Action == route.ActionExchange || r.Route.Action == route.ActionPublic || r.Route.Action == route.ActionWhoami
+	// authz's own token endpoints need the caller's Authorization header;
+	// nothing else does, and the public endpoints (the blob server serves
+	// public-keys) must not receive it: tokens never reach the blob server.
+	res.KeepAuthorization = r.Route.Action == route.ActionExchange || r.Route.Action == route.ActionWhoami
 	if r.Route.Action == route.ActionPublic {
 		res.Allow, res.Status, res.Reason = true, http.StatusOK, "public endpoint"
 		return res

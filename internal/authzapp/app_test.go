@@ -88,11 +88,12 @@ func startServiceWith(t *testing.T, policies string, setup ...func(*testService)
 		f(ts)
 	}
 	idpCfg := ts.idp.Config("idp", identity.ClaimsOIDC)
-	idpCfg.OrgClaim = "org"
+	idpCfg.OrgClaim, idpCfg.Orgs = "org", []string{"omnicorp", "evilcorp"}
 	if ts.idpOrg != "" {
+		idpCfg.Orgs = nil
 		idpCfg.OrgClaim, idpCfg.Org = "", ts.idpOrg
 	}
-	issuers := writeIssuersFile(t, t.TempDir(), ts.github.Config("github", identity.ClaimsGitHubActions), idpCfg)
+	issuers := writeIssuersFile(t, t.TempDir(), identitytest.WithOrgs(ts.github.Config("github", identity.ClaimsGitHubActions), "omnicorp", "evilcorp"), idpCfg)
 	owners := authztest.NewFakeOwners(t, map[string][]string{
 		"/owners/narinfo/" + testHash: {"evilcorp/tool", "omnicorp/app"},
 		"/owners/nar/" + testFile:     {},

@@ -38,8 +38,8 @@ func TestCheckConfig(t *testing.T) {
 	slashCfg := iss.Config("github", identity.ClaimsGitHubActions)
 	slashCfg.Issuer += "/"
 	slashIssuers := writeIssuersFile(t, t.TempDir(), slashCfg)
-	twinCfg := iss.Config("github-twin", identity.ClaimsGitHubActions)
-	twinIssuers := writeIssuersFile(t, t.TempDir(), iss.Config("github", identity.ClaimsGitHubActions), twinCfg)
+	twinCfg := identitytest.WithOrgs(iss.Config("github-twin", identity.ClaimsGitHubActions), "omnicorp")
+	twinIssuers := writeIssuersFile(t, t.TempDir(), identitytest.WithOrgs(iss.Config("github", identity.ClaimsGitHubActions), "omnicorp"), twinCfg)
 	twin, err := os.ReadFile(twinIssuers)
 	if err != nil {
 		t.Fatal(err)

@@ -80,9 +80,9 @@ func startStack(t testing.TB, o stackOptions) *stack {
 	st.keyDir = filepath.Join(dir, "keys")
 
 	users := identity.IssuerConfig{Name: "users", Issuer: st.idp.Issuer, JWKSURL: st.idp.Issuer + "/keys",
-		Audience: []string{st.idp.ClientID}, Claims: identity.ClaimsOIDC, OrgClaim: "org"}
+		Audience: []string{st.idp.ClientID}, Claims: identity.ClaimsOIDC, OrgClaim: "org", Orgs: []string{"omnicorp", "evilcorp"}}
 	b, err := yaml.Marshal(identity.Config{Issuers: []identity.IssuerConfig{
-		st.github.Config("github", identity.ClaimsGitHubActions, publicURL), users,
+		identitytest.WithOrgs(st.github.Config("github", identity.ClaimsGitHubActions, publicURL), "omnicorp", "evilcorp"), users,
 	}})
 	if err != nil {
 		t.Fatal(err)

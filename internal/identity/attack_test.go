@@ -33,8 +33,8 @@ func TestAttackSuite(t *testing.T) {
 	stray := identitytest.NewKey(t, "RS256")
 
 	e := newEnv(t, clock, identity.Options{},
-		gh.Config("github", identity.ClaimsGitHubActions),
-		other.Config("other", identity.ClaimsGitHubActions))
+		identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"),
+		identitytest.WithOrgs(other.Config("other", identity.ClaimsGitHubActions), "omnicorp"))
 
 	claims := identitytest.GitHubActionsClaims("omnicorp/app", "refs/heads/main")
 	with := func(extra map[string]any) map[string]any {

@@ -45,6 +45,42 @@ type IssuerConfig struct {
 	// of this issuer: a single-company IdP whose tokens carry no org claim.
 	// Without an org a user reads nothing under the default policy.
 	Org string `json:"org,omitempty"`
+	// Orgs (github-actions, gitlab-ci, oidc with org_claim) lists the orgs
+	// this issuer is authoritative for: a token naming another org (for
+	// GitLab, another top-level group) is refused. Required when the file
+	// has more than one issuer (Validate): a namespace is registered on
+	// each provider separately, so without it whoever registers "omnicorp"
+	// on gitlab.com would pass as the GitHub org omnicorp.
+	Orgs []string `json:"orgs,omitempty"`
+}
+
+// orgFromToken reports whether the issuer's tokens name their own org (CI
+// tokens, or an org_claim), as opposed to a fixed org or none.
+func (ic *IssuerConfig) orgFromToken() bool {
+	switch ic.Claims {
+	case ClaimsGitHubActions, ClaimsGitLabCI:
+		return true
+	case ClaimsOIDC:
+		return ic.OrgClaim != ""
+	}
+	return false
+}
+
+// allowsOrg reports whether a token of this issuer may name org: any org
+// without an orgs list; otherwise org's first segment (GitLab subgroups
+// belong to their top-level group) must be listed. No org is always fine
+// (it grants nothing by org).
+func (ic *IssuerConfig) allowsOrg(org string) bool {
+	if len(ic.Orgs) == 0 || org == "" {
+		return true
+	}
+	top, _, _ := strings.Cut(org, "/")
+	for _, o := range ic.Orgs {
+		if strings.EqualFold(o, top) {
+			return true
+		}
+	}
+	return false
 }
 
 // Config is the issuers file.
@@ -117,8 +153,23 @@ func (c *Config) Validate() error {
 		for _, p := range ic.problems(false) {
 			fail(p.field, "%s", p.msg)
 		}
+		if c.external() > 1 && ic.orgFromToken() && len(ic.Orgs) == 0 {
+			fail("orgs", "required when more than one issuer is configured: list the orgs this issuer speaks for (its tokens name their own org, and a name registered on this provider, say omnicorp on gitlab.com, would otherwise pass as another issuer's org)")
+		}
 	}
 	return errors.Join(errs...)
+}
+
+// external counts the issuers other than flakegate's own (claims
+// flakegate, whose tokens carry a subject another issuer verified).
+func (c *Config) external() int {
+	n := 0
+	for _, ic := range c.Issuers {
+		if ic.Claims != ClaimsFlakegate {
+			n++
+		}
+	}
+	return n
 }
 
 // Warnings are doubts about a valid configuration that do not stop it
@@ -199,6 +250,14 @@ func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 		add("claims", "required (github-actions, gitlab-ci, oidc or flakegate)")
 	default:
 		add("claims", fmt.Sprintf("unknown mapper %q (want github-actions, gitlab-ci, oidc or flakegate)", ic.Claims))
+	}
+	if len(ic.Orgs) > 0 && !ic.orgFromToken() {
+		add("orgs", "only valid with claims github-actions, gitlab-ci, or oidc with org_claim (an issuer whose tokens name their org)")
+	}
+	for _, o := range ic.Orgs {
+		if _, err := nixname.ParseFlake(o + "/x"); err != nil {
+			add("orgs", fmt.Sprintf("%q is not a flake org (letters, digits, '.', '_', '-')", o))
+		}
 	}
 	if ic.OrgClaim != "" && ic.Claims != ClaimsOIDC {
 		add("org_claim", "only valid with claims: oidc")

@@ -30,13 +30,29 @@ func TestParseIssuersValidation(t *testing.T) {
     jwks_file: keys/gitlab.json
     audience: [https://cache.example.com, flakegate]
     claims: gitlab-ci
+    orgs: [eng]
   - name: sso
     issuer: https://sso.example.com/realms/eng
     jwks_url: https://sso.example.com/realms/eng/protocol/openid-connect/certs
     audience: [flakegate]
     claims: oidc
     org_claim: org
+    orgs: [eng, partner]
 `, nil},
+		{"two issuers naming their own orgs need orgs", `issuers:
+  - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions}
+  - {name: gitlab, issuer: "https://gitlab.com", jwks_url: "https://b.example/jwks", audience: [x], claims: gitlab-ci, orgs: [omnicorp]}
+  - {name: corp, issuer: "https://idp.example.com", jwks_url: "https://c.example/jwks", audience: [x], claims: oidc, org: omnicorp}
+  - {name: partner, issuer: "https://partner.example.com", jwks_url: "https://d.example/jwks", audience: [x], claims: oidc, org_claim: org}
+`, []string{"issuers[0] (github): orgs: required when more than one issuer", "issuers[3] (partner): orgs: required"}},
+		{"one CI issuer and flakegate's own need no orgs", `issuers:
+  - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions}
+  - {name: cache, issuer: "https://cache.example.com", jwks_url: "https://cache.example.com/_flakegate/jwks", audience: [x], claims: flakegate}
+`, nil},
+		{"orgs where tokens do not name an org", `issuers:
+  - {name: corp, issuer: "https://idp.example.com", jwks_url: "https://c.example/jwks", audience: [x], claims: oidc, org: omnicorp, orgs: [omnicorp]}
+  - {name: gh, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: ["Omni Corp"]}
+`, []string{"issuers[0] (corp): orgs: only valid with", `issuers[1] (gh): orgs: "Omni Corp" is not a flake org`}},
 		{"http jwks on loopback is fine", `issuers:
   - {name: dev, issuer: "http://127.0.0.1:8080", jwks_url: "http://localhost:8080/jwks", audience: [x], claims: oidc}
   - {name: dev6, issuer: "http://[::1]:9", jwks_url: "http://[::1]:9/jwks", audience: [x], claims: oidc}
@@ -125,6 +141,7 @@ func TestLoadIssuersFile(t *testing.T) {
     jwks_url: https://token.actions.githubusercontent.com/.well-known/jwks
     audience: [https://cache.example.com]
     claims: github-actions
+    orgs: [omnicorp]
   - name: local
     issuer: https://idp.internal.example
     jwks_file: keys/local.json

@@ -137,7 +137,8 @@ func TestClaimTypesPreserved(t *testing.T) {
 	gl := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
 	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
 	e := newEnv(t, clock, identity.Options{},
-		gl.Config("gitlab", identity.ClaimsGitLabCI), gh.Config("github", identity.ClaimsGitHubActions))
+		identitytest.WithOrgs(gl.Config("gitlab", identity.ClaimsGitLabCI), "omnicorp"),
+		identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"))
 	s := e.mustVerify(gh.Mint(ghClaims))
 	if v, ok := s.Claims["repository_id"].(string); !ok || v != "681237345" {
 		t.Errorf("repository_id = %#v, want the string", s.Claims["repository_id"])

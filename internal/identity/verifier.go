@@ -596,6 +596,9 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 	if err := is.mapper(t.claims, &is.cfg, s); err != nil {
 		return nil, is, nil, err
 	}
+	if !is.cfg.allowsOrg(s.Org) {
+		return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("org %s is not one of issuer %s's orgs", ClaimText(s.Org), is.cfg.Name))
+	}
 	return s, is, ks, nil
 }
 

@@ -234,7 +234,7 @@ func TestLoginWithHydraBrowserFlow(t *testing.T) {
 	h := startHydra(t, "alice", "omnicorp")
 	s := startStackWith(t, singleHost, teststack.Options{Issuers: []identity.IssuerConfig{{
 		Name: "hydra", Issuer: h.issuer, JWKSURL: h.public + "/.well-known/jwks.json",
-		Audience: []string{h.clientID}, Claims: identity.ClaimsOIDC, OrgClaim: "org",
+		Audience: []string{h.clientID}, Claims: identity.ClaimsOIDC, OrgClaim: "org", Orgs: []string{"omnicorp"},
 	}}})
 	top := s.src.MakeClosure(3, "hydra")
 	s.mustPush(t, s.ci("omnicorp/app", "refs/heads/main"), "omnicorp/app", top)

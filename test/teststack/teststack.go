@@ -136,15 +136,17 @@ func StartWith(t *testing.T, binDir string, m Mode, o Options) *Stack {
 	s.URL, s.Host, s.InternalURL = "http://"+publicAddr, publicAddr, "http://"+internal
 
 	// Every issuer by JWKS URL (each its own httptest server), as in production.
-	users := s.Users.Config("corp-sso", identity.ClaimsOIDC)
+	// Each issuer speaks for the orgs the tests use (required with several
+	// issuers: identity.IssuerConfig.Orgs).
+	users := identitytest.WithOrgs(s.Users.Config("corp-sso", identity.ClaimsOIDC), testOrgs...)
 	users.OrgClaim = "org"
 	jobAud := []string{identitytest.DefaultAudience}
 	if o.JobAudience {
 		jobAud = append(jobAud, s.URL)
 	}
 	issuers, err := yaml.Marshal(identity.Config{Issuers: append([]identity.IssuerConfig{
-		s.GitHub.Config("github", identity.ClaimsGitHubActions, jobAud...),
-		s.GitLab.Config("gitlab", identity.ClaimsGitLabCI, jobAud...),
+		identitytest.WithOrgs(s.GitHub.Config("github", identity.ClaimsGitHubActions, jobAud...), testOrgs...),
+		identitytest.WithOrgs(s.GitLab.Config("gitlab", identity.ClaimsGitLabCI, jobAud...), testOrgs...),
 		users,
 	}, o.Issuers...)})
 	if err != nil {
@@ -204,6 +206,9 @@ func write(t *testing.T, path, content string) {
 func (s *Stack) CI(repo, ref string) string {
 	return s.GitHub.Mint(identitytest.GitHubActionsClaims(repo, ref))
 }
+
+// testOrgs are the orgs the stack's issuers speak for.
+var testOrgs = []string{"omnicorp", "evilcorp", "acme", "initech"}
 
 // User is a token of a person of org signed in with the users' OpenID
 // provider.

@@ -13,11 +13,11 @@ import (
 // the Subject it describes.
 func TestShapesMap(t *testing.T) {
 	gh, gl, oidc := identitytest.NewIssuer(t), identitytest.NewIssuer(t), identitytest.NewIssuer(t)
-	userCfg := oidc.Config("oidc", identity.ClaimsOIDC)
+	userCfg := identitytest.WithOrgs(oidc.Config("oidc", identity.ClaimsOIDC), "omnicorp")
 	userCfg.OrgClaim = "org"
 	v, err := identity.NewVerifier(context.Background(), &identity.Config{Issuers: []identity.IssuerConfig{
-		gh.Config("github", identity.ClaimsGitHubActions),
-		gl.Config("gitlab", identity.ClaimsGitLabCI),
+		identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"),
+		identitytest.WithOrgs(gl.Config("gitlab", identity.ClaimsGitLabCI), "platform"),
 		userCfg,
 	}}, identity.Options{})
 	if err != nil {

@@ -130,6 +130,13 @@ func (i *Issuer) Config(name, claims string, audience ...string) identity.Issuer
 	}
 }
 
+// WithOrgs returns c bound to orgs (IssuerConfig.Orgs), as every issuer
+// whose tokens name their org must be when a file has several issuers.
+func WithOrgs(c identity.IssuerConfig, orgs ...string) identity.IssuerConfig {
+	c.Orgs = orgs
+	return c
+}
+
 // FileConfig writes the JWKS to dir and returns an entry using jwks_file.
 func (i *Issuer) FileConfig(dir, name, claims string, audience ...string) identity.IssuerConfig {
 	c := i.Config(name, claims, audience...)
