@@ -2,6 +2,7 @@ package cacheserver
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -320,4 +321,80 @@ func TestReadsInFlightAtStopAreWritten(t *testing.T) {
 	if got := lastUsed(t, ts, omniApp, p.Hash); !got.Equal(clock) {
 		t.Fatalf("the read being written at stop was lost: last use %v, want %v", got, clock)
 	}
+}
+
+// One flake's reads cannot crowd out another's: the tracker's budget was
+// one for every flake, so a pusher reading its own paths by the hundred
+// thousand (cheap hits) kept the target's reads from being recorded, and a
+// collection removed a path the target read within keep_for (adversarial
+// review, 2026-12-05). A flake's share is bounded, and a full share asks
+// Maintain for an early flush.
+func TestOneFlakesReadsCannotCrowdOutAnothers(t *testing.T) {
+	const target = "omnicorp/super-duper-secure"
+	targetFlake, attackerFlake := nixname.Flake{Org: "omnicorp", Name: "super-duper-secure"}, nixname.Flake{Org: "evil", Name: "x"}
+	ts := newTestServer(t, "", nil, nil)
+	secret := makePath(t, "secret-runtime", nixname.CompressionXZ)
+	ts.push(t, target, secret)
+	pushed := lastUsed(t, ts, targetFlake, secret.Hash)
+
+	clock := time.Now().Add(10 * 24 * time.Hour)
+	ts.reads.now = func() time.Time { return clock }
+	// The flood: each hit of one of the attacker's paths calls record, as
+	// flakePath does (the paths need not exist for the tracker).
+	for i := range maxPending {
+		ts.reads.record(attackerFlake, storeHash(fmt.Sprint("atk-", i)))
+	}
+	select {
+	case <-ts.reads.full:
+	default:
+		t.Error("a flake's full share did not ask for an early flush")
+	}
+	if st, _, _ := do(t, "GET", ts.URL+"/"+target+"/"+secret.Hash+".narinfo", nil); st != 200 {
+		t.Fatalf("target's read: %d", st)
+	}
+	ts.flushReads(context.Background())
+	if got := lastUsed(t, ts, targetFlake, secret.Hash); !got.Equal(clock) {
+		t.Errorf("the target's read at %v was not recorded (last use still %v, the push): another flake's reads filled the tracker", clock, got)
+	}
+
+	// What was at stake: a collection 31 days after the push, keep_for
+	// 30d, keeps the path the target read 21 days before.
+	col, err := gc.New(gc.Config{Index: ts.idx, Blob: ts.blob, Logger: ts.log, Now: func() time.Time { return pushed.Add(31 * 24 * time.Hour) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ret := gc.DefaultRetention()
+	ret.Default.KeepFor = 30 * 24 * time.Hour
+	if _, err := col.Collect(context.Background(), gc.Options{Retention: ret}); err != nil {
+		t.Fatal(err)
+	}
+	ts.InvalidateCaches()
+	if st, _, _ := do(t, "GET", ts.URL+"/"+target+"/"+secret.Hash+".narinfo", nil); st != 200 {
+		t.Errorf("the target's path read on day 10 was collected on day 31 (keep_for 30d): GET %d", st)
+	}
+}
+
+// A full share is flushed by Maintain at once, not at the next interval.
+func TestFullReadShareFlushesEarly(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	p := makePath(t, "early-flush", nixname.CompressionXZ)
+	ts.push(t, "omnicorp/app", p)
+	flake := nixname.Flake{Org: "omnicorp", Name: "app"}
+	ts.readFlush = time.Hour // only the early flush can write within the test
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); ts.Maintain(ctx) }()
+	defer func() { cancel(); <-done }()
+	clock := time.Now().Add(24 * time.Hour)
+	ts.reads.now = func() time.Time { return clock }
+	ts.reads.record(flake, p.Hash)
+	for i := range maxPendingPerFlake {
+		ts.reads.record(flake, storeHash(fmt.Sprint("other-", i)))
+	}
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if lastUsed(t, ts, flake, p.Hash).Equal(clock) {
+			return
+		}
+	}
+	t.Error("10 s after a flake's read share filled, its reads were still not written (flush interval 1 h)")
 }

@@ -1,6 +1,8 @@
 package cacheserver
 
 import (
+	"bytes"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
@@ -146,7 +148,8 @@ func (s *Server) readableFlakes(r *http.Request) ([]nixname.Flake, error) {
 
 // unionPath returns what the union view serves for a path: the record of
 // the readable flakes holding it, when they all agree on its contents
-// (index.Path.SameContent; the first by flake name is served). When they
+// (index.Path.SameContent; the earliest is served, its Deriver only when
+// all name the same). When they
 // disagree the path is answered as absent — never one flake's contents
 // picked silently over another's — and the conflict is logged and counted.
 // Reading a flake's own URL always serves that flake's record.
@@ -202,7 +205,14 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 	if len(recs) == 0 {
 		return index.Path{}, fmt.Errorf("path %s in the union view: %w", hash, index.ErrNotFound)
 	}
-	slices.SortFunc(recs, func(a, b index.Path) int { return strings.Compare(a.Flake.String(), b.Flake.String()) })
+	// The earliest record is served (ties: by flake name), never one a
+	// flake can put first by its name: a pusher of evil/x re-pushing a
+	// path the target serves would otherwise have its own NAR file (and
+	// Deriver) served to every reader of both (adversarial review,
+	// 2026-12-05; TestUnionServesTheEarliestRecord).
+	slices.SortFunc(recs, func(a, b index.Path) int {
+		return cmp.Or(a.CreatedAt.Compare(b.CreatedAt), strings.Compare(a.Flake.String(), b.Flake.String()))
+	})
 	for _, p := range recs[1:] {
 		if !p.SameContent(recs[0]) {
 			s.metrics.unionConflicts.Inc()
@@ -218,10 +228,45 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 	for _, p := range recs {
 		s.reads.record(p.Flake, hash)
 	}
+	rec := recs[0]
 	if flakes == nil {
-		return s.signed(r, recs[0], epoch) // ungated: nothing cached above
+		if rec, err = s.signed(r, rec, epoch); err != nil { // ungated: nothing cached above
+			return index.Path{}, err
+		}
 	}
-	return recs[0], nil
+	return withAgreedDeriver(rec, recs), nil
+}
+
+// withAgreedDeriver returns rec, served in the union view for recs (which
+// agree on the contents), without its Deriver line when another record
+// names another deriver: the Deriver is outside the signed fingerprint
+// and optional, and the one a reader's Nix records is where `nix log`
+// looks, so no flake may pick it for the others.
+func withAgreedDeriver(rec index.Path, recs []index.Path) index.Path {
+	d := deriverLine(rec.NarInfo)
+	for _, p := range recs[1:] {
+		if !bytes.Equal(deriverLine(p.NarInfo), d) {
+			out := make([]byte, 0, len(rec.NarInfo))
+			for line := range bytes.Lines(rec.NarInfo) {
+				if !bytes.HasPrefix(line, []byte("Deriver:")) {
+					out = append(out, line...)
+				}
+			}
+			rec.NarInfo = out
+			return rec
+		}
+	}
+	return rec
+}
+
+// deriverLine is the Deriver line of a narinfo text (nil when none).
+func deriverLine(text []byte) []byte {
+	for line := range bytes.Lines(text) {
+		if bytes.HasPrefix(line, []byte("Deriver:")) {
+			return bytes.TrimSpace(line)
+		}
+	}
+	return nil
 }
 
 // signed returns p with a narinfo text carrying the current key set's

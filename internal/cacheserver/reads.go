@@ -14,7 +14,13 @@ import (
 // path's last push or read) coarsely: a flake's path is recorded at most
 // once per interval, and records are written in batches (flush), never one
 // write per GET. Memory is bounded: maxTracked recent entries, maxPending
-// unwritten ones (beyond it reads are not recorded until the next flush).
+// unwritten ones, of which one flake may hold maxPendingPerFlake. A full
+// budget asks for an early flush (full); until it is done, further reads
+// (of that flake, or of every flake when the whole budget is used) are not
+// recorded. The per-flake share keeps one flake's reads (a pusher reading
+// its own paths by the hundred thousand) from crowding out another's,
+// which a collection would then count as unread (adversarial review,
+// 2026-12-05; TestOneFlakesReadsCannotCrowdOutAnothers).
 type readTracker struct {
 	every  time.Duration
 	now    func() time.Time
@@ -23,11 +29,13 @@ type readTracker struct {
 	// pending are the reads to write at the next flush, per flake.
 	pending map[nixname.Flake][]string
 	n       int
+	full    chan struct{} // a value when a budget filled: flush early
 }
 
 const (
-	maxTracked = 1 << 18
-	maxPending = 1 << 17
+	maxTracked         = 1 << 18
+	maxPending         = 1 << 17
+	maxPendingPerFlake = maxPending / 4
 )
 
 // newReadTracker records each path at most once per every; every <= 0
@@ -36,7 +44,8 @@ func newReadTracker(every time.Duration) *readTracker {
 	if every <= 0 {
 		return nil
 	}
-	return &readTracker{every: every, now: time.Now, recent: newShardedLRU[int64](maxTracked), pending: map[nixname.Flake][]string{}}
+	return &readTracker{every: every, now: time.Now, recent: newShardedLRU[int64](maxTracked), pending: map[nixname.Flake][]string{},
+		full: make(chan struct{}, 1)}
 }
 
 // record notes a read of flake's path.
@@ -57,7 +66,11 @@ func (t *readTracker) record(flake nixname.Flake, hash string) {
 	if at, ok := t.recent.Get(k); ok && now-at < int64(t.every) {
 		return
 	}
-	if t.n >= maxPending {
+	if t.n >= maxPending || len(t.pending[k.flake]) >= maxPendingPerFlake {
+		select {
+		case t.full <- struct{}{}:
+		default: // already asked
+		}
 		return
 	}
 	k = k.owned() // pending outlives the request too
@@ -124,11 +137,17 @@ func (s *Server) Maintain(ctx context.Context) {
 	defer poll.Stop()
 	flush := time.NewTicker(s.readFlush)
 	defer flush.Stop()
+	var full <-chan struct{}
+	if s.reads != nil {
+		full = s.reads.full
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			s.flushReadsDetached(ctx)
 			return
+		case <-full:
+			s.flushReadsDetached(ctx)
 		case <-flush.C:
 			// Not cancelled with the server: a flush under way when it
 			// stops has taken the pending reads, and the final flush

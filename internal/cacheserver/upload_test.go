@@ -264,7 +264,7 @@ func TestSamePathOtherCompression(t *testing.T) {
 		t.Fatalf("b cannot fetch the NAR its narinfo names: %d", st)
 	}
 	// a and b agree (same NarHash, references): the union view serves the
-	// first by flake name.
+	// earliest record (a's).
 	st, body, _ = do(t, "GET", ts.URL+"/"+xzP.Hash+".narinfo", nil)
 	if st != 200 || !strings.Contains(body, "URL: nar/"+xzP.FileName) {
 		t.Fatalf("union narinfo: %d\n%s", st, body)

@@ -161,8 +161,23 @@ func (v *Verifier) Finish() (NarResult, error) {
 	res := NarResult{FileHash: v.fileHash.Sum(nil), FileSize: v.fileSize, NarHash: v.narHash, NarSize: v.narSize}
 	if v.compression == nixname.CompressionNone {
 		res.NarHash = res.FileHash
+	} else if limit := MaxFileSize(res.NarSize); res.FileSize > limit {
+		// A zstd frame may carry any number of empty blocks (an xz stream
+		// its padding, a bzip2 one...): without a bound, a NAR of a few
+		// KiB could be stored as a file of -max-nar-size, and served in
+		// the union view to every reader of a path several flakes hold.
+		return NarResult{}, fmt.Errorf("the %s file is %d bytes, more than any compressor makes of a NAR of %d bytes (at most %d)",
+			v.compression, res.FileSize, res.NarSize, limit)
 	}
 	return res, nil
+}
+
+// MaxFileSize is the largest compressed file accepted for a NAR of
+// narSize bytes: narSize + narSize/64 + 64 KiB, above what xz, zstd and
+// bzip2 produce for incompressible data (their worst cases are about
+// +0.1 %, +0.4 % and +1 %, plus headers).
+func MaxFileSize(narSize int64) int64 {
+	return narSize + narSize/64 + 64<<10
 }
 
 // Abort stops the goroutine and discards everything.
