@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // Metrics are the service's Prometheus metrics.
@@ -128,7 +130,7 @@ func (c *Checker) record(ctx context.Context, res Result, latency time.Duration)
 		slog.String("subject", res.SubjectSummary),
 		slog.String("provider", provider),
 		slog.String("method", res.Request.Method),
-		slog.String("path", res.Request.Path),
+		slog.String("path", route.LogPath(res.Request.Path)),
 		slog.String("action", action),
 		slog.String("flake", res.Request.Route.Flake.String()),
 		slog.String("kind", string(res.Request.Route.Kind)),

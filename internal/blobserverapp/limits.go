@@ -27,10 +27,23 @@ const maxRequestBody = 64 << 10
 // connection with a background read, which a passing deadline would turn
 // into a cancelled request context in the middle of a long download.
 // Requests without a body and PUTs pass untouched.
+//
+// A GET or HEAD never needs its body: it is not read at all (abandon.Body,
+// then the handler sees none). Reading it made an allowed read differ from
+// a denied one, whose body the gate never reads: "Connection: close" and
+// the connection's fate, and "100 Continue" sent only for an object the
+// caller may read (TestReadWithBodyAnswersAsDenied).
 func guardBodies(next http.Handler, timeout time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method == http.MethodPut || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 			next.ServeHTTP(w, r)
+			return
+		}
+		if r.Method == http.MethodGet || r.Method == http.MethodHead {
+			abandon.Body(w, r)
+			r2 := r.WithContext(r.Context())
+			r2.Body, r2.ContentLength, r2.TransferEncoding = http.NoBody, 0, nil
+			next.ServeHTTP(w, r2)
 			return
 		}
 		rc := http.NewResponseController(w)

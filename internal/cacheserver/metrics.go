@@ -239,7 +239,7 @@ func (s *Server) observe(rw *recorder, r *http.Request, req *route.Request) {
 	}
 	s.log.LogAttrs(r.Context(), slog.LevelInfo, "request",
 		slog.String("method", r.Method),
-		slog.String("path", r.URL.Path),
+		slog.String("path", route.LogPath(r.URL.Path)),
 		slog.Int("status", status),
 		slog.Int64("bytes", rw.bytes),
 		slog.Int64("request_bytes", r.ContentLength),

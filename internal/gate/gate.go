@@ -49,8 +49,8 @@ import (
 // envoy/envoy.yaml is the same).
 const DefaultTimeout = 2 * time.Second
 
-// MaxHeaderBytes is the most request header bytes (names and values) the
-// gate checks: Envoy's default max_request_headers_kb (60 KiB), which it
+// MaxHeaderBytes is the most request header bytes (the request target,
+// header names and values) the gate checks: Envoy's default max_request_headers_kb (60 KiB), which it
 // answers with 431 too. Every header travels in the CheckRequest, and gRPC
 // caps a message at 1 MiB: without this bound a request with more headers
 // could not be checked over gRPC but could in-process.
@@ -137,14 +137,17 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			r.Header = http.Header{}
 		}
 		StripClientHeaders(r.Header)
+		// The request target counts, as in Envoy's limit: a URL of up to
+		// net/http's 1 MiB was checked, quoted back in the 400 and logged
+		// several times (TestLongURLIsRefusedBeforeTheCheck).
+		if len(r.RequestURI)+headerBytes(r.Header) > MaxHeaderBytes {
+			abandon.Request(w, r)
+			http.Error(w, "request headers too large (the URL counts)", http.StatusRequestHeaderFieldsTooLarge)
+			return
+		}
 		if err := canonicalizeRequest(r); err != nil {
 			abandon.Request(w, r)
 			http.Error(w, "bad request: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		if headerBytes(r.Header) > MaxHeaderBytes {
-			abandon.Request(w, r)
-			http.Error(w, "request headers too large", http.StatusRequestHeaderFieldsTooLarge)
 			return
 		}
 		if r.Header.Get("X-Request-Id") == "" {

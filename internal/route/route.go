@@ -113,8 +113,31 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
+// errf is an *Error with a formatted message. A string argument longer
+// than maxQuoted is cut (with "…"): the message
+// goes back to the client and into the decision and access logs, and a
+// path may be as long as the server's header limit.
 func errf(status int, format string, args ...any) error {
+	for i, a := range args {
+		if s, ok := a.(string); ok && len(s) > maxQuoted {
+			args[i] = strings.ToValidUTF8(s[:maxQuoted], "") + "…"
+		}
+	}
 	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+}
+
+// maxQuoted is the most bytes of a request's text an error message quotes.
+const maxQuoted = 200
+
+// LogPath is a request path as the logs write it: a path longer than 1 KiB
+// (no valid one is) is cut, with its length, so that a client's long URL
+// costs a log line of bounded size.
+func LogPath(p string) string {
+	const max = 1 << 10
+	if len(p) <= max {
+		return p
+	}
+	return strings.ToValidUTF8(p[:max], "") + fmt.Sprintf("…(%d bytes)", len(p))
 }
 
 // StatusOf returns the HTTP status for an error from Parse (400 for others).

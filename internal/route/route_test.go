@@ -1,9 +1,11 @@
 package route
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/flakegate/flakegate/internal/nixname"
 )
@@ -254,5 +256,21 @@ func BenchmarkParse(b *testing.B) {
 		if _, err := Parse(http.MethodGet, "/omnicorp/app/0123456789abcdfghijklmnpqrsvwxyz.narinfo"); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// A long request path is quoted short in errors and logged short: errors go
+// back to anyone who sends a URL, and into two logs.
+func TestLongPathsAreQuotedShort(t *testing.T) {
+	long := "/" + strings.Repeat("é", 40<<10) + ".narinfo"
+	_, err := Parse("GET", long)
+	if err == nil || len(err.Error()) > 2*maxQuoted+100 || !strings.Contains(err.Error(), "…") || !utf8.ValidString(err.Error()) {
+		t.Errorf("Parse of a %d-byte path: error of %d bytes: %.300q", len(long), len(err.Error()), err)
+	}
+	if got := LogPath(long); len(got) > 1<<10+32 || !strings.HasSuffix(got, fmt.Sprintf("…(%d bytes)", len(long))) || !utf8.ValidString(got) {
+		t.Errorf("LogPath of a %d-byte path: %d bytes, %.80q…", len(long), len(got), got)
+	}
+	if p := "/omnicorp/app/nix-cache-info"; LogPath(p) != p {
+		t.Errorf("LogPath(%q) = %q", p, LogPath(p))
 	}
 }
