@@ -18,7 +18,7 @@ import (
 
 // Pins (internal/gc keeps a pinned path's closure whatever the retention):
 //
-//	GET    /{org}/{flake}/_pins          → 200 {"pins":[{"name","store_path","created_at"}]} (a read)
+//	GET    /{org}/{flake}/_pins          → 200 {"pins":[{"name","store_path","created_at"}]} (a read); 404 when none
 //	PUT    /{org}/{flake}/_pins/{name}   body: the store path → 200 {the pin} (action pin)
 //	DELETE /{org}/{flake}/_pins/{name}   → 200 (404 when absent)
 
@@ -65,7 +65,15 @@ func (s *Server) servePins(w http.ResponseWriter, r *http.Request, req route.Req
 		s.internalError(w, r, "listing pins", err)
 		return
 	}
-	out := PinsJSON{Pins: []PinJSON{}}
+	if len(pins) == 0 {
+		// The 404 of an absent object, as a denied read answers: an empty
+		// list (200) for any flake name one may read told an org member
+		// which flakes flakes.yaml restricts (adversarial review,
+		// 2026-12-05; internal/hostapp TestPinsOfARestrictedFlakeAnswerAsAbsent).
+		s.notFound(w)
+		return
+	}
+	out := PinsJSON{Pins: make([]PinJSON, 0, len(pins))}
 	for _, p := range pins {
 		out.Pins = append(out.Pins, PinJSON{Name: p.Name, StorePath: p.StorePath, CreatedAt: p.CreatedAt.UTC()})
 	}

@@ -287,9 +287,17 @@ func (s *Server) signed(r *http.Request, p index.Path, epoch int64) (index.Path,
 		}
 		p.NarInfo, p.SignedBy = text, id
 	}
-	s.hits.addNarInfo(p, epoch)
+	if len(p.NarInfo) <= maxCachedNarInfo {
+		s.hits.addNarInfo(p, epoch)
+	}
 	return p, nil
 }
+
+// maxCachedNarInfo is the largest narinfo text the hit cache keeps (about
+// 230 references): the cache counts entries, and a pusher's narinfos with
+// thousands of references (each held by its flake) would otherwise make
+// each entry up to 1 MiB. Larger ones are read from the index each time.
+const maxCachedNarInfo = 8 << 10
 
 // fileOf returns the *os.File behind a blob reader, for sendfile.
 func fileOf(rd blob.Reader) (*os.File, bool) {

@@ -1,6 +1,7 @@
 package cacheserver
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -98,4 +99,35 @@ func zstdRawBlocks(data []byte, emptyBlocks int) []byte {
 	h := uint32(len(data))<<3 | 1 // raw, last
 	b = append(b, byte(h), byte(h>>8), byte(h>>16))
 	return append(b, data...)
+}
+
+// The hit cache keeps narinfos of at most maxCachedNarInfo bytes: it counts
+// entries, and a narinfo may be 1 MiB (thousands of references, each held
+// by the flake; before System was checked, any text in System).
+func TestLargeNarInfosAreNotCached(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	flake := nixname.Flake{Org: "omnicorp", Name: "app"}
+	var refs []testPath
+	for i := range 260 {
+		r := makePath(t, fmt.Sprintf("reference-number-%03d", i), nixname.CompressionNone)
+		ts.push(t, "omnicorp/app", r)
+		refs = append(refs, r)
+	}
+	small := refs[0]
+	big := makePath(t, "many-references", nixname.CompressionNone, refs...)
+	ts.push(t, "omnicorp/app", big)
+	for _, p := range []testPath{small, big} {
+		for range 2 {
+			if st, body, _ := do(t, "GET", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", nil); st != 200 {
+				t.Fatalf("GET %s: %d %s", p.Base, st, body)
+			}
+		}
+	}
+	if _, ok := ts.hits.getNarInfo(flake, small.Hash); !ok {
+		t.Error("a small narinfo read twice is not in the hit cache")
+	}
+	got, ok := ts.hits.getNarInfo(flake, big.Hash)
+	if ok {
+		t.Errorf("a narinfo of %d bytes is in the hit cache (at most %d)", len(got.NarInfo), maxCachedNarInfo)
+	}
 }

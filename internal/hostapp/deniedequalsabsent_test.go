@@ -8,6 +8,7 @@ package hostapp
 
 import (
 	"io"
+	"net/http"
 	"net"
 	"regexp"
 	"strings"
@@ -108,6 +109,37 @@ func TestReadWithExpectContinueAnswersAsDenied(t *testing.T) {
 		if absent != denied {
 			t.Errorf("%s with Expect: 100-continue tells a denied read from an absent object:\nabsent: %q\ndenied: %q", m, absent, denied)
 		}
+	}
+}
+
+// TestPinsOfARestrictedFlakeAnswerAsAbsent: GET /{org}/{flake}/_pins of a
+// flake the reader may not read was 404, of any other name (existing or
+// not) 200 {"pins":[]}: it told an org member which flake names flakes.yaml
+// restricts, which every other read answers as "absent". A flake without
+// pins now answers the same 404.
+func TestPinsOfARestrictedFlakeAnswerAsAbsent(t *testing.T) {
+	addr, token := deniedStart(t, "carol") // omnicorp, not in super-duper-secure's read list
+	get := func(path string) (int, string) {
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	// The narinfo: denied and absent are the same 404.
+	st1, b1 := get("/omnicorp/super-duper-secure/" + deniedHash + ".narinfo")
+	st2, b2 := get("/omnicorp/no-such-flake/" + deniedHash + ".narinfo")
+	t.Logf("narinfo: restricted %d %q, nonexistent %d %q", st1, b1, st2, b2)
+	// The pins list: not.
+	st3, b3 := get("/omnicorp/super-duper-secure/_pins")
+	st4, b4 := get("/omnicorp/no-such-flake/_pins")
+	t.Logf("_pins: restricted %d %q, nonexistent %d %q", st3, b3, st4, b4)
+	if st3 != st4 || b3 != b4 {
+		t.Errorf("_pins tells a restricted flake (%d %q) from a flake that does not exist (%d %q)", st3, b3, st4, b4)
 	}
 }
 

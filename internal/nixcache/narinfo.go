@@ -234,6 +234,34 @@ func checkValue(k, v string) error {
 	return nil
 }
 
+// maxSystemLen bounds a narinfo's System: Nix's system names are short
+// (x86_64-linux, aarch64-darwin, riscv64-none-elf); the field was taken as
+// any text up to the narinfo's 1 MiB, stored, signed, served and kept in the
+// blob server's hit cache, whose size is counted in entries (adversarial
+// review, 2026-12-05).
+const maxSystemLen = 64
+
+// validSystem reports whether s is empty or a plausible Nix system name.
+func validSystem(s string) bool {
+	if len(s) > maxSystemLen {
+		return false
+	}
+	for _, c := range []byte(s) {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '.' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// cut is s, shortened to n bytes with "…" when longer (error messages).
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}
+
 func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 	n := &NarInfo{StorePath: raw.StorePath, System: raw.System}
 
@@ -295,6 +323,9 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 	}
 	n.References = refs
 
+	if !validSystem(raw.System) {
+		return nil, fmt.Errorf("System %q is not a Nix system name (up to %d letters, digits, '_', '.' or '-', as x86_64-linux)", cut(raw.System, 80), maxSystemLen)
+	}
 	if raw.Deriver != "" {
 		if !ValidStorePathBase(raw.Deriver) || !strings.HasSuffix(raw.Deriver, ".drv") {
 			return nil, fmt.Errorf("Deriver %q is not a derivation base name", raw.Deriver)

@@ -104,6 +104,9 @@ func TestParseNarInfoRejects(t *testing.T) {
 		{"unknown field", nixosNarInfo + "Foo: bar\n", `unknown field "Foo"`},
 		{"duplicate field", nixosNarInfo + "NarSize: 1\n", "duplicate field NarSize"},
 		{"control character", edit(nixosNarInfo, "System", "System: x\x01"), "control character"},
+		// Adversarial review (2026-12-05): any text was taken, up to 1 MiB.
+		{"System of 1 MB", edit(nixosNarInfo, "System", "System: "+strings.Repeat("x", 1_000_000)), "not a Nix system name"},
+		{"System with a space", edit(nixosNarInfo, "System", "System: x86_64 linux"), "not a Nix system name"},
 		{"missing StorePath", edit(nixosNarInfo, "StorePath", ""), "no StorePath"},
 		{"missing NarHash", edit(nixosNarInfo, "NarHash", ""), "no NarHash"},
 		{"missing FileSize", edit(nixosNarInfo, "FileSize", ""), "no FileSize"},
