@@ -8,8 +8,8 @@ package hostapp
 
 import (
 	"io"
-	"net/http"
 	"net"
+	"net/http"
 	"regexp"
 	"strings"
 	"testing"
