@@ -46,6 +46,9 @@ type Options struct {
 	// went missing or blank), judged for every set the engine activates,
 	// not only for those a request happened to see.
 	CheckData func(next, active map[string]any) error
+
+	// beforeRead (tests) runs before every read of the directory.
+	beforeRead func()
 }
 
 const (
@@ -358,6 +361,9 @@ func (e *Engine) Run(ctx context.Context) error {
 // a writer, otherwise snap is what is there now, not to be activated before
 // wait has passed and a new read finds it unchanged.
 func (e *Engine) read(now time.Time) (snap *snapshot, wait time.Duration, err error) {
+	if e.opts.beforeRead != nil {
+		e.opts.beforeRead()
+	}
 	snap, err = readDir(e.dir, false)
 	var u *unsettledError
 	switch {
