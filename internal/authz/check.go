@@ -298,27 +298,32 @@ func (c *Checker) decideUnion(ctx context.Context, res Result) Result {
 	}
 	var readable []nixname.Flake
 	denial, grant := "", ""
+	grantRev, denialRev := "", ""
 	for _, owner := range owners {
 		SetFlake(in, owner)
 		d, err := c.evaluate(ctx, in)
 		if err != nil {
 			return unavailable(res, fmt.Errorf("evaluate policy for union read via %s: %w", owner, err))
 		}
-		res.Revision = d.Revision
 		switch {
 		case d.Allow:
 			if len(readable) == 0 {
-				res.UnionOwner, grant = owner, d.Reason
+				res.UnionOwner, grant, grantRev = owner, d.Reason, d.Revision
 			}
 			readable = append(readable, owner)
 		case denial == "":
-			denial = d.Reason
+			denial, denialRev = d.Reason, d.Revision
 		}
 	}
+	// The revision logged is the one that decided what the log line says
+	// (the grant's, else the first denial's): a reload between two owners'
+	// evaluations must not name a revision that denies the grant
+	// (TestUnionReadNamesTheGrantingRevision).
 	if len(readable) > 0 {
-		res.Readable = readable
+		res.Readable, res.Revision = readable, grantRev
 		return allow(res, grant)
 	}
+	res.Revision = denialRev
 	if denial == "" {
 		denial = fmt.Sprintf("no owning flake (of %d) allows it", len(owners))
 	}

@@ -302,13 +302,13 @@ func inputPaths(modules map[string]*ast.Module) (paths [][]string, uncacheable s
 					}
 				}
 				if n.IsCall() {
-					if b, ok := ast.BuiltinMap[n.Operator().String()]; ok && b.Nondeterministic {
+					if b, ok := ast.BuiltinMap[n.Operator().String()]; ok && changesBetweenCalls(b) {
 						uncacheable = "the policy calls " + b.Name + ", whose result changes between calls"
 					}
 				}
 			case ast.Call:
 				if len(n) > 0 {
-					if b, ok := ast.BuiltinMap[n[0].String()]; ok && b.Nondeterministic {
+					if b, ok := ast.BuiltinMap[n[0].String()]; ok && changesBetweenCalls(b) {
 						uncacheable = "the policy calls " + b.Name + ", whose result changes between calls"
 					}
 				}
@@ -375,4 +375,17 @@ func describePaths(paths [][]string) string {
 		parts[i] = strings.Join(p, ".")
 	}
 	return strings.Join(parts, ", ")
+}
+
+// changesBetweenCalls reports whether a builtin's result may differ between
+// two calls with the same arguments: OPA's Nondeterministic flag, and the
+// certificate verifications that check validity against the clock without
+// being flagged (a decision "allowed while the certificate is valid" must
+// not be served from the cache after it expires).
+func changesBetweenCalls(b *ast.Builtin) bool {
+	switch b.Name {
+	case "crypto.x509.parse_and_verify_certificates", "crypto.x509.parse_and_verify_certificates_with_options":
+		return true
+	}
+	return b.Nondeterministic
 }
