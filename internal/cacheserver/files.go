@@ -318,7 +318,6 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, data []byt
 		} else {
 			plain, err := nixcache.Decode(enc, data, nixcache.MaxListingSize)
 			if err != nil {
-				h.Del("Vary")
 				s.internalError(w, r, "decoding a stored "+enc+" file", err)
 				return
 			}

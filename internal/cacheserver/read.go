@@ -347,15 +347,17 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 		return
 	}
 	rd, err := s.blob.Open(r.Context(), l.BlobKey)
+	if errors.Is(err, blob.ErrNotFound) {
+		s.blobGone(w, r, l.BlobKey) // as serveBlob answers, not a 500
+		return
+	}
 	if err != nil {
-		w.Header().Del("Vary")
 		s.internalError(w, r, "opening "+l.BlobKey, err)
 		return
 	}
 	defer rd.Close()
 	dec, err := nixcache.NewDecoder(l.Encoding, rd)
 	if err != nil {
-		w.Header().Del("Vary")
 		s.internalError(w, r, "decoding "+l.BlobKey, err)
 		return
 	}
@@ -370,14 +372,20 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	}
 }
 
+// blobGone answers a blob the index listed (perhaps through a cached
+// lookup) but a garbage collection deleted meanwhile: the 404 of an absent
+// object, byte for byte (notFound drops what the handler had set).
+func (s *Server) blobGone(w http.ResponseWriter, r *http.Request, key string) {
+	s.log.InfoContext(r.Context(), "blob gone (garbage collected since the lookup): answering 404", "key", key)
+	s.notFound(w)
+}
+
 // serveBlob serves a blob with Range, HEAD and conditional requests; a
 // filesystem blob goes out with sendfile.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType, cacheControl, etag string) {
 	rd, err := s.blob.Open(r.Context(), key)
 	if errors.Is(err, blob.ErrNotFound) {
-		// Listed (perhaps by a cached lookup) but collected meanwhile.
-		s.log.InfoContext(r.Context(), "blob gone (garbage collected since the lookup): answering 404", "key", key)
-		s.notFound(w)
+		s.blobGone(w, r, key)
 		return
 	}
 	if err != nil {

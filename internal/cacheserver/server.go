@@ -352,15 +352,30 @@ func writePlain(w http.ResponseWriter, status int, body string) {
 	io.WriteString(w, body)
 }
 
-// plainHeader sets the header of a plain-text answer (dropping what a
-// handler may have set for the answer it gave up).
+// plainHeader sets the header of a plain-text answer, dropping every
+// header a handler may have set for the answer it gave up (representation
+// metadata, validators, caching): a build log whose blob is gone had its
+// 404 sent with the log's "Content-Encoding: zstd", which a client then
+// failed to decode, and a 404 must be byte-identical to authz's denied
+// read, which carries only Content-Type and X-Content-Type-Options.
+// Headers about the exchange rather than the body (Retry-After,
+// Connection) stay.
 func plainHeader(w http.ResponseWriter) {
 	h := w.Header()
-	delete(h, "Content-Length")
-	delete(h, "Cache-Control")
-	delete(h, "Etag")
+	for _, k := range representationHeaders {
+		delete(h, k)
+	}
 	h["Content-Type"] = headerPlainType
 	h["X-Content-Type-Options"] = headerNoSniff
+}
+
+// representationHeaders are the headers (canonical keys) that describe an
+// answer's body or how it may be cached (RFC 9110 8, 13.3; RFC 9111 5),
+// which plainHeader drops.
+var representationHeaders = []string{
+	"Content-Length", "Content-Encoding", "Content-Range", "Content-Language",
+	"Content-Location", "Content-Disposition", "Accept-Ranges", "Last-Modified",
+	"Etag", "Vary", "Cache-Control", "Expires",
 }
 
 // internalError logs err with what was being done and answers 500 with a
