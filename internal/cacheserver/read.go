@@ -313,15 +313,47 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 	return fmt.Errorf("nar %s in the union view: %w", req.File, index.ErrNotFound)
 }
 
+// unionLog is the build log the union view serves: the readable owners'
+// log uploaded first (index.Log.UploadedAt, the flake's current log;
+// ties by flake name). Logs have no agreement rule (two builds of one
+// derivation seldom log the same bytes, and telling would mean reading
+// every owner's blob on every request), and choosing by flake name let a
+// pusher whose flake sorts first ("aaa/x", "evil/x" < "omnicorp/…") serve
+// its text for another flake's derivation to every reader of both, even
+// uploaded after it. Upload order is not the pusher's to pick: to win it
+// must upload before the flake it imitates (knowing the derivation before
+// it is built) or after that flake replaced its own log. A reader who
+// needs one flake's log asks the flake's URL.
+func (s *Server) unionLog(r *http.Request, drv string) (index.Log, error) {
+	owners, err := s.unionOwners(r, nixname.KindLog, drv)
+	if err != nil {
+		return index.Log{}, err
+	}
+	var first index.Log
+	found := false
+	for _, o := range owners { // sorted by name: a tie keeps the first
+		l, err := s.idx.GetLog(r.Context(), o, drv)
+		if errors.Is(err, index.ErrNotFound) {
+			continue // deleted since Owners
+		}
+		if err != nil {
+			return index.Log{}, err
+		}
+		if !found || l.UploadedAt.Before(first.UploadedAt) {
+			first, found = l, true
+		}
+	}
+	if !found {
+		return index.Log{}, fmt.Errorf("log %s in the union view: %w", drv, index.ErrNotFound)
+	}
+	return first, nil
+}
+
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {
 	var l index.Log
 	var err error
 	if req.Flake.IsZero() {
-		// The union view serves the first readable flake's log.
-		var owners []nixname.Flake
-		if owners, err = s.unionOwners(r, nixname.KindLog, req.Hash); err == nil {
-			l, err = s.idx.GetLog(r.Context(), owners[0], req.Hash)
-		}
+		l, err = s.unionLog(r, req.Hash)
 	} else {
 		l, err = s.idx.GetLog(r.Context(), req.Flake, req.Hash)
 	}
