@@ -35,15 +35,15 @@ func TestUploadLimitFlags(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.UploadMinRate != 16<<10 || cfg.UploadMaxDuration != 2*time.Hour || cfg.MaxExpansion != 1000 || cfg.MaxUploadsPerSubject != 32 {
+	if cfg.UploadMinRate != 16<<10 || cfg.UploadMaxDuration != 2*time.Hour || cfg.MaxExpansion != 1000 || cfg.MaxUploadsPerSubject != 32 || cfg.MaxLogSize != 256<<20 {
 		t.Fatalf("defaults: %+v", cfg)
 	}
 
-	cfg, err = configOf(t, "-upload-min-rate", "1MiB", "-upload-max-duration", "30m", "-max-expansion", "50", "-max-uploads-per-subject", "4")
+	cfg, err = configOf(t, "-upload-min-rate", "1MiB", "-upload-max-duration", "30m", "-max-expansion", "50", "-max-uploads-per-subject", "4", "-max-log-size", "16MiB")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if cfg.UploadMinRate != 1<<20 || cfg.UploadMaxDuration != 30*time.Minute || cfg.MaxExpansion != 50 || cfg.MaxUploadsPerSubject != 4 {
+	if cfg.UploadMinRate != 1<<20 || cfg.UploadMaxDuration != 30*time.Minute || cfg.MaxExpansion != 50 || cfg.MaxUploadsPerSubject != 4 || cfg.MaxLogSize != 16<<20 {
 		t.Fatalf("flags: %+v", cfg)
 	}
 
@@ -62,6 +62,7 @@ func TestUploadLimitFlags(t *testing.T) {
 
 	for _, args := range [][]string{
 		{"-max-expansion", "-1"}, {"-max-uploads-per-subject", "-2"}, {"-upload-max-duration", "-1s"}, {"-upload-min-rate", "slow"},
+		{"-max-log-size", "0"}, {"-max-log-size", "big"},
 	} {
 		if _, err := configOf(t, args...); err == nil || !strings.Contains(err.Error(), strings.TrimPrefix(args[0], "-")) {
 			t.Errorf("%v: %v, want an error naming the flag", args, err)

@@ -214,7 +214,7 @@ func waitFor(t testing.TB, cond func() bool) {
 func TestValidateReportsEveryError(t *testing.T) {
 	c := DefaultConfig()
 	c.Listen, c.InternalListen = "nohost", "127.0.0.1"
-	c.MaxNarSize, c.Priority, c.ShutdownTimeout = 0, -1, 0
+	c.MaxNarSize, c.MaxLogSize, c.Priority, c.ShutdownTimeout = 0, -1, -1, 0
 	c.LookupCacheEntries, c.MaxExpansion, c.UploadMaxDuration = -1, -2, -time.Second
 	c.MissCacheTTL, c.DownloadIdleTimeout = -time.Second, 0
 	c.LogLevel = "loud"
@@ -223,7 +223,7 @@ func TestValidateReportsEveryError(t *testing.T) {
 		t.Fatal("no error")
 	}
 	for _, want := range []string{`-listen "nohost"`, `-internal-listen "127.0.0.1"`, "-data-dir is required",
-		"-max-nar-size must be positive", "-priority must be positive", "-shutdown-timeout must be positive",
+		"-max-nar-size must be positive", "-max-log-size must be positive", "-priority must be positive", "-shutdown-timeout must be positive",
 		"-download-idle-timeout must be positive", "-lookup-cache -1", "-max-expansion -2", "-upload-max-duration -1s", "-miss-cache-ttl -1s", "-log-level",
 		"no authorization configured"} {
 		if !strings.Contains(err.Error(), want) {

@@ -48,7 +48,8 @@ type Config struct {
 	AuthzHTTP      string
 	Storage        string // blob store URL; "": file://<DataDir>/blobs
 	Index          string // index URL; "": sqlite://<DataDir>/index.db
-	MaxNarSize     int64  // largest NAR (compressed or not) or build log
+	MaxNarSize     int64  // largest NAR (compressed or not)
+	MaxLogSize     int64  // largest build log, as sent and decoded
 	MaxNarInfoSize int64
 	Priority       int // nix-cache-info Priority
 	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
@@ -136,9 +137,14 @@ type InProcessAuthz struct {
 // from it; cacheserver has none of its own).
 func DefaultConfig() Config {
 	return Config{
-		Listen:             "127.0.0.1:8080",
-		InternalListen:     "127.0.0.1:8081",
-		MaxNarSize:         64 << 30,
+		Listen:         "127.0.0.1:8080",
+		InternalListen: "127.0.0.1:8081",
+		MaxNarSize:     64 << 30,
+		// Build logs are text: the largest Nix builds (a browser, a
+		// kernel with verbose output) log tens of MiB. A bound far below
+		// -max-nar-size keeps one log upload from costing GiBs of storage
+		// or minutes of decoding.
+		MaxLogSize:         256 << 20,
 		MaxNarInfoSize:     1 << 20,
 		Priority:           40,
 		LookupCacheEntries: 1 << 16,
@@ -199,6 +205,7 @@ func (c *Config) Validate() error {
 		v    int64
 	}{
 		{"-max-nar-size", c.MaxNarSize},
+		{"-max-log-size", c.MaxLogSize},
 		{"-max-narinfo-size", c.MaxNarInfoSize},
 		{"-priority", int64(c.Priority)},
 		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/flakegate/flakegate/internal/index"
@@ -317,7 +318,6 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, data []byt
 		} else {
 			plain, err := nixcache.Decode(enc, data, nixcache.MaxListingSize)
 			if err != nil {
-				h.Del("Vary")
 				s.internalError(w, r, "decoding a stored "+enc+" file", err)
 				return
 			}
@@ -335,37 +335,40 @@ type decodeFailure struct{ err error }
 func (e *decodeFailure) Error() string { return e.err.Error() }
 func (e *decodeFailure) Unwrap() error { return e.err }
 
+// errDecodeStopped ends a decodeChecker whose upload failed for another
+// reason (stop): its verdict is not needed.
+var errDecodeStopped = errors.New("decoding stopped: the upload failed")
+
 // decodeChecker decodes, in the background, what is written to it from a
-// Content-Encoding, refusing more than max decoded bytes: a build log
-// uploaded with log-compression is stored as uploaded and streamed
-// through it, so that a log that does not decode is refused (400) before
-// it is committed. A Write after the decoder failed returns a
+// Content-Encoding, refusing more than max decoded bytes and, with ratio
+// > 0, more than ratio × the encoded bytes it has read plus
+// nixcache.ExpansionFloor (nixcache.Expands, the rule of compressed NARs):
+// a build log uploaded with log-compression is stored as uploaded and
+// streamed through it, so that a log that does not decode, or a
+// decompression bomb, is refused before it is committed. The encoded
+// count is what the decoder has read, so a bomb (a few hundred bytes of
+// bzip2 that decode to GiBs) is stopped after about ratio × its size
+// instead of decoding to max. A Write after the decoder failed returns a
 // *decodeFailure.
+//
+// Hand-written rather than an io.LimitReader over the decoder: the limit
+// moves with the input, and the loop also checks stop between reads, so
+// that a failed upload does not go on decoding what it had sent.
 type decodeChecker struct {
-	pw   *io.PipeWriter
-	done chan error
+	pw      *io.PipeWriter
+	done    chan error
+	stopped atomic.Bool
+	what    string
+	// decoded is the decoded byte count, for tests (written by the
+	// decoding goroutine; read once done has been received).
+	decoded int64
 }
 
-func newDecodeChecker(enc string, max int64) *decodeChecker {
+func newDecodeChecker(enc string, max, ratio int64, what string) *decodeChecker {
 	pr, pw := io.Pipe()
-	c := &decodeChecker{pw: pw, done: make(chan error, 1)}
+	c := &decodeChecker{pw: pw, done: make(chan error, 1), what: what}
 	go func() {
-		err := func() error {
-			dec, err := nixcache.NewDecoder(enc, pr)
-			if err != nil {
-				return err
-			}
-			defer dec.Close()
-			n, err := io.Copy(io.Discard, io.LimitReader(dec, max+1))
-			if err != nil {
-				return fmt.Errorf("%w: %s: %v", nixcache.ErrEncoding, enc, err)
-			}
-			if n > max {
-				return fmt.Errorf("%w: decodes to more than %d bytes", nixcache.ErrTooLarge, max)
-			}
-			_, err = io.Copy(io.Discard, pr) // what follows the encoded stream is ignored, as decoders do
-			return err
-		}()
+		err := c.run(enc, pr, max, ratio)
 		if err != nil {
 			err = &decodeFailure{err}
 			pr.CloseWithError(err)
@@ -375,7 +378,54 @@ func newDecodeChecker(enc string, max int64) *decodeChecker {
 	return c
 }
 
+// run decodes pr, checking the limits after every read of the decoder.
+func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64) error {
+	in := &byteCounter{r: pr}
+	dec, err := nixcache.NewDecoder(enc, in)
+	if err != nil {
+		return err
+	}
+	defer dec.Close()
+	buf := make([]byte, 32<<10)
+	for {
+		if c.stopped.Load() {
+			return errDecodeStopped
+		}
+		n, err := dec.Read(buf)
+		c.decoded += int64(n)
+		if c.decoded > max {
+			return &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(
+				"%s decodes to more than %d bytes, the limit", c.what, max)}
+		}
+		// in.n is read in this goroutine, the one the decoder reads it in.
+		if nixcache.Expands(c.decoded, in.n, ratio) {
+			return &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf(
+				"%s decodes to more than %d times its encoded size (over %d bytes from the first %d bytes of %s), the limit",
+				c.what, ratio, c.decoded, in.n, enc)}
+		}
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if c.stopped.Load() {
+				return errDecodeStopped
+			}
+			return fmt.Errorf("%w: %s: %v", nixcache.ErrEncoding, enc, err)
+		}
+	}
+	_, err = io.Copy(io.Discard, pr) // what follows the encoded stream is ignored, as decoders do
+	return err
+}
+
 func (c *decodeChecker) Write(p []byte) (int, error) { return c.pw.Write(p) }
+
+// stop makes the decoder give up at its next read: the upload failed, so
+// what it sent need not be decoded to the end (a bomb's would be, long
+// after the client left).
+func (c *decodeChecker) stop() {
+	c.stopped.Store(true)
+	c.pw.CloseWithError(errDecodeStopped)
+}
 
 // finish ends the input and returns the decoder's verdict.
 func (c *decodeChecker) finish() error {
@@ -383,10 +433,24 @@ func (c *decodeChecker) finish() error {
 	return <-c.done
 }
 
-// decodeError maps a decodeChecker failure to the client's answer.
-func decodeError(err error, what string, max int64) error {
-	if errors.Is(err, nixcache.ErrTooLarge) {
-		return &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("%s decodes to more than %d bytes", what, max)}
+// decodeError maps a decodeChecker failure to the client's answer: the
+// checker's own 413s as they are, 400 for data that does not decode.
+func decodeError(err error, what string) error {
+	var ue *uploadError
+	if errors.As(err, &ue) {
+		return ue
 	}
 	return badRequest("invalid %s: %v", what, err)
+}
+
+// byteCounter counts the bytes read through it.
+type byteCounter struct {
+	r io.Reader
+	n int64
+}
+
+func (b *byteCounter) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
 }

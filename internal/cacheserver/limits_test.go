@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"crypto/sha256"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"io"
@@ -457,4 +458,131 @@ func uploadOf(t *testing.T, kind, name string) (path string, file []byte, narFil
 		return "/omnicorp/a/log/" + p.Hash + "-" + name + ".drv", []byte(strings.Repeat("log line\n", 2000)), ""
 	}
 	return "/omnicorp/a/nar/" + p.FileName, p.File, p.FileName
+}
+
+// bzip2Bomb is `head -c 256M /dev/zero | bzip2 -9`: 208 bytes that decode
+// to 256 MiB (Go has no bzip2 writer; bzip2's run-length stage makes zeros
+// the worst case, about 1.3 s of decoding here).
+const bzip2Bomb = "QlpoOTFBWSZTWQ4J4t8BX45AAMAAAAggADCATUZCoCWpCoCXMUFZJlNZDgni3wFfjkAAwAAACCAAMIBNRkKgJakKgJcxQVkmU1kOCeLfAV+OQADAAAAIIAAwgE1GQqAlqQqAlzFBWSZTWQ4J4t8BX45AAMAAAAggADCATUZCoCWpCoCXMUFZJlNZDgni3wFfjkAAwAAACCAAMIBNRkKgJakKgJcxQVkmU1kezuTbASo/wADABAAIIAAwzAUppqqoSRsAIkjxdyRThQkGsXyvAA=="
+
+const bzip2BombSize = 256 << 20
+
+func bzip2BombBytes(t testing.TB) []byte {
+	t.Helper()
+	b, err := base64.StdEncoding.DecodeString(bzip2Bomb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// Adversarial review (2026-12-05, r4 F2): a build log uploaded with a
+// Content-Encoding was decoded to the end, up to MaxNarSize (64 GiB),
+// with no expansion bound: 208 bytes of bzip2 made the server decode 256
+// MiB and were accepted. A log is held to the NARs' ratio rule
+// (MaxExpansion × encoded bytes + ExpansionFloor: 413 as soon as it
+// breaks it) and stored nowhere.
+func TestLogDecompressionBombIsRefused(t *testing.T) {
+	zeros := make([]byte, 64<<20)
+	for _, c := range []struct {
+		enc  string
+		body []byte
+		size int
+	}{
+		{"zstd", compress(t, nixname.CompressionZstd, zeros), len(zeros)},
+		{"bzip2", bzip2BombBytes(t), bzip2BombSize},
+	} {
+		t.Run(c.enc, func(t *testing.T) {
+			ts := newTestServer(t, "", nil, nil) // ratio 1000, MaxLogSize 256 MiB
+			drv := storeHash("bomb-"+c.enc) + "-bomb.drv"
+			start := time.Now()
+			a := fileExchange(t, "PUT", ts.URL+"/omnicorp/a/log/"+drv, c.body, hdr("Content-Encoding", c.enc))
+			t.Logf("%d bytes of %s (%d MiB decoded): %d %q in %v", len(c.body), c.enc, c.size>>20, a.Status, a.Body, time.Since(start))
+			if a.Status != http.StatusRequestEntityTooLarge || !strings.Contains(a.Body, "build log decodes to more than 1000 times its encoded size") {
+				t.Fatalf("a %s log expanding %d times: %d %q, want 413 naming the ratio", c.enc, c.size/len(c.body), a.Status, a.Body)
+			}
+			uploadLeftNothing(t, ts, "")
+			if st, _, _ := do(t, "GET", ts.URL+"/omnicorp/a/log/"+drv, nil); st != 404 {
+				t.Fatalf("the refused log is served: %d", st)
+			}
+			// Switched off, the ratio lets it through (within MaxLogSize).
+			off := newTestServer(t, "", nil, func(c *Config) { c.MaxExpansion = 0 })
+			if a := fileExchange(t, "PUT", off.URL+"/omnicorp/a/log/"+drv, c.body, hdr("Content-Encoding", c.enc)); a.Status != http.StatusCreated {
+				t.Fatalf("with MaxExpansion 0: %d %q", a.Status, a.Body)
+			}
+		})
+	}
+	// An ordinary compressed log passes (a build's output compresses some
+	// ten times, far below 1000).
+	ts := newTestServer(t, "", nil, nil)
+	var b strings.Builder
+	for i := range 50000 {
+		fmt.Fprintf(&b, "[%d/50000] Building CXX object src/CMakeFiles/hello.dir/part%d.cpp.o\n", i+1, i*7919%10007)
+	}
+	text := []byte(b.String())
+	if a := fileExchange(t, "PUT", ts.URL+"/omnicorp/a/log/"+storeHash("ok")+"-ok.drv", encode(t, "zstd", text), hdr("Content-Encoding", "zstd")); a.Status != http.StatusCreated {
+		t.Fatalf("an ordinary zstd log: %d %q", a.Status, a.Body)
+	}
+}
+
+// A build log is bounded by MaxLogSize, not MaxNarSize: as sent (413 at
+// once when Content-Length says so, as soon as the body passes it
+// otherwise) and, with a Content-Encoding, decoded.
+func TestLogSizeLimit(t *testing.T) {
+	const limit = 1 << 20
+	ts := newTestServer(t, "", nil, func(c *Config) { c.MaxLogSize = limit; c.MaxExpansion = 0 })
+	drv := storeHash("big-log") + "-big.drv"
+	url := ts.URL + "/omnicorp/a/log/" + drv
+	big := bytes.Repeat([]byte("x"), limit+1)
+	for _, c := range []struct {
+		name string
+		body []byte
+		hdr  http.Header
+		want string
+	}{
+		{"plain", big, nil, "build log exceeds the limit of 1048576 bytes"},
+		{"decoded", encode(t, "zstd", big), hdr("Content-Encoding", "zstd"), "build log decodes to more than 1048576 bytes, the limit"},
+	} {
+		a := fileExchange(t, "PUT", url, c.body, c.hdr)
+		if a.Status != http.StatusRequestEntityTooLarge || strings.TrimSpace(a.Body) != c.want {
+			t.Errorf("%s log of %d bytes (%d sent): %d %q, want 413 %q", c.name, len(big), len(c.body), a.Status, a.Body, c.want)
+		}
+	}
+	// Without Content-Length (chunked): refused once the body passes it.
+	req, _ := http.NewRequest("PUT", url, io.MultiReader(bytes.NewReader(big)))
+	req.ContentLength = -1
+	if resp, err := http.DefaultClient.Do(req); err == nil {
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusRequestEntityTooLarge || !strings.Contains(string(b), "exceeds the limit of 1048576 bytes") {
+			t.Errorf("chunked log over the limit: %d %q", resp.StatusCode, b)
+		}
+	}
+	uploadLeftNothing(t, ts, "")
+	if st, _, _ := do(t, "GET", url, nil); st != 404 {
+		t.Fatalf("a refused log is served: %d", st)
+	}
+	if a := fileExchange(t, "PUT", url, big[:limit], nil); a.Status != http.StatusCreated {
+		t.Fatalf("a log of exactly the limit: %d %q", a.Status, a.Body)
+	}
+}
+
+// A decodeChecker whose upload failed (stop) gives up at its next read
+// instead of decoding what it had been sent to the end: a bomb's bytes,
+// all received, would otherwise keep a core busy after the client left.
+func TestDecodeCheckerStops(t *testing.T) {
+	c := newDecodeChecker("bzip2", 64<<30, 0, "build log") // no ratio: only stop ends it early
+	if _, err := c.Write(bzip2BombBytes(t)); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	c.stop()
+	err := c.finish()
+	t.Logf("stopped after %d of %d decoded bytes, %v: %v", c.decoded, bzip2BombSize, time.Since(start), err)
+	if !errors.Is(err, errDecodeStopped) {
+		t.Errorf("finish after stop: %v, want errDecodeStopped", err)
+	}
+	if c.decoded >= bzip2BombSize/2 {
+		t.Errorf("the decoder went on after stop: %d of %d bytes decoded", c.decoded, bzip2BombSize)
+	}
 }

@@ -366,15 +366,47 @@ func (s *Server) hasNar(r *http.Request, req route.Request) error {
 	return fmt.Errorf("nar %s in the union view: %w", req.File, index.ErrNotFound)
 }
 
+// unionLog is the build log the union view serves: the readable owners'
+// log uploaded first (index.Log.UploadedAt, the flake's current log;
+// ties by flake name). Logs have no agreement rule (two builds of one
+// derivation seldom log the same bytes, and telling would mean reading
+// every owner's blob on every request), and choosing by flake name let a
+// pusher whose flake sorts first ("aaa/x", "evil/x" < "omnicorp/…") serve
+// its text for another flake's derivation to every reader of both, even
+// uploaded after it. Upload order is not the pusher's to pick: to win it
+// must upload before the flake it imitates (knowing the derivation before
+// it is built) or after that flake replaced its own log. A reader who
+// needs one flake's log asks the flake's URL.
+func (s *Server) unionLog(r *http.Request, drv string) (index.Log, error) {
+	owners, err := s.unionOwners(r, nixname.KindLog, drv)
+	if err != nil {
+		return index.Log{}, err
+	}
+	var first index.Log
+	found := false
+	for _, o := range owners { // sorted by name: a tie keeps the first
+		l, err := s.idx.GetLog(r.Context(), o, drv)
+		if errors.Is(err, index.ErrNotFound) {
+			continue // deleted since Owners
+		}
+		if err != nil {
+			return index.Log{}, err
+		}
+		if !found || l.UploadedAt.Before(first.UploadedAt) {
+			first, found = l, true
+		}
+	}
+	if !found {
+		return index.Log{}, fmt.Errorf("log %s in the union view: %w", drv, index.ErrNotFound)
+	}
+	return first, nil
+}
+
 func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Request) {
 	var l index.Log
 	var err error
 	if req.Flake.IsZero() {
-		// The union view serves the first readable flake's log.
-		var owners []nixname.Flake
-		if owners, err = s.unionOwners(r, nixname.KindLog, req.Hash); err == nil {
-			l, err = s.idx.GetLog(r.Context(), owners[0], req.Hash)
-		}
+		l, err = s.unionLog(r, req.Hash)
 	} else {
 		l, err = s.idx.GetLog(r.Context(), req.Flake, req.Hash)
 	}
@@ -400,15 +432,17 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 		return
 	}
 	rd, err := s.blob.Open(r.Context(), l.BlobKey)
+	if errors.Is(err, blob.ErrNotFound) {
+		s.blobGone(w, r, l.BlobKey) // as serveBlob answers, not a 500
+		return
+	}
 	if err != nil {
-		w.Header().Del("Vary")
 		s.internalError(w, r, "opening "+l.BlobKey, err)
 		return
 	}
 	defer rd.Close()
 	dec, err := nixcache.NewDecoder(l.Encoding, rd)
 	if err != nil {
-		w.Header().Del("Vary")
 		s.internalError(w, r, "decoding "+l.BlobKey, err)
 		return
 	}
@@ -423,14 +457,20 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	}
 }
 
+// blobGone answers a blob the index listed (perhaps through a cached
+// lookup) but a garbage collection deleted meanwhile: the 404 of an absent
+// object, byte for byte (notFound drops what the handler had set).
+func (s *Server) blobGone(w http.ResponseWriter, r *http.Request, key string) {
+	s.log.InfoContext(r.Context(), "blob gone (garbage collected since the lookup): answering 404", "key", key)
+	s.notFound(w)
+}
+
 // serveBlob serves a blob with Range, HEAD and conditional requests; a
 // filesystem blob goes out with sendfile.
 func (s *Server) serveBlob(w http.ResponseWriter, r *http.Request, key, contentType, cacheControl, etag string) {
 	rd, err := s.blob.Open(r.Context(), key)
 	if errors.Is(err, blob.ErrNotFound) {
-		// Listed (perhaps by a cached lookup) but collected meanwhile.
-		s.log.InfoContext(r.Context(), "blob gone (garbage collected since the lookup): answering 404", "key", key)
-		s.notFound(w)
+		s.blobGone(w, r, key)
 		return
 	}
 	if err != nil {

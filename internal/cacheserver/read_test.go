@@ -334,7 +334,7 @@ func TestNewChecksConfig(t *testing.T) {
 	if err == nil {
 		t.Fatal("New accepted a configuration without sizes")
 	}
-	for _, want := range []string{"MaxNarSize must be positive", "MaxNarInfoSize", "Priority", "UploadIdleTimeout",
+	for _, want := range []string{"MaxNarSize must be positive", "MaxLogSize must be positive", "MaxNarInfoSize", "Priority", "UploadIdleTimeout",
 		"CacheEntries must not be negative", "MaxExpansion must not be negative", "MissTTL must not be negative", "ReadFlushInterval", "GenerationPoll"} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("error lacks %q: %v", want, err)

@@ -34,9 +34,13 @@ type Config struct {
 	Logger *slog.Logger
 	// AccessLog enables one log line per request.
 	AccessLog bool
-	// MaxNarSize limits a NAR upload, compressed and decompressed, and a
-	// build log upload. Required (> 0).
+	// MaxNarSize limits a NAR upload, compressed and decompressed.
+	// Required (> 0).
 	MaxNarSize int64
+	// MaxLogSize limits a build log upload, as sent and, when it has a
+	// Content-Encoding, decoded (413 beyond): logs are text, far smaller
+	// than the NARs MaxNarSize allows for. Required (> 0).
+	MaxLogSize int64
 	// MaxNarInfoSize limits a narinfo upload. Required (> 0).
 	MaxNarInfoSize int64
 	// Priority is nix-cache-info's Priority. Required (> 0).
@@ -56,9 +60,10 @@ type Config struct {
 	// UploadMaxDuration bounds the time one NAR or log upload body may
 	// take (408 after). 0: no bound.
 	UploadMaxDuration time.Duration
-	// MaxExpansion refuses (413) a compressed NAR that decompresses to
-	// more than MaxExpansion times the compressed bytes received (plus
-	// nixcache.ExpansionFloor). 0: no bound.
+	// MaxExpansion refuses (413) a compressed NAR, or a build log uploaded
+	// with a Content-Encoding, that decompresses to more than MaxExpansion
+	// times the compressed bytes received (plus nixcache.ExpansionFloor).
+	// 0: no bound.
 	MaxExpansion int64
 	// MaxUploadsPerSubject bounds the concurrent uploads (PUT) of one
 	// route.SubjectHeader value (429 beyond); requests without the header are not
@@ -110,6 +115,7 @@ type Server struct {
 	accessLog bool
 	gated     bool
 	maxNar    int64
+	maxLog    int64
 	maxInfo   int64
 	cacheInfo []byte
 	metrics   *metrics
@@ -137,7 +143,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		blob: cfg.Blob, idx: cfg.Index, keys: cfg.Keys, log: cfg.Logger, accessLog: cfg.AccessLog, gated: cfg.Gated,
-		maxNar: cfg.MaxNarSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
+		maxNar: cfg.MaxNarSize, maxLog: cfg.MaxLogSize, maxInfo: cfg.MaxNarInfoSize, hits: newHitCache(cfg.CacheEntries),
 		misses: newMissCache(cfg.CacheEntries, cfg.MissTTL),
 		reads:  newReadTracker(cfg.ReadTouchInterval), readFlush: cfg.ReadFlushInterval, genPoll: cfg.GenerationPoll,
 		uploadIdle: cfg.UploadIdleTimeout, limits: newUploadLimits(cfg),
@@ -178,6 +184,7 @@ func (cfg *Config) check() error {
 		v    int64
 	}{
 		{"MaxNarSize", cfg.MaxNarSize},
+		{"MaxLogSize", cfg.MaxLogSize},
 		{"MaxNarInfoSize", cfg.MaxNarInfoSize},
 		{"Priority", int64(cfg.Priority)},
 		{"UploadIdleTimeout", int64(cfg.UploadIdleTimeout)},
@@ -345,15 +352,30 @@ func writePlain(w http.ResponseWriter, status int, body string) {
 	io.WriteString(w, body)
 }
 
-// plainHeader sets the header of a plain-text answer (dropping what a
-// handler may have set for the answer it gave up).
+// plainHeader sets the header of a plain-text answer, dropping every
+// header a handler may have set for the answer it gave up (representation
+// metadata, validators, caching): a build log whose blob is gone had its
+// 404 sent with the log's "Content-Encoding: zstd", which a client then
+// failed to decode, and a 404 must be byte-identical to authz's denied
+// read, which carries only Content-Type and X-Content-Type-Options.
+// Headers about the exchange rather than the body (Retry-After,
+// Connection) stay.
 func plainHeader(w http.ResponseWriter) {
 	h := w.Header()
-	delete(h, "Content-Length")
-	delete(h, "Cache-Control")
-	delete(h, "Etag")
+	for _, k := range representationHeaders {
+		delete(h, k)
+	}
 	h["Content-Type"] = headerPlainType
 	h["X-Content-Type-Options"] = headerNoSniff
+}
+
+// representationHeaders are the headers (canonical keys) that describe an
+// answer's body or how it may be cached (RFC 9110 8, 13.3; RFC 9111 5),
+// which plainHeader drops.
+var representationHeaders = []string{
+	"Content-Length", "Content-Encoding", "Content-Range", "Content-Language",
+	"Content-Location", "Content-Disposition", "Accept-Ranges", "Last-Modified",
+	"Etag", "Vary", "Cache-Control", "Expires",
 }
 
 // internalError logs err with what was being done and answers 500 with a

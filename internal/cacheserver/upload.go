@@ -453,8 +453,8 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	if err != nil {
 		return err
 	}
-	if r.ContentLength > s.maxNar {
-		return tooLarge(s.maxNar, "build log")
+	if r.ContentLength > s.maxLog {
+		return tooLarge(s.maxLog, "build log")
 	}
 	key := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + req.Hash
 	bw, err := s.blob.Create(ctx)
@@ -462,23 +462,32 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 		return fmt.Errorf("create blob: %w", err)
 	}
 	// A log uploaded with Content-Encoding (log-compression) is stored as
-	// uploaded; it must decode, to at most MaxNarSize bytes.
+	// uploaded; it must decode, to at most MaxLogSize bytes and within
+	// the expansion ratio of compressed NARs (a decompression bomb is
+	// stopped after about MaxExpansion times what was sent).
 	var dst io.Writer = bw
 	var check *decodeChecker
 	if enc != "" {
-		check = newDecodeChecker(enc, s.maxNar)
+		check = newDecodeChecker(enc, s.maxLog, s.limits.maxExpansion, "build log")
 		dst = io.MultiWriter(bw, check)
 	}
-	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxNar), dst, nil, s.maxNar, "build log", dl)
+	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxLog), dst, nil, s.maxLog, "build log", dl)
 	s.metrics.uploadBytes.WithLabelValues("log").Add(float64(n))
 	if check != nil {
+		decodeFailed := errors.As(err, new(*decodeFailure))
+		if err != nil && !decodeFailed {
+			// The upload failed on its own (client gone, too slow, too
+			// large): its verdict is moot, and the decoder must not go on
+			// decoding what it had been sent.
+			check.stop()
+		}
 		if cerr := check.finish(); cerr != nil {
 			bw.Abort()
-			if err == nil || errors.As(err, new(*decodeFailure)) {
+			if err == nil || decodeFailed {
 				if dl != nil && err == nil {
 					dl.abandon()
 				}
-				return decodeError(cerr, "build log", s.maxNar)
+				return decodeError(cerr, "build log")
 			}
 		}
 	}

@@ -115,6 +115,11 @@ type Log struct {
 	Drv      string
 	BlobKey  string
 	Encoding string
+	// UploadedAt is when the flake's current log was uploaded (its last
+	// upload: a new one replaces the log), as GetLog reads it; PutLog
+	// ignores it and records the index's now. The union view serves the
+	// earliest (cacheserver).
+	UploadedAt time.Time
 }
 
 // Index is the cache's catalogue.

@@ -1,5 +1,7 @@
 package nixcache
 
+import "math"
+
 // ExpansionFloor is how many decompressed bytes a NAR may always have,
 // whatever its compression ratio: MaxExpansion refuses a NAR only beyond
 // ratio × compressed bytes + ExpansionFloor, so that small, very
@@ -11,6 +13,22 @@ const ExpansionFloor = 1 << 20
 // in the thousands take long runs of identical bytes, the stuff of
 // decompression bombs (64 MiB of zeros is about 2 KiB of zstd).
 const DefaultMaxExpansion = 1000
+
+// Expands reports whether decoded bytes from encoded bytes break the
+// expansion rule of ratio: more than ratio × encoded + ExpansionFloor.
+// ratio ≤ 0 means no bound. It is the one rule for compressed NARs
+// (MaxExpansion) and for encoded uploads decoded as they stream (build
+// logs), so that both refuse the same bombs.
+func Expands(decoded, encoded, ratio int64) bool {
+	if ratio <= 0 || decoded <= ExpansionFloor {
+		return false
+	}
+	// Beyond this the bound does not fit an int64: no int64 count exceeds it.
+	if encoded > (math.MaxInt64-ExpansionFloor)/ratio {
+		return false
+	}
+	return decoded > ratio*encoded+ExpansionFloor
+}
 
 // VerifierOption configures a Verifier.
 type VerifierOption func(*verifierOptions)

@@ -108,3 +108,25 @@ func wordSoup(n int) string {
 	}
 	return b.String()[:n]
 }
+
+// Expands is the one ratio rule of NARs and encoded build logs: up to
+// ExpansionFloor always, then ratio × encoded + ExpansionFloor; off at a
+// ratio ≤ 0; no overflow for huge encoded counts.
+func TestExpands(t *testing.T) {
+	for _, c := range []struct {
+		decoded, encoded, ratio int64
+		want                    bool
+	}{
+		{ExpansionFloor, 0, 1000, false},
+		{ExpansionFloor + 1, 0, 1000, true},
+		{1000*100 + ExpansionFloor, 100, 1000, false},
+		{1000*100 + ExpansionFloor + 1, 100, 1000, true},
+		{1 << 40, 100, 0, false},
+		{1 << 40, 100, -1, false},
+		{1<<63 - 1, 1 << 62, 1000, false},
+	} {
+		if got := Expands(c.decoded, c.encoded, c.ratio); got != c.want {
+			t.Errorf("Expands(%d, %d, %d) = %v, want %v", c.decoded, c.encoded, c.ratio, got, c.want)
+		}
+	}
+}

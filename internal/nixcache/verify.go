@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"hash"
 	"io"
-	"math"
 	"strings"
 	"sync"
 
@@ -398,12 +397,9 @@ func (c *countingReader) over() error {
 	if c.limit > 0 && c.n > c.limit {
 		return fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
 	}
-	if c.ratio > 0 && c.n > ExpansionFloor {
-		in := *c.compressed
-		if in <= (math.MaxInt64-ExpansionFloor)/c.ratio && c.n > c.ratio*in+ExpansionFloor {
-			return fmt.Errorf("%w: the NAR decompresses to more than %d times its compressed size (over %d bytes from the first %d compressed bytes)",
-				ErrTooLarge, c.ratio, c.n, in)
-		}
+	if c.ratio > 0 && Expands(c.n, *c.compressed, c.ratio) {
+		return fmt.Errorf("%w: the NAR decompresses to more than %d times its compressed size (over %d bytes from the first %d compressed bytes)",
+			ErrTooLarge, c.ratio, c.n, *c.compressed)
 	}
 	return nil
 }

@@ -56,7 +56,7 @@ func newCache(t *testing.T, wrap func(http.Handler) http.Handler) *cache {
 	t.Cleanup(func() { idx.Close() })
 	srv, err := cacheserver.New(cacheserver.Config{
 		Blob: bs, Index: idx, Keys: keys,
-		MaxNarSize: 1 << 30, MaxNarInfoSize: 1 << 20, Priority: 40,
+		MaxNarSize: 1 << 30, MaxLogSize: 1 << 20, MaxNarInfoSize: 1 << 20, Priority: 40,
 		UploadIdleTimeout: time.Minute, MaxExpansion: nixcache.DefaultMaxExpansion,
 		MaxUploadsPerSubject: 32, CacheEntries: 1 << 12,
 		ReadTouchInterval: time.Hour, ReadFlushInterval: 30 * time.Second, GenerationPoll: time.Second,

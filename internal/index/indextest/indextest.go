@@ -600,7 +600,10 @@ func testOwners(t *testing.T, x index.Index) {
 func testLogs(t *testing.T, x index.Index) {
 	ctx := ctxFor(t)
 	drv := Hash(1) + "-hello-2.12.drv"
+	before := time.Now()
 	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/1"}))
+	a1, err := x.GetLog(ctx, flakeA, drv)
+	must(t, err)
 	must(t, x.PutLog(ctx, flakeB, index.Log{Drv: drv, BlobKey: "log/b/1", Encoding: "br"}))
 	must(t, x.PutLog(ctx, flakeA, index.Log{Drv: drv, BlobKey: "log/a/2", Encoding: "zstd"})) // replaces
 	cases := []struct {
@@ -622,9 +625,25 @@ func testLogs(t *testing.T, x index.Index) {
 			}
 			continue
 		}
+		at := got.UploadedAt
+		got.UploadedAt = time.Time{}
 		if err != nil || got != c.want {
 			t.Errorf("GetLog(%v, %s) = %+v, %v; want %+v", c.flake, c.drv, got, err, c.want)
 		}
+		// The index's clock (PostgreSQL's now()) may be a little off this
+		// process's: a minute either way.
+		if at.Before(before.Add(-time.Minute)) || at.After(time.Now().Add(time.Minute)) {
+			t.Errorf("GetLog(%v, %s).UploadedAt = %v, want about now (%v)", c.flake, c.drv, at, before)
+		}
+	}
+	// UploadedAt is the current log's upload: the replacing upload of
+	// flakeA is at or after its first and after flakeB's, which the union
+	// view then serves (earliest upload first).
+	a2, err1 := x.GetLog(ctx, flakeA, drv)
+	b1, err2 := x.GetLog(ctx, flakeB, drv)
+	if err1 != nil || err2 != nil || a2.UploadedAt.Before(a1.UploadedAt) || a2.UploadedAt.Before(b1.UploadedAt) {
+		t.Errorf("UploadedAt: first log of A %v, B's %v, A's replacing log %v (%v, %v); want A's replacement last",
+			a1.UploadedAt, b1.UploadedAt, a2.UploadedAt, err1, err2)
 	}
 	if got, err := x.Owners(ctx, nixname.KindLog, drv); err != nil || !slices.Equal(got, []nixname.Flake{flakeA, flakeB}) {
 		t.Errorf("Owners(log) = %v, %v; want both flakes", got, err)

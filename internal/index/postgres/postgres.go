@@ -519,7 +519,7 @@ func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (in
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	l := index.Log{Drv: drv}
-	err := x.pool.QueryRow(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = $1 AND drv = $2 AND NOT deleting`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
+	err := x.pool.QueryRow(ctx, `SELECT blob_key, encoding, created_at FROM logs WHERE flake = $1 AND drv = $2 AND NOT deleting`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding, &l.UploadedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}

@@ -776,13 +776,15 @@ func (x *Index) PutLog(ctx context.Context, flake nixname.Flake, l index.Log) er
 // GetLog returns a flake's build log.
 func (x *Index) GetLog(ctx context.Context, flake nixname.Flake, drv string) (index.Log, error) {
 	l := index.Log{Drv: drv}
-	err := x.r.QueryRowContext(ctx, `SELECT blob_key, encoding FROM logs WHERE flake = ? AND drv = ? AND deleting = 0`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding)
+	var at int64
+	err := x.r.QueryRowContext(ctx, `SELECT blob_key, encoding, created_at FROM logs WHERE flake = ? AND drv = ? AND deleting = 0`, flake.String(), drv).Scan(&l.BlobKey, &l.Encoding, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return index.Log{}, fmt.Errorf("log %s of %s: %w", drv, flake, index.ErrNotFound)
 	}
 	if err != nil {
 		return index.Log{}, fmt.Errorf("get log %s of %s: %w", drv, flake, err)
 	}
+	l.UploadedAt = time.Unix(0, at)
 	return l, nil
 }
 
