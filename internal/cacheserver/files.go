@@ -2,14 +2,17 @@ package cacheserver
 
 import (
 	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 	"net/http"
 	"slices"
 	"strings"
 	"sync/atomic"
-	"time"
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -36,39 +39,131 @@ type fileSpec struct {
 	kind index.Kind
 	// max bounds the decoded bytes; the upload (encoded) too.
 	max int64
-	// check validates the decoded data of the file req names and returns
-	// what the file needs the flake to own (index.File.Needs), and the
-	// store path base name the flake must already own at upload ("" for
-	// none).
-	check func(data []byte, req route.Request) (needs, mustOwn string, err error)
+	// check validates the decoded bytes of the file req names, read from
+	// plain (at most max of them; a read error is the decoder's), and
+	// returns what it learnt.
+	check func(plain io.Reader, req route.Request) (checkedFile, error)
+}
+
+// checkedFile is what the server learns of a file by checking it.
+type checkedFile struct {
+	// needs is what the file needs the flake to own (index.File.Needs).
+	needs string
+	// mustOwn is the store path base name whose narinfo the flake must
+	// already hold, under that very name, at upload ("" for none).
+	mustOwn string
+	// digest is what the union view compares (index.File.Digest).
+	digest string
 }
 
 var fileSpecs = map[route.Kind]fileSpec{
-	route.KindListing: {nixname.KindListing, nixcache.MaxListingSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindListing: {nixname.KindListing, nixcache.MaxListingSize, func(plain io.Reader, req route.Request) (checkedFile, error) {
 		// Nix uploads the listing before the NAR and the narinfo
 		// (BinaryCacheStore::uploadData), so the narinfo cannot be asked
-		// for here: the listing is served once the flake has it.
-		return req.Hash, "", nixcache.CheckListing(data)
+		// for here: the listing is served once the flake has it. It is
+		// checked as a stream (nixcache.ReadListing) and its digest taken
+		// on the way: it may decode to MaxListingSize.
+		h := sha256.New()
+		if err := nixcache.ReadListing(io.TeeReader(plain, h)); err != nil {
+			return checkedFile{}, err
+		}
+		return checkedFile{needs: req.Hash, digest: sha256Digest(h)}, nil
 	}},
-	route.KindDebugInfo: {nixname.KindDebugInfo, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
+	route.KindDebugInfo: {nixname.KindDebugInfo, nixcache.MaxSmallFileSize, func(plain io.Reader, req route.Request) (checkedFile, error) {
+		data, err := io.ReadAll(plain)
+		if err != nil {
+			return checkedFile{}, err
+		}
 		// Uploaded before its NAR, too: served once the flake owns it.
+		// Two flakes' links agree when their NARs have the same NarHash
+		// (fileContent), which is not known here: no digest.
 		file, err := nixcache.CheckDebugInfo(data, req.Hash)
-		return file, "", err
+		return checkedFile{needs: file}, err
 	}},
-	route.KindRealisation: {nixname.KindRealisation, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
-		out, err := nixcache.CheckRealisation(data, req.Hash)
+	route.KindRealisation: {nixname.KindRealisation, nixcache.MaxSmallFileSize, func(plain io.Reader, req route.Request) (checkedFile, error) {
+		data, err := io.ReadAll(plain)
 		if err != nil {
-			return "", "", err
+			return checkedFile{}, err
 		}
-		return out[:nixname.StoreHashLen], out, nil
-	}},
-	route.KindBuildTrace: {nixname.KindBuildTrace, nixcache.MaxSmallFileSize, func(data []byte, req route.Request) (string, string, error) {
-		out, err := nixcache.CheckBuildTrace(data)
+		out, err := nixcache.ParseRealisation(data, req.Hash)
 		if err != nil {
-			return "", "", err
+			return checkedFile{}, err
 		}
-		return out[:nixname.StoreHashLen], out, nil
+		return checkedFile{needs: out.OutPath[:nixname.StoreHashLen], mustOwn: out.OutPath, digest: out.Agreement()}, nil
 	}},
+	route.KindBuildTrace: {nixname.KindBuildTrace, nixcache.MaxSmallFileSize, func(plain io.Reader, req route.Request) (checkedFile, error) {
+		data, err := io.ReadAll(plain)
+		if err != nil {
+			return checkedFile{}, err
+		}
+		out, err := nixcache.ParseBuildTrace(data)
+		if err != nil {
+			return checkedFile{}, err
+		}
+		return checkedFile{needs: out.OutPath[:nixname.StoreHashLen], mustOwn: out.OutPath, digest: out.Agreement()}, nil
+	}},
+}
+
+// specOf returns the fileSpec of a File kind.
+func specOf(kind index.Kind) (route.Kind, fileSpec) {
+	for k, spec := range fileSpecs {
+		if spec.kind == kind {
+			return k, spec
+		}
+	}
+	panic("cacheserver: no fileSpec for " + string(kind))
+}
+
+func sha256Digest(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
+
+// decodedReader reads a file's decoded bytes for a check, counting them,
+// and keeps the first read error (the decoder's: too large, does not
+// decode), so that it is answered as such whatever the check made of it.
+type decodedReader struct {
+	r   io.Reader
+	n   int64
+	err error
+}
+
+func (d *decodedReader) Read(p []byte) (int, error) {
+	n, err := d.r.Read(p)
+	d.n += int64(n)
+	if err != nil && err != io.EOF && d.err == nil {
+		d.err = err
+	}
+	return n, err
+}
+
+// checkFile decodes data from enc as a stream, at most spec.max bytes,
+// and checks it (spec.check): what the check learnt and the decoded size,
+// or the client's answer: 413 beyond spec.max, 400 for data that does not
+// decode or is not a valid file of the kind.
+func checkFile(data []byte, enc string, spec fileSpec, req route.Request) (checkedFile, int64, error) {
+	what := string(req.Kind)
+	dec, err := nixcache.NewLimitedDecoder(enc, bytes.NewReader(data), spec.max)
+	if err != nil {
+		return checkedFile{}, 0, badRequest("invalid %s: Content-Encoding %s: %v", what, enc, err)
+	}
+	defer dec.Close()
+	plain := &decodedReader{r: dec}
+	c, err := spec.check(plain, req)
+	if err == nil {
+		// The checks refuse data after the JSON value, so this reads
+		// nothing but the decoder's end (and any error there).
+		_, err = io.Copy(io.Discard, plain)
+	}
+	if plain.err != nil {
+		err = plain.err
+	}
+	switch {
+	case errors.Is(err, nixcache.ErrTooLarge):
+		return checkedFile{}, 0, &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("%s decodes to more than %d bytes", what, spec.max)}
+	case errors.Is(err, nixcache.ErrEncoding):
+		return checkedFile{}, 0, badRequest("invalid %s: Content-Encoding %s: %v", what, enc, err)
+	case err != nil:
+		return checkedFile{}, 0, badRequest("invalid %s: %v", what, err)
+	}
+	return c, plain.n, nil
 }
 
 // uploadEncoding reads an upload's Content-Encoding: its canonical name
@@ -136,26 +231,26 @@ func (s *Server) receiveFile(r *http.Request, req route.Request) (bool, error) {
 		return false, err
 	}
 	s.metrics.uploadBytes.WithLabelValues(what).Add(float64(len(data)))
-	plain, err := decodeUpload(data, enc, spec.max, what)
+	c, size, err := checkFile(data, enc, spec, req)
 	if err != nil {
 		return false, err
 	}
-	needs, mustOwn, err := spec.check(plain, req)
-	if err != nil {
-		return false, badRequest("invalid %s: %v", what, err)
-	}
-	if mustOwn != "" {
-		// Only the pushing flake's own paths are asked about: whether
+	if c.mustOwn != "" {
+		// The flake's own narinfo of the output, under the output's very
+		// name: a realisation naming the flake's path of that hash under
+		// another name names what the flake does not hold. Whether
 		// another flake holds the output changes nothing.
-		missing, err := s.idx.MissingPaths(ctx, req.Flake, []string{mustOwn[:nixname.StoreHashLen]})
-		if err != nil {
-			return false, fmt.Errorf("look up output path %s of %s: %w", mustOwn, req.Flake, err)
-		}
-		if len(missing) > 0 {
-			return false, badRequest("output path %s/%s of %s %s is not in %s: push it first", nixcache.StoreDir, mustOwn, what, req.Hash, req.Flake)
+		p, err := s.idx.GetPath(ctx, req.Flake, c.mustOwn[:nixname.StoreHashLen])
+		switch {
+		case errors.Is(err, index.ErrNotFound):
+			return false, badRequest("output path %s/%s of %s %s is not in %s: push it first", nixcache.StoreDir, c.mustOwn, what, req.Hash, req.Flake)
+		case err != nil:
+			return false, fmt.Errorf("look up output path %s of %s: %w", c.mustOwn, req.Flake, err)
+		case p.StorePath != nixcache.StoreDir+"/"+c.mustOwn:
+			return false, badRequest("output path %s/%s of %s %s is not in %s, which holds %s under that hash", nixcache.StoreDir, c.mustOwn, what, req.Hash, req.Flake, p.StorePath)
 		}
 	}
-	f := index.File{Kind: spec.kind, Key: req.Hash, Needs: needs, Encoding: enc, Data: data}
+	f := index.File{Kind: spec.kind, Key: req.Hash, Needs: c.needs, Encoding: enc, Data: data, Digest: c.digest, Size: size}
 	if !spec.kind.KeepsFirst() {
 		if err := s.idx.PutFile(ctx, req.Flake, f); err != nil {
 			return false, fmt.Errorf("record %s %s: %w", what, req.Hash, err)
@@ -170,7 +265,7 @@ func (s *Server) receiveFile(r *http.Request, req route.Request) (bool, error) {
 	have, err := s.idx.GetFile(ctx, req.Flake, spec.kind, req.Hash)
 	switch {
 	case err == nil:
-		return false, sameOutput(req, have, needs)
+		return false, sameOutput(req, spec, have, c)
 	case !errors.Is(err, index.ErrNotFound):
 		return false, fmt.Errorf("look up %s %s of %s: %w", what, req.Hash, req.Flake, err)
 	}
@@ -181,21 +276,29 @@ func (s *Server) receiveFile(r *http.Request, req route.Request) (bool, error) {
 	if err != nil {
 		return false, fmt.Errorf("read back %s %s of %s: %w", what, req.Hash, req.Flake, err)
 	}
-	if err := sameOutput(req, stored, needs); err != nil {
+	if err := sameOutput(req, spec, stored, c); err != nil {
 		return false, err
 	}
 	return bytes.Equal(stored.Data, data), nil
 }
 
 // sameOutput answers a realisation upload for an output the flake already
-// has: nil for the same output path (by hash), 409 for another.
-func sameOutput(req route.Request, have index.File, needs string) error {
-	if have.Needs == needs {
+// has: nil for the same output path (hash and name; signatures and
+// dependent realisations may differ, the first is kept as it is), 409 for
+// another.
+func sameOutput(req route.Request, spec fileSpec, have index.File, c checkedFile) error {
+	had, _, err := checkFile(have.Data, have.Encoding, spec, req)
+	if err != nil {
+		// Checked at its upload: a stored file that no longer passes is
+		// the server's failure (500), not the client's.
+		return fmt.Errorf("read the stored %s %s of %s: %v", req.Kind, req.Hash, req.Flake, err)
+	}
+	if had.mustOwn == c.mustOwn {
 		return nil
 	}
 	return &uploadError{status: http.StatusConflict, msg: fmt.Sprintf(
-		"%s %s is already in %s with output path hash %s, yours is %s: the build is not reproducible",
-		req.Kind, req.Hash, req.Flake, have.Needs, needs)}
+		"%s %s is already in %s with output path %s/%s, yours is %s/%s: the build is not reproducible",
+		req.Kind, req.Hash, req.Flake, nixcache.StoreDir, had.mustOwn, nixcache.StoreDir, c.mustOwn)}
 }
 
 func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, req route.Request) {
@@ -206,6 +309,9 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, req route.Req
 		f, err = s.unionFile(r, spec.kind, req.Hash)
 	} else {
 		f, err = s.idx.GetFile(r.Context(), req.Flake, spec.kind, req.Hash)
+		if err == nil {
+			err = s.completeFile(r.Context(), &f)
+		}
 	}
 	if errors.Is(err, index.ErrNotFound) {
 		s.notFound(w)
@@ -215,7 +321,41 @@ func (s *Server) serveFile(w http.ResponseWriter, r *http.Request, req route.Req
 		s.internalError(w, r, "looking up the "+string(req.Kind), err)
 		return
 	}
-	s.serveEncoded(w, r, f.Data, f.Encoding, contentTypeJSON, cacheFile, f.CreatedAt)
+	s.serveEncoded(w, r, f, contentTypeJSON, cacheFile)
+}
+
+// completeFile fills in the Digest and Size of a file recorded before the
+// server stored them (Size -1), from its data: decoded as a stream and
+// hashed for a listing (checked at its upload), checked again for the
+// small kinds. They are stored (index.FileDigestUpdater), so that this
+// happens on the first read of such a file, not on every one.
+func (s *Server) completeFile(ctx context.Context, f *index.File) error {
+	if f.Size >= 0 {
+		return nil
+	}
+	k, spec := specOf(f.Kind)
+	if f.Kind == nixname.KindListing {
+		spec.check = func(plain io.Reader, _ route.Request) (checkedFile, error) {
+			h := sha256.New()
+			if _, err := io.Copy(h, plain); err != nil {
+				return checkedFile{}, err
+			}
+			return checkedFile{digest: sha256Digest(h)}, nil
+		}
+	}
+	c, size, err := checkFile(f.Data, f.Encoding, spec, route.Request{Kind: k, Flake: f.Flake, Hash: f.Key})
+	if err != nil {
+		// Checked at its upload: the server's failure, not the client's.
+		return fmt.Errorf("digest of the stored %s %s of %s: %v", f.Kind, f.Key, f.Flake, err)
+	}
+	if u, ok := s.idx.(index.FileDigestUpdater); ok {
+		if err := u.UpdateFileDigest(ctx, f.Flake, f.Kind, f.Key, f.CreatedAt, c.digest, size); err != nil {
+			s.log.WarnContext(ctx, "store the digest of a file recorded before digests were; it is computed again on its next read",
+				"kind", string(f.Kind), "key", f.Key, "flake", f.Flake.String(), "err", err)
+		}
+	}
+	f.Digest, f.Size = c.digest, size
+	return nil
 }
 
 // unionOwners returns the flakes a union read of an object of kind and key
@@ -258,6 +398,9 @@ func (s *Server) unionFile(r *http.Request, kind index.Kind, key string) (index.
 		if errors.Is(err, index.ErrNotFound) && i > 0 {
 			continue // gone since Owners
 		}
+		if err == nil {
+			err = s.completeFile(r.Context(), &f)
+		}
 		if err != nil {
 			return index.File{}, err
 		}
@@ -281,52 +424,152 @@ func (s *Server) unionFile(r *http.Request, kind index.Kind, key string) (index.
 }
 
 // fileContent is what two flakes' files of one key must share to agree in
-// the union view: the output path's hash for a realisation or build trace
-// entry (signatures may differ), the NarHash of the NAR a debug info link
-// names (the NAR file and its compression may differ), the decoded
-// listing (its encoding may differ).
+// the union view: the NarHash of the NAR a debug info link names (the NAR
+// file and its compression may differ), else the digest taken at upload
+// (index.File.Digest; completeFile for older files): of the decoded
+// listing (its encoding may differ), of a realisation's or build trace
+// entry's output path, hash and name, and dependent realisations
+// (signatures may differ: nixcache.Realisation.Agreement). Comparing
+// stored digests costs a union read nothing per owner; decoding each
+// owner's listing cost up to MaxListingSize each (adversarial review r4).
 func (s *Server) fileContent(r *http.Request, f index.File) (string, error) {
-	switch f.Kind {
-	case nixname.KindDebugInfo:
+	if f.Kind == nixname.KindDebugInfo {
 		n, err := s.idx.GetNar(r.Context(), f.Flake, f.Needs)
 		if err != nil {
 			return "", fmt.Errorf("NAR %s of debug info %s of %s: %w", f.Needs, f.Key, f.Flake, err)
 		}
 		return n.NarHash, nil
-	case nixname.KindListing:
-		plain, err := nixcache.Decode(f.Encoding, f.Data, nixcache.MaxListingSize)
-		if err != nil {
-			return "", fmt.Errorf("decode listing %s of %s: %w", f.Key, f.Flake, err)
-		}
-		return string(plain), nil
 	}
-	return f.Needs, nil
+	return f.Digest, nil
 }
 
-// serveEncoded serves data stored with Content-Encoding enc: as stored
-// when the client accepts enc (nixcache.Accepts: Nix 2.35's curl lists
-// what it decodes, Nix 2.8 sends no Accept-Encoding and decodes what it
-// gets), decoded otherwise. Range, HEAD and conditional requests apply
-// to what is sent.
-func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, data []byte, enc, contentType, cacheControl string, modTime time.Time) {
+// serveEncoded serves a file stored with its upload's Content-Encoding: as
+// stored when the client accepts it (nixcache.Accepts: Nix 2.35's curl
+// lists what it decodes, Nix 2.8 sends no Accept-Encoding and decodes
+// what it gets), decoded otherwise, as a stream (decodedContent): only
+// what is sent is decoded, and the decoded file is never held. Range,
+// HEAD and conditional requests apply to what is sent.
+func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.File, contentType, cacheControl string) {
 	h := w.Header()
-	ae, present := r.Header["Accept-Encoding"]
-	if enc != "" {
+	var content io.ReadSeeker = bytes.NewReader(f.Data)
+	if f.Encoding != "" {
 		h.Set("Vary", "Accept-Encoding")
-		if nixcache.Accepts(strings.Join(ae, ","), present, enc) {
-			h.Set("Content-Encoding", enc)
+		ae, present := r.Header["Accept-Encoding"]
+		if nixcache.Accepts(strings.Join(ae, ","), present, f.Encoding) {
+			h.Set("Content-Encoding", f.Encoding)
 		} else {
-			plain, err := nixcache.Decode(enc, data, nixcache.MaxListingSize)
-			if err != nil {
-				s.internalError(w, r, "decoding a stored "+enc+" file", err)
+			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size}
+			defer dc.Close()
+			// A stream whose header does not decode fails here, before
+			// anything is sent; later failures cut the response (logged
+			// below).
+			if err := dc.start(); err != nil {
+				h.Del("Vary")
+				s.internalError(w, r, "decoding a stored "+f.Encoding+" file", err)
 				return
 			}
-			data = plain
+			content = dc
+			defer func() {
+				if dc.err != nil {
+					s.log.WarnContext(r.Context(), "serving a decoded file failed", "kind", string(f.Kind), "key", f.Key,
+						"flake", f.Flake.String(), "encoding", f.Encoding, "err", dc.err)
+				}
+			}()
 		}
 	}
 	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", cacheControl)
-	http.ServeContent(w, r, "", modTime, bytes.NewReader(data))
+	http.ServeContent(w, r, "", f.CreatedAt, content)
+}
+
+// decodedContent is a stored encoded file as the io.ReadSeeker of its
+// decoded bytes that http.ServeContent reads, decoding only what is read:
+// a HEAD decodes nothing, a Range of the first bytes those bytes, a whole
+// GET streams through one decoder. Its size is the decoded size recorded
+// at upload (index.File.Size), so ServeContent's Seek to the end decodes
+// nothing; a Range further on decodes (and discards) what comes before,
+// and a Seek back (a multi-range request) starts the decoder again.
+// Hand-written: ServeContent needs a ReadSeeker, decoders only read.
+type decodedContent struct {
+	enc  string
+	data []byte
+	size int64
+	off  int64         // where the next Read reads
+	dec  io.ReadCloser // nil until start; positioned at pos
+	pos  int64
+	err  error // the first decoding failure, for the log
+}
+
+// start (re)starts the decoder at the beginning of the data.
+func (d *decodedContent) start() error {
+	if d.dec != nil {
+		d.dec.Close()
+		d.dec = nil
+	}
+	dec, err := nixcache.NewDecoder(d.enc, bytes.NewReader(d.data))
+	if err != nil {
+		return err
+	}
+	d.dec, d.pos = dec, 0
+	return nil
+}
+
+func (d *decodedContent) Seek(offset int64, whence int) (int64, error) {
+	switch whence {
+	case io.SeekStart:
+	case io.SeekCurrent:
+		offset += d.off
+	case io.SeekEnd:
+		offset += d.size
+	default:
+		return 0, errors.New("decodedContent.Seek: invalid whence")
+	}
+	if offset < 0 {
+		return 0, errors.New("decodedContent.Seek: negative position")
+	}
+	d.off = offset
+	return offset, nil
+}
+
+func (d *decodedContent) Read(p []byte) (n int, err error) {
+	defer func() {
+		if err != nil && err != io.EOF && d.err == nil {
+			d.err = err
+		}
+	}()
+	if d.off >= d.size {
+		return 0, io.EOF
+	}
+	if d.dec == nil || d.pos > d.off {
+		if err := d.start(); err != nil {
+			return 0, err
+		}
+	}
+	if d.pos < d.off {
+		skipped, err := io.CopyN(io.Discard, d.dec, d.off-d.pos)
+		d.pos += skipped
+		if err != nil {
+			return 0, fmt.Errorf("decode %s up to byte %d of %d: %w", d.enc, d.off, d.size, err)
+		}
+	}
+	p = p[:min(int64(len(p)), d.size-d.off)]
+	n, err = d.dec.Read(p)
+	d.pos += int64(n)
+	d.off += int64(n)
+	if err == io.EOF && d.off < d.size {
+		err = fmt.Errorf("decode %s: %d bytes, %d recorded at upload: %w", d.enc, d.off, d.size, io.ErrUnexpectedEOF)
+	} else if err != nil && err != io.EOF {
+		err = fmt.Errorf("decode %s: %w", d.enc, err)
+	}
+	return n, err
+}
+
+// Close returns the decoder (to its pool).
+func (d *decodedContent) Close() error {
+	if d.dec != nil {
+		return d.dec.Close()
+	}
+	return nil
 }
 
 // decodeFailure is why an encoded upload does not decode (decodeChecker).

@@ -104,9 +104,34 @@ type File struct {
 	Needs string
 	// Encoding is the Content-Encoding Data was uploaded with ("" for
 	// none); Data is stored as uploaded and served with it.
-	Encoding  string
-	Data      []byte
+	Encoding string
+	Data     []byte
+	// Digest is what the union view compares of two flakes' files of one
+	// key, computed by the server at upload so that a read compares
+	// stored keys instead of decoding every copy: for a listing the
+	// SHA-256 of its decoded bytes, for a realisation or build trace
+	// entry nixcache.Realisation.Agreement; "" for a debug info link
+	// (compared by its NAR's NarHash) and for a file recorded before
+	// digests were (Size -1).
+	Digest string
+	// Size is the number of bytes Data decodes to, so that it can be
+	// served decoded as a stream; -1 for a file recorded before sizes
+	// were (FileDigestUpdater completes it).
+	Size      int64
 	CreatedAt time.Time
+}
+
+// FileDigestUpdater is implemented by indexes that can complete a file
+// recorded before File.Digest and File.Size were: the server computes
+// them on the first read and stores them, so that the file is decoded
+// once, not on every read. Optional: without it they are computed on each
+// read of such a file.
+type FileDigestUpdater interface {
+	// UpdateFileDigest sets the Digest and Size of flake's file of kind
+	// and key, if it is still the file that was read (created at
+	// createdAt) and still has no size (-1): a file replaced meanwhile
+	// keeps its own. An absent file is not an error.
+	UpdateFileDigest(ctx context.Context, flake nixname.Flake, kind Kind, key string, createdAt time.Time, digest string, size int64) error
 }
 
 // Log is a flake's build log: the blob holding it and the

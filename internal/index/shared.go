@@ -156,7 +156,8 @@ func FileConflict(kind Kind) string {
 	if kind.KeepsFirst() {
 		return `DO NOTHING`
 	}
-	return `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data, created_at = excluded.created_at`
+	return `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data,
+		digest = excluded.digest, plain_size = excluded.plain_size, created_at = excluded.created_at`
 }
 
 // CheckFile accepts the arguments of a PutFile call: a valid flake, a File

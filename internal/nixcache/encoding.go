@@ -1,6 +1,7 @@
 package nixcache
 
 import (
+	"bytes"
 	"compress/bzip2"
 	"compress/gzip"
 	"errors"
@@ -49,20 +50,57 @@ var ErrEncoding = errors.New("content encoding")
 // name), refusing with ErrTooLarge more than max decoded bytes and with
 // ErrEncoding data that does not decode.
 func Decode(enc string, data []byte, max int64) ([]byte, error) {
-	rc, err := NewDecoder(enc, strings.NewReader(string(data)))
+	rc, err := NewLimitedDecoder(enc, bytes.NewReader(data), max)
 	if err != nil {
 		return nil, err
 	}
 	defer rc.Close()
-	out, err := io.ReadAll(io.LimitReader(rc, max+1))
+	out, err := io.ReadAll(rc)
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrEncoding, enc, err)
-	}
-	if int64(len(out)) > max {
-		return nil, fmt.Errorf("%w: decodes to more than %d bytes", ErrTooLarge, max)
+		return nil, err
 	}
 	return out, nil
 }
+
+// NewLimitedDecoder is NewDecoder whose reads fail with ErrTooLarge
+// (wrapped) once r decodes to more than max bytes, and with ErrEncoding
+// (wrapped) where r does not decode: for reading a stored or uploaded
+// file as a stream, without holding it decoded.
+func NewLimitedDecoder(enc string, r io.Reader, max int64) (io.ReadCloser, error) {
+	rc, err := NewDecoder(enc, r)
+	if err != nil {
+		return nil, err
+	}
+	return &limitedDecoder{rc: rc, enc: enc, left: max, max: max}, nil
+}
+
+type limitedDecoder struct {
+	rc        io.ReadCloser
+	enc       string
+	left, max int64
+}
+
+func (d *limitedDecoder) Read(p []byte) (int, error) {
+	if d.left < 0 {
+		return 0, fmt.Errorf("%w: decodes to more than %d bytes", ErrTooLarge, d.max)
+	}
+	// One byte beyond the limit tells a stream of exactly max bytes from
+	// a longer one.
+	if int64(len(p)) > d.left+1 {
+		p = p[:d.left+1]
+	}
+	n, err := d.rc.Read(p)
+	d.left -= int64(n)
+	if d.left < 0 {
+		return n + int(d.left), fmt.Errorf("%w: decodes to more than %d bytes", ErrTooLarge, d.max)
+	}
+	if err != nil && err != io.EOF {
+		return n, fmt.Errorf("%w: %s: %v", ErrEncoding, d.enc, err)
+	}
+	return n, err
+}
+
+func (d *limitedDecoder) Close() error { return d.rc.Close() }
 
 // NewDecoder returns a reader of r's bytes decoded from enc (a
 // NormalizeEncoding name; "" reads r as it is).

@@ -132,6 +132,7 @@ func Run(t *testing.T, newIndex func(t *testing.T) index.Index) {
 	t.Run("Stats", func(t *testing.T) { testStats(t, open(t)) })
 	t.Run("Validation", func(t *testing.T) { testValidation(t, open(t)) })
 	t.Run("NarInfoUpdater", func(t *testing.T) { testUpdater(t, open(t)) })
+	t.Run("FileDigestUpdater", func(t *testing.T) { testFileDigestUpdater(t, open(t)) })
 	t.Run("ConcurrentPushers", func(t *testing.T) {
 		x := open(t)
 		testConcurrent(t, []index.Index{x, x})
@@ -652,7 +653,8 @@ func testLogs(t *testing.T, x index.Index) {
 
 // file is a File of kind for key i that needs what i's narinfo or NAR is.
 func file(kind index.Kind, i int, data string) index.File {
-	f := index.File{Kind: kind, Key: Hash(i), Needs: Hash(i), Data: []byte(data), Encoding: "zstd"}
+	f := index.File{Kind: kind, Key: Hash(i), Needs: Hash(i), Data: []byte(data), Encoding: "zstd",
+		Digest: "sha256:" + data, Size: int64(len(data))}
 	switch kind {
 	case nixname.KindDebugInfo:
 		f.Key, f.Needs = fmt.Sprintf("%040x", i), NarFile(i)
@@ -689,7 +691,8 @@ func testFiles(t *testing.T, x index.Index) {
 			must(t, x.PutNar(ctx, flakeA, nar(i)))
 			must(t, x.PutPath(ctx, flakeA, path(i)))
 			got, err := get(flakeA)
-			if err != nil || got.Flake != flakeA || string(got.Data) != `{"a":1}` || got.Encoding != "zstd" || got.Needs != f.Needs || got.Key != f.Key || got.Kind != kind {
+			if err != nil || got.Flake != flakeA || string(got.Data) != `{"a":1}` || got.Encoding != "zstd" || got.Needs != f.Needs || got.Key != f.Key || got.Kind != kind ||
+				got.Digest != f.Digest || got.Size != f.Size {
 				t.Fatalf("GetFile = %+v, %v", got, err)
 			}
 			if _, err := get(flakeB); !errors.Is(err, index.ErrNotFound) {
@@ -718,8 +721,8 @@ func testFiles(t *testing.T, x index.Index) {
 			if kind.KeepsFirst() {
 				want = `{"a":1}`
 			}
-			if err != nil || string(got.Data) != want {
-				t.Fatalf("after a re-push: %+v, %v; want data %s", got, err, want)
+			if err != nil || string(got.Data) != want || got.Digest != "sha256:"+want || got.Size != int64(len(want)) {
+				t.Fatalf("after a re-push: %+v, %v; want data %s with its digest and size", got, err, want)
 			}
 		})
 	}
@@ -811,6 +814,55 @@ func testUpdater(t *testing.T, x index.Index) {
 	}
 	if ps, err := x.PathsOf(ctx, Hash(2), nil); err != nil || len(ps) != 0 {
 		t.Fatalf("UpdateNarInfo created a path: %v, %v", ps, err)
+	}
+}
+
+// A file recorded before digests and sizes were (Size -1) is completed
+// once, only while it is still the file that was read: not after a
+// re-push replaced it, not twice, not another flake's.
+func testFileDigestUpdater(t *testing.T, x index.Index) {
+	u, ok := x.(index.FileDigestUpdater)
+	if !ok {
+		t.Skip("index does not implement index.FileDigestUpdater")
+	}
+	ctx := ctxFor(t)
+	for _, fl := range []nixname.Flake{flakeA, flakeB} {
+		must(t, x.PutNar(ctx, fl, nar(1)))
+		must(t, x.PutPath(ctx, fl, path(1)))
+	}
+	old := file(nixname.KindListing, 1, `{"old":1}`)
+	old.Digest, old.Size = "", -1
+	must(t, x.PutFile(ctx, flakeA, old))
+	must(t, x.PutFile(ctx, flakeB, old))
+	got, err := x.GetFile(ctx, flakeA, old.Kind, old.Key)
+	if err != nil || got.Digest != "" || got.Size != -1 {
+		t.Fatalf("file without digest: %+v, %v; want digest \"\" and size -1", got, err)
+	}
+	// Another time than the file's: the file was replaced since it was read.
+	must(t, u.UpdateFileDigest(ctx, flakeA, old.Kind, old.Key, got.CreatedAt.Add(-time.Second), "sha256:stale", 1))
+	if again, err := x.GetFile(ctx, flakeA, old.Kind, old.Key); err != nil || again.Size != -1 || again.Digest != "" {
+		t.Fatalf("UpdateFileDigest of a file replaced since: %+v, %v; want it unchanged", again, err)
+	}
+	must(t, u.UpdateFileDigest(ctx, flakeA, old.Kind, old.Key, got.CreatedAt, "sha256:old", 9))
+	if done, err := x.GetFile(ctx, flakeA, old.Kind, old.Key); err != nil || done.Digest != "sha256:old" || done.Size != 9 || string(done.Data) != `{"old":1}` {
+		t.Fatalf("after UpdateFileDigest: %+v, %v", done, err)
+	}
+	// Completed: a later update (a read that raced) changes nothing.
+	must(t, u.UpdateFileDigest(ctx, flakeA, old.Kind, old.Key, got.CreatedAt, "sha256:other", 7))
+	if done, err := x.GetFile(ctx, flakeA, old.Kind, old.Key); err != nil || done.Digest != "sha256:old" || done.Size != 9 {
+		t.Fatalf("a second UpdateFileDigest changed the file: %+v, %v", done, err)
+	}
+	if other, err := x.GetFile(ctx, flakeB, old.Kind, old.Key); err != nil || other.Digest != "" || other.Size != -1 {
+		t.Fatalf("UpdateFileDigest of %v changed %v's file: %+v, %v", flakeA, flakeB, other, err)
+	}
+	// A new upload of the file replaces the digest and size with its own.
+	fresh := file(nixname.KindListing, 1, `{"new":22}`)
+	must(t, x.PutFile(ctx, flakeA, fresh))
+	if got, err := x.GetFile(ctx, flakeA, old.Kind, old.Key); err != nil || got.Digest != fresh.Digest || got.Size != fresh.Size {
+		t.Fatalf("re-push after UpdateFileDigest: %+v, %v; want %s, %d", got, err, fresh.Digest, fresh.Size)
+	}
+	if err := u.UpdateFileDigest(ctx, flakeA, old.Kind, Hash(2), got.CreatedAt, "sha256:x", 1); err != nil {
+		t.Fatalf("UpdateFileDigest of an absent file: %v, want nil", err)
 	}
 }
 

@@ -62,9 +62,10 @@ type Index struct {
 }
 
 var (
-	_ index.Index          = (*Index)(nil)
-	_ index.NarInfoUpdater = (*Index)(nil)
-	_ index.Collectable    = (*Index)(nil)
+	_ index.Index             = (*Index)(nil)
+	_ index.NarInfoUpdater    = (*Index)(nil)
+	_ index.FileDigestUpdater = (*Index)(nil)
+	_ index.Collectable       = (*Index)(nil)
 )
 
 // Open connects to the database a URL names, applies pending migrations and
@@ -538,9 +539,9 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (kind, key, flake) `+conflict,
-			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, created)
+		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (kind, key, flake) `+conflict,
+			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, f.Digest, f.Size, created)
 		return err
 	})
 }
@@ -553,9 +554,9 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	f := index.File{Flake: flake, Kind: kind, Key: key}
-	err := x.pool.QueryRow(ctx, `SELECT f.needs, f.encoding, f.data, f.created_at FROM flake_files f
+	err := x.pool.QueryRow(ctx, `SELECT f.needs, f.encoding, f.data, f.digest, f.plain_size, f.created_at FROM flake_files f
 		WHERE f.kind = $1 AND f.key = $2 AND f.flake = $3 AND `+index.FileServable, string(kind), key, flake.String()).
-		Scan(&f.Needs, &f.Encoding, &f.Data, &f.CreatedAt)
+		Scan(&f.Needs, &f.Encoding, &f.Data, &f.Digest, &f.Size, &f.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return index.File{}, fmt.Errorf("%s %s of %s: %w", kind, key, flake, index.ErrNotFound)
 	}
@@ -563,6 +564,20 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 		return index.File{}, fmt.Errorf("get %s %s of %s: %w", kind, key, flake, err)
 	}
 	return f, nil
+}
+
+// UpdateFileDigest completes a file recorded before digests and sizes
+// were, unless it was replaced or completed meanwhile.
+func (x *Index) UpdateFileDigest(ctx context.Context, flake nixname.Flake, kind index.Kind, key string, createdAt time.Time, digest string, size int64) error {
+	if err := index.CheckGetFile(flake, kind); err != nil {
+		return err
+	}
+	return x.write(ctx, "update digest of "+string(kind)+" "+key, func(ctx context.Context, tx pgx.Tx) error {
+		_, err := tx.Exec(ctx, `UPDATE flake_files SET digest = $1, plain_size = $2
+			WHERE kind = $3 AND key = $4 AND flake = $5 AND created_at = $6 AND plain_size < 0`,
+			digest, size, string(kind), key, flake.String(), createdAt)
+		return err
+	})
 }
 
 // Stats counts paths, NARs and flakes owning a path or a NAR. The path and

@@ -37,6 +37,27 @@ func openV(t *testing.T, file string, migs []migration) *Index {
 	return x
 }
 
+// openV5 opens file at schema version 5 with flake_files' columns of
+// migration 7 added (if missing), without counting them in user_version:
+// this package's code, which fills and queries the version-5 database
+// here, reads and writes them. Migration 6 copies flake_files by naming
+// its columns, so it migrates such a file as it does a plain version 5
+// (the added columns are dropped, then migration 7 adds them again with
+// its defaults: fillV5 writes its files with those, as a server before
+// migration 7 did).
+func openV5(t *testing.T, file string) *Index {
+	t.Helper()
+	x := openV(t, file, migrations[:v5])
+	var n int
+	must(t, x.w.QueryRow(`SELECT count(*) FROM pragma_table_info('flake_files') WHERE name = 'plain_size'`).Scan(&n))
+	if n == 0 {
+		if _, err := x.w.Exec(migrations[6].sql); err != nil {
+			t.Fatalf("add migration 7's columns to a version-5 file: %v", err)
+		}
+	}
+	return x
+}
+
 var (
 	mflakes = []nixname.Flake{{Org: "omnicorp", Name: "a"}, {Org: "omnicorp", Name: "b"}, {Org: "acme", Name: "tools"}}
 	// base is the time the fixture's paths were pushed around.
@@ -118,7 +139,7 @@ func fillV5(t *testing.T, x *Index) {
 		for k, kind := range nixname.FileKinds() {
 			for _, i := range []int{0, 1, 2, 4, 7, 11} {
 				file := index.File{Kind: kind, Key: fmt.Sprintf("%s-%d", kind, i), Needs: indextest.Hash(i), Encoding: "zstd",
-					Data: []byte(strings.Repeat(fmt.Sprintf("{%d,%d,%d}", f, k, i), 100*(i+1))), CreatedAt: base.Add(time.Duration(i) * time.Hour)}
+					Data: []byte(strings.Repeat(fmt.Sprintf("{%d,%d,%d}", f, k, i), 100*(i+1))), Size: -1, CreatedAt: base.Add(time.Duration(i) * time.Hour)}
 				if kind == nixname.KindDebugInfo {
 					file.Needs = mnarFile(f, i)
 				}
@@ -287,12 +308,12 @@ func collect(t *testing.T, x *Index) []string {
 func TestMigrateRowidTables(t *testing.T) {
 	dir := t.TempDir()
 	oldFile, newFile := filepath.Join(dir, "v5.db"), filepath.Join(dir, "v6.db")
-	x := openV(t, oldFile, migrations[:v5])
+	x := openV5(t, oldFile)
 	fillV5(t, x)
 	must(t, x.Close())
 	copyFile(t, oldFile, newFile)
 
-	old := openV(t, oldFile, migrations[:v5])
+	old := openV5(t, oldFile)
 	if v := userVersion(t, old); v != v5 {
 		t.Fatalf("old copy at version %d", v)
 	}
@@ -409,7 +430,7 @@ func TestMigrationFailureKeepsV5(t *testing.T) {
 func filledV5(t *testing.T) (file, wantSchema string, want []string) {
 	t.Helper()
 	file = filepath.Join(t.TempDir(), "index.db")
-	x := openV(t, file, migrations[:v5])
+	x := openV5(t, file)
 	fillV5(t, x)
 	wantSchema, want = schema(t, x), answers(t, x)
 	must(t, x.Close())
@@ -420,7 +441,7 @@ func filledV5(t *testing.T) (file, wantSchema string, want []string) {
 // and answers given.
 func checkV5(t *testing.T, file, wantSchema string, want []string) {
 	t.Helper()
-	x := openV(t, file, migrations[:v5])
+	x := openV5(t, file)
 	if v := userVersion(t, x); v != v5 {
 		t.Fatalf("user_version %d after the failed migration, want %d", v, v5)
 	}
@@ -473,4 +494,38 @@ func crashChild(file string) {
 	_, err := openWith(context.Background(), file, migs)
 	fmt.Fprintln(os.Stderr, "migration did not crash:", err)
 	os.Exit(1)
+}
+
+// TestMigrateFileDigests: migration 7 keeps a version-6 database's files
+// as they were, marked as recorded before digests and sizes (digest "",
+// size -1), so that the server completes them on their first read.
+func TestMigrateFileDigests(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "v6.db")
+	x := openV(t, file, migrations[:6])
+	flake := mflakes[0]
+	created := base.Add(time.Hour)
+	// Written as a version-6 server did (this package's PutFile writes
+	// the new columns).
+	if _, err := x.w.Exec(`INSERT INTO flake_paths (hash, flake, store_path, nar_file, nar_hash, refs, narinfo, created_at) VALUES (?, ?, ?, ?, ?, '', 'x', ?)`,
+		indextest.Hash(1), flake.String(), "/nix/store/"+indextest.Hash(1)+"-pkg1", indextest.NarFile(1), "sha256:n", created.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := x.w.Exec(`INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at) VALUES (?, ?, ?, ?, 'zstd', ?, ?)`,
+		string(nixname.KindListing), indextest.Hash(1), flake.String(), indextest.Hash(1), []byte("listing"), created.UnixNano()); err != nil {
+		t.Fatal(err)
+	}
+	must(t, x.Close())
+	migrated := open(t, file)
+	if v := userVersion(t, migrated); v != len(migrations) {
+		t.Fatalf("migrated to version %d, want %d", v, len(migrations))
+	}
+	ctx := context.Background()
+	f, err := migrated.GetFile(ctx, flake, nixname.KindListing, indextest.Hash(1))
+	if err != nil || string(f.Data) != "listing" || f.Encoding != "zstd" || f.Digest != "" || f.Size != -1 || !f.CreatedAt.Equal(created) {
+		t.Fatalf("a version-6 file after the migration: %+v, %v; want its data, digest \"\" and size -1", f, err)
+	}
+	must(t, migrated.UpdateFileDigest(ctx, flake, f.Kind, f.Key, f.CreatedAt, "sha256:l", 7))
+	if f, err := migrated.GetFile(ctx, flake, nixname.KindListing, indextest.Hash(1)); err != nil || f.Digest != "sha256:l" || f.Size != 7 {
+		t.Fatalf("completed: %+v, %v", f, err)
+	}
 }

@@ -308,6 +308,15 @@ var migrations = []migration{
 	-- (kind, key): what the WITHOUT ROWID table's index held implicitly
 	-- (its primary key), in the order a dry run's scan pages by.
 	CREATE INDEX flake_files_by_flake ON flake_files (flake, needs, kind, key);`},
+	// 7: a file's union agreement key and decoded size, computed at
+	// upload (adversarial review r4, F3: a union read decoded every
+	// owner's listing to compare them, and a client not accepting the
+	// stored encoding got it decoded whole into memory). Rows recorded
+	// before have plain_size -1 and are completed on their first read
+	// (UpdateFileDigest). Adding columns with constant defaults rewrites
+	// no row.
+	{sql: `ALTER TABLE flake_files ADD COLUMN digest TEXT NOT NULL DEFAULT '';
+	ALTER TABLE flake_files ADD COLUMN plain_size INTEGER NOT NULL DEFAULT -1;`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
@@ -797,9 +806,9 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, flake) `+conflict,
-			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, created.UnixNano())
+		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, flake) `+conflict,
+			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, f.Digest, f.Size, created.UnixNano())
 		return err
 	})
 }
@@ -811,9 +820,9 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 	}
 	f := index.File{Flake: flake, Kind: kind, Key: key}
 	var created int64
-	err := x.r.QueryRowContext(ctx, `SELECT f.needs, f.encoding, f.data, f.created_at FROM flake_files f
+	err := x.r.QueryRowContext(ctx, `SELECT f.needs, f.encoding, f.data, f.digest, f.plain_size, f.created_at FROM flake_files f
 		WHERE f.kind = ? AND f.key = ? AND f.flake = ? AND `+index.FileServable, string(kind), key, flake.String()).
-		Scan(&f.Needs, &f.Encoding, &f.Data, &created)
+		Scan(&f.Needs, &f.Encoding, &f.Data, &f.Digest, &f.Size, &created)
 	if errors.Is(err, sql.ErrNoRows) {
 		return index.File{}, fmt.Errorf("%s %s of %s: %w", kind, key, flake, index.ErrNotFound)
 	}
@@ -822,6 +831,22 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 	}
 	f.CreatedAt = time.Unix(0, created)
 	return f, nil
+}
+
+var _ index.FileDigestUpdater = (*Index)(nil)
+
+// UpdateFileDigest completes a file recorded before digests and sizes
+// were, unless it was replaced or completed meanwhile.
+func (x *Index) UpdateFileDigest(ctx context.Context, flake nixname.Flake, kind index.Kind, key string, createdAt time.Time, digest string, size int64) error {
+	if err := index.CheckGetFile(flake, kind); err != nil {
+		return err
+	}
+	return x.write(ctx, "update digest of "+string(kind)+" "+key, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `UPDATE flake_files SET digest = ?, plain_size = ?
+			WHERE kind = ? AND key = ? AND flake = ? AND created_at = ? AND plain_size < 0`,
+			digest, size, string(kind), key, flake.String(), createdAt.UnixNano())
+		return err
+	})
 }
 
 // Stats counts distinct store paths, NARs and flakes owning anything.
