@@ -243,6 +243,9 @@ func (s *Server) unionPath(r *http.Request, hash string) (index.Path, error) {
 // and optional, and the one a reader's Nix records is where `nix log`
 // looks, so no flake may pick it for the others.
 func withAgreedDeriver(rec index.Path, recs []index.Path) index.Path {
+	if len(recs) < 2 {
+		return rec // the common case: nothing to compare
+	}
 	d := deriverLine(rec.NarInfo)
 	for _, p := range recs[1:] {
 		if !bytes.Equal(deriverLine(p.NarInfo), d) {
