@@ -402,6 +402,21 @@ config_errors contains sprintf("flakes.yaml: %s: %s.%s must be a list of non-emp
 	not string_list(value)
 }
 
+# Every push.refs pattern is compiled once, at load: the set is evaluated
+# with strict builtin errors, so a malformed glob (an unclosed "[") refuses
+# the set here, with glob.match's message, instead of making every push from
+# an unprotected ref of that flake an evaluation error (503). The body never
+# holds (no ref is empty); it exists for the compilation.
+config_errors contains sprintf("flakes.yaml: %s: push.refs %q", [flake, p]) if {
+	is_object(flakes)
+	some flake, s in flakes
+	is_object(s.push)
+	some p in s.push.refs
+	is_string(p)
+	glob.match(p, ["/"], "")
+	p == ""
+}
+
 config_errors contains sprintf("flakes.yaml: %s: read.groups names %q, which groups.yaml does not define as a list of users", [flake, g]) if {
 	is_object(flakes)
 	some flake, s in flakes

@@ -64,7 +64,7 @@ func scopedChecker(t testing.TB, closures ClosureLookup) (c *Checker, scoped, pl
 		t.Fatal(err)
 	}
 	minter := *ciSubject
-	minter.Issuer = "https://token.actions.githubusercontent.com"
+	minter.Issuer = gh.Issuer() // a configured IdP: a cache token's subject is bound to it
 	claims := minter.CacheClaims()
 	for k, val := range scope.Claims() {
 		claims[k] = val

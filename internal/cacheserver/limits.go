@@ -85,7 +85,7 @@ func (s *Server) admitUpload(w http.ResponseWriter, r *http.Request, req route.R
 	if l := s.limits.perSubject; l != nil {
 		if subject := r.Header.Get(route.SubjectHeader); subject != "" {
 			if !l.acquire(subject) {
-				s.log.InfoContext(r.Context(), "upload refused: too many concurrent uploads", "path", r.URL.Path, "subject", subject, "limit", l.max)
+				s.log.InfoContext(r.Context(), "upload refused: too many concurrent uploads", "path", route.LogPath(r.URL.Path), "subject", subject, "limit", l.max)
 				abandon.Body(w, r)
 				w.Header().Set("Retry-After", "1")
 				s.fail(w, http.StatusTooManyRequests, fmt.Sprintf(

@@ -381,7 +381,7 @@ var representationHeaders = []string{
 // internalError logs err with what was being done and answers 500 with a
 // generic message.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
-	s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "op", what, "err", err)
+	s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", route.LogPath(r.URL.Path), "op", what, "err", err)
 	s.fail(w, http.StatusInternalServerError, "internal error while "+what+": see the server log")
 }
 

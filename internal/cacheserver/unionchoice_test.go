@@ -131,3 +131,18 @@ func TestLargeNarInfosAreNotCached(t *testing.T) {
 		t.Errorf("a narinfo of %d bytes is in the hit cache (at most %d)", len(got.NarInfo), maxCachedNarInfo)
 	}
 }
+
+// An uploaded narinfo whose System is not a Nix system name is refused
+// (it was any text up to 1 MiB, stored, signed and cached).
+func TestNarInfoWithHugeSystemIsRefused(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	p := makePath(t, "huge-system", nixname.CompressionNone)
+	putNar(t, ts, "omnicorp/app", p)
+	info := p.NarInfo() + "System: " + strings.Repeat("x", 100_000) + "\n"
+	if st, body, _ := do(t, "PUT", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", []byte(info)); st != http.StatusBadRequest || !strings.Contains(body, "not a Nix system name") {
+		t.Errorf("narinfo with a 100 KB System: %d %.200q, want 400", st, body)
+	}
+	if st, body, _ := do(t, "PUT", ts.URL+"/omnicorp/app/"+p.Hash+".narinfo", []byte(p.NarInfo()+"System: x86_64-linux\n")); st != http.StatusCreated {
+		t.Errorf("narinfo with System x86_64-linux: %d %s", st, body)
+	}
+}

@@ -57,7 +57,7 @@ func (s *Server) answer(w http.ResponseWriter, r *http.Request, what string, err
 	var ue *uploadError
 	if errors.As(err, &ue) {
 		s.metrics.rejected.WithLabelValues(strings.Fields(what)[0]).Inc()
-		s.log.InfoContext(r.Context(), "upload rejected", "path", r.URL.Path, "status", ue.status, "reason", ue.msg)
+		s.log.InfoContext(r.Context(), "upload rejected", "path", route.LogPath(r.URL.Path), "status", ue.status, "reason", ue.msg)
 		if ue.unread {
 			abandon.Body(w, r)
 		}
@@ -299,6 +299,9 @@ func (s *Server) receiveNarInfo(r *http.Request, req route.Request) (bool, error
 		return false, err
 	}
 	ni, err := nixcache.ParseNarInfo(data)
+	if err == nil {
+		err = ni.CheckUpload()
+	}
 	if err != nil {
 		return false, badRequest("invalid narinfo: %v", err)
 	}

@@ -25,9 +25,11 @@ import (
 	"github.com/flakegate/flakegate/internal/tokens"
 )
 
-// cacheClaims is a well-formed cache token payload for the flake's CI job.
-func cacheClaims(iss, aud string, iat, exp time.Time) map[string]any {
-	s := &identity.Subject{Issuer: "https://token.actions.githubusercontent.com", Provider: "github", Kind: "ci",
+// cacheClaims is a well-formed cache token payload for the flake's CI job
+// of the IdP subjectIss (a configured issuer: a cache token's subject is
+// bound to it).
+func cacheClaims(subjectIss, iss, aud string, iat, exp time.Time) map[string]any {
+	s := &identity.Subject{Issuer: subjectIss, Provider: "github", Kind: "ci",
 		Org: "omnicorp", Repo: "omnicorp/app", Ref: "refs/heads/main", RefProtected: true,
 		Claims: map[string]any{"sub": "repo:omnicorp/app:ref:refs/heads/main"}}
 	c := s.CacheClaims()
@@ -83,7 +85,7 @@ func TestForgedCacheTokensAreRefused(t *testing.T) {
 	real := st.mustExchange(t, st.ghToken("omnicorp/app", "refs/heads/main"))
 	key, pub, kid := ourKey(t, st)
 	now := time.Now()
-	good := cacheClaims(publicURL, publicURL, now, now.Add(time.Hour))
+	good := cacheClaims(st.github.Issuer(), publicURL, publicURL, now, now.Add(time.Hour))
 
 	// Another flakegate's key (its own key directory), same issuer URL.
 	foreignDir := t.TempDir()
@@ -125,7 +127,7 @@ func TestForgedCacheTokensAreRefused(t *testing.T) {
 	hsTok := hsInput + "." + b64(mac.Sum(nil))
 
 	withClaim := func(k string, v any) map[string]any {
-		c := cacheClaims(publicURL, publicURL, now, now.Add(time.Hour))
+		c := cacheClaims(st.github.Issuer(), publicURL, publicURL, now, now.Add(time.Hour))
 		if v == nil {
 			delete(c, k)
 		} else {
@@ -141,11 +143,11 @@ func TestForgedCacheTokensAreRefused(t *testing.T) {
 		{"alg none", noneTok, "algorithm"},
 		{"HS256 keyed with our public key", hsTok, "algorithm"},
 		{"our key, wrong audience", signJWT(t, withClaim("aud", "https://other-cache.example.com"), jwa.EdDSA, key, kid), "audience"},
-		{"our key, unknown issuer", signJWT(t, cacheClaims("https://other-cache.example.com", publicURL, now, now.Add(time.Hour)), jwa.EdDSA, key, kid), "unknown issuer"},
-		{"our key, expired", signJWT(t, cacheClaims(publicURL, publicURL, now.Add(-3*time.Hour), now.Add(-2*time.Hour)), jwa.EdDSA, key, kid), "expired"},
+		{"our key, unknown issuer", signJWT(t, cacheClaims(st.github.Issuer(), "https://other-cache.example.com", publicURL, now, now.Add(time.Hour)), jwa.EdDSA, key, kid), "unknown issuer"},
+		{"our key, expired", signJWT(t, cacheClaims(st.github.Issuer(), publicURL, publicURL, now.Add(-3*time.Hour), now.Add(-2*time.Hour)), jwa.EdDSA, key, kid), "expired"},
 		{"our key, no subject claims", signJWT(t, withClaim("fg_subject", nil), jwa.EdDSA, key, kid), "claims"},
 		{"IdP key claiming to be the cache", func() string {
-			c := cacheClaims(publicURL, publicURL, now, now.Add(time.Hour))
+			c := cacheClaims(st.github.Issuer(), publicURL, publicURL, now, now.Add(time.Hour))
 			return st.github.Mint(c)
 		}(), "unknown key id"},
 	}

@@ -43,6 +43,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/promutil"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // DefaultTimeout bounds one Check (Envoy's grpc_service timeout in
@@ -157,7 +158,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 		if g.down != nil && g.down() {
 			g.byOutcome[outcomeError].checks.Inc() // no Check made: no latency
 			g.log.Warn("ext_authz unreachable: answering 503 without a check",
-				"method", r.Method, "path", r.URL.Path)
+				"method", r.Method, "path", route.LogPath(r.URL.Path))
 			writeUnavailable(w, r)
 			return
 		}
@@ -181,7 +182,7 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 			g.observe(outcomeError, elapsed)
 			if r.Context().Err() == nil {
 				g.log.Warn("ext_authz check failed: answering 503",
-					"method", r.Method, "path", r.URL.Path, "error", err.Error())
+					"method", r.Method, "path", route.LogPath(r.URL.Path), "error", err.Error())
 			}
 			writeUnavailable(w, r)
 			return
@@ -195,10 +196,10 @@ func (g *Gate) Wrap(next http.Handler) http.Handler {
 				hw.apply() // the handler wrote nothing: headers go out after it returns
 			}
 		case outcomeDenied:
-			g.log.Debug("request denied by ext_authz", "method", r.Method, "path", r.URL.Path,
+			g.log.Debug("request denied by ext_authz", "method", r.Method, "path", route.LogPath(r.URL.Path),
 				"status", resp.GetDeniedResponse().GetStatus().GetCode())
 		default:
-			g.log.Warn("ext_authz answered with an error", "method", r.Method, "path", r.URL.Path,
+			g.log.Warn("ext_authz answered with an error", "method", r.Method, "path", route.LogPath(r.URL.Path),
 				"grpc_code", resp.GetStatus().GetCode(), "message", resp.GetStatus().GetMessage())
 		}
 	})

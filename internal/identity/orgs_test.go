@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/lestrrat-go/jwx/v2/jwk"
+
 	"github.com/flakegate/flakegate/internal/identity"
 	"github.com/flakegate/flakegate/internal/identity/identitytest"
 )
@@ -48,5 +50,55 @@ func TestIssuerOrgsBindNamespaces(t *testing.T) {
 		if !strings.Contains(err.Error(), "is not one of issuer") {
 			t.Errorf("%s: %v", name, err)
 		}
+	}
+}
+
+// A cache token (or a 90-day scoped token) follows the org binding of the
+// IdP its subject came from, as configured now: one minted for a gitlab.com
+// job of the squatted namespace "omnicorp" before the binding, or for an
+// issuer since removed, is refused (review of the fixes, 2026-12-05: the
+// org was checked against flakegate's own issuer, which lists none).
+func TestCacheTokenFollowsTheOrgBinding(t *testing.T) {
+	clock := newClock()
+	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	gl := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
+	set, err := jwk.Parse(fg.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	exchanged := func(s *identity.Subject) string {
+		claims := s.CacheClaims()
+		claims["sub"] = "exchanged"
+		return fg.Mint(claims)
+	}
+
+	// Before the upgrade: gitlab alone, no orgs (valid then).
+	before := newEnv(t, clock, identity.Options{}, gl.Config("gitlab", identity.ClaimsGitLabCI))
+	squat := exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("omnicorp/super-duper-secure", "main"))))
+	own := exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("gitlab-corp/app", "main"))))
+
+	// After: github speaks for omnicorp, gitlab for gitlab-corp.
+	after := newEnv(t, clock, identity.Options{},
+		identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"),
+		identitytest.WithOrgs(gl.Config("gitlab", identity.ClaimsGitLabCI), "gitlab-corp"))
+	if err := after.v.AddIssuer(fgCfg, set); err != nil {
+		t.Fatal(err)
+	}
+	if err := after.mustRefuse(squat, identity.ReasonClaims); !strings.Contains(err.Error(), "is not one of issuer gitlab's orgs") {
+		t.Errorf("cache token of the squatted namespace: %v", err)
+	}
+	if s := after.mustVerify(own); s.Org != "gitlab-corp" || s.Via != "exchange" {
+		t.Errorf("cache token of a bound org: %+v", s)
+	}
+
+	// An issuer removed from the file takes its subjects' cache tokens along.
+	gone := newEnv(t, clock, identity.Options{}, identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"))
+	if err := gone.v.AddIssuer(fgCfg, set); err != nil {
+		t.Fatal(err)
+	}
+	if err := gone.mustRefuse(own, identity.ReasonClaims); !strings.Contains(err.Error(), "not configured") {
+		t.Errorf("cache token of a removed issuer: %v", err)
 	}
 }

@@ -596,8 +596,21 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 	if err := is.mapper(t.claims, &is.cfg, s); err != nil {
 		return nil, is, nil, err
 	}
-	if !is.cfg.allowsOrg(s.Org) {
-		return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("org %s is not one of issuer %s's orgs", ClaimText(s.Org), is.cfg.Name))
+	// The org binding of the issuer that verified the subject: for a
+	// flakegate cache token (or scoped token), the IdP its subject came
+	// from, as configured now — a token exchanged before its org was
+	// bound, or before its issuer was removed, must not outlive that
+	// (TestCacheTokenFollowsTheOrgBinding).
+	bound := &is.cfg
+	if is.cfg.Claims == ClaimsFlakegate {
+		orig := issuers[s.Issuer]
+		if orig == nil || orig.cfg.Claims == ClaimsFlakegate {
+			return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("the token's subject comes from issuer %s, which is not configured", ClaimText(s.Issuer)))
+		}
+		bound = &orig.cfg
+	}
+	if !bound.allowsOrg(s.Org) {
+		return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("org %s is not one of issuer %s's orgs", ClaimText(s.Org), bound.Name))
 	}
 	return s, is, ks, nil
 }

@@ -157,8 +157,17 @@ func FileConflict(kind Kind) string {
 		return `DO NOTHING`
 	}
 	return `DO UPDATE SET needs = excluded.needs, encoding = excluded.encoding, data = excluded.data,
-		digest = excluded.digest, plain_size = excluded.plain_size, created_at = excluded.created_at`
+		digest = excluded.digest, plain_size = excluded.plain_size, digest_of = excluded.digest_of, created_at = excluded.created_at`
 }
+
+// FileDigestCols selects a file's digest and decoded size (f: the
+// flake_files row) as index.File has them: "" and -1 unless they describe
+// the upload in the row (digest_of = created_at). A replica of an older
+// version replacing a file keeps the replaced upload's digest and size,
+// and they must not be served for the new one (a stale size cut the
+// listing short).
+const FileDigestCols = `CASE WHEN f.digest_of = f.created_at THEN f.digest ELSE '' END,
+	CASE WHEN f.digest_of = f.created_at THEN f.plain_size ELSE -1 END`
 
 // CheckFile accepts the arguments of a PutFile call: a valid flake, a File
 // kind, a key and what the file needs.

@@ -234,6 +234,17 @@ func checkValue(k, v string) error {
 	return nil
 }
 
+// CheckUpload is what an uploaded narinfo must meet beyond parsing: rules
+// added after narinfos were stored, which a stored one need not meet to be
+// served and re-signed after a key rotation (ParseNarInfo stays as
+// lenient as it was for them). Today: System is a Nix system name.
+func (n *NarInfo) CheckUpload() error {
+	if !validSystem(n.System) {
+		return fmt.Errorf("System %q is not a Nix system name (up to %d letters, digits, '_', '.' or '-', as x86_64-linux)", cut(n.System, 80), maxSystemLen)
+	}
+	return nil
+}
+
 // maxSystemLen bounds a narinfo's System: Nix's system names are short
 // (x86_64-linux, aarch64-darwin, riscv64-none-elf); the field was taken as
 // any text up to the narinfo's 1 MiB, stored, signed, served and kept in the
@@ -323,9 +334,6 @@ func fromParsed(raw *narinfo.NarInfo) (*NarInfo, error) {
 	}
 	n.References = refs
 
-	if !validSystem(raw.System) {
-		return nil, fmt.Errorf("System %q is not a Nix system name (up to %d letters, digits, '_', '.' or '-', as x86_64-linux)", cut(raw.System, 80), maxSystemLen)
-	}
 	if raw.Deriver != "" {
 		if !ValidStorePathBase(raw.Deriver) || !strings.HasSuffix(raw.Deriver, ".drv") {
 			return nil, fmt.Errorf("Deriver %q is not a derivation base name", raw.Deriver)

@@ -229,6 +229,9 @@ func parseData(f sourceFile) (any, *Problem) {
 		if line, ok := secondDocument(raw); ok {
 			return nil, &Problem{File: f.Name, Line: line, Message: "more than one YAML document (--- or ... between them): one mapping per data file; merge them"}
 		}
+		if key, ok := keysEqualAsJSON(raw); ok {
+			return nil, &Problem{File: f.Name, Message: fmt.Sprintf("invalid YAML: keys that differ only in type (such as 2024 and \"2024\") are both the key %q: write it once", key)}
+		}
 		j, err := yaml.YAMLToJSONStrict(raw)
 		if err != nil {
 			p := &Problem{File: f.Name, Message: "invalid YAML: " + strings.TrimPrefix(err.Error(), "error converting YAML to JSON: ")}
@@ -508,4 +511,43 @@ func documentLine(raw []byte) int {
 		}
 	}
 	return 0
+}
+
+// keysEqualAsJSON reports a mapping of raw whose keys differ in YAML but
+// become one JSON key (2024 and "2024", true and "true"): the conversion
+// keeps one of them, chosen by Go's map order, so the value would change
+// from load to load (review of the fixes, 2026-12-05).
+func keysEqualAsJSON(raw []byte) (string, bool) {
+	var doc any
+	if err := yaml2.Unmarshal(raw, &doc); err != nil {
+		return "", false // the conversion reports it
+	}
+	var walk func(v any) (string, bool)
+	walk = func(v any) (string, bool) {
+		switch v := v.(type) {
+		case map[any]any:
+			seen := make(map[string]bool, len(v))
+			for k, val := range v {
+				ks := fmt.Sprint(k)
+				if k == nil {
+					ks = "null"
+				}
+				if seen[ks] {
+					return ks, true
+				}
+				seen[ks] = true
+				if key, ok := walk(val); ok {
+					return key, true
+				}
+			}
+		case []any:
+			for _, e := range v {
+				if key, ok := walk(e); ok {
+					return key, true
+				}
+			}
+		}
+		return "", false
+	}
+	return walk(doc)
 }

@@ -263,3 +263,41 @@ func TestIgnoredFileChurnDoesNotPostponeReloads(t *testing.T) {
 	}
 	waitRevision(t, e, rev1, "an atomic policy change while a swap file churns")
 }
+
+// A malformed push.refs glob in flakes.yaml refuses the set at load (the
+// shipped config_errors compiles every pattern), instead of loading and
+// making every unprotected-ref push of that flake a 503 under strict
+// builtin errors (review of the fixes, 2026-12-05). A valid glob loads.
+func TestMalformedPushRefGlobIsRefusedAtLoad(t *testing.T) {
+	for _, c := range []struct{ glob, want string }{
+		{"refs/heads/release-[0-9*", "glob.match"},
+		{"refs/heads/release-[0-9]*", ""},
+	} {
+		dir := copyPolicies(t, func(s string) string {
+			return s + "\nomnicorp/app:\n  push:\n    refs: [\"" + c.glob + "\"]\n"
+		})
+		_, err := policy.NewEngine(dir, failOpts)
+		switch {
+		case c.want == "" && err != nil:
+			t.Errorf("push.refs %q: %v", c.glob, err)
+		case c.want != "" && (err == nil || !strings.Contains(err.Error(), c.want)):
+			t.Errorf("push.refs %q: NewEngine = %v, want a refusal naming %s", c.glob, err, c.want)
+		}
+	}
+}
+
+// YAML keys that differ only in type become one JSON key; which value won
+// changed from load to load (review of the fixes, 2026-12-05).
+func TestYAMLKeysEqualAsJSONAreRefused(t *testing.T) {
+	dir := copyPolicies(t, func(s string) string { return s })
+	for _, c := range []string{
+		"release-managers: [alice]\n2024: [alice]\n\"2024\": [mallory]\n",
+		"true: [alice]\n\"true\": [mallory]\n",
+		"team:\n  nested:\n    1: [a]\n    \"1\": [b]\n",
+	} {
+		writeFile(t, dir, "groups.yaml", c)
+		if _, err := policy.NewEngine(dir, failOpts); err == nil || !strings.Contains(err.Error(), "differ only in type") {
+			t.Errorf("groups.yaml %q: NewEngine = %v, want refused", c, err)
+		}
+	}
+}

@@ -3,6 +3,7 @@ package revoke
 import (
 	"context"
 	"fmt"
+	"strings"
 	"log/slog"
 	"sync"
 	"sync/atomic"
@@ -65,13 +66,12 @@ func (c *Checker) current() *state {
 	// call sees a newer revision and parses again.
 	doc := c.src.Data()[DataKey]
 	list, err := Parse(doc)
-	if err == nil && !explicitEmpty(doc) && prev != nil && prev.list != nil && isEmpty(list) {
+	if err == nil && prev != nil && prev.list != nil {
 		// A deleted, blank or comment-only denylist.yaml (caught between a
-		// truncate and a write, say) must not lift every revocation: the
-		// running list stays. Clearing it takes an explicit empty list.
-		if ids, subjects := prev.list.Len(); ids+subjects > 0 {
-			err = fmt.Errorf("denylist.yaml is missing or empty: the %d token ids and %d subjects revoked so far stay revoked (write `token_ids: []` to clear them)", ids, subjects)
-		}
+		// truncate and a write, say), or a key gone null, must not lift
+		// revocations: the running list stays. Clearing takes an explicit
+		// empty list under that key.
+		err = lifts(prev.list, doc, list)
 	}
 	st := &state{revision: rev, list: list, err: err}
 	if err != nil {
@@ -89,43 +89,53 @@ func (c *Checker) current() *state {
 }
 
 // CheckData is the policy engine's Options.CheckData: a set whose denylist
-// does not parse is refused, and so is one whose denylist is missing, null,
-// `{}` or lists nothing without an explicit empty list (`token_ids: []`)
-// while the active set's revokes something. Judged at every activation, so a
-// list in force that no request happened to see is kept too.
+// does not parse is refused, and so is one that would lift revocations in
+// force without saying so (lifts). Judged at every activation, so a list in
+// force that no request happened to see is kept too.
 func CheckData(next, active map[string]any) error {
 	doc := next[DataKey]
 	l, err := Parse(doc)
-	if err != nil {
+	if err != nil || active == nil {
 		return err
-	}
-	if ids, subjects := l.Len(); ids+subjects > 0 || explicitEmpty(doc) || active == nil {
-		return nil
 	}
 	prev, err := Parse(active[DataKey])
 	if err != nil {
 		return nil // the active set's list was refused itself; nothing in force to keep
 	}
-	if ids, subjects := prev.Len(); ids+subjects > 0 {
-		return fmt.Errorf("denylist: missing or empty: the %d token ids and %d subjects revoked now would be lifted (write `token_ids: []` to clear them on purpose)", ids, subjects)
+	return lifts(prev, doc, l)
+}
+
+// lifts is an error when next (parsed from doc) would lift what prev
+// revokes in a shape a truncated write leaves rather than an admin's edit:
+// a denylist with no entries at all and no explicit empty list (a missing
+// file, null, `{}`), or a key that had entries now present with no value
+// (`token_ids:` gone null, even beside `subjects: []`). Clearing takes an
+// explicit empty list under that key; rewriting the file without the key
+// (revoking subjects instead of token ids) is an edit and is taken.
+func lifts(prev *List, doc any, next *List) error {
+	m, _ := doc.(map[string]any)
+	cleared := func(key string) bool {
+		l, ok := m[key].([]any)
+		return ok && len(l) == 0
+	}
+	nulled := func(key string) bool {
+		v, ok := m[key]
+		return ok && v == nil
+	}
+	pIDs, pSubjects := prev.Len()
+	nIDs, nSubjects := next.Len()
+	var kept []string
+	empty := nIDs+nSubjects == 0 && !cleared("token_ids") && !cleared("subjects")
+	if pIDs > 0 && nIDs == 0 && (empty || nulled("token_ids")) {
+		kept = append(kept, fmt.Sprintf("%d token ids (write `token_ids: []` to clear them)", pIDs))
+	}
+	if pSubjects > 0 && nSubjects == 0 && (empty || nulled("subjects")) {
+		kept = append(kept, fmt.Sprintf("%d subjects (write `subjects: []` to clear them)", pSubjects))
+	}
+	if len(kept) > 0 {
+		return fmt.Errorf("denylist: would lift what is revoked now without an explicit empty list: %s stay revoked", strings.Join(kept, " and "))
 	}
 	return nil
-}
-
-// explicitEmpty reports whether doc holds a key with an explicit empty list.
-func explicitEmpty(doc any) bool {
-	m, _ := doc.(map[string]any)
-	for _, v := range m {
-		if l, ok := v.([]any); ok && len(l) == 0 {
-			return true
-		}
-	}
-	return false
-}
-
-func isEmpty(l *List) bool {
-	ids, subjects := l.Len()
-	return ids+subjects == 0
 }
 
 // Err is the current denylist's parse error (nil when it is in force).

@@ -93,7 +93,7 @@ func TestListInForceIsNotLiftedUnseen(t *testing.T) {
 				}
 				rev := e.Revision()
 				err := setDenylist(t, e, dir, blank.content, blank.remove)
-				if err == nil || !strings.Contains(err.Error(), "would be lifted") {
+				if err == nil || !strings.Contains(err.Error(), "would lift what is revoked now") {
 					t.Errorf("reload with a %s denylist: %v, want it refused", blank.name, err)
 				}
 				if e.Revision() != rev {
@@ -150,5 +150,38 @@ func TestMalformedDenylistAtStartIsRefused(t *testing.T) {
 		Debounce: 10 * time.Millisecond, CheckData: CheckData})
 	if err == nil || !strings.Contains(err.Error(), `unknown key "subject"`) {
 		t.Errorf("NewEngine with a malformed denylist: %v", err)
+	}
+}
+
+// A key gone null is a truncated write, whatever the other key holds:
+// `subjects: []` beside a `token_ids:` gone null lifted every revoked token
+// id (review of the fixes, 2026-12-05).
+func TestEachKeyIsClearedOnlyExplicitly(t *testing.T) {
+	ctx := context.Background()
+	alice := &identity.Subject{Authenticated: true, Provider: "oidc", User: "alice", TokenID: "t1"}
+	for _, next := range []string{
+		"subjects: []\ntoken_ids:\n",
+		"subjects: [\"oidc:mallory\"]\ntoken_ids:\n",
+	} {
+		e, dir := liftEngine(t, map[string]string{"flakegate.rego": denyAllPolicy,
+			"denylist.yaml": "subjects: []\ntoken_ids:\n  - t1\n  - t2\n"})
+		c := NewChecker(e, slog.New(slog.DiscardHandler))
+		if err := c.Check(ctx, alice); !errors.Is(err, ErrRevoked) {
+			t.Fatalf("t1 not revoked: %v", err)
+		}
+		if err := setDenylist(t, e, dir, next, false); err == nil || !strings.Contains(err.Error(), "token_ids: []") {
+			t.Errorf("%q: reload = %v, want refused", next, err)
+		}
+		if err := c.Check(ctx, alice); !errors.Is(err, ErrRevoked) {
+			t.Errorf("%q: t1 is no longer revoked: %v", next, err)
+		}
+	}
+	// An edit that clears one key on purpose, or rewrites the file
+	// without it (revoking a subject instead of token ids), is taken.
+	for _, next := range []string{"token_ids: []\nsubjects: [\"oidc:mallory\"]\n", "subjects: [\"oidc:mallory\"]\n"} {
+		e, dir := liftEngine(t, map[string]string{"flakegate.rego": denyAllPolicy, "denylist.yaml": "token_ids: [t1]\n"})
+		if err := setDenylist(t, e, dir, next, false); err != nil {
+			t.Errorf("%q after token_ids: [t1]: %v", next, err)
+		}
 	}
 }

@@ -117,13 +117,27 @@ func (e *Error) Error() string { return e.Msg }
 // than maxQuoted is cut (with "…"): the message
 // goes back to the client and into the decision and access logs, and a
 // path may be as long as the server's header limit.
+//
+// Errors (nixname's, which quote the name they refuse) are cut the same way,
+// and so is the message as a whole.
 func errf(status int, format string, args ...any) error {
 	for i, a := range args {
-		if s, ok := a.(string); ok && len(s) > maxQuoted {
-			args[i] = strings.ToValidUTF8(s[:maxQuoted], "") + "…"
+		switch v := a.(type) {
+		case string:
+			args[i] = cutQuoted(v, maxQuoted)
+		case error:
+			args[i] = cutQuoted(v.Error(), 2*maxQuoted)
 		}
 	}
-	return &Error{Status: status, Msg: fmt.Sprintf(format, args...)}
+	return &Error{Status: status, Msg: cutQuoted(fmt.Sprintf(format, args...), 4*maxQuoted)}
+}
+
+// cutQuoted is s, cut to n bytes with "…" when longer.
+func cutQuoted(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // maxQuoted is the most bytes of a request's text an error message quotes.

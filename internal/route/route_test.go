@@ -270,6 +270,17 @@ func TestLongPathsAreQuotedShort(t *testing.T) {
 	if got := LogPath(long); len(got) > 1<<10+32 || !strings.HasSuffix(got, fmt.Sprintf("…(%d bytes)", len(long))) || !utf8.ValidString(got) {
 		t.Errorf("LogPath of a %d-byte path: %d bytes, %.80q…", len(long), len(got), got)
 	}
+	// Names refused by nixname (its error quotes them) are cut too.
+	bad := strings.Repeat("!", 50<<10)
+	for _, c := range []struct{ method, path string }{
+		{http.MethodGet, "/" + bad + "/app/nix-cache-info"},
+		{http.MethodGet, "/omnicorp/" + bad + "/nix-cache-info"},
+		{http.MethodPut, "/omnicorp/app/_pins/" + bad},
+	} {
+		if _, err := Parse(c.method, c.path); err == nil || len(err.Error()) > 4*maxQuoted+8 {
+			t.Errorf("%s %.40s… (%d bytes): error of %d bytes", c.method, c.path, len(c.path), len(err.Error()))
+		}
+	}
 	if p := "/omnicorp/app/nix-cache-info"; LogPath(p) != p {
 		t.Errorf("LogPath(%q) = %q", p, LogPath(p))
 	}

@@ -539,8 +539,8 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, created_at)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT (kind, key, flake) `+conflict,
+		_, err := tx.Exec(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, digest_of, created_at)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $9) ON CONFLICT (kind, key, flake) `+conflict,
 			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, f.Digest, f.Size, created)
 		return err
 	})
@@ -554,7 +554,7 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 	ctx, cancel := withTimeout(ctx)
 	defer cancel()
 	f := index.File{Flake: flake, Kind: kind, Key: key}
-	err := x.pool.QueryRow(ctx, `SELECT f.needs, f.encoding, f.data, f.digest, f.plain_size, f.created_at FROM flake_files f
+	err := x.pool.QueryRow(ctx, `SELECT f.needs, f.encoding, f.data, `+index.FileDigestCols+`, f.created_at FROM flake_files f
 		WHERE f.kind = $1 AND f.key = $2 AND f.flake = $3 AND `+index.FileServable, string(kind), key, flake.String()).
 		Scan(&f.Needs, &f.Encoding, &f.Data, &f.Digest, &f.Size, &f.CreatedAt)
 	if errors.Is(err, pgx.ErrNoRows) {
@@ -573,8 +573,8 @@ func (x *Index) UpdateFileDigest(ctx context.Context, flake nixname.Flake, kind 
 		return err
 	}
 	return x.write(ctx, "update digest of "+string(kind)+" "+key, func(ctx context.Context, tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `UPDATE flake_files SET digest = $1, plain_size = $2
-			WHERE kind = $3 AND key = $4 AND flake = $5 AND created_at = $6 AND plain_size < 0`,
+		_, err := tx.Exec(ctx, `UPDATE flake_files SET digest = $1, plain_size = $2, digest_of = created_at
+			WHERE kind = $3 AND key = $4 AND flake = $5 AND created_at = $6 AND (plain_size < 0 OR digest_of IS DISTINCT FROM created_at)`,
 			digest, size, string(kind), key, flake.String(), createdAt)
 		return err
 	})

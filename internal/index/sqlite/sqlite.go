@@ -313,10 +313,14 @@ var migrations = []migration{
 	// owner's listing to compare them, and a client not accepting the
 	// stored encoding got it decoded whole into memory). Rows recorded
 	// before have plain_size -1 and are completed on their first read
-	// (UpdateFileDigest). Adding columns with constant defaults rewrites
-	// no row.
+	// (UpdateFileDigest). digest_of is the created_at of the upload they
+	// describe: a replica of an older version replacing the file keeps
+	// them but not created_at, and the stale pair is then recomputed, not
+	// served (review of the fixes, 2026-12-05). Adding columns with
+	// constant defaults rewrites no row.
 	{sql: `ALTER TABLE flake_files ADD COLUMN digest TEXT NOT NULL DEFAULT '';
-	ALTER TABLE flake_files ADD COLUMN plain_size INTEGER NOT NULL DEFAULT -1;`},
+	ALTER TABLE flake_files ADD COLUMN plain_size INTEGER NOT NULL DEFAULT -1;
+	ALTER TABLE flake_files ADD COLUMN digest_of INTEGER NOT NULL DEFAULT 0;`},
 }
 
 // pruneForeign removes, after migration 2, the per-flake copies of a
@@ -806,9 +810,9 @@ func (x *Index) PutFile(ctx context.Context, flake nixname.Flake, f index.File) 
 	conflict := index.FileConflict(f.Kind)
 	created := index.CreatedAt(f.CreatedAt)
 	return x.write(ctx, "put "+string(f.Kind)+" "+f.Key, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, created_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, flake) `+conflict,
-			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, f.Digest, f.Size, created.UnixNano())
+		_, err := tx.ExecContext(ctx, `INSERT INTO flake_files (kind, key, flake, needs, encoding, data, digest, plain_size, digest_of, created_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (kind, key, flake) `+conflict,
+			string(f.Kind), f.Key, flake.String(), f.Needs, f.Encoding, f.Data, f.Digest, f.Size, created.UnixNano(), created.UnixNano())
 		return err
 	})
 }
@@ -820,7 +824,7 @@ func (x *Index) GetFile(ctx context.Context, flake nixname.Flake, kind index.Kin
 	}
 	f := index.File{Flake: flake, Kind: kind, Key: key}
 	var created int64
-	err := x.r.QueryRowContext(ctx, `SELECT f.needs, f.encoding, f.data, f.digest, f.plain_size, f.created_at FROM flake_files f
+	err := x.r.QueryRowContext(ctx, `SELECT f.needs, f.encoding, f.data, `+index.FileDigestCols+`, f.created_at FROM flake_files f
 		WHERE f.kind = ? AND f.key = ? AND f.flake = ? AND `+index.FileServable, string(kind), key, flake.String()).
 		Scan(&f.Needs, &f.Encoding, &f.Data, &f.Digest, &f.Size, &created)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -842,8 +846,8 @@ func (x *Index) UpdateFileDigest(ctx context.Context, flake nixname.Flake, kind 
 		return err
 	}
 	return x.write(ctx, "update digest of "+string(kind)+" "+key, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, `UPDATE flake_files SET digest = ?, plain_size = ?
-			WHERE kind = ? AND key = ? AND flake = ? AND created_at = ? AND plain_size < 0`,
+		_, err := tx.ExecContext(ctx, `UPDATE flake_files SET digest = ?, plain_size = ?, digest_of = created_at
+			WHERE kind = ? AND key = ? AND flake = ? AND created_at = ? AND (plain_size < 0 OR digest_of <> created_at)`,
 			digest, size, string(kind), key, flake.String(), createdAt.UnixNano())
 		return err
 	})
