@@ -3,8 +3,8 @@ package revoke
 import (
 	"context"
 	"fmt"
-	"strings"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 
