@@ -189,6 +189,12 @@ func (c *Config) Warnings() []string {
 				where(i), iss, strings.TrimSuffix(iss, "/"), strings.TrimSuffix(iss, "/")))
 		}
 		for j := i + 1; j < len(c.Issuers); j++ {
+			for _, o := range ic.Orgs {
+				if c.Issuers[j].allowsOrg(o) && len(c.Issuers[j].Orgs) > 0 {
+					ws = append(ws, fmt.Sprintf("%s and %s: both list org %q: tokens of either act for its flakes; make sure you hold that name on both providers",
+						where(i), where(j), o))
+				}
+			}
 			other := c.Issuers[j].Issuer
 			if iss != other && strings.TrimSuffix(iss, "/") == strings.TrimSuffix(other, "/") {
 				ws = append(ws, fmt.Sprintf("%s and %s: issuers %q and %q differ only by a trailing slash: probably one IdP configured twice; keep the spelling its tokens use",

@@ -102,3 +102,19 @@ func TestCacheTokenFollowsTheOrgBinding(t *testing.T) {
 		t.Errorf("cache token of a removed issuer: %v", err)
 	}
 }
+
+// Two issuers listing one org is allowed (a company on GitHub and GitLab
+// alike) but said: tokens of either act for that org's flakes.
+func TestSharedOrgIsWarned(t *testing.T) {
+	cfg, err := identity.ParseIssuers([]byte(`issuers:
+  - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp, acme]}
+  - {name: gitlab, issuer: "https://gitlab.com", jwks_url: "https://b.example/jwks", audience: [x], claims: gitlab-ci, orgs: [OmniCorp]}
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := cfg.Warnings()
+	if len(ws) != 1 || !strings.Contains(ws[0], `both list org "omnicorp"`) {
+		t.Errorf("warnings %q, want one about omnicorp", ws)
+	}
+}
