@@ -429,7 +429,11 @@ func TestGoneLogIsAbsent(t *testing.T) {
 		}
 		// The collection's deletion, after the index lookup would have
 		// found the log.
-		if err := os.Remove(filepath.Join(ts.Dir, "blobs", "log", "omnicorp", "a", drv)); err != nil {
+		l, err := ts.idx.GetLog(context.Background(), nixname.Flake{Org: "omnicorp", Name: "a"}, drv)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Remove(filepath.Join(ts.Dir, "blobs", filepath.FromSlash(l.BlobKey))); err != nil {
 			t.Fatal(err)
 		}
 		for _, method := range []string{"GET", "HEAD"} {

@@ -459,7 +459,16 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	if r.ContentLength > s.maxLog {
 		return tooLarge(s.maxLog, "build log")
 	}
+	// The key names the encoding: two uploads of one derivation's log in
+	// different encodings (or one whose record then fails) must not
+	// overwrite the blob another record describes, or that record would
+	// serve bytes of another encoding (TestFailedLogRecordLeavesTheOldLog).
+	// Uploads in one encoding share the key: whichever commits last, its
+	// record names the right encoding.
 	key := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + req.Hash
+	if enc != "" {
+		key += "." + enc
+	}
 	bw, err := s.blob.Create(ctx)
 	if err != nil {
 		return fmt.Errorf("create blob: %w", err)
@@ -519,5 +528,10 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 		}
 		return fmt.Errorf("record log %s: %w", req.Hash, err)
 	}
+	// A log replaced by one in another encoding leaves its blob behind,
+	// named by no record. Deleting it here could delete what a concurrent
+	// upload in that encoding has just committed and recorded (an
+	// acknowledged log lost); a blob left behind only costs space, once
+	// per derivation and encoding.
 	return nil
 }
