@@ -63,3 +63,25 @@ func TestFailedLogRecordLeavesTheOldLog(t *testing.T) {
 		t.Errorf("after the third upload: %d %q", a.Status, a.Body)
 	}
 }
+
+// The encoding is a directory of the key, which no log name can be: as a
+// suffix, the zstd log of H-x.drv and a plain log named H-x.drv.zstd shared
+// a blob, so the second upload overwrote the first's bytes (review of the
+// fixes, 2026-12-05).
+func TestLogKeysOfEncodingsNeverCollide(t *testing.T) {
+	ts := newTestServer(t, "", nil, nil)
+	drv := storeHash("collide") + "-x.drv"
+	base := ts.URL + "/omnicorp/a/log/"
+	if a := fileExchange(t, "PUT", base+drv, encode(t, "zstd", []byte("the zstd log\n")), hdr("Content-Encoding", "zstd")); a.Status/100 != 2 {
+		t.Fatalf("zstd log: %d %s", a.Status, a.Body)
+	}
+	if a := fileExchange(t, "PUT", base+drv+".zstd", []byte("a plain log named like the other's key\n"), nil); a.Status/100 != 2 {
+		t.Fatalf("plain log: %d %s", a.Status, a.Body)
+	}
+	if a := fileExchange(t, "GET", base+drv, nil, hdr("Accept-Encoding", "identity")); a.Status != 200 || a.Body != "the zstd log\n" {
+		t.Errorf("the zstd log after a plain log named %s.zstd: %d %q", drv, a.Status, a.Body)
+	}
+	if a := fileExchange(t, "GET", base+drv+".zstd", nil, hdr("Accept-Encoding", "identity")); a.Status != 200 || a.Body != "a plain log named like the other's key\n" {
+		t.Errorf("the plain log: %d %q", a.Status, a.Body)
+	}
+}

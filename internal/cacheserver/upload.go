@@ -465,9 +465,12 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	// serve bytes of another encoding (TestFailedLogRecordLeavesTheOldLog).
 	// Uploads in one encoding share the key: whichever commits last, its
 	// record names the right encoding.
+	// The encoding is a directory segment, which no log name can be (a log
+	// name starts with a store hash): as a suffix, the zstd log of H-x.drv
+	// and a plain log named H-x.drv.zstd shared a key.
 	key := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + req.Hash
 	if enc != "" {
-		key += "." + enc
+		key = "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + enc + "/" + req.Hash
 	}
 	bw, err := s.blob.Create(ctx)
 	if err != nil {

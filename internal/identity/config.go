@@ -83,6 +83,21 @@ func (ic *IssuerConfig) allowsOrg(org string) bool {
 	return false
 }
 
+// admitsMappedOrg reports whether org is one this issuer's mapper can give
+// a subject as configured now: its fixed org when it has one, none for an
+// oidc issuer without org or org_claim. A cache token carries the org its
+// subject was given when exchanged; an issuer's org changed since must
+// not be outlived by its tokens (review of the fixes, 2026-12-05).
+func (ic *IssuerConfig) admitsMappedOrg(org string) bool {
+	switch {
+	case ic.Org != "":
+		return strings.EqualFold(org, ic.Org)
+	case ic.Claims == ClaimsOIDC && ic.OrgClaim == "":
+		return org == ""
+	}
+	return true
+}
+
 // Config is the issuers file.
 type Config struct {
 	Issuers []IssuerConfig `json:"issuers"`

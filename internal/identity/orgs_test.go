@@ -118,3 +118,47 @@ func TestSharedOrgIsWarned(t *testing.T) {
 		t.Errorf("warnings %q, want one about omnicorp", ws)
 	}
 }
+
+// A cache token carries the org its subject was given when exchanged; an
+// IdP with a fixed org (or none) changed since must not be outlived by its
+// tokens: a partner IdP wrongly set to org: omnicorp, then corrected
+// (review of the fixes, 2026-12-05).
+func TestCacheTokenFollowsTheFixedOrg(t *testing.T) {
+	clock := newClock()
+	partner := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
+	set, err := jwk.Parse(fg.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	wrong := partner.Config("partner", identity.ClaimsOIDC)
+	wrong.Org = "omnicorp"
+	before := newEnv(t, clock, identity.Options{}, wrong)
+	claims := before.mustVerify(partner.Mint(identitytest.OIDCUserClaims("alice"))).CacheClaims()
+	claims["sub"] = "exchanged"
+	tok := fg.Mint(claims)
+
+	for name, fix := range map[string]func(*identity.IssuerConfig){
+		"org: partner": func(c *identity.IssuerConfig) { c.Org = "partner" },
+		"no org":       func(c *identity.IssuerConfig) { c.Org = "" },
+	} {
+		cfg := partner.Config("partner", identity.ClaimsOIDC)
+		fix(&cfg)
+		after := newEnv(t, clock, identity.Options{}, cfg)
+		if err := after.v.AddIssuer(fgCfg, set); err != nil {
+			t.Fatal(err)
+		}
+		if err := after.mustRefuse(tok, identity.ReasonClaims); !strings.Contains(err.Error(), "is not one of issuer partner's orgs") {
+			t.Errorf("%s: cache token of org omnicorp: %v", name, err)
+		}
+	}
+	// Unchanged, it still verifies.
+	same := newEnv(t, clock, identity.Options{}, wrong)
+	if err := same.v.AddIssuer(fgCfg, set); err != nil {
+		t.Fatal(err)
+	}
+	if s := same.mustVerify(tok); s.Org != "omnicorp" {
+		t.Errorf("unchanged issuer: org %q", s.Org)
+	}
+}

@@ -609,7 +609,7 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 		}
 		bound = &orig.cfg
 	}
-	if !bound.allowsOrg(s.Org) {
+	if !bound.allowsOrg(s.Org) || !bound.admitsMappedOrg(s.Org) {
 		return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("org %s is not one of issuer %s's orgs", ClaimText(s.Org), bound.Name))
 	}
 	return s, is, ks, nil

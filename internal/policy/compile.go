@@ -229,8 +229,8 @@ func parseData(f sourceFile) (any, *Problem) {
 		if line, ok := secondDocument(raw); ok {
 			return nil, &Problem{File: f.Name, Line: line, Message: "more than one YAML document (--- or ... between them): one mapping per data file; merge them"}
 		}
-		if key, ok := keysEqualAsJSON(raw); ok {
-			return nil, &Problem{File: f.Name, Message: fmt.Sprintf("invalid YAML: keys that differ only in type (such as 2024 and \"2024\") are both the key %q: write it once", key)}
+		if msg, ok := keysEqualAsJSON(raw); ok {
+			return nil, &Problem{File: f.Name, Message: "invalid YAML: " + msg}
 		}
 		j, err := yaml.YAMLToJSONStrict(raw)
 		if err != nil {
@@ -513,7 +513,7 @@ func documentLine(raw []byte) int {
 	return 0
 }
 
-// keysEqualAsJSON reports a mapping of raw whose keys differ in YAML but
+// keysEqualAsJSON describes a mapping of raw whose keys differ in YAML but
 // become one JSON key (2024 and "2024", true and "true"): the conversion
 // keeps one of them, chosen by Go's map order, so the value would change
 // from load to load (review of the fixes, 2026-12-05).
@@ -529,11 +529,17 @@ func keysEqualAsJSON(raw []byte) (string, bool) {
 			seen := make(map[string]bool, len(v))
 			for k, val := range v {
 				ks := fmt.Sprint(k)
-				if k == nil {
+				switch k.(type) {
+				case nil:
 					ks = "null"
+				case float64:
+					// Converted to JSON at 32-bit precision: 0.1 and
+					// 0.1000000001 would be one key. No data file needs a
+					// number with a fraction as a key.
+					return fmt.Sprintf("the key %s is a number with a fraction: quote it", ks), true
 				}
 				if seen[ks] {
-					return ks, true
+					return fmt.Sprintf("keys that differ only in type (such as 2024 and \"2024\") are both the key %q: write it once", ks), true
 				}
 				seen[ks] = true
 				if key, ok := walk(val); ok {

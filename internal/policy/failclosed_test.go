@@ -300,4 +300,10 @@ func TestYAMLKeysEqualAsJSONAreRefused(t *testing.T) {
 			t.Errorf("groups.yaml %q: NewEngine = %v, want refused", c, err)
 		}
 	}
+	// Float keys become JSON keys at 32-bit precision (0.1 and
+	// 0.1000000001 would be one): refused.
+	writeFile(t, dir, "groups.yaml", "0.1: [alice]\n0.1000000001: [mallory]\n")
+	if _, err := policy.NewEngine(dir, failOpts); err == nil || !strings.Contains(err.Error(), "a number with a fraction") {
+		t.Errorf("groups.yaml with float keys: NewEngine = %v, want refused", err)
+	}
 }
