@@ -116,20 +116,22 @@ func specOf(kind index.Kind) (route.Kind, fileSpec) {
 
 func sha256Digest(h hash.Hash) string { return "sha256:" + hex.EncodeToString(h.Sum(nil)) }
 
-// decodedReader reads a file's decoded bytes for a check, counting them,
-// and keeps the first read error (the decoder's: too large, does not
-// decode), so that it is answered as such whatever the check made of it.
-type decodedReader struct {
+// countingReader counts the bytes read through it and keeps the first read
+// error: checkFile reads a file's decoded bytes through it, so that the
+// decoder's error (too large, does not decode) is answered as such
+// whatever the check made of it; decodeChecker counts the encoded bytes
+// its decoder has read.
+type countingReader struct {
 	r   io.Reader
 	n   int64
 	err error
 }
 
-func (d *decodedReader) Read(p []byte) (int, error) {
-	n, err := d.r.Read(p)
-	d.n += int64(n)
-	if err != nil && err != io.EOF && d.err == nil {
-		d.err = err
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
 	}
 	return n, err
 }
@@ -145,7 +147,7 @@ func checkFile(data []byte, enc string, spec fileSpec, req route.Request) (check
 		return checkedFile{}, 0, badRequest("invalid %s: Content-Encoding %s: %v", what, enc, err)
 	}
 	defer dec.Close()
-	plain := &decodedReader{r: dec}
+	plain := &countingReader{r: dec}
 	c, err := spec.check(plain, req)
 	if err == nil {
 		// The checks refuse data after the JSON value, so this reads
@@ -473,8 +475,7 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 			// anything is sent; later failures cut the response (logged
 			// below).
 			if err := dc.start(); err != nil {
-				h.Del("Vary")
-				s.internalError(w, r, "decoding a stored "+f.Encoding+" file", err)
+				s.internalError(w, r, "decoding a stored "+f.Encoding+" file", err) // plainHeader drops Vary
 				return
 			}
 			content = dc
@@ -632,7 +633,7 @@ func newDecodeChecker(enc string, max, ratio int64, what string) *decodeChecker 
 
 // run decodes pr, checking the limits after every read of the decoder.
 func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64) error {
-	in := &byteCounter{r: pr}
+	in := &countingReader{r: pr}
 	dec, err := nixcache.NewDecoder(enc, in)
 	if err != nil {
 		return err
@@ -693,16 +694,4 @@ func decodeError(err error, what string) error {
 		return ue
 	}
 	return badRequest("invalid %s: %v", what, err)
-}
-
-// byteCounter counts the bytes read through it.
-type byteCounter struct {
-	r io.Reader
-	n int64
-}
-
-func (b *byteCounter) Read(p []byte) (int, error) {
-	n, err := b.r.Read(p)
-	b.n += int64(n)
-	return n, err
 }

@@ -464,14 +464,15 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	// overwrite the blob another record describes, or that record would
 	// serve bytes of another encoding (TestFailedLogRecordLeavesTheOldLog).
 	// Uploads in one encoding share the key: whichever commits last, its
-	// record names the right encoding.
-	// The encoding is a directory segment, which no log name can be (a log
-	// name starts with a store hash): as a suffix, the zstd log of H-x.drv
-	// and a plain log named H-x.drv.zstd shared a key.
-	key := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + req.Hash
+	// record names the right encoding. The encoding is a directory, which
+	// no log name can be (a log name starts with a store hash): as a
+	// suffix, the zstd log of H-x.drv and a plain log named H-x.drv.zstd
+	// shared a key (TestLogKeysOfEncodingsNeverCollide).
+	dir := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/"
 	if enc != "" {
-		key = "log/" + req.Flake.Org + "/" + req.Flake.Name + "/" + enc + "/" + req.Hash
+		dir += enc + "/"
 	}
+	key := dir + req.Hash
 	bw, err := s.blob.Create(ctx)
 	if err != nil {
 		return fmt.Errorf("create blob: %w", err)

@@ -51,8 +51,8 @@ import (
 const DefaultTimeout = 2 * time.Second
 
 // MaxHeaderBytes is the most request header bytes (the request target,
-// header names and values) the gate checks: Envoy's default max_request_headers_kb (60 KiB), which it
-// answers with 431 too. Every header travels in the CheckRequest, and gRPC
+// header names and values) the gate checks: Envoy's default
+// max_request_headers_kb (60 KiB), which it answers with 431 too. Every header travels in the CheckRequest, and gRPC
 // caps a message at 1 MiB: without this bound a request with more headers
 // could not be checked over gRPC but could in-process.
 const MaxHeaderBytes = 60 << 10

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"sigs.k8s.io/yaml"
@@ -205,7 +206,7 @@ func (c *Config) Warnings() []string {
 		}
 		for j := i + 1; j < len(c.Issuers); j++ {
 			for _, o := range ic.Orgs {
-				if c.Issuers[j].allowsOrg(o) && len(c.Issuers[j].Orgs) > 0 {
+				if slices.ContainsFunc(c.Issuers[j].Orgs, func(p string) bool { return strings.EqualFold(p, o) }) {
 					ws = append(ws, fmt.Sprintf("%s and %s: both list org %q: tokens of either act for its flakes; make sure you hold that name on both providers",
 						where(i), where(j), o))
 				}

@@ -226,11 +226,8 @@ func parseData(f sourceFile) (any, *Problem) {
 	raw := f.Content
 	isJSON := strings.HasSuffix(f.Name, ".json")
 	if !isJSON {
-		if line, ok := secondDocument(raw); ok {
-			return nil, &Problem{File: f.Name, Line: line, Message: "more than one YAML document (--- or ... between them): one mapping per data file; merge them"}
-		}
-		if msg, ok := keysEqualAsJSON(raw); ok {
-			return nil, &Problem{File: f.Name, Message: "invalid YAML: " + msg}
+		if p := yamlShape(f.Name, raw); p != nil {
+			return nil, p
 		}
 		j, err := yaml.YAMLToJSONStrict(raw)
 		if err != nil {
@@ -471,27 +468,31 @@ func configErrors(ctx context.Context, c *ast.Compiler, store storage.Store) []P
 	return out
 }
 
-// secondDocument reports whether raw holds a second YAML document that is
-// not empty, and the line where it starts (0 when unknown).
-func secondDocument(raw []byte) (int, bool) {
+// yamlShape finds what the YAML-to-JSON conversion would silently get
+// wrong in a data file, in one decoding of it: a second document that is
+// not empty (the conversion keeps only the first), and keys that become
+// one JSON key (keysEqualAsJSON). nil when there is none, or when raw does
+// not parse (the conversion reports that).
+func yamlShape(name string, raw []byte) *Problem {
 	dec := yaml2.NewDecoder(bytes.NewReader(raw))
 	var first any
 	if err := dec.Decode(&first); err != nil {
-		return 0, false // empty, or invalid: the conversion reports it
+		return nil // empty, or invalid: the conversion reports it
 	}
 	for {
 		var next any
 		err := dec.Decode(&next)
 		if err == io.EOF {
-			return 0, false
+			break
 		}
-		if err != nil {
-			return documentLine(raw), true // a second document that does not even parse
-		}
-		if next != nil {
-			return documentLine(raw), true
+		if err != nil || next != nil { // a second document, parsing or not
+			return &Problem{File: name, Line: documentLine(raw), Message: "more than one YAML document (--- or ... between them): one mapping per data file; merge them"}
 		}
 	}
+	if msg, ok := keysEqualAsJSON(first); ok {
+		return &Problem{File: name, Message: "invalid YAML: " + msg}
+	}
+	return nil
 }
 
 // documentLine is the 1-based line of the first document separator
@@ -513,15 +514,12 @@ func documentLine(raw []byte) int {
 	return 0
 }
 
-// keysEqualAsJSON describes a mapping of raw whose keys differ in YAML but
-// become one JSON key (2024 and "2024", true and "true"): the conversion
-// keeps one of them, chosen by Go's map order, so the value would change
-// from load to load (review of the fixes, 2026-12-05).
-func keysEqualAsJSON(raw []byte) (string, bool) {
-	var doc any
-	if err := yaml2.Unmarshal(raw, &doc); err != nil {
-		return "", false // the conversion reports it
-	}
+// keysEqualAsJSON describes a mapping of doc (a decoded YAML document)
+// whose keys differ in YAML but become one JSON key (2024 and "2024", true
+// and "true"): the conversion keeps one of them, chosen by Go's map order,
+// so the value would change from load to load (review of the fixes,
+// 2026-12-05).
+func keysEqualAsJSON(doc any) (string, bool) {
 	var walk func(v any) (string, bool)
 	walk = func(v any) (string, bool) {
 		switch v := v.(type) {
@@ -542,14 +540,14 @@ func keysEqualAsJSON(raw []byte) (string, bool) {
 					return fmt.Sprintf("keys that differ only in type (such as 2024 and \"2024\") are both the key %q: write it once", ks), true
 				}
 				seen[ks] = true
-				if key, ok := walk(val); ok {
-					return key, true
+				if msg, ok := walk(val); ok {
+					return msg, true
 				}
 			}
 		case []any:
 			for _, e := range v {
-				if key, ok := walk(e); ok {
-					return key, true
+				if msg, ok := walk(e); ok {
+					return msg, true
 				}
 			}
 		}

@@ -113,13 +113,11 @@ type Error struct {
 
 func (e *Error) Error() string { return e.Msg }
 
-// errf is an *Error with a formatted message. A string argument longer
-// than maxQuoted is cut (with "…"): the message
-// goes back to the client and into the decision and access logs, and a
-// path may be as long as the server's header limit.
-//
-// Errors (nixname's, which quote the name they refuse) are cut the same way,
-// and so is the message as a whole.
+// errf is an *Error with a formatted message. The message goes back to
+// the client and into the decision and access logs, and a path may be as
+// long as the server's header limit: a string argument longer than
+// maxQuoted is cut (with "…"), an error argument (nixname's quote the name
+// they refuse) at twice that, and the message as a whole at four times.
 func errf(status int, format string, args ...any) error {
 	for i, a := range args {
 		switch v := a.(type) {
