@@ -122,6 +122,16 @@ func makePath(t testing.TB, name string, c nixname.Compression, refs ...testPath
 	return p
 }
 
+// compressedAs is p with the same NAR stored as another file: compressed
+// with c (a twin pushed by another flake, a re-push in another encoding).
+func (p testPath) compressedAs(t testing.TB, c nixname.Compression) testPath {
+	t.Helper()
+	p.Compression = c
+	p.File = compress(t, c, p.NAR)
+	p.FileName = fileNameOf(p.File, c)
+	return p
+}
+
 // testServer is a Server on a fresh data dir with its public and internal
 // handlers on httptest servers.
 type testServer struct {

@@ -156,10 +156,7 @@ func TestUnionViewRule(t *testing.T) {
 	bogus := makePath(t, "bogus-app", nixname.CompressionXZ)
 	bogus.Hash, bogus.Base = genuine.Hash, genuine.Base
 	ts.push(t, "omnicorp/evil", bogus)
-	zstdTwin := genuine
-	zstdTwin.Compression = nixname.CompressionZstd
-	zstdTwin.File = compress(t, nixname.CompressionZstd, genuine.NAR)
-	zstdTwin.FileName = fileNameOf(zstdTwin.File, nixname.CompressionZstd)
+	zstdTwin := genuine.compressedAs(t, nixname.CompressionZstd)
 	ts.push(t, "omnicorp/mirror", zstdTwin)
 	// The same hash and NAR under another store path name, in a flake whose
 	// name sorts first: agreeing on the NAR is not agreeing on the path.

@@ -25,10 +25,7 @@ func TestUnionServesTheEarliestRecord(t *testing.T) {
 	genuine := makePath(t, "shared-dep", nixname.CompressionZstd)
 	ts.push(t, target, genuine)
 	// The attacker's copy: the same NAR, another file and another deriver.
-	twin := genuine
-	twin.Compression = nixname.CompressionXZ
-	twin.File = compress(t, nixname.CompressionXZ, genuine.NAR)
-	twin.FileName = fileNameOf(twin.File, nixname.CompressionXZ)
+	twin := genuine.compressedAs(t, nixname.CompressionXZ)
 	evilDrv := storeHash("evil-drv") + "-shared-dep.drv"
 	putNar(t, ts, attacker, twin)
 	info := strings.Replace(twin.NarInfo(), "Deriver: "+genuine.Hash+"-x.drv", "Deriver: "+evilDrv, 1)
@@ -66,10 +63,7 @@ func TestUnionServesTheEarliestRecord(t *testing.T) {
 	// names (here the attacker was first).
 	early := makePath(t, "attacker-first", nixname.CompressionXZ)
 	ts.push(t, attacker, early)
-	late := early
-	late.Compression = nixname.CompressionZstd
-	late.File = compress(t, nixname.CompressionZstd, early.NAR)
-	late.FileName = fileNameOf(late.File, nixname.CompressionZstd)
+	late := early.compressedAs(t, nixname.CompressionZstd)
 	ts.push(t, target, late)
 	b := exchange(t, "GET", ts.URL+"/"+early.Hash+".narinfo", nil, both)
 	if b.Status != 200 || !strings.Contains(b.Body, "URL: nar/"+early.FileName) || !strings.Contains(b.Body, "Deriver: "+early.Hash+"-x.drv") {

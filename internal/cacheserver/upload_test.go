@@ -249,10 +249,7 @@ func putNar(t *testing.T, ts *testServer, flake string, p testPath) {
 func TestSamePathOtherCompression(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
 	xzP := makePath(t, "shared", nixname.CompressionXZ)
-	zstdP := xzP
-	zstdP.Compression = nixname.CompressionZstd
-	zstdP.File = compress(t, nixname.CompressionZstd, xzP.NAR)
-	zstdP.FileName = fileNameOf(zstdP.File, nixname.CompressionZstd)
+	zstdP := xzP.compressedAs(t, nixname.CompressionZstd)
 
 	ts.push(t, "omnicorp/a", xzP)
 	ts.push(t, "omnicorp/b", zstdP)
