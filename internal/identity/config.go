@@ -46,6 +46,11 @@ type IssuerConfig struct {
 	// of this issuer: a single-company IdP whose tokens carry no org claim.
 	// Without an org a user reads nothing under the default policy.
 	Org string `json:"org,omitempty"`
+	// UserClaim (oidc only, optional) names the claim that gives the user's
+	// name. Without it: preferred_username, else email when email_verified
+	// is true, else sub. Set it to an immutable claim (sub, oid) when the
+	// IdP lets users choose their preferred_username.
+	UserClaim string `json:"user_claim,omitempty"`
 	// Orgs (github-actions, gitlab-ci, oidc with org_claim) lists the orgs
 	// this issuer is authoritative for: a token naming another org (for
 	// GitLab, another top-level group) is refused. Required when the file
@@ -283,6 +288,9 @@ func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 	}
 	if ic.OrgClaim != "" && ic.Claims != ClaimsOIDC {
 		add("org_claim", "only valid with claims: oidc")
+	}
+	if ic.UserClaim != "" && ic.Claims != ClaimsOIDC {
+		add("user_claim", "only valid with claims: oidc (CI tokens name their actor themselves)")
 	}
 	switch {
 	case ic.Org == "":

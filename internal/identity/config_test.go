@@ -96,6 +96,8 @@ func TestParseIssuersValidation(t *testing.T) {
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github}`, []string{`claims: unknown mapper "github"`}},
 		{"org_claim outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: gitlab-ci, org_claim: org}`, []string{"org_claim: only valid with claims: oidc"}},
+		{"user_claim outside oidc", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, user_claim: sub}`, []string{"user_claim: only valid with claims: oidc"}},
 		{"org outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, org: omnicorp}`, []string{"org: only valid with claims: oidc"}},
 		{"org and org_claim", `issuers:

@@ -96,9 +96,10 @@ func mapGitLabCI(c map[string]any, _ *IssuerConfig, s *Subject) error {
 	return err
 }
 
-// mapOIDC: user=preferred_username, else email, else sub; org from the
-// configured org_claim (a string claim; absent means no org), or the
-// issuer's fixed org (whatever the token claims). Groups and everything
+// mapOIDC: the user is the configured user_claim (required when set), else
+// preferred_username, else email when email_verified is true, else sub; org
+// from the configured org_claim (a string claim; absent means no org), or
+// the issuer's fixed org (whatever the token claims). Groups and everything
 // else stay in Claims.
 func mapOIDC(c map[string]any, ic *IssuerConfig, s *Subject) error {
 	sub, err := requiredString(c, "sub")
@@ -106,18 +107,8 @@ func mapOIDC(c map[string]any, ic *IssuerConfig, s *Subject) error {
 		return err
 	}
 	s.Provider, s.Kind = "oidc", "user"
-	for _, name := range []string{"preferred_username", "email"} {
-		v, err := optionalString(c, name)
-		if err != nil {
-			return err
-		}
-		if v != "" {
-			s.User = v
-			break
-		}
-	}
-	if s.User == "" {
-		s.User = sub
+	if s.User, err = oidcUser(c, ic, sub); err != nil {
+		return err
 	}
 	if ic != nil && ic.OrgClaim != "" {
 		org, err := optionalString(c, ic.OrgClaim)
@@ -130,6 +121,35 @@ func mapOIDC(c map[string]any, ic *IssuerConfig, s *Subject) error {
 		s.Org = strings.ToLower(ic.Org)
 	}
 	return nil
+}
+
+// oidcUser names the user of an oidc token. An email counts only when the
+// IdP says it verified it: an address a user typed in at sign-up, or one an
+// IdP without email_verified lets any account set, would let its holder pass
+// as whoever the policy names by that address. Such a token falls back to
+// sub, which names nobody in a policy: it reads what its org may, no more.
+func oidcUser(c map[string]any, ic *IssuerConfig, sub string) (string, error) {
+	if ic != nil && ic.UserClaim != "" {
+		return requiredString(c, ic.UserClaim)
+	}
+	name, err := optionalString(c, "preferred_username")
+	if err != nil || name != "" {
+		return name, err
+	}
+	email, err := optionalString(c, "email")
+	if err != nil {
+		return "", err
+	}
+	if email != "" {
+		verified, err := boolClaim(c, "email_verified")
+		if err != nil {
+			return "", err
+		}
+		if verified {
+			return email, nil
+		}
+	}
+	return sub, nil
 }
 
 // mapFlakegate rebuilds the Subject an exchanged cache token was issued for.

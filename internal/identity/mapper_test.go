@@ -303,3 +303,50 @@ func TestOIDCFixedOrg(t *testing.T) {
 		})
 	}
 }
+
+// TestOIDCUserName: the name a policy knows a user by comes from a claim
+// the IdP vouches for. An email counts only when email_verified says so: an
+// address anyone may type in at sign-up must not pass as the person a
+// policy names by it.
+func TestOIDCUserName(t *testing.T) {
+	base := identitytest.OIDCUserClaims("alice", "nix-admins")
+	noName := edit(base, map[string]any{"preferred_username": nil})
+	cases := []struct {
+		name      string
+		userClaim string
+		claims    map[string]any
+		want      string
+		// wantReason: the refusal; "" when the token maps.
+		wantReason identity.Reason
+	}{
+		{"preferred_username first", "", base, "alice", ""},
+		{"verified email", "", noName, "alice@example.com", ""},
+		{"verified email as a string", "", edit(noName, map[string]any{"email_verified": "true"}), "alice@example.com", ""},
+		{"unverified email is not a name", "", edit(noName, map[string]any{"email_verified": false}), "user-alice", ""},
+		{"email without email_verified is not a name", "", edit(noName, map[string]any{"email_verified": nil}), "user-alice", ""},
+		{"email_verified garbage is refused", "", edit(noName, map[string]any{"email_verified": "yes"}), "", identity.ReasonClaims},
+		{"email_verified is not read beside preferred_username", "", edit(base, map[string]any{"email_verified": "yes"}), "alice", ""},
+		{"user_claim wins over preferred_username", "oid", edit(base, map[string]any{"oid": "0c4f-77"}), "0c4f-77", ""},
+		{"user_claim sub", "sub", base, "user-alice", ""},
+		{"user_claim missing is refused, not replaced", "oid", base, "", identity.ReasonClaims},
+		{"user_claim empty is refused", "oid", edit(base, map[string]any{"oid": ""}), "", identity.ReasonClaims},
+		{"user_claim not a string is refused", "oid", edit(base, map[string]any{"oid": []string{"x"}}), "", identity.ReasonClaims},
+	}
+	clock := newClock()
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			iss := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithClock(clock.Now))
+			cfg := iss.Config("idp", identity.ClaimsOIDC)
+			cfg.UserClaim = tc.userClaim
+			e := newEnv(t, clock, identity.Options{}, cfg)
+			tok := iss.Mint(tc.claims)
+			if tc.wantReason != "" {
+				e.mustRefuse(tok, tc.wantReason)
+				return
+			}
+			if got := e.mustVerify(tok).User; got != tc.want {
+				t.Fatalf("user %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
