@@ -172,6 +172,83 @@ func TestSecondIssuerCannotImpersonateOrgUser(t *testing.T) {
 	}
 }
 
+// TestNextOwnerOfAFreedGitHubNameIsRefused: the GitHub organization
+// omnicorp was renamed; an attacker registered the freed name and ran a job
+// in a repository named like the restricted flake. The issuers file's
+// org_ids pins the name to the old account's ID (repo-jacking, left open
+// by the second review).
+func TestNextOwnerOfAFreedGitHubNameIsRefused(t *testing.T) {
+	gh := identitytest.NewIssuer(t)
+	cfg := identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp")
+	cfg.OrgIDs = map[string]string{"omnicorp": "90316721"}
+	s := newAttackStack(t, "../../policies", cfg)
+
+	const hash = "0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1"
+	job := func(ownerID string) string {
+		c := identitytest.GitHubActionsClaims("omnicorp/super-duper-secure", "refs/heads/main")
+		c["repository_owner_id"] = ownerID
+		return "Bearer " + gh.Mint(c)
+	}
+	for _, tc := range []struct {
+		name, method, ownerID string
+		want                  bool
+	}{
+		{"the org's own job pushes: control", "PUT", "90316721", true},
+		{"the name's next owner pushes", "PUT", "171717", false},
+		{"the name's next owner reads", "GET", "171717", false},
+	} {
+		path := "/omnicorp/super-duper-secure/" + hash + ".narinfo"
+		status, reached := s.do(t, tc.method, path, job(tc.ownerID))
+		t.Logf("%-40s %s %s -> %d (upstream reached: %v)", tc.name, tc.method, path, status, reached)
+		if reached != tc.want {
+			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
+		}
+	}
+}
+
+// TestUnverifiedEmailDoesNotNameAUser: an IdP that lets anyone sign up
+// with any address (email_verified false), and a policy listing a user by
+// email. The sign-up named itself after the listed address and read the
+// flake (the email named the user whatever email_verified said).
+func TestUnverifiedEmailDoesNotNameAUser(t *testing.T) {
+	dir := t.TempDir()
+	for _, f := range []string{"flakegate.rego", "flakegate_test.rego"} {
+		b, err := os.ReadFile(filepath.Join("../../policies", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "flakes.yaml"), []byte("omnicorp/secret:\n  read:\n    users: [cto@omnicorp.example]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	idp := identitytest.NewIssuer(t)
+	cfg := idp.Config("corp", identity.ClaimsOIDC)
+	cfg.Org = "omnicorp"
+	s := newAttackStack(t, dir, cfg)
+
+	const hash = "0a9g8mz2ck6lw5yyz3bh3nxa0cacp2v1"
+	path := "/omnicorp/secret/" + hash + ".narinfo"
+	user := func(sub string, verified bool) string {
+		return "Bearer " + idp.Mint(map[string]any{"sub": sub, "email": "cto@omnicorp.example", "email_verified": verified})
+	}
+	for _, tc := range []struct {
+		name, auth string
+		want       bool
+	}{
+		{"the CTO, verified address: control", user("u-cto", true), true},
+		{"a sign-up typing the CTO's address", user("u-eve", false), false},
+	} {
+		status, reached := s.do(t, "GET", path, tc.auth)
+		t.Logf("%-40s GET %s -> %d (upstream reached: %v)", tc.name, path, status, reached)
+		if reached != tc.want {
+			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
+		}
+	}
+}
+
 // TestGitLabUnprotectedEnvironmentDoesNotPush: a flake that lets jobs of
 // its "production" deployment environment push from any ref
 // (push.environments) trusted the environment's name alone; any developer

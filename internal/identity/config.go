@@ -3,6 +3,7 @@ package identity
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/url"
 	"os"
@@ -58,6 +59,31 @@ type IssuerConfig struct {
 	// each provider separately, so without it whoever registers "omnicorp"
 	// on gitlab.com would pass as the GitHub org omnicorp.
 	Orgs []string `json:"orgs,omitempty"`
+	// OrgIDs (github-actions only, optional) pins an org name to the
+	// numeric ID of the GitHub account that owns it: a token naming the org
+	// must carry that repository_owner_id. A deleted or renamed GitHub
+	// organization frees its name for anyone to register; the ID stays
+	// with the account, so the name's next owner is refused.
+	OrgIDs map[string]string `json:"org_ids,omitempty"`
+}
+
+// ownerMatches reports whether a subject mapped from claims (an IdP token's,
+// or the IdP claims a cache token carries) may speak for org under
+// org_ids; "" when it may, else why not.
+func (ic *IssuerConfig) ownerMatches(org string, claims map[string]any) string {
+	if ic.Claims != ClaimsGitHubActions || len(ic.OrgIDs) == 0 || org == "" {
+		return ""
+	}
+	for name, id := range ic.OrgIDs {
+		if !strings.EqualFold(name, org) {
+			continue
+		}
+		got, _ := claims["repository_owner_id"].(string)
+		if got != id {
+			return fmt.Sprintf("org %s belongs to GitHub account %s (org_ids), the token's repository_owner_id is %s: the name has changed hands, or the token is not GitHub's", ClaimText(org), id, ClaimText(got))
+		}
+	}
+	return ""
 }
 
 // orgFromToken reports whether the issuer's tokens name their own org (CI
@@ -288,6 +314,25 @@ func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 	}
 	if ic.OrgClaim != "" && ic.Claims != ClaimsOIDC {
 		add("org_claim", "only valid with claims: oidc")
+	}
+	if len(ic.OrgIDs) > 0 && ic.Claims != ClaimsGitHubActions {
+		add("org_ids", "only valid with claims: github-actions (GitLab tokens carry no ID of the top-level group)")
+	}
+	seen := map[string]bool{}
+	for _, name := range slices.Sorted(maps.Keys(ic.OrgIDs)) {
+		id := ic.OrgIDs[name]
+		switch {
+		case seen[strings.ToLower(name)]:
+			add("org_ids", fmt.Sprintf("%q is listed twice (names are case-insensitive)", name))
+		case len(ic.Orgs) > 0 && !ic.allowsOrg(name):
+			add("org_ids", fmt.Sprintf("%q is not one of this issuer's orgs", name))
+		case strings.Contains(name, "/"):
+			add("org_ids", fmt.Sprintf("%q is not an org name", name))
+		}
+		seen[strings.ToLower(name)] = true
+		if id == "" || len(id) > 20 || strings.Trim(id, "0123456789") != "" {
+			add("org_ids", fmt.Sprintf("%s: %q is not a GitHub account ID (digits: `gh api orgs/%s --jq .id`)", name, id, name))
+		}
 	}
 	if ic.UserClaim != "" && ic.Claims != ClaimsOIDC {
 		add("user_claim", "only valid with claims: oidc (CI tokens name their actor themselves)")

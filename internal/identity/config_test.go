@@ -98,6 +98,10 @@ func TestParseIssuersValidation(t *testing.T) {
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: gitlab-ci, org_claim: org}`, []string{"org_claim: only valid with claims: oidc"}},
 		{"user_claim outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, user_claim: sub}`, []string{"user_claim: only valid with claims: oidc"}},
+		{"org_ids outside github-actions", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: gitlab-ci, org_ids: {omnicorp: "1"}}`, []string{"org_ids: only valid with claims: github-actions"}},
+		{"org_ids of an unlisted org, twice, not digits", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {acme: "1", omnicorp: "x1", OmniCorp: "2"}}`, []string{`org_ids: "acme" is not one of this issuer's orgs`, `org_ids: "omnicorp" is listed twice`, `org_ids: omnicorp: "x1" is not a GitHub account ID`}},
 		{"org outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, org: omnicorp}`, []string{"org: only valid with claims: oidc"}},
 		{"org and org_claim", `issuers:

@@ -162,3 +162,63 @@ func TestCacheTokenFollowsTheFixedOrg(t *testing.T) {
 		t.Errorf("unchanged issuer: org %q", s.Org)
 	}
 }
+
+// org_ids pins a GitHub org name to the account that owns it: after the
+// organization omnicorp is deleted or renamed, whoever registers the freed
+// name gets a new repository_owner_id and is refused, by IdP token and by
+// cache token alike (repo-jacking; left open by the second review).
+func TestOrgIDsPinTheOwner(t *testing.T) {
+	clock := newClock()
+	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
+	set, err := jwk.Parse(fg.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	ghCfg := identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp", "acme")
+	ghCfg.OrgIDs = map[string]string{"OmniCorp": "90316721"}
+	e := newEnv(t, clock, identity.Options{}, ghCfg)
+	if err := e.v.AddIssuer(fgCfg, set); err != nil {
+		t.Fatal(err)
+	}
+	job := func(repo, ownerID string) map[string]any {
+		c := identitytest.GitHubActionsClaims(repo, "refs/heads/main")
+		if ownerID == "" {
+			delete(c, "repository_owner_id")
+		} else {
+			c["repository_owner_id"] = ownerID
+		}
+		return c
+	}
+
+	owner := e.mustVerify(gh.Mint(job("omnicorp/app", "90316721")))
+	// An org without a pinned ID is not checked.
+	e.mustVerify(gh.Mint(job("acme/app", "5")))
+
+	for name, claims := range map[string]map[string]any{
+		"the name's next owner":                   job("omnicorp/super-duper-secure", "171717"),
+		"no repository_owner_id":                  job("omnicorp/app", ""),
+		"the ID with a leading zero":              job("omnicorp/app", "090316721"),
+		"the ID as a number, not GitHub's string": edit(job("omnicorp/app", ""), map[string]any{"repository_owner_id": float64(90316721)}),
+	} {
+		if err := e.mustRefuse(gh.Mint(claims), identity.ReasonClaims); !strings.Contains(err.Error(), "belongs to GitHub account 90316721") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+
+	// A cache token exchanged by the old owner before the pin follows it.
+	before := newEnv(t, clock, identity.Options{}, identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"))
+	exchanged := func(s *identity.Subject) string {
+		claims := s.CacheClaims()
+		claims["sub"] = "exchanged"
+		return fg.Mint(claims)
+	}
+	squatter := exchanged(before.mustVerify(gh.Mint(job("omnicorp/app", "171717"))))
+	if err := e.mustRefuse(squatter, identity.ReasonClaims); !strings.Contains(err.Error(), "belongs to GitHub account") {
+		t.Errorf("cache token of the next owner: %v", err)
+	}
+	if s := e.mustVerify(exchanged(owner)); s.Org != "omnicorp" || s.Via != "exchange" {
+		t.Errorf("cache token of the owner: %+v", s)
+	}
+}

@@ -612,6 +612,9 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 	if !bound.allowsOrg(s.Org) || !bound.admitsMappedOrg(s.Org) {
 		return nil, is, nil, invalid(ReasonClaims, fmt.Sprintf("org %s is not one of issuer %s's orgs", ClaimText(s.Org), bound.Name))
 	}
+	if why := bound.ownerMatches(s.Org, s.Claims); why != "" {
+		return nil, is, nil, invalid(ReasonClaims, why)
+	}
 	return s, is, ks, nil
 }
 
