@@ -77,6 +77,7 @@ func Run(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("signing keys: %w", err)
 	}
+	nixcache.SetDecoderMemory(cfg.MaxDecoderMemory)
 
 	blobs, err := storage.OpenBlob(ctx, cfg.storageURL())
 	if err != nil {

@@ -51,7 +51,12 @@ type Config struct {
 	MaxNarSize     int64  // largest NAR (compressed or not)
 	MaxLogSize     int64  // largest build log, as sent and decoded
 	MaxNarInfoSize int64
-	Priority       int // nix-cache-info Priority
+	// MaxDecoderMemory bounds the xz and zstd decoder windows in use at
+	// once, process-wide (nixcache.SetDecoderMemory): a stream declares its
+	// window (up to 128 MiB) in its first bytes, and one the budget cannot
+	// cover now is answered 503.
+	MaxDecoderMemory int64
+	Priority         int // nix-cache-info Priority
 	// LookupCacheEntries bounds the in-memory caches of narinfo and NAR
 	// lookups (entries each); 0 disables them: every lookup reads the index.
 	LookupCacheEntries int
@@ -146,6 +151,7 @@ func DefaultConfig() Config {
 		// or minutes of decoding.
 		MaxLogSize:         256 << 20,
 		MaxNarInfoSize:     1 << 20,
+		MaxDecoderMemory:   nixcache.DefaultDecoderMemory,
 		Priority:           40,
 		LookupCacheEntries: 1 << 16,
 		// Nix itself remembers a missing narinfo for an hour
@@ -207,6 +213,7 @@ func (c *Config) Validate() error {
 		{"-max-nar-size", c.MaxNarSize},
 		{"-max-log-size", c.MaxLogSize},
 		{"-max-narinfo-size", c.MaxNarInfoSize},
+		{"-max-decoder-memory", c.MaxDecoderMemory},
 		{"-priority", int64(c.Priority)},
 		{"-upload-idle-timeout", int64(c.UploadIdleTimeout)},
 		{"-download-idle-timeout", int64(c.DownloadIdleTimeout)},
@@ -218,6 +225,9 @@ func (c *Config) Validate() error {
 		if p.v <= 0 {
 			add("%s must be positive, got %d", p.name, p.v)
 		}
+	}
+	if c.MaxDecoderMemory > 0 && c.MaxDecoderMemory < nixcache.MinDecoderMemory {
+		add("-max-decoder-memory must be at least %d MiB (one zstd stream of the largest window), got %d", nixcache.MinDecoderMemory>>20, c.MaxDecoderMemory)
 	}
 	if c.RedirectNars {
 		if !strings.HasPrefix(c.Storage, "s3://") {

@@ -99,7 +99,7 @@ func RunGC(ctx context.Context, cfg GCConfig, out io.Writer, log *slog.Logger) e
 			return err
 		}
 	}
-	blobs, err := storage.OpenBlob(ctx, sc.storageURL())
+	blobs, err := storage.OpenBlobShared(ctx, sc.storageURL())
 	if err != nil {
 		return fmt.Errorf("open blob store: %w", err)
 	}

@@ -143,6 +143,9 @@ func (c *countingReader) Read(p []byte) (int, error) {
 func checkFile(data []byte, enc string, spec fileSpec, req route.Request) (checkedFile, int64, error) {
 	what := string(req.Kind)
 	dec, err := nixcache.NewLimitedDecoder(enc, bytes.NewReader(data), spec.max)
+	if errors.Is(err, nixcache.ErrDecoderMemory) {
+		return checkedFile{}, 0, decoderBusy(err)
+	}
 	if err != nil {
 		return checkedFile{}, 0, badRequest("invalid %s: Content-Encoding %s: %v", what, enc, err)
 	}
@@ -202,6 +205,9 @@ func readSmallBody(r *http.Request, max int64, what string) ([]byte, error) {
 // beyond, 400 for data that does not decode.
 func decodeUpload(data []byte, enc string, max int64, what string) ([]byte, error) {
 	plain, err := nixcache.Decode(enc, data, max)
+	if errors.Is(err, nixcache.ErrDecoderMemory) {
+		return nil, decoderBusy(err)
+	}
 	if errors.Is(err, nixcache.ErrTooLarge) {
 		return nil, &uploadError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("%s decodes to more than %d bytes", what, max)}
 	}
@@ -475,7 +481,7 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 			// anything is sent; later failures cut the response (logged
 			// below).
 			if err := dc.start(); err != nil {
-				s.internalError(w, r, "decoding a stored "+f.Encoding+" file", err) // plainHeader drops Vary
+				s.decodeFailed(w, r, "decoding a stored "+f.Encoding+" file", err) // plainHeader drops Vary
 				return
 			}
 			content = dc
@@ -692,6 +698,9 @@ func decodeError(err error, what string) error {
 	var ue *uploadError
 	if errors.As(err, &ue) {
 		return ue
+	}
+	if errors.Is(err, nixcache.ErrDecoderMemory) {
+		return decoderBusy(err)
 	}
 	return badRequest("invalid %s: %v", what, err)
 }

@@ -446,7 +446,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	defer rd.Close()
 	dec, err := nixcache.NewDecoder(l.Encoding, rd)
 	if err != nil {
-		s.internalError(w, r, "decoding "+l.BlobKey, err)
+		s.decodeFailed(w, r, "decoding "+l.BlobKey, err)
 		return
 	}
 	defer dec.Close()
@@ -458,6 +458,20 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	if _, err := io.Copy(w, dec); err != nil {
 		s.log.WarnContext(r.Context(), "serving a decoded build log", "key", l.BlobKey, "err", err)
 	}
+}
+
+// decodeFailed answers a stored encoded file whose decoder did not start:
+// 503 with Retry-After when the decoder memory budget is spent for now
+// (nixcache.ErrDecoderMemory), else the logged 500 of a stored file that
+// does not decode.
+func (s *Server) decodeFailed(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, nixcache.ErrDecoderMemory) {
+		s.log.WarnContext(r.Context(), "decoder memory in use: answering 503", "what", what, "err", err)
+		w.Header().Set("Retry-After", "1")
+		s.fail(w, http.StatusServiceUnavailable, err.Error())
+		return
+	}
+	s.internalError(w, r, what, err)
 }
 
 // blobGone answers a blob the index listed (perhaps through a cached

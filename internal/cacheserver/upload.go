@@ -43,6 +43,12 @@ func collecting(what string) error {
 
 func (e *uploadError) Error() string { return e.msg }
 
+// decoderBusy answers a stream the decoder memory budget cannot cover now
+// (nixcache.ErrDecoderMemory): 503, which Nix retries.
+func decoderBusy(err error) error {
+	return &uploadError{status: http.StatusServiceUnavailable, retryAfter: "1", unread: true, msg: err.Error()}
+}
+
 func badRequest(format string, args ...any) error {
 	return &uploadError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
@@ -117,6 +123,9 @@ func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, wh
 			if err := v.WriteBuffer(bp, n); err != nil {
 				if errors.Is(err, nixcache.ErrTooLarge) {
 					return total, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
+				}
+				if errors.Is(err, nixcache.ErrDecoderMemory) {
+					return total, decoderBusy(err)
 				}
 				return total, badRequest("invalid %s: %v", what, err)
 			}
@@ -223,6 +232,9 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 		abort()
 		if errors.Is(err, nixcache.ErrTooLarge) {
 			return false, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
+		}
+		if errors.Is(err, nixcache.ErrDecoderMemory) {
+			return false, decoderBusy(err)
 		}
 		return false, badRequest("invalid NAR: %v", err)
 	}

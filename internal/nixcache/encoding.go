@@ -114,18 +114,19 @@ func NewDecoder(enc string, r io.Reader) (io.ReadCloser, error) {
 			return nil, fmt.Errorf("%w: gzip: %v", ErrEncoding, err)
 		}
 		return zr, nil
-	case "xz":
-		xr, err := newXZReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: xz: %v", ErrEncoding, err)
+	case "xz", "zstd":
+		newReader := newXZReader
+		if enc == "zstd" {
+			newReader = newZstdReader
 		}
-		return readCloser{xr, func() { putXZReader(xr) }}, nil
-	case "zstd":
-		zr, err := newZstdReader(r)
-		if err != nil {
-			return nil, fmt.Errorf("%w: zstd: %v", ErrEncoding, err)
+		dr, done, err := newReader(r)
+		if errors.Is(err, ErrDecoderMemory) {
+			return nil, err
 		}
-		return readCloser{zr, func() { putZstdReader(zr) }}, nil
+		if err != nil {
+			return nil, fmt.Errorf("%w: %s: %v", ErrEncoding, enc, err)
+		}
+		return readCloser{dr, done}, nil
 	case "bzip2":
 		return io.NopCloser(bzip2.NewReader(r)), nil
 	case "br":

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"sync"
 
-	"github.com/klauspost/compress/zstd"
 	"github.com/therootcompany/xz"
 
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -268,20 +267,20 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 	switch v.compression {
 	case nixname.CompressionNone:
 		dec = pr
-	case nixname.CompressionXZ:
-		xr, err := newXZReader(pr)
+	case nixname.CompressionXZ, nixname.CompressionZstd:
+		newReader := newXZReader
+		if v.compression == nixname.CompressionZstd {
+			newReader = newZstdReader
+		}
+		r, done, err := newReader(pr)
 		if err != nil {
+			if errors.Is(err, ErrDecoderMemory) {
+				return err
+			}
 			return decompressError(v.compression, err)
 		}
-		defer putXZReader(xr)
-		dec = xr
-	case nixname.CompressionZstd:
-		zr, err := newZstdReader(pr)
-		if err != nil {
-			return decompressError(v.compression, err)
-		}
-		defer putZstdReader(zr)
-		dec = zr
+		defer done()
+		dec = r
 	case nixname.CompressionBzip2:
 		dec = bzip2.NewReader(pr)
 	}
@@ -321,52 +320,6 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 // xzDictMax bounds the LZMA2 dictionary an xz stream may make the decoder
 // allocate (xz -9, the most Nix uses, needs 64 MiB).
 const xzDictMax = 64 << 20
-
-// xzReaders keeps xz decoders for reuse: a decoder allocates the stream's
-// whole dictionary (8 MiB at Nix's default level) when it starts, which
-// for the typical small store path cost more than decompressing it (15 %
-// of the blob server's CPU in a nix copy push, allocating and zeroing).
-var xzReaders sync.Pool
-
-// newXZReader returns a pooled (or new) xz decoder reading r; put it back
-// in xzReaders when done. Concatenated streams are read as one, as xz does.
-func newXZReader(r io.Reader) (*xz.Reader, error) {
-	if xr, ok := xzReaders.Get().(*xz.Reader); ok {
-		if err := xr.Reset(r); err != nil {
-			return nil, err
-		}
-		return xr, nil
-	}
-	return xz.NewReader(r, xzDictMax)
-}
-
-// putXZReader returns xr to the pool. It still refers to the stream it
-// read (this decoder's Reset reads the next stream's header at once, so it
-// cannot be reset to nothing); that is a finished pipe, small.
-func putXZReader(xr *xz.Reader) { xzReaders.Put(xr) }
-
-// zstdReaders keeps zstd decoders for reuse: creating one allocated more
-// than decoding a typical store path (0.8 ms per upload of 32 KiB).
-// Decoders with concurrency 1 decode synchronously and start no
-// goroutines, so one dropped by the pool leaks nothing.
-var zstdReaders sync.Pool
-
-func newZstdReader(r io.Reader) (*zstd.Decoder, error) {
-	if zr, ok := zstdReaders.Get().(*zstd.Decoder); ok {
-		if err := zr.Reset(r); err != nil {
-			return nil, err
-		}
-		return zr, nil
-	}
-	return zstd.NewReader(r, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(zstdMaxWindow))
-}
-
-// putZstdReader returns zr to the pool without the stream it read.
-func putZstdReader(zr *zstd.Decoder) {
-	if zr.Reset(nil) == nil {
-		zstdReaders.Put(zr)
-	}
-}
 
 // decompressError says which decompression failed, without the library's
 // own "xz: " style prefix.

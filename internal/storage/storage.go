@@ -55,6 +55,16 @@ func OpenBlob(ctx context.Context, u string) (blob.Store, error) {
 	}
 }
 
+// OpenBlobShared is OpenBlob for a process beside the servers using the
+// store (`blobserver gc`): a file store's temporary files, their uploads
+// in progress, are left alone, and a file store must exist already.
+func OpenBlobShared(ctx context.Context, u string) (blob.Store, error) {
+	if s, rest, err := scheme(u); err == nil && s == "file" && rest != "" {
+		return blobfs.OpenShared(rest)
+	}
+	return OpenBlob(ctx, u)
+}
+
 // OpenIndex opens the index named by u.
 func OpenIndex(ctx context.Context, u string) (index.Index, error) {
 	s, rest, err := scheme(u)

@@ -54,6 +54,21 @@ func Open(dir string) (*Store, error) {
 	return s, nil
 }
 
+// OpenShared opens the store rooted at dir for a process that runs beside
+// the server owning it (`blobserver gc`): it removes no temporary files,
+// since they may be the server's uploads in progress (review, 2026-12-05:
+// a collection, even a dry run, made them fail). The directory must exist.
+func OpenShared(dir string) (*Store, error) {
+	root, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, fmt.Errorf("blob store %s: %w", dir, err)
+	}
+	if _, err := os.Stat(root); err != nil {
+		return nil, fmt.Errorf("blob store %s: %w", root, err)
+	}
+	return &Store{root: root, tmp: filepath.Join(root, tmpDir)}, nil
+}
+
 // Root is the store's directory.
 func (s *Store) Root() string { return s.root }
 
