@@ -71,6 +71,14 @@ func Flush(ctx context.Context, dir Dir, timeout time.Duration, env Env) FlushRe
 			annotate(env, "flakegate: write the job summary: "+err.Error())
 		}
 	}
+	// The job is over: its cache token goes with it. A shell runner keeps
+	// the state directory for the next job, of any project, which would
+	// otherwise find a token that pushes to this job's flake for hours
+	// (review r6, 2026-12-05). Nix finds no netrc: anonymous, as before
+	// setup.
+	if err := os.Remove(dir.path(netrcFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		annotate(env, "flakegate: remove the job's cache token: "+err.Error())
+	}
 	return res
 }
 

@@ -99,6 +99,45 @@ func DefaultStateDir(getenv func(string) string) string {
 	return filepath.Join(os.TempDir(), "flakegate-ci")
 }
 
+// ownStateDir creates the state directory (0700) or checks that the one
+// there is a directory, not a symlink, that this user owns and no one
+// else may write to. The post-build hook Nix runs (as root under a daemon),
+// the nix.conf naming it, the netrc and state.json (the cache the job's
+// IdP token is sent to) live there, so whoever may rename files in it
+// could run code as Nix, read the job's token or send it elsewhere. The
+// GitLab default is a fixed name in the shared /tmp, which another local
+// user may have made first (review r6, 2026-12-05).
+func ownStateDir(path string) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return fmt.Errorf("create the state directory: %w", err)
+	}
+	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return fmt.Errorf("create the state directory: %w", err)
+	}
+	return checkStateDir(path)
+}
+
+// checkStateDir is ownStateDir's check of an existing directory.
+func checkStateDir(path string) error {
+	fi, err := os.Lstat(path)
+	if err != nil {
+		return fmt.Errorf("check the state directory: %w", err)
+	}
+	refuse := func(why string) error {
+		return fmt.Errorf("the state directory %s %s: another user could replace the post-build hook or read the job's token there; remove it, or pass --state-dir", path, why)
+	}
+	if !fi.IsDir() {
+		return refuse("is not a directory (a symlink?)")
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
+		return refuse(fmt.Sprintf("belongs to uid %d, not to this user (uid %d)", st.Uid, os.Getuid()))
+	}
+	if fi.Mode().Perm()&0o022 != 0 {
+		return refuse(fmt.Sprintf("may be written by others (mode %v)", fi.Mode().Perm()))
+	}
+	return nil
+}
+
 // Env is the outside world of the ci commands.
 type Env struct {
 	HTTPClient *http.Client
@@ -137,6 +176,12 @@ func Setup(ctx context.Context, cfg SetupConfig, env Env) error {
 	}
 	if cfg.StateDir == "" {
 		cfg.StateDir = DefaultStateDir(env.Getenv)
+	}
+	// Checked before anything is written there, the warnings log
+	// included: a refused directory is someone else's.
+	if err := ownStateDir(cfg.StateDir); err != nil {
+		annotate(env, "flakegate: the cache is not used in this job: "+err.Error())
+		return nil
 	}
 	w := warner{env: env, dir: Dir(cfg.StateDir)}
 	if err := setup(ctx, cfg, env, w); err != nil {

@@ -49,8 +49,13 @@ type Dir string
 
 func (d Dir) path(name string) string { return filepath.Join(string(d), name) }
 
-// Load reads state.json.
+// Load reads state.json, from a directory this user owns and no one else
+// may write to (checkStateDir): flush and the pusher send the job's IdP
+// token to the cache it names.
 func (d Dir) Load() (*State, error) {
+	if err := checkStateDir(string(d)); err != nil {
+		return nil, err
+	}
 	b, err := os.ReadFile(d.path(stateFile))
 	if err != nil {
 		return nil, fmt.Errorf("read flakegate ci state (did `flakegate ci setup` run?): %w", err)

@@ -1,0 +1,202 @@
+package ciaction
+
+// The state directory and the job's token after the job (review r6,
+// 2026-12-05).
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/flakegate/flakegate/internal/netrc"
+)
+
+// fakeCache answers the token exchange and the public keys as a flakegate
+// cache does (the token is not verified: only the client side is tested).
+func fakeCache(t *testing.T, token string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/_flakegate/token":
+			_ = json.NewEncoder(w).Encode(map[string]any{
+				"token": token, "expires_at": time.Now().Add(3 * time.Hour).UTC(), "token_id": "tid-1",
+			})
+		case "/_flakegate/public-keys":
+			_ = json.NewEncoder(w).Encode(map[string]any{"public_keys": []string{"cache-1:AAAA"}})
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func setupIn(t *testing.T, dir, cache string) string {
+	t.Helper()
+	var stderr strings.Builder
+	env := envOf(map[string]string{"CI_PROJECT_PATH": "omnicorp/app", "FLAKEGATE_ID_TOKEN": "idp.job.token"}, &stderr)
+	cfg := DefaultSetupConfig()
+	cfg.Cache, cfg.StateDir, cfg.NixConf, cfg.Timeout = cache, dir, NixConfNone, 5*time.Second
+	cfg.Client = "/bin/true"
+	if err := Setup(context.Background(), cfg, env); err != nil {
+		t.Fatal(err)
+	}
+	return stderr.String()
+}
+
+// A state directory someone else may write to is refused: the post-build
+// hook Nix runs (as root under a daemon), the nix.conf naming it, the
+// netrc and state.json (where the job's IdP token is sent) would be theirs
+// to replace. The GitLab default is a fixed name in /tmp, which another
+// local user could create first. setup used it whatever its owner or mode.
+func TestStateDirOfOthersIsRefused(t *testing.T) {
+	srv := fakeCache(t, "a.b.c")
+	tmp := t.TempDir()
+	cases := map[string]func(dir string) error{
+		"world-writable": func(dir string) error {
+			if err := os.Mkdir(dir, 0o777); err != nil {
+				return err
+			}
+			return os.Chmod(dir, 0o777)
+		},
+		"a symlink to a directory": func(dir string) error {
+			target := dir + "-target"
+			if err := os.Mkdir(target, 0o700); err != nil {
+				return err
+			}
+			return os.Symlink(target, dir)
+		},
+	}
+	if os.Getuid() == 0 {
+		cases["owned by another user"] = func(dir string) error {
+			if err := os.Mkdir(dir, 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(filepath.Join(tmp, "passwd"), filepath.Join(dir, netrcFile)); err != nil {
+				return err
+			}
+			return os.Lchown(dir, 65534, 65534)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(tmp, "passwd"), []byte("root:x:0:0:root:/root:/bin/sh\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for name, make := range cases {
+		t.Run(name, func(t *testing.T) {
+			dir := filepath.Join(tmp, strings.ReplaceAll(name, " ", "-"))
+			if err := make(dir); err != nil {
+				t.Fatal(err)
+			}
+			stderr := setupIn(t, dir, srv.URL)
+			if !strings.Contains(stderr, "the cache is not used in this job") || !strings.Contains(stderr, "the state directory "+dir) {
+				t.Errorf("setup did not refuse the directory: %s", stderr)
+			}
+			for _, f := range []string{hookFile, nixConfFile, stateFile} {
+				if _, err := os.Lstat(filepath.Join(dir, f)); err == nil {
+					t.Errorf("%s written into the refused directory", f)
+				}
+			}
+		})
+	}
+	if b, _ := os.ReadFile(filepath.Join(tmp, "passwd")); strings.Contains(string(b), "machine") {
+		t.Errorf("a netrc symlink planted in another user's directory was followed:\n%s", b)
+	}
+
+	// A new directory is made 0700; one of this user's, not writable by
+	// others, is used (the next job on a shell runner).
+	dir := filepath.Join(tmp, "fresh", "flakegate-ci")
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Fatalf("a fresh state directory: %s", stderr)
+	}
+	if fi, err := os.Lstat(dir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("fresh state directory: %v %v, want mode 0700", fi.Mode(), err)
+	}
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Errorf("the same directory again: %s", stderr)
+	}
+}
+
+// After `flakegate ci flush` (the end of the job) the job's cache token is
+// no longer on disk. A shell executor keeps the state directory between
+// jobs; the next one, of any project, found a token that pushes to this
+// job's flake for the rest of its life (3 h by default).
+func TestFlushRemovesTheJobToken(t *testing.T) {
+	const secret = "eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJqb2IifQ.c2lnbmF0dXJl"
+	srv := fakeCache(t, secret)
+	dir := filepath.Join(t.TempDir(), "flakegate-ci")
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Fatal(stderr)
+	}
+	if tok, err := netrc.ReadToken(filepath.Join(dir, netrcFile), "127.0.0.1"); err != nil || tok != secret {
+		t.Fatalf("after setup the netrc holds %q (%v), want the token", tok, err)
+	}
+	var stderr strings.Builder
+	env := envOf(map[string]string{"CI_PROJECT_PATH": "omnicorp/app", "FLAKEGATE_ID_TOKEN": "idp.job.token"}, &stderr)
+	Flush(context.Background(), Dir(dir), 10*time.Second, env)
+	if _, err := os.Stat(filepath.Join(dir, netrcFile)); !os.IsNotExist(err) {
+		b, _ := os.ReadFile(filepath.Join(dir, netrcFile))
+		t.Errorf("after flush the netrc is still there (%v): %q", err, b)
+	}
+	filepath.WalkDir(dir, func(p string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if b, _ := os.ReadFile(p); strings.Contains(string(b), secret) {
+				t.Errorf("after flush %s still holds the token", p)
+			}
+		}
+		return nil
+	})
+}
+
+// flush (and the pusher) read state.json only from a directory of this
+// user's that no one else may write to: from another user's, whose
+// state.json names the other user's server, the job's IdP token went
+// there at the token refresh. A refused directory gets no warning lines
+// either (a planted warnings log symlink would be followed).
+func TestFlushTrustsOnlyItsOwnStateDir(t *testing.T) {
+	var stolen string
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		stolen = r.Header.Get("Authorization")
+		http.Error(w, "no", http.StatusForbidden)
+	}))
+	defer evil.Close()
+	tmp := t.TempDir()
+	dir := filepath.Join(tmp, "flakegate-ci")
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	st := &State{Cache: evil.URL, Flake: "omnicorp/app", TokenEnv: "FLAKEGATE_ID_TOKEN",
+		IssuedAt: time.Now().Add(-2 * time.Hour), ExpiresAt: time.Now().Add(time.Minute)}
+	if err := Dir(dir).Save(st); err != nil {
+		t.Fatal(err)
+	}
+	victim := filepath.Join(tmp, "victim")
+	if err := os.WriteFile(victim, []byte("untouched\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, warningsLog)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o777); err != nil { // as another user's /tmp/flakegate-ci would be
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	env := envOf(map[string]string{"CI_PROJECT_PATH": "omnicorp/app", "FLAKEGATE_ID_TOKEN": "gitlab.id.token"}, &stderr)
+	Flush(context.Background(), Dir(dir), 5*time.Second, env)
+	if stolen != "" {
+		t.Errorf("flush sent the job's IdP token to the server another user's state.json named: %q", stolen)
+	}
+	if !strings.Contains(stderr.String(), "may be written by others") {
+		t.Errorf("flush did not say why: %s", stderr.String())
+	}
+	setupIn(t, dir, evil.URL)
+	if b, _ := os.ReadFile(victim); string(b) != "untouched\n" {
+		t.Errorf("a refused directory's warnings log was written through its symlink: %q", b)
+	}
+}
