@@ -175,6 +175,7 @@ read_grant := sprintf("scoped token of %s (authz checked the closure)", [flake_i
 	valid_flake
 	scoped
 	input.subject.scope.flake == flake_id
+	may_mint
 } else := "CI job of the flake's own repository" if {
 	valid_flake
 	ci
@@ -212,8 +213,14 @@ read_grant := sprintf("scoped token of %s (authz checked the closure)", [flake_i
 # --- push --------------------------------------------------------------------
 
 push_ok if {
-	valid_flake
 	not scoped
+	ci_pusher
+}
+
+# ci_pusher: a CI job of a repository that may push this flake, on a ref
+# that may push.
+ci_pusher if {
+	valid_flake
 	ci
 	input.subject.repo in pusher_repos
 	push_ref_allowed
@@ -243,13 +250,21 @@ environment_protected if input.subject.claims.environment_protected == "true"
 # --- scoped (deploy) tokens ----------------------------------------------------
 
 scoped_mint_grant := sprintf("%s may push %s", [input.subject.repo, flake_id]) if {
-	push_ok
+	ci_pusher
 } else := sprintf("user %s of org %s, listed in scoped_tokens.users", [input.subject.user, flake_org]) if {
 	valid_flake
 	user
 	same_org
 	subject_user in scoped_token_users
 }
+
+# may_mint: the subject may mint scoped tokens of this flake as the policy
+# stands now. A scoped token carries its minter as its subject, and reads
+# only while the minter still may: a user removed from scoped_tokens.users,
+# or a repository from push.repos, ends the deploy tokens they minted at
+# the next reload, as an unscoped token would end (review r6, 2026-12-05:
+# they read on for up to 90 days).
+may_mint if scoped_mint_grant
 
 # --- reasons -----------------------------------------------------------------
 
@@ -276,6 +291,11 @@ denial := sprintf("unknown action %q", [action]) if {
 } else := sprintf("a scoped token of %s reads only that flake", [input.subject.scope.flake]) if {
 	action == "read"
 	scope_elsewhere
+} else := sprintf("the minter of this scoped token of %s may no longer mint its tokens (not a CI job that may push it, nor listed in its scoped_tokens.users)", [flake_id]) if {
+	action == "read"
+	scoped
+	input.subject.scope.flake == flake_id
+	not may_mint
 } else := push_denial if {
 	action in {"push", "pin"}
 } else := read_denial if {
