@@ -257,3 +257,21 @@ func TestLoginWithDeviceFlow(t *testing.T) {
 		t.Error("login printed the token")
 	}
 }
+
+// A lifetime_seconds beyond what a time.Duration holds gets the cap, like
+// any long lifetime: × 1e9 wrapped, to the default lifetime or to a
+// token already expired (review r6, 2026-12-05).
+func TestHugeLifetimeGetsTheCap(t *testing.T) {
+	st := startStack(t, stackOptions{})
+	ci := st.ghToken("omnicorp/app", "refs/heads/main")
+	for _, secs := range []string{"9223372037", "18446744074", "9223372036854775807"} {
+		r := st.exchange(t, bearer(ci), `{"lifetime_seconds": `+secs+`}`)
+		if r.status != 200 {
+			t.Errorf("lifetime_seconds %s: %d %v", secs, r.status, r.body)
+			continue
+		}
+		if life := time.Until(r.resp.ExpiresAt).Round(time.Minute); life != 12*time.Hour {
+			t.Errorf("lifetime_seconds %s gave a token of %s, want the cap (12h)", secs, life)
+		}
+	}
+}

@@ -43,6 +43,7 @@ import (
 	"io"
 	"log/slog"
 	"maps"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -193,7 +194,10 @@ func (h *Handler) ServeToken(w http.ResponseWriter, r *http.Request) {
 		maps.Copy(claims, req.Scope.Claims())
 		mint = h.Minter.MintScoped
 	}
-	tok, err := mint(sub, claims, time.Duration(body.LifetimeSeconds)*time.Second)
+	// The minter caps the lifetime; the seconds are capped first so that
+	// the product cannot wrap (18446744074 s was 0.3 s: review r6).
+	life := time.Duration(min(body.LifetimeSeconds, int64(math.MaxInt64/time.Second))) * time.Second
+	tok, err := mint(sub, claims, life)
 	if err != nil {
 		log.Error("token exchange: mint failed", "subject", subject.Summary(), "error", err)
 		h.fail(w, "error", http.StatusInternalServerError, "could not issue a cache token")

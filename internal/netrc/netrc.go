@@ -131,6 +131,22 @@ func SetEntry(content, machine, login, password string) (string, error) {
 		}
 	}
 	entry := "machine " + machine + " login " + login + " password " + password
+	out := setEntry(content, machine, entry)
+	if p, ok := Password(out, machine); ok && p == password {
+		return out, nil
+	}
+	// The entry went into a macdef body, which runs to the next blank
+	// line (curl reads it so, and so does Password): a blank line ends it
+	// (review r6, 2026-12-05: login said "stored", curl never used it).
+	out = strings.TrimRight(content, "\n") + "\n\n" + entry + "\n"
+	if p, ok := Password(out, machine); ok && p == password {
+		return out, nil
+	}
+	return "", fmt.Errorf("netrc: the entry for %s cannot be placed where curl would read it (an earlier entry for it inside a macdef?): edit the file by hand", machine)
+}
+
+// setEntry is SetEntry's placement of entry, unchecked.
+func setEntry(content, machine, entry string) string {
 	lines := strings.Split(content, "\n")
 	toks := tokenizeNetrc(lines)
 	entries := parseNetrc(toks)
@@ -144,7 +160,7 @@ func SetEntry(content, machine, login, password string) (string, error) {
 		out := append([]string{}, lines[:first.line]...)
 		out = append(out, replaced)
 		out = append(out, lines[last.line+1:]...)
-		return strings.Join(out, "\n"), nil
+		return strings.Join(out, "\n")
 	}
 	for _, e := range entries {
 		if !e.isDefault {
@@ -156,15 +172,15 @@ func SetEntry(content, machine, login, password string) (string, error) {
 			out := append([]string{}, lines[:d.line]...)
 			out = append(out, entry)
 			out = append(out, lines[d.line:]...)
-			return strings.Join(out, "\n"), nil
+			return strings.Join(out, "\n")
 		}
 		lines[d.line] = lines[d.line][:d.start] + entry + " " + lines[d.line][d.start:]
-		return strings.Join(lines, "\n"), nil
+		return strings.Join(lines, "\n")
 	}
 	if content != "" && !strings.HasSuffix(content, "\n") {
 		content += "\n"
 	}
-	return content + entry + "\n", nil
+	return content + entry + "\n"
 }
 
 func unquote(s string) string {

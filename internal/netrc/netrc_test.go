@@ -201,3 +201,29 @@ func TestRemoveNetrcEntry(t *testing.T) {
 		})
 	}
 }
+
+// A netrc ending in a macdef body (no blank line after it, as files
+// written by hand often are) got the cache's entry appended inside the
+// body, which curl skips to the next blank line: login said "stored",
+// curl never used it (review r6, 2026-12-05).
+func TestEntryIsNotAppendedIntoAMacroBody(t *testing.T) {
+	old := "machine ftp.example.com login a password b\nmacdef init\ncd /pub\n"
+	got, err := SetEntry(old, "cache.example.com", "flakegate", "tok.en.x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := Password(got, "cache.example.com"); !ok || p != "tok.en.x" {
+		t.Errorf("SetEntry wrote\n%s\nbut the entry reads back as %q, %v (inside the macro body)", got, p, ok)
+	}
+	if !strings.HasPrefix(got, old) || !strings.Contains(got, "cd /pub\n\nmachine cache.example.com") {
+		t.Errorf("the macro changed or no blank line ends it:\n%s", got)
+	}
+	// Updated again, it stays readable and single.
+	again, err := SetEntry(got, "cache.example.com", "flakegate", "tok.en.y")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p, _ := Password(again, "cache.example.com"); p != "tok.en.y" || strings.Count(again, "cache.example.com") != 1 {
+		t.Errorf("second update:\n%s", again)
+	}
+}

@@ -241,18 +241,21 @@ func (w *writer) Commit(ctx context.Context, key string) error {
 	if w.done {
 		return errors.New("commit of a committed or aborted blob")
 	}
-	dst, err := w.s.path(key)
-	if err != nil {
-		return err
-	}
-	if err := ctx.Err(); err != nil {
-		return err
-	}
+	// A failed Commit is final too: the temporary file goes with it, the
+	// early failures included (a request cancelled before the commit left
+	// the file and its descriptor until the next start: review r5).
 	w.done = true
 	fail := func(err error) error {
 		w.f.Close()
 		os.Remove(w.f.Name())
 		return err
+	}
+	dst, err := w.s.path(key)
+	if err != nil {
+		return fail(err)
+	}
+	if err := ctx.Err(); err != nil {
+		return fail(err)
 	}
 	if err := w.f.Sync(); err != nil {
 		return fail(fmt.Errorf("sync blob %s: %w", key, err))

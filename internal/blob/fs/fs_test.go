@@ -203,3 +203,36 @@ func TestHoldAcrossCommit(t *testing.T) {
 		t.Fatalf("key reads %q after the commit, want the new blob", b)
 	}
 }
+
+// A Commit that fails before the rename (a cancelled request, a bad key)
+// removes the temporary file: callers call exactly one of Commit and
+// Abort, so the file stayed, with its descriptor, until the next start
+// (review r5, 2026-12-05).
+func TestFailedCommitLeavesNoTempFile(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cancelled, cancel := context.WithCancel(context.Background())
+	cancel()
+	for name, commit := range map[string]func(w blob.Writer) error{
+		"cancelled context": func(w blob.Writer) error { return w.Commit(cancelled, "nar/x.nar") },
+		"bad key":           func(w blob.Writer) error { return w.Commit(context.Background(), "../x") },
+	} {
+		w, err := s.Create(context.Background())
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Write([]byte("bytes"))
+		if err := commit(w); err == nil {
+			t.Fatalf("%s: Commit succeeded", name)
+		}
+		if n := countFiles(t, filepath.Join(dir, tmpDir)); n != 0 {
+			t.Errorf("%s: %d temporary files left", name, n)
+		}
+		if err := w.Commit(context.Background(), "nar/y.nar"); err == nil {
+			t.Errorf("%s: a second Commit after a failed one succeeded", name)
+		}
+	}
+}
