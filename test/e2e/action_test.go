@@ -217,6 +217,12 @@ func TestActionPushesEveryBuiltPath(t *testing.T) {
 	time.Sleep(11 * time.Second)
 	late := r.build(st, 2, "late")
 
+	// The job's netrc, kept for the reader below: the post step removes
+	// the job's cache token.
+	jobNetrc := filepath.Join(t.TempDir(), "netrc")
+	if err := os.WriteFile(jobNetrc, []byte(readFile(r.stateFile("netrc"))), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	post := r.step(r.action.Runs.Post)
 	if strings.Contains(post, "::warning") {
 		t.Fatalf("post step warned:\n%s\npusher log:\n%s", post, readFile(r.stateFile("pusher.log")))
@@ -234,10 +240,13 @@ func TestActionPushesEveryBuiltPath(t *testing.T) {
 		t.Fatalf("job summary:\n%s", summary)
 	}
 
+	if _, err := os.Stat(r.stateFile("netrc")); !os.IsNotExist(err) {
+		t.Errorf("the job's cache token is still on disk after the post step (%v)", err)
+	}
+
 	// A reader with the job's configuration substitutes from the union view.
 	pull := nixtest.NewStore(t)
-	netrc := r.stateFile("netrc")
-	if err := pull.CopyFrom(nixtest.Options{Netrc: netrc, TrustedKeys: []string{s.publicKey}}, s.url, top); err != nil {
+	if err := pull.CopyFrom(nixtest.Options{Netrc: jobNetrc, TrustedKeys: []string{s.publicKey}}, s.url, top); err != nil {
 		t.Fatalf("pull what the action pushed: %v", err)
 	}
 	if got, want := nixtest.Comparable(pull.Closure(top)), nixtest.Comparable(closure); !slices.Equal(got, want) {
