@@ -211,19 +211,7 @@ func TestNextOwnerOfAFreedGitHubNameIsRefused(t *testing.T) {
 // email. The sign-up named itself after the listed address and read the
 // flake (the email named the user whatever email_verified said).
 func TestUnverifiedEmailDoesNotNameAUser(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"flakegate.rego", "flakegate_test.rego"} {
-		b, err := os.ReadFile(filepath.Join("../../policies", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "flakes.yaml"), []byte("omnicorp/secret:\n  read:\n    users: [cto@omnicorp.example]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := shippedPolicyWith(t, "omnicorp/secret:\n  read:\n    users: [cto@omnicorp.example]\n")
 	idp := identitytest.NewIssuer(t)
 	cfg := idp.Config("corp", identity.ClaimsOIDC)
 	cfg.Org = "omnicorp"
@@ -256,19 +244,7 @@ func TestUnverifiedEmailDoesNotNameAUser(t *testing.T) {
 // unprotected environment of that name, created by the job itself). The
 // shipped policy now requires GitLab's environment_protected claim.
 func TestGitLabUnprotectedEnvironmentDoesNotPush(t *testing.T) {
-	dir := t.TempDir()
-	for _, f := range []string{"flakegate.rego", "flakegate_test.rego"} {
-		b, err := os.ReadFile(filepath.Join("../../policies", f))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := os.WriteFile(filepath.Join(dir, "flakes.yaml"), []byte("omnicorp/app:\n  push:\n    environments: [production]\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir := shippedPolicyWith(t, "omnicorp/app:\n  push:\n    environments: [production]\n")
 	gl := identitytest.NewIssuer(t)
 	s := newAttackStack(t, dir, gl.Config("gitlab", identity.ClaimsGitLabCI))
 
@@ -422,4 +398,24 @@ func rawRequest(t *testing.T, addr, req string) string {
 		return "no answer: " + err.Error()
 	}
 	return strings.TrimSpace(line)
+}
+
+// shippedPolicyWith is a policy directory of the shipped rules (and their
+// tests) with flakes as its flakes.yaml.
+func shippedPolicyWith(t *testing.T, flakes string) string {
+	t.Helper()
+	dir := t.TempDir()
+	for _, f := range []string{"flakegate.rego", "flakegate_test.rego"} {
+		b, err := os.ReadFile(filepath.Join("../../policies", f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "flakes.yaml"), []byte(flakes), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
 }
