@@ -11,6 +11,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // TokenPath is where the cache exchanges identity-provider tokens.
@@ -40,6 +42,12 @@ func CacheBase(raw string) (*url.URL, error) {
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("cache URL %q: no host", raw)
+	}
+	if u.Scheme == "http" && !route.LoopbackHost(u.Hostname()) {
+		// The IdP token, the cache token (every Nix request, through the
+		// netrc) and the cache's public keys would cross the network in
+		// clear text (review r6, 2026-12-05).
+		return nil, fmt.Errorf("cache URL %q: use https (http:// is only for a cache on this machine: localhost, 127.0.0.1, [::1])", raw)
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
 		return nil, fmt.Errorf("cache URL %q: give only the cache's base URL, e.g. %s://%s", raw, u.Scheme, u.Host)

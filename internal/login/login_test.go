@@ -86,6 +86,14 @@ func TestCacheBase(t *testing.T) {
 		{"https://user:pw@cache.example.com", "", "only the cache's base URL"},
 		{"https://cache.example.com?x=1", "", "only the cache's base URL"},
 		{"ftp://cache.example.com", "", "want https://host"},
+		{"http://localhost:8080", "http://localhost:8080", ""},
+		{"http://[::1]:8080", "http://[::1]:8080", ""},
+		// Plain http to another host: the IdP token, the cache token and
+		// the keys Nix trusts would cross the network in clear text
+		// (review r6, 2026-12-05).
+		{"http://cache.example.com", "", "use https"},
+		{"http://10.1.2.3:8080", "", "use https"},
+		{"http://127.0.0.1.example.com", "", "use https"},
 	}
 	for _, tt := range tests {
 		u, err := CacheBase(tt.in)

@@ -1,6 +1,7 @@
 package route
 
 import (
+	"net"
 	"net/http"
 	"strings"
 	"time"
@@ -189,4 +190,17 @@ type WhoamiResponse struct {
 	Issuer    string    `json:"issuer"`
 	ExpiresAt time.Time `json:"expires_at"`
 	TokenID   string    `json:"token_id,omitempty"`
+}
+
+// LoopbackHost reports whether host (a URL's Hostname) is this machine:
+// "localhost" or a loopback address. Plain http is allowed only to such a
+// host, for the JWKS URLs authz fetches and the cache URL clients send
+// tokens to: anywhere else a token (or the keys that verify it) would
+// cross the network in clear text.
+func LoopbackHost(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
 }
