@@ -76,6 +76,12 @@ func Flush(ctx context.Context, dir Dir, timeout time.Duration, env Env) FlushRe
 	// otherwise find a token that pushes to this job's flake for hours
 	// (review r6, 2026-12-05). Nix finds no netrc: anonymous, as before
 	// setup.
+	// The marker first: a pusher that flush gave up waiting for checks it
+	// after every token refresh, so whichever of its netrc write and this
+	// removal comes last, no token stays.
+	if err := os.WriteFile(dir.path(jobOver), nil, 0o644); err != nil {
+		annotate(env, "flakegate: tell the pusher the job is over: "+err.Error())
+	}
 	if err := os.Remove(dir.path(netrcFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		annotate(env, "flakegate: remove the job's cache token: "+err.Error())
 	}

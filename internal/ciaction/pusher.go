@@ -103,6 +103,9 @@ func Pusher(ctx context.Context, dir Dir, env Env) error {
 		rounds: map[string]int{}, next: map[string]time.Time{}}
 	defer func() { _ = os.WriteFile(dir.path(pusherDone), nil, 0o644) }()
 	for {
+		if dir.exists(jobOver) {
+			return nil // flush gave up waiting and removed the token
+		}
 		p.maybeRefresh(ctx)
 		flushing := dir.exists(flushMarker)
 		p.drain(ctx, flushing)
@@ -172,6 +175,11 @@ func (p *pusherLoop) maybeRefresh(ctx context.Context) {
 	if err := refresh(ctx, p.dir, p.st, p.env, 30*time.Second); err != nil {
 		p.refreshFailedAt = now
 		p.w.warn("refresh the cache token (expires %s): %v", p.st.ExpiresAt.UTC().Format(time.RFC3339), err)
+		return
+	}
+	if p.dir.exists(jobOver) {
+		// flush removed the token while this refresh wrote it again.
+		_ = os.Remove(p.dir.path(netrcFile))
 		return
 	}
 	if err := p.dir.Save(p.st); err != nil {

@@ -91,12 +91,48 @@ func defaultFlake(getenv func(string) string) string {
 	return ""
 }
 
-// DefaultStateDir is where the state lives unless --state-dir says.
+// DefaultStateDir is where the state lives unless --state-dir says: one
+// directory per job. GitHub empties $RUNNER_TEMP for each job; elsewhere
+// the job's id (GitLab's CI_JOB_ID) names it, since a shell runner keeps
+// /tmp between jobs of every project, and a directory shared with the
+// last job would hand it that job's queue, markers and pusher.
 func DefaultStateDir(getenv func(string) string) string {
 	if d := getenv("RUNNER_TEMP"); d != "" {
 		return filepath.Join(d, "flakegate")
 	}
+	if id := getenv("CI_JOB_ID"); id != "" && strings.Trim(id, "0123456789") == "" && len(id) <= 20 {
+		return filepath.Join(os.TempDir(), "flakegate-ci-"+id)
+	}
 	return filepath.Join(os.TempDir(), "flakegate-ci")
+}
+
+// newJob readies a state directory for this job: an earlier job's markers,
+// logs and queue entries go (its queue would otherwise be pushed to this
+// job's flake, its markers end this job's pusher at once), and a pusher of
+// an earlier job still running in it makes the directory unusable (it
+// would push this job's builds with the earlier job's token).
+func newJob(dir Dir) error {
+	if st, err := dir.Load(); err == nil && st.PusherPID != 0 && st.PusherPID != os.Getpid() && alive(st.PusherPID) {
+		return fmt.Errorf("the pusher of an earlier job (pid %d) still runs in the state directory %s: pass another --state-dir", st.PusherPID, dir)
+	}
+	for _, f := range []string{flushMarker, pusherDone, jobOver, pushedLog, warningsLog, refreshedLog, pusherLog} {
+		if err := os.Remove(dir.path(f)); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("clear the last job's %s: %w", f, err)
+		}
+	}
+	entries, err := os.ReadDir(dir.path(queueDir))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("clear the last job's queue: %w", err)
+	}
+	for _, e := range entries {
+		if err := os.Remove(filepath.Join(dir.path(queueDir), e.Name())); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return fmt.Errorf("clear the last job's queue: %w", err)
+		}
+	}
+	return nil
 }
 
 // ownStateDir creates the state directory (0700) or checks that the one
@@ -180,6 +216,10 @@ func Setup(ctx context.Context, cfg SetupConfig, env Env) error {
 	// Checked before anything is written there, the warnings log
 	// included: a refused directory is someone else's.
 	if err := ownStateDir(cfg.StateDir); err != nil {
+		annotate(env, "flakegate: the cache is not used in this job: "+err.Error())
+		return nil
+	}
+	if err := newJob(Dir(cfg.StateDir)); err != nil {
 		annotate(env, "flakegate: the cache is not used in this job: "+err.Error())
 		return nil
 	}

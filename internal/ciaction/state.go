@@ -15,16 +15,19 @@ import (
 
 // Files of the state directory.
 const (
-	stateFile    = "state.json"
-	netrcFile    = "netrc"
-	nixConfFile  = "nix.conf"
-	hookFile     = "post-build-hook"
-	queueDir     = "queue"
-	pushedLog    = "pushed.log"
-	warningsLog  = "warnings.log"
-	pusherLog    = "pusher.log"
-	flushMarker  = "flush"
-	pusherDone   = "pusher.done"
+	stateFile   = "state.json"
+	netrcFile   = "netrc"
+	nixConfFile = "nix.conf"
+	hookFile    = "post-build-hook"
+	queueDir    = "queue"
+	pushedLog   = "pushed.log"
+	warningsLog = "warnings.log"
+	pusherLog   = "pusher.log"
+	flushMarker = "flush"
+	pusherDone  = "pusher.done"
+	// jobOver: flush removed the job's cache token; a pusher still running
+	// stops, and never writes the token again.
+	jobOver      = "job.over"
 	refreshedLog = "refreshed.log"
 )
 

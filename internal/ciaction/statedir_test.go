@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -198,5 +199,113 @@ func TestFlushTrustsOnlyItsOwnStateDir(t *testing.T) {
 	setupIn(t, dir, evil.URL)
 	if b, _ := os.ReadFile(victim); string(b) != "untouched\n" {
 		t.Errorf("a refused directory's warnings log was written through its symlink: %q", b)
+	}
+}
+
+// One directory per job by default: GitLab's shell runner keeps /tmp for
+// every project's jobs, and a shared directory handed the next job the
+// last one's queue, markers and pusher.
+func TestDefaultStateDirIsPerJob(t *testing.T) {
+	env := func(m map[string]string) func(string) string { return func(k string) string { return m[k] } }
+	a := DefaultStateDir(env(map[string]string{"CI_JOB_ID": "1001"}))
+	b := DefaultStateDir(env(map[string]string{"CI_JOB_ID": "1002"}))
+	if a == b || !strings.HasSuffix(a, "flakegate-ci-1001") {
+		t.Errorf("jobs 1001 and 1002 share %q / %q", a, b)
+	}
+	if got := DefaultStateDir(env(map[string]string{"CI_JOB_ID": "../x"})); strings.Contains(got, "..") {
+		t.Errorf("a job id that is not a number named %q", got)
+	}
+	if got := DefaultStateDir(env(map[string]string{"RUNNER_TEMP": "/runner/tmp", "CI_JOB_ID": "7"})); got != "/runner/tmp/flakegate" {
+		t.Errorf("GitHub: %q", got)
+	}
+}
+
+// A state directory used again (an explicit --state-dir) starts a new
+// job: the last job's queue is not pushed to this job's flake, its markers
+// do not end this job's pusher at once, its logs are not this job's
+// summary; and a pusher of the last job still running makes the directory
+// unusable rather than push this job's builds with the last job's token.
+func TestReusedStateDirStartsANewJob(t *testing.T) {
+	srv := fakeCache(t, "a.b.c")
+	dir := filepath.Join(t.TempDir(), "flakegate-ci")
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Fatal(stderr)
+	}
+	d := Dir(dir)
+	// What the last job left: an entry it did not push, its markers, logs.
+	if err := os.WriteFile(filepath.Join(d.path(queueDir), "00000000000000000001-abc.paths"), []byte("/nix/store/0c6kzph7l0dcbfmjap64f0czdafn3b7x-private\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{flushMarker, pusherDone, jobOver, pushedLog, warningsLog} {
+		if err := os.WriteFile(d.path(f), []byte("last job\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Fatal(stderr)
+	}
+	if q := (&pusherLoop{dir: d}).queue(); len(q) != 0 {
+		t.Errorf("the last job's queue is this job's: %v", q)
+	}
+	for _, f := range []string{flushMarker, pusherDone, jobOver, pushedLog, warningsLog} {
+		if d.exists(f) {
+			t.Errorf("the last job's %s is still there", f)
+		}
+	}
+
+	// A pusher of the last job still running.
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	st, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.PusherPID = sleeper.Process.Pid
+	if err := d.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	if stderr := setupIn(t, dir, srv.URL); !strings.Contains(stderr, "the pusher of an earlier job") {
+		t.Errorf("setup beside a running pusher of an earlier job: %s", stderr)
+	}
+}
+
+// After flush gave up waiting, a pusher still running stops at its next
+// round and never leaves the token on disk again: a refresh racing the
+// removal takes its own write back.
+func TestPusherAfterTheJobLeavesNoToken(t *testing.T) {
+	srv := fakeCache(t, "a.b.c")
+	dir := filepath.Join(t.TempDir(), "flakegate-ci")
+	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
+		t.Fatal(stderr)
+	}
+	d := Dir(dir)
+	st, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	env := envOf(map[string]string{"CI_PROJECT_PATH": "omnicorp/app", "FLAKEGATE_ID_TOKEN": "idp.job.token"}, &stderr)
+	env.defaults()
+	// flush's end: the marker, then the token removed.
+	if err := os.WriteFile(d.path(jobOver), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	os.Remove(d.path(netrcFile))
+	// The pusher's refresh was due: it writes the netrc, then sees the marker.
+	st.IssuedAt, st.ExpiresAt = time.Now().Add(-3*time.Hour), time.Now().Add(time.Minute)
+	p := &pusherLoop{dir: d, st: st, env: env, w: warner{env: env, dir: d, quiet: true}, rounds: map[string]int{}, next: map[string]time.Time{}}
+	p.maybeRefresh(context.Background())
+	if _, err := os.Stat(d.path(netrcFile)); !os.IsNotExist(err) {
+		t.Errorf("a refresh after the job's end left the netrc (%v)", err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- Pusher(context.Background(), d, env) }()
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the pusher did not stop after the job's end")
 	}
 }
