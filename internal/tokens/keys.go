@@ -23,6 +23,7 @@ import (
 	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
 	"encoding/json"
@@ -161,8 +162,17 @@ func keyFiles(dir string) ([]string, string, error) {
 		if !fi.Mode().IsRegular() {
 			continue
 		}
+		// The fingerprint is the content, not size and time: a key replaced
+		// in place by one of the same size with its time kept (cp -p,
+		// rsync -t; Ed25519 PEM files are all one size) was never reloaded,
+		// so a compromised key kept signing (review r6, 2026-12-05). Key
+		// files are a few hundred bytes.
+		data, err := os.ReadFile(p)
+		if err != nil {
+			return nil, "", fmt.Errorf("read key file: %w", err)
+		}
 		files = append(files, p)
-		fmt.Fprintf(&state, "%s %d %d\n", name, fi.Size(), fi.ModTime().UnixNano())
+		fmt.Fprintf(&state, "%s %x\n", name, sha256.Sum256(data))
 	}
 	return files, state.String(), nil
 }

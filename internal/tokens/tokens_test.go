@@ -2,6 +2,7 @@ package tokens
 
 import (
 	"crypto/ecdsa"
+	"crypto/ed25519"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
@@ -387,5 +388,42 @@ func TestKeysMadeInOneSecondKeepTheirOrder(t *testing.T) {
 		if r.Signer().ID != kid {
 			t.Fatalf("key %d: newest is %s, want the one just made (%s)", i, r.Signer().ID, kid)
 		}
+	}
+}
+
+// A key file replaced in place by a key of the same size with its time
+// kept (cp -p, rsync -t; Ed25519 PEM files are all one size) was never
+// reloaded: the replaced, perhaps compromised, key kept signing and
+// verifying until a restart (review r6, 2026-12-05).
+func TestKeyReplacedWithSameSizeAndTimeIsReloaded(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "key.pem")
+	write := func() {
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		der, _ := x509.MarshalPKCS8PrivateKey(priv)
+		if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	mtime := time.Now().Add(-time.Hour).Truncate(time.Second)
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	ring, err := LoadKeyRing(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	oldKID := ring.Signer().ID
+	write() // the admin replaces the compromised key
+	if err := os.Chtimes(path, mtime, mtime); err != nil {
+		t.Fatal(err)
+	}
+	changed, err := ring.Reload()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !changed || ring.Signer().ID == oldKID {
+		t.Errorf("key file replaced (same size, mtime kept): Reload changed=%v, still signing and verifying with the old key %s", changed, oldKID)
 	}
 }
