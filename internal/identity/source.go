@@ -2,6 +2,7 @@ package identity
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -56,22 +57,22 @@ func (s *urlSource) load(ctx context.Context) ([]byte, error) {
 	return body, nil
 }
 
-// fileSource reads a JWKS file, and reports errUnchanged while its
-// modification time and size stay what they were at the last read (a file
-// that did not parse is retried once it changes, not on every check).
+// fileSource reads a JWKS file, and reports errUnchanged while its content
+// stays what it was at the last read (a file that did not parse is retried
+// once it changes, not on every check). The content, not size and time: a
+// JWKS replaced in place by one of the same size with its time kept (RSA
+// keys of one size; cp -p, rsync -t) was never reloaded, so a removed key
+// went on verifying (review r6, 2026-12-05, on the token key files).
 type fileSource struct {
-	path    string
-	modTime time.Time
-	size    int64
+	path string
+	sum  [sha256.Size]byte
+	read bool
 }
 
 func (s *fileSource) load(context.Context) ([]byte, error) {
 	fi, err := os.Stat(s.path)
 	if err != nil {
 		return nil, fmt.Errorf("read jwks file: %w", err)
-	}
-	if fi.ModTime().Equal(s.modTime) && fi.Size() == s.size {
-		return nil, errUnchanged
 	}
 	if fi.Size() > maxJWKSSize {
 		return nil, fmt.Errorf("read jwks file %s: larger than %d bytes", s.path, maxJWKSSize)
@@ -80,8 +81,13 @@ func (s *fileSource) load(context.Context) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("read jwks file: %w", err)
 	}
-	// The stat taken before reading: a write racing with the read leaves a
-	// newer mtime behind, so the next check reads again.
-	s.modTime, s.size = fi.ModTime(), fi.Size()
+	if len(data) > maxJWKSSize {
+		return nil, fmt.Errorf("read jwks file %s: larger than %d bytes", s.path, maxJWKSSize)
+	}
+	sum := sha256.Sum256(data)
+	if s.read && sum == s.sum {
+		return nil, errUnchanged
+	}
+	s.sum, s.read = sum, true
 	return data, nil
 }
