@@ -124,7 +124,7 @@ func New(ctx context.Context, cfg Config, log *slog.Logger) (*App, error) {
 		}),
 		// The denylist (data.denylist of the policy directory, reloaded
 		// with it) is checked for every verified subject.
-		SubjectCheck: revoke.NewChecker(engine, log).Check,
+		SubjectCheck: revoke.NewChecker(engine, log, issuers.IssuerURLs()...).Check,
 		Logger:       log.With("log", "decision"),
 		Metrics:      metrics,
 	}

@@ -185,6 +185,7 @@ func (c *Config) NewLogger(w io.Writer) *slog.Logger { return serve.NewLogger(w,
 // printed as WARN lines and do not fail it. It makes no network calls.
 func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 	var errs []error
+	var issuerURLs []string // nil (no warnings about them) when the file failed
 	fail := func(what string, err error) {
 		fmt.Fprintf(w, "FAIL %s:\n%s\n", what, indent(err.Error()))
 		errs = append(errs, fmt.Errorf("%s: %w", what, err))
@@ -199,6 +200,7 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 		for i, ic := range issuers.Issuers {
 			names[i] = ic.Name
 		}
+		issuerURLs = issuers.IssuerURLs()
 		fmt.Fprintf(w, "ok   issuers %s: %d issuer(s): %s\n", cfg.Issuers, len(names), strings.Join(names, ", "))
 		for _, warning := range issuers.Warnings() {
 			fmt.Fprintf(w, "WARN issuers %s: %s\n", cfg.Issuers, warning)
@@ -219,8 +221,12 @@ func CheckConfig(ctx context.Context, cfg Config, w io.Writer) error {
 		} else {
 			fmt.Fprintf(w, "ok   policies %s\n", cfg.Policies)
 		}
-		if err := revoke.CheckDir(cfg.Policies); err != nil {
+		warnings, err := revoke.CheckDir(cfg.Policies, issuerURLs)
+		if err != nil {
 			fail("denylist", err)
+		}
+		for _, warning := range warnings {
+			fmt.Fprintf(w, "WARN denylist %s\n", warning)
 		}
 	}
 	return errors.Join(errs...)

@@ -70,6 +70,14 @@ func TestCheckConfig(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Issuer rules that revoke nothing: the cache's own URL, a trailing
+	// slash (review r6, 2026-12-05: accepted in silence). The exact iss
+	// is no warning.
+	strayIssuer := copyDir(t, testPolicies)
+	if err := os.WriteFile(filepath.Join(strayIssuer, "denylist.yaml"), []byte("subjects:\n  - issuer: https://cache.example.com\n  - issuer: "+iss.Issuer()+"/\n  - {issuer: "+iss.Issuer()+", sub: x}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
 	tests := []struct {
 		name      string
 		policies  string
@@ -77,6 +85,8 @@ func TestCheckConfig(t *testing.T) {
 		wantErr   bool
 		wantLines []string // substrings of the printed report
 	}{
+		{name: "denylist issuer rules naming no identity provider: warnings", policies: strayIssuer, issuers: goodIssuers,
+			wantLines: []string{"ok   policies", `WARN denylist`, `issuer "https://cache.example.com" revokes nothing`, `issuer "` + iss.Issuer() + `/" revokes nothing`}},
 		{name: "good", policies: testPolicies, issuers: goodIssuers,
 			wantLines: []string{"ok   issuers", "1 issuer(s): github", "PASS", "ok   policies"}},
 		{name: "issuer with a trailing slash: a warning, not a failure", policies: testPolicies, issuers: slashIssuers,
@@ -107,8 +117,11 @@ func TestCheckConfig(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("error %v, want error: %v\n%s", err, tt.wantErr, out.String())
 			}
-			if tt.issuers == goodIssuers && strings.Contains(out.String(), "WARN") {
+			if tt.issuers == goodIssuers && tt.policies != strayIssuer && strings.Contains(out.String(), "WARN") {
 				t.Errorf("warnings for a good issuers file:\n%s", out.String())
+			}
+			if tt.policies == strayIssuer && strings.Count(out.String(), "WARN denylist") != 2 {
+				t.Errorf("want two denylist warnings (not the exact iss):\n%s", out.String())
 			}
 			for _, l := range tt.wantLines {
 				if !strings.Contains(out.String(), l) {

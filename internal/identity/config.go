@@ -207,6 +207,19 @@ func (c *Config) Validate() error {
 	return errors.Join(errs...)
 }
 
+// IssuerURLs are the iss values of the identity providers (flakegate's
+// own cache-token issuer left out: a cache token's subject carries the iss
+// of the IdP token it was exchanged for).
+func (c *Config) IssuerURLs() []string {
+	var out []string
+	for _, ic := range c.Issuers {
+		if ic.Claims != ClaimsFlakegate {
+			out = append(out, ic.Issuer)
+		}
+	}
+	return out
+}
+
 // external counts the issuers other than flakegate's own (claims
 // flakegate, whose tokens carry a subject another issuer verified).
 func (c *Config) external() int {

@@ -24,6 +24,9 @@ type Source interface {
 type Checker struct {
 	src Source
 	log *slog.Logger
+	// issuers are the configured identity providers' iss values: an issuer
+	// rule naming none of them is logged as revoking nothing.
+	issuers []string
 
 	state atomic.Pointer[state]
 	mu    sync.Mutex // serializes rebuilds
@@ -42,11 +45,11 @@ type state struct {
 // treated as malformed: only an explicit empty list (`token_ids: []`) lifts
 // revocations. The engine judges the same rule for every set it activates
 // (CheckData, given as policy.Options.CheckData); this is the second line.
-func NewChecker(src Source, log *slog.Logger) *Checker {
+func NewChecker(src Source, log *slog.Logger, issuers ...string) *Checker {
 	if log == nil {
 		log = slog.Default()
 	}
-	c := &Checker{src: src, log: log.With("component", "revoke")}
+	c := &Checker{src: src, log: log.With("component", "revoke"), issuers: issuers}
 	c.current()
 	return c
 }
@@ -83,6 +86,11 @@ func (c *Checker) current() *state {
 	} else {
 		ids, subjects := list.Len()
 		c.log.Info("denylist loaded", "policy_revision", rev, "token_ids", ids, "subjects", subjects)
+		if len(c.issuers) > 0 {
+			for _, iss := range list.UnknownIssuers(c.issuers) {
+				c.log.Warn("denylist: this issuer rule revokes nothing: no configured identity provider has that iss (a cache token carries its IdP's iss, not the cache's URL; spelling and trailing slash count)", "policy_revision", rev, "issuer", iss)
+			}
+		}
 	}
 	c.state.Store(st)
 	return st

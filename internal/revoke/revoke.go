@@ -30,6 +30,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -187,6 +188,22 @@ func typeName(v any) string {
 
 // Len is the number of token ids and subject rules.
 func (l *List) Len() (tokenIDs, subjects int) { return len(l.tokenIDs), len(l.subjects) }
+
+// UnknownIssuers lists the issuers of {issuer, sub} rules that are none of
+// known (the issuers file's identity providers): such a rule revokes
+// nothing, since a token's subject (a cache token's too) carries the iss of
+// the IdP token it came from, compared exactly. The cache's own URL and a
+// trailing slash are the usual slips (review r6, 2026-12-05: accepted in
+// silence).
+func (l *List) UnknownIssuers(known []string) []string {
+	var out []string
+	for _, r := range l.subjects {
+		if r.issuer != "" && !slices.Contains(known, r.issuer) && !slices.Contains(out, r.issuer) {
+			out = append(out, r.issuer)
+		}
+	}
+	return out
+}
 
 // Revoked reports whether the subject's token is revoked, and why (the
 // matching rule; never the token).

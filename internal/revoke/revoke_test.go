@@ -212,7 +212,7 @@ func TestCheckDir(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			err := CheckDir(dir)
+			_, err := CheckDir(dir, nil)
 			if tt.wantErr == "" {
 				if err != nil {
 					t.Fatal(err)
@@ -268,5 +268,17 @@ func TestVanishedDenylistKeepsRevocations(t *testing.T) {
 	fresh.set("s1", "")
 	if err := NewChecker(fresh, slog.New(slog.DiscardHandler)).Check(ctx, alice); err != nil {
 		t.Fatalf("no denylist ever: %v", err)
+	}
+}
+
+// An issuer rule naming no configured identity provider revokes nothing:
+// said in the log when the list loads (review r6, 2026-12-05: silent).
+func TestUnknownIssuerRuleIsLogged(t *testing.T) {
+	var logged strings.Builder
+	src := &dataSource{}
+	src.set("r1", "subjects:\n  - issuer: https://cache.example.com\n  - {issuer: https://idp.example.com, sub: '1'}\n")
+	NewChecker(src, slog.New(slog.NewTextHandler(&logged, nil)), "https://idp.example.com")
+	if out := logged.String(); !strings.Contains(out, "revokes nothing") || !strings.Contains(out, "issuer=https://cache.example.com") || strings.Contains(out, "issuer=https://idp.example.com") {
+		t.Errorf("log:\n%s", out)
 	}
 }
