@@ -7,7 +7,12 @@ const path = require('path');
 const { input, stateDir, client, warn } = require('./common');
 
 function main() {
-  fs.mkdirSync(path.dirname(client), { recursive: true });
+  // Not writable by the group or others whatever the runner's umask (a
+  // self-hosted runner started with umask 002): setup refuses a state
+  // directory others may write to (the post-build hook lives there).
+  fs.mkdirSync(path.dirname(client), { recursive: true, mode: 0o711 });
+  fs.chmodSync(stateDir, 0o711);
+  fs.chmodSync(path.dirname(client), 0o711);
   const ldflags = process.env.GITHUB_ACTION_REF
     ? ['-ldflags', '-X github.com/flakegate/flakegate/internal/version.Version=' + process.env.GITHUB_ACTION_REF]
     : [];

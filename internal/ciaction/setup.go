@@ -135,7 +135,7 @@ func newJob(dir Dir) error {
 	return nil
 }
 
-// ownStateDir creates the state directory (0700) or checks that the one
+// ownStateDir creates the state directory (0711) or checks that the one
 // there is a directory, not a symlink, that this user owns and no one
 // else may write to. The post-build hook Nix runs (as root under a daemon),
 // the nix.conf naming it, the netrc and state.json (the cache the job's
@@ -147,7 +147,16 @@ func ownStateDir(path string) error {
 	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
 		return fmt.Errorf("create the state directory: %w", err)
 	}
-	if err := os.Mkdir(path, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+	// 0711: others may not list or write it, but may reach the nix.conf in
+	// it by name, which /etc/nix/nix.conf includes in system mode (0700
+	// made every other user's Nix fail on /etc/nix/nix.conf). The netrc
+	// is 0600.
+	switch err := os.Mkdir(path, 0o711); {
+	case err == nil:
+		if err := os.Chmod(path, 0o711); err != nil { // whatever the umask
+			return fmt.Errorf("create the state directory: %w", err)
+		}
+	case !errors.Is(err, os.ErrExist):
 		return fmt.Errorf("create the state directory: %w", err)
 	}
 	return checkStateDir(path)

@@ -110,14 +110,16 @@ func TestStateDirOfOthersIsRefused(t *testing.T) {
 		t.Errorf("a netrc symlink planted in another user's directory was followed:\n%s", b)
 	}
 
-	// A new directory is made 0700; one of this user's, not writable by
+	// A new directory is made 0711 (others reach the nix.conf that
+	// /etc/nix/nix.conf includes, but may neither list nor write); one of
+	// this user's, not writable by
 	// others, is used (the next job on a shell runner).
 	dir := filepath.Join(tmp, "fresh", "flakegate-ci")
 	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
 		t.Fatalf("a fresh state directory: %s", stderr)
 	}
-	if fi, err := os.Lstat(dir); err != nil || fi.Mode().Perm() != 0o700 {
-		t.Errorf("fresh state directory: %v %v, want mode 0700", fi.Mode(), err)
+	if fi, err := os.Lstat(dir); err != nil || fi.Mode().Perm() != 0o711 {
+		t.Errorf("fresh state directory: %v %v, want mode 0711", fi.Mode(), err)
 	}
 	if stderr := setupIn(t, dir, srv.URL); strings.Contains(stderr, "not used") {
 		t.Errorf("the same directory again: %s", stderr)

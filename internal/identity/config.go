@@ -67,6 +67,24 @@ type IssuerConfig struct {
 	OrgIDs map[string]string `json:"org_ids,omitempty"`
 }
 
+// pinnedOrgs are the orgs org_ids pins (github-actions only).
+func (ic *IssuerConfig) pinnedOrgs() []string {
+	if ic.Claims != ClaimsGitHubActions {
+		return nil
+	}
+	return slices.Sorted(maps.Keys(ic.OrgIDs))
+}
+
+// pins reports whether org_ids pins org (names are case-insensitive).
+func (ic *IssuerConfig) pins(org string) bool {
+	for name := range ic.OrgIDs {
+		if strings.EqualFold(name, org) {
+			return true
+		}
+	}
+	return false
+}
+
 // ownerMatches reports whether a subject mapped from claims (an IdP token's,
 // or the IdP claims a cache token carries) may speak for org under
 // org_ids; "" when it may, else why not.
@@ -199,6 +217,13 @@ func (c *Config) Validate() error {
 		issuers[ic.Issuer] = i
 		for _, p := range ic.problems(false) {
 			fail(p.field, "%s", p.msg)
+		}
+		for _, j := range c.Issuers {
+			for _, o := range j.pinnedOrgs() {
+				if ic.Claims == ClaimsGitHubActions && ic.allowsOrg(o) && len(ic.Orgs) > 0 && !ic.pins(o) {
+					fail("org_ids", "org %q is pinned to its GitHub account by issuer %s but not here: the name's next owner would pass through this issuer; pin it here too (each GitHub instance has its own account IDs)", o, j.Name)
+				}
+			}
 		}
 		if c.external() > 1 && ic.orgFromToken() && len(ic.Orgs) == 0 {
 			fail("orgs", "required when more than one issuer is configured: list the orgs this issuer speaks for (its tokens name their own org, and a name registered on this provider, say omnicorp on gitlab.com, would otherwise pass as another issuer's org)")

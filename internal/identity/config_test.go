@@ -102,6 +102,12 @@ func TestParseIssuersValidation(t *testing.T) {
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: gitlab-ci, org_ids: {omnicorp: "1"}}`, []string{"org_ids: only valid with claims: github-actions"}},
 		{"org_ids of an unlisted org, twice, not digits", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {acme: "1", omnicorp: "x1", OmniCorp: "2"}}`, []string{`org_ids: "acme" is not one of this issuer's orgs`, `org_ids: "omnicorp" is listed twice`, `org_ids: omnicorp: "x1" is not a GitHub account ID`}},
+		{"org_ids on both GitHub issuers listing the org", `issuers:
+  - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {omnicorp: "1"}}
+  - {name: ghes, issuer: "https://ghes.example.com/_services/token", jwks_url: "https://b.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {OmniCorp: "7"}}`, nil},
+		{"org_ids on one of two GitHub issuers listing the org", `issuers:
+  - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {omnicorp: "1"}}
+  - {name: ghes, issuer: "https://ghes.example.com/_services/token", jwks_url: "https://b.example/jwks", audience: [x], claims: github-actions, orgs: [OmniCorp]}`, []string{`issuers[1] (ghes): org_ids: org "omnicorp" is pinned to its GitHub account by issuer github but not here`}},
 		{"org outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, org: omnicorp}`, []string{"org: only valid with claims: oidc"}},
 		{"org and org_claim", `issuers:

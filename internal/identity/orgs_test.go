@@ -222,3 +222,44 @@ func TestOrgIDsPinTheOwner(t *testing.T) {
 		t.Errorf("cache token of the owner: %+v", s)
 	}
 }
+
+// A cache token's user is named again from the IdP claims it carries, as
+// the IdP's entry names users now: one exchanged when an unverified email
+// named its user no longer acts as that address (it would for hours, a
+// scoped token for 90 days), and after a user_claim change it acts under
+// the new name (review of the fixes, 2026-12-05).
+func TestCacheTokenUserFollowsTheIdPNaming(t *testing.T) {
+	clock := newClock()
+	idp := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
+	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
+	set, err := jwk.Parse(fg.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	env := func(userClaim string) *env {
+		cfg := idp.Config("idp", identity.ClaimsOIDC)
+		cfg.Org, cfg.UserClaim = "omnicorp", userClaim
+		e := newEnv(t, clock, identity.Options{}, cfg)
+		if err := e.v.AddIssuer(fgCfg, set); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	e := env("")
+	claims := identitytest.OIDCUserClaims("mallory")
+	delete(claims, "preferred_username")
+	claims["email"], claims["email_verified"], claims["oid"] = "cto@omnicorp.example", false, "0c4f-77"
+	s := e.mustVerify(idp.Mint(claims))
+	s.User = "cto@omnicorp.example" // what an exchange before the fix wrote
+	cc := s.CacheClaims()
+	cc["sub"] = "exchanged"
+	tok := fg.Mint(cc)
+	if got := e.mustVerify(tok); got.User != "user-mallory" {
+		t.Errorf("a cache token of an unverified email acts as %q, want its sub", got.User)
+	}
+	if got := env("oid").mustVerify(tok); got.User != "0c4f-77" {
+		t.Errorf("after user_claim: oid, the cache token acts as %q", got.User)
+	}
+	env("missing").mustRefuse(tok, identity.ReasonClaims)
+}

@@ -615,6 +615,21 @@ func (v *MultiVerifier) verify(ctx context.Context, raw string, now time.Time) (
 	if why := bound.ownerMatches(s.Org, s.Claims); why != "" {
 		return nil, is, nil, invalid(ReasonClaims, why)
 	}
+	// A cache token's user is named again from the IdP claims it carries,
+	// as its IdP's entry names users now (user_claim, a verified email):
+	// one exchanged when an unverified email still named its user must not
+	// act as that address for hours, or a scoped token for 90 days (review
+	// of the fixes, 2026-12-05); after a user_claim change it acts under
+	// the new name, which the policy's lists then name.
+	if is.cfg.Claims == ClaimsFlakegate && bound.Claims == ClaimsOIDC {
+		sub, _ := s.Claims["sub"].(string)
+		if sub == "" {
+			return nil, is, nil, invalid(ReasonClaims, "the token's IdP claims have no sub")
+		}
+		if s.User, err = oidcUser(s.Claims, bound, sub); err != nil {
+			return nil, is, nil, err
+		}
+	}
 	return s, is, ks, nil
 }
 
