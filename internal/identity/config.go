@@ -368,12 +368,20 @@ func (ic *IssuerConfig) problems(staticKeys bool) []problem {
 			add("org_ids", fmt.Sprintf("%q is not an org name", name))
 		}
 		seen[strings.ToLower(name)] = true
-		if id == "" || len(id) > 20 || strings.Trim(id, "0123456789") != "" {
+		if id == "" || len(id) > 20 || strings.Trim(id, "0123456789") != "" || id[0] == '0' {
 			add("org_ids", fmt.Sprintf("%s: %q is not a GitHub account ID (digits: `gh api orgs/%s --jq .id`)", name, id, name))
 		}
 	}
-	if ic.UserClaim != "" && ic.Claims != ClaimsOIDC {
-		add("user_claim", "only valid with claims: oidc (CI tokens name their actor themselves)")
+	switch ic.UserClaim {
+	case "":
+	case "email":
+		add("user_claim", "email would name users by an address the IdP may not have verified: leave user_claim out (a verified email is used when there is no preferred_username) or name an immutable claim (sub, oid)")
+	case "iss", "aud", "exp", "nbf", "iat", "jti", "azp", "nonce":
+		add("user_claim", fmt.Sprintf("%q is a token claim, not a user name", ic.UserClaim))
+	default:
+		if ic.Claims != ClaimsOIDC {
+			add("user_claim", "only valid with claims: oidc (CI tokens name their actor themselves)")
+		}
 	}
 	switch {
 	case ic.Org == "":

@@ -108,6 +108,10 @@ func TestParseIssuersValidation(t *testing.T) {
 		{"org_ids on one of two GitHub issuers listing the org", `issuers:
   - {name: github, issuer: "https://token.actions.githubusercontent.com", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {omnicorp: "1"}}
   - {name: ghes, issuer: "https://ghes.example.com/_services/token", jwks_url: "https://b.example/jwks", audience: [x], claims: github-actions, orgs: [OmniCorp]}`, []string{`issuers[1] (ghes): org_ids: org "omnicorp" is pinned to its GitHub account by issuer github but not here`}},
+		{"user_claim email, a reserved claim; org_ids with a leading zero", `issuers:
+  - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: oidc, user_claim: email}
+  - {name: b, issuer: "https://b.example", jwks_url: "https://b.example/jwks", audience: [x], claims: oidc, user_claim: exp}
+  - {name: c, issuer: "https://c.example", jwks_url: "https://c.example/jwks", audience: [x], claims: github-actions, orgs: [omnicorp], org_ids: {omnicorp: "090316721"}}`, []string{"(a): user_claim: email would name users", `(b): user_claim: "exp" is a token claim`, `(c): org_ids: omnicorp: "090316721" is not a GitHub account ID`}},
 		{"org outside oidc", `issuers:
   - {name: a, issuer: "https://a.example", jwks_url: "https://a.example/jwks", audience: [x], claims: github-actions, org: omnicorp}`, []string{"org: only valid with claims: oidc"}},
 		{"org and org_claim", `issuers:
