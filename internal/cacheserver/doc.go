@@ -27,8 +27,8 @@
 // denied read repeats byte for byte); bad upload → 400 with a one-line
 // plain-text reason; a narinfo for a store path the same flake already
 // holds with other contents (NarHash or references) → 409; too large → 413;
-// wrong method → 405; storage failure → 500 (generic message, detail in the
-// log).
+// wrong method → 405; storage full (ENOSPC, EDQUOT) → 507; other storage
+// failure → 500 (generic message, detail in the log).
 // A new upload is 201, a flake's re-upload of what it has 200: no answer
 // depends on what other flakes hold.
 //

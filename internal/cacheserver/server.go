@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -382,6 +383,12 @@ var representationHeaders = []string{
 // generic message.
 func (s *Server) internalError(w http.ResponseWriter, r *http.Request, what string, err error) {
 	s.log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", route.LogPath(r.URL.Path), "op", what, "err", err)
+	if errors.Is(err, syscall.ENOSPC) || errors.Is(err, syscall.EDQUOT) {
+		// Said as what it is (review r5, 2026-12-05: a full disk was
+		// "internal error"); nothing was kept of the request.
+		s.fail(w, http.StatusInsufficientStorage, "the cache's storage is full ("+what+"): nothing was stored; try again once an operator has freed space")
+		return
+	}
 	s.fail(w, http.StatusInternalServerError, "internal error while "+what+": see the server log")
 }
 
