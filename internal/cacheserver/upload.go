@@ -273,7 +273,14 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	if err := bw.Commit(ctx, key); err != nil {
 		return false, fmt.Errorf("commit blob %s: %w", key, err)
 	}
-	if err := s.idx.PutNar(ctx, req.Flake, rec); err != nil {
+	// Owned only if the claim is still there: a collection that forgot it
+	// meanwhile may have deleted the blob just committed (index.Collectable
+	// OwnClaimedNar); Nix pushes the NAR again after the 503.
+	put := s.idx.PutNar
+	if c, ok := s.idx.(index.Collectable); ok {
+		put = c.OwnClaimedNar
+	}
+	if err := put(ctx, req.Flake, rec); err != nil {
 		if errors.Is(err, index.ErrBusy) {
 			return false, collecting("NAR " + req.File)
 		}

@@ -93,6 +93,14 @@ type Collectable interface {
 	// (a crash ends the upload it serves; PutNar records it durably), so
 	// implementations may commit it without waiting for an fsync.
 	ClaimNar(ctx context.Context, n Nar) error
+	// OwnClaimedNar is PutNar for an upload that claimed n: it requires
+	// the claimed record still there and not doomed, and otherwise
+	// records nothing and returns ErrBusy. A collection that doomed and
+	// forgot the record since (its clock ahead of the uploader's by more
+	// than the grace, or a grace of 0) may have deleted the blob the
+	// upload just committed; PutNar would record the file anew, owned
+	// and served, with no blob (review r5, 2026-12-05).
+	OwnClaimedNar(ctx context.Context, flake nixname.Flake, n Nar) error
 	// TouchPaths marks those of hashes the flake holds as used at t
 	// (never moving a time back). One transaction for all.
 	TouchPaths(ctx context.Context, flake nixname.Flake, hashes []string, t time.Time) error

@@ -295,6 +295,9 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if err := c.ClaimNar(ctx, nar(2)); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("ClaimNar of a doomed NAR: %v, want ErrBusy", err)
 	}
+	if err := c.OwnClaimedNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("OwnClaimedNar of a doomed NAR: %v, want ErrBusy", err)
+	}
 	if o, _ := x.Owners(ctx, nixname.KindNar, NarFile(2)); len(o) != 0 {
 		t.Errorf("a refused PutNar recorded an owner: %v", o)
 	}
@@ -310,8 +313,21 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if _, err := x.GetNar(ctx, nixname.Flake{}, NarFile(1)); err != nil {
 		t.Errorf("ForgetNars removed a NAR that was not doomed: %v", err)
 	}
+	// An upload that claimed NAR 2 before it was doomed and forgotten
+	// (its clock behind the collector's by more than the grace) is not
+	// recorded: its blob may be gone (review r5, 2026-12-05).
+	if err := c.OwnClaimedNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("OwnClaimedNar of a collected claim: %v, want ErrBusy", err)
+	}
+	if _, err := x.GetNar(ctx, nixname.Flake{}, NarFile(2)); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("OwnClaimedNar of a collected claim recorded it: %v", err)
+	}
 	// Once forgotten, the file can be pushed again.
 	must(t, c.ClaimNar(ctx, nar(2)))
+	must(t, c.OwnClaimedNar(ctx, flakeA, nar(2)))
+	if _, err := x.GetNar(ctx, flakeA, NarFile(2)); err != nil {
+		t.Errorf("OwnClaimedNar of a live claim: not owned: %v", err)
+	}
 	must(t, x.PutNar(ctx, flakeA, nar(2)))
 	// A claimed NAR is recent: not doomed even without an owner.
 	n4 := nar(4)

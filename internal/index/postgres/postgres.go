@@ -215,6 +215,15 @@ func (x *Index) write(ctx context.Context, what string, fn func(ctx context.Cont
 }
 
 // recordFlake records flake in flakes, the table Stats counts.
+// ownNar records that flake owns file, used at `at`.
+func ownNar(ctx context.Context, tx pgx.Tx, flake nixname.Flake, file string, at time.Time) error {
+	if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake, touched_at) VALUES ($1, $2, $3)
+		ON CONFLICT (file, flake) DO UPDATE SET touched_at = greatest(nar_owners.touched_at, excluded.touched_at)`, file, flake.String(), at); err != nil {
+		return err
+	}
+	return recordFlake(ctx, tx, flake)
+}
+
 func recordFlake(ctx context.Context, tx pgx.Tx, flake nixname.Flake) error {
 	_, err := tx.Exec(ctx, `INSERT INTO flakes (flake) VALUES ($1) ON CONFLICT DO NOTHING`, flake.String())
 	return err
@@ -231,11 +240,28 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 		if err := claimNar(ctx, tx, n, at); err != nil {
 			return err
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO nar_owners (file, flake, touched_at) VALUES ($1, $2, $3)
-			ON CONFLICT (file, flake) DO UPDATE SET touched_at = greatest(nar_owners.touched_at, excluded.touched_at)`, n.File, flake.String(), at); err != nil {
+		return ownNar(ctx, tx, flake, n.File, at)
+	})
+}
+
+// OwnClaimedNar records that flake owns the claimed n (see
+// index.Collectable): ErrBusy when the claim's record is gone or doomed.
+func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
+	if err := index.CheckNar(flake, n); err != nil {
+		return err
+	}
+	at := index.CreatedAt(n.CreatedAt)
+	return x.write(ctx, "own nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
+		var file string
+		err := tx.QueryRow(ctx, `UPDATE nars SET touched_at = greatest(touched_at, $2) WHERE file = $1 AND NOT deleting RETURNING file`,
+			n.File, at).Scan(&file)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("nar %s: its claim was collected: %w", n.File, index.ErrBusy)
+		}
+		if err != nil {
 			return err
 		}
-		return recordFlake(ctx, tx, flake)
+		return ownNar(ctx, tx, flake, n.File, at)
 	})
 }
 

@@ -470,6 +470,28 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 	})
 }
 
+// OwnClaimedNar records that flake owns the claimed n (see
+// index.Collectable): ErrBusy when the claim's record is gone or doomed.
+func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
+	if err := index.CheckNar(flake, n); err != nil {
+		return err
+	}
+	created := index.CreatedAt(n.CreatedAt)
+	return x.write(ctx, "own nar "+n.File, func(tx *sql.Tx) error {
+		var file string
+		err := tx.QueryRowContext(ctx, `UPDATE nars SET touched_at = max(touched_at, ?) WHERE file = ? AND deleting = 0 RETURNING file`,
+			created.UnixNano(), n.File).Scan(&file)
+		if errors.Is(err, sql.ErrNoRows) {
+			return fmt.Errorf("nar %s: its claim was collected: %w", n.File, index.ErrBusy)
+		}
+		if err != nil {
+			return err
+		}
+		_, err = tx.StmtContext(ctx, x.own).ExecContext(ctx, n.File, flake.String(), created.UnixNano())
+		return err
+	})
+}
+
 // ClaimNar records a NAR (no owner) as touched now, before its blob is
 // committed; ErrBusy while a collection deletes the file.
 //
