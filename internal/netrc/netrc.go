@@ -21,8 +21,8 @@ type netrcToken struct {
 }
 
 // tokenizeNetrc splits netrc content into words, skipping comment lines
-// ('#' first) and macdef bodies (up to the next empty line), as curl and
-// ftp do. Lines keep their exact bytes so untouched parts are rewritten as
+// ('#' first) and macdef bodies (up to the next empty line, blanks not
+// counting as empty), as curl does. Lines keep their exact bytes so untouched parts are rewritten as
 // they were.
 func tokenizeNetrc(lines []string) []netrcToken {
 	var toks []netrcToken
@@ -30,7 +30,11 @@ func tokenizeNetrc(lines []string) []netrcToken {
 	pendingMacro := 0 // words left before a macdef body starts (the name)
 	for li, line := range lines {
 		if inMacro {
-			if strings.TrimSpace(line) == "" {
+			// Only a truly empty line ends the body, as in curl
+			// (lib/netrc.c): a line of blanks does not (review of the
+			// fixes, 2026-12-05: an entry after one was "stored" and never
+			// read by curl).
+			if line == "" || line == "\r" {
 				inMacro = false
 			}
 			continue

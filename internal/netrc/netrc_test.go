@@ -227,3 +227,23 @@ func TestEntryIsNotAppendedIntoAMacroBody(t *testing.T) {
 		t.Errorf("second update:\n%s", again)
 	}
 }
+
+// A macdef body ends at a truly empty line only, as curl reads it: an
+// entry placed after a line of blanks was "stored" and never sent (review
+// of the fixes, 2026-12-05).
+func TestMacroBodyEndsOnlyAtAnEmptyLine(t *testing.T) {
+	content := "machine ftp.example login a password b\nmacdef init\ncd /pub\n \n"
+	if _, ok := Password(content+"machine cache.example login flakegate password old\n", "cache.example"); ok {
+		t.Error("an entry after a line of blanks was read outside the macro body")
+	}
+	out, err := SetEntry(content, "cache.example", "flakegate", "tok")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "cd /pub\n \n\nmachine cache.example") {
+		t.Errorf("no empty line ends the macro before the entry:\n%q", out)
+	}
+	if p, ok := Password(out, "cache.example"); !ok || p != "tok" {
+		t.Errorf("Password %q %v", p, ok)
+	}
+}
