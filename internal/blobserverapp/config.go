@@ -227,7 +227,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.MaxDecoderMemory > 0 && c.MaxDecoderMemory < nixcache.MinDecoderMemory {
-		add("-max-decoder-memory must be at least %d MiB (one zstd stream of the largest window), got %d", nixcache.MinDecoderMemory>>20, c.MaxDecoderMemory)
+		add("-max-decoder-memory must be at least %d MiB (one zstd stream of the largest window), got %d", (nixcache.MinDecoderMemory+1<<20-1)>>20, c.MaxDecoderMemory)
 	}
 	if c.RedirectNars {
 		if !strings.HasPrefix(c.Storage, "s3://") {

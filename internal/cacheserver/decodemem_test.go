@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
@@ -21,7 +22,12 @@ var hugeWindowFrame = []byte{0x28, 0xb5, 0x2f, 0xfd, 0x00, 17 << 3, 1, 0, 0, 'a'
 // up to 128 MiB, with no bound across requests).
 func TestDecoderMemoryInUseAnswers503(t *testing.T) {
 	nixcache.SetDecoderMemory(nixcache.MinDecoderMemory)
-	t.Cleanup(func() { nixcache.SetDecoderMemory(nixcache.DefaultDecoderMemory) })
+	wait := nixcache.DecoderWait
+	nixcache.DecoderWait = 50 * time.Millisecond
+	t.Cleanup(func() {
+		nixcache.SetDecoderMemory(nixcache.DefaultDecoderMemory)
+		nixcache.DecoderWait = wait
+	})
 	ts := newTestServer(t, "", nil, nil)
 	drv := storeHash("budget") + "-x.drv"
 	logURL := ts.URL + "/omnicorp/a/log/" + drv

@@ -7,11 +7,10 @@ import (
 	"fmt"
 	"io"
 	"sync"
-	"sync/atomic"
+	"time"
 
 	"github.com/klauspost/compress/zstd"
 	"github.com/therootcompany/xz"
-	"golang.org/x/sync/semaphore"
 )
 
 // Decoder memory.
@@ -27,15 +26,20 @@ import (
 // So every xz and zstd decoder belongs to a window class (a power of two,
 // 1 MiB to the kind's limit): the class of what the stream's first frame
 // or block declares, the decoder's own limit set to the class, so a later
-// frame or block declaring more is refused by the decoder itself. Each
-// decoder in use holds its class's bytes of one process-wide budget
-// (SetDecoderMemory); when the budget cannot cover a new stream, it is
-// refused at once with ErrDecoderMemory (503: Nix retries) rather than
-// queued. Idle decoders wait in a pool per class and are not counted: a
-// pool keeps them only until the next garbage collection or two.
+// frame or block declaring more is refused by the decoder itself. Every
+// decoder alive, in use or idle for reuse, holds its cost (the class plus
+// what the library allocates beside the window) of one process-wide budget
+// (SetDecoderMemory). A stream that does not fit first evicts idle
+// decoders, then waits for one in use to finish (at most DecoderWait),
+// then is refused with ErrDecoderMemory (503).
+//
+// Hand-written rather than sync.Pool and a semaphore: a sync.Pool per class
+// keeps idle decoders outside any count (a review drove the heap to 6.4 GiB
+// with a 1 GiB budget by using each class in turn), and refusing at once
+// failed an ordinary push of 25 xz -9 paths in parallel.
 
-// ErrDecoderMemory means the decoder memory budget cannot cover one more
-// stream of the window this one declares, now: try again.
+// ErrDecoderMemory means the decoder memory budget could not cover one more
+// stream of the window this one declares within DecoderWait: try again.
 var ErrDecoderMemory = errors.New("the server's memory for decompressing is in use by other requests")
 
 // DefaultDecoderMemory is the budget until SetDecoderMemory is called.
@@ -43,20 +47,19 @@ const DefaultDecoderMemory = 1 << 30
 
 // MinDecoderMemory is the smallest budget that admits one stream of every
 // window this package accepts.
-const MinDecoderMemory = zstdMaxWindow
+const MinDecoderMemory = zstdMaxWindow + zstdOverhead
 
-// decoderBudget is the budget decoders in use draw from; a stream's
-// reservation is released to the semaphore it was taken from.
-var decoderBudget atomic.Pointer[semaphore.Weighted]
+// DecoderWait is how long a stream waits for decoder memory before it is
+// refused.
+var DecoderWait = 30 * time.Second
 
-func init() { SetDecoderMemory(DefaultDecoderMemory) }
-
-// SetDecoderMemory sets the process's budget of xz and zstd decoder
-// windows in use at once, in bytes (at least MinDecoderMemory). Streams
-// decoding when it changes keep their reservation in the old budget.
-func SetDecoderMemory(n int64) {
-	decoderBudget.Store(semaphore.NewWeighted(max(n, MinDecoderMemory)))
-}
+// What a decoder allocates beside its window, measured (klauspost/compress
+// 1.20: the history ring holds window + 2 × (128 KiB + its over-allocation),
+// plus block and literal buffers; therootcompany/xz: a few buffers).
+const (
+	zstdOverhead = 512 << 10
+	xzOverhead   = 64 << 10
+)
 
 // Window classes: 1 << class bytes, minClass to the kind's maximum.
 const (
@@ -65,10 +68,127 @@ const (
 	xzMaxClass   = 26 // xzDictMax
 )
 
-var (
-	zstdPools [zstdMaxClass - minClass + 1]sync.Pool
-	xzPools   [xzMaxClass - minClass + 1]sync.Pool
+type decoderKind int
+
+const (
+	kindZstd decoderKind = iota
+	kindXZ
 )
+
+func (k decoderKind) cost(class int) int64 {
+	if k == kindZstd {
+		return 1<<class + zstdOverhead
+	}
+	return 1<<class + xzOverhead
+}
+
+// budget is the decoders' memory: every decoder alive holds its cost, the
+// idle ones waiting in free for reuse (newest last).
+type budget struct {
+	mu      sync.Mutex
+	limit   int64
+	used    int64
+	free    [2][zstdMaxClass - minClass + 1][]any
+	idle    int           // decoders in free
+	changed chan struct{} // closed and replaced when memory is given back
+}
+
+var decoders = &budget{limit: DefaultDecoderMemory, changed: make(chan struct{})}
+
+// SetDecoderMemory sets the process's budget for xz and zstd decoders
+// alive at once (in use, or idle for reuse), in bytes, at least
+// MinDecoderMemory. Idle decoders are dropped.
+func SetDecoderMemory(n int64) {
+	b := decoders
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limit = max(n, MinDecoderMemory)
+	saved := b.limit
+	b.limit = 0
+	b.evict(0) // every idle decoder
+	b.limit = saved
+	b.wake()
+}
+
+// DecoderMemoryInUse reports the bytes held by decoders alive and how many
+// of them are idle (metrics, tests).
+func DecoderMemoryInUse() (bytes int64, idle int) {
+	b := decoders
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used, b.idle
+}
+
+func (b *budget) wake() {
+	close(b.changed)
+	b.changed = make(chan struct{})
+}
+
+// evict drops idle decoders, largest class first, until need more bytes
+// fit; it reports whether they do. Call with mu held.
+func (b *budget) evict(need int64) bool {
+	for class := zstdMaxClass; class >= minClass && b.used+need > b.limit; class-- {
+		for k := range b.free {
+			list := &b.free[k][class-minClass]
+			for len(*list) > 0 && b.used+need > b.limit {
+				(*list)[0] = nil // the oldest: dropped, the GC frees it
+				*list = (*list)[1:]
+				b.used -= decoderKind(k).cost(class)
+				b.idle--
+			}
+		}
+	}
+	return b.used+need <= b.limit
+}
+
+// get returns an idle decoder of kind and class (nil: make one; its cost
+// is then held), or ErrDecoderMemory after DecoderWait.
+func (b *budget) get(k decoderKind, class int) (any, error) {
+	var timer *time.Timer
+	for {
+		b.mu.Lock()
+		list := &b.free[k][class-minClass]
+		if n := len(*list); n > 0 {
+			d := (*list)[n-1]
+			(*list)[n-1] = nil
+			*list = (*list)[:n-1]
+			b.idle--
+			b.mu.Unlock()
+			return d, nil
+		}
+		if b.evict(k.cost(class)) {
+			b.used += k.cost(class)
+			b.mu.Unlock()
+			return nil, nil
+		}
+		changed := b.changed
+		b.mu.Unlock()
+		if timer == nil {
+			timer = time.NewTimer(DecoderWait)
+			defer timer.Stop()
+		}
+		select {
+		case <-changed:
+		case <-timer.C:
+			return nil, fmt.Errorf("%w (a stream declaring a %d MiB window waited %s): try again", ErrDecoderMemory, 1<<(class-20), DecoderWait)
+		}
+	}
+}
+
+// put gives a decoder back: kept idle for reuse when d is not nil (its
+// cost still held), else its cost returned.
+func (b *budget) put(k decoderKind, class int, d any) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if d != nil && b.used <= b.limit {
+		list := &b.free[k][class-minClass]
+		*list = append(*list, d)
+		b.idle++
+	} else {
+		b.used -= k.cost(class)
+	}
+	b.wake()
+}
 
 // windowClass is the smallest class holding a window of w bytes, at most
 // maxClass (a larger window is refused by a decoder of maxClass).
@@ -78,17 +198,6 @@ func windowClass(w uint64, maxClass int) int {
 		c++
 	}
 	return c
-}
-
-// reserve takes 1 << class bytes of the budget: a release function, or
-// ErrDecoderMemory.
-func reserve(class int) (func(), error) {
-	sem, n := decoderBudget.Load(), int64(1)<<class
-	if !sem.TryAcquire(n) {
-		return nil, fmt.Errorf("%w (a stream declaring a %d MiB window): try again", ErrDecoderMemory, n>>20)
-	}
-	var once sync.Once
-	return func() { once.Do(func() { sem.Release(n) }) }, nil
 }
 
 // peek reads up to n bytes of r's start: those bytes, and a reader of the
@@ -103,10 +212,11 @@ func peek(r io.Reader, n int) ([]byte, io.Reader, error) {
 	return head, io.MultiReader(bytes.NewReader(head), r), err
 }
 
-// newZstdReader returns a decoder of r from the pool of the window class
-// its first frame declares (the largest class when the start does not
-// show one: a skippable frame, or too few bytes), and the function that
-// gives it back; ErrDecoderMemory when the budget cannot cover the class.
+// newZstdReader returns a decoder of r of the window class its first frame
+// declares (the largest class when the start does not show one: a
+// skippable frame, or too few bytes), and the function that gives it back
+// (once, however often called); ErrDecoderMemory when the budget cannot
+// cover the class in time.
 func newZstdReader(r io.Reader) (io.Reader, func(), error) {
 	head, r, err := peek(r, zstd.HeaderMaxSize)
 	if err != nil {
@@ -121,32 +231,44 @@ func newZstdReader(r io.Reader) (io.Reader, func(), error) {
 		}
 		class = windowClass(w, zstdMaxClass)
 	}
-	release, err := reserve(class)
+	d, err := decoders.get(kindZstd, class)
 	if err != nil {
 		return nil, nil, err
 	}
-	pool := &zstdPools[class-minClass]
-	zr, _ := pool.Get().(*zstd.Decoder)
+	zr, _ := d.(*zstd.Decoder)
 	if zr == nil {
 		// Concurrency 1: decodes synchronously and starts no goroutines,
-		// so one dropped by the pool leaks nothing.
+		// so one dropped leaks nothing.
 		zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<class))
 		if err != nil {
-			release()
+			decoders.put(kindZstd, class, nil)
 			return nil, nil, err
 		}
 	}
 	if err := zr.Reset(r); err != nil {
-		release()
+		decoders.put(kindZstd, class, nil)
 		return nil, nil, err
 	}
+	var once sync.Once
 	done := func() {
-		if zr.Reset(nil) == nil {
-			pool.Put(zr)
-		}
-		release()
+		once.Do(func() {
+			if zr.Reset(nil) != nil {
+				decoders.put(kindZstd, class, nil) // not reusable
+				return
+			}
+			decoders.put(kindZstd, class, zr)
+		})
 	}
 	return &classReader{r: zr, class: class, maxClass: zstdMaxClass, kind: "zstd frame", window: "window"}, done, nil
+}
+
+// emptyXZ is an xz stream of no data: an idle decoder is reset to it, so
+// that it keeps no reference to the stream it read (this decoder's Reset
+// reads the next stream's header at once; it cannot be reset to nothing).
+var emptyXZ = []byte{
+	0xFD, '7', 'z', 'X', 'Z', 0x00, 0x00, 0x04, 0xE6, 0xD6, 0xB4, 0x46, // stream header, CRC64
+	0x00, 0x00, 0x00, 0x00, 0x1C, 0xDF, 0x44, 0x21, // index of no blocks
+	0x1F, 0xB6, 0xF3, 0x7D, 0x01, 0x00, 0x00, 0x00, 0x00, 0x04, 'Y', 'Z', // stream footer
 }
 
 // newXZReader is newZstdReader for xz: the class of the LZMA2 dictionary
@@ -161,28 +283,29 @@ func newXZReader(r io.Reader) (io.Reader, func(), error) {
 	if d := xzDictSize(head); d > 0 {
 		class = windowClass(d, xzMaxClass)
 	}
-	release, err := reserve(class)
+	d, err := decoders.get(kindXZ, class)
 	if err != nil {
 		return nil, nil, err
 	}
-	pool := &xzPools[class-minClass]
-	var xr *xz.Reader
-	if pooled, ok := pool.Get().(*xz.Reader); ok {
-		err = pooled.Reset(r)
-		xr = pooled
+	xr, _ := d.(*xz.Reader)
+	if xr != nil {
+		err = xr.Reset(r)
 	} else {
 		xr, err = xz.NewReader(r, 1<<class)
 	}
 	if err != nil {
-		release()
+		decoders.put(kindXZ, class, nil)
 		return nil, nil, err
 	}
-	// Put back still referring to the stream it read (this decoder's
-	// Reset reads the next stream's header at once, so it cannot be reset
-	// to nothing): a finished pipe, small.
+	var once sync.Once
 	done := func() {
-		pool.Put(xr)
-		release()
+		once.Do(func() {
+			if xr.Reset(bytes.NewReader(emptyXZ)) != nil {
+				decoders.put(kindXZ, class, nil) // not reusable
+				return
+			}
+			decoders.put(kindXZ, class, xr)
+		})
 	}
 	return &classReader{r: xr, class: class, maxClass: xzMaxClass, kind: "xz block", window: "LZMA2 dictionary"}, done, nil
 }
@@ -197,7 +320,7 @@ type classReader struct {
 
 func (c *classReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
-	if err != nil && c.class < c.maxClass && (errors.Is(err, xz.ErrMemlimit) || errors.Is(err, zstd.ErrWindowSizeExceeded)) {
+	if err != nil && c.class < c.maxClass && (errors.Is(err, xz.ErrMemlimit) || errors.Is(err, zstd.ErrWindowSizeExceeded) || errors.Is(err, zstd.ErrDecoderSizeExceeded)) {
 		err = fmt.Errorf("a later %s needs a larger %s than the first declared (%d MiB or less): every frame must fit the first one's", c.kind, c.window, 1<<(c.class-20))
 	}
 	return n, err
