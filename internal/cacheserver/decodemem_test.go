@@ -57,6 +57,10 @@ func TestDecoderMemoryInUseAnswers503(t *testing.T) {
 	busy("a zstd log upload", a.Status, a.Body, http.Header{"Retry-After": {headerValue(a.Header, "Retry-After")}})
 	a = fileExchange(t, "GET", logURL, nil, hdr("Accept-Encoding", "identity"))
 	busy("a zstd log read decoded", a.Status, a.Body, http.Header{"Retry-After": {headerValue(a.Header, "Retry-After")}})
+	// A HEAD decodes nothing, so needs no decoder memory.
+	if a := fileExchange(t, "HEAD", logURL, nil, hdr("Accept-Encoding", "identity")); a.Status != http.StatusOK {
+		t.Errorf("HEAD of the zstd log with the decoder memory in use: %d", a.Status)
+	}
 	// Served as stored, it needs no decoder.
 	if a := fileExchange(t, "GET", logURL, nil, hdr("Accept-Encoding", "zstd")); a.Status != http.StatusOK {
 		t.Errorf("the zstd log served as stored: %d", a.Status)

@@ -444,17 +444,17 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 		return
 	}
 	defer rd.Close()
+	w.Header().Set("Content-Type", contentTypeLog)
+	w.Header().Set("Cache-Control", cacheLog)
+	if r.Method == http.MethodHead {
+		return // no decoder, and no decoder memory, for headers
+	}
 	dec, err := nixcache.NewDecoder(l.Encoding, rd)
 	if err != nil {
 		s.decodeFailed(w, r, "decoding "+l.BlobKey, err)
 		return
 	}
 	defer dec.Close()
-	w.Header().Set("Content-Type", contentTypeLog)
-	w.Header().Set("Cache-Control", cacheLog)
-	if r.Method == http.MethodHead {
-		return
-	}
 	if _, err := io.Copy(w, dec); err != nil {
 		s.log.WarnContext(r.Context(), "serving a decoded build log", "key", l.BlobKey, "err", err)
 	}
