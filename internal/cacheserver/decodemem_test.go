@@ -2,13 +2,17 @@ package cacheserver
 
 import (
 	"bytes"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/ulikunitz/xz"
+
 	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
+	"github.com/flakegate/flakegate/internal/route"
 )
 
 // A zstd frame header declaring a 128 MiB window: the decoder of a stream
@@ -81,4 +85,57 @@ func headerValue(header, name string) string {
 		}
 	}
 	return ""
+}
+
+// One subject's decoders hold at most half the decoder memory: with a
+// subject's stalled uploads holding its half, another subject's push still
+// gets memory (review of the fixes, 2026-12-05).
+func TestOneSubjectCannotStarveOthersOfDecoderMemory(t *testing.T) {
+	nixcache.SetDecoderMemory(nixcache.MinDecoderMemory)
+	wait := nixcache.DecoderWait
+	nixcache.DecoderWait = 50 * time.Millisecond
+	t.Cleanup(func() {
+		nixcache.SetDecoderMemory(nixcache.DefaultDecoderMemory)
+		nixcache.DecoderWait = wait
+	})
+	ts := newTestServer(t, "", nil, nil)
+	const evil, good = "github:evil/x@refs/heads/main", "github:omnicorp/app@refs/heads/main"
+	// evil's stalled upload holds a 64 MiB window: its whole half.
+	hold, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(evil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	put := func(subject, flake string, p testPath) (int, string) {
+		req, _ := http.NewRequest("PUT", ts.URL+"/"+flake+"/nar/"+p.FileName, bytes.NewReader(p.File))
+		req.Header.Set(route.SubjectHeader, subject)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if st, body := put(evil, "evil/x", makePath(t, "evil-more", nixname.CompressionZstd)); st != http.StatusServiceUnavailable {
+		t.Errorf("evil's next upload beyond its half: %d %q, want 503", st, body)
+	}
+	if st, body := put(good, "omnicorp/app", makePath(t, "good", nixname.CompressionZstd)); st/100 != 2 {
+		t.Errorf("another subject's upload beside evil's: %d %q", st, body)
+	}
+}
+
+// xzHeader64MiB is an xz stream whose first block declares a 64 MiB
+// dictionary.
+func xzHeader64MiB(t *testing.T) []byte {
+	var out bytes.Buffer
+	w, err := xz.WriterConfig{DictCap: 64 << 20}.NewWriter(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write([]byte("x"))
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return out.Bytes()
 }

@@ -475,7 +475,7 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 			if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
 				r.Header.Del("Range")
 			}
-			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size}
+			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size, owner: decoderOwner(r)}
 			defer dc.Close()
 			// A stream whose header does not decode fails here, before
 			// anything is sent; later failures cut the response (logged
@@ -507,13 +507,14 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 // and a Seek back (a multi-range request) starts the decoder again.
 // Hand-written: ServeContent needs a ReadSeeker, decoders only read.
 type decodedContent struct {
-	enc  string
-	data []byte
-	size int64
-	off  int64         // where the next Read reads
-	dec  io.ReadCloser // nil until start; positioned at pos
-	pos  int64
-	err  error // the first decoding failure, for the log
+	enc   string
+	data  []byte
+	size  int64
+	owner string        // nixcache.DecoderOwner
+	off   int64         // where the next Read reads
+	dec   io.ReadCloser // nil until start; positioned at pos
+	pos   int64
+	err   error // the first decoding failure, for the log
 }
 
 // start (re)starts the decoder at the beginning of the data.
@@ -522,7 +523,7 @@ func (d *decodedContent) start() error {
 		d.dec.Close()
 		d.dec = nil
 	}
-	dec, err := nixcache.NewDecoder(d.enc, bytes.NewReader(d.data))
+	dec, err := nixcache.NewDecoder(d.enc, bytes.NewReader(d.data), nixcache.DecoderOwner(d.owner))
 	if err != nil {
 		return err
 	}
@@ -623,11 +624,11 @@ type decodeChecker struct {
 	decoded int64
 }
 
-func newDecodeChecker(enc string, max, ratio int64, what string) *decodeChecker {
+func newDecodeChecker(enc string, max, ratio int64, what, owner string) *decodeChecker {
 	pr, pw := io.Pipe()
 	c := &decodeChecker{pw: pw, done: make(chan error, 1), what: what}
 	go func() {
-		err := c.run(enc, pr, max, ratio)
+		err := c.run(enc, pr, max, ratio, owner)
 		if err != nil {
 			err = &decodeFailure{err}
 			pr.CloseWithError(err)
@@ -638,9 +639,9 @@ func newDecodeChecker(enc string, max, ratio int64, what string) *decodeChecker 
 }
 
 // run decodes pr, checking the limits after every read of the decoder.
-func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64) error {
+func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64, owner string) error {
 	in := &countingReader{r: pr}
-	dec, err := nixcache.NewDecoder(enc, in)
+	dec, err := nixcache.NewDecoder(enc, in, nixcache.DecoderOwner(owner))
 	if err != nil {
 		return err
 	}

@@ -43,9 +43,15 @@ func newUploadLimits(cfg Config) uploadLimits {
 }
 
 // verifierOptions are the Verifier options of a NAR upload.
-func (s *Server) verifierOptions() []nixcache.VerifierOption {
-	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion)}
+func (s *Server) verifierOptions(r *http.Request) []nixcache.VerifierOption {
+	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion), nixcache.VerifierDecoderOwner(decoderOwner(r))}
 }
+
+// decoderOwner is who a decoder of r decodes for: its subject, whose
+// decoders in use hold at most half the decoder memory (nixcache
+// DecoderOwner), so that one subject's stalled uploads or reads cannot
+// starve the others.
+func decoderOwner(r *http.Request) string { return r.Header.Get(route.SubjectHeader) }
 
 // subjectLimiter counts the running uploads of each subject.
 type subjectLimiter struct {

@@ -571,7 +571,7 @@ func TestLogSizeLimit(t *testing.T) {
 // instead of decoding what it had been sent to the end: a bomb's bytes,
 // all received, would otherwise keep a core busy after the client left.
 func TestDecodeCheckerStops(t *testing.T) {
-	c := newDecodeChecker("bzip2", 64<<30, 0, "build log") // no ratio: only stop ends it early
+	c := newDecodeChecker("bzip2", 64<<30, 0, "build log", "") // no ratio: only stop ends it early
 	if _, err := c.Write(bzip2BombBytes(t)); err != nil {
 		t.Fatal(err)
 	}

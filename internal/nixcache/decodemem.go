@@ -91,9 +91,34 @@ type budget struct {
 	free    [2][zstdMaxClass - minClass + 1][]any
 	idle    int           // decoders in free
 	changed chan struct{} // closed and replaced when memory is given back
+	// owned is what each owner's decoders in use hold (DecoderOwner): at
+	// most half the limit each, so that one subject's stalled uploads or
+	// reads cannot hold all of it (review of the fixes, 2026-12-05).
+	owned map[string]int64
 }
 
-var decoders = &budget{limit: DefaultDecoderMemory, changed: make(chan struct{})}
+var decoders = &budget{limit: DefaultDecoderMemory, changed: make(chan struct{}), owned: map[string]int64{}}
+
+// DecoderOption configures a decoder of NewDecoder and its kin.
+type DecoderOption func(*decoderOptions)
+
+type decoderOptions struct{ owner string }
+
+// DecoderOwner names who a decoder decodes for (the blob server: the
+// request's subject); "" is nobody's. One owner's decoders in use hold at
+// most half the decoder memory budget, so that one subject cannot starve
+// the others.
+func DecoderOwner(owner string) DecoderOption {
+	return func(o *decoderOptions) { o.owner = owner }
+}
+
+func decoderOpts(opts []DecoderOption) decoderOptions {
+	var o decoderOptions
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
 
 // SetDecoderMemory sets the process's budget for xz and zstd decoders
 // alive at once (in use, or idle for reuse), in bytes, at least
@@ -142,24 +167,29 @@ func (b *budget) evict(need int64) bool {
 }
 
 // get returns an idle decoder of kind and class (nil: make one; its cost
-// is then held), or ErrDecoderMemory after DecoderWait.
-func (b *budget) get(k decoderKind, class int) (any, error) {
+// is then held) for owner, or ErrDecoderMemory after DecoderWait.
+func (b *budget) get(k decoderKind, class int, owner string) (any, error) {
+	cost := k.cost(class)
 	var timer *time.Timer
 	for {
 		b.mu.Lock()
-		list := &b.free[k][class-minClass]
-		if n := len(*list); n > 0 {
-			d := (*list)[n-1]
-			(*list)[n-1] = nil
-			*list = (*list)[:n-1]
-			b.idle--
-			b.mu.Unlock()
-			return d, nil
-		}
-		if b.evict(k.cost(class)) {
-			b.used += k.cost(class)
-			b.mu.Unlock()
-			return nil, nil
+		if owner == "" || b.owned[owner]+cost <= b.limit/2 {
+			list := &b.free[k][class-minClass]
+			if n := len(*list); n > 0 {
+				d := (*list)[n-1]
+				(*list)[n-1] = nil
+				*list = (*list)[:n-1]
+				b.idle--
+				b.own(owner, cost)
+				b.mu.Unlock()
+				return d, nil
+			}
+			if b.evict(cost) {
+				b.used += cost
+				b.own(owner, cost)
+				b.mu.Unlock()
+				return nil, nil
+			}
 		}
 		changed := b.changed
 		b.mu.Unlock()
@@ -175,11 +205,22 @@ func (b *budget) get(k decoderKind, class int) (any, error) {
 	}
 }
 
-// put gives a decoder back: kept idle for reuse when d is not nil (its
-// cost still held), else its cost returned.
-func (b *budget) put(k decoderKind, class int, d any) {
+// own adds n to what owner holds. Call with mu held.
+func (b *budget) own(owner string, n int64) {
+	if owner == "" {
+		return
+	}
+	if b.owned[owner] += n; b.owned[owner] <= 0 {
+		delete(b.owned, owner)
+	}
+}
+
+// put gives owner's decoder back: kept idle for reuse when d is not nil
+// (its cost still held), else its cost returned.
+func (b *budget) put(k decoderKind, class int, d any, owner string) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	b.own(owner, -k.cost(class))
 	if d != nil && b.used <= b.limit {
 		list := &b.free[k][class-minClass]
 		*list = append(*list, d)
@@ -214,10 +255,10 @@ func peek(r io.Reader, n int) ([]byte, io.Reader, error) {
 
 // newZstdReader returns a decoder of r of the window class its first frame
 // declares (the largest class when the start does not show one: a
-// skippable frame, or too few bytes), and the function that gives it back
-// (once, however often called); ErrDecoderMemory when the budget cannot
-// cover the class in time.
-func newZstdReader(r io.Reader) (io.Reader, func(), error) {
+// skippable frame, or too few bytes), held for owner (DecoderOwner), and
+// the function that gives it back (once, however often called);
+// ErrDecoderMemory when the budget cannot cover the class in time.
+func newZstdReader(r io.Reader, owner string) (io.Reader, func(), error) {
 	head, r, err := peek(r, zstd.HeaderMaxSize)
 	if err != nil {
 		return nil, nil, err
@@ -231,7 +272,7 @@ func newZstdReader(r io.Reader) (io.Reader, func(), error) {
 		}
 		class = windowClass(w, zstdMaxClass)
 	}
-	d, err := decoders.get(kindZstd, class)
+	d, err := decoders.get(kindZstd, class, owner)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -241,22 +282,22 @@ func newZstdReader(r io.Reader) (io.Reader, func(), error) {
 		// so one dropped leaks nothing.
 		zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<class))
 		if err != nil {
-			decoders.put(kindZstd, class, nil)
+			decoders.put(kindZstd, class, nil, owner)
 			return nil, nil, err
 		}
 	}
 	if err := zr.Reset(r); err != nil {
-		decoders.put(kindZstd, class, nil)
+		decoders.put(kindZstd, class, nil, owner)
 		return nil, nil, err
 	}
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
 			if zr.Reset(nil) != nil {
-				decoders.put(kindZstd, class, nil) // not reusable
+				decoders.put(kindZstd, class, nil, owner) // not reusable
 				return
 			}
-			decoders.put(kindZstd, class, zr)
+			decoders.put(kindZstd, class, zr, owner)
 		})
 	}
 	return &classReader{r: zr, class: class, maxClass: zstdMaxClass, kind: "zstd frame", window: "window"}, done, nil
@@ -274,7 +315,7 @@ var emptyXZ = []byte{
 // newXZReader is newZstdReader for xz: the class of the LZMA2 dictionary
 // the first block declares. Concatenated streams are read as one, as xz
 // does.
-func newXZReader(r io.Reader) (io.Reader, func(), error) {
+func newXZReader(r io.Reader, owner string) (io.Reader, func(), error) {
 	head, r, err := peek(r, xzHeadMax)
 	if err != nil {
 		return nil, nil, err
@@ -283,7 +324,7 @@ func newXZReader(r io.Reader) (io.Reader, func(), error) {
 	if d := xzDictSize(head); d > 0 {
 		class = windowClass(d, xzMaxClass)
 	}
-	d, err := decoders.get(kindXZ, class)
+	d, err := decoders.get(kindXZ, class, owner)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -294,17 +335,17 @@ func newXZReader(r io.Reader) (io.Reader, func(), error) {
 		xr, err = xz.NewReader(r, 1<<class)
 	}
 	if err != nil {
-		decoders.put(kindXZ, class, nil)
+		decoders.put(kindXZ, class, nil, owner)
 		return nil, nil, err
 	}
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
 			if xr.Reset(bytes.NewReader(emptyXZ)) != nil {
-				decoders.put(kindXZ, class, nil) // not reusable
+				decoders.put(kindXZ, class, nil, owner) // not reusable
 				return
 			}
-			decoders.put(kindXZ, class, xr)
+			decoders.put(kindXZ, class, xr, owner)
 		})
 	}
 	return &classReader{r: xr, class: class, maxClass: xzMaxClass, kind: "xz block", window: "LZMA2 dictionary"}, done, nil

@@ -337,3 +337,41 @@ func FuzzXZDictSize(f *testing.F) {
 		}
 	})
 }
+
+// One owner's decoders in use hold at most half the budget, so that one
+// subject's stalled uploads or reads cannot starve the others (review of
+// the fixes, 2026-12-05: eight stalled uploads declaring 128 MiB windows
+// held a 1 GiB budget and every other subject's push got 503).
+func TestOneOwnerHoldsAtMostHalfTheBudget(t *testing.T) {
+	xz64 := xzStream(t, regularNAR("x"), 64<<20)
+	withBudget(t, 4*kindXZ.cost(26))
+	open := func(owner string) (io.ReadCloser, error) {
+		return NewDecoder("xz", bytes.NewReader(xz64), DecoderOwner(owner))
+	}
+	var held []io.ReadCloser
+	for i := range 2 {
+		d, err := open("github:evil/x@refs/heads/main")
+		if err != nil {
+			t.Fatalf("evil's decoder %d of its half: %v", i+1, err)
+		}
+		held = append(held, d)
+	}
+	if _, err := open("github:evil/x@refs/heads/main"); !errors.Is(err, ErrDecoderMemory) {
+		t.Errorf("a third for the same owner, beyond half the budget: %v", err)
+	}
+	d, err := open("github:omnicorp/app@refs/heads/main")
+	if err != nil {
+		t.Fatalf("another owner beside a greedy one: %v", err)
+	}
+	held = append(held, d)
+	held[0].Close()
+	d, err = open("github:evil/x@refs/heads/main")
+	if err != nil {
+		t.Errorf("the owner again after closing one: %v", err)
+	} else {
+		held = append(held, d)
+	}
+	for _, d := range held {
+		d.Close()
+	}
+}

@@ -49,8 +49,8 @@ var ErrEncoding = errors.New("content encoding")
 // Decode returns the bytes of data encoded with enc (a NormalizeEncoding
 // name), refusing with ErrTooLarge more than max decoded bytes and with
 // ErrEncoding data that does not decode.
-func Decode(enc string, data []byte, max int64) ([]byte, error) {
-	rc, err := NewLimitedDecoder(enc, bytes.NewReader(data), max)
+func Decode(enc string, data []byte, max int64, opts ...DecoderOption) ([]byte, error) {
+	rc, err := NewLimitedDecoder(enc, bytes.NewReader(data), max, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -66,8 +66,8 @@ func Decode(enc string, data []byte, max int64) ([]byte, error) {
 // (wrapped) once r decodes to more than max bytes, and with ErrEncoding
 // (wrapped) where r does not decode: for reading a stored or uploaded
 // file as a stream, without holding it decoded.
-func NewLimitedDecoder(enc string, r io.Reader, max int64) (io.ReadCloser, error) {
-	rc, err := NewDecoder(enc, r)
+func NewLimitedDecoder(enc string, r io.Reader, max int64, opts ...DecoderOption) (io.ReadCloser, error) {
+	rc, err := NewDecoder(enc, r, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +104,7 @@ func (d *limitedDecoder) Close() error { return d.rc.Close() }
 
 // NewDecoder returns a reader of r's bytes decoded from enc (a
 // NormalizeEncoding name; "" reads r as it is).
-func NewDecoder(enc string, r io.Reader) (io.ReadCloser, error) {
+func NewDecoder(enc string, r io.Reader, opts ...DecoderOption) (io.ReadCloser, error) {
 	switch enc {
 	case "":
 		return io.NopCloser(r), nil
@@ -119,7 +119,7 @@ func NewDecoder(enc string, r io.Reader) (io.ReadCloser, error) {
 		if enc == "zstd" {
 			newReader = newZstdReader
 		}
-		dr, done, err := newReader(r)
+		dr, done, err := newReader(r, decoderOpts(opts).owner)
 		if errors.Is(err, ErrDecoderMemory) {
 			return nil, err
 		}

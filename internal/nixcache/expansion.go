@@ -35,6 +35,12 @@ type VerifierOption func(*verifierOptions)
 
 type verifierOptions struct {
 	maxExpansion int64
+	owner        string
+}
+
+// VerifierDecoderOwner is DecoderOwner for the verifier's decoder.
+func VerifierDecoderOwner(owner string) VerifierOption {
+	return func(o *verifierOptions) { o.owner = owner }
 }
 
 // MaxExpansion refuses a compressed NAR (with an error wrapping

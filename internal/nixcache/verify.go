@@ -272,7 +272,7 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 		if v.compression == nixname.CompressionZstd {
 			newReader = newZstdReader
 		}
-		r, done, err := newReader(pr)
+		r, done, err := newReader(pr, o.owner)
 		if err != nil {
 			if errors.Is(err, ErrDecoderMemory) {
 				return err
