@@ -87,10 +87,11 @@ func headerValue(header, name string) string {
 	return ""
 }
 
-// One subject's decoders hold at most half the decoder memory: with a
-// subject's stalled uploads holding its half, another subject's push still
-// gets memory (review of the fixes, 2026-12-05).
-func TestOneSubjectCannotStarveOthersOfDecoderMemory(t *testing.T) {
+// One org's decoders hold at most half the decoder memory: with one
+// tenant's stalled uploads holding its half, whatever subjects (refs) they
+// came from, another tenant's push still gets memory (review of the fixes,
+// 2026-12-05).
+func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 	nixcache.SetDecoderMemory(nixcache.MinDecoderMemory)
 	wait := nixcache.DecoderWait
 	nixcache.DecoderWait = 50 * time.Millisecond
@@ -101,7 +102,7 @@ func TestOneSubjectCannotStarveOthersOfDecoderMemory(t *testing.T) {
 	ts := newTestServer(t, "", nil, nil)
 	const evil, good = "github:evil/x@refs/heads/main", "github:omnicorp/app@refs/heads/main"
 	// evil's stalled upload holds a 64 MiB window: its whole half.
-	hold, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(evil))
+	hold, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(decoderOwner(nil, nixname.Flake{Org: "evil", Name: "x"})))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -119,6 +120,9 @@ func TestOneSubjectCannotStarveOthersOfDecoderMemory(t *testing.T) {
 	}
 	if st, body := put(evil, "evil/x", makePath(t, "evil-more", nixname.CompressionZstd)); st != http.StatusServiceUnavailable {
 		t.Errorf("evil's next upload beyond its half: %d %q, want 503", st, body)
+	}
+	if st, body := put("github:evil/x@refs/heads/other", "evil/y", makePath(t, "evil-other-ref", nixname.CompressionZstd)); st != http.StatusServiceUnavailable {
+		t.Errorf("evil's upload from another ref: %d %q, want 503 (the org's half)", st, body)
 	}
 	if st, body := put(good, "omnicorp/app", makePath(t, "good", nixname.CompressionZstd)); st/100 != 2 {
 		t.Errorf("another subject's upload beside evil's: %d %q", st, body)

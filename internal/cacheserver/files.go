@@ -475,7 +475,7 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 			if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
 				r.Header.Del("Range")
 			}
-			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size, owner: decoderOwner(r)}
+			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size, owner: decoderOwner(r, f.Flake)}
 			defer dc.Close()
 			// A stream whose header does not decode fails here, before
 			// anything is sent; later failures cut the response (logged

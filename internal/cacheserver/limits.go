@@ -9,6 +9,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/abandon"
 	"github.com/flakegate/flakegate/internal/nixcache"
+	"github.com/flakegate/flakegate/internal/nixname"
 	"github.com/flakegate/flakegate/internal/route"
 )
 
@@ -43,15 +44,22 @@ func newUploadLimits(cfg Config) uploadLimits {
 }
 
 // verifierOptions are the Verifier options of a NAR upload.
-func (s *Server) verifierOptions(r *http.Request) []nixcache.VerifierOption {
-	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion), nixcache.VerifierDecoderOwner(decoderOwner(r))}
+func (s *Server) verifierOptions(r *http.Request, flake nixname.Flake) []nixcache.VerifierOption {
+	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion), nixcache.VerifierDecoderOwner(decoderOwner(r, flake))}
 }
 
-// decoderOwner is who a decoder of r decodes for: its subject, whose
+// decoderOwner is who a decoder of r, for a file of flake, decodes for:
+// the flake's org (the union view: the request's subject). One owner's
 // decoders in use hold at most half the decoder memory (nixcache
-// DecoderOwner), so that one subject's stalled uploads or reads cannot
-// starve the others.
-func decoderOwner(r *http.Request) string { return r.Header.Get(route.SubjectHeader) }
+// DecoderOwner), so that one tenant's stalled uploads or reads cannot
+// starve the others. The org rather than the subject: a subject names its
+// ref too, and a pusher may run jobs on as many refs as it likes.
+func decoderOwner(r *http.Request, flake nixname.Flake) string {
+	if flake.IsZero() {
+		return "subject:" + r.Header.Get(route.SubjectHeader)
+	}
+	return "org:" + flake.Org
+}
 
 // subjectLimiter counts the running uploads of each subject.
 type subjectLimiter struct {

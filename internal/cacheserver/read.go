@@ -449,7 +449,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	if r.Method == http.MethodHead {
 		return // no decoder, and no decoder memory, for headers
 	}
-	dec, err := nixcache.NewDecoder(l.Encoding, rd, nixcache.DecoderOwner(decoderOwner(r)))
+	dec, err := nixcache.NewDecoder(l.Encoding, rd, nixcache.DecoderOwner(decoderOwner(r, req.Flake)))
 	if err != nil {
 		s.decodeFailed(w, r, "decoding "+l.BlobKey, err)
 		return

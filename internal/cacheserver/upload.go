@@ -205,7 +205,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 		return false, fmt.Errorf("look up NAR %s of %s: %w", req.File, req.Flake, err)
 	}
 
-	v, err := nixcache.NewVerifier(req.Compression, s.maxNar, s.verifierOptions(r)...)
+	v, err := nixcache.NewVerifier(req.Compression, s.maxNar, s.verifierOptions(r, req.Flake)...)
 	if err != nil {
 		return false, badRequest("%v", err)
 	}
@@ -503,7 +503,7 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	var dst io.Writer = bw
 	var check *decodeChecker
 	if enc != "" {
-		check = newDecodeChecker(enc, s.maxLog, s.limits.maxExpansion, "build log", decoderOwner(r))
+		check = newDecodeChecker(enc, s.maxLog, s.limits.maxExpansion, "build log", decoderOwner(r, req.Flake))
 		dst = io.MultiWriter(bw, check)
 	}
 	n, err := stream(http.MaxBytesReader(nil, r.Body, s.maxLog), dst, nil, s.maxLog, "build log", dl)
