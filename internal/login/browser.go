@@ -104,7 +104,11 @@ func (f *BrowserFlow) Run(ctx context.Context) (string, error) {
 			http.Error(w, "unknown sign-in request (state does not match)", http.StatusBadRequest)
 			return
 		case q.Get("error") != "":
-			res.err = fmt.Errorf("the provider refused the sign-in: %s %s", q.Get("error"), q.Get("error_description"))
+			// Quoted: the redirect may come from anyone who read the state
+			// in the browser's command line (ps), and the text goes to the
+			// user's terminal, where control characters would act (review
+			// r6, 2026-12-05).
+			res.err = fmt.Errorf("the provider refused the sign-in: %q %q", q.Get("error"), q.Get("error_description"))
 		case q.Get("code") == "":
 			res.err = errors.New("the provider's redirect carries no code")
 		default:

