@@ -92,7 +92,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&cfg.Storage, "storage", cfg.Storage, "blob store `URL` (default file://<data-dir>/blobs)")
 	fs.StringVar(&cfg.Index, "index", cfg.Index, "index `URL` (default sqlite://<data-dir>/index.db)")
 	fs.Var(maxNar, "max-nar-size", "largest NAR (compressed or not) accepted, bytes (suffixes K, M, G, T, KiB, MiB, GiB, TiB)")
-	fs.Var(maxLog, "max-log-size", "largest build log accepted, as sent and, with a Content-Encoding, decoded; bytes (suffixes as -max-nar-size)")
+	fs.Var(maxLog, "max-log-size", "largest build log accepted, as sent and, with a Content-Encoding, decoded, never above -max-nar-size; bytes (suffixes as -max-nar-size)")
 	fs.Var(maxDecoder, "max-decoder-memory", "memory for xz and zstd decoders alive at once, in use or idle for reuse (uploads, and stored encoded files served decoded); a stream that does not fit waits up to 30s, then is answered 503; bytes (suffixes as -max-nar-size), at least 129MiB")
 	fs.Var(maxInfo, "max-narinfo-size", "largest narinfo accepted, bytes (suffixes as -max-nar-size)")
 	fs.IntVar(&cfg.Priority, "priority", cfg.Priority, "nix-cache-info Priority")

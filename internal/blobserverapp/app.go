@@ -223,7 +223,9 @@ func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.K
 	return cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
 		Gated:      cfg.Authz != nil || cfg.ExtAuthz != "",
-		MaxNarSize: cfg.MaxNarSize, MaxLogSize: cfg.MaxLogSize, MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
+		// A build log is never allowed more than a NAR: an operator who
+		// lowered -max-nar-size meant uploads to stay below it.
+		MaxNarSize: cfg.MaxNarSize, MaxLogSize: min(cfg.MaxLogSize, cfg.MaxNarSize), MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
 		CacheEntries: cfg.LookupCacheEntries, MissTTL: cfg.MissCacheTTL,
 		NarRedirect:       narRedirect(cfg),
 		UploadIdleTimeout: cfg.UploadIdleTimeout,

@@ -300,3 +300,18 @@ func TestLookupCacheZeroIsOff(t *testing.T) {
 		t.Errorf("limits switched off became %+v", cc)
 	}
 }
+
+// A build log is never allowed more than a NAR: -max-nar-size lowered
+// below the log default bounds logs too (an operator who lowered it meant
+// every upload to stay below it).
+func TestLogLimitNeverAboveNarLimit(t *testing.T) {
+	c := DefaultConfig()
+	c.MaxNarSize = 100 << 20
+	if got := cacheConfig(c, nil, nil, nil, nil, nil).MaxLogSize; got != 100<<20 {
+		t.Errorf("-max-nar-size 100MiB: logs up to %d", got)
+	}
+	c = DefaultConfig()
+	if got := cacheConfig(c, nil, nil, nil, nil, nil).MaxLogSize; got != c.MaxLogSize {
+		t.Errorf("defaults: logs up to %d, want %d", got, c.MaxLogSize)
+	}
+}
