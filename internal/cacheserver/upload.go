@@ -483,15 +483,9 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	// overwrite the blob another record describes, or that record would
 	// serve bytes of another encoding (TestFailedLogRecordLeavesTheOldLog).
 	// Uploads in one encoding share the key: whichever commits last, its
-	// record names the right encoding. The encoding is a directory, which
-	// no log name can be (a log name starts with a store hash): as a
-	// suffix, the zstd log of H-x.drv and a plain log named H-x.drv.zstd
-	// shared a key (TestLogKeysOfEncodingsNeverCollide).
-	dir := "log/" + req.Flake.Org + "/" + req.Flake.Name + "/"
-	if enc != "" {
-		dir += enc + "/"
-	}
-	key := dir + req.Hash
+	// record names the right encoding (nixname.LogBlobKey;
+	// TestLogKeysOfEncodingsNeverCollide).
+	key := nixname.LogBlobKey(req.Flake, enc, req.Hash)
 	bw, err := s.blob.Create(ctx)
 	if err != nil {
 		return fmt.Errorf("create blob: %w", err)
@@ -554,7 +548,8 @@ func (s *Server) receiveLog(r *http.Request, req route.Request, dl *idleDeadline
 	// A log replaced by one in another encoding leaves its blob behind,
 	// named by no record. Deleting it here could delete what a concurrent
 	// upload in that encoding has just committed and recorded (an
-	// acknowledged log lost); a blob left behind only costs space, once
-	// per derivation and encoding.
+	// acknowledged log lost); the collection that removes the log removes
+	// every encoding's blob (internal/gc), while the record is doomed and
+	// no upload of the log can commit.
 	return nil
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/flakegate/flakegate/internal/blob"
 	"github.com/flakegate/flakegate/internal/index"
+	"github.com/flakegate/flakegate/internal/nixcache"
 	"github.com/flakegate/flakegate/internal/nixname"
 )
 
@@ -344,11 +345,17 @@ func (c *Collector) collect(ctx context.Context, opts Options, rep *Report) erro
 		keys := logKeys(fl.logs)
 		// The sizes, for the report (the index does not record them).
 		sizes := c.blobSizes(ctx, keys)
-		goneKeys, lerr := c.deleteBlobs(ctx, keys)
+		// With each log, the blobs of its other encodings: a log replaced
+		// by one in another encoding left its blob behind, named by no
+		// record. Deleted while the record is doomed (no upload of the
+		// log can claim it, so none commits under these keys).
+		others := otherLogKeys(fr.Flake, fl.logs)
+		goneKeys, lerr := c.deleteBlobs(ctx, append(keys, slices.Concat(others...)...))
 		var drvs []string
-		// Those deleted: a log whose blob stays is retried next time.
-		for _, l := range fl.logs {
-			if goneKeys[l.BlobKey] {
+		// Those deleted, every encoding's: a log whose blobs stay is
+		// retried next time.
+		for i, l := range fl.logs {
+			if goneKeys[l.BlobKey] && allGone(goneKeys, others[i]) {
 				drvs = append(drvs, l.Drv)
 				fr.Logs++
 				fr.LogBytes += sizes[l.BlobKey]
@@ -378,6 +385,30 @@ func logCutoff(pol Policy, opts Options, start, cutoff time.Time) time.Time {
 		before = cutoff
 	}
 	return before
+}
+
+// otherLogKeys are, for each log, the blob keys of its derivation's log
+// in every other encoding the server accepts.
+func otherLogKeys(flake nixname.Flake, logs []index.Log) [][]string {
+	encs := append([]string{""}, nixcache.Encodings()...)
+	out := make([][]string, len(logs))
+	for i, l := range logs {
+		for _, enc := range encs {
+			if k := nixname.LogBlobKey(flake, enc, l.Drv); k != l.BlobKey {
+				out[i] = append(out[i], k)
+			}
+		}
+	}
+	return out
+}
+
+func allGone(gone map[string]bool, keys []string) bool {
+	for _, k := range keys {
+		if !gone[k] {
+			return false
+		}
+	}
+	return true
 }
 
 func logKeys(logs []index.Log) []string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/flakegate/flakegate/internal/blob"
+	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixname"
 )
 
@@ -104,6 +105,63 @@ func TestLogReportCountsDeletedLogs(t *testing.T) {
 		}
 		if _, err := w.blob.Stat(ctx(t), stuck); err == nil {
 			t.Error("the stuck log's blob is still stored after the second collection")
+		}
+	})
+}
+
+// A log replaced by one in another encoding left its first blob behind,
+// named by no record; the collection that removes the log removes every
+// encoding's blob. Another derivation's logs, and other flakes', stay.
+func TestExpiredLogTakesItsOtherEncodingsBlobs(t *testing.T) {
+	forEach(t, func(t *testing.T, w *world) {
+		drv := hash(1) + "-a.drv"
+		blobOf := func(flake nixname.Flake, enc, drv, text string) string {
+			key := nixname.LogBlobKey(flake, enc, drv)
+			bw, err := w.blob.Create(ctx(t))
+			if err != nil {
+				t.Fatal(err)
+			}
+			bw.Write([]byte(text))
+			if err := bw.Commit(ctx(t), key); err != nil {
+				t.Fatal(err)
+			}
+			return key
+		}
+		// The plain log was replaced by a zstd one: its blob stayed.
+		orphan := blobOf(flakeA, "", drv, "the first, plain log")
+		zstdKey := blobOf(flakeA, "zstd", drv, "the zstd log")
+		if err := w.idx.PutLog(ctx(t), flakeA, index.Log{Drv: drv, BlobKey: zstdKey, Encoding: "zstd"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := w.c.ClaimLog(ctx(t), flakeA, drv, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		keepOther := w.putLog(flakeA, hash(2)+"-b.drv", "not expired", time.Now().Add(time.Hour))
+		keepFlakeB := blobOf(flakeB, "xz", drv, "flake B's log of the same drv")
+		time.Sleep(10 * time.Millisecond)
+		r := DefaultRetention()
+		r.Grace = 0
+		r.Flakes = map[nixname.Flake]Policy{flakeA: {KeepFor: time.Millisecond}}
+		c, err := New(Config{Index: w.idx, Blob: w.blob, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rep, err := c.Collect(ctx(t), Options{Retention: r})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rep.LogsDeleted != 1 {
+			t.Errorf("LogsDeleted %d, want 1", rep.LogsDeleted)
+		}
+		for _, k := range []string{orphan, zstdKey} {
+			if _, err := w.blob.Stat(ctx(t), k); err == nil {
+				t.Errorf("%s is still stored after its log expired", k)
+			}
+		}
+		for _, k := range []string{keepOther, keepFlakeB} {
+			if _, err := w.blob.Stat(ctx(t), k); err != nil {
+				t.Errorf("%s was deleted: %v", k, err)
+			}
 		}
 	})
 }

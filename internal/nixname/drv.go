@@ -52,3 +52,16 @@ func IsDrvOutputID(s string) bool {
 	}
 	return true
 }
+
+// LogBlobKey is the blob key of flake's build log of drv uploaded with
+// Content-Encoding enc ("" for none): log/<org>/<name>/[<enc>/]<drv>. The
+// encoding is a directory, which no drv file name can be: as a suffix, a
+// plain log named <drv>.zstd shared the zstd log's blob. The blob server
+// writes under it and the garbage collector removes every encoding's.
+func LogBlobKey(flake Flake, enc, drv string) string {
+	dir := "log/" + flake.Org + "/" + flake.Name + "/"
+	if enc != "" {
+		dir += enc + "/"
+	}
+	return dir + drv
+}
