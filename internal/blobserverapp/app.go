@@ -222,7 +222,7 @@ func narRedirect(cfg Config) time.Duration {
 func cacheConfig(cfg Config, blobs blob.Store, idx index.Index, keys *nixcache.KeySet, log *slog.Logger, reg *prometheus.Registry) cacheserver.Config {
 	return cacheserver.Config{
 		Blob: blobs, Index: idx, Keys: keys, Logger: log, AccessLog: cfg.AccessLog, Registry: reg,
-		Gated:      cfg.Authz != nil || cfg.ExtAuthz != "",
+		Gated: cfg.Authz != nil || cfg.ExtAuthz != "",
 		// A build log is never allowed more than a NAR: an operator who
 		// lowered -max-nar-size meant uploads to stay below it.
 		MaxNarSize: cfg.MaxNarSize, MaxLogSize: min(cfg.MaxLogSize, cfg.MaxNarSize), MaxNarInfoSize: cfg.MaxNarInfoSize, Priority: cfg.Priority,
