@@ -32,6 +32,7 @@ func Flush(ctx context.Context, dir Dir, timeout time.Duration, env Env) FlushRe
 	if err := os.WriteFile(dir.path(flushMarker), nil, 0o644); err != nil {
 		annotate(env, "flakegate: ask the pusher to finish: "+err.Error())
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	fmt.Fprintf(env.Stderr, "flakegate: waiting for the pusher to push the queued paths (at most %s)\n", timeout)
@@ -84,6 +85,15 @@ func Flush(ctx context.Context, dir Dir, timeout time.Duration, env Env) FlushRe
 	}
 	if err := os.Remove(dir.path(netrcFile)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		annotate(env, "flakegate: remove the job's cache token: "+err.Error())
+	}
+	// And the system Nix configuration stops naming this job's files: a
+	// local user could make them again once the directory is gone, and the
+	// daemon would read them at its next start. The wait above may have
+	// used up ctx: a context of its own.
+	cctx, ccancel := context.WithTimeout(context.WithoutCancel(parent), 30*time.Second)
+	defer ccancel()
+	if err := unsystemConf(cctx, dir); err != nil {
+		annotate(env, "flakegate: remove this job's include from the system Nix configuration: "+err.Error())
 	}
 	return res
 }

@@ -72,16 +72,48 @@ func canWriteSystem(ctx context.Context) bool {
 	return exec.CommandContext(ctx, "sudo", "-n", "true").Run() == nil
 }
 
-// systemConf includes the state directory's nix.conf in the system one,
-// registers the netrc with Determinate Nix, and restarts the daemon.
+// confMarker precedes each include line setup adds to the system nix.conf.
+const confMarker = "# flakegate ci setup"
+
+// withoutIncludes removes from a system nix.conf the include lines setup
+// added (each after confMarker) for which drop says so.
+func withoutIncludes(conf string, drop func(path string) bool) string {
+	lines := strings.Split(conf, "\n")
+	out := make([]string, 0, len(lines))
+	for i := 0; i < len(lines); i++ {
+		if lines[i] == confMarker && i+1 < len(lines) {
+			if path, ok := strings.CutPrefix(lines[i+1], "!include "); ok && drop(path) {
+				i++
+				continue
+			}
+		}
+		out = append(out, lines[i])
+	}
+	return strings.Join(out, "\n")
+}
+
+// stale reports whether an include setup added names a file that is gone:
+// its job's state directory was removed, and whoever makes that path again
+// (any local user, in /tmp) would set the daemon's configuration at its
+// next start (review of the fixes, 2026-12-05).
+func stale(path string) bool {
+	_, err := os.Lstat(path)
+	return errors.Is(err, fs.ErrNotExist)
+}
+
+// systemConf includes the state directory's nix.conf in the system one
+// (dropping the includes of earlier jobs whose files are gone), registers
+// the netrc with Determinate Nix, and restarts the daemon. flush takes them
+// back (unsystemConf).
 func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
-	include := "!include " + dir.path(nixConfFile)
+	ours := dir.path(nixConfFile)
 	old, err := os.ReadFile(systemNixConf)
 	if err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("read %s: %w", systemNixConf, err)
 	}
-	if !bytes.Contains(old, []byte(include)) {
-		updated := strings.TrimRight(string(old), "\n") + "\n# flakegate ci setup\n" + include + "\n"
+	kept := withoutIncludes(string(old), func(path string) bool { return path == ours || stale(path) })
+	updated := strings.TrimRight(kept, "\n") + "\n" + confMarker + "\n!include " + ours + "\n"
+	if updated != string(old) {
 		if err := writeAsRoot(ctx, systemNixConf, updated); err != nil {
 			return err
 		}
@@ -90,6 +122,10 @@ func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
 		b, err := os.ReadFile(determinateCfg)
 		if err != nil {
 			return fmt.Errorf("read %s: %w", determinateCfg, err)
+		}
+		b, _, err = login.RemoveNetrcSources(b, func(path string) bool { return strings.HasSuffix(path, "/"+netrcFile) && stale(path) })
+		if err != nil {
+			return err
 		}
 		updated, changed, err := login.AddNetrcSource(b, dir.path(netrcFile))
 		if err != nil {
@@ -109,6 +145,33 @@ func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
 	}
 	fmt.Fprintf(env.Stderr, "flakegate: %s includes %s\n", systemNixConf, dir.path(nixConfFile))
 	return nil
+}
+
+// unsystemConf takes back what systemConf added for dir: the include line
+// and Determinate's netrc source. The daemon keeps what it read until it
+// restarts; after that it no longer reads a file of a finished job, which
+// any local user could make again once the directory is gone.
+func unsystemConf(ctx context.Context, dir Dir) error {
+	ours := dir.path(nixConfFile)
+	old, err := os.ReadFile(systemNixConf)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("read %s: %w", systemNixConf, err)
+	}
+	var errs []error
+	if kept := withoutIncludes(string(old), func(path string) bool { return path == ours }); kept != string(old) {
+		errs = append(errs, writeAsRoot(ctx, systemNixConf, kept))
+	}
+	if b, err := os.ReadFile(determinateCfg); err == nil {
+		netrc := dir.path(netrcFile)
+		updated, changed, err := login.RemoveNetrcSources(b, func(path string) bool { return path == netrc })
+		switch {
+		case err != nil:
+			errs = append(errs, err)
+		case changed:
+			errs = append(errs, writeAsRoot(ctx, determinateCfg, string(updated)))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func asRoot(ctx context.Context, name string, args ...string) *exec.Cmd {

@@ -311,3 +311,69 @@ func TestPusherAfterTheJobLeavesNoToken(t *testing.T) {
 		t.Fatal("the pusher did not stop after the job's end")
 	}
 }
+
+// In system mode each job's setup includes its state directory's nix.conf
+// in /etc/nix/nix.conf. With one directory per job those lines piled up,
+// naming files in /tmp that any local user could make again once a job's
+// directory was gone, for the daemon to read as root at its next start
+// (review of the fixes, 2026-12-05). setup drops the includes of files that
+// are gone, flush takes its own back, and every other line stays.
+func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("writes the system configuration as root (tee), as CI runs")
+	}
+	tmp := t.TempDir()
+	conf := filepath.Join(tmp, "nix.conf")
+	other := filepath.Join(tmp, "other.conf")
+	if err := os.WriteFile(other, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	gone := filepath.Join(tmp, "flakegate-ci-1", "nix.conf")
+	start := "experimental-features = nix-command\n" + confMarker + "\n!include " + gone + "\n!include " + other + "\n"
+	if err := os.WriteFile(conf, []byte(start), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	det := filepath.Join(tmp, "config.json")
+	if err := os.WriteFile(det, []byte(`{"authentication": {"additionalNetrcSources": ["`+filepath.Join(tmp, "flakegate-ci-1", "netrc")+`", "/etc/nix/company-netrc"]}, "other": 1}`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	saved := [2]string{systemNixConf, determinateCfg}
+	systemNixConf, determinateCfg = conf, det
+	t.Cleanup(func() { systemNixConf, determinateCfg = saved[0], saved[1] })
+
+	dir := Dir(filepath.Join(tmp, "flakegate-ci-2"))
+	if err := ownStateDir(string(dir)); err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	env := envOf(nil, &stderr)
+	env.defaults()
+	w := warner{env: env, dir: dir}
+	for range 2 { // twice: one line
+		if err := systemConf(context.Background(), dir, env, w); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, _ := os.ReadFile(conf)
+	ours := "!include " + dir.path(nixConfFile)
+	if strings.Contains(string(got), gone) || strings.Count(string(got), ours) != 1 ||
+		!strings.Contains(string(got), "experimental-features = nix-command\n") || !strings.Contains(string(got), "!include "+other) {
+		t.Errorf("after setup:\n%s", got)
+	}
+	d, _ := os.ReadFile(det)
+	if strings.Contains(string(d), "flakegate-ci-1") || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), dir.path(netrcFile)) {
+		t.Errorf("Determinate's config after setup:\n%s", d)
+	}
+
+	if err := unsystemConf(context.Background(), dir); err != nil {
+		t.Fatal(err)
+	}
+	got, _ = os.ReadFile(conf)
+	if strings.Contains(string(got), ours) || !strings.Contains(string(got), "!include "+other) || !strings.Contains(string(got), "experimental-features") {
+		t.Errorf("after flush:\n%s", got)
+	}
+	d, _ = os.ReadFile(det)
+	if strings.Contains(string(d), dir.path(netrcFile)) || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), `"other": 1`) {
+		t.Errorf("Determinate's config after flush:\n%s", d)
+	}
+}

@@ -48,3 +48,31 @@ func AddNetrcSource(content []byte, netrc string) (updated []byte, changed bool,
 	}
 	return append(out, '\n'), true, nil
 }
+
+// RemoveNetrcSources returns Determinate's config.json content without the
+// authentication.additionalNetrcSources entries for which drop says so
+// (every other setting kept); changed is false when none was dropped.
+func RemoveNetrcSources(content []byte, drop func(netrc string) bool) (updated []byte, changed bool, err error) {
+	if len(content) == 0 {
+		return content, false, nil
+	}
+	cfg := map[string]any{}
+	if err := json.Unmarshal(content, &cfg); err != nil {
+		return nil, false, fmt.Errorf("parse %s: %w", DeterminateConfig, err)
+	}
+	auth, _ := cfg["authentication"].(map[string]any)
+	sources, _ := auth["additionalNetrcSources"].([]any)
+	kept := slices.DeleteFunc(slices.Clone(sources), func(v any) bool {
+		s, ok := v.(string)
+		return ok && drop(s)
+	})
+	if len(kept) == len(sources) {
+		return content, false, nil
+	}
+	auth["additionalNetrcSources"] = kept
+	out, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return nil, false, err
+	}
+	return append(out, '\n'), true, nil
+}
