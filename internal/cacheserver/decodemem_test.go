@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -87,26 +88,39 @@ func headerValue(header, name string) string {
 	return ""
 }
 
-// One org's decoders hold at most half the decoder memory: with one
-// tenant's stalled uploads holding its half, whatever subjects (refs) they
-// came from, another tenant's push still gets memory (review of the fixes,
-// 2026-12-05).
+// One org's decoders hold at most a quarter of the decoder memory, and
+// decoded reads, every reader together, another: with one tenant's stalled
+// uploads (from however many refs) holding its share, another tenant's push
+// still gets memory, and readers cannot take a pushing org's share (review
+// of the fixes, 2026-12-05).
 func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
-	nixcache.SetDecoderMemory(nixcache.MinDecoderMemory)
 	wait := nixcache.DecoderWait
 	nixcache.DecoderWait = 50 * time.Millisecond
+	nixcache.SetDecoderMemory(nixcache.DefaultDecoderMemory) // a quarter: 256 MiB
 	t.Cleanup(func() {
 		nixcache.SetDecoderMemory(nixcache.DefaultDecoderMemory)
 		nixcache.DecoderWait = wait
 	})
 	ts := newTestServer(t, "", nil, nil)
 	const evil, good = "github:evil/x@refs/heads/main", "github:omnicorp/app@refs/heads/main"
-	// evil's stalled upload holds a 64 MiB window: its whole half.
-	hold, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(decoderOwner(nil, nixname.Flake{Org: "evil", Name: "x"})))
-	if err != nil {
-		t.Fatal(err)
+	// evil's stalled uploads hold 64 MiB windows, its whole share.
+	evilUpload := httptest.NewRequest("PUT", "/evil/x/nar/x", nil)
+	var held []io.ReadCloser
+	for {
+		d, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(decoderOwner(evilUpload, nixname.Flake{Org: "evil", Name: "x"})))
+		if err != nil {
+			break
+		}
+		held = append(held, d)
 	}
-	defer hold.Close()
+	defer func() {
+		for _, d := range held {
+			d.Close()
+		}
+	}()
+	if len(held) != 3 {
+		t.Fatalf("evil holds %d decoders of 64 MiB, want 3 (its quarter of 1 GiB)", len(held))
+	}
 	put := func(subject, flake string, p testPath) (int, string) {
 		req, _ := http.NewRequest("PUT", ts.URL+"/"+flake+"/nar/"+p.FileName, bytes.NewReader(p.File))
 		req.Header.Set(route.SubjectHeader, subject)
@@ -118,15 +132,42 @@ func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	if st, body := put(evil, "evil/x", makePath(t, "evil-more", nixname.CompressionZstd)); st != http.StatusServiceUnavailable {
-		t.Errorf("evil's next upload beyond its half: %d %q, want 503", st, body)
-	}
-	if st, body := put("github:evil/x@refs/heads/other", "evil/y", makePath(t, "evil-other-ref", nixname.CompressionZstd)); st != http.StatusServiceUnavailable {
-		t.Errorf("evil's upload from another ref: %d %q, want 503 (the org's half)", st, body)
+	if st, body := put("github:evil/x@refs/heads/other", "evil/y", compressedXZ64(t, "evil-more")); st != http.StatusServiceUnavailable {
+		t.Errorf("evil's upload from another ref beyond its share: %d %q, want 503", st, body)
 	}
 	if st, body := put(good, "omnicorp/app", makePath(t, "good", nixname.CompressionZstd)); st/100 != 2 {
-		t.Errorf("another subject's upload beside evil's: %d %q", st, body)
+		t.Errorf("another org's upload beside evil's: %d %q", st, body)
 	}
+	// Readers, however many, hold the readers' share only.
+	read := httptest.NewRequest("GET", "/omnicorp/app/log/x", nil)
+	for range 3 {
+		d, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(decoderOwner(read, nixname.Flake{Org: "omnicorp", Name: "app"})))
+		if err != nil {
+			t.Fatalf("a decoded read: %v", err)
+		}
+		held = append(held, d)
+	}
+	if st, body := put(good, "omnicorp/app", compressedXZ64(t, "good-2")); st/100 != 2 {
+		t.Errorf("omnicorp's upload while readers of omnicorp hold their share: %d %q", st, body)
+	}
+}
+
+// compressedXZ64 is a path whose NAR is xz-compressed with a 64 MiB
+// dictionary (xz -9).
+func compressedXZ64(t *testing.T, name string) testPath {
+	p := makePath(t, name, nixname.CompressionXZ)
+	var out bytes.Buffer
+	w, err := xz.WriterConfig{DictCap: 64 << 20}.NewWriter(&out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.Write(p.NAR)
+	if err := w.Close(); err != nil {
+		t.Fatal(err)
+	}
+	p.File = out.Bytes()
+	p.FileName = fileNameOf(p.File, p.Compression)
+	return p
 }
 
 // xzHeader64MiB is an xz stream whose first block declares a 64 MiB

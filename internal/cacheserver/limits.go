@@ -48,19 +48,20 @@ func (s *Server) verifierOptions(r *http.Request, flake nixname.Flake) []nixcach
 	return []nixcache.VerifierOption{nixcache.MaxExpansion(s.limits.maxExpansion), nixcache.VerifierDecoderOwner(decoderOwner(r, flake))}
 }
 
-// decoderOwner is who a decoder of r, for a file of flake, decodes for:
-// the flake's org (the union view: the request's subject). One owner's
-// decoders in use hold at most half the decoder memory (nixcache
-// DecoderOwner), so that one tenant's stalled uploads or reads cannot
-// starve the others. The org rather than the subject: a subject names its
-// ref too, and a pusher may run jobs on as many refs as it likes.
+// decoderOwner is the tenant a decoder of r, for a file of flake, counts
+// against (nixcache.DecoderOwner: each holds at most a quarter of the
+// decoder memory): an upload, the org of the flake it goes to (not its
+// subject, which names a ref, and a pusher runs jobs on as many refs as it
+// likes); a decoded read, every reader together, so that no reader can
+// starve the pushes of the org it reads nor add a share per ref (review of
+// the fixes, 2026-12-05). Decoded reads serve only clients that cannot
+// decode a stored encoding; they may wait on one another.
 func decoderOwner(r *http.Request, flake nixname.Flake) string {
-	if flake.IsZero() {
-		return "subject:" + r.Header.Get(route.SubjectHeader)
+	if r.Method == http.MethodGet || r.Method == http.MethodHead {
+		return "reads"
 	}
 	return "org:" + flake.Org
 }
-
 // subjectLimiter counts the running uploads of each subject.
 type subjectLimiter struct {
 	max     int

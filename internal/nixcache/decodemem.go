@@ -92,8 +92,8 @@ type budget struct {
 	idle    int           // decoders in free
 	changed chan struct{} // closed and replaced when memory is given back
 	// owned is what each owner's decoders in use hold (DecoderOwner): at
-	// most half the limit each, so that one subject's stalled uploads or
-	// reads cannot hold all of it (review of the fixes, 2026-12-05).
+	// most a share each, so that one tenant's stalled uploads or reads
+	// cannot hold all of it (review of the fixes, 2026-12-05).
 	owned map[string]int64
 }
 
@@ -105,9 +105,9 @@ type DecoderOption func(*decoderOptions)
 type decoderOptions struct{ owner string }
 
 // DecoderOwner names who a decoder decodes for (the blob server: the
-// request's subject); "" is nobody's. One owner's decoders in use hold at
-// most half the decoder memory budget, so that one subject cannot starve
-// the others.
+// request's tenant); "" is nobody's. One owner's decoders in use hold at
+// most a quarter of the decoder memory budget (or the largest decoder's
+// cost, if more), so that one tenant cannot starve the others.
 func DecoderOwner(owner string) DecoderOption {
 	return func(o *decoderOptions) { o.owner = owner }
 }
@@ -173,7 +173,7 @@ func (b *budget) get(k decoderKind, class int, owner string) (any, error) {
 	var timer *time.Timer
 	for {
 		b.mu.Lock()
-		if owner == "" || b.owned[owner]+cost <= b.limit/2 {
+		if owner == "" || b.owned[owner]+cost <= b.share() {
 			list := &b.free[k][class-minClass]
 			if n := len(*list); n > 0 {
 				d := (*list)[n-1]
@@ -203,6 +203,15 @@ func (b *budget) get(k decoderKind, class int, owner string) (any, error) {
 			return nil, fmt.Errorf("%w (a stream declaring a %d MiB window waited %s): try again", ErrDecoderMemory, 1<<(class-20), DecoderWait)
 		}
 	}
+}
+
+// share is the most one owner's decoders in use may hold: a quarter of
+// the budget, so that a tenant holding its share as a pusher and another
+// as a reader still leaves half to the rest, and at least the largest
+// decoder's cost, so that a small budget still admits every window. Call
+// with mu held.
+func (b *budget) share() int64 {
+	return max(b.limit/4, kindZstd.cost(zstdMaxClass))
 }
 
 // own adds n to what owner holds. Call with mu held.

@@ -338,11 +338,12 @@ func FuzzXZDictSize(f *testing.F) {
 	})
 }
 
-// One owner's decoders in use hold at most half the budget, so that one
+// One owner's decoders in use hold at most its share (a quarter of the
+// budget, or the largest decoder's cost if more), so that one
 // subject's stalled uploads or reads cannot starve the others (review of
 // the fixes, 2026-12-05: eight stalled uploads declaring 128 MiB windows
 // held a 1 GiB budget and every other subject's push got 503).
-func TestOneOwnerHoldsAtMostHalfTheBudget(t *testing.T) {
+func TestOneOwnerHoldsAtMostItsShare(t *testing.T) {
 	xz64 := xzStream(t, regularNAR("x"), 64<<20)
 	withBudget(t, 4*kindXZ.cost(26))
 	open := func(owner string) (io.ReadCloser, error) {
@@ -352,12 +353,12 @@ func TestOneOwnerHoldsAtMostHalfTheBudget(t *testing.T) {
 	for i := range 2 {
 		d, err := open("github:evil/x@refs/heads/main")
 		if err != nil {
-			t.Fatalf("evil's decoder %d of its half: %v", i+1, err)
+			t.Fatalf("evil's decoder %d of its share: %v", i+1, err)
 		}
 		held = append(held, d)
 	}
 	if _, err := open("github:evil/x@refs/heads/main"); !errors.Is(err, ErrDecoderMemory) {
-		t.Errorf("a third for the same owner, beyond half the budget: %v", err)
+		t.Errorf("a third for the same owner, beyond its share: %v", err)
 	}
 	d, err := open("github:omnicorp/app@refs/heads/main")
 	if err != nil {
@@ -374,4 +375,17 @@ func TestOneOwnerHoldsAtMostHalfTheBudget(t *testing.T) {
 	for _, d := range held {
 		d.Close()
 	}
+}
+
+// The smallest budget admits the largest window for an owner too: the
+// share is never below the largest decoder's cost (review of the fixes,
+// 2026-12-05: with -max-decoder-memory at its minimum, every owned 128 MiB
+// zstd stream waited for a share it could never get).
+func TestSmallestBudgetAdmitsTheLargestWindowOfAnOwner(t *testing.T) {
+	withBudget(t, MinDecoderMemory)
+	d, err := NewDecoder("zstd", bytes.NewReader(zstdFrame(t, regularNAR("x"), 128<<20)), DecoderOwner("org:omnicorp"))
+	if err != nil {
+		t.Fatalf("a 128 MiB window on an idle server with the smallest budget: %v", err)
+	}
+	d.Close()
 }
