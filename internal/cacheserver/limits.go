@@ -62,6 +62,7 @@ func decoderOwner(r *http.Request, flake nixname.Flake) string {
 	}
 	return "org:" + flake.Org
 }
+
 // subjectLimiter counts the running uploads of each subject.
 type subjectLimiter struct {
 	max     int
