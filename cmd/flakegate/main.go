@@ -202,7 +202,7 @@ func runPush(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "flakegate push: %v\n", err)
 		return 2
 	}
-	cache, err := login.CacheBase(cfg.Cache)
+	cache, err := login.SecureCacheBase(cfg.Cache)
 	if err != nil {
 		fmt.Fprintf(stderr, "flakegate push: %v\n", err)
 		return 2

@@ -58,7 +58,7 @@ func DefaultSetupConfig() SetupConfig {
 // Validate reports every problem at once (with getenv for the defaults).
 func (c *SetupConfig) Validate(getenv func(string) string) error {
 	var errs []error
-	if _, err := login.CacheBase(c.Cache); err != nil || c.Cache == "" {
+	if _, err := login.SecureCacheBase(c.Cache); err != nil || c.Cache == "" {
 		errs = append(errs, fmt.Errorf("--cache: the cache's base URL is required: %v", err))
 	}
 	if c.Flake == "" {

@@ -43,16 +43,28 @@ func CacheBase(raw string) (*url.URL, error) {
 	if u.Host == "" || u.Hostname() == "" {
 		return nil, fmt.Errorf("cache URL %q: no host", raw)
 	}
-	if u.Scheme == "http" && !route.LoopbackHost(u.Hostname()) {
-		// The IdP token, the cache token (every Nix request, through the
-		// netrc) and the cache's public keys would cross the network in
-		// clear text (review r6, 2026-12-05).
-		return nil, fmt.Errorf("cache URL %q: use https (http:// is only for a cache on this machine: localhost, 127.0.0.1, [::1])", raw)
-	}
+
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" || strings.Trim(u.Path, "/") != "" {
 		return nil, fmt.Errorf("cache URL %q: give only the cache's base URL, e.g. %s://%s", raw, u.Scheme, u.Host)
 	}
 	return &url.URL{Scheme: u.Scheme, Host: u.Host}, nil
+}
+
+// SecureCacheBase is CacheBase for a cache a token is sent to or written
+// for (login, ci setup, push, pin): plain http only to this machine. The
+// IdP token, the cache token (every Nix request, through the netrc) and
+// the cache's public keys would cross the network in clear text (review
+// r6, 2026-12-05). Removing or showing a stored token (logout, status)
+// takes any cache URL.
+func SecureCacheBase(raw string) (*url.URL, error) {
+	u, err := CacheBase(raw)
+	if err != nil {
+		return nil, err
+	}
+	if u.Scheme == "http" && !route.LoopbackHost(u.Hostname()) {
+		return nil, fmt.Errorf("cache URL %q: use https (http:// is only for a cache on this machine: localhost, 127.0.0.1, [::1])", raw)
+	}
+	return u, nil
 }
 
 // Exchange trades an identity-provider token for a cache token at the

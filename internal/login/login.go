@@ -119,7 +119,7 @@ func (c *Config) Validate() error {
 	var errs []error
 	if c.Cache == "" {
 		errs = append(errs, errors.New("--cache is required (the cache's base URL)"))
-	} else if _, err := CacheBase(c.Cache); err != nil {
+	} else if _, err := SecureCacheBase(c.Cache); err != nil {
 		errs = append(errs, err)
 	}
 	if c.Lifetime < 0 {

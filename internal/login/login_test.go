@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -76,6 +77,7 @@ func TestExchangeSendsBearer(t *testing.T) {
 	}
 }
 
+// SecureCacheBase: CacheBase, and plain http only to this machine.
 func TestCacheBase(t *testing.T) {
 	tests := []struct{ in, want, wantErr string }{
 		{"https://cache.example.com", "https://cache.example.com", ""},
@@ -96,7 +98,7 @@ func TestCacheBase(t *testing.T) {
 		{"http://127.0.0.1.example.com", "", "use https"},
 	}
 	for _, tt := range tests {
-		u, err := CacheBase(tt.in)
+		u, err := SecureCacheBase(tt.in)
 		if tt.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Errorf("%q: err = %v, want %q", tt.in, err, tt.wantErr)
@@ -197,5 +199,25 @@ func TestTransient(t *testing.T) {
 	base, _ := CacheBase("http://127.0.0.1:1")
 	if _, err := Exchange(context.Background(), http.DefaultClient, base, "t", 0, time.Second); !Transient(err) {
 		t.Errorf("connection refused is transient: %v", err)
+	}
+}
+
+// A token stored for a plain-http cache on another host (before clients
+// refused them) can still be removed: logout takes any cache URL (review
+// of the fixes, 2026-12-05: the refusal kept the very secret it protects).
+func TestLogoutOfAPlainHTTPCache(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "netrc")
+	if err := os.WriteFile(p, []byte("machine cache.lan login flakegate password tok.en.sig\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	removed, err := Logout(p, "http://cache.lan:8080")
+	if err != nil || !removed {
+		t.Fatalf("logout of an http cache: removed=%v err=%v", removed, err)
+	}
+	if b, _ := os.ReadFile(p); strings.Contains(string(b), "tok.en.sig") {
+		t.Errorf("the token is still there:\n%s", b)
+	}
+	if _, err := SecureCacheBase("http://cache.lan:8080"); err == nil {
+		t.Error("a new login to it is accepted")
 	}
 }

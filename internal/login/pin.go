@@ -32,7 +32,7 @@ type PinConfig struct {
 // Validate reports every problem at once.
 func (c *PinConfig) Validate() error {
 	var errs []error
-	if _, err := CacheBase(c.Cache); err != nil {
+	if _, err := SecureCacheBase(c.Cache); err != nil {
 		errs = append(errs, err)
 	}
 	if f, err := nixname.ParseFlake(c.Flake); err != nil || f.String() != c.Flake {
