@@ -106,13 +106,20 @@ func DefaultStateDir(getenv func(string) string) string {
 	return filepath.Join(os.TempDir(), "flakegate-ci")
 }
 
+// errSetUpAlready: this job set up the state directory already and its
+// pusher runs.
+var errSetUpAlready = errors.New("set up already in this job")
+
 // newJob readies a state directory for this job: an earlier job's markers,
 // logs and queue entries go (its queue would otherwise be pushed to this
 // job's flake, its markers end this job's pusher at once), and a pusher of
 // an earlier job still running in it makes the directory unusable (it
 // would push this job's builds with the earlier job's token).
-func newJob(dir Dir) error {
-	if st, err := dir.Load(); err == nil && st.PusherPID != 0 && st.PusherPID != os.Getpid() && alive(st.PusherPID) {
+func newJob(dir Dir, job string) error {
+	if st, err := dir.Load(); err == nil && st.PusherPID != 0 && st.PusherPID != os.Getpid() && !dir.exists(pusherDone) && alive(st.PusherPID) {
+		if job != "" && st.Job == job {
+			return errSetUpAlready
+		}
 		return fmt.Errorf("the pusher of an earlier job (pid %d) still runs in the state directory %s: pass another --state-dir", st.PusherPID, dir)
 	}
 	for _, f := range []string{flushMarker, pusherDone, jobOver, pushedLog, warningsLog, refreshedLog, pusherLog} {
@@ -228,7 +235,13 @@ func Setup(ctx context.Context, cfg SetupConfig, env Env) error {
 		annotate(env, "flakegate: the cache is not used in this job: "+err.Error())
 		return nil
 	}
-	if err := newJob(Dir(cfg.StateDir)); err != nil {
+	if err := newJob(Dir(cfg.StateDir), jobID(env.Getenv)); errors.Is(err, errSetUpAlready) {
+		// A second setup in the job (the Action used twice, setup in
+		// before_script and script): the first one's configuration and
+		// pusher stay in force.
+		fmt.Fprintf(env.Stderr, "flakegate: this job set up the cache already (state directory %s); this setup changes nothing\n", cfg.StateDir)
+		return nil
+	} else if err != nil {
 		annotate(env, "flakegate: the cache is not used in this job: "+err.Error())
 		return nil
 	}
@@ -251,7 +264,7 @@ func setup(ctx context.Context, cfg SetupConfig, env Env, w warner) error {
 		return fmt.Errorf("create the queue directory: %w", err)
 	}
 	cache, _ := login.CacheBase(cfg.Cache)
-	st := &State{Cache: cache.String(), Flake: cfg.Flake, Store: cfg.Store, TokenEnv: cfg.TokenEnv, Lifetime: cfg.Lifetime, Retries: cfg.Retries}
+	st := &State{Cache: cache.String(), Flake: cfg.Flake, Store: cfg.Store, TokenEnv: cfg.TokenEnv, Lifetime: cfg.Lifetime, Retries: cfg.Retries, Job: jobID(env.Getenv)}
 	if err := refresh(ctx, dir, st, env, cfg.Timeout); err != nil {
 		return err
 	}

@@ -45,6 +45,20 @@ type State struct {
 	Retries int `json:"retries"`
 	// PusherPID is the background pusher's process id (0: none).
 	PusherPID int `json:"pusher_pid"`
+	// Job names the CI job that set up (jobID; "" when unknown).
+	Job string `json:"job,omitempty"`
+}
+
+// jobID names the running CI job: GitLab's CI_JOB_ID, or GitHub's run,
+// attempt and job; "" elsewhere.
+func jobID(getenv func(string) string) string {
+	if id := getenv("CI_JOB_ID"); id != "" {
+		return "gitlab:" + id
+	}
+	if run := getenv("GITHUB_RUN_ID"); run != "" {
+		return "github:" + run + "/" + getenv("GITHUB_RUN_ATTEMPT") + "/" + getenv("GITHUB_JOB")
+	}
+	return ""
 }
 
 // Dir is a state directory.

@@ -377,3 +377,54 @@ func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
 		t.Errorf("Determinate's config after flush:\n%s", d)
 	}
 }
+
+// A second setup in one job (the Action used twice, setup in before_script
+// and in script) leaves the first one in force and says so; it was refused
+// as "the pusher of an earlier job", with "the cache is not used in this
+// job" (review of the fixes, 2026-12-05). Another job is still refused, and
+// a pusher that wrote pusher.done is not running, whatever its pid now
+// names.
+func TestSecondSetupInOneJob(t *testing.T) {
+	srv := fakeCache(t, "a.b.c")
+	dir := filepath.Join(t.TempDir(), "flakegate-ci")
+	setupJob := func(job string) string {
+		var stderr strings.Builder
+		env := envOf(map[string]string{"CI_PROJECT_PATH": "omnicorp/app", "FLAKEGATE_ID_TOKEN": "idp.job.token", "CI_JOB_ID": job}, &stderr)
+		cfg := DefaultSetupConfig()
+		cfg.Cache, cfg.StateDir, cfg.NixConf, cfg.Timeout = srv.URL, dir, NixConfNone, 5*time.Second
+		cfg.Client = "/bin/true"
+		if err := Setup(context.Background(), cfg, env); err != nil {
+			t.Fatal(err)
+		}
+		return stderr.String()
+	}
+	if out := setupJob("42"); strings.Contains(out, "not used") {
+		t.Fatal(out)
+	}
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	d := Dir(dir)
+	st, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.PusherPID = sleeper.Process.Pid // the first setup's pusher, running
+	if err := d.Save(st); err != nil {
+		t.Fatal(err)
+	}
+	if out := setupJob("42"); strings.Contains(out, "not used") || !strings.Contains(out, "set up the cache already") {
+		t.Errorf("a second setup in the same job: %s", out)
+	}
+	if out := setupJob("43"); !strings.Contains(out, "the pusher of an earlier job") {
+		t.Errorf("another job beside a running pusher: %s", out)
+	}
+	if err := os.WriteFile(d.path(pusherDone), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out := setupJob("44"); strings.Contains(out, "not used") {
+		t.Errorf("after the pusher finished (its pid reused): %s", out)
+	}
+}
