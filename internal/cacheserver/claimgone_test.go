@@ -21,10 +21,10 @@ type pausingOwnIndex struct {
 	release chan struct{}
 }
 
-func (x pausingOwnIndex) OwnClaimedNar(ctx context.Context, f nixname.Flake, n index.Nar) error {
+func (x pausingOwnIndex) OwnClaimedNar(ctx context.Context, f nixname.Flake, n index.Nar, claim time.Time) error {
 	x.reached <- struct{}{}
 	<-x.release
-	return x.Index.OwnClaimedNar(ctx, f, n)
+	return x.Index.OwnClaimedNar(ctx, f, n, claim)
 }
 
 // A collection that starts between an upload's claim and its record (a

@@ -249,8 +249,10 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	}
 	// Claimed before the commit, so that no garbage collection deletes
 	// the file after it (internal/gc, rule 4).
+	var claim time.Time
 	if c, ok := s.idx.(index.Collectable); ok {
-		if err := c.ClaimNar(ctx, rec); err != nil {
+		var err error
+		if claim, err = c.ClaimNar(ctx, rec); err != nil {
 			abort()
 			if errors.Is(err, index.ErrBusy) {
 				return false, collecting("NAR " + req.File)
@@ -278,7 +280,9 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	// OwnClaimedNar); Nix pushes the NAR again after the 503.
 	put := s.idx.PutNar
 	if c, ok := s.idx.(index.Collectable); ok {
-		put = c.OwnClaimedNar
+		put = func(ctx context.Context, flake nixname.Flake, n index.Nar) error {
+			return c.OwnClaimedNar(ctx, flake, n, claim)
+		}
 	}
 	if err := put(ctx, req.Flake, rec); err != nil {
 		if errors.Is(err, index.ErrBusy) {

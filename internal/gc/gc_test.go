@@ -71,7 +71,7 @@ func (w *world) push(flake nixname.Flake, i int, age time.Duration, refs ...int)
 	at := now.Add(-age)
 	n := index.Nar{File: narFile(i), Compression: nixname.CompressionXZ, FileHash: fmt.Sprint("sha256:f", i), FileSize: narSize,
 		NarHash: fmt.Sprint("sha256:n", i), NarSize: 2 * narSize, CreatedAt: at}
-	if err := w.c.ClaimNar(cx, n); err != nil {
+	if _, err := w.c.ClaimNar(cx, n); err != nil {
 		w.t.Fatal(err)
 	}
 	bw, err := w.blob.Create(cx)
@@ -324,7 +324,7 @@ func TestDryRunChangesNothing(t *testing.T) {
 		w.push(flakeA, 2, 1*day)
 		w.push(flakeB, 0, 40*day)
 		// A NAR without a path or owner (an abandoned upload).
-		if err := w.c.ClaimNar(ctx(t), index.Nar{File: narFile(3), FileSize: narSize, CreatedAt: now.Add(-40 * day)}); err != nil {
+		if _, err := w.c.ClaimNar(ctx(t), index.Nar{File: narFile(3), FileSize: narSize, CreatedAt: now.Add(-40 * day)}); err != nil {
 			t.Fatal(err)
 		}
 		before := w.snapshot([]nixname.Flake{flakeA, flakeB}, 4)

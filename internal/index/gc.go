@@ -88,19 +88,22 @@ type Collectable interface {
 	AddPath(ctx context.Context, flake nixname.Flake, p Path) error
 	// ClaimNar records n (without an owner) and marks it used, before
 	// its blob is committed, so that no collection deletes the file
-	// afterwards; ErrBusy while a collection is deleting it. The record
-	// must be visible to every reader at once but need not be durable
-	// (a crash ends the upload it serves; PutNar records it durably), so
-	// implementations may commit it without waiting for an fsync.
-	ClaimNar(ctx context.Context, n Nar) error
-	// OwnClaimedNar is PutNar for an upload that claimed n: it requires
-	// the claimed record still there and not doomed, and otherwise
-	// records nothing and returns ErrBusy. A collection that doomed and
-	// forgot the record since (its clock ahead of the uploader's by more
-	// than the grace, or a grace of 0) may have deleted the blob the
-	// upload just committed; PutNar would record the file anew, owned
-	// and served, with no blob (review r5, 2026-12-05).
-	OwnClaimedNar(ctx context.Context, flake nixname.Flake, n Nar) error
+	// afterwards, and returns the record's creation time (the claim's
+	// identity for OwnClaimedNar); ErrBusy while a collection is deleting
+	// it. The record must be visible to every reader at once but need not
+	// be durable (a crash ends the upload it serves; OwnClaimedNar or
+	// PutNar records it durably), so implementations may commit it
+	// without waiting for an fsync.
+	ClaimNar(ctx context.Context, n Nar) (time.Time, error)
+	// OwnClaimedNar is PutNar for an upload whose ClaimNar of n returned
+	// claim: it requires that very record still there and not doomed (not
+	// one made again by another upload after a collection forgot it), and
+	// otherwise records nothing and returns ErrBusy. A collection that
+	// doomed and forgot the record since (its clock ahead of the
+	// uploader's by more than the grace, or a grace of 0) may have deleted
+	// the blob the upload just committed; PutNar would record the file
+	// anew, owned and served, with no blob (review r5, 2026-12-05).
+	OwnClaimedNar(ctx context.Context, flake nixname.Flake, n Nar, claim time.Time) error
 	// TouchPaths marks those of hashes the flake holds as used at t
 	// (never moving a time back). One transaction for all.
 	TouchPaths(ctx context.Context, flake nixname.Flake, hashes []string, t time.Time) error

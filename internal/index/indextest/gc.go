@@ -292,10 +292,12 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	if err := x.PutNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("PutNar of a doomed NAR: %v, want ErrBusy", err)
 	}
-	if err := c.ClaimNar(ctx, nar(2)); !errors.Is(err, index.ErrBusy) {
+	if _, err := c.ClaimNar(ctx, nar(2)); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("ClaimNar of a doomed NAR: %v, want ErrBusy", err)
 	}
-	if err := c.OwnClaimedNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
+	// The record of NAR 2 was made by the push at t0: that is the claim an
+	// upload then would hold.
+	if err := c.OwnClaimedNar(ctx, flakeA, nar(2), t0); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("OwnClaimedNar of a doomed NAR: %v, want ErrBusy", err)
 	}
 	if o, _ := x.Owners(ctx, nixname.KindNar, NarFile(2)); len(o) != 0 {
@@ -316,15 +318,37 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	// An upload that claimed NAR 2 before it was doomed and forgotten
 	// (its clock behind the collector's by more than the grace) is not
 	// recorded: its blob may be gone (review r5, 2026-12-05).
-	if err := c.OwnClaimedNar(ctx, flakeA, nar(2)); !errors.Is(err, index.ErrBusy) {
+	if err := c.OwnClaimedNar(ctx, flakeA, nar(2), t0); !errors.Is(err, index.ErrBusy) {
 		t.Errorf("OwnClaimedNar of a collected claim: %v, want ErrBusy", err)
 	}
 	if _, err := x.GetNar(ctx, nixname.Flake{}, NarFile(2)); !errors.Is(err, index.ErrNotFound) {
 		t.Errorf("OwnClaimedNar of a collected claim recorded it: %v", err)
 	}
-	// Once forgotten, the file can be pushed again.
-	must(t, c.ClaimNar(ctx, nar(2)))
-	must(t, c.OwnClaimedNar(ctx, flakeA, nar(2)))
+	// Nor once another upload claimed the file again: that record is not
+	// the first upload's claim (review of the fixes, 2026-12-05: the ABA
+	// case). A claim's identity is its record's creation time.
+	again := nar(2)
+	again.CreatedAt = t0.Add(3 * time.Hour)
+	claimB, err := c.ClaimNar(ctx, again)
+	must(t, err)
+	if !claimB.Equal(again.CreatedAt) {
+		t.Errorf("ClaimNar of a new record returned %v, want its creation time %v", claimB, again.CreatedAt)
+	}
+	if err := c.OwnClaimedNar(ctx, flakeA, nar(2), t0); !errors.Is(err, index.ErrBusy) {
+		t.Errorf("OwnClaimedNar of a claim collected and made again by another upload: %v, want ErrBusy", err)
+	}
+	if _, err := x.GetNar(ctx, flakeA, NarFile(2)); !errors.Is(err, index.ErrNotFound) {
+		t.Errorf("it was recorded as owned: %v", err)
+	}
+	// The later upload's own claim is recorded; a third upload's claim of
+	// the existing record holds the same identity and is recorded too.
+	must(t, c.OwnClaimedNar(ctx, flakeA, again, claimB))
+	claimC, err := c.ClaimNar(ctx, nar(2))
+	must(t, err)
+	if !claimC.Equal(claimB) {
+		t.Errorf("ClaimNar of an existing record returned %v, want its creation time %v", claimC, claimB)
+	}
+	must(t, c.OwnClaimedNar(ctx, flakeB, nar(2), claimC))
 	if _, err := x.GetNar(ctx, flakeA, NarFile(2)); err != nil {
 		t.Errorf("OwnClaimedNar of a live claim: not owned: %v", err)
 	}
@@ -332,7 +356,8 @@ func testReleaseNars(t *testing.T, x index.Index) {
 	// A claimed NAR is recent: not doomed even without an owner.
 	n4 := nar(4)
 	n4.CreatedAt = t0.Add(2 * time.Hour)
-	must(t, c.ClaimNar(ctx, n4))
+	_, err = c.ClaimNar(ctx, n4)
+	must(t, err)
 	if d, err := c.DoomNars(ctx, cutoff); err != nil || len(d) != 0 {
 		t.Errorf("DoomNars = %v, %v; want nothing (claimed recently, owned)", d, err)
 	}

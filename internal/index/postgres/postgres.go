@@ -237,24 +237,25 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 	}
 	at := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "put nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
-		if err := claimNar(ctx, tx, n, at); err != nil {
+		if _, err := claimNar(ctx, tx, n, at); err != nil {
 			return err
 		}
 		return ownNar(ctx, tx, flake, n.File, at)
 	})
 }
 
-// OwnClaimedNar records that flake owns the claimed n (see
-// index.Collectable): ErrBusy when the claim's record is gone or doomed.
-func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
+// OwnClaimedNar records that flake owns n, claimed by ClaimNar at claim
+// (see index.Collectable): ErrBusy when the claimed record is gone, doomed
+// or another (made again after a collection forgot it).
+func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar, claim time.Time) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
 	at := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "own nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
 		var file string
-		err := tx.QueryRow(ctx, `UPDATE nars SET touched_at = greatest(touched_at, $2) WHERE file = $1 AND NOT deleting RETURNING file`,
-			n.File, at).Scan(&file)
+		err := tx.QueryRow(ctx, `UPDATE nars SET touched_at = greatest(touched_at, $2) WHERE file = $1 AND NOT deleting AND created_at = $3 RETURNING file`,
+			n.File, at, claim).Scan(&file)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("nar %s: its claim was collected: %w", n.File, index.ErrBusy)
 		}
@@ -266,10 +267,11 @@ func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.
 }
 
 // ClaimNar records a NAR (no owner) as touched now, before its blob is
-// committed; ErrBusy while a collection deletes the file.
-func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
+// committed, and returns the record's creation time; ErrBusy while a
+// collection deletes the file.
+func (x *Index) ClaimNar(ctx context.Context, n index.Nar) (time.Time, error) {
 	if n.File == "" {
-		return errors.New("claim nar: empty file name")
+		return time.Time{}, errors.New("claim nar: empty file name")
 	}
 	// Committed without waiting for the WAL flush (synchronous_commit off
 	// for this transaction only): the claim orders the upload with a
@@ -278,27 +280,32 @@ func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
 	// in a synchronous commit, which flushes this one too (the WAL is
 	// flushed in order). A crash in between loses only a claim of an upload
 	// not yet answered. One WAL flush less per NAR upload.
-	return x.write(ctx, "claim nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
+	var claim time.Time
+	err := x.write(ctx, "claim nar "+n.File, func(ctx context.Context, tx pgx.Tx) error {
 		if _, err := tx.Exec(ctx, `SET LOCAL synchronous_commit = off`); err != nil {
 			return err
 		}
-		return claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
+		var err error
+		claim, err = claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
+		return err
 	})
+	return claim, err
 }
 
-// claimNar inserts or touches a NAR record unless it is being deleted. The
-// row lock it takes orders it with a collection's DoomNars.
-func claimNar(ctx context.Context, tx pgx.Tx, n index.Nar, at time.Time) error {
-	var file string
+// claimNar inserts or touches a NAR record unless it is being deleted, and
+// returns the record's creation time (the claim's identity). The row lock
+// it takes orders it with a collection's DoomNars.
+func claimNar(ctx context.Context, tx pgx.Tx, n index.Nar, at time.Time) (time.Time, error) {
+	var created time.Time
 	err := tx.QueryRow(ctx, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at)
 		VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
 		ON CONFLICT (file) DO UPDATE SET touched_at = greatest(nars.touched_at, excluded.touched_at) WHERE NOT nars.deleting
-		RETURNING file`,
-		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at).Scan(&file)
+		RETURNING created_at`,
+		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at).Scan(&created)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
+		return time.Time{}, fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
 	}
-	return err
+	return created, err
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.

@@ -258,7 +258,7 @@ func TestClaimNarStaysLocal(t *testing.T) {
 	// More claims than the pool has connections, so every one served one.
 	for i := range 16 {
 		n.File = strings.Repeat("1", 51) + string(rune('a'+i)) + ".nar"
-		if err := x.ClaimNar(ctx, n); err != nil {
+		if _, err := x.ClaimNar(ctx, n); err != nil {
 			t.Fatal(err)
 		}
 	}

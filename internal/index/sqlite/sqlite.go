@@ -101,7 +101,7 @@ func openWith(ctx context.Context, path string, migs []migration) (*Index, error
 		{w, &x.claim, `INSERT INTO nars (file, compression, file_hash, file_size, nar_hash, nar_size, created_at, touched_at)
 			VALUES (?, ?, ?, ?, ?, ?, ?, ?)
 			ON CONFLICT (file) DO UPDATE SET touched_at = max(touched_at, excluded.touched_at) WHERE deleting = 0
-			RETURNING file`},
+			RETURNING created_at`},
 		{w, &x.own, `INSERT INTO nar_owners (file, flake, touched_at) VALUES (?, ?, ?)
 			ON CONFLICT DO UPDATE SET touched_at = max(touched_at, excluded.touched_at)`},
 	} {
@@ -462,7 +462,7 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 	}
 	created := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "put nar "+n.File, func(tx *sql.Tx) error {
-		if err := x.claimNar(ctx, tx, n, created); err != nil {
+		if _, err := x.claimNar(ctx, tx, n, created); err != nil {
 			return err
 		}
 		_, err := tx.StmtContext(ctx, x.own).ExecContext(ctx, n.File, flake.String(), created.UnixNano())
@@ -470,17 +470,18 @@ func (x *Index) PutNar(ctx context.Context, flake nixname.Flake, n index.Nar) er
 	})
 }
 
-// OwnClaimedNar records that flake owns the claimed n (see
-// index.Collectable): ErrBusy when the claim's record is gone or doomed.
-func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar) error {
+// OwnClaimedNar records that flake owns n, claimed by ClaimNar at claim
+// (see index.Collectable): ErrBusy when the claimed record is gone, doomed
+// or another (made again after a collection forgot it).
+func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.Nar, claim time.Time) error {
 	if err := index.CheckNar(flake, n); err != nil {
 		return err
 	}
 	created := index.CreatedAt(n.CreatedAt)
 	return x.write(ctx, "own nar "+n.File, func(tx *sql.Tx) error {
 		var file string
-		err := tx.QueryRowContext(ctx, `UPDATE nars SET touched_at = max(touched_at, ?) WHERE file = ? AND deleting = 0 RETURNING file`,
-			created.UnixNano(), n.File).Scan(&file)
+		err := tx.QueryRowContext(ctx, `UPDATE nars SET touched_at = max(touched_at, ?1) WHERE file = ?2 AND deleting = 0 AND created_at = ?3 RETURNING file`,
+			created.UnixNano(), n.File, claim.UnixNano()).Scan(&file)
 		if errors.Is(err, sql.ErrNoRows) {
 			return fmt.Errorf("nar %s: its claim was collected: %w", n.File, index.ErrBusy)
 		}
@@ -493,7 +494,8 @@ func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.
 }
 
 // ClaimNar records a NAR (no owner) as touched now, before its blob is
-// committed; ErrBusy while a collection deletes the file.
+// committed, and returns the record's creation time; ErrBusy while a
+// collection deletes the file.
 //
 // The claim is committed without an fsync (synchronous=NORMAL for this one
 // transaction): what it is for — ordering the upload with a collection's
@@ -504,59 +506,62 @@ func (x *Index) OwnClaimedNar(ctx context.Context, flake nixname.Flake, n index.
 // nothing the client was told: the upload was not answered yet (the blob a
 // crash may leave committed without a record is overwritten by the next
 // upload of that file). One fsync less per NAR upload (docs/benchmarks.md).
-func (x *Index) ClaimNar(ctx context.Context, n index.Nar) error {
+func (x *Index) ClaimNar(ctx context.Context, n index.Nar) (time.Time, error) {
 	if n.File == "" {
-		return errors.New("claim nar: empty file name")
+		return time.Time{}, errors.New("claim nar: empty file name")
 	}
 	conn, err := x.w.Conn(ctx)
 	if err != nil {
-		return fmt.Errorf("claim nar %s: %w", n.File, err)
+		return time.Time{}, fmt.Errorf("claim nar %s: %w", n.File, err)
 	}
 	defer conn.Close()
 	// PRAGMA synchronous cannot change inside a transaction: set it around.
 	// SQLite applies the pragma when it compiles the statement, so an error
 	// (a request's context cancelled while it runs) does not say it was not
 	// applied: it is restored below whatever happened.
+	var claim time.Time
 	if _, err = conn.ExecContext(ctx, `PRAGMA synchronous = NORMAL`); err != nil {
 		err = fmt.Errorf("claim nar %s: %w", n.File, err)
 	} else {
-		err = x.claimWith(ctx, conn, n)
+		claim, err = x.claimWith(ctx, conn, n)
 	}
 	// Back to FULL before the connection serves another write, whatever
 	// happened; a connection that cannot be reset is discarded (a new one
 	// gets the DSN's synchronous=FULL).
 	if _, rerr := conn.ExecContext(context.WithoutCancel(ctx), `PRAGMA synchronous = FULL`); rerr != nil {
 		_ = conn.Raw(func(any) error { return driver.ErrBadConn })
-		return errors.Join(err, fmt.Errorf("claim nar %s: restore synchronous=FULL: %w", n.File, rerr))
+		return time.Time{}, errors.Join(err, fmt.Errorf("claim nar %s: restore synchronous=FULL: %w", n.File, rerr))
 	}
-	return err
+	return claim, err
 }
 
-// claimWith claims n in one transaction on conn.
-func (x *Index) claimWith(ctx context.Context, conn *sql.Conn, n index.Nar) error {
+// claimWith claims n in one transaction on conn: the record's creation time.
+func (x *Index) claimWith(ctx context.Context, conn *sql.Conn, n index.Nar) (time.Time, error) {
 	tx, err := conn.BeginTx(ctx, nil)
 	if err != nil {
-		return fmt.Errorf("claim nar %s: begin: %w", n.File, err)
+		return time.Time{}, fmt.Errorf("claim nar %s: begin: %w", n.File, err)
 	}
 	defer tx.Rollback()
-	if err := x.claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt)); err != nil {
-		return fmt.Errorf("claim nar %s: %w", n.File, err)
+	claim, err := x.claimNar(ctx, tx, n, index.CreatedAt(n.CreatedAt))
+	if err != nil {
+		return time.Time{}, fmt.Errorf("claim nar %s: %w", n.File, err)
 	}
 	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("claim nar %s: commit: %w", n.File, err)
+		return time.Time{}, fmt.Errorf("claim nar %s: commit: %w", n.File, err)
 	}
-	return nil
+	return claim, nil
 }
 
-// claimNar inserts or touches a NAR record unless it is being deleted.
-func (x *Index) claimNar(ctx context.Context, tx *sql.Tx, n index.Nar, at time.Time) error {
-	var file string
+// claimNar inserts or touches a NAR record unless it is being deleted, and
+// returns the record's creation time (the claim's identity).
+func (x *Index) claimNar(ctx context.Context, tx *sql.Tx, n index.Nar, at time.Time) (time.Time, error) {
+	var created int64
 	err := tx.StmtContext(ctx, x.claim).QueryRowContext(ctx,
-		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at.UnixNano(), at.UnixNano()).Scan(&file)
+		n.File, string(n.Compression), n.FileHash, n.FileSize, n.NarHash, n.NarSize, at.UnixNano(), at.UnixNano()).Scan(&created)
 	if errors.Is(err, sql.ErrNoRows) {
-		return fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
+		return time.Time{}, fmt.Errorf("nar %s: %w", n.File, index.ErrBusy)
 	}
-	return err
+	return time.Unix(0, created), err
 }
 
 // GetNar returns a NAR's record; with a non-zero flake only if it owns it.

@@ -382,7 +382,7 @@ func TestClaimNarLeavesWritesFull(t *testing.T) {
 	if got := synchronousOf(t, x); got != 2 {
 		t.Fatalf("synchronous before any claim = %d, want 2 (FULL)", got)
 	}
-	if err := x.ClaimNar(ctx, nar(1)); err != nil {
+	if _, err := x.ClaimNar(ctx, nar(1)); err != nil {
 		t.Fatal(err)
 	}
 	if got := synchronousOf(t, x); got != 2 {
@@ -407,7 +407,7 @@ func TestClaimNarLeavesWritesFull(t *testing.T) {
 	if len(doomed) != 1 || doomed[0].File != nar(1).File {
 		t.Fatalf("doomed %v, want the claimed file", doomed)
 	}
-	if err := x.ClaimNar(ctx, nar(1)); !errors.Is(err, index.ErrBusy) {
+	if _, err := x.ClaimNar(ctx, nar(1)); !errors.Is(err, index.ErrBusy) {
 		t.Fatalf("claim of a doomed file: %v, want ErrBusy", err)
 	}
 	if got := synchronousOf(t, x); got != 2 {
@@ -466,7 +466,7 @@ func (c *doneAfter) Err() error {
 func TestCancelledClaimNarLeavesWritesFull(t *testing.T) {
 	x := open(t, filepath.Join(t.TempDir(), "index.db"))
 	for n := range 40 {
-		err := x.ClaimNar(newDoneAfter(n), nar(n))
+		_, err := x.ClaimNar(newDoneAfter(n), nar(n))
 		if got := synchronousOf(t, x); got != 2 {
 			t.Fatalf("synchronous after a claim cancelled at its context's look %d (%v) = %d, want 2 (FULL)", n, err, got)
 		}
