@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 
 	"github.com/flakegate/flakegate/internal/index"
@@ -475,7 +476,7 @@ func (s *Server) serveEncoded(w http.ResponseWriter, r *http.Request, f index.Fi
 			if rg := r.Header.Get("Range"); strings.Contains(rg, ",") {
 				r.Header.Del("Range")
 			}
-			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size, owner: decoderOwner(r, f.Flake)}
+			dc := &decodedContent{enc: f.Encoding, data: f.Data, size: f.Size, owner: decoderOwner(r, f.Flake), done: r.Context().Done()}
 			defer dc.Close()
 			// A stream whose header does not decode fails here, before
 			// anything is sent; later failures cut the response (logged
@@ -510,9 +511,10 @@ type decodedContent struct {
 	enc   string
 	data  []byte
 	size  int64
-	owner string        // nixcache.DecoderOwner
-	off   int64         // where the next Read reads
-	dec   io.ReadCloser // nil until start; positioned at pos
+	owner string          // nixcache.DecoderOwner
+	done  <-chan struct{} // nixcache.DecoderDone: the request's end
+	off   int64           // where the next Read reads
+	dec   io.ReadCloser   // nil until start; positioned at pos
 	pos   int64
 	err   error // the first decoding failure, for the log
 }
@@ -523,7 +525,7 @@ func (d *decodedContent) start() error {
 		d.dec.Close()
 		d.dec = nil
 	}
-	dec, err := nixcache.NewDecoder(d.enc, bytes.NewReader(d.data), nixcache.DecoderOwner(d.owner))
+	dec, err := nixcache.NewDecoder(d.enc, bytes.NewReader(d.data), nixcache.DecoderOwner(d.owner), nixcache.DecoderDone(d.done))
 	if err != nil {
 		return err
 	}
@@ -615,10 +617,12 @@ var errDecodeStopped = errors.New("decoding stopped: the upload failed")
 // moves with the input, and the loop also checks stop between reads, so
 // that a failed upload does not go on decoding what it had sent.
 type decodeChecker struct {
-	pw      *io.PipeWriter
-	done    chan error
-	stopped atomic.Bool
-	what    string
+	pw       *io.PipeWriter
+	done     chan error
+	stopped  atomic.Bool
+	stopping chan struct{} // closed by stop: ends a wait for decoder memory
+	stopOnce sync.Once
+	what     string
 	// decoded is the decoded byte count, for tests (written by the
 	// decoding goroutine; read once done has been received).
 	decoded int64
@@ -626,9 +630,9 @@ type decodeChecker struct {
 
 func newDecodeChecker(enc string, max, ratio int64, what, owner string) *decodeChecker {
 	pr, pw := io.Pipe()
-	c := &decodeChecker{pw: pw, done: make(chan error, 1), what: what}
+	c := &decodeChecker{pw: pw, done: make(chan error, 1), what: what, stopping: make(chan struct{})}
 	go func() {
-		err := c.run(enc, pr, max, ratio, owner)
+		err := c.run(enc, pr, max, ratio, nixcache.DecoderOwner(owner), nixcache.DecoderDone(c.stopping))
 		if err != nil {
 			err = &decodeFailure{err}
 			pr.CloseWithError(err)
@@ -639,9 +643,9 @@ func newDecodeChecker(enc string, max, ratio int64, what, owner string) *decodeC
 }
 
 // run decodes pr, checking the limits after every read of the decoder.
-func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64, owner string) error {
+func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64, opts ...nixcache.DecoderOption) error {
 	in := &countingReader{r: pr}
-	dec, err := nixcache.NewDecoder(enc, in, nixcache.DecoderOwner(owner))
+	dec, err := nixcache.NewDecoder(enc, in, opts...)
 	if err != nil {
 		return err
 	}
@@ -684,6 +688,7 @@ func (c *decodeChecker) Write(p []byte) (int, error) { return c.pw.Write(p) }
 // after the client left).
 func (c *decodeChecker) stop() {
 	c.stopped.Store(true)
+	c.stopOnce.Do(func() { close(c.stopping) })
 	c.pw.CloseWithError(errDecodeStopped)
 }
 

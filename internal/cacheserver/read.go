@@ -3,6 +3,7 @@ package cacheserver
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -449,7 +450,7 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 	if r.Method == http.MethodHead {
 		return // no decoder, and no decoder memory, for headers
 	}
-	dec, err := nixcache.NewDecoder(l.Encoding, rd, nixcache.DecoderOwner(decoderOwner(r, req.Flake)))
+	dec, err := nixcache.NewDecoder(l.Encoding, rd, nixcache.DecoderOwner(decoderOwner(r, req.Flake)), nixcache.DecoderDone(r.Context().Done()))
 	if err != nil {
 		s.decodeFailed(w, r, "decoding "+l.BlobKey, err)
 		return
@@ -465,6 +466,9 @@ func (s *Server) serveLog(w http.ResponseWriter, r *http.Request, req route.Requ
 // (nixcache.ErrDecoderMemory), else the logged 500 of a stored file that
 // does not decode.
 func (s *Server) decodeFailed(w http.ResponseWriter, r *http.Request, what string, err error) {
+	if errors.Is(err, context.Canceled) && r.Context().Err() != nil {
+		return // the client left while waiting for decoder memory
+	}
 	if errors.Is(err, nixcache.ErrDecoderMemory) {
 		s.log.WarnContext(r.Context(), "decoder memory in use: answering 503", "what", what, "err", err)
 		w.Header().Set("Retry-After", "1")

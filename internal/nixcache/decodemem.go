@@ -2,6 +2,7 @@ package nixcache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -102,7 +103,17 @@ var decoders = &budget{limit: DefaultDecoderMemory, changed: make(chan struct{})
 // DecoderOption configures a decoder of NewDecoder and its kin.
 type DecoderOption func(*decoderOptions)
 
-type decoderOptions struct{ owner string }
+type decoderOptions struct {
+	owner string
+	done  <-chan struct{}
+}
+
+// DecoderDone ends a wait for decoder memory when done is closed (the
+// request ended): NewDecoder then fails with an error wrapping
+// context.Canceled at once, rather than when DecoderWait has passed.
+func DecoderDone(done <-chan struct{}) DecoderOption {
+	return func(o *decoderOptions) { o.done = done }
+}
 
 // DecoderOwner names who a decoder decodes for (the blob server: the
 // request's tenant); "" is nobody's. One owner's decoders in use hold at
@@ -167,8 +178,9 @@ func (b *budget) evict(need int64) bool {
 }
 
 // get returns an idle decoder of kind and class (nil: make one; its cost
-// is then held) for owner, or ErrDecoderMemory after DecoderWait.
-func (b *budget) get(k decoderKind, class int, owner string) (any, error) {
+// is then held) for owner, or ErrDecoderMemory after DecoderWait, or an
+// error wrapping context.Canceled once done is closed (nil: never).
+func (b *budget) get(k decoderKind, class int, owner string, done <-chan struct{}) (any, error) {
 	cost := k.cost(class)
 	var timer *time.Timer
 	for {
@@ -199,6 +211,8 @@ func (b *budget) get(k decoderKind, class int, owner string) (any, error) {
 		}
 		select {
 		case <-changed:
+		case <-done:
+			return nil, fmt.Errorf("wait for decoder memory: %w", context.Canceled)
 		case <-timer.C:
 			return nil, fmt.Errorf("%w (a stream declaring a %d MiB window waited %s): try again", ErrDecoderMemory, 1<<(class-20), DecoderWait)
 		}
@@ -267,7 +281,7 @@ func peek(r io.Reader, n int) ([]byte, io.Reader, error) {
 // skippable frame, or too few bytes), held for owner (DecoderOwner), and
 // the function that gives it back (once, however often called);
 // ErrDecoderMemory when the budget cannot cover the class in time.
-func newZstdReader(r io.Reader, owner string) (io.Reader, func(), error) {
+func newZstdReader(r io.Reader, o decoderOptions) (io.Reader, func(), error) {
 	head, r, err := peek(r, zstd.HeaderMaxSize)
 	if err != nil {
 		return nil, nil, err
@@ -281,7 +295,7 @@ func newZstdReader(r io.Reader, owner string) (io.Reader, func(), error) {
 		}
 		class = windowClass(w, zstdMaxClass)
 	}
-	d, err := decoders.get(kindZstd, class, owner)
+	d, err := decoders.get(kindZstd, class, o.owner, o.done)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -291,22 +305,22 @@ func newZstdReader(r io.Reader, owner string) (io.Reader, func(), error) {
 		// so one dropped leaks nothing.
 		zr, err = zstd.NewReader(nil, zstd.WithDecoderConcurrency(1), zstd.WithDecoderMaxWindow(1<<class))
 		if err != nil {
-			decoders.put(kindZstd, class, nil, owner)
+			decoders.put(kindZstd, class, nil, o.owner)
 			return nil, nil, err
 		}
 	}
 	if err := zr.Reset(r); err != nil {
-		decoders.put(kindZstd, class, nil, owner)
+		decoders.put(kindZstd, class, nil, o.owner)
 		return nil, nil, err
 	}
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
 			if zr.Reset(nil) != nil {
-				decoders.put(kindZstd, class, nil, owner) // not reusable
+				decoders.put(kindZstd, class, nil, o.owner) // not reusable
 				return
 			}
-			decoders.put(kindZstd, class, zr, owner)
+			decoders.put(kindZstd, class, zr, o.owner)
 		})
 	}
 	return &classReader{r: zr, class: class, maxClass: zstdMaxClass, kind: "zstd frame", window: "window"}, done, nil
@@ -324,7 +338,7 @@ var emptyXZ = []byte{
 // newXZReader is newZstdReader for xz: the class of the LZMA2 dictionary
 // the first block declares. Concatenated streams are read as one, as xz
 // does.
-func newXZReader(r io.Reader, owner string) (io.Reader, func(), error) {
+func newXZReader(r io.Reader, o decoderOptions) (io.Reader, func(), error) {
 	head, r, err := peek(r, xzHeadMax)
 	if err != nil {
 		return nil, nil, err
@@ -333,7 +347,7 @@ func newXZReader(r io.Reader, owner string) (io.Reader, func(), error) {
 	if d := xzDictSize(head); d > 0 {
 		class = windowClass(d, xzMaxClass)
 	}
-	d, err := decoders.get(kindXZ, class, owner)
+	d, err := decoders.get(kindXZ, class, o.owner, o.done)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -344,17 +358,17 @@ func newXZReader(r io.Reader, owner string) (io.Reader, func(), error) {
 		xr, err = xz.NewReader(r, 1<<class)
 	}
 	if err != nil {
-		decoders.put(kindXZ, class, nil, owner)
+		decoders.put(kindXZ, class, nil, o.owner)
 		return nil, nil, err
 	}
 	var once sync.Once
 	done := func() {
 		once.Do(func() {
 			if xr.Reset(bytes.NewReader(emptyXZ)) != nil {
-				decoders.put(kindXZ, class, nil, owner) // not reusable
+				decoders.put(kindXZ, class, nil, o.owner) // not reusable
 				return
 			}
-			decoders.put(kindXZ, class, xr, owner)
+			decoders.put(kindXZ, class, xr, o.owner)
 		})
 	}
 	return &classReader{r: xr, class: class, maxClass: xzMaxClass, kind: "xz block", window: "LZMA2 dictionary"}, done, nil

@@ -2,6 +2,7 @@ package nixcache
 
 import (
 	"bytes"
+	"context"
 	"encoding/binary"
 	"errors"
 	"io"
@@ -388,4 +389,52 @@ func TestSmallestBudgetAdmitsTheLargestWindowOfAnOwner(t *testing.T) {
 		t.Fatalf("a 128 MiB window on an idle server with the smallest budget: %v", err)
 	}
 	d.Close()
+}
+
+// A stream waiting for decoder memory stops waiting when its request ends
+// (the client left; a verifier aborted), rather than holding its handler,
+// connection and upload slot until DecoderWait has passed (review of the
+// fixes, 2026-12-05).
+func TestWaitForDecoderMemoryEndsWithTheRequest(t *testing.T) {
+	withBudget(t, MinDecoderMemory)
+	DecoderWait = time.Hour
+	huge := zstdFrame(t, regularNAR("x"), 128<<20)
+	hold, err := NewDecoder("zstd", bytes.NewReader(huge))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+
+	done := make(chan struct{})
+	got := make(chan error, 1)
+	go func() {
+		_, err := NewDecoder("zstd", bytes.NewReader(huge), DecoderDone(done))
+		got <- err
+	}()
+	close(done)
+	select {
+	case err := <-got:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("a wait whose request ended: %v, want context.Canceled", err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("a wait whose request ended went on")
+	}
+
+	// The verifier's wait ends when the upload is aborted.
+	v, err := NewVerifier(nixname.CompressionZstd, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v.Write(huge)
+	aborted := make(chan struct{})
+	go func() { v.Abort(); close(aborted) }()
+	select {
+	case <-aborted:
+	case <-time.After(20 * time.Second):
+		t.Fatal("Abort waited for decoder memory")
+	}
+	if used, _ := DecoderMemoryInUse(); used != kindZstd.cost(zstdMaxClass) {
+		t.Errorf("%d bytes held after the waits ended, want only the first decoder's", used)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"compress/bzip2"
 	"compress/gzip"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -119,8 +120,8 @@ func NewDecoder(enc string, r io.Reader, opts ...DecoderOption) (io.ReadCloser, 
 		if enc == "zstd" {
 			newReader = newZstdReader
 		}
-		dr, done, err := newReader(r, decoderOpts(opts).owner)
-		if errors.Is(err, ErrDecoderMemory) {
+		dr, done, err := newReader(r, decoderOpts(opts))
+		if errors.Is(err, ErrDecoderMemory) || errors.Is(err, context.Canceled) {
 			return nil, err
 		}
 		if err != nil {

@@ -3,6 +3,7 @@ package nixcache
 import (
 	"bufio"
 	"compress/bzip2"
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -272,9 +273,9 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 		if v.compression == nixname.CompressionZstd {
 			newReader = newZstdReader
 		}
-		r, done, err := newReader(pr, o.owner)
+		r, done, err := newReader(pr, decoderOptions{owner: o.owner, done: v.stop})
 		if err != nil {
-			if errors.Is(err, ErrDecoderMemory) {
+			if errors.Is(err, ErrDecoderMemory) || errors.Is(err, context.Canceled) {
 				return err
 			}
 			return decompressError(v.compression, err)
