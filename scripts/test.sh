@@ -81,7 +81,10 @@ echo "== go test"
   if [ "${FLAKEGATE_NO_RACE:-}" != 1 ]; then
     echo "== go test -race -short (concurrency-heavy packages)" >&2
     # Their packages are named "… [race]" in the summary, apart from the first pass.
-    { go test -json -race -short -count=1 -timeout 20m "${race_pkgs[@]}" || true; } |
+    { go test -json -race -short -count=1 -timeout 20m "${race_pkgs[@]}" || true
+      # The decoder memory budget (shared by every upload and decoded read),
+      # alone: the whole of nixcache takes a minute under -race.
+      go test -json -race -short -count=1 -timeout 10m -run 'Decoder|Budget|OneOwner|Smallest' ./internal/nixcache || true; } |
       sed 's/"Package":"\([^"]*\)"/"Package":"\1 [race]"/'
   fi
 } | "$tmp/testsummary" ${fail_skips:+-fail-skips "$fail_skips"}

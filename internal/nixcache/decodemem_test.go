@@ -5,9 +5,11 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -436,5 +438,57 @@ func TestWaitForDecoderMemoryEndsWithTheRequest(t *testing.T) {
 	}
 	if used, _ := DecoderMemoryInUse(); used != kindZstd.cost(zstdMaxClass) {
 		t.Errorf("%d bytes held after the waits ended, want only the first decoder's", used)
+	}
+}
+
+// Many streams of every class and several owners at once, some waiting,
+// some giving up: when all are closed nothing is held but idle decoders,
+// and no owner holds anything (run under -race in scripts/test.sh).
+func TestDecoderBudgetUnderConcurrency(t *testing.T) {
+	withBudget(t, 256<<20)
+	DecoderWait = 200 * time.Millisecond
+	data := regularNAR("x")
+	var streams [][]byte
+	for class := minClass; class <= 24; class++ {
+		streams = append(streams, zstdFrame(t, data, 1<<class), xzStream(t, data, 1<<class))
+	}
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Go(func() {
+			owner := fmt.Sprintf("org:o%d", g%3)
+			for i := range 40 {
+				s := streams[(g+i)%len(streams)]
+				enc := "zstd"
+				if (g+i)%2 == 1 {
+					enc = "xz"
+				}
+				done := make(chan struct{})
+				if i%7 == 0 {
+					close(done)
+				}
+				d, err := NewDecoder(enc, bytes.NewReader(s), DecoderOwner(owner), DecoderDone(done))
+				if err != nil {
+					continue
+				}
+				if b, err := io.ReadAll(d); err != nil || !bytes.Equal(b, data) {
+					t.Errorf("%s: %v", enc, err)
+				}
+				d.Close()
+			}
+		})
+	}
+	wg.Wait()
+	used, idle := DecoderMemoryInUse()
+	var idleCost int64
+	decoders.mu.Lock()
+	for k := range decoders.free {
+		for c := range decoders.free[k] {
+			idleCost += int64(len(decoders.free[k][c])) * decoderKind(k).cost(c+minClass)
+		}
+	}
+	owned := len(decoders.owned)
+	decoders.mu.Unlock()
+	if used != idleCost || owned != 0 || used > 256<<20 {
+		t.Errorf("after every stream closed: %d bytes held, %d by %d idle decoders, %d owners holding", used, idleCost, idle, owned)
 	}
 }
