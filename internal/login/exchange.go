@@ -51,11 +51,10 @@ func CacheBase(raw string) (*url.URL, error) {
 }
 
 // SecureCacheBase is CacheBase for a cache a token is sent to or written
-// for (login, ci setup, push, pin): plain http only to this machine. The
+// for (login, status, ci setup, push, pin): plain http only to this machine. The
 // IdP token, the cache token (every Nix request, through the netrc) and
 // the cache's public keys would cross the network in clear text (review
-// r6, 2026-12-05). Removing or showing a stored token (logout, status)
-// takes any cache URL.
+// r6, 2026-12-05). Removing a stored token (logout) takes any cache URL.
 func SecureCacheBase(raw string) (*url.URL, error) {
 	u, err := CacheBase(raw)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -219,5 +220,18 @@ func TestLogoutOfAPlainHTTPCache(t *testing.T) {
 	}
 	if _, err := SecureCacheBase("http://cache.lan:8080"); err == nil {
 		t.Error("a new login to it is accepted")
+	}
+	// status sends the token: refused before anything is sent (review of
+	// the fixes, 2026-12-05: it went in clear text).
+	var sent bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { sent = true }))
+	defer srv.Close()
+	u, _ := url.Parse(srv.URL)
+	remote := "http://cache.lan.invalid:" + u.Port()
+	if err := os.WriteFile(p, []byte("machine cache.lan.invalid login flakegate password tok.en.sig\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Status(context.Background(), srv.Client(), remote, p, time.Second); err == nil || sent || !strings.Contains(err.Error(), "use https") {
+		t.Errorf("status of a plain-http remote cache: %v (sent: %v), want refused before sending", err, sent)
 	}
 }

@@ -106,7 +106,7 @@ func Logout(netrcPath string, cache string) (bool, error) {
 
 // Status asks the cache's whoami endpoint who the netrc token is.
 func Status(ctx context.Context, hc *http.Client, cache, netrcPath string, timeout time.Duration) (*route.WhoamiResponse, error) {
-	base, err := CacheBase(cache)
+	base, err := SecureCacheBase(cache) // it sends the token
 	if err != nil {
 		return nil, err
 	}
