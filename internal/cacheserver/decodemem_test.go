@@ -88,11 +88,11 @@ func headerValue(header, name string) string {
 	return ""
 }
 
-// One org's decoders hold at most a quarter of the decoder memory, and
-// decoded reads, every reader together, another: with one tenant's stalled
-// uploads (from however many refs) holding its share, another tenant's push
-// still gets memory, and readers cannot take a pushing org's share (review
-// of the fixes, 2026-12-05).
+// One org's uploads hold at most a quarter of the decoder memory, and the
+// decoded reads of one org another: with one tenant's stalled uploads (from
+// however many refs) holding its share, another tenant's push still gets
+// memory; readers cannot take a pushing org's share, nor other orgs'
+// readers theirs (reviews of the fixes, 2026-12-05).
 func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 	wait := nixcache.DecoderWait
 	nixcache.DecoderWait = 50 * time.Millisecond
@@ -149,6 +149,16 @@ func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 	}
 	if st, body := put(good, "omnicorp/app", compressedXZ64(t, "good-2")); st/100 != 2 {
 		t.Errorf("omnicorp's upload while readers of omnicorp hold their share: %d %q", st, body)
+	}
+	// Readers of omnicorp holding their share leave the readers of other
+	// orgs theirs (review of the fixes: one "reads" share for every reader
+	// let one tenant's slow readers block every org's decoded reads).
+	other := httptest.NewRequest("GET", "/acme/lib/log/x", nil)
+	d, err := nixcache.NewDecoder("xz", bytes.NewReader(xzHeader64MiB(t)), nixcache.DecoderOwner(decoderOwner(other, nixname.Flake{Org: "acme", Name: "lib"})))
+	if err != nil {
+		t.Errorf("a decoded read of another org beside omnicorp's readers: %v", err)
+	} else {
+		held = append(held, d)
 	}
 }
 

@@ -52,13 +52,13 @@ func (s *Server) verifierOptions(r *http.Request, flake nixname.Flake) []nixcach
 // against (nixcache.DecoderOwner: each holds at most a quarter of the
 // decoder memory): an upload, the org of the flake it goes to (not its
 // subject, which names a ref, and a pusher runs jobs on as many refs as it
-// likes); a decoded read, every reader together, so that no reader can
-// starve the pushes of the org it reads nor add a share per ref (review of
-// the fixes, 2026-12-05). Decoded reads serve only clients that cannot
-// decode a stored encoding; they may wait on one another.
+// likes); a decoded read, the readers of that org (the readers of the
+// union view, when no flake is named), apart from its pushes, so that no
+// reader starves the pushes of the org it reads, nor the readers of other
+// orgs (reviews of the fixes, 2026-12-05).
 func decoderOwner(r *http.Request, flake nixname.Flake) string {
 	if r.Method == http.MethodGet || r.Method == http.MethodHead {
-		return "reads"
+		return "read:" + flake.Org
 	}
 	return "org:" + flake.Org
 }

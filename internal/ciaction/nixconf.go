@@ -8,7 +8,9 @@ import (
 	"io/fs"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/flakegate/flakegate/internal/login"
 )
@@ -92,13 +94,24 @@ func withoutIncludes(conf string, drop func(path string) bool) string {
 	return strings.Join(out, "\n")
 }
 
-// stale reports whether an include setup added names a file that is gone:
-// its job's state directory was removed, and whoever makes that path again
-// (any local user, in /tmp) would set the daemon's configuration at its
-// next start (review of the fixes, 2026-12-05).
+// stale reports whether an include setup added names a file that is not a
+// live job's of this user: gone, or in a directory that is not this
+// user's alone (checkStateDir), or not a regular file of this user. Once a
+// job's directory is gone, any local user may make that path again (a
+// file, a symlink, a directory of theirs) for the daemon to read as root
+// at its next start; a file in a directory this user owns and no one else
+// may write is another job's of this runner, running (reviews of the
+// fixes, 2026-12-05).
 func stale(path string) bool {
-	_, err := os.Lstat(path)
-	return errors.Is(err, fs.ErrNotExist)
+	if checkStateDir(filepath.Dir(path)) != nil {
+		return true
+	}
+	fi, err := os.Lstat(path)
+	if err != nil || !fi.Mode().IsRegular() {
+		return true
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	return !ok || int(st.Uid) != os.Getuid()
 }
 
 // systemConf includes the state directory's nix.conf in the system one
@@ -123,7 +136,11 @@ func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
 		if err != nil {
 			return fmt.Errorf("read %s: %w", determinateCfg, err)
 		}
-		b, _, err = login.RemoveNetrcSources(b, func(path string) bool { return strings.HasSuffix(path, "/"+netrcFile) && stale(path) })
+		// Only sources a setup added: a netrc in a flakegate state
+		// directory (never an administrator's own, which may appear later).
+		b, _, err = login.RemoveNetrcSources(b, func(path string) bool {
+			return filepath.Base(path) == netrcFile && strings.HasPrefix(filepath.Base(filepath.Dir(path)), "flakegate") && stale(path)
+		})
 		if err != nil {
 			return err
 		}

@@ -329,12 +329,33 @@ func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
 		t.Fatal(err)
 	}
 	gone := filepath.Join(tmp, "flakegate-ci-1", "nix.conf")
-	start := "experimental-features = nix-command\n" + confMarker + "\n!include " + gone + "\n!include " + other + "\n"
+	// A finished job's path made again by another local user (review of
+	// the fixes: setup kept an include whose file merely existed).
+	remade := filepath.Join(tmp, "flakegate-ci-3", "nix.conf")
+	if err := os.Mkdir(filepath.Dir(remade), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(remade, []byte("post-build-hook = /tmp/evil\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chown(filepath.Dir(remade), 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	// Another job of this runner, running: its include stays.
+	live := Dir(filepath.Join(tmp, "flakegate-ci-4"))
+	if err := ownStateDir(string(live)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(live.path(nixConfFile), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := "experimental-features = nix-command\n" + confMarker + "\n!include " + gone + "\n!include " + other + "\n" +
+		confMarker + "\n!include " + remade + "\n" + confMarker + "\n!include " + live.path(nixConfFile) + "\n"
 	if err := os.WriteFile(conf, []byte(start), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	det := filepath.Join(tmp, "config.json")
-	if err := os.WriteFile(det, []byte(`{"authentication": {"additionalNetrcSources": ["`+filepath.Join(tmp, "flakegate-ci-1", "netrc")+`", "/etc/nix/company-netrc"]}, "other": 1}`), 0o644); err != nil {
+	if err := os.WriteFile(det, []byte(`{"authentication": {"additionalNetrcSources": ["`+filepath.Join(tmp, "flakegate-ci-1", "netrc")+`", "/etc/nix/company-netrc", "/run/secrets/netrc"]}, "other": 9007199254740993}`), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	saved := [2]string{systemNixConf, determinateCfg}
@@ -356,13 +377,15 @@ func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
 	}
 	got, _ := os.ReadFile(conf)
 	ours := "!include " + dir.path(nixConfFile)
-	if strings.Contains(string(got), gone) || strings.Count(string(got), ours) != 1 ||
+	if strings.Contains(string(got), gone) || strings.Contains(string(got), remade) || strings.Count(string(got), ours) != 1 ||
+		!strings.Contains(string(got), "!include "+live.path(nixConfFile)) ||
 		!strings.Contains(string(got), "experimental-features = nix-command\n") || !strings.Contains(string(got), "!include "+other) {
 		t.Errorf("after setup:\n%s", got)
 	}
 	d, _ := os.ReadFile(det)
-	if strings.Contains(string(d), "flakegate-ci-1") || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), dir.path(netrcFile)) {
-		t.Errorf("Determinate's config after setup:\n%s", d)
+	if strings.Contains(string(d), "flakegate-ci-1") || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), "/run/secrets/netrc") ||
+		!strings.Contains(string(d), dir.path(netrcFile)) || !strings.Contains(string(d), "9007199254740993") {
+		t.Errorf("Determinate's config after setup (an administrator's netrc not yet there kept, numbers exact):\n%s", d)
 	}
 
 	if err := unsystemConf(context.Background(), dir); err != nil {
@@ -373,7 +396,7 @@ func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
 		t.Errorf("after flush:\n%s", got)
 	}
 	d, _ = os.ReadFile(det)
-	if strings.Contains(string(d), dir.path(netrcFile)) || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), `"other": 1`) {
+	if strings.Contains(string(d), dir.path(netrcFile)) || !strings.Contains(string(d), "company-netrc") || !strings.Contains(string(d), `"other": 9007199254740993`) {
 		t.Errorf("Determinate's config after flush:\n%s", d)
 	}
 }

@@ -1,6 +1,7 @@
 package login
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -18,8 +19,8 @@ const DeterminateConfig = "/etc/determinate/config.json"
 func AddNetrcSource(content []byte, netrc string) (updated []byte, changed bool, err error) {
 	cfg := map[string]any{}
 	if len(content) > 0 {
-		if err := json.Unmarshal(content, &cfg); err != nil {
-			return nil, false, fmt.Errorf("parse %s: %w", DeterminateConfig, err)
+		if err := decodeConfig(content, &cfg); err != nil {
+			return nil, false, err
 		}
 	}
 	auth, _ := cfg["authentication"].(map[string]any)
@@ -57,8 +58,8 @@ func RemoveNetrcSources(content []byte, drop func(netrc string) bool) (updated [
 		return content, false, nil
 	}
 	cfg := map[string]any{}
-	if err := json.Unmarshal(content, &cfg); err != nil {
-		return nil, false, fmt.Errorf("parse %s: %w", DeterminateConfig, err)
+	if err := decodeConfig(content, &cfg); err != nil {
+		return nil, false, err
 	}
 	auth, _ := cfg["authentication"].(map[string]any)
 	sources, _ := auth["additionalNetrcSources"].([]any)
@@ -75,4 +76,17 @@ func RemoveNetrcSources(content []byte, drop func(netrc string) bool) (updated [
 		return nil, false, err
 	}
 	return append(out, '\n'), true, nil
+}
+
+// decodeConfig parses Determinate's config.json keeping numbers as they are
+// written (json.Number): a rewrite must not change settings it does not
+// touch, and a float64 rounds integers above 2^53 (review of the fixes,
+// 2026-12-05).
+func decodeConfig(content []byte, cfg *map[string]any) error {
+	dec := json.NewDecoder(bytes.NewReader(content))
+	dec.UseNumber()
+	if err := dec.Decode(cfg); err != nil {
+		return fmt.Errorf("parse %s: %w", DeterminateConfig, err)
+	}
+	return nil
 }
