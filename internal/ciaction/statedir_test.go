@@ -256,19 +256,7 @@ func TestReusedStateDirStartsANewJob(t *testing.T) {
 	}
 
 	// A pusher of the last job still running.
-	sleeper := exec.Command("sleep", "30")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
-	st, err := d.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.PusherPID = sleeper.Process.Pid
-	if err := d.Save(st); err != nil {
-		t.Fatal(err)
-	}
+	runningPusher(t, d)
 	if stderr := setupIn(t, dir, srv.URL); !strings.Contains(stderr, "the pusher of an earlier job") {
 		t.Errorf("setup beside a running pusher of an earlier job: %s", stderr)
 	}
@@ -424,20 +412,8 @@ func TestSecondSetupInOneJob(t *testing.T) {
 	if out := setupJob("42"); strings.Contains(out, "not used") {
 		t.Fatal(out)
 	}
-	sleeper := exec.Command("sleep", "30")
-	if err := sleeper.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
 	d := Dir(dir)
-	st, err := d.Load()
-	if err != nil {
-		t.Fatal(err)
-	}
-	st.PusherPID = sleeper.Process.Pid // the first setup's pusher, running
-	if err := d.Save(st); err != nil {
-		t.Fatal(err)
-	}
+	runningPusher(t, d) // the first setup's
 	if out := setupJob("42"); strings.Contains(out, "not used") || !strings.Contains(out, "set up the cache already") {
 		t.Errorf("a second setup in the same job: %s", out)
 	}
@@ -449,5 +425,24 @@ func TestSecondSetupInOneJob(t *testing.T) {
 	}
 	if out := setupJob("44"); strings.Contains(out, "not used") {
 		t.Errorf("after the pusher finished (its pid reused): %s", out)
+	}
+}
+
+// runningPusher records a running process (a sleep) as the pusher in d's
+// state.
+func runningPusher(t *testing.T, d Dir) {
+	t.Helper()
+	sleeper := exec.Command("sleep", "30")
+	if err := sleeper.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { sleeper.Process.Kill(); sleeper.Wait() })
+	st, err := d.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.PusherPID = sleeper.Process.Pid
+	if err := d.Save(st); err != nil {
+		t.Fatal(err)
 	}
 }
