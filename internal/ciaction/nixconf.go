@@ -115,7 +115,8 @@ func stale(path string) bool {
 }
 
 // systemConf includes the state directory's nix.conf in the system one
-// (dropping the includes of earlier jobs whose files are gone), registers
+// (dropping earlier includes that are no running job's of this user: stale),
+// registers
 // the netrc with Determinate Nix, and restarts the daemon. flush takes them
 // back (unsystemConf).
 func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
@@ -138,17 +139,17 @@ func systemConf(ctx context.Context, dir Dir, env Env, w warner) error {
 		}
 		// Only sources a setup added: a netrc in a flakegate state
 		// directory (never an administrator's own, which may appear later).
-		b, _, err = login.RemoveNetrcSources(b, func(path string) bool {
+		b, removed, err := login.RemoveNetrcSources(b, func(path string) bool {
 			return filepath.Base(path) == netrcFile && strings.HasPrefix(filepath.Base(filepath.Dir(path)), "flakegate") && stale(path)
 		})
 		if err != nil {
 			return err
 		}
-		updated, changed, err := login.AddNetrcSource(b, dir.path(netrcFile))
+		updated, added, err := login.AddNetrcSource(b, dir.path(netrcFile))
 		if err != nil {
 			return err
 		}
-		if changed {
+		if removed || added {
 			if err := writeAsRoot(ctx, determinateCfg, string(updated)); err != nil {
 				return err
 			}

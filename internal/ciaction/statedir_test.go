@@ -376,6 +376,18 @@ func TestSystemNixConfNamesNoFinishedJob(t *testing.T) {
 		t.Errorf("Determinate's config after setup (an administrator's netrc not yet there kept, numbers exact):\n%s", d)
 	}
 
+	// A stale source beside ours already listed is dropped too.
+	d2 := strings.Replace(string(d), `"/etc/nix/company-netrc"`, `"/etc/nix/company-netrc", "`+filepath.Join(tmp, "flakegate-ci-5", "netrc")+`"`, 1)
+	if err := os.WriteFile(det, []byte(d2), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := systemConf(context.Background(), dir, env, w); err != nil {
+		t.Fatal(err)
+	}
+	if d, _ := os.ReadFile(det); strings.Contains(string(d), "flakegate-ci-5") {
+		t.Errorf("a stale source beside ours was kept:\n%s", d)
+	}
+
 	if err := unsystemConf(context.Background(), dir); err != nil {
 		t.Fatal(err)
 	}
