@@ -13,7 +13,6 @@ import (
 	"slices"
 	"strings"
 	"sync"
-	"sync/atomic"
 
 	"github.com/flakegate/flakegate/internal/index"
 	"github.com/flakegate/flakegate/internal/nixcache"
@@ -619,8 +618,7 @@ var errDecodeStopped = errors.New("decoding stopped: the upload failed")
 type decodeChecker struct {
 	pw       *io.PipeWriter
 	done     chan error
-	stopped  atomic.Bool
-	stopping chan struct{} // closed by stop: ends a wait for decoder memory
+	stopping chan struct{} // closed by stop: the decoding and any wait for decoder memory end
 	stopOnce sync.Once
 	what     string
 	// decoded is the decoded byte count, for tests (written by the
@@ -652,7 +650,7 @@ func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64, opt
 	defer dec.Close()
 	buf := make([]byte, 32<<10)
 	for {
-		if c.stopped.Load() {
+		if c.stopped() {
 			return errDecodeStopped
 		}
 		n, err := dec.Read(buf)
@@ -671,7 +669,7 @@ func (c *decodeChecker) run(enc string, pr *io.PipeReader, max, ratio int64, opt
 			break
 		}
 		if err != nil {
-			if c.stopped.Load() {
+			if c.stopped() {
 				return errDecodeStopped
 			}
 			return fmt.Errorf("%w: %s: %v", nixcache.ErrEncoding, enc, err)
@@ -687,9 +685,18 @@ func (c *decodeChecker) Write(p []byte) (int, error) { return c.pw.Write(p) }
 // what it sent need not be decoded to the end (a bomb's would be, long
 // after the client left).
 func (c *decodeChecker) stop() {
-	c.stopped.Store(true)
 	c.stopOnce.Do(func() { close(c.stopping) })
 	c.pw.CloseWithError(errDecodeStopped)
+}
+
+// stopped reports whether stop was called.
+func (c *decodeChecker) stopped() bool {
+	select {
+	case <-c.stopping:
+		return true
+	default:
+		return false
+	}
 }
 
 // finish ends the input and returns the decoder's verdict.

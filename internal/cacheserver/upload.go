@@ -49,6 +49,19 @@ func decoderBusy(err error) error {
 	return &uploadError{status: http.StatusServiceUnavailable, retryAfter: "1", unread: true, msg: err.Error()}
 }
 
+// verifierError is the client's answer to a Verifier's refusal of what
+// was uploaded: 413 beyond a size or expansion bound, 503 when the decoder
+// memory is in use, 400 otherwise.
+func verifierError(err error, what string) error {
+	switch {
+	case errors.Is(err, nixcache.ErrTooLarge):
+		return &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
+	case errors.Is(err, nixcache.ErrDecoderMemory):
+		return decoderBusy(err)
+	}
+	return badRequest("invalid %s: %v", what, err)
+}
+
 func badRequest(format string, args ...any) error {
 	return &uploadError{status: http.StatusBadRequest, msg: fmt.Sprintf(format, args...)}
 }
@@ -121,13 +134,7 @@ func stream(body io.Reader, dst io.Writer, v *nixcache.Verifier, limit int64, wh
 		}
 		if v != nil {
 			if err := v.WriteBuffer(bp, n); err != nil {
-				if errors.Is(err, nixcache.ErrTooLarge) {
-					return total, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
-				}
-				if errors.Is(err, nixcache.ErrDecoderMemory) {
-					return total, decoderBusy(err)
-				}
-				return total, badRequest("invalid %s: %v", what, err)
+				return total, verifierError(err, what)
 			}
 		}
 		if rerr == io.EOF {
@@ -230,13 +237,7 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	res, err := v.Finish()
 	if err != nil {
 		abort()
-		if errors.Is(err, nixcache.ErrTooLarge) {
-			return false, &uploadError{status: http.StatusRequestEntityTooLarge, msg: err.Error()}
-		}
-		if errors.Is(err, nixcache.ErrDecoderMemory) {
-			return false, decoderBusy(err)
-		}
-		return false, badRequest("invalid NAR: %v", err)
+		return false, verifierError(err, "NAR")
 	}
 	if got := nixbase32.EncodeToString(res.FileHash); got != req.Hash {
 		abort()
@@ -250,8 +251,8 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	// Claimed before the commit, so that no garbage collection deletes
 	// the file after it (internal/gc, rule 4).
 	var claim time.Time
-	if c, ok := s.idx.(index.Collectable); ok {
-		var err error
+	c, collectable := s.idx.(index.Collectable)
+	if collectable {
 		if claim, err = c.ClaimNar(ctx, rec); err != nil {
 			abort()
 			if errors.Is(err, index.ErrBusy) {
@@ -278,13 +279,12 @@ func (s *Server) receiveNar(r *http.Request, req route.Request, dl *idleDeadline
 	// Owned only if the claim is still there: a collection that forgot it
 	// meanwhile may have deleted the blob just committed (index.Collectable
 	// OwnClaimedNar); Nix pushes the NAR again after the 503.
-	put := s.idx.PutNar
-	if c, ok := s.idx.(index.Collectable); ok {
-		put = func(ctx context.Context, flake nixname.Flake, n index.Nar) error {
-			return c.OwnClaimedNar(ctx, flake, n, claim)
-		}
+	if collectable {
+		err = c.OwnClaimedNar(ctx, req.Flake, rec, claim)
+	} else {
+		err = s.idx.PutNar(ctx, req.Flake, rec)
 	}
-	if err := put(ctx, req.Flake, rec); err != nil {
+	if err != nil {
 		if errors.Is(err, index.ErrBusy) {
 			return false, collecting("NAR " + req.File)
 		}

@@ -10,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 
 	"github.com/flakegate/flakegate/internal/login"
 )
@@ -110,8 +109,8 @@ func stale(path string) bool {
 	if err != nil || !fi.Mode().IsRegular() {
 		return true
 	}
-	st, ok := fi.Sys().(*syscall.Stat_t)
-	return !ok || int(st.Uid) != os.Getuid()
+	uid, ok := ownerOf(fi)
+	return !ok || uid != os.Getuid()
 }
 
 // systemConf includes the state directory's nix.conf in the system one

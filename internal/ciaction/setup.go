@@ -169,6 +169,16 @@ func ownStateDir(path string) error {
 	return checkStateDir(path)
 }
 
+// ownerOf is the uid owning fi's file; ok is false where the system does
+// not say.
+func ownerOf(fi os.FileInfo) (uid int, ok bool) {
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return 0, false
+	}
+	return int(st.Uid), true
+}
+
 // checkStateDir is ownStateDir's check of an existing directory.
 func checkStateDir(path string) error {
 	fi, err := os.Lstat(path)
@@ -181,8 +191,8 @@ func checkStateDir(path string) error {
 	if !fi.IsDir() {
 		return refuse("is not a directory (a symlink?)")
 	}
-	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Getuid() {
-		return refuse(fmt.Sprintf("belongs to uid %d, not to this user (uid %d)", st.Uid, os.Getuid()))
+	if uid, ok := ownerOf(fi); ok && uid != os.Getuid() {
+		return refuse(fmt.Sprintf("belongs to uid %d, not to this user (uid %d)", uid, os.Getuid()))
 	}
 	if fi.Mode().Perm()&0o022 != 0 {
 		return refuse(fmt.Sprintf("may be written by others (mode %v)", fi.Mode().Perm()))

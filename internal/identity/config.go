@@ -75,31 +75,27 @@ func (ic *IssuerConfig) pinnedOrgs() []string {
 	return slices.Sorted(maps.Keys(ic.OrgIDs))
 }
 
-// pins reports whether org_ids pins org (names are case-insensitive).
-func (ic *IssuerConfig) pins(org string) bool {
-	for name := range ic.OrgIDs {
+// orgID is the account ID org_ids pins org to (names are
+// case-insensitive); ok is false when it pins none.
+func (ic *IssuerConfig) orgID(org string) (id string, ok bool) {
+	for name, id := range ic.OrgIDs {
 		if strings.EqualFold(name, org) {
-			return true
+			return id, true
 		}
 	}
-	return false
+	return "", false
 }
 
 // ownerMatches reports whether a subject mapped from claims (an IdP token's,
 // or the IdP claims a cache token carries) may speak for org under
 // org_ids; "" when it may, else why not.
 func (ic *IssuerConfig) ownerMatches(org string, claims map[string]any) string {
-	if ic.Claims != ClaimsGitHubActions || len(ic.OrgIDs) == 0 || org == "" {
+	if ic.Claims != ClaimsGitHubActions || org == "" {
 		return ""
 	}
-	for name, id := range ic.OrgIDs {
-		if !strings.EqualFold(name, org) {
-			continue
-		}
-		got, _ := claims["repository_owner_id"].(string)
-		if got != id {
-			return fmt.Sprintf("org %s belongs to GitHub account %s (org_ids), the token's repository_owner_id is %s: the name has changed hands, or the token is not GitHub's", ClaimText(org), id, ClaimText(got))
-		}
+	id, pinned := ic.orgID(org)
+	if got, _ := claims["repository_owner_id"].(string); pinned && got != id {
+		return fmt.Sprintf("org %s belongs to GitHub account %s (org_ids), the token's repository_owner_id is %s: the name has changed hands, or the token is not GitHub's", ClaimText(org), id, ClaimText(got))
 	}
 	return ""
 }
@@ -220,7 +216,7 @@ func (c *Config) Validate() error {
 		}
 		for _, j := range c.Issuers {
 			for _, o := range j.pinnedOrgs() {
-				if ic.Claims == ClaimsGitHubActions && ic.allowsOrg(o) && len(ic.Orgs) > 0 && !ic.pins(o) {
+				if _, pinned := ic.orgID(o); ic.Claims == ClaimsGitHubActions && ic.allowsOrg(o) && len(ic.Orgs) > 0 && !pinned {
 					fail("org_ids", "org %q is pinned to its GitHub account by issuer %s but not here: the name's next owner would pass through this issuer; pin it here too (each GitHub instance has its own account IDs)", o, j.Name)
 				}
 			}
@@ -247,15 +243,7 @@ func (c *Config) IssuerURLs() []string {
 
 // external counts the issuers other than flakegate's own (claims
 // flakegate, whose tokens carry a subject another issuer verified).
-func (c *Config) external() int {
-	n := 0
-	for _, ic := range c.Issuers {
-		if ic.Claims != ClaimsFlakegate {
-			n++
-		}
-	}
-	return n
-}
+func (c *Config) external() int { return len(c.IssuerURLs()) }
 
 // Warnings are doubts about a valid configuration that do not stop it
 // (authz -check prints them, authz logs them at start): an issuer that

@@ -326,6 +326,22 @@ func newZstdReader(r io.Reader, o decoderOptions) (io.Reader, func(), error) {
 	return &classReader{r: zr, class: class, maxClass: zstdMaxClass, kind: "zstd frame", window: "window"}, done, nil
 }
 
+// newWindowDecoder is newZstdReader for zstd, else newXZReader: the two
+// kinds whose decoders hold a window of the decoder memory.
+func newWindowDecoder(zstd bool, r io.Reader, o decoderOptions) (io.Reader, func(), error) {
+	if zstd {
+		return newZstdReader(r, o)
+	}
+	return newXZReader(r, o)
+}
+
+// memoryError reports whether err is the decoder memory's (the budget
+// could not cover the stream in time, or the wait ended with its
+// request): passed on as it is, never as a stream that does not decode.
+func memoryError(err error) bool {
+	return errors.Is(err, ErrDecoderMemory) || errors.Is(err, context.Canceled)
+}
+
 // emptyXZ is an xz stream of no data: an idle decoder is reset to it, so
 // that it keeps no reference to the stream it read (this decoder's Reset
 // reads the next stream's header at once; it cannot be reset to nothing).

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"compress/bzip2"
 	"compress/gzip"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -116,12 +115,8 @@ func NewDecoder(enc string, r io.Reader, opts ...DecoderOption) (io.ReadCloser, 
 		}
 		return zr, nil
 	case "xz", "zstd":
-		newReader := newXZReader
-		if enc == "zstd" {
-			newReader = newZstdReader
-		}
-		dr, done, err := newReader(r, decoderOpts(opts))
-		if errors.Is(err, ErrDecoderMemory) || errors.Is(err, context.Canceled) {
+		dr, done, err := newWindowDecoder(enc == "zstd", r, decoderOpts(opts))
+		if memoryError(err) {
 			return nil, err
 		}
 		if err != nil {

@@ -3,7 +3,6 @@ package nixcache
 import (
 	"bufio"
 	"compress/bzip2"
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -269,13 +268,9 @@ func (v *Verifier) check(pr io.Reader, maxNarSize int64, o verifierOptions) erro
 	case nixname.CompressionNone:
 		dec = pr
 	case nixname.CompressionXZ, nixname.CompressionZstd:
-		newReader := newXZReader
-		if v.compression == nixname.CompressionZstd {
-			newReader = newZstdReader
-		}
-		r, done, err := newReader(pr, decoderOptions{owner: o.owner, done: v.stop})
+		r, done, err := newWindowDecoder(v.compression == nixname.CompressionZstd, pr, decoderOptions{owner: o.owner, done: v.stop})
 		if err != nil {
-			if errors.Is(err, ErrDecoderMemory) || errors.Is(err, context.Canceled) {
+			if memoryError(err) {
 				return err
 			}
 			return decompressError(v.compression, err)
@@ -351,7 +346,7 @@ func (c *countingReader) over() error {
 	if c.limit > 0 && c.n > c.limit {
 		return fmt.Errorf("%w: the decompressed NAR exceeds %d bytes", ErrTooLarge, c.limit)
 	}
-	if c.ratio > 0 && Expands(c.n, *c.compressed, c.ratio) {
+	if c.compressed != nil && Expands(c.n, *c.compressed, c.ratio) {
 		return fmt.Errorf("%w: the NAR decompresses to more than %d times its compressed size (over %d bytes from the first %d compressed bytes)",
 			ErrTooLarge, c.ratio, c.n, *c.compressed)
 	}
