@@ -122,15 +122,8 @@ func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 		t.Fatalf("evil holds %d decoders of 64 MiB, want 3 (its quarter of 1 GiB)", len(held))
 	}
 	put := func(subject, flake string, p testPath) (int, string) {
-		req, _ := http.NewRequest("PUT", ts.URL+"/"+flake+"/nar/"+p.FileName, bytes.NewReader(p.File))
-		req.Header.Set(route.SubjectHeader, subject)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		return resp.StatusCode, string(b)
+		a := fileExchange(t, "PUT", ts.URL+"/"+flake+"/nar/"+p.FileName, p.File, hdr(route.SubjectHeader, subject))
+		return a.Status, a.Body
 	}
 	if st, body := put("github:evil/x@refs/heads/other", "evil/y", compressedXZ64(t, "evil-more")); st != http.StatusServiceUnavailable {
 		t.Errorf("evil's upload from another ref beyond its share: %d %q, want 503", st, body)
@@ -166,29 +159,24 @@ func TestOneTenantCannotStarveOthersOfDecoderMemory(t *testing.T) {
 // dictionary (xz -9).
 func compressedXZ64(t *testing.T, name string) testPath {
 	p := makePath(t, name, nixname.CompressionXZ)
-	var out bytes.Buffer
-	w, err := xz.WriterConfig{DictCap: 64 << 20}.NewWriter(&out)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.Write(p.NAR)
-	if err := w.Close(); err != nil {
-		t.Fatal(err)
-	}
-	p.File = out.Bytes()
+	p.File = xzDict64(t, p.NAR)
 	p.FileName = fileNameOf(p.File, p.Compression)
 	return p
 }
 
 // xzHeader64MiB is an xz stream whose first block declares a 64 MiB
 // dictionary.
-func xzHeader64MiB(t *testing.T) []byte {
+func xzHeader64MiB(t *testing.T) []byte { return xzDict64(t, []byte("x")) }
+
+// xzDict64 is data xz-compressed with a 64 MiB dictionary (xz -9).
+func xzDict64(t *testing.T, data []byte) []byte {
+	t.Helper()
 	var out bytes.Buffer
 	w, err := xz.WriterConfig{DictCap: 64 << 20}.NewWriter(&out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Write([]byte("x"))
+	w.Write(data)
 	if err := w.Close(); err != nil {
 		t.Fatal(err)
 	}

@@ -164,11 +164,7 @@ func TestSecondIssuerCannotImpersonateOrgUser(t *testing.T) {
 		{"company IdP's carol (not listed): control", corpCarol, false},
 		{"partner IdP's user calling herself alice of omnicorp", fakeAlice, false},
 	} {
-		status, reached := s.do(t, "GET", path, tc.auth)
-		t.Logf("%-55s GET %s -> %d (upstream reached: %v)", tc.name, path, status, reached)
-		if reached != tc.want {
-			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
-		}
+		s.expectReached(t, tc.name, "GET", path, tc.auth, tc.want)
 	}
 }
 
@@ -198,11 +194,7 @@ func TestNextOwnerOfAFreedGitHubNameIsRefused(t *testing.T) {
 		{"the name's next owner reads", "GET", "171717", false},
 	} {
 		path := "/omnicorp/super-duper-secure/" + hash + ".narinfo"
-		status, reached := s.do(t, tc.method, path, job(tc.ownerID))
-		t.Logf("%-40s %s %s -> %d (upstream reached: %v)", tc.name, tc.method, path, status, reached)
-		if reached != tc.want {
-			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
-		}
+		s.expectReached(t, tc.name, tc.method, path, job(tc.ownerID), tc.want)
 	}
 }
 
@@ -229,11 +221,7 @@ func TestUnverifiedEmailDoesNotNameAUser(t *testing.T) {
 		{"the CTO, verified address: control", user("u-cto", true), true},
 		{"a sign-up typing the CTO's address", user("u-eve", false), false},
 	} {
-		status, reached := s.do(t, "GET", path, tc.auth)
-		t.Logf("%-40s GET %s -> %d (upstream reached: %v)", tc.name, path, status, reached)
-		if reached != tc.want {
-			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
-		}
+		s.expectReached(t, tc.name, "GET", path, tc.auth, tc.want)
 	}
 }
 
@@ -267,11 +255,7 @@ func TestGitLabUnprotectedEnvironmentDoesNotPush(t *testing.T) {
 		{"unprotected branch, protected environment production", mint(true), true},
 		{"unprotected branch, UNprotected environment production", mint(false), false},
 	} {
-		status, reached := s.do(t, "PUT", path, tc.auth)
-		t.Logf("%-55s PUT %s -> %d (upstream reached: %v)", tc.name, path, status, reached)
-		if reached != tc.want {
-			t.Errorf("%s: reached the blob server = %v, want %v", tc.name, reached, tc.want)
-		}
+		s.expectReached(t, tc.name, "PUT", path, tc.auth, tc.want)
 	}
 }
 
@@ -398,6 +382,17 @@ func rawRequest(t *testing.T, addr, req string) string {
 		return "no answer: " + err.Error()
 	}
 	return strings.TrimSpace(line)
+}
+
+// expectReached sends the request and fails the test unless it reached
+// the blob server exactly when want says (logging what happened).
+func (s *attackStack) expectReached(t *testing.T, name, method, path, auth string, want bool) {
+	t.Helper()
+	status, reached := s.do(t, method, path, auth)
+	t.Logf("%-55s %s %s -> %d (upstream reached: %v)", name, method, path, status, reached)
+	if reached != want {
+		t.Errorf("%s: reached the blob server = %v, want %v", name, reached, want)
+	}
 }
 
 // shippedPolicyWith is a policy directory of the shipped rules (and their

@@ -62,30 +62,18 @@ func TestCacheTokenFollowsTheOrgBinding(t *testing.T) {
 	clock := newClock()
 	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
 	gl := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
-	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
-	set, err := jwk.Parse(fg.JWKS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
-	exchanged := func(s *identity.Subject) string {
-		claims := s.CacheClaims()
-		claims["sub"] = "exchanged"
-		return fg.Mint(claims)
-	}
+	fg := newCacheIssuer(t, clock)
 
 	// Before the upgrade: gitlab alone, no orgs (valid then).
 	before := newEnv(t, clock, identity.Options{}, gl.Config("gitlab", identity.ClaimsGitLabCI))
-	squat := exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("omnicorp/super-duper-secure", "main"))))
-	own := exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("gitlab-corp/app", "main"))))
+	squat := fg.exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("omnicorp/super-duper-secure", "main"))))
+	own := fg.exchanged(before.mustVerify(gl.Mint(identitytest.GitLabCIClaims("gitlab-corp/app", "main"))))
 
 	// After: github speaks for omnicorp, gitlab for gitlab-corp.
 	after := newEnv(t, clock, identity.Options{},
 		identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"),
 		identitytest.WithOrgs(gl.Config("gitlab", identity.ClaimsGitLabCI), "gitlab-corp"))
-	if err := after.v.AddIssuer(fgCfg, set); err != nil {
-		t.Fatal(err)
-	}
+	after.trust(t, fg)
 	if err := after.mustRefuse(squat, identity.ReasonClaims); !strings.Contains(err.Error(), "is not one of issuer gitlab's orgs") {
 		t.Errorf("cache token of the squatted namespace: %v", err)
 	}
@@ -95,9 +83,7 @@ func TestCacheTokenFollowsTheOrgBinding(t *testing.T) {
 
 	// An issuer removed from the file takes its subjects' cache tokens along.
 	gone := newEnv(t, clock, identity.Options{}, identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"))
-	if err := gone.v.AddIssuer(fgCfg, set); err != nil {
-		t.Fatal(err)
-	}
+	gone.trust(t, fg)
 	if err := gone.mustRefuse(own, identity.ReasonClaims); !strings.Contains(err.Error(), "not configured") {
 		t.Errorf("cache token of a removed issuer: %v", err)
 	}
@@ -126,18 +112,11 @@ func TestSharedOrgIsWarned(t *testing.T) {
 func TestCacheTokenFollowsTheFixedOrg(t *testing.T) {
 	clock := newClock()
 	partner := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
-	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
-	set, err := jwk.Parse(fg.JWKS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	fg := newCacheIssuer(t, clock)
 	wrong := partner.Config("partner", identity.ClaimsOIDC)
 	wrong.Org = "omnicorp"
 	before := newEnv(t, clock, identity.Options{}, wrong)
-	claims := before.mustVerify(partner.Mint(identitytest.OIDCUserClaims("alice"))).CacheClaims()
-	claims["sub"] = "exchanged"
-	tok := fg.Mint(claims)
+	tok := fg.exchanged(before.mustVerify(partner.Mint(identitytest.OIDCUserClaims("alice"))))
 
 	for name, fix := range map[string]func(*identity.IssuerConfig){
 		"org: partner": func(c *identity.IssuerConfig) { c.Org = "partner" },
@@ -146,18 +125,14 @@ func TestCacheTokenFollowsTheFixedOrg(t *testing.T) {
 		cfg := partner.Config("partner", identity.ClaimsOIDC)
 		fix(&cfg)
 		after := newEnv(t, clock, identity.Options{}, cfg)
-		if err := after.v.AddIssuer(fgCfg, set); err != nil {
-			t.Fatal(err)
-		}
+		after.trust(t, fg)
 		if err := after.mustRefuse(tok, identity.ReasonClaims); !strings.Contains(err.Error(), "is not one of issuer partner's orgs") {
 			t.Errorf("%s: cache token of org omnicorp: %v", name, err)
 		}
 	}
 	// Unchanged, it still verifies.
 	same := newEnv(t, clock, identity.Options{}, wrong)
-	if err := same.v.AddIssuer(fgCfg, set); err != nil {
-		t.Fatal(err)
-	}
+	same.trust(t, fg)
 	if s := same.mustVerify(tok); s.Org != "omnicorp" {
 		t.Errorf("unchanged issuer: org %q", s.Org)
 	}
@@ -170,18 +145,11 @@ func TestCacheTokenFollowsTheFixedOrg(t *testing.T) {
 func TestOrgIDsPinTheOwner(t *testing.T) {
 	clock := newClock()
 	gh := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
-	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
-	set, err := jwk.Parse(fg.JWKS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	fg := newCacheIssuer(t, clock)
 	ghCfg := identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp", "acme")
 	ghCfg.OrgIDs = map[string]string{"OmniCorp": "90316721"}
 	e := newEnv(t, clock, identity.Options{}, ghCfg)
-	if err := e.v.AddIssuer(fgCfg, set); err != nil {
-		t.Fatal(err)
-	}
+	e.trust(t, fg)
 	job := func(repo, ownerID string) map[string]any {
 		c := identitytest.GitHubActionsClaims(repo, "refs/heads/main")
 		if ownerID == "" {
@@ -209,16 +177,11 @@ func TestOrgIDsPinTheOwner(t *testing.T) {
 
 	// A cache token exchanged by the old owner before the pin follows it.
 	before := newEnv(t, clock, identity.Options{}, identitytest.WithOrgs(gh.Config("github", identity.ClaimsGitHubActions), "omnicorp"))
-	exchanged := func(s *identity.Subject) string {
-		claims := s.CacheClaims()
-		claims["sub"] = "exchanged"
-		return fg.Mint(claims)
-	}
-	squatter := exchanged(before.mustVerify(gh.Mint(job("omnicorp/app", "171717"))))
+	squatter := fg.exchanged(before.mustVerify(gh.Mint(job("omnicorp/app", "171717"))))
 	if err := e.mustRefuse(squatter, identity.ReasonClaims); !strings.Contains(err.Error(), "belongs to GitHub account") {
 		t.Errorf("cache token of the next owner: %v", err)
 	}
-	if s := e.mustVerify(exchanged(owner)); s.Org != "omnicorp" || s.Via != "exchange" {
+	if s := e.mustVerify(fg.exchanged(owner)); s.Org != "omnicorp" || s.Via != "exchange" {
 		t.Errorf("cache token of the owner: %+v", s)
 	}
 }
@@ -231,19 +194,12 @@ func TestOrgIDsPinTheOwner(t *testing.T) {
 func TestCacheTokenUserFollowsTheIdPNaming(t *testing.T) {
 	clock := newClock()
 	idp := identitytest.NewIssuer(t, identitytest.WithClock(clock.Now))
-	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
-	set, err := jwk.Parse(fg.JWKS())
-	if err != nil {
-		t.Fatal(err)
-	}
-	fgCfg := identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}
+	fg := newCacheIssuer(t, clock)
 	env := func(userClaim string) *env {
 		cfg := idp.Config("idp", identity.ClaimsOIDC)
 		cfg.Org, cfg.UserClaim = "omnicorp", userClaim
 		e := newEnv(t, clock, identity.Options{}, cfg)
-		if err := e.v.AddIssuer(fgCfg, set); err != nil {
-			t.Fatal(err)
-		}
+		e.trust(t, fg)
 		return e
 	}
 	e := env("")
@@ -252,9 +208,7 @@ func TestCacheTokenUserFollowsTheIdPNaming(t *testing.T) {
 	claims["email"], claims["email_verified"], claims["oid"] = "cto@omnicorp.example", false, "0c4f-77"
 	s := e.mustVerify(idp.Mint(claims))
 	s.User = "cto@omnicorp.example" // what an exchange before the fix wrote
-	cc := s.CacheClaims()
-	cc["sub"] = "exchanged"
-	tok := fg.Mint(cc)
+	tok := fg.exchanged(s)
 	if got := e.mustVerify(tok); got.User != "user-mallory" {
 		t.Errorf("a cache token of an unverified email acts as %q, want its sub", got.User)
 	}
@@ -262,4 +216,37 @@ func TestCacheTokenUserFollowsTheIdPNaming(t *testing.T) {
 		t.Errorf("after user_claim: oid, the cache token acts as %q", got.User)
 	}
 	env("missing").mustRefuse(tok, identity.ReasonClaims)
+}
+
+// cacheIssuer is flakegate's own cache-token issuer (claims flakegate), as
+// the exchange runs it.
+type cacheIssuer struct {
+	*identitytest.Issuer
+	cfg identity.IssuerConfig
+	set jwk.Set
+}
+
+func newCacheIssuer(t *testing.T, clock *fakeClock) *cacheIssuer {
+	t.Helper()
+	fg := identitytest.NewIssuer(t, identitytest.WithAlg("ES256"), identitytest.WithIssuer("https://cache.example.com"), identitytest.WithClock(clock.Now))
+	set, err := jwk.Parse(fg.JWKS())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &cacheIssuer{Issuer: fg, set: set, cfg: identity.IssuerConfig{Name: "flakegate", Issuer: fg.Issuer(), Audience: []string{identitytest.DefaultAudience}, Claims: identity.ClaimsFlakegate}}
+}
+
+// exchanged is the cache token an exchange mints for s.
+func (c *cacheIssuer) exchanged(s *identity.Subject) string {
+	claims := s.CacheClaims()
+	claims["sub"] = "exchanged"
+	return c.Mint(claims)
+}
+
+// trust makes e's verifier accept c's cache tokens.
+func (e *env) trust(t *testing.T, c *cacheIssuer) {
+	t.Helper()
+	if err := e.v.AddIssuer(c.cfg, c.set); err != nil {
+		t.Fatal(err)
+	}
 }
